@@ -1,0 +1,118 @@
+/* config.h - mosquitto.conf syntax -> an immutable struct mq_config.
+ *
+ * The parser reads files (config, include_dir) but opens no sockets and knows
+ * nothing of the event loop. Every error and warning names file:line and the
+ * option. A struct mq_config is built once per load and never modified after
+ * config_load returns; reload builds a new one.
+ */
+#ifndef MIDGE_CONFIG_H
+#define MIDGE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum mq_listener_protocol { MQ_LISTENER_MQTT = 0, MQ_LISTENER_WEBSOCKETS = 1 };
+
+/* Per-listener settings (Mosquitto: `listener` and the options that follow it). */
+struct mq_listener_config {
+    uint16_t port;                      /* 0 = ephemeral (tests); the bound port is logged */
+    char *bind_address;                 /* NULL = all interfaces */
+    char *bind_interface;               /* NULL = none */
+    int socket_domain;                  /* 0 = any, 4 = ipv4, 6 = ipv6 */
+    enum mq_listener_protocol protocol;
+    int max_connections;                /* -1 = unlimited */
+    /* Security: effective values after per_listener_settings is applied. */
+    bool allow_anonymous;
+    char *password_file;
+    char *acl_file;
+    bool allow_zero_length_clientid;    /* effective value (global unless per_listener_settings) */
+    char *auto_id_prefix;               /* effective value, never NULL after a successful load */
+    /* TLS (parsed; implemented in the security issue). */
+    char *cafile, *capath, *certfile, *keyfile, *crlfile, *tls_version, *ciphers;
+    bool require_certificate;
+    bool use_identity_as_username;
+};
+
+/* Where log lines go. */
+enum mq_log_dest_mask {
+    MQ_LOG_DEST_STDERR = 1 << 0,
+    MQ_LOG_DEST_STDOUT = 1 << 1,
+    MQ_LOG_DEST_SYSLOG = 1 << 2,
+    MQ_LOG_DEST_FILE = 1 << 3,
+    MQ_LOG_DEST_TOPIC = 1 << 4,
+};
+
+struct mq_config {
+    struct mq_listener_config *listeners;
+    size_t listener_count;
+    bool from_file; /* false: built-in defaults (no -c), Mosquitto's local-only mode */
+
+    bool per_listener_settings;
+    /* The next two are the global settings; the server reads each listener's copy. */
+    bool allow_zero_length_clientid;   /* default true */
+    char *auto_id_prefix;              /* default "auto-" */
+    char **clientid_prefixes;          /* NULL-terminated or NULL */
+    uint32_t max_inflight_messages;    /* default 20; 0 = unlimited */
+    uint32_t max_queued_messages;      /* default 1000; 0 = unlimited */
+    uint64_t max_queued_bytes;         /* default 0 = unlimited */
+    uint32_t message_size_limit;       /* payload bytes; 0 = spec maximum */
+    uint32_t max_packet_size;          /* whole packet; 0 = spec maximum */
+    uint16_t max_keepalive;            /* default 65535 */
+    bool retain_available;             /* default true */
+    bool upgrade_outgoing_qos;         /* default false */
+    bool queue_qos0_messages;          /* default false */
+    int64_t persistent_client_expiration; /* seconds; 0 = never */
+    uint32_t sys_interval;             /* seconds; default 10; 0 disables */
+
+    bool persistence;
+    char *persistence_location;
+    char *persistence_file;            /* default "midge.db" */
+    uint32_t autosave_interval;        /* seconds; default 1800 */
+
+    unsigned log_dest;                 /* enum mq_log_dest_mask; default stderr */
+    char *log_file;                    /* with MQ_LOG_DEST_FILE */
+    unsigned log_types;                /* enum mq_log_level mask from log.h; default error|warning|notice|information */
+    bool log_timestamp;                /* default true */
+    char *log_timestamp_format;        /* strftime format; NULL = ISO-8601 local time */
+    bool connection_messages;          /* default true */
+
+    char *user;                        /* drop privileges to; default NULL */
+    char *pid_file;
+};
+
+/* Report one parse diagnostic: "file:line: option: message". */
+typedef void (*mq_config_report_fn)(void *ctx, bool is_error, const char *line);
+
+/* Fill *cfg (uninitialised on entry) with Mosquitto 2.0's built-in defaults and no
+ * listeners. Returns 0 or MQ_ERR_NOMEM (then *cfg holds nothing to free). */
+int config_defaults(struct mq_config *cfg);
+
+/* Parse the file at path (and its include_dir files, in sorted order) into *cfg, which
+ * is uninitialised on entry and owned by the caller on success (release with
+ * config_free). Returns 0, MQ_ERR_CONFIG or MQ_ERR_NOMEM; on error every problem in
+ * the files has been reported and *cfg holds nothing to free. Warnings
+ * (known-but-unimplemented options) are reported and parsing goes on. report may be
+ * NULL; the line passed to it is only valid during the call.
+ * Listeners, like Mosquitto 2.0: `listener` lines as written; `port`/`bind_address` (or
+ * listener options given before the first `listener`) add a default listener (port
+ * 1883 unless `port`, all interfaces unless `bind_address`); with none of these, two
+ * loopback listeners (127.0.0.1 and ::1, port 1883) where anonymous access defaults to
+ * true. docs/configuration.md has the details. */
+int config_load(const char *path, struct mq_config *cfg, mq_config_report_fn report, void *ctx);
+
+/* Parse config text held in memory (for tests and fuzzing); name is used in messages
+ * and text need not be NUL-terminated. Same contract as config_load; include_dir
+ * paths are read from the file system. */
+int config_parse_string(const char *text, size_t len, const char *name, struct mq_config *cfg,
+                        mq_config_report_fn report, void *ctx);
+
+/* Configuration used when midge runs without -c: listeners on 127.0.0.1 and ::1 at port
+ * with anonymous access, like Mosquitto 2.0 without a config. *cfg is uninitialised on
+ * entry. Returns 0 or MQ_ERR_NOMEM (then *cfg holds nothing to free). */
+int config_local_only(struct mq_config *cfg, uint16_t port);
+
+/* Free everything *cfg owns and reset it to zero. */
+void config_free(struct mq_config *cfg);
+
+#endif

@@ -1,0 +1,118 @@
+/* proto.h - the MQTT 3.1.1 rules: connections, sessions, routing.
+ *
+ * proto owns the broker's protocol state (sessions, subscription tree, retained
+ * store, counters) and one struct mq_conn per network connection. It reaches the
+ * network only through struct mq_sink_ops, which net/ provides and tests fake, so
+ * whole MQTT conversations run without sockets. No libuv, no OpenSSL here.
+ * Time is whatever the caller last stored in broker->now_ms.
+ */
+#ifndef MIDGE_PROTO_H
+#define MIDGE_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "midge/hmap.h"
+#include "midge/sub_tree.h"
+
+struct mq_config;
+struct mq_listener_config;
+struct mq_retain;
+struct mq_msg;
+struct mq_session;
+
+/* One piece of output, for gather writes. */
+struct mq_iov {
+    const void *base;
+    size_t len;
+};
+
+/* What proto needs from the transport. `io` is the opaque handle given to proto_conn_new. */
+struct mq_sink_ops {
+    /* Queue bytes for the connection (copied before returning). */
+    void (*write)(void *io, const struct mq_iov *iov, size_t n);
+    /* Flush what is queued, then close the connection. proto_conn_closed follows later. */
+    void (*close)(void *io);
+};
+
+/* Broker-wide counters ($SYS and the closing log). */
+struct mq_stats {
+    uint64_t clients_total;        /* connections accepted into a session ever */
+    uint64_t clients_connected;    /* currently connected */
+    uint64_t clients_maximum;
+    uint64_t msgs_received, msgs_sent;       /* all packets */
+    uint64_t pub_received, pub_sent;         /* PUBLISH packets */
+    uint64_t pub_dropped;                    /* queue overflow */
+    uint64_t bytes_received, bytes_sent;
+    uint64_t protocol_errors;
+};
+
+struct mq_broker {
+    const struct mq_config *cfg; /* borrowed; replaced on reload */
+    const struct mq_sink_ops *sink;
+    uint64_t now_ms; /* set by the caller before every entry point */
+    uint64_t start_ms;
+
+    struct mq_hmap sessions; /* client id -> struct mq_session */
+    struct mq_sub_tree *subs;
+    struct mq_retain *retained;
+    struct mq_sub_vec match_scratch; /* reused by every routing pass */
+
+    struct mq_conn *conns; /* doubly linked list of live connections */
+    uint64_t auto_id_counter;
+    struct mq_stats stats;
+};
+
+/* A connection as proto sees it. */
+struct mq_conn {
+    struct mq_broker *broker;
+    void *io;
+    const struct mq_listener_config *listener; /* borrowed */
+    struct mq_session *session; /* NULL until CONNECT is accepted */
+    struct mq_msg *will;        /* reference; NULL when no will */
+    struct mq_conn *prev, *next;
+    uint64_t last_rx_ms;
+    uint64_t connected_ms;
+    uint16_t keepalive;
+    uint8_t protocol_level;
+    bool connected; /* CONNACK 0 sent */
+    bool closing;   /* close requested; input ignored, nothing more sent */
+    char peer[64];  /* "addr:port" for logs */
+};
+
+/* New broker using cfg (borrowed, must outlive the broker or be replaced with
+ * broker_set_config) and the sink. NULL on out of memory. */
+struct mq_broker *broker_new(const struct mq_config *cfg, const struct mq_sink_ops *sink,
+                             uint64_t now_ms);
+
+/* Free all state. Every connection must already be gone (proto_conn_closed). */
+void broker_free(struct mq_broker *b);
+
+/* Switch to a new configuration (reload). cfg is borrowed. */
+void broker_set_config(struct mq_broker *b, const struct mq_config *cfg);
+
+/* Periodic work: keepalive timeouts. Call a few times a second. */
+void broker_tick(struct mq_broker *b);
+
+/* A new network connection. peer is copied. Returns NULL on out of memory. */
+struct mq_conn *proto_conn_new(struct mq_broker *b, void *io,
+                               const struct mq_listener_config *listener, const char *peer);
+
+/* Bytes arrived. Decodes and handles every complete packet in buf[0..len) and
+ * returns how many bytes were consumed; the caller keeps the rest for the next
+ * call. On a protocol error the connection is closed (sink close) and len is
+ * returned. *need (optional) receives the total size of the partial packet at the
+ * end when its fixed header is complete, else 0, so the caller can size its buffer. */
+size_t proto_conn_input(struct mq_conn *c, const uint8_t *buf, size_t len, size_t *need);
+
+/* The network connection is gone (peer closed, error, or after sink close).
+ * reason is used for the log line when proto did not close it itself.
+ * Frees c; the caller must not use it afterwards. */
+void proto_conn_closed(struct mq_conn *c, const char *reason);
+
+/* Shutdown: ask the sink to close every connection. Wills are not published: the
+ * clients did nothing wrong, the broker is going away (and Mosquitto does the same). */
+void broker_close_all(struct mq_broker *b);
+
+#endif

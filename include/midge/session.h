@@ -1,0 +1,117 @@
+/* session.h - the state MQTT keeps per client id: subscriptions, outgoing
+ * in-flight window, outgoing queue, packet-id allocation, inbound QoS 2 state.
+ *
+ * Pure bookkeeping with no I/O and no protocol decisions: proto decides what
+ * to send and calls these to record it. A session outlives its connections
+ * when clean session is 0. Every stored message is a counted reference.
+ */
+#ifndef MIDGE_SESSION_H
+#define MIDGE_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct mq_msg;
+struct mq_conn;
+
+/* Where an outgoing QoS 1/2 message stands. */
+enum mq_out_state {
+    MQ_OUT_WAIT_PUBACK = 1, /* QoS 1 sent, PUBACK expected */
+    MQ_OUT_WAIT_PUBREC = 2, /* QoS 2 sent, PUBREC expected */
+    MQ_OUT_WAIT_PUBCOMP = 3 /* PUBREL sent, PUBCOMP expected; message released */
+};
+
+struct mq_inflight {
+    struct mq_msg *msg; /* reference; NULL once PUBREC arrived */
+    uint16_t packet_id;
+    uint8_t qos;
+    uint8_t state; /* enum mq_out_state */
+    bool retain;   /* retain flag to send with (set for retained-on-subscribe) */
+};
+
+struct mq_queued {
+    struct mq_msg *msg; /* reference */
+    uint8_t qos;        /* QoS to deliver with */
+    bool retain;
+};
+
+struct mq_subscription {
+    char *filter; /* owned, NUL-terminated */
+    uint16_t len;
+    uint8_t qos;
+};
+
+struct mq_session {
+    char *client_id; /* owned, NUL-terminated */
+    uint16_t client_id_len;
+    bool clean;
+    struct mq_conn *conn;  /* borrowed; NULL while offline */
+    uint64_t last_seen_ms; /* for persistent_client_expiration */
+
+    struct mq_subscription *subs;
+    uint32_t sub_count, sub_cap;
+
+    /* Outgoing QoS 1/2 in flight, in the order they were first sent. */
+    struct mq_inflight *inflight;
+    uint32_t inflight_count, inflight_cap;
+    uint16_t next_packet_id;
+
+    /* Outgoing messages waiting for window space or for the client to return (ring). */
+    struct mq_queued *queue;
+    uint32_t queue_head, queue_count, queue_cap;
+    uint64_t queue_bytes;
+    uint64_t dropped; /* messages dropped because the queue was full */
+
+    /* Inbound QoS 2 packet ids received but not yet released by PUBREL (sorted). */
+    uint16_t *qos2_in;
+    uint32_t qos2_in_count, qos2_in_cap;
+};
+
+/* New session for client id (copied). NULL on out of memory. Free with session_free. */
+struct mq_session *session_new(const uint8_t *client_id, uint16_t len, bool clean);
+
+/* Free the session and drop every message reference it holds. Subscriptions
+ * must already be removed from the subscription tree by the caller. */
+void session_free(struct mq_session *s);
+
+/* Record a subscription (replacing the QoS of an identical filter). 0 or MQ_ERR_NOMEM. */
+int session_sub_set(struct mq_session *s, const uint8_t *filter, uint16_t len, uint8_t qos);
+
+/* Forget a subscription; true when it existed. */
+bool session_sub_remove(struct mq_session *s, const uint8_t *filter, uint16_t len);
+
+/* Allocate a packet id not used by any in-flight message ([MQTT-2.3.1-4]).
+ * Only valid when the window has fewer than 65535 entries. */
+uint16_t session_next_packet_id(struct mq_session *s);
+
+/* Append an in-flight entry (takes a new reference on msg). NULL on out of memory. */
+struct mq_inflight *session_inflight_add(struct mq_session *s, struct mq_msg *msg, uint8_t qos,
+                                         bool retain, uint16_t packet_id);
+
+/* Find the in-flight entry with this packet id, or NULL. */
+struct mq_inflight *session_inflight_find(struct mq_session *s, uint16_t packet_id);
+
+/* Remove an in-flight entry (dropping its reference), keeping the order of the rest. */
+void session_inflight_remove(struct mq_session *s, struct mq_inflight *e);
+
+/* Append to the queue, taking a new reference. Returns 0, or MQ_ERR_NOMEM. Caps are
+ * the caller's policy (see session_queue_full). */
+int session_queue_push(struct mq_session *s, struct mq_msg *msg, uint8_t qos, bool retain);
+
+/* True when another message would exceed max_messages or max_bytes (0 = no limit). */
+bool session_queue_full(const struct mq_session *s, uint32_t max_messages, uint64_t max_bytes,
+                        uint32_t next_bytes);
+
+/* Pop the oldest queued message into *out (the reference moves to the caller).
+ * Returns false when the queue is empty. */
+bool session_queue_pop(struct mq_session *s, struct mq_queued *out);
+
+/* Inbound QoS 2: record packet id; returns true when it was new, false when already
+ * held (a retransmission that must not be delivered again). -1 on out of memory. */
+int session_qos2_in_add(struct mq_session *s, uint16_t packet_id);
+
+/* Inbound QoS 2: release packet id on PUBREL; true when it was held. */
+bool session_qos2_in_release(struct mq_session *s, uint16_t packet_id);
+
+#endif

@@ -1,0 +1,226 @@
+/* session.c - per-client-id MQTT state: subscriptions, in-flight window, queue,
+ * packet ids and inbound QoS 2 ids.
+ *
+ * Owns every message reference stored in the in-flight array and the queue.
+ * Never decides policy (window size, queue caps, what to send): proto does.
+ */
+#include "midge/session.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "midge/err.h"
+#include "midge/msg.h"
+
+/* Grow an array of elem-sized items to hold at least need items. */
+static int grow(void **arr, uint32_t *cap, uint32_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    uint32_t ncap = *cap ? *cap * 2 : 4;
+    while (ncap < need)
+        ncap *= 2;
+    void *n = realloc(*arr, (size_t)ncap * elem);
+    if (!n)
+        return MQ_ERR_NOMEM;
+    *arr = n;
+    *cap = ncap;
+    return 0;
+}
+
+struct mq_session *session_new(const uint8_t *client_id, uint16_t len, bool clean)
+{
+    struct mq_session *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->client_id = malloc((size_t)len + 1);
+    if (!s->client_id) {
+        free(s);
+        return NULL;
+    }
+    memcpy(s->client_id, client_id, len);
+    s->client_id[len] = '\0';
+    s->client_id_len = len;
+    s->clean = clean;
+    s->next_packet_id = 1;
+    return s;
+}
+
+void session_free(struct mq_session *s)
+{
+    if (!s)
+        return;
+    for (uint32_t i = 0; i < s->sub_count; i++)
+        free(s->subs[i].filter);
+    free(s->subs);
+    for (uint32_t i = 0; i < s->inflight_count; i++)
+        msg_unref(s->inflight[i].msg);
+    free(s->inflight);
+    struct mq_queued q;
+    while (session_queue_pop(s, &q))
+        msg_unref(q.msg);
+    free(s->queue);
+    free(s->qos2_in);
+    free(s->client_id);
+    free(s);
+}
+
+static struct mq_subscription *sub_find(struct mq_session *s, const uint8_t *filter, uint16_t len)
+{
+    for (uint32_t i = 0; i < s->sub_count; i++)
+        if (s->subs[i].len == len && memcmp(s->subs[i].filter, filter, len) == 0)
+            return &s->subs[i];
+    return NULL;
+}
+
+int session_sub_set(struct mq_session *s, const uint8_t *filter, uint16_t len, uint8_t qos)
+{
+    struct mq_subscription *sub = sub_find(s, filter, len);
+    if (sub) {
+        sub->qos = qos;
+        return 0;
+    }
+    if (grow((void **)&s->subs, &s->sub_cap, s->sub_count + 1, sizeof(*s->subs)))
+        return MQ_ERR_NOMEM;
+    char *copy = malloc((size_t)len + 1);
+    if (!copy)
+        return MQ_ERR_NOMEM;
+    memcpy(copy, filter, len);
+    copy[len] = '\0';
+    s->subs[s->sub_count++] = (struct mq_subscription){.filter = copy, .len = len, .qos = qos};
+    return 0;
+}
+
+bool session_sub_remove(struct mq_session *s, const uint8_t *filter, uint16_t len)
+{
+    struct mq_subscription *sub = sub_find(s, filter, len);
+    if (!sub)
+        return false;
+    free(sub->filter);
+    /* Order of subscriptions carries no meaning: move the last one into the hole. */
+    *sub = s->subs[--s->sub_count];
+    return true;
+}
+
+uint16_t session_next_packet_id(struct mq_session *s)
+{
+    /* Ids are handed out in sequence; one is reused only after the counter wraps,
+     * so the scan below almost always succeeds on its first candidate. */
+    for (;;) {
+        uint16_t id = s->next_packet_id;
+        s->next_packet_id = (uint16_t)(id == 65535 ? 1 : id + 1);
+        if (!session_inflight_find(s, id))
+            return id;
+    }
+}
+
+struct mq_inflight *session_inflight_add(struct mq_session *s, struct mq_msg *msg, uint8_t qos,
+                                         bool retain, uint16_t packet_id)
+{
+    if (grow((void **)&s->inflight, &s->inflight_cap, s->inflight_count + 1, sizeof(*s->inflight)))
+        return NULL;
+    struct mq_inflight *e = &s->inflight[s->inflight_count++];
+    *e = (struct mq_inflight){.msg = msg_ref(msg),
+                              .packet_id = packet_id,
+                              .qos = qos,
+                              .state = qos == 1 ? MQ_OUT_WAIT_PUBACK : MQ_OUT_WAIT_PUBREC,
+                              .retain = retain};
+    return e;
+}
+
+struct mq_inflight *session_inflight_find(struct mq_session *s, uint16_t packet_id)
+{
+    for (uint32_t i = 0; i < s->inflight_count; i++)
+        if (s->inflight[i].packet_id == packet_id)
+            return &s->inflight[i];
+    return NULL;
+}
+
+void session_inflight_remove(struct mq_session *s, struct mq_inflight *e)
+{
+    size_t idx = (size_t)(e - s->inflight);
+    msg_unref(e->msg);
+    /* Keep send order: redelivery after reconnect must follow the original order. */
+    memmove(e, e + 1, (s->inflight_count - idx - 1) * sizeof(*e));
+    s->inflight_count--;
+}
+
+int session_queue_push(struct mq_session *s, struct mq_msg *msg, uint8_t qos, bool retain)
+{
+    if (s->queue_count == s->queue_cap) {
+        uint32_t ncap = s->queue_cap ? s->queue_cap * 2 : 8;
+        struct mq_queued *n = malloc((size_t)ncap * sizeof(*n));
+        if (!n)
+            return MQ_ERR_NOMEM;
+        /* Unroll the ring into the new array so head starts at 0. */
+        for (uint32_t i = 0; i < s->queue_count; i++)
+            n[i] = s->queue[(s->queue_head + i) % s->queue_cap];
+        free(s->queue);
+        s->queue = n;
+        s->queue_cap = ncap;
+        s->queue_head = 0;
+    }
+    uint32_t tail = (s->queue_head + s->queue_count) % s->queue_cap;
+    s->queue[tail] = (struct mq_queued){.msg = msg_ref(msg), .qos = qos, .retain = retain};
+    s->queue_count++;
+    s->queue_bytes += msg->payload_len;
+    return 0;
+}
+
+bool session_queue_full(const struct mq_session *s, uint32_t max_messages, uint64_t max_bytes,
+                        uint32_t next_bytes)
+{
+    if (max_messages && s->queue_count >= max_messages)
+        return true;
+    if (max_bytes && s->queue_bytes + next_bytes > max_bytes)
+        return true;
+    return false;
+}
+
+bool session_queue_pop(struct mq_session *s, struct mq_queued *out)
+{
+    if (!s->queue_count)
+        return false;
+    *out = s->queue[s->queue_head];
+    s->queue_head = (s->queue_head + 1) % s->queue_cap;
+    s->queue_count--;
+    s->queue_bytes -= out->msg->payload_len;
+    return true;
+}
+
+/* Index of the first id >= packet_id in the sorted qos2_in array. */
+static uint32_t qos2_lower_bound(const struct mq_session *s, uint16_t packet_id)
+{
+    uint32_t lo = 0, hi = s->qos2_in_count;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (s->qos2_in[mid] < packet_id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+int session_qos2_in_add(struct mq_session *s, uint16_t packet_id)
+{
+    uint32_t i = qos2_lower_bound(s, packet_id);
+    if (i < s->qos2_in_count && s->qos2_in[i] == packet_id)
+        return false;
+    if (grow((void **)&s->qos2_in, &s->qos2_in_cap, s->qos2_in_count + 1, sizeof(*s->qos2_in)))
+        return -1;
+    memmove(&s->qos2_in[i + 1], &s->qos2_in[i], (s->qos2_in_count - i) * sizeof(*s->qos2_in));
+    s->qos2_in[i] = packet_id;
+    s->qos2_in_count++;
+    return true;
+}
+
+bool session_qos2_in_release(struct mq_session *s, uint16_t packet_id)
+{
+    uint32_t i = qos2_lower_bound(s, packet_id);
+    if (i >= s->qos2_in_count || s->qos2_in[i] != packet_id)
+        return false;
+    memmove(&s->qos2_in[i], &s->qos2_in[i + 1], (s->qos2_in_count - i - 1) * sizeof(*s->qos2_in));
+    s->qos2_in_count--;
+    return true;
+}

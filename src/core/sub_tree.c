@@ -1,0 +1,556 @@
+/* sub_tree.c - the subscription trie: one node per filter level, subscribers at the last level.
+ *
+ * Owns its nodes, their level strings and subscriber arrays; never dereferences a subscriber.
+ * Invariants: every node except the two roots has a subscriber, a child, a '+' or a '#' link
+ * (empty nodes are pruned at once); a subscriber appears at most once per node; a node's
+ * children map borrows its keys from the children's own level strings; filters whose first
+ * level starts with '$' live under `dollar`, all others under `root`.
+ */
+#include "midge/sub_tree.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "midge/err.h"
+#include "midge/hmap.h"
+
+/* Above this many subscribers on one node a pointer index replaces the linear scan, so 100k
+ * clients subscribing to one filter cost O(n) overall rather than O(n^2). */
+#define INDEX_MIN 8u
+/* Up to this many matches a quadratic dedupe beats clearing a hash table. */
+#define SMALL_DEDUPE 16u
+
+struct subs {
+    uint32_t count;
+    uint32_t cap;
+    uint32_t *index;    /* NULL, or linear-probing table of entry position + 1 (0 = empty) */
+    uint32_t index_cap; /* power of two, 0 without index */
+    struct mq_sub_match e[];
+};
+
+struct node {
+    struct node *parent; /* NULL for a root */
+    struct node *plus;   /* child for a '+' level */
+    struct node *hash;   /* child for a '#' level */
+    struct subs *subs;   /* NULL while no subscriber */
+    struct mq_hmap children;
+    uint32_t level_len;
+    char level[]; /* level_len bytes + NUL; the key of this node in parent->children */
+};
+
+struct mq_sub_tree {
+    struct node *root;   /* filters not starting with '$' */
+    struct node *dollar; /* filters starting with '$' */
+    size_t count;        /* (subscriber, filter) pairs */
+    size_t nodes;        /* nodes below the roots */
+};
+
+struct frame {
+    const struct node *n;
+    size_t pos; /* offset of the next topic level; len + 1 once every level is consumed */
+};
+
+static const uint8_t empty_str[1];
+
+/* Fibonacci hashing: the multiply spreads a pointer's varying middle bits into the top half. */
+static uint32_t ptr_hash(const void *p, uint32_t mask)
+{
+    return (uint32_t)(((uint64_t)(uintptr_t)p * 0x9e3779b97f4a7c15ull) >> 32) & mask;
+}
+
+/* Offset one past the level that starts at pos (the next '/' or len). */
+static size_t level_end(const uint8_t *s, size_t len, size_t pos)
+{
+    if (pos >= len)
+        return len;
+    const uint8_t *slash = memchr(s + pos, '/', len - pos);
+    return slash ? (size_t)(slash - s) : len;
+}
+
+static bool is_wild(const uint8_t *level, size_t len, char c) { return len == 1 && level[0] == c; }
+
+static struct node *root_for(const struct mq_sub_tree *t, const uint8_t *s, size_t len)
+{
+    return len > 0 && s[0] == '$' ? t->dollar : t->root;
+}
+
+/* ---- subscriber arrays ---- */
+
+static uint32_t subs_find(const struct subs *s, const void *sub)
+{
+    if (!s)
+        return UINT32_MAX;
+    if (s->index) {
+        uint32_t mask = s->index_cap - 1;
+        for (uint32_t i = ptr_hash(sub, mask); s->index[i]; i = (i + 1) & mask)
+            if (s->e[s->index[i] - 1].subscriber == sub)
+                return s->index[i] - 1;
+        return UINT32_MAX;
+    }
+    for (uint32_t i = 0; i < s->count; i++)
+        if (s->e[i].subscriber == sub)
+            return i;
+    return UINT32_MAX;
+}
+
+static void index_insert(struct subs *s, uint32_t pos)
+{
+    uint32_t mask = s->index_cap - 1;
+    uint32_t i = ptr_hash(s->e[pos].subscriber, mask);
+    while (s->index[i])
+        i = (i + 1) & mask;
+    s->index[i] = pos + 1;
+}
+
+/* Index slot that holds entry position pos (which must be indexed). */
+static uint32_t index_slot(const struct subs *s, uint32_t pos)
+{
+    uint32_t mask = s->index_cap - 1;
+    uint32_t i = ptr_hash(s->e[pos].subscriber, mask);
+    while (s->index[i] != pos + 1)
+        i = (i + 1) & mask;
+    return i;
+}
+
+/* Empty slot i by shifting later members of its probe run back (no tombstones needed). */
+static void index_delete_slot(struct subs *s, uint32_t i)
+{
+    uint32_t mask = s->index_cap - 1;
+    for (;;) {
+        s->index[i] = 0;
+        uint32_t j = i;
+        for (;;) {
+            j = (j + 1) & mask;
+            if (!s->index[j])
+                return;
+            uint32_t home = ptr_hash(s->e[s->index[j] - 1].subscriber, mask);
+            /* The entry at j may fill i unless its home lies cyclically in (i, j]. */
+            bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+            if (!stays)
+                break;
+        }
+        s->index[i] = s->index[j];
+        i = j;
+    }
+}
+
+static int index_build(struct subs *s, uint32_t cap)
+{
+    uint32_t *index = calloc(cap, sizeof(*index));
+    if (!index)
+        return MQ_ERR_NOMEM;
+    free(s->index);
+    s->index = index;
+    s->index_cap = cap;
+    for (uint32_t i = 0; i < s->count; i++)
+        index_insert(s, i);
+    return 0;
+}
+
+static void subs_free(struct subs *s)
+{
+    if (s)
+        free(s->index);
+    free(s);
+}
+
+/* Append (sub, qos) to n, which must not hold sub. On error n's subscribers are unchanged. */
+static int subs_add(struct node *n, void *sub, uint8_t qos)
+{
+    struct subs *s = n->subs;
+    if (!s || s->count == s->cap) {
+        uint32_t cap = s ? s->cap * 2 : 1;
+        if (s && s->cap >= UINT32_MAX / 4)
+            return MQ_ERR_NOMEM;
+        struct subs *grown = realloc(s, sizeof(*s) + (size_t)cap * sizeof(s->e[0]));
+        if (!grown)
+            return MQ_ERR_NOMEM;
+        if (!s)
+            *grown = (struct subs){0};
+        grown->cap = cap;
+        n->subs = s = grown;
+    }
+    if (s->count + 1 > INDEX_MIN && (uint64_t)(s->count + 1) * 2 > s->index_cap) {
+        uint32_t cap = s->index_cap ? s->index_cap * 2 : 2 * INDEX_MIN * 2;
+        int err = index_build(s, cap);
+        if (err)
+            return err;
+    }
+    s->e[s->count] = (struct mq_sub_match){sub, qos};
+    if (s->index)
+        index_insert(s, s->count);
+    s->count++;
+    return 0;
+}
+
+/* Remove the entry at pos by moving the last entry into its place. */
+static void subs_remove(struct node *n, uint32_t pos)
+{
+    struct subs *s = n->subs;
+    uint32_t last = s->count - 1;
+    if (s->index) {
+        index_delete_slot(s, index_slot(s, pos));
+        if (pos != last)
+            s->index[index_slot(s, last)] = pos + 1;
+    }
+    s->e[pos] = s->e[last];
+    s->count--;
+    if (s->count == 0) {
+        subs_free(s);
+        n->subs = NULL;
+        return;
+    }
+    if (s->index && s->count < INDEX_MIN / 2) {
+        free(s->index);
+        s->index = NULL;
+        s->index_cap = 0;
+    }
+    if (s->cap >= 8 && s->count <= s->cap / 4) {
+        /* Shrinking is best effort: on failure the larger block simply stays. */
+        struct subs *shrunk = realloc(s, sizeof(*s) + (size_t)(s->cap / 2) * sizeof(s->e[0]));
+        if (shrunk) {
+            shrunk->cap /= 2;
+            n->subs = shrunk;
+        }
+    }
+}
+
+/* ---- nodes ---- */
+
+static struct node *node_new(struct node *parent, const uint8_t *level, size_t len)
+{
+    struct node *n = calloc(1, sizeof(*n) + len + 1);
+    if (!n)
+        return NULL;
+    n->parent = parent;
+    hmap_init(&n->children);
+    n->level_len = (uint32_t)len;
+    if (len > 0)
+        memcpy(n->level, level, len);
+    return n;
+}
+
+static void node_free(struct node *n)
+{
+    hmap_destroy(&n->children);
+    subs_free(n->subs);
+    free(n);
+}
+
+static bool node_empty(const struct node *n)
+{
+    return !n->subs && !n->plus && !n->hash && hmap_count(&n->children) == 0;
+}
+
+/* Remove n and then each ancestor that became empty, stopping at a root. */
+static void prune(struct mq_sub_tree *t, struct node *n)
+{
+    while (n->parent && node_empty(n)) {
+        struct node *p = n->parent;
+        if (p->plus == n)
+            p->plus = NULL;
+        else if (p->hash == n)
+            p->hash = NULL;
+        else
+            hmap_remove(&p->children, n->level, n->level_len);
+        node_free(n);
+        t->nodes--;
+        n = p;
+    }
+}
+
+static struct node *child_find(const struct node *n, const uint8_t *level, size_t len)
+{
+    if (is_wild(level, len, '+'))
+        return n->plus;
+    if (is_wild(level, len, '#'))
+        return n->hash;
+    return hmap_get(&n->children, level, len);
+}
+
+/* The child of n for level, created when missing; NULL on out of memory. */
+static struct node *child_get_or_add(struct mq_sub_tree *t, struct node *n, const uint8_t *level,
+                                     size_t len)
+{
+    struct node *c = child_find(n, level, len);
+    if (c)
+        return c;
+    if (len > UINT32_MAX || !(c = node_new(n, level, len)))
+        return NULL;
+    if (is_wild(level, len, '+')) {
+        n->plus = c;
+    } else if (is_wild(level, len, '#')) {
+        n->hash = c;
+    } else if (hmap_put(&n->children, c->level, len, c) != 0) {
+        node_free(c);
+        return NULL;
+    }
+    t->nodes++;
+    return c;
+}
+
+/* ---- public API ---- */
+
+struct mq_sub_tree *sub_tree_new(void)
+{
+    struct mq_sub_tree *t = calloc(1, sizeof(*t));
+    if (!t)
+        goto fail;
+    t->root = node_new(NULL, NULL, 0);
+    t->dollar = node_new(NULL, NULL, 0);
+    if (!t->root || !t->dollar)
+        goto fail;
+    return t;
+fail:
+    if (t) {
+        free(t->root);
+        free(t->dollar);
+    }
+    free(t);
+    return NULL;
+}
+
+void sub_tree_free(struct mq_sub_tree *t)
+{
+    if (!t)
+        return;
+    /* Tear down without recursion or extra memory: the parent field, no longer needed,
+     * threads a work list through the nodes still to be freed. */
+    t->root->parent = t->dollar;
+    t->dollar->parent = NULL;
+    struct node *list = t->root;
+    while (list) {
+        struct node *n = list;
+        list = n->parent;
+        struct node *c;
+        if ((c = n->plus)) {
+            c->parent = list;
+            list = c;
+        }
+        if ((c = n->hash)) {
+            c->parent = list;
+            list = c;
+        }
+        uint32_t it = 0;
+        while ((c = hmap_next(&n->children, &it, NULL, NULL))) {
+            c->parent = list;
+            list = c;
+        }
+        node_free(n);
+    }
+    free(t);
+}
+
+int sub_tree_add(struct mq_sub_tree *t, const uint8_t *filter, size_t len, void *subscriber,
+                 uint8_t qos, bool *existed)
+{
+    if (!filter)
+        filter = empty_str;
+    struct node *n = root_for(t, filter, len);
+    int err = 0;
+    for (size_t pos = 0;;) {
+        size_t end = level_end(filter, len, pos);
+        struct node *c = child_get_or_add(t, n, filter + pos, end - pos);
+        if (!c) {
+            err = MQ_ERR_NOMEM;
+            goto fail;
+        }
+        n = c;
+        if (end == len)
+            break;
+        pos = end + 1;
+    }
+
+    uint32_t pos = subs_find(n->subs, subscriber);
+    if (pos != UINT32_MAX) {
+        n->subs->e[pos].qos = qos;
+        if (existed)
+            *existed = true;
+        return 0;
+    }
+    err = subs_add(n, subscriber, qos);
+    if (err)
+        goto fail;
+    t->count++;
+    if (existed)
+        *existed = false;
+    return 0;
+fail:
+    prune(t, n); /* only nodes created by this call can be empty */
+    return err;
+}
+
+int sub_tree_remove(struct mq_sub_tree *t, const uint8_t *filter, size_t len, void *subscriber,
+                    bool *removed)
+{
+    if (removed)
+        *removed = false;
+    if (!filter)
+        filter = empty_str;
+    struct node *n = root_for(t, filter, len);
+    for (size_t pos = 0;;) {
+        size_t end = level_end(filter, len, pos);
+        n = child_find(n, filter + pos, end - pos);
+        if (!n)
+            return 0;
+        if (end == len)
+            break;
+        pos = end + 1;
+    }
+    uint32_t pos = subs_find(n->subs, subscriber);
+    if (pos == UINT32_MAX)
+        return 0;
+    subs_remove(n, pos);
+    t->count--;
+    prune(t, n);
+    if (removed)
+        *removed = true;
+    return 0;
+}
+
+/* Grow scratch to at least `bytes`, keeping its contents. */
+static int scratch_reserve(struct mq_sub_vec *v, size_t bytes)
+{
+    if (bytes <= v->scratch_size)
+        return 0;
+    size_t size = v->scratch_size ? v->scratch_size * 2 : 512;
+    while (size < bytes)
+        size *= 2;
+    void *p = realloc(v->scratch, size);
+    if (!p)
+        return MQ_ERR_NOMEM;
+    v->scratch = p;
+    v->scratch_size = size;
+    return 0;
+}
+
+static int collect(struct mq_sub_vec *v, const struct subs *s)
+{
+    if (v->count + s->count > v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 16;
+        while (cap < v->count + s->count)
+            cap *= 2;
+        struct mq_sub_match *items = realloc(v->items, cap * sizeof(*items));
+        if (!items)
+            return MQ_ERR_NOMEM;
+        v->items = items;
+        v->cap = cap;
+    }
+    memcpy(v->items + v->count, s->e, s->count * sizeof(s->e[0]));
+    v->count += s->count;
+    return 0;
+}
+
+/* Merge duplicate subscribers in v, keeping each one's first position and its highest QoS. */
+static int dedupe(struct mq_sub_vec *v)
+{
+    struct mq_sub_match *it = v->items;
+    size_t n = v->count, w = 0;
+
+    if (n <= SMALL_DEDUPE) {
+        for (size_t i = 0; i < n; i++) {
+            size_t j = 0;
+            while (j < w && it[j].subscriber != it[i].subscriber)
+                j++;
+            if (j < w) {
+                if (it[i].qos > it[j].qos)
+                    it[j].qos = it[i].qos;
+            } else {
+                it[w++] = it[i];
+            }
+        }
+        v->count = w;
+        return 0;
+    }
+
+    if (n > UINT32_MAX / 4)
+        return MQ_ERR_NOMEM;
+    uint32_t cap = 32;
+    while (cap < 2 * n)
+        cap *= 2;
+    int err = scratch_reserve(v, (size_t)cap * sizeof(uint32_t));
+    if (err)
+        return err;
+    uint32_t *table = v->scratch; /* position in the compacted prefix + 1; 0 = empty */
+    memset(table, 0, (size_t)cap * sizeof(*table));
+    for (size_t i = 0; i < n; i++) {
+        uint32_t h = ptr_hash(it[i].subscriber, cap - 1);
+        for (;; h = (h + 1) & (cap - 1)) {
+            uint32_t at = table[h];
+            if (!at) {
+                table[h] = (uint32_t)w + 1;
+                it[w++] = it[i];
+                break;
+            }
+            if (it[at - 1].subscriber == it[i].subscriber) {
+                if (it[i].qos > it[at - 1].qos)
+                    it[at - 1].qos = it[i].qos;
+                break;
+            }
+        }
+    }
+    v->count = w;
+    return 0;
+}
+
+int sub_tree_match(const struct mq_sub_tree *t, const uint8_t *topic, size_t len,
+                   struct mq_sub_vec *out)
+{
+    out->count = 0;
+    if (!topic)
+        topic = empty_str;
+
+    /* Depth-first with an explicit stack: each pop pushes at most an exact and a '+' child
+     * one level deeper, so the stack never exceeds levels + 1 frames. */
+    int err = scratch_reserve(out, 2 * sizeof(struct frame));
+    if (err)
+        return err;
+    struct frame *stack = out->scratch;
+    size_t sp = 0, sources = 0;
+    stack[sp++] = (struct frame){root_for(t, topic, len), 0};
+    while (sp > 0) {
+        struct frame f = stack[--sp];
+        /* '#' also matches the parent level, so it matches wherever its parent does. */
+        if (f.n->hash && f.n->hash->subs) {
+            if ((err = collect(out, f.n->hash->subs)))
+                goto fail;
+            sources++;
+        }
+        if (f.pos > len) {
+            if (f.n->subs) {
+                if ((err = collect(out, f.n->subs)))
+                    goto fail;
+                sources++;
+            }
+            continue;
+        }
+        size_t end = level_end(topic, len, f.pos);
+        if ((err = scratch_reserve(out, (sp + 2) * sizeof(struct frame))))
+            goto fail;
+        stack = out->scratch;
+        const struct node *c = hmap_get(&f.n->children, topic + f.pos, end - f.pos);
+        if (c)
+            stack[sp++] = (struct frame){c, end + 1};
+        if (f.n->plus)
+            stack[sp++] = (struct frame){f.n->plus, end + 1};
+    }
+
+    /* One node never holds a subscriber twice, so a single source needs no dedupe. */
+    if (sources > 1 && (err = dedupe(out)))
+        goto fail;
+    return 0;
+fail:
+    out->count = 0;
+    return err;
+}
+
+size_t sub_tree_count(const struct mq_sub_tree *t) { return t->count; }
+
+size_t sub_tree_node_count(const struct mq_sub_tree *t) { return t->nodes; }
+
+void sub_vec_free(struct mq_sub_vec *v)
+{
+    free(v->items);
+    free(v->scratch);
+    *v = (struct mq_sub_vec){0};
+}

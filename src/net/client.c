@@ -1,0 +1,326 @@
+/* client.c - one TCP connection: bytes in -> proto, proto's output -> socket.
+ *
+ * Reads land in the server's shared 64 KiB buffer; only the unfinished tail of a
+ * packet is copied into the client, so an idle connection holds no read buffer.
+ * Output produced during a loop turn is gathered per client and written once by
+ * client_flush_all (a uv_check handle), directly when the socket takes it and by
+ * a queued uv_write only on EAGAIN. A client is freed only in its close callback.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "midge/log.h"
+#include "net.h"
+
+/* Keep a small output buffer between turns; free larger ones so a burst does
+ * not pin memory on an idle connection. */
+#define OUT_KEEP_BYTES 4096
+
+static struct mq_client *client_of(uv_handle_t *h) { return (struct mq_client *)h; }
+
+static void mark_dirty(struct mq_client *cl)
+{
+    if (cl->in_dirty)
+        return;
+    cl->in_dirty = true;
+    cl->dirty_next = cl->srv->dirty;
+    cl->srv->dirty = cl;
+}
+
+static int reserve(uint8_t **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    size_t ncap = *cap ? *cap : 256;
+    while (ncap < need)
+        ncap *= 2;
+    uint8_t *n = realloc(*buf, ncap);
+    if (!n)
+        return -1;
+    *buf = n;
+    *cap = ncap;
+    return 0;
+}
+
+static void sink_write(void *io, const struct mq_iov *iov, size_t n)
+{
+    struct mq_client *cl = io;
+    if (cl->closing)
+        return;
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += iov[i].len;
+    if (reserve(&cl->out, &cl->out_cap, cl->out_len + total)) {
+        mq_log(MQ_LOG_ERR, "%s: out of memory for output, closing", cl->peer);
+        client_close(cl, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (iov[i].len)
+            memcpy(cl->out + cl->out_len, iov[i].base, iov[i].len);
+        cl->out_len += iov[i].len;
+    }
+    mark_dirty(cl);
+}
+
+static void sink_close(void *io)
+{
+    struct mq_client *cl = io;
+    cl->close_requested = true;
+    mark_dirty(cl);
+}
+
+const struct mq_sink_ops client_sink = {.write = sink_write, .close = sink_close};
+
+static void on_close(uv_handle_t *h)
+{
+    struct mq_client *cl = client_of(h);
+    struct mq_server *srv = cl->srv;
+    if (cl->conn) {
+        srv->broker->now_ms = uv_now(&srv->loop);
+        proto_conn_closed(cl->conn, cl->close_reason ? cl->close_reason : "connection closed");
+        cl->conn = NULL;
+    }
+    if (cl->prev)
+        cl->prev->next = cl->next;
+    else
+        srv->clients = cl->next;
+    if (cl->next)
+        cl->next->prev = cl->prev;
+    srv->client_count--;
+    free(cl->in);
+    free(cl->out);
+    free(cl);
+}
+
+void client_close(struct mq_client *cl, const char *reason)
+{
+    if (cl->closing)
+        return;
+    cl->closing = true;
+    if (!cl->close_reason)
+        cl->close_reason = reason;
+    /* Pending uv_write requests are cancelled by uv_close; their callbacks free
+     * their buffers. */
+    uv_close((uv_handle_t *)&cl->tcp, on_close);
+}
+
+struct write_req {
+    uv_write_t req;
+    struct mq_client *cl;
+    uint8_t *buf; /* owned */
+};
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct write_req *wr = (struct write_req *)req;
+    struct mq_client *cl = wr->cl;
+    free(wr->buf);
+    free(wr);
+    if (status == UV_ECANCELED)
+        return; /* the client is closing; it may already be gone */
+    cl->write_pending = false;
+    if (status < 0) {
+        client_close(cl, "write error");
+        return;
+    }
+    if (cl->out_len || cl->close_requested)
+        mark_dirty(cl);
+}
+
+/* Write what the client has gathered: straight to the socket when it takes it,
+ * otherwise hand the rest to a uv_write and start a fresh buffer. */
+static void flush_client(struct mq_client *cl)
+{
+    if (cl->closing || cl->write_pending)
+        return;
+    if (cl->out_len) {
+        uv_buf_t b = uv_buf_init((char *)cl->out, (unsigned)cl->out_len);
+        int n = uv_try_write((uv_stream_t *)&cl->tcp, &b, 1);
+        if (n == UV_EAGAIN || n == UV_ENOSYS)
+            n = 0;
+        if (n < 0) {
+            client_close(cl, "write error");
+            return;
+        }
+        if ((size_t)n == cl->out_len) {
+            cl->out_len = 0;
+            if (cl->out_cap > OUT_KEEP_BYTES) {
+                free(cl->out);
+                cl->out = NULL;
+                cl->out_cap = 0;
+            }
+        } else if (!cl->close_requested) {
+            struct write_req *wr = malloc(sizeof(*wr));
+            if (!wr) {
+                client_close(cl, "out of memory");
+                return;
+            }
+            size_t rest = cl->out_len - (size_t)n;
+            memmove(cl->out, cl->out + n, rest);
+            wr->cl = cl;
+            wr->buf = cl->out;
+            cl->out = NULL;
+            cl->out_len = cl->out_cap = 0;
+            uv_buf_t rb = uv_buf_init((char *)wr->buf, (unsigned)rest);
+            if (uv_write(&wr->req, (uv_stream_t *)&cl->tcp, &rb, 1, on_write)) {
+                free(wr->buf);
+                free(wr);
+                client_close(cl, "write error");
+                return;
+            }
+            cl->write_pending = true;
+        }
+    }
+    /* A close is carried out after one attempt to send what precedes it (CONNACK
+     * refusals, for example): a peer that does not read cannot hold it open. */
+    if (cl->close_requested)
+        client_close(cl, "closed by broker");
+}
+
+void client_flush_all(struct mq_server *srv)
+{
+    struct mq_client *cl = srv->dirty;
+    srv->dirty = NULL;
+    while (cl) {
+        struct mq_client *next = cl->dirty_next;
+        cl->in_dirty = false;
+        cl->dirty_next = NULL;
+        flush_client(cl);
+        cl = next;
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    struct mq_client *cl = client_of(h);
+    if (!cl->in_len) {
+        *buf = uv_buf_init((char *)cl->srv->read_buf, sizeof(cl->srv->read_buf));
+        return;
+    }
+    /* A packet is half here: read the rest straight after it. */
+    if (cl->in_cap - cl->in_len < 4096 &&
+        reserve(&cl->in, &cl->in_cap, cl->in_len + NET_READ_BUF_SIZE)) {
+        *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
+        return;
+    }
+    *buf = uv_buf_init((char *)cl->in + cl->in_len, (unsigned)(cl->in_cap - cl->in_len));
+}
+
+/* Keep the unconsumed tail [data+consumed, data+len) for the next read. */
+static int keep_tail(struct mq_client *cl, const uint8_t *data, size_t len, size_t consumed,
+                     size_t need)
+{
+    size_t rest = len - consumed;
+    if (!rest) {
+        cl->in_len = 0;
+        if (cl->in_cap > NET_READ_BUF_SIZE * 2 || data != cl->in) {
+            free(cl->in);
+            cl->in = NULL;
+            cl->in_cap = 0;
+        }
+        return 0;
+    }
+    if (data == cl->in) {
+        memmove(cl->in, cl->in + consumed, rest);
+        cl->in_len = rest;
+    } else {
+        if (reserve(&cl->in, &cl->in_cap, rest))
+            return -1;
+        memcpy(cl->in, data + consumed, rest);
+        cl->in_len = rest;
+    }
+    /* When the header told us the packet's size, make room for all of it at once. */
+    if (need > cl->in_len && reserve(&cl->in, &cl->in_cap, need))
+        return -1;
+    return 0;
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct mq_client *cl = client_of((uv_handle_t *)stream);
+    struct mq_server *srv = cl->srv;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        if (nread == UV_EOF)
+            client_close(cl, "connection closed by peer");
+        else if (nread == UV_ENOBUFS)
+            client_close(cl, "out of memory for input");
+        else
+            client_close(cl, nread == UV_ECONNRESET ? "connection reset by peer" : "read error");
+        return;
+    }
+    if (!cl->conn || cl->close_requested)
+        return;
+    srv->broker->now_ms = uv_now(&srv->loop);
+
+    const uint8_t *data;
+    size_t len;
+    if ((uint8_t *)buf->base == srv->read_buf) {
+        data = srv->read_buf;
+        len = (size_t)nread;
+    } else {
+        cl->in_len += (size_t)nread;
+        data = cl->in;
+        len = cl->in_len;
+    }
+    size_t need = 0;
+    size_t used = proto_conn_input(cl->conn, data, len, &need);
+    if (cl->close_requested) {
+        uv_read_stop(stream);
+        cl->in_len = 0;
+        return;
+    }
+    if (keep_tail(cl, data, len, used, need))
+        client_close(cl, "out of memory for input");
+}
+
+void client_accept(struct mq_listen_socket *ls)
+{
+    struct mq_server *srv = ls->srv;
+    struct mq_client *cl = calloc(1, sizeof(*cl));
+    if (!cl) {
+        mq_log(MQ_LOG_ERR, "out of memory accepting a connection on %s", ls->name);
+        return;
+    }
+    cl->srv = srv;
+    uv_tcp_init(&srv->loop, &cl->tcp);
+    cl->next = srv->clients;
+    if (srv->clients)
+        srv->clients->prev = cl;
+    srv->clients = cl;
+    srv->client_count++;
+    if (uv_accept((uv_stream_t *)&ls->tcp, (uv_stream_t *)&cl->tcp)) {
+        client_close(cl, "accept failed");
+        return;
+    }
+    uv_tcp_nodelay(&cl->tcp, 1);
+
+    struct sockaddr_storage ss;
+    int sslen = sizeof(ss);
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (uv_tcp_getpeername(&cl->tcp, (struct sockaddr *)&ss, &sslen) == 0) {
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            uv_ip6_name(a, host, sizeof(host));
+            port = ntohs(a->sin6_port);
+        } else {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            uv_ip4_name(a, host, sizeof(host));
+            port = ntohs(a->sin_port);
+        }
+    }
+    snprintf(cl->peer, sizeof(cl->peer), ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host,
+             port);
+    srv->broker->now_ms = uv_now(&srv->loop);
+    cl->conn = proto_conn_new(srv->broker, cl, ls->cfg, cl->peer);
+    if (!cl->conn) {
+        client_close(cl, "out of memory");
+        return;
+    }
+    if (uv_read_start((uv_stream_t *)&cl->tcp, on_alloc, on_read))
+        client_close(cl, "read failed");
+}

@@ -1,0 +1,141 @@
+/* listener.c - bind and listen for each configured listener; accept -> client.
+ *
+ * A listener with no bind address gets two sockets (0.0.0.0 and ::, the IPv6 one
+ * v6-only) like Mosquitto; a host name may resolve to several addresses. Port 0
+ * means "any free port": the first socket of a listener picks it and the others
+ * of the same listener share it, so tests can run on ephemeral ports.
+ */
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "midge/config.h"
+#include "midge/log.h"
+#include "net.h"
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct mq_listen_socket *ls = (struct mq_listen_socket *)server;
+    if (status < 0) {
+        mq_log(MQ_LOG_WARNING, "accept on %s failed: %s", ls->name, uv_strerror(status));
+        return;
+    }
+    client_accept(ls);
+}
+
+static void on_socket_closed(uv_handle_t *h) { free(h); }
+
+static int add_socket(struct mq_server *srv, const struct mq_listener_config *lc,
+                      const struct sockaddr *sa, uint16_t *port)
+{
+    struct sockaddr_storage addr;
+    memcpy(&addr, sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                : sizeof(struct sockaddr_in));
+    if (addr.ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)&addr)->sin6_port = htons(*port);
+    else
+        ((struct sockaddr_in *)&addr)->sin_port = htons(*port);
+
+    char host[INET6_ADDRSTRLEN] = "?";
+    if (addr.ss_family == AF_INET6)
+        uv_ip6_name((struct sockaddr_in6 *)&addr, host, sizeof(host));
+    else
+        uv_ip4_name((struct sockaddr_in *)&addr, host, sizeof(host));
+
+    struct mq_listen_socket *ls = calloc(1, sizeof(*ls));
+    struct mq_listen_socket **grown =
+        realloc(srv->sockets, (srv->socket_count + 1) * sizeof(*srv->sockets));
+    if (!ls || !grown) {
+        free(ls);
+        if (grown)
+            srv->sockets = grown;
+        mq_log(MQ_LOG_ERR, "out of memory creating a listener");
+        return -1;
+    }
+    srv->sockets = grown;
+    ls->srv = srv;
+    ls->cfg = lc;
+    uv_tcp_init(&srv->loop, &ls->tcp);
+    srv->sockets[srv->socket_count++] = ls;
+
+    /* libuv sets SO_REUSEADDR on TCP binds, so a restart can rebind at once. */
+    unsigned flags = addr.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
+    int rc = uv_tcp_bind(&ls->tcp, (struct sockaddr *)&addr, flags);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&ls->tcp, 511, on_connection);
+    const char *fmt = addr.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u";
+    if (rc) {
+        char name[80];
+        snprintf(name, sizeof(name), fmt, host, *port);
+        mq_log(MQ_LOG_ERR, "cannot listen on %s: %s", name, uv_strerror(rc));
+        return -1;
+    }
+    struct sockaddr_storage bound;
+    int blen = sizeof(bound);
+    if (*port == 0 && uv_tcp_getsockname(&ls->tcp, (struct sockaddr *)&bound, &blen) == 0)
+        *port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                  : ((struct sockaddr_in *)&bound)->sin_port);
+    snprintf(ls->name, sizeof(ls->name), fmt, host, *port);
+    mq_log(MQ_LOG_NOTICE, "listening on %s (mqtt)", ls->name);
+    return 0;
+}
+
+/* Bind one configured listener: every address it names, sharing one port. */
+static int start_listener(struct mq_server *srv, const struct mq_listener_config *lc)
+{
+    if (lc->protocol == MQ_LISTENER_WEBSOCKETS) {
+        mq_log(MQ_LOG_ERR,
+               "listener %u: protocol websockets is not yet supported by this version of midge",
+               lc->port);
+        return -1;
+    }
+    struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM};
+    if (lc->socket_domain == 4)
+        hints.ai_family = AF_INET;
+    else if (lc->socket_domain == 6)
+        hints.ai_family = AF_INET6;
+    struct addrinfo *res = NULL;
+    /* Start-up only, before the loop runs: a blocking resolver call is acceptable here. */
+    int gai = getaddrinfo(lc->bind_address, "0", &hints, &res);
+    if (gai) {
+        mq_log(MQ_LOG_ERR, "listener %u: cannot resolve bind address \"%s\": %s", lc->port,
+               lc->bind_address ? lc->bind_address : "*", gai_strerror(gai));
+        return -1;
+    }
+    uint16_t port = lc->port;
+    int rc = 0, bound = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
+            continue;
+        if (add_socket(srv, lc, ai->ai_addr, &port) == 0) {
+            bound++;
+        } else if (ai->ai_family == AF_INET6 && !lc->bind_address) {
+            /* A machine without IPv6 still serves IPv4 on a wildcard listener. */
+            mq_log(MQ_LOG_WARNING, "IPv6 unavailable for listener %u; serving IPv4 only",
+                   lc->port);
+        } else {
+            rc = -1;
+        }
+    }
+    freeaddrinfo(res);
+    return rc == 0 && bound ? 0 : -1;
+}
+
+int listeners_start(struct mq_server *srv)
+{
+    const struct mq_config *cfg = srv->cfg;
+    for (size_t i = 0; i < cfg->listener_count; i++)
+        if (start_listener(srv, &cfg->listeners[i]))
+            return -1;
+    return 0;
+}
+
+void listeners_stop(struct mq_server *srv)
+{
+    for (size_t i = 0; i < srv->socket_count; i++)
+        uv_close((uv_handle_t *)&srv->sockets[i]->tcp, on_socket_closed);
+    free(srv->sockets);
+    srv->sockets = NULL;
+    srv->socket_count = 0;
+}

@@ -1,0 +1,76 @@
+/* net.h - what the files of src/net and server.c share: the server object and a
+ * client connection. Every libuv handle of midge lives in these structs.
+ */
+#ifndef MIDGE_NET_H
+#define MIDGE_NET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "midge/proto.h"
+
+struct mq_config;
+struct mq_listener_config;
+
+#define NET_READ_BUF_SIZE (64 * 1024)
+
+/* One bound socket of a configured listener. */
+struct mq_listen_socket {
+    uv_tcp_t tcp; /* first: handle pointers convert back to the struct */
+    struct mq_server *srv;
+    const struct mq_listener_config *cfg; /* borrowed from the server's config */
+    char name[80];                         /* "127.0.0.1:1883" */
+};
+
+struct mq_server {
+    uv_loop_t loop;
+    const struct mq_config *cfg;
+    struct mq_broker *broker;
+    struct mq_listen_socket **sockets;
+    size_t socket_count;
+    uv_signal_t sig_int, sig_term, sig_hup;
+    uv_timer_t tick;
+    uv_check_t flush; /* writes out what each client got during a loop turn */
+    struct mq_client *dirty; /* clients with output or a close to carry out */
+    struct mq_client *clients; /* every open client (for shutdown) */
+    size_t client_count;
+    bool stopping;
+    uint8_t read_buf[NET_READ_BUF_SIZE]; /* shared: idle clients hold no read buffer */
+};
+
+struct mq_client {
+    uv_tcp_t tcp; /* first */
+    struct mq_server *srv;
+    struct mq_conn *conn; /* NULL once proto has been told the connection is gone */
+    struct mq_client *prev, *next;   /* srv->clients */
+    struct mq_client *dirty_next;
+    bool in_dirty;
+    bool close_requested;
+    bool closing; /* uv_close called */
+    bool write_pending;
+    /* The unprocessed tail of the input (a partial packet); NULL when none. */
+    uint8_t *in;
+    size_t in_len, in_cap;
+    /* Output gathered during this loop turn. */
+    uint8_t *out;
+    size_t out_len, out_cap;
+    const char *close_reason; /* static string for proto when the socket dies */
+    char peer[64];
+};
+
+/* listener.c */
+int listeners_start(struct mq_server *srv);
+void listeners_stop(struct mq_server *srv);
+
+/* client.c */
+extern const struct mq_sink_ops client_sink;
+/* Accept a pending connection on the listening socket. */
+void client_accept(struct mq_listen_socket *ls);
+/* Write out the output of every dirty client; carry out requested closes. */
+void client_flush_all(struct mq_server *srv);
+/* Close a client's socket now (shutdown and errors). */
+void client_close(struct mq_client *cl, const char *reason);
+
+#endif

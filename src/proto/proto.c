@@ -1,0 +1,270 @@
+/* proto.c - the broker object, connection lifecycle, packet dispatch and the one
+ * place that maps a protocol error to its action.
+ *
+ * Owns struct mq_broker and struct mq_conn. A connection moves: new -> connected
+ * (CONNACK 0 sent) -> closing (sink asked to close) -> freed in proto_conn_closed.
+ * Once closing, input is ignored and nothing more is sent to it.
+ */
+#include "midge/proto.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "midge/config.h"
+#include "midge/err.h"
+#include "midge/log.h"
+#include "midge/msg.h"
+#include "midge/retain.h"
+#include "midge/session.h"
+#include "proto_internal.h"
+
+struct mq_broker *broker_new(const struct mq_config *cfg, const struct mq_sink_ops *sink,
+                             uint64_t now_ms)
+{
+    struct mq_broker *b = calloc(1, sizeof(*b));
+    if (!b)
+        return NULL;
+    b->cfg = cfg;
+    b->sink = sink;
+    b->now_ms = now_ms;
+    b->start_ms = now_ms;
+    hmap_init(&b->sessions);
+    b->subs = sub_tree_new();
+    b->retained = retain_new();
+    if (!b->subs || !b->retained) {
+        broker_free(b);
+        return NULL;
+    }
+    return b;
+}
+
+void broker_free(struct mq_broker *b)
+{
+    if (!b)
+        return;
+    uint32_t pos = 0;
+    struct mq_session *s;
+    while ((s = hmap_next(&b->sessions, &pos, NULL, NULL)))
+        session_destroy(b, s);
+    hmap_destroy(&b->sessions);
+    sub_tree_free(b->subs);
+    retain_free(b->retained);
+    sub_vec_free(&b->match_scratch);
+    free(b);
+}
+
+void broker_set_config(struct mq_broker *b, const struct mq_config *cfg) { b->cfg = cfg; }
+
+struct mq_conn *proto_conn_new(struct mq_broker *b, void *io,
+                               const struct mq_listener_config *listener, const char *peer)
+{
+    struct mq_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->broker = b;
+    c->io = io;
+    c->listener = listener;
+    c->last_rx_ms = b->now_ms;
+    snprintf(c->peer, sizeof(c->peer), "%s", peer);
+    c->next = b->conns;
+    if (b->conns)
+        b->conns->prev = c;
+    b->conns = c;
+    return c;
+}
+
+const char *conn_name(const struct mq_conn *c)
+{
+    return c->session ? c->session->client_id : "(not connected)";
+}
+
+void conn_send(struct mq_conn *c, const uint8_t *bytes, size_t len)
+{
+    if (c->closing)
+        return;
+    struct mq_iov iov = {bytes, len};
+    c->broker->sink->write(c->io, &iov, 1);
+    c->broker->stats.msgs_sent++;
+    c->broker->stats.bytes_sent += len;
+}
+
+void conn_send_ack(struct mq_conn *c, enum mq_packet_type type, uint16_t packet_id)
+{
+    /* PUBREL is the only acknowledgement with flags (0b0010, [MQTT-3.6.1-1]). */
+    uint8_t pkt[4] = {(uint8_t)(type << 4 | (type == MQ_PUBREL ? 2 : 0)), 2,
+                      (uint8_t)(packet_id >> 8), (uint8_t)packet_id};
+    conn_send(c, pkt, sizeof(pkt));
+}
+
+void conn_send_publish(struct mq_conn *c, const struct mq_msg *m, uint8_t qos, bool retain,
+                       bool dup, uint16_t packet_id)
+{
+    if (c->closing)
+        return;
+    uint8_t hdr[MQ_MAX_FIXED_HEADER + 4];
+    /* Header and topic are built separately from the payload so the payload is never
+     * copied here: it goes to the sink by reference. */
+    uint32_t remaining = 2u + m->topic_len + (qos ? 2u : 0u) + m->payload_len;
+    uint8_t first = (uint8_t)(MQ_PUBLISH << 4 | (dup ? 8 : 0) | qos << 1 | (retain ? 1 : 0));
+    size_t n = codec_fixed_header(first, remaining, hdr);
+    hdr[n++] = (uint8_t)(m->topic_len >> 8);
+    hdr[n++] = (uint8_t)m->topic_len;
+    uint8_t pid[2] = {(uint8_t)(packet_id >> 8), (uint8_t)packet_id};
+    struct mq_iov iov[4] = {{hdr, n}, {m->topic, m->topic_len}, {pid, qos ? 2u : 0u},
+                            {m->payload, m->payload_len}};
+    c->broker->sink->write(c->io, iov, 4);
+    c->broker->stats.msgs_sent++;
+    c->broker->stats.pub_sent++;
+    c->broker->stats.bytes_sent += n + remaining - 2u;
+}
+
+void conn_close(struct mq_conn *c, bool publish_will, const char *fmt, ...)
+{
+    if (c->closing)
+        return;
+    char reason[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    if (c->session)
+        mq_log(MQ_LOG_NOTICE, "client %s disconnected: %s", c->session->client_id, reason);
+    else
+        mq_log(MQ_LOG_NOTICE, "connection from %s closed: %s", c->peer, reason);
+    c->closing = true;
+    struct mq_msg *will = c->will;
+    c->will = NULL;
+    /* Detach before publishing the will so it is never delivered back to this
+     * connection, which is going away. */
+    session_detach(c);
+    if (will) {
+        if (publish_will)
+            broker_publish(c->broker, will);
+        msg_unref(will);
+    }
+    c->broker->sink->close(c->io);
+}
+
+void proto_conn_closed(struct mq_conn *c, const char *reason)
+{
+    struct mq_broker *b = c->broker;
+    conn_close(c, true, "%s", reason);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        b->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c);
+}
+
+/* Packets a server must never receive. */
+static bool client_may_send(unsigned type)
+{
+    switch (type) {
+    case MQ_CONNACK:
+    case MQ_SUBACK:
+    case MQ_UNSUBACK:
+    case MQ_PINGRESP: return false;
+    default: return true;
+    }
+}
+
+static void protocol_error(struct mq_conn *c, int err, unsigned type)
+{
+    c->broker->stats.protocol_errors++;
+    if (type >= MQ_CONNECT && type <= MQ_DISCONNECT)
+        conn_close(c, true, "protocol error: %s (%s)", mq_strerror(err), codec_type_name(type));
+    else
+        conn_close(c, true, "protocol error: %s", mq_strerror(err));
+}
+
+/* Handle one decoded packet (or the CONNECT-specific decode error). */
+static void dispatch(struct mq_conn *c, const struct mq_packet *p, int decode_err)
+{
+    if (!c->connected) {
+        if (p->type != MQ_CONNECT) {
+            protocol_error(c, MQ_ERR_FIRST_NOT_CONNECT, p->type); /* [MQTT-3.1.0-1] */
+            return;
+        }
+        handle_connect(c, p, decode_err);
+        return;
+    }
+    if (!client_may_send(p->type)) {
+        protocol_error(c, MQ_ERR_UNEXPECTED_PACKET, p->type);
+        return;
+    }
+    switch (p->type) {
+    case MQ_CONNECT: protocol_error(c, MQ_ERR_SECOND_CONNECT, p->type); break; /* [MQTT-3.1.0-2] */
+    case MQ_PUBLISH: handle_publish(c, &p->u.publish); break;
+    case MQ_PUBACK: handle_puback(c, p->u.packet_id); break;
+    case MQ_PUBREC: handle_pubrec(c, p->u.packet_id); break;
+    case MQ_PUBREL: handle_pubrel(c, p->u.packet_id); break;
+    case MQ_PUBCOMP: handle_pubcomp(c, p->u.packet_id); break;
+    case MQ_SUBSCRIBE: handle_subscribe(c, &p->u.subscribe); break;
+    case MQ_UNSUBSCRIBE: handle_unsubscribe(c, &p->u.subscribe); break;
+    case MQ_PINGREQ: {
+        static const uint8_t pingresp[2] = {MQ_PINGRESP << 4, 0};
+        conn_send(c, pingresp, sizeof(pingresp)); /* [MQTT-3.12.4-1] */
+        break;
+    }
+    case MQ_DISCONNECT: handle_disconnect(c); break;
+    default: protocol_error(c, MQ_ERR_UNEXPECTED_PACKET, p->type); break;
+    }
+}
+
+size_t proto_conn_input(struct mq_conn *c, const uint8_t *buf, size_t len, size_t *need)
+{
+    struct mq_broker *b = c->broker;
+    struct mq_decode_limits limits = {.max_packet_size = b->cfg ? b->cfg->max_packet_size : 0};
+    size_t off = 0;
+    if (need)
+        *need = 0;
+    while (off < len && !c->closing) {
+        struct mq_packet p;
+        int n = codec_decode(buf + off, len - off, &limits, &p);
+        if (n == 0) {
+            if (need)
+                *need = codec_packet_size(buf + off, len - off);
+            break;
+        }
+        if (n < 0 && !(n == MQ_ERR_BAD_PROTOCOL_LEVEL && !c->connected)) {
+            protocol_error(c, n, buf[off] >> 4);
+            return len;
+        }
+        size_t size = n > 0 ? (size_t)n : len - off;
+        c->last_rx_ms = b->now_ms;
+        b->stats.msgs_received++;
+        b->stats.bytes_received += size;
+        dispatch(c, &p, n < 0 ? n : 0);
+        off += size;
+    }
+    return c->closing ? len : off;
+}
+
+void broker_tick(struct mq_broker *b)
+{
+    for (struct mq_conn *c = b->conns; c; c = c->next) {
+        if (c->closing || !c->connected || !c->keepalive)
+            continue;
+        /* [MQTT-3.1.2-24]: one and a half times the keepalive without a packet. */
+        uint64_t limit_ms = (uint64_t)c->keepalive * 1500u;
+        if (b->now_ms - c->last_rx_ms >= limit_ms)
+            conn_close(c, true, "keepalive %u s exceeded", c->keepalive);
+    }
+}
+
+void broker_close_all(struct mq_broker *b)
+{
+    for (struct mq_conn *c = b->conns; c; c = c->next) {
+        if (c->closing)
+            continue;
+        if (c->will) {
+            msg_unref(c->will);
+            c->will = NULL;
+        }
+        conn_close(c, false, "broker shutting down");
+    }
+}

@@ -1,0 +1,178 @@
+/* proto_connect.c - CONNECT and DISCONNECT: client ids, anonymous access, session
+ * takeover and resumption, session present, the will.
+ *
+ * Owns the attach/detach of sessions to connections; a clean session dies with
+ * its connection, a persistent one stays in the broker's table.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "midge/config.h"
+#include "midge/err.h"
+#include "midge/log.h"
+#include "midge/msg.h"
+#include "midge/session.h"
+#include "proto_internal.h"
+
+static void send_connack(struct mq_conn *c, bool session_present, uint8_t code)
+{
+    uint8_t pkt[4] = {MQ_CONNACK << 4, 2, session_present ? 1 : 0, code};
+    conn_send(c, pkt, sizeof(pkt));
+}
+
+/* Answer CONNECT with a refusal code and close ([MQTT-3.2.2-5]). */
+static void refuse(struct mq_conn *c, uint8_t code, const char *client_id, const char *why)
+{
+    send_connack(c, false, code);
+    conn_close(c, false, "client %s refused: %s (CONNACK %u)", client_id, why, code);
+}
+
+void session_destroy(struct mq_broker *b, struct mq_session *s)
+{
+    for (uint32_t i = 0; i < s->sub_count; i++)
+        sub_tree_remove(b->subs, (const uint8_t *)s->subs[i].filter, s->subs[i].len, s, NULL);
+    hmap_remove(&b->sessions, s->client_id, s->client_id_len);
+    session_free(s);
+}
+
+void session_detach(struct mq_conn *c)
+{
+    struct mq_session *s = c->session;
+    if (!s)
+        return;
+    struct mq_broker *b = c->broker;
+    c->session = NULL;
+    if (c->connected && b->stats.clients_connected)
+        b->stats.clients_connected--;
+    s->conn = NULL;
+    s->last_seen_ms = b->now_ms;
+    if (s->clean)
+        session_destroy(b, s); /* [MQTT-3.1.2-6] */
+}
+
+/* Build the will message from CONNECT (validated by the codec). */
+static int make_will(struct mq_conn *c, const struct mq_connect *cp)
+{
+    if (!cp->will_flag)
+        return 0;
+    c->will = msg_new(cp->will_topic.ptr, cp->will_topic.len, cp->will_payload.ptr,
+                      cp->will_payload.len, cp->will_qos, cp->will_retain);
+    return c->will ? 0 : MQ_ERR_NOMEM;
+}
+
+void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err)
+{
+    struct mq_broker *b = c->broker;
+    const struct mq_config *cfg = b->cfg;
+    const struct mq_connect *cp = &p->u.connect;
+    char id[96];
+    snprintf(id, sizeof(id), "%.*s", (int)(cp->client_id.len < 80 ? cp->client_id.len : 80),
+             cp->client_id.ptr ? (const char *)cp->client_id.ptr : "");
+
+    if (decode_err == MQ_ERR_BAD_PROTOCOL_LEVEL) { /* [MQTT-3.1.2-2] */
+        char why[64];
+        snprintf(why, sizeof(why), "unsupported protocol level %u", cp->protocol_level);
+        refuse(c, MQ_CONNACK_BAD_PROTOCOL, "(unknown)", why);
+        return;
+    }
+
+    /* Client identifier ([MQTT-3.1.3-6], [MQTT-3.1.3-7], [MQTT-3.1.3-8]). */
+    char auto_id[64];
+    const uint8_t *client_id = cp->client_id.ptr;
+    uint16_t client_id_len = cp->client_id.len;
+    if (client_id_len == 0) {
+        if (!cp->clean_session) {
+            refuse(c, MQ_CONNACK_ID_REJECTED, "(empty)",
+                   "zero-length client id requires clean session 1");
+            return;
+        }
+        if (cfg && !cfg->allow_zero_length_clientid) {
+            refuse(c, MQ_CONNACK_ID_REJECTED, "(empty)",
+                   "zero-length client id not allowed (allow_zero_length_clientid false)");
+            return;
+        }
+        /* Unique within this broker's lifetime; the start time keeps restarts apart. */
+        int n = snprintf(auto_id, sizeof(auto_id), "%s%" PRIx64 "-%" PRIu64,
+                         cfg && cfg->auto_id_prefix ? cfg->auto_id_prefix : "auto-", b->start_ms,
+                         ++b->auto_id_counter);
+        client_id = (const uint8_t *)auto_id;
+        client_id_len = (uint16_t)(n < (int)sizeof(auto_id) ? n : (int)sizeof(auto_id) - 1);
+        snprintf(id, sizeof(id), "%s", auto_id);
+    }
+
+    /* Anonymous access. Passwords arrive with the security issue; until then a listener
+     * that refuses anonymous clients refuses everyone it cannot authenticate. */
+    bool allow_anonymous = c->listener ? c->listener->allow_anonymous : true;
+    if (!allow_anonymous) {
+        if (!cp->has_username)
+            refuse(c, MQ_CONNACK_NOT_AUTHORIZED, id,
+                   "anonymous access is not allowed on this listener (set allow_anonymous "
+                   "true or configure password_file)");
+        else
+            refuse(c, MQ_CONNACK_NOT_AUTHORIZED, id,
+                   "no password_file is configured to check the user name against");
+        return;
+    }
+
+    if (make_will(c, cp)) {
+        refuse(c, MQ_CONNACK_UNAVAILABLE, id, "out of memory");
+        return;
+    }
+
+    /* Takeover: the existing connection with this id is closed ([MQTT-3.1.4-2]); its
+     * will is published because it did not send DISCONNECT. */
+    struct mq_session *s = hmap_get(&b->sessions, client_id, client_id_len);
+    if (s && s->conn) {
+        struct mq_conn *old = s->conn;
+        conn_close(old, true, "taken over by %s", c->peer);
+        s = hmap_get(&b->sessions, client_id, client_id_len); /* a clean one is gone */
+    }
+    bool session_present = false;
+    if (s && cp->clean_session) {
+        session_destroy(b, s); /* [MQTT-3.1.2-6] */
+        s = NULL;
+    }
+    if (s) {
+        session_present = true; /* [MQTT-3.2.2-2] */
+        s->clean = false;
+    } else {
+        s = session_new(client_id, client_id_len, cp->clean_session);
+        if (!s || hmap_put(&b->sessions, s->client_id, s->client_id_len, s)) {
+            session_free(s);
+            refuse(c, MQ_CONNACK_UNAVAILABLE, id, "out of memory");
+            return;
+        }
+    }
+    s->conn = c;
+    c->session = s;
+    c->keepalive = cp->keepalive;
+    c->protocol_level = cp->protocol_level;
+    c->connected = true;
+    c->connected_ms = b->now_ms;
+    b->stats.clients_total++;
+    b->stats.clients_connected++;
+    if (b->stats.clients_connected > b->stats.clients_maximum)
+        b->stats.clients_maximum = b->stats.clients_connected;
+
+    send_connack(c, session_present, MQ_CONNACK_ACCEPTED); /* [MQTT-3.2.0-1] */
+    if (!cfg || cfg->connection_messages)
+        mq_log(MQ_LOG_NOTICE,
+               "client %s connected from %s (MQTT %s, clean session %d, keepalive %u s%s%s)",
+               s->client_id, c->peer, cp->protocol_level == 3 ? "3.1" : "3.1.1",
+               cp->clean_session ? 1 : 0, cp->keepalive, session_present ? ", session resumed" : "",
+               cp->has_username ? ", with user name" : "");
+    if (session_present)
+        session_resume_delivery(b, s); /* [MQTT-4.4.0-1] */
+}
+
+void handle_disconnect(struct mq_conn *c)
+{
+    /* [MQTT-3.14.4-3]: a clean DISCONNECT discards the will. */
+    if (c->will) {
+        msg_unref(c->will);
+        c->will = NULL;
+    }
+    conn_close(c, false, "DISCONNECT received");
+}

@@ -1,0 +1,233 @@
+/* proto_publish.c - PUBLISH and its acknowledgements in both directions, routing
+ * to subscribers, and the outgoing window/queue policy.
+ *
+ * Invariants: a session's queue is drained in order into its in-flight window, so
+ * messages reach a subscriber in the order they were routed to it; an inbound QoS 2
+ * packet id is delivered once until its PUBREL ([MQTT-4.3.3-2]).
+ */
+#include <stdlib.h>
+
+#include "midge/config.h"
+#include "midge/err.h"
+#include "midge/log.h"
+#include "midge/msg.h"
+#include "midge/retain.h"
+#include "midge/session.h"
+#include "proto_internal.h"
+
+static uint32_t max_inflight(const struct mq_broker *b)
+{
+    uint32_t n = b->cfg ? b->cfg->max_inflight_messages : 20;
+    /* 0 means unlimited; packet ids bound a window to 65535 anyway. */
+    return n == 0 || n > 65535 ? 65535 : n;
+}
+
+static bool window_open(const struct mq_broker *b, const struct mq_session *s)
+{
+    return s->inflight_count < max_inflight(b);
+}
+
+/* Send a QoS 1/2 message now, recording it in the window. */
+static void send_inflight(struct mq_broker *b, struct mq_session *s, struct mq_msg *m, uint8_t qos,
+                          bool retain)
+{
+    uint16_t pid = session_next_packet_id(s);
+    if (!session_inflight_add(s, m, qos, retain, pid)) {
+        mq_log(MQ_LOG_ERR, "client %s: out of memory, message on %s dropped", s->client_id,
+               m->topic);
+        b->stats.pub_dropped++;
+        return;
+    }
+    conn_send_publish(s->conn, m, qos, retain, false, pid);
+}
+
+static void note_drop(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m)
+{
+    b->stats.pub_dropped++;
+    s->dropped++;
+    /* One line for the first drop and then every 1000th, so a flood cannot flood the log. */
+    if (s->dropped == 1 || s->dropped % 1000 == 0)
+        mq_log(MQ_LOG_WARNING,
+               "client %s: queue full (%u messages), dropped message on %s (%llu dropped so far)",
+               s->client_id, s->queue_count, m->topic, (unsigned long long)s->dropped);
+}
+
+void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m, uint8_t qos,
+                     bool retain, bool force)
+{
+    const struct mq_config *cfg = b->cfg;
+    bool online = s->conn && !s->conn->closing;
+    if (qos == 0) {
+        if (online && s->queue_count == 0) {
+            conn_send_publish(s->conn, m, 0, retain, false, 0);
+            return;
+        }
+        /* Offline QoS 0 is dropped unless asked for, as in Mosquitto; online it waits
+         * behind queued messages only to keep order. */
+        if (!online && !(cfg && cfg->queue_qos0_messages))
+            return;
+    } else if (online && s->queue_count == 0 && window_open(b, s)) {
+        send_inflight(b, s, m, qos, retain);
+        return;
+    }
+    if (!force && session_queue_full(s, cfg ? cfg->max_queued_messages : 1000,
+                                     cfg ? cfg->max_queued_bytes : 0, m->payload_len)) {
+        note_drop(b, s, m);
+        return;
+    }
+    if (session_queue_push(s, m, qos, retain)) {
+        note_drop(b, s, m);
+        return;
+    }
+}
+
+/* Move queued messages into the window while it has room. */
+static void drain_queue(struct mq_broker *b, struct mq_session *s)
+{
+    while (s->conn && !s->conn->closing && s->queue_count) {
+        struct mq_queued q = s->queue[s->queue_head];
+        if (q.qos > 0 && !window_open(b, s))
+            break;
+        session_queue_pop(s, &q);
+        if (q.qos == 0)
+            conn_send_publish(s->conn, q.msg, 0, q.retain, false, 0);
+        else
+            send_inflight(b, s, q.msg, q.qos, q.retain);
+        msg_unref(q.msg);
+    }
+}
+
+void session_resume_delivery(struct mq_broker *b, struct mq_session *s)
+{
+    /* [MQTT-4.4.0-1]: resend unacknowledged PUBLISH (DUP set, [MQTT-3.3.1-1]) and
+     * PUBREL packets, in their original order. */
+    for (uint32_t i = 0; i < s->inflight_count; i++) {
+        struct mq_inflight *e = &s->inflight[i];
+        if (e->state == MQ_OUT_WAIT_PUBCOMP)
+            conn_send_ack(s->conn, MQ_PUBREL, e->packet_id);
+        else
+            conn_send_publish(s->conn, e->msg, e->qos, e->retain, true, e->packet_id);
+    }
+    drain_queue(b, s);
+}
+
+void broker_publish(struct mq_broker *b, struct mq_msg *m)
+{
+    const struct mq_config *cfg = b->cfg;
+    if (m->retain && (!cfg || cfg->retain_available)) {
+        if (retain_set(b->retained, m))
+            mq_log(MQ_LOG_ERR, "out of memory: retained message on %s not stored", m->topic);
+    }
+    struct mq_sub_vec *v = &b->match_scratch;
+    if (sub_tree_match(b->subs, (const uint8_t *)m->topic, m->topic_len, v)) {
+        mq_log(MQ_LOG_ERR, "out of memory routing a message on %s", m->topic);
+        return;
+    }
+    bool upgrade = cfg && cfg->upgrade_outgoing_qos;
+    for (size_t i = 0; i < v->count; i++) {
+        struct mq_session *s = v->items[i].subscriber;
+        uint8_t granted = v->items[i].qos;
+        /* [MQTT-3.8.4-6]: never above the granted QoS; downgraded to the published one. */
+        uint8_t qos = upgrade ? granted : (m->qos < granted ? m->qos : granted);
+        session_deliver(b, s, m, qos, false, false); /* [MQTT-3.3.1-9] retain cleared */
+    }
+}
+
+void handle_publish(struct mq_conn *c, const struct mq_publish *p)
+{
+    struct mq_broker *b = c->broker;
+    struct mq_session *s = c->session;
+    b->stats.pub_received++;
+
+    const struct mq_config *cfg = b->cfg;
+    if (cfg && cfg->message_size_limit && p->payload_len > cfg->message_size_limit) {
+        /* Mosquitto drops oversized messages but still completes the QoS flow so the
+         * client does not resend forever. */
+        mq_log(MQ_LOG_WARNING, "client %s: message on %.*s of %u bytes exceeds message_size_limit, "
+               "dropped", s->client_id, (int)p->topic.len, (const char *)p->topic.ptr,
+               p->payload_len);
+        if (p->qos == 1)
+            conn_send_ack(c, MQ_PUBACK, p->packet_id);
+        else if (p->qos == 2 && session_qos2_in_add(s, p->packet_id) >= 0)
+            conn_send_ack(c, MQ_PUBREC, p->packet_id);
+        return;
+    }
+
+    if (p->qos == 2) {
+        int fresh = session_qos2_in_add(s, p->packet_id);
+        if (fresh < 0) {
+            conn_close(c, true, "out of memory");
+            return;
+        }
+        if (!fresh) { /* a retransmission before PUBREL: acknowledge, do not deliver again */
+            conn_send_ack(c, MQ_PUBREC, p->packet_id);
+            return;
+        }
+    }
+
+    struct mq_msg *m = msg_new(p->topic.ptr, p->topic.len, p->payload, p->payload_len, p->qos,
+                               p->retain);
+    if (!m) {
+        conn_close(c, true, "out of memory");
+        return;
+    }
+    broker_publish(b, m);
+    msg_unref(m);
+
+    if (p->qos == 1)
+        conn_send_ack(c, MQ_PUBACK, p->packet_id); /* [MQTT-4.3.2-2] */
+    else if (p->qos == 2)
+        conn_send_ack(c, MQ_PUBREC, p->packet_id); /* [MQTT-4.3.3-2] */
+}
+
+void handle_puback(struct mq_conn *c, uint16_t packet_id)
+{
+    struct mq_session *s = c->session;
+    struct mq_inflight *e = session_inflight_find(s, packet_id);
+    if (!e || e->state != MQ_OUT_WAIT_PUBACK) {
+        mq_log(MQ_LOG_DEBUG, "client %s: PUBACK for unknown packet id %u ignored", s->client_id,
+               packet_id);
+        return;
+    }
+    session_inflight_remove(s, e);
+    drain_queue(c->broker, s);
+}
+
+void handle_pubrec(struct mq_conn *c, uint16_t packet_id)
+{
+    struct mq_session *s = c->session;
+    struct mq_inflight *e = session_inflight_find(s, packet_id);
+    if (e && e->state == MQ_OUT_WAIT_PUBREC) {
+        /* The message is delivered once the receiver has PUBREC'd it: release it now,
+         * keeping only the packet id until PUBCOMP. */
+        msg_unref(e->msg);
+        e->msg = NULL;
+        e->state = MQ_OUT_WAIT_PUBCOMP;
+    } else if (!e || e->state != MQ_OUT_WAIT_PUBCOMP) {
+        mq_log(MQ_LOG_DEBUG, "client %s: PUBREC for unknown packet id %u", s->client_id,
+               packet_id);
+        return;
+    }
+    conn_send_ack(c, MQ_PUBREL, packet_id); /* [MQTT-4.3.3-3] */
+}
+
+void handle_pubrel(struct mq_conn *c, uint16_t packet_id)
+{
+    session_qos2_in_release(c->session, packet_id);
+    /* PUBCOMP even for an id we no longer hold: the client may be retrying after a
+     * reconnect whose PUBCOMP was lost. */
+    conn_send_ack(c, MQ_PUBCOMP, packet_id); /* [MQTT-4.3.3-2] */
+}
+
+void handle_pubcomp(struct mq_conn *c, uint16_t packet_id)
+{
+    struct mq_session *s = c->session;
+    struct mq_inflight *e = session_inflight_find(s, packet_id);
+    if (!e || e->state != MQ_OUT_WAIT_PUBCOMP) {
+        mq_log(MQ_LOG_DEBUG, "client %s: PUBCOMP for unknown packet id %u ignored", s->client_id,
+               packet_id);
+        return;
+    }
+    session_inflight_remove(s, e);
+    drain_queue(c->broker, s);
+}

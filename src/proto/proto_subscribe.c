@@ -1,0 +1,101 @@
+/* proto_subscribe.c - SUBSCRIBE and UNSUBSCRIBE: the subscription tree, the
+ * session's own list of filters, SUBACK/UNSUBACK, and retained delivery.
+ *
+ * Retained messages for a new subscription go out after the SUBACK, through the
+ * session's window and queue like any message, and are never capped: a '#'
+ * subscriber gets every retained message however many there are.
+ */
+#include <stdlib.h>
+
+#include "midge/config.h"
+#include "midge/err.h"
+#include "midge/log.h"
+#include "midge/msg.h"
+#include "midge/retain.h"
+#include "midge/session.h"
+#include "proto_internal.h"
+
+struct retained_ctx {
+    struct mq_broker *broker;
+    struct mq_session *session;
+    uint8_t granted;
+};
+
+static void deliver_retained(void *ctx, struct mq_msg *m)
+{
+    struct retained_ctx *r = ctx;
+    uint8_t qos = m->qos < r->granted ? m->qos : r->granted;
+    /* [MQTT-3.3.1-8]: retain flag set on messages sent because of a new subscription. */
+    session_deliver(r->broker, r->session, m, qos, true, true);
+}
+
+void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l)
+{
+    struct mq_broker *b = c->broker;
+    struct mq_session *s = c->session;
+    uint8_t codes_small[64];
+    uint8_t *codes = l->count <= sizeof(codes_small) ? codes_small : malloc(l->count);
+    if (!codes) {
+        conn_close(c, true, "out of memory");
+        return;
+    }
+
+    struct mq_topic_iter it = {.list = l};
+    struct mq_bytes filter;
+    uint8_t qos;
+    for (uint16_t i = 0; codec_topic_list_next(&it, &filter, &qos); i++) {
+        /* [MQTT-3.8.4-3]: an identical filter replaces the old subscription's QoS. */
+        if (sub_tree_add(b->subs, filter.ptr, filter.len, s, qos, NULL) ||
+            session_sub_set(s, filter.ptr, filter.len, qos)) {
+            sub_tree_remove(b->subs, filter.ptr, filter.len, s, NULL);
+            session_sub_remove(s, filter.ptr, filter.len);
+            codes[i] = MQ_SUBACK_FAILURE;
+            continue;
+        }
+        codes[i] = qos; /* we grant what was asked: the maximum QoS is 2 */
+        if (log_enabled(MQ_LOG_SUBSCRIBE))
+            mq_log(MQ_LOG_SUBSCRIBE, "client %s subscribed to %.*s (QoS %u)", s->client_id,
+                   (int)filter.len, (const char *)filter.ptr, qos);
+    }
+
+    /* [MQTT-3.8.4-1], [MQTT-3.8.4-2], [MQTT-3.8.4-5]: one SUBACK, same packet id, one code
+     * per filter in order. */
+    uint8_t hdr[MQ_MAX_FIXED_HEADER + 2];
+    size_t n = codec_fixed_header(MQ_SUBACK << 4, 2u + l->count, hdr);
+    hdr[n++] = (uint8_t)(l->packet_id >> 8);
+    hdr[n++] = (uint8_t)l->packet_id;
+    struct mq_iov iov[2] = {{hdr, n}, {codes, l->count}};
+    if (!c->closing) {
+        b->sink->write(c->io, iov, 2);
+        b->stats.msgs_sent++;
+        b->stats.bytes_sent += n + l->count;
+    }
+
+    /* [MQTT-3.3.1-6]: retained messages matching each new (or renewed) subscription. */
+    it = (struct mq_topic_iter){.list = l};
+    for (uint16_t i = 0; codec_topic_list_next(&it, &filter, &qos); i++) {
+        if (codes[i] == MQ_SUBACK_FAILURE)
+            continue;
+        struct retained_ctx r = {b, s, codes[i]};
+        retain_match(b->retained, filter.ptr, filter.len, deliver_retained, &r);
+    }
+    if (codes != codes_small)
+        free(codes);
+}
+
+void handle_unsubscribe(struct mq_conn *c, const struct mq_topic_list *l)
+{
+    struct mq_broker *b = c->broker;
+    struct mq_session *s = c->session;
+    struct mq_topic_iter it = {.list = l};
+    struct mq_bytes filter;
+    uint8_t qos;
+    while (codec_topic_list_next(&it, &filter, &qos)) {
+        /* [MQTT-3.10.4-1]: compared character by character, no wildcard matching. */
+        sub_tree_remove(b->subs, filter.ptr, filter.len, s, NULL);
+        if (session_sub_remove(s, filter.ptr, filter.len) && log_enabled(MQ_LOG_UNSUBSCRIBE))
+            mq_log(MQ_LOG_UNSUBSCRIBE, "client %s unsubscribed from %.*s", s->client_id,
+                   (int)filter.len, (const char *)filter.ptr);
+    }
+    conn_send_ack(c, MQ_UNSUBACK, l->packet_id); /* [MQTT-3.10.4-4], [MQTT-3.10.4-5] */
+}

@@ -1,0 +1,771 @@
+"""midge_harness.py - shared helpers for midge's integration tests.
+
+Owns: starting/stopping the real broker binary (Broker), a byte-exact raw MQTT 3.1.1
+client (encoders for every packet, a packet reader with timeouts), a paho-mqtt helper
+and helpers around mosquitto_pub / mosquitto_sub. Tests synchronise on conditions
+(packets, log lines, process output) with timeouts, never on fixed sleeps.
+
+Environment: MIDGE_BIN (binary under test), MIDGE_SANITIZE (ON = slower timeouts),
+MIDGE_REFERENCE (non-empty = MIDGE_BIN is a stand-in such as Mosquitto: midge's own
+log lines are not checked and midge-only CLI tests are skipped).
+"""
+import collections
+import os
+import queue
+import re
+import select
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+
+MIDGE_BIN = os.environ.get("MIDGE_BIN") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "midge")
+SANITIZE = os.environ.get("MIDGE_SANITIZE", "OFF").upper() in ("ON", "1", "TRUE", "YES")
+REFERENCE = os.environ.get("MIDGE_REFERENCE", "")
+SLOW = 3.0 if SANITIZE else 1.0
+
+# Default waits (seconds): generous for things that must happen, short for "must not".
+TIMEOUT = 5.0 * SLOW
+QUIET = 0.5
+
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
+LISTEN_RE = r"listening on 127\.0\.0\.1:(\d+)"
+
+# Packet types.
+CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
+SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT = 8, 9, 10, 11, 12, 13, 14
+TYPE_NAMES = {1: "CONNECT", 2: "CONNACK", 3: "PUBLISH", 4: "PUBACK", 5: "PUBREC", 6: "PUBREL",
+              7: "PUBCOMP", 8: "SUBSCRIBE", 9: "SUBACK", 10: "UNSUBSCRIBE", 11: "UNSUBACK",
+              12: "PINGREQ", 13: "PINGRESP", 14: "DISCONNECT"}
+
+midge_only = pytest.mark.skipif(bool(REFERENCE), reason="checks midge's own CLI/log contract")
+
+
+def scaled(t):
+    """A timeout for something that must happen, stretched under sanitizers."""
+    return t * SLOW
+
+
+# --------------------------------------------------------------------------------------
+# Broker process
+# --------------------------------------------------------------------------------------
+
+class Broker:
+    """The real broker binary on an ephemeral loopback port.
+
+    conf: extra mosquitto.conf lines. With use_config (default) the broker runs as
+    `MIDGE_BIN -c CONF -v` where CONF starts with `listener 0 127.0.0.1` and (if
+    anonymous) `allow_anonymous true`. args replaces the whole argument list.
+    """
+
+    def __init__(self, conf=(), anonymous=True, args=None, listener=True, expect_listen=True):
+        self.dir = tempfile.mkdtemp(prefix="midge-it-")
+        self.conf_path = None
+        if args is None:
+            lines = []
+            if listener:
+                lines.append("listener 0 127.0.0.1")
+            if anonymous:
+                lines.append("allow_anonymous true")
+            lines.extend(conf)
+            self.conf_path = os.path.join(self.dir, "midge.conf")
+            with open(self.conf_path, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            args = ["-c", self.conf_path, "-v"]
+        self.args = [MIDGE_BIN] + list(args)
+        self.lines = []
+        self.cond = threading.Condition()
+        self.stopped = False
+        self.port = None
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env)
+        self._readers = [threading.Thread(target=self._read, args=(s,), daemon=True)
+                         for s in (self.proc.stderr, self.proc.stdout)]
+        for t in self._readers:
+            t.start()
+        if expect_listen:
+            try:
+                m = self.wait_log_always(LISTEN_RE, timeout=10.0)
+            except AssertionError:
+                self.kill()
+                raise
+            self.port = int(m.group(1))
+
+    def _read(self, stream):
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self.cond:
+                self.lines.append(line)
+                self.cond.notify_all()
+        with self.cond:
+            self.cond.notify_all()
+
+    # -- logs ---------------------------------------------------------------------------
+    def log(self):
+        with self.cond:
+            return "\n".join(self.lines)
+
+    def mark(self):
+        """Index of the next log line; pass as since= to only look at later lines."""
+        with self.cond:
+            return len(self.lines)
+
+    def wait_log_always(self, regex, timeout=TIMEOUT, since=0):
+        """Wait for a log line matching regex (re.search); return the match or fail."""
+        pat = re.compile(regex)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            i = since
+            while True:
+                while i < len(self.lines):
+                    m = pat.search(self.lines[i])
+                    if m:
+                        return m
+                    i += 1
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                if self.proc.poll() is not None and all(not t.is_alive() for t in self._readers):
+                    break
+                self.cond.wait(min(left, 0.1))
+        raise AssertionError(f"no log line matching {regex!r} within {timeout:.1f} s; "
+                             f"broker log:\n{self.log()}")
+
+    def wait_log(self, regex, timeout=TIMEOUT, since=0):
+        """Like wait_log_always, but a no-op (returns None) against a reference broker,
+        whose log lines differ from midge's contract."""
+        if REFERENCE:
+            return None
+        return self.wait_log_always(regex, timeout, since)
+
+    def assert_no_log(self, regex, since=0):
+        if REFERENCE:
+            return
+        pat = re.compile(regex)
+        with self.cond:
+            bad = [ln for ln in self.lines[since:] if pat.search(ln)]
+        assert not bad, f"unexpected log lines matching {regex!r}: {bad}"
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def alive(self):
+        return self.proc.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, check=True):
+        """Signal the broker, wait for exit, return the exit status. With check, the
+        status must be 0 within 10 s and stderr must hold no sanitizer report."""
+        if self.stopped:
+            return self.proc.returncode
+        self.stopped = True
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout=10 * SLOW)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            for t in self._readers:
+                t.join(5)
+            raise AssertionError(f"broker did not exit within {10 * SLOW:.0f} s of signal "
+                                 f"{sig}; log:\n{self.log()}")
+        for t in self._readers:
+            t.join(5)
+        if check:
+            text = self.log()
+            for marker in SANITIZER_MARKERS:
+                assert marker not in text, f"sanitizer report in broker stderr:\n{text}"
+            assert rc == 0, f"broker exited with status {rc}; log:\n{text}"
+        return rc
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.stopped = True
+
+
+# --------------------------------------------------------------------------------------
+# Byte-exact encoders
+# --------------------------------------------------------------------------------------
+
+def enc_len(n):
+    """Remaining-length varint."""
+    out = bytearray()
+    while True:
+        b = n % 128
+        n //= 128
+        if n:
+            b |= 0x80
+        out.append(b)
+        if not n:
+            return bytes(out)
+
+
+def enc_str(s):
+    """Length-prefixed string; str is UTF-8 encoded, bytes are sent verbatim."""
+    if isinstance(s, str):
+        s = s.encode("utf-8")
+    return struct.pack("!H", len(s)) + s
+
+
+def b(x):
+    if x is None:
+        return b""
+    return x.encode("utf-8") if isinstance(x, str) else bytes(x)
+
+
+def packet(ptype, flags, body):
+    return bytes([(ptype << 4) | (flags & 0x0F)]) + enc_len(len(body)) + body
+
+
+def connect_pkt(client_id="", clean=True, keepalive=60, will=None, username=None,
+                password=None, proto_name="MQTT", proto_level=4, reserved=False,
+                flags=None, will_flags=None, header_flags=0):
+    """CONNECT. will = (topic, payload, qos, retain). flags overrides the whole
+    connect-flags byte; will_flags=(qos, retain) sets will bits without a will."""
+    f = 0
+    if clean:
+        f |= 0x02
+    payload = enc_str(client_id)
+    if will is not None:
+        wtopic, wpayload, wqos, wretain = will
+        f |= 0x04 | (wqos << 3) | (0x20 if wretain else 0)
+        payload += enc_str(wtopic) + enc_str(b(wpayload))
+    if will_flags is not None:
+        f |= (will_flags[0] << 3) | (0x20 if will_flags[1] else 0)
+    if username is not None:
+        f |= 0x80
+        payload += enc_str(username)
+    if password is not None:
+        f |= 0x40
+        payload += enc_str(b(password))
+    if reserved:
+        f |= 0x01
+    if flags is not None:
+        f = flags
+    body = enc_str(proto_name) + bytes([proto_level, f]) + struct.pack("!H", keepalive) + payload
+    return packet(CONNECT, header_flags, body)
+
+
+def publish_pkt(topic, payload=b"", qos=0, retain=False, dup=False, pid=None):
+    flags = (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
+    body = enc_str(topic)
+    if qos > 0:
+        body += struct.pack("!H", 1 if pid is None else pid)
+    elif pid is not None:
+        body += struct.pack("!H", pid)
+    return packet(PUBLISH, flags, body + b(payload))
+
+
+def puback_pkt(pid):
+    return packet(PUBACK, 0, struct.pack("!H", pid))
+
+
+def pubrec_pkt(pid):
+    return packet(PUBREC, 0, struct.pack("!H", pid))
+
+
+def pubrel_pkt(pid, flags=2):
+    return packet(PUBREL, flags, struct.pack("!H", pid))
+
+
+def pubcomp_pkt(pid):
+    return packet(PUBCOMP, 0, struct.pack("!H", pid))
+
+
+def subscribe_pkt(pid, topics, flags=2):
+    """topics: list of (filter, requested-qos-byte)."""
+    body = struct.pack("!H", pid)
+    for flt, q in topics:
+        body += enc_str(flt) + bytes([q])
+    return packet(SUBSCRIBE, flags, body)
+
+
+def unsubscribe_pkt(pid, filters, flags=2):
+    body = struct.pack("!H", pid)
+    for flt in filters:
+        body += enc_str(flt)
+    return packet(UNSUBSCRIBE, flags, body)
+
+
+def pingreq_pkt(flags=0):
+    return packet(PINGREQ, flags, b"")
+
+
+def disconnect_pkt(flags=0):
+    return packet(DISCONNECT, flags, b"")
+
+
+# --------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------
+
+class Packet(collections.namedtuple("Packet", "type flags body")):
+    def raw(self):
+        return packet(self.type, self.flags, self.body)
+
+    def __repr__(self):
+        return f"<{TYPE_NAMES.get(self.type, self.type)} flags={self.flags:#x} body={self.body[:60]!r}>"
+
+
+Publish = collections.namedtuple("Publish", "topic payload qos retain dup pid")
+
+
+def parse_publish(p):
+    assert p.type == PUBLISH, f"expected PUBLISH, got {p!r}"
+    qos = (p.flags >> 1) & 3
+    assert qos != 3, "server sent QoS 3"
+    (tlen,) = struct.unpack("!H", p.body[:2])
+    topic = p.body[2:2 + tlen]
+    rest = p.body[2 + tlen:]
+    pid = None
+    if qos:
+        (pid,) = struct.unpack("!H", rest[:2])
+        rest = rest[2:]
+    return Publish(topic.decode("utf-8"), rest, qos, bool(p.flags & 1), bool(p.flags & 8), pid)
+
+
+class Closed(Exception):
+    """The server closed the connection."""
+
+
+class MqttConn:
+    """A raw-socket MQTT 3.1.1 client for byte-exact conversations."""
+
+    def __init__(self, port, host="127.0.0.1", family=socket.AF_INET):
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.settimeout(TIMEOUT)
+        self.sock.connect((host, port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+        self.pending = collections.deque()
+        self.closed = False
+        self.next_pid = 1
+        self.local_port = self.sock.getsockname()[1]
+
+    # -- raw I/O ------------------------------------------------------------------------
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def _parse_one(self):
+        if len(self.buf) < 2:
+            return None
+        mult, n, i = 1, 0, 1
+        while True:
+            if i >= len(self.buf):
+                return None
+            byte = self.buf[i]
+            n += (byte & 0x7F) * mult
+            mult *= 128
+            i += 1
+            if not byte & 0x80:
+                break
+            assert i < 5, "server sent a remaining length longer than 4 bytes"
+        if len(self.buf) < i + n:
+            return None
+        first = self.buf[0]
+        p = Packet(first >> 4, first & 0x0F, self.buf[i:i + n])
+        self.buf = self.buf[i + n:]
+        return p
+
+    def _fill(self, deadline):
+        """Read more bytes; False on timeout; raise Closed on EOF/reset."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        r, _, _ = select.select([self.sock], [], [], left)
+        if not r:
+            return False
+        try:
+            data = self.sock.recv(1 << 20)
+        except (ConnectionResetError, ConnectionAbortedError):
+            data = b""
+        if not data:
+            self.closed = True
+            raise Closed()
+        self.buf += data
+        return True
+
+    def read_packet(self, timeout=TIMEOUT):
+        """Next packet (pending first), None on timeout; raises Closed."""
+        if self.pending:
+            return self.pending.popleft()
+        deadline = time.monotonic() + timeout
+        while True:
+            p = self._parse_one()
+            if p is not None:
+                return p
+            if self.closed:
+                raise Closed()
+            if not self._fill(deadline):
+                return None
+
+    def recv(self, timeout=TIMEOUT):
+        """Next packet; fails the test on timeout or close."""
+        try:
+            p = self.read_packet(timeout)
+        except Closed:
+            raise AssertionError("connection closed by server while a packet was expected")
+        assert p is not None, f"no packet within {timeout:.1f} s"
+        return p
+
+    def expect(self, ptype, timeout=TIMEOUT, flags=None):
+        p = self.recv(timeout)
+        assert p.type == ptype, f"expected {TYPE_NAMES[ptype]}, got {p!r}"
+        if flags is not None:
+            assert p.flags == flags, f"{TYPE_NAMES[ptype]} flags {p.flags:#x} != {flags:#x}"
+        return p
+
+    def expect_bytes(self, data, timeout=TIMEOUT):
+        """The next packet must be exactly these bytes."""
+        p = self.recv(timeout)
+        assert p.raw() == data, f"expected {data.hex(' ')}, got {p.raw().hex(' ')} ({p!r})"
+        return p
+
+    def expect_no_packet(self, t=QUIET):
+        """Nothing arrives within t seconds and the connection stays open."""
+        try:
+            p = self.read_packet(t)
+        except Closed:
+            raise AssertionError(f"connection closed by server within {t:.1f} s")
+        assert p is None, f"unexpected packet {p!r}"
+
+    def expect_closed(self, timeout=TIMEOUT, allow=()):
+        """The server closes the connection within timeout. Packets received before the
+        close must have a type in allow; they are returned."""
+        got = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                p = self.read_packet(max(0.0, deadline - time.monotonic()))
+            except Closed:
+                return got
+            except OSError:
+                return got
+            if p is None:
+                raise AssertionError(f"connection still open after {timeout:.1f} s "
+                                     f"(received {got!r})")
+            assert p.type in allow, f"unexpected packet {p!r} before close"
+            got.append(p)
+
+    def is_open(self, t=0.05):
+        try:
+            p = self.read_packet(t)
+        except Closed:
+            return False
+        if p is not None:
+            self.pending.appendleft(p)
+        return True
+
+    # -- protocol helpers ---------------------------------------------------------------
+    def alloc_pid(self):
+        pid = self.next_pid
+        self.next_pid = self.next_pid % 65535 + 1
+        return pid
+
+    def connect(self, client_id="", expect_rc=0, expect_sp=None, **kw):
+        """Send CONNECT and read CONNACK; returns session-present (bool)."""
+        self.send(connect_pkt(client_id, **kw))
+        p = self.expect(CONNACK, flags=0)
+        assert len(p.body) == 2, f"CONNACK remaining length {len(p.body)} != 2"
+        assert p.body[0] & 0xFE == 0, f"CONNACK reserved acknowledge flags set: {p.body[0]:#x}"
+        sp, rc = p.body[0] & 1, p.body[1]
+        assert rc == expect_rc, f"CONNACK return code {rc} != {expect_rc}"
+        if expect_sp is not None:
+            assert sp == int(expect_sp), f"session present {sp} != {int(expect_sp)}"
+        return bool(sp)
+
+    def _read_fresh(self, deadline):
+        """Next packet from the socket, bypassing pending; raises Closed, or
+        AssertionError at the deadline."""
+        while True:
+            p = self._parse_one()
+            if p is not None:
+                return p
+            if self.closed:
+                raise Closed()
+            if not self._fill(deadline):
+                raise AssertionError("timed out")
+
+    def subscribe(self, topics, pid=None, timeout=TIMEOUT):
+        """topics: [(filter, qos)] or a single filter string (QoS 0). Returns SUBACK codes."""
+        if isinstance(topics, (str, bytes)):
+            topics = [(topics, 0)]
+        pid = self.alloc_pid() if pid is None else pid
+        self.send(subscribe_pkt(pid, topics))
+        p = self._await(SUBACK, timeout)
+        assert p.flags == 0, f"SUBACK flags {p.flags:#x}"
+        (got,) = struct.unpack("!H", p.body[:2])
+        assert got == pid, f"SUBACK packet id {got} != {pid}"
+        codes = list(p.body[2:])
+        assert len(codes) == len(topics), f"SUBACK has {len(codes)} codes for {len(topics)} filters"
+        return codes
+
+    def unsubscribe(self, filters, pid=None, timeout=TIMEOUT):
+        if isinstance(filters, (str, bytes)):
+            filters = [filters]
+        pid = self.alloc_pid() if pid is None else pid
+        self.send(unsubscribe_pkt(pid, filters))
+        p = self._await(UNSUBACK, timeout)
+        assert p.raw() == packet(UNSUBACK, 0, struct.pack("!H", pid)), f"bad UNSUBACK {p!r}"
+
+    def _await(self, ptype, timeout):
+        """Read packets until ptype arrives, queueing the others (e.g. retained PUBLISHes
+        the server may send before the SUBACK) for later reads."""
+        for i, p in enumerate(self.pending):
+            if p.type == ptype:
+                del self.pending[i]
+                return p
+        deadline = time.monotonic() + timeout
+        skipped = []
+        while True:
+            try:
+                p = self._read_fresh(deadline)
+            except Closed:
+                raise AssertionError(f"connection closed waiting for {TYPE_NAMES[ptype]}")
+            except AssertionError:
+                raise AssertionError(f"no {TYPE_NAMES[ptype]} within {timeout:.1f} s "
+                                     f"(got {skipped!r})")
+            if p.type == ptype:
+                self.pending.extend(skipped)
+                return p
+            skipped.append(p)
+
+    def publish(self, topic, payload=b"", qos=0, retain=False, dup=False, pid=None, wait=True):
+        """Send PUBLISH; for QoS 1/2 complete the handshake (byte-exact acks) when wait.
+        Returns the packet id used (None for QoS 0)."""
+        if qos and pid is None:
+            pid = self.alloc_pid()
+        self.send(publish_pkt(topic, payload, qos, retain, dup, pid))
+        if wait and qos == 1:
+            p = self._await(PUBACK, TIMEOUT)
+            assert p.raw() == puback_pkt(pid), f"bad PUBACK {p.raw().hex(' ')} for id {pid}"
+        elif wait and qos == 2:
+            p = self._await(PUBREC, TIMEOUT)
+            assert p.raw() == pubrec_pkt(pid), f"bad PUBREC {p.raw().hex(' ')} for id {pid}"
+            self.send(pubrel_pkt(pid))
+            p = self._await(PUBCOMP, TIMEOUT)
+            assert p.raw() == pubcomp_pkt(pid), f"bad PUBCOMP {p.raw().hex(' ')} for id {pid}"
+        return pid
+
+    def recv_publish(self, timeout=TIMEOUT, ack=True):
+        """Next packet must be a PUBLISH; parse it and (if ack) acknowledge it: PUBACK for
+        QoS 1, PUBREC + wait PUBREL + PUBCOMP for QoS 2."""
+        p = self.recv(timeout)
+        assert p.type == PUBLISH, f"expected PUBLISH, got {p!r}"
+        m = parse_publish(p)
+        if m.qos == 0:
+            assert m.dup is False, "[MQTT-3.3.1-2] QoS 0 PUBLISH with DUP 1"
+        else:
+            assert m.pid != 0, "[MQTT-2.3.1-1] server sent packet identifier 0"
+        if ack and m.qos == 1:
+            self.send(puback_pkt(m.pid))
+        elif ack and m.qos == 2:
+            self.send(pubrec_pkt(m.pid))
+            rel = self._await(PUBREL, timeout)
+            assert rel.raw() == pubrel_pkt(m.pid), f"bad PUBREL {rel.raw().hex(' ')}"
+            self.send(pubcomp_pkt(m.pid))
+        return m
+
+    def collect(self, n, timeout=TIMEOUT, ack=True):
+        """Receive exactly n PUBLISHes (within timeout overall)."""
+        deadline = time.monotonic() + timeout
+        out = []
+        while len(out) < n:
+            left = deadline - time.monotonic()
+            assert left > 0, f"received only {len(out)} of {n} messages: {out[-3:]!r}"
+            out.append(self.recv_publish(left, ack))
+        return out
+
+    def ping(self, timeout=TIMEOUT):
+        self.send(pingreq_pkt())
+        self._await(PINGRESP, timeout)
+
+    def disconnect(self):
+        try:
+            self.send(disconnect_pkt())
+        except OSError:
+            pass
+        self.close()
+
+
+def client(broker_or_port, client_id="", **kw):
+    """Open a raw connection and complete CONNECT/CONNACK (return code 0)."""
+    port = broker_or_port.port if isinstance(broker_or_port, Broker) else broker_or_port
+    expect_sp = kw.pop("expect_sp", None)
+    c = MqttConn(port)
+    c.connect(client_id, expect_sp=expect_sp, **kw)
+    return c
+
+
+# --------------------------------------------------------------------------------------
+# paho-mqtt (1.x API)
+# --------------------------------------------------------------------------------------
+
+class PahoClient:
+    """paho-mqtt client on its own network thread; received messages go to a queue."""
+
+    def __init__(self, port, client_id="", clean_session=True, keepalive=60, will=None,
+                 protocol=None, username=None, password=None):
+        import paho.mqtt.client as mqtt
+        self.mqtt = mqtt
+        self.messages = queue.Queue()
+        self.connected = threading.Event()
+        self.rc = None
+        self.flags = None
+        self.subacks = {}
+        self.sub_cond = threading.Condition()
+        proto = protocol if protocol is not None else mqtt.MQTTv311
+        self.c = mqtt.Client(client_id=client_id, clean_session=clean_session, protocol=proto)
+        if username is not None:
+            self.c.username_pw_set(username, password)
+        if will is not None:
+            topic, payload, qos, retain = will
+            self.c.will_set(topic, payload, qos, retain)
+        self.c.on_connect = self._on_connect
+        self.c.on_message = lambda c, u, m: self.messages.put(m)
+        self.c.on_subscribe = self._on_subscribe
+        self.c.connect("127.0.0.1", port, keepalive)
+        self.c.loop_start()
+        assert self.connected.wait(TIMEOUT), "paho: no CONNACK"
+        assert self.rc == 0, f"paho: CONNACK return code {self.rc}"
+
+    def _on_connect(self, c, userdata, flags, rc):
+        self.rc = rc
+        self.flags = flags
+        self.connected.set()
+
+    def _on_subscribe(self, c, userdata, mid, granted):
+        with self.sub_cond:
+            self.subacks[mid] = granted
+            self.sub_cond.notify_all()
+
+    def subscribe(self, topic, qos=0):
+        rc, mid = self.c.subscribe(topic, qos)
+        assert rc == 0
+        with self.sub_cond:
+            assert self.sub_cond.wait_for(lambda: mid in self.subacks, TIMEOUT), "paho: no SUBACK"
+            return self.subacks[mid]
+
+    def publish(self, topic, payload, qos=0, retain=False):
+        info = self.c.publish(topic, payload, qos, retain)
+        info.wait_for_publish(TIMEOUT)
+        assert info.is_published(), "paho: publish not completed"
+
+    def get(self, timeout=TIMEOUT):
+        try:
+            return self.messages.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"paho: no message within {timeout:.1f} s")
+
+    def expect_nothing(self, t=QUIET):
+        try:
+            m = self.messages.get(timeout=t)
+        except queue.Empty:
+            return
+        raise AssertionError(f"paho: unexpected message {m.topic} {m.payload!r}")
+
+    def close(self):
+        try:
+            self.c.disconnect()
+        finally:
+            self.c.loop_stop()
+
+
+# --------------------------------------------------------------------------------------
+# mosquitto_pub / mosquitto_sub
+# --------------------------------------------------------------------------------------
+
+MOSQUITTO_PUB = "/usr/bin/mosquitto_pub"
+MOSQUITTO_SUB = "/usr/bin/mosquitto_sub"
+
+
+def run_pub(port, *args, timeout=None):
+    """Run mosquitto_pub against the broker; it must exit 0."""
+    cmd = [MOSQUITTO_PUB, "-h", "127.0.0.1", "-p", str(port)] + list(args)
+    r = subprocess.run(cmd, capture_output=True, timeout=timeout or scaled(10))
+    assert r.returncode == 0, f"{cmd} exited {r.returncode}: {r.stderr.decode(errors='replace')}"
+    return r
+
+
+class SubProc:
+    """mosquitto_sub in debug mode (-d) so the test can wait until it is subscribed.
+    Non-debug output lines (the messages) are collected in .messages."""
+
+    DEBUG_RE = re.compile(r"^(Client \S+ (sending|received) |Subscribed \(mid)")
+
+    def __init__(self, port, *args):
+        self.cmd = [MOSQUITTO_SUB, "-h", "127.0.0.1", "-p", str(port), "-d"] + list(args)
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.lines = []
+        self.cond = threading.Condition()
+        self.t = threading.Thread(target=self._read, daemon=True)
+        self.t.start()
+        self.wait_line(r"^Subscribed \(mid", debug=True)
+
+    def _read(self):
+        for raw in iter(self.proc.stdout.readline, b""):
+            with self.cond:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self.cond.notify_all()
+        with self.cond:
+            self.cond.notify_all()
+
+    @property
+    def messages(self):
+        with self.cond:
+            return [ln for ln in self.lines if not self.DEBUG_RE.search(ln)]
+
+    def wait_line(self, regex, timeout=None, debug=False):
+        pat = re.compile(regex)
+        timeout = timeout or TIMEOUT
+        with self.cond:
+            ok = self.cond.wait_for(
+                lambda: any(pat.search(ln) for ln in self.lines
+                            if debug or not self.DEBUG_RE.search(ln))
+                or (self.proc.poll() is not None and not self.t.is_alive()), timeout)
+            found = any(pat.search(ln) for ln in self.lines
+                        if debug or not self.DEBUG_RE.search(ln))
+        assert ok and found, f"mosquitto_sub: no line matching {regex!r}; output: {self.lines}"
+
+    def wait_messages(self, n, timeout=None):
+        timeout = timeout or TIMEOUT
+        with self.cond:
+            self.cond.wait_for(lambda: len([ln for ln in self.lines
+                                            if not self.DEBUG_RE.search(ln)]) >= n, timeout)
+        msgs = self.messages
+        assert len(msgs) >= n, f"mosquitto_sub printed {msgs}, expected {n} messages"
+        return msgs
+
+    def finish(self, timeout=None):
+        """Wait for exit (e.g. with -C N); returns the exit status."""
+        try:
+            rc = self.proc.wait(timeout=timeout or TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"mosquitto_sub did not exit; output: {self.lines}")
+        self.t.join(2)
+        return rc
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
