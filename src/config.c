@@ -10,6 +10,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,11 +20,11 @@
 #include "midge/log.h"
 
 #define DEFAULT_PORT 1883
-#define MAX_VALUES 4                /* values kept per line; more are only counted */
-#define MAX_FILE_SIZE (16u << 20)   /* a config file is text: refuse anything bigger */
-#define QUOTE_MAX 200               /* longest user text quoted back in a message */
-#define NO_LISTENER ((size_t)-1)    /* p->cur when options go to the default listener */
-#define MQTT_MAX_PAYLOAD 268435455  /* largest remaining length */
+#define MAX_VALUES 4               /* values kept per line; more are only counted */
+#define MAX_FILE_SIZE (16u << 20)  /* a config file is text: refuse anything bigger */
+#define QUOTE_MAX 200              /* longest user text quoted back in a message */
+#define NO_LISTENER ((size_t)-1)   /* p->cur when options go to the default listener */
+#define MQTT_MAX_PAYLOAD 268435455 /* largest remaining length */
 #define MQTT_MAX_PACKET (MQTT_MAX_PAYLOAD + 5)
 
 struct span {
@@ -65,13 +66,13 @@ struct parser {
 
     struct lbuild *ls; /* `listener` blocks in order */
     size_t nls, capls;
-    size_t cur;           /* index into ls, or NO_LISTENER */
-    struct lbuild def;    /* Mosquitto's default listener (port, bind_address, early options) */
-    bool def_explicit;    /* port or bind_address seen: the default listener exists */
-    bool def_touched;     /* some listener option went to the default listener */
+    size_t cur;        /* index into ls, or NO_LISTENER */
+    struct lbuild def; /* Mosquitto's default listener (port, bind_address, early options) */
+    bool def_explicit; /* port or bind_address seen: the default listener exists */
+    bool def_touched;  /* some listener option went to the default listener */
     bool port_seen;
-    struct sec gsec;      /* security options when per_listener_settings is false */
-    bool security_seen;   /* per_listener_settings may no longer change */
+    struct sec gsec;    /* security options when per_listener_settings is false */
+    bool security_seen; /* per_listener_settings may no longer change */
     bool log_dest_seen, log_type_seen;
     unsigned log_dest, log_types;
     size_t nprefixes;
@@ -120,8 +121,8 @@ static void vreport(struct parser *p, bool is_error, bool with_line, const char 
     p->report(p->ctx, is_error, buf);
 }
 
-static void error(struct parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void error(struct parser *p, const char *fmt, ...)
+static void error_at(struct parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void error_at(struct parser *p, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -129,8 +130,9 @@ static void error(struct parser *p, const char *fmt, ...)
     va_end(ap);
 }
 
-static void warning(struct parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void warning(struct parser *p, const char *fmt, ...)
+static void warning_at(struct parser *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void warning_at(struct parser *p, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -139,7 +141,8 @@ static void warning(struct parser *p, const char *fmt, ...)
 }
 
 /* A diagnostic about a whole file, before any line was read. */
-static void file_error(struct parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void file_error(struct parser *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void file_error(struct parser *p, const char *fmt, ...)
 {
     va_list ap;
@@ -342,15 +345,15 @@ static void *field(struct parser *p, const struct option *o)
 static void extra_value(struct parser *p, const struct line *l, size_t i)
 {
     const struct span *v = &l->val[i];
-    error(p, "%.*s: unexpected extra value \"%.*s\"%s", QS(&l->name), QS(v),
-          v->s[0] == '#' ? " (comments must be on a line of their own)" : "");
+    error_at(p, "%.*s: unexpected extra value \"%.*s\"%s", QS(&l->name), QS(v),
+             v->s[0] == '#' ? " (comments must be on a line of their own)" : "");
 }
 
 /* True when the line has exactly one value; otherwise reports why not. */
 static bool one_value(struct parser *p, const struct line *l)
 {
     if (l->nval == 0) {
-        error(p, "%.*s: missing value", QS(&l->name));
+        error_at(p, "%.*s: missing value", QS(&l->name));
         return false;
     }
     if (l->nval > 1) {
@@ -369,7 +372,7 @@ static void parse_bool(struct parser *p, const struct option *o, const struct li
     if (!one_value(p, l))
         return;
     if (!to_bool(&l->val[0], &v)) {
-        error(p, "%s: expected true or false, got \"%.*s\"", o->name, QS(&l->val[0]));
+        error_at(p, "%s: expected true or false, got \"%.*s\"", o->name, QS(&l->val[0]));
         return;
     }
     void *f = field(p, o);
@@ -386,8 +389,8 @@ static void parse_number(struct parser *p, const struct option *o, const struct 
     if (!one_value(p, l))
         return;
     if (!to_int(&l->val[0], o->min, o->max, &v)) {
-        error(p, "%s: expected a number from %lld to %lld, got \"%.*s\"", o->name, o->min, o->max,
-              QS(&l->val[0]));
+        error_at(p, "%s: expected a number from %lld to %lld, got \"%.*s\"", o->name, o->min,
+                 o->max, QS(&l->val[0]));
         return;
     }
     void *f = field(p, o);
@@ -403,12 +406,12 @@ static void parse_number(struct parser *p, const struct option *o, const struct 
 static void parse_string(struct parser *p, const struct option *o, const struct line *l)
 {
     if (l->rest.n == 0) {
-        error(p, "%s: missing value", o->name);
+        error_at(p, "%s: missing value", o->name);
         return;
     }
     char **f = field(p, o);
     if (*f && o->type != V_STR_LAST) {
-        error(p, "%s: duplicate value, already set to \"%.*s\"", o->name, QZ(*f));
+        error_at(p, "%s: duplicate value, already set to \"%.*s\"", o->name, QZ(*f));
         return;
     }
     char *v = dup_span(p, &l->rest);
@@ -422,8 +425,8 @@ static bool to_port(struct parser *p, const struct line *l, uint16_t *port)
 {
     long long v;
     if (!to_int(&l->val[0], 0, 65535, &v)) {
-        error(p, "%.*s: expected a port number from 0 to 65535, got \"%.*s\"", QS(&l->name),
-              QS(&l->val[0]));
+        error_at(p, "%.*s: expected a port number from 0 to 65535, got \"%.*s\"", QS(&l->name),
+                 QS(&l->val[0]));
         return false;
     }
     *port = (uint16_t)v;
@@ -437,7 +440,7 @@ static void parse_listener(struct parser *p, const struct option *o, const struc
     (void)o;
 
     if (l->nval == 0) {
-        error(p, "listener: missing value");
+        error_at(p, "listener: missing value");
         return;
     }
     ok = to_port(p, l, &port);
@@ -451,9 +454,9 @@ static void parse_listener(struct parser *p, const struct option *o, const struc
             bool same_bind = l->nval == 1 ? !b : b && span_is(&l->val[1], b);
             if (p->ls[i].lc.port == port && same_bind) {
                 if (b)
-                    error(p, "listener: port %u on %.*s is already defined", port, QZ(b));
+                    error_at(p, "listener: port %u on %.*s is already defined", port, QZ(b));
                 else
-                    error(p, "listener: port %u is already defined", port);
+                    error_at(p, "listener: port %u is already defined", port);
                 ok = false;
                 break;
             }
@@ -475,7 +478,7 @@ static void parse_port(struct parser *p, const struct option *o, const struct li
     if (!one_value(p, l) || !to_port(p, l, &port))
         return;
     if (p->port_seen)
-        warning(p, "port: set more than once, the last value is used");
+        warning_at(p, "port: set more than once, the last value is used");
     p->port_seen = true;
     *(uint16_t *)field(p, o) = port;
 }
@@ -491,7 +494,7 @@ static void parse_socket_domain(struct parser *p, const struct option *o, const 
     } else if (span_is(&l->val[0], "ipv6")) {
         v = 6;
     } else {
-        error(p, "socket_domain: expected ipv4 or ipv6, got \"%.*s\"", QS(&l->val[0]));
+        error_at(p, "socket_domain: expected ipv4 or ipv6, got \"%.*s\"", QS(&l->val[0]));
         return;
     }
     *(int *)field(p, o) = v;
@@ -508,7 +511,7 @@ static void parse_protocol(struct parser *p, const struct option *o, const struc
     } else if (span_is(&l->val[0], "websockets")) {
         v = MQ_LISTENER_WEBSOCKETS;
     } else {
-        error(p, "protocol: expected mqtt or websockets, got \"%.*s\"", QS(&l->val[0]));
+        error_at(p, "protocol: expected mqtt or websockets, got \"%.*s\"", QS(&l->val[0]));
         return;
     }
     *(enum mq_listener_protocol *)field(p, o) = v;
@@ -518,8 +521,10 @@ static const struct {
     const char *name;
     unsigned bit;
 } log_dests[] = {
-    {"stderr", MQ_LOG_DEST_STDERR}, {"stdout", MQ_LOG_DEST_STDOUT},
-    {"syslog", MQ_LOG_DEST_SYSLOG}, {"topic", MQ_LOG_DEST_TOPIC},
+    {"stderr", MQ_LOG_DEST_STDERR},
+    {"stdout", MQ_LOG_DEST_STDOUT},
+    {"syslog", MQ_LOG_DEST_SYSLOG},
+    {"topic", MQ_LOG_DEST_TOPIC},
     {"none", 0},
 };
 
@@ -530,7 +535,7 @@ static void parse_log_dest(struct parser *p, const struct option *o, const struc
     (void)o;
 
     if (l->nval == 0) {
-        error(p, "log_dest: missing value");
+        error_at(p, "log_dest: missing value");
         return;
     }
     if (span_is(v, "file")) {
@@ -540,12 +545,12 @@ static void parse_log_dest(struct parser *p, const struct option *o, const struc
             path.n--;
         }
         if (path.n == 0) {
-            error(p, "log_dest: missing path after \"file\"");
+            error_at(p, "log_dest: missing path after \"file\"");
             return;
         }
         if (cfg->log_file) {
-            error(p, "log_dest: only one file destination is allowed, already set to \"%.*s\"",
-                  QZ(cfg->log_file));
+            error_at(p, "log_dest: only one file destination is allowed, already set to \"%.*s\"",
+                     QZ(cfg->log_file));
             return;
         }
         if (!(cfg->log_file = dup_span(p, &path)))
@@ -557,7 +562,7 @@ static void parse_log_dest(struct parser *p, const struct option *o, const struc
     if (!one_value(p, l))
         return;
     if (span_is(v, "dlt")) {
-        warning(p, "log_dest: dlt not supported by midge, ignored");
+        warning_at(p, "log_dest: dlt not supported by midge, ignored");
         return;
     }
     for (size_t i = 0; i < sizeof log_dests / sizeof log_dests[0]; i++) {
@@ -574,18 +579,22 @@ static void parse_log_dest(struct parser *p, const struct option *o, const struc
         p->log_dest_seen = true;
         return;
     }
-    error(p, "log_dest: expected stdout, stderr, syslog, file, topic or none, got \"%.*s\"",
-          QS(v));
+    error_at(p, "log_dest: expected stdout, stderr, syslog, file, topic or none, got \"%.*s\"",
+             QS(v));
 }
 
 static const struct {
     const char *name;
     unsigned bits;
 } log_types[] = {
-    {"error", MQ_LOG_ERR},         {"warning", MQ_LOG_WARNING},
-    {"notice", MQ_LOG_NOTICE},     {"information", MQ_LOG_INFO},
-    {"debug", MQ_LOG_DEBUG},       {"subscribe", MQ_LOG_SUBSCRIBE},
-    {"unsubscribe", MQ_LOG_UNSUBSCRIBE}, {"all", MQ_LOG_ALL_TYPES},
+    {"error", MQ_LOG_ERR},
+    {"warning", MQ_LOG_WARNING},
+    {"notice", MQ_LOG_NOTICE},
+    {"information", MQ_LOG_INFO},
+    {"debug", MQ_LOG_DEBUG},
+    {"subscribe", MQ_LOG_SUBSCRIBE},
+    {"unsubscribe", MQ_LOG_UNSUBSCRIBE},
+    {"all", MQ_LOG_ALL_TYPES},
     {"none", 0},
 };
 
@@ -597,7 +606,7 @@ static void parse_log_type(struct parser *p, const struct option *o, const struc
     if (!one_value(p, l))
         return;
     if (span_is(v, "websockets") || span_is(v, "internal")) {
-        warning(p, "log_type: %.*s not supported by midge, ignored", QS(v));
+        warning_at(p, "log_type: %.*s not supported by midge, ignored", QS(v));
         return;
     }
     for (size_t i = 0; i < sizeof log_types / sizeof log_types[0]; i++) {
@@ -611,10 +620,10 @@ static void parse_log_type(struct parser *p, const struct option *o, const struc
         p->log_type_seen = true;
         return;
     }
-    error(p,
-          "log_type: expected error, warning, notice, information, debug, subscribe, "
-          "unsubscribe, all or none, got \"%.*s\"",
-          QS(v));
+    error_at(p,
+             "log_type: expected error, warning, notice, information, debug, subscribe, "
+             "unsubscribe, all or none, got \"%.*s\"",
+             QS(v));
 }
 
 /* Mosquitto's duration: a positive count and one unit letter; m is a month (30 days). */
@@ -623,7 +632,9 @@ static void parse_duration(struct parser *p, const struct option *o, const struc
     static const struct {
         char unit;
         long long seconds;
-    } units[] = {{'h', 3600}, {'d', 86400}, {'w', 7 * 86400}, {'m', 30 * 86400}, {'y', 365 * 86400}};
+    } units[] = {
+        {'h', 3600}, {'d', 86400}, {'w', 7 * 86400}, {'m', 30 * 86400}, {'y', 365 * 86400},
+    };
     const struct span *v = &l->val[0];
     long long count, mult = 0;
 
@@ -636,8 +647,8 @@ static void parse_duration(struct parser *p, const struct option *o, const struc
     }
     struct span digits = {v->s, v->n - 1};
     if (mult == 0 || digits.s[0] == '-' || !to_int(&digits, 1, LLONG_MAX / mult, &count)) {
-        error(p, "%s: expected a duration like 1h, 2d, 1w, 1m or 1y, got \"%.*s\"", o->name,
-              QS(v));
+        error_at(p, "%s: expected a duration like 1h, 2d, 1w, 1m or 1y, got \"%.*s\"", o->name,
+                 QS(v));
         return;
     }
     *(int64_t *)field(p, o) = (int64_t)(count * mult);
@@ -650,12 +661,12 @@ static void parse_per_listener(struct parser *p, const struct option *o, const s
     if (!one_value(p, l))
         return;
     if (!to_bool(&l->val[0], &v)) {
-        error(p, "%s: expected true or false, got \"%.*s\"", o->name, QS(&l->val[0]));
+        error_at(p, "%s: expected true or false, got \"%.*s\"", o->name, QS(&l->val[0]));
         return;
     }
     if (v != p->cfg->per_listener_settings && p->security_seen) {
-        error(p, "per_listener_settings: must come before any allow_anonymous, password_file, "
-                 "acl_file, allow_zero_length_clientid or auto_id_prefix line");
+        error_at(p, "per_listener_settings: must come before any allow_anonymous, password_file, "
+                    "acl_file, allow_zero_length_clientid or auto_id_prefix line");
         return;
     }
     p->cfg->per_listener_settings = v;
@@ -667,7 +678,7 @@ static void parse_clientid_prefix(struct parser *p, const struct option *o, cons
     struct mq_config *cfg = p->cfg;
 
     if (l->rest.n == 0) {
-        error(p, "%s: missing value", o->name);
+        error_at(p, "%s: missing value", o->name);
         return;
     }
     char **v = realloc(cfg->clientid_prefixes, (p->nprefixes + 2) * sizeof *v);
@@ -685,7 +696,7 @@ static void parse_clientid_prefix(struct parser *p, const struct option *o, cons
 static void parse_unsupported(struct parser *p, const struct option *o, const struct line *l)
 {
     (void)o;
-    warning(p, "%.*s: not supported by midge, ignored", QS(&l->name));
+    warning_at(p, "%.*s: not supported by midge, ignored", QS(&l->name));
 }
 
 static void parse_text(struct parser *p, const char *name, const char *text, size_t len, int depth);
@@ -698,7 +709,10 @@ static void parse_include_dir(struct parser *p, const struct option *o, const st
 #define SEC(f) S_SECURITY, offsetof(struct sec, f)
 #define DEF(f) S_DEFAULT, offsetof(struct mq_listener_config, f)
 #define NOF S_NONE, 0, V_NONE
-#define UNSUPPORTED(name) {name, parse_unsupported, NOF, 0, 0}
+#define UNSUPPORTED(name)                                                                          \
+    {                                                                                              \
+        name, parse_unsupported, NOF, 0, 0                                                         \
+    }
 
 static const struct option options[] = {
     /* Global options. */
@@ -720,8 +734,7 @@ static const struct option options[] = {
     {"persistence", parse_bool, G(persistence), V_BOOL, 0, 0},
     {"persistence_file", parse_string, G(persistence_file), V_STR, 0, 0},
     {"persistence_location", parse_string, G(persistence_location), V_STR, 0, 0},
-    {"persistent_client_expiration", parse_duration, G(persistent_client_expiration), V_NONE, 0,
-     0},
+    {"persistent_client_expiration", parse_duration, G(persistent_client_expiration), V_NONE, 0, 0},
     {"pid_file", parse_string, G(pid_file), V_STR, 0, 0},
     {"queue_qos0_messages", parse_bool, G(queue_qos0_messages), V_BOOL, 0, 0},
     {"retain_available", parse_bool, G(retain_available), V_BOOL, 0, 0},
@@ -853,7 +866,7 @@ static void parse_line(struct parser *p, const char *s, size_t n)
     if (i == n || s[i] == '#')
         return;
     if (memchr(s, '\0', n)) {
-        error(p, "line contains a NUL byte");
+        error_at(p, "line contains a NUL byte");
         return;
     }
     memset(&l, 0, sizeof l);
@@ -877,7 +890,7 @@ static void parse_line(struct parser *p, const char *s, size_t n)
     }
     const struct option *o = find_option(&l.name);
     if (!o) {
-        error(p, "unknown option \"%.*s\"", QS(&l.name));
+        error_at(p, "unknown option \"%.*s\"", QS(&l.name));
         return;
     }
     o->parse(p, o, &l);
@@ -985,17 +998,17 @@ static void parse_include_dir(struct parser *p, const struct option *o, const st
     (void)o;
 
     if (p->depth > 0) {
-        warning(p, "include_dir: only read from the main configuration file, ignored");
+        warning_at(p, "include_dir: only read from the main configuration file, ignored");
         return;
     }
     if (l->rest.n == 0) {
-        error(p, "include_dir: missing value");
+        error_at(p, "include_dir: missing value");
         return;
     }
     if (!(path = dup_span(p, &l->rest)))
         goto out;
     if (!(dir = opendir(path))) {
-        error(p, "include_dir: cannot open directory %.*s: %s", QZ(path), strerror(errno));
+        error_at(p, "include_dir: cannot open directory %.*s: %s", QZ(path), strerror(errno));
         goto out;
     }
     while ((de = readdir(dir)) != NULL) {
@@ -1038,7 +1051,7 @@ static void parse_include_dir(struct parser *p, const struct option *o, const st
             goto out;
         }
         if (rc) {
-            error(p, "include_dir: cannot %s %.*s: %s", op, QZ(file), strerror(err));
+            error_at(p, "include_dir: cannot %s %.*s: %s", op, QZ(file), strerror(err));
             continue;
         }
         parse_text(p, file, text, len, p->depth + 1);
@@ -1060,8 +1073,8 @@ out:
 /* ---- resolution after the last line ------------------------------------------------- */
 
 /* Fill a final listener's security fields from its own settings or the global ones. */
-static bool resolve_security(struct parser *p, struct mq_listener_config *lc,
-                             const struct sec *own, bool local_only)
+static bool resolve_security(struct parser *p, struct mq_listener_config *lc, const struct sec *own,
+                             bool local_only)
 {
     const struct sec *s = p->cfg->per_listener_settings ? own : &p->gsec;
 
@@ -1072,8 +1085,7 @@ static bool resolve_security(struct parser *p, struct mq_listener_config *lc,
     free(lc->acl_file);
     free(lc->auto_id_prefix);
     lc->password_file = lc->acl_file = lc->auto_id_prefix = NULL;
-    return dup_str(&lc->password_file, s->password_file) &&
-           dup_str(&lc->acl_file, s->acl_file) &&
+    return dup_str(&lc->password_file, s->password_file) && dup_str(&lc->acl_file, s->acl_file) &&
            dup_str(&lc->auto_id_prefix, s->auto_id_prefix ? s->auto_id_prefix : "auto-");
 }
 
@@ -1216,8 +1228,9 @@ static int parse_main(struct parser *p, const char *name, const char *text, size
     return rc;
 }
 
-/* ---- public API --------------------------------------------------------------------- */
+/* ---- public API (contracts in config.h) --------------------------------------------- */
 
+/* Defaults only: no listeners, from_file false. */
 int config_defaults(struct mq_config *cfg)
 {
     scalar_defaults(cfg);
@@ -1228,6 +1241,7 @@ int config_defaults(struct mq_config *cfg)
     return 0;
 }
 
+/* Parse in-memory text as a main configuration file named name. */
 int config_parse_string(const char *text, size_t len, const char *name, struct mq_config *cfg,
                         mq_config_report_fn report, void *ctx)
 {
@@ -1237,6 +1251,7 @@ int config_parse_string(const char *text, size_t len, const char *name, struct m
     return parse_main(&p, name, text, len);
 }
 
+/* Read and parse the file at path; a file that cannot be read is one reported error. */
 int config_load(const char *path, struct mq_config *cfg, mq_config_report_fn report, void *ctx)
 {
     struct parser p;
@@ -1261,6 +1276,7 @@ int config_load(const char *path, struct mq_config *cfg, mq_config_report_fn rep
     return rc;
 }
 
+/* The no-config-file setup: loopback listeners at port, anonymous allowed. */
 int config_local_only(struct mq_config *cfg, uint16_t port)
 {
     static const char *const addrs[] = {"127.0.0.1", "::1"};
@@ -1287,6 +1303,7 @@ fail:
     return MQ_ERR_NOMEM;
 }
 
+/* Free everything *cfg owns (safe on a zeroed struct) and zero it. */
 void config_free(struct mq_config *cfg)
 {
     for (size_t i = 0; i < cfg->listener_count; i++)

@@ -33,6 +33,14 @@ static void on_flush(uv_check_t *h)
     client_flush_all(srv);
 }
 
+/* Output made outside I/O callbacks (keepalive timeouts, wills published from a
+ * close callback) is flushed before the loop blocks again. */
+static void on_flush_pre(uv_prepare_t *h)
+{
+    struct mq_server *srv = h->data;
+    client_flush_all(srv);
+}
+
 static void begin_shutdown(struct mq_server *srv, const char *why)
 {
     if (srv->stopping)
@@ -49,6 +57,7 @@ static void begin_shutdown(struct mq_server *srv, const char *why)
         client_close(cl, "broker shutting down");
     uv_close((uv_handle_t *)&srv->tick, NULL);
     uv_close((uv_handle_t *)&srv->flush, NULL);
+    uv_close((uv_handle_t *)&srv->flush_pre, NULL);
     uv_close((uv_handle_t *)&srv->sig_int, NULL);
     uv_close((uv_handle_t *)&srv->sig_term, NULL);
     uv_close((uv_handle_t *)&srv->sig_hup, NULL);
@@ -124,10 +133,11 @@ int server_run(const struct mq_config *cfg)
 
     uv_timer_init(&srv->loop, &srv->tick);
     uv_check_init(&srv->loop, &srv->flush);
+    uv_prepare_init(&srv->loop, &srv->flush_pre);
     uv_signal_init(&srv->loop, &srv->sig_int);
     uv_signal_init(&srv->loop, &srv->sig_term);
     uv_signal_init(&srv->loop, &srv->sig_hup);
-    srv->tick.data = srv->flush.data = srv;
+    srv->tick.data = srv->flush.data = srv->flush_pre.data = srv;
     srv->sig_int.data = srv->sig_term.data = srv->sig_hup.data = srv;
 
     if (listeners_start(srv)) {
@@ -140,6 +150,7 @@ int server_run(const struct mq_config *cfg)
     log_summary(srv);
     uv_timer_start(&srv->tick, on_tick, TICK_MS, TICK_MS);
     uv_check_start(&srv->flush, on_flush);
+    uv_prepare_start(&srv->flush_pre, on_flush_pre);
     uv_signal_start(&srv->sig_int, on_signal, SIGINT);
     uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
     uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);

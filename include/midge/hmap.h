@@ -52,6 +52,9 @@ void *hmap_remove(struct mq_hmap *m, const void *key, size_t len);
 void *hmap_next(const struct mq_hmap *m, uint32_t *pos, const void **key, size_t *len);
 
 /* Number of live entries. */
-static inline uint32_t hmap_count(const struct mq_hmap *m) { return m->count; }
+static inline uint32_t hmap_count(const struct mq_hmap *m)
+{
+    return m->count;
+}
 
 #endif

@@ -14,10 +14,10 @@ struct mq_msg {
     uint32_t refcount;
     uint32_t payload_len;
     uint16_t topic_len;
-    uint8_t qos;   /* QoS it was published with */
-    bool retain;   /* retain flag it was published with */
+    uint8_t qos;      /* QoS it was published with */
+    bool retain;      /* retain flag it was published with */
     uint8_t *payload; /* points into this allocation, after the topic */
-    char topic[];  /* topic_len bytes + NUL, then the payload */
+    char topic[];     /* topic_len bytes + NUL, then the payload */
 };
 
 /* New message with refcount 1, copying topic and payload. NULL on out of memory.

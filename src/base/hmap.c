@@ -15,10 +15,14 @@
 const uint8_t hmap_tombstone;
 
 #define TOMBSTONE ((const void *)&hmap_tombstone)
-#define MIN_CAP 8u
+/* Most trie nodes have a single child ("dev/42/temp"): two slots hold it at 50% load. */
+#define MIN_CAP 2u
 #define MAX_CAP (1u << 31)
 
-static uint64_t rotl64(uint64_t x, unsigned r) { return (x << r) | (x >> (64 - r)); }
+static uint64_t rotl64(uint64_t x, unsigned r)
+{
+    return (x << r) | (x >> (64 - r));
+}
 
 /* Multiply-rotate over 8-byte words, then an xor-shift-multiply finaliser so every input bit
  * reaches the low bits we mask with. Keys are mostly short topic levels, so the loop runs once
@@ -47,7 +51,10 @@ static uint32_t hash_bytes(const uint8_t *p, size_t len)
     return (uint32_t)(h ^ (h >> 32));
 }
 
-static bool slot_live(const struct mq_hmap_slot *s) { return s->key && s->key != TOMBSTONE; }
+static bool slot_live(const struct mq_hmap_slot *s)
+{
+    return s->key && s->key != TOMBSTONE;
+}
 
 /* Index of the live slot holding key, or UINT32_MAX. */
 static uint32_t find(const struct mq_hmap *m, const void *key, uint32_t len, uint32_t hash)
@@ -95,7 +102,10 @@ static int rehash(struct mq_hmap *m)
     return 0;
 }
 
-void hmap_init(struct mq_hmap *m) { memset(m, 0, sizeof(*m)); }
+void hmap_init(struct mq_hmap *m)
+{
+    memset(m, 0, sizeof(*m));
+}
 
 void hmap_destroy(struct mq_hmap *m)
 {

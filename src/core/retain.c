@@ -256,6 +256,12 @@ void retain_match(const struct mq_retain *r, const uint8_t *filter, size_t len,
     }
 }
 
-size_t retain_count(const struct mq_retain *r) { return r->count; }
+size_t retain_count(const struct mq_retain *r)
+{
+    return r->count;
+}
 
-size_t retain_node_count(const struct mq_retain *r) { return r->nodes; }
+size_t retain_node_count(const struct mq_retain *r)
+{
+    return r->nodes;
+}

@@ -67,7 +67,10 @@ static size_t level_end(const uint8_t *s, size_t len, size_t pos)
     return slash ? (size_t)(slash - s) : len;
 }
 
-static bool is_wild(const uint8_t *level, size_t len, char c) { return len == 1 && level[0] == c; }
+static bool is_wild(const uint8_t *level, size_t len, char c)
+{
+    return len == 1 && level[0] == c;
+}
 
 static struct node *root_for(const struct mq_sub_tree *t, const uint8_t *s, size_t len)
 {
@@ -544,9 +547,15 @@ fail:
     return err;
 }
 
-size_t sub_tree_count(const struct mq_sub_tree *t) { return t->count; }
+size_t sub_tree_count(const struct mq_sub_tree *t)
+{
+    return t->count;
+}
 
-size_t sub_tree_node_count(const struct mq_sub_tree *t) { return t->nodes; }
+size_t sub_tree_node_count(const struct mq_sub_tree *t)
+{
+    return t->nodes;
+}
 
 void sub_vec_free(struct mq_sub_vec *v)
 {

@@ -20,7 +20,8 @@ static struct mq_client *client_of(uv_handle_t *h) { return (struct mq_client *)
 
 static void mark_dirty(struct mq_client *cl)
 {
-    if (cl->in_dirty)
+    /* A closing client may be freed before the next flush: never list it. */
+    if (cl->in_dirty || cl->closing)
         return;
     cl->in_dirty = true;
     cl->dirty_next = cl->srv->dirty;

@@ -82,7 +82,8 @@ static int add_socket(struct mq_server *srv, const struct mq_listener_config *lc
 }
 
 /* Bind one configured listener: every address it names, sharing one port. */
-static int start_listener(struct mq_server *srv, const struct mq_listener_config *lc)
+static int start_listener(struct mq_server *srv, const struct mq_listener_config *lc,
+                          uint16_t *port_io)
 {
     if (lc->protocol == MQ_LISTENER_WEBSOCKETS) {
         mq_log(MQ_LOG_ERR,
@@ -103,7 +104,7 @@ static int start_listener(struct mq_server *srv, const struct mq_listener_config
                lc->bind_address ? lc->bind_address : "*", gai_strerror(gai));
         return -1;
     }
-    uint16_t port = lc->port;
+    uint16_t port = *port_io;
     int rc = 0, bound = 0;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
@@ -119,15 +120,25 @@ static int start_listener(struct mq_server *srv, const struct mq_listener_config
         }
     }
     freeaddrinfo(res);
+    *port_io = port;
     return rc == 0 && bound ? 0 : -1;
 }
 
 int listeners_start(struct mq_server *srv)
 {
     const struct mq_config *cfg = srv->cfg;
-    for (size_t i = 0; i < cfg->listener_count; i++)
-        if (start_listener(srv, &cfg->listeners[i]))
+    uint16_t shared_port = 0;
+    for (size_t i = 0; i < cfg->listener_count; i++) {
+        /* Without a config file the loopback addresses are one logical listener: with
+         * -p 0 they share the port the first one picked. */
+        uint16_t port = cfg->listeners[i].port;
+        if (!cfg->from_file && port == 0)
+            port = shared_port;
+        if (start_listener(srv, &cfg->listeners[i], &port))
             return -1;
+        if (!shared_port)
+            shared_port = port;
+    }
     return 0;
 }
 

@@ -32,7 +32,8 @@ struct mq_server {
     size_t socket_count;
     uv_signal_t sig_int, sig_term, sig_hup;
     uv_timer_t tick;
-    uv_check_t flush; /* writes out what each client got during a loop turn */
+    uv_check_t flush;      /* writes out what each client got during a loop turn... */
+    uv_prepare_t flush_pre; /* ...and what timers and close callbacks produced */
     struct mq_client *dirty; /* clients with output or a close to carry out */
     struct mq_client *clients; /* every open client (for shutdown) */
     size_t client_count;

@@ -88,14 +88,16 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
                    "zero-length client id requires clean session 1");
             return;
         }
-        if (cfg && !cfg->allow_zero_length_clientid) {
+        if (c->listener && !c->listener->allow_zero_length_clientid) {
             refuse(c, MQ_CONNACK_ID_REJECTED, "(empty)",
                    "zero-length client id not allowed (allow_zero_length_clientid false)");
             return;
         }
         /* Unique within this broker's lifetime; the start time keeps restarts apart. */
         int n = snprintf(auto_id, sizeof(auto_id), "%s%" PRIx64 "-%" PRIu64,
-                         cfg && cfg->auto_id_prefix ? cfg->auto_id_prefix : "auto-", b->start_ms,
+                         c->listener && c->listener->auto_id_prefix ? c->listener->auto_id_prefix
+                                                                    : "auto-",
+                         b->start_ms,
                          ++b->auto_id_counter);
         client_id = (const uint8_t *)auto_id;
         client_id_len = (uint16_t)(n < (int)sizeof(auto_id) ? n : (int)sizeof(auto_id) - 1);

@@ -383,9 +383,7 @@ class MqttConn:
 
     def _fill(self, deadline):
         """Read more bytes; False on timeout; raise Closed on EOF/reset."""
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
+        left = max(0.0, deadline - time.monotonic())
         r, _, _ = select.select([self.sock], [], [], left)
         if not r:
             return False
@@ -602,6 +600,14 @@ class MqttConn:
         self.close()
 
 
+def expect_quiet(conns, t=QUIET):
+    """Prove that none of conns receives a packet (or is closed) within t seconds, waiting
+    once for all of them."""
+    time.sleep(t)
+    for c in conns:
+        c.expect_no_packet(0)
+
+
 def client(broker_or_port, client_id="", **kw):
     """Open a raw connection and complete CONNECT/CONNACK (return code 0)."""
     port = broker_or_port.port if isinstance(broker_or_port, Broker) else broker_or_port
@@ -708,7 +714,9 @@ class SubProc:
     DEBUG_RE = re.compile(r"^(Client \S+ (sending|received) |Subscribed \(mid)")
 
     def __init__(self, port, *args):
-        self.cmd = [MOSQUITTO_SUB, "-h", "127.0.0.1", "-p", str(port), "-d"] + list(args)
+        # stdbuf: line-buffer its stdout so the debug lines arrive while it runs.
+        self.cmd = ["/usr/bin/stdbuf", "-oL", MOSQUITTO_SUB, "-h", "127.0.0.1", "-p", str(port),
+                    "-d"] + list(args)
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.lines = []
         self.cond = threading.Condition()

@@ -34,7 +34,10 @@ static int teardown_keys(void **state)
     return 0;
 }
 
-static void *val(int i) { return (void *)(uintptr_t)(i + 1); }
+static void *val(int i)
+{
+    return (void *)(uintptr_t)(i + 1);
+}
 
 static void put_key(struct mq_hmap *m, int i)
 {
@@ -176,13 +179,14 @@ static void test_tombstone_reuse(void **state)
     hmap_init(&m);
     for (int i = 0; i < 64; i++)
         put_key(&m, i);
-    uint32_t cap = m.cap;
+    uint32_t cap = m.cap, used = m.used;
     for (int round = 0; round < 2000; round++) {
         int i = round % 64;
         assert_ptr_equal(hmap_remove(&m, keys[i], strlen(keys[i])), val(i));
         assert_null(get_key(&m, i));
-        put_key(&m, i);
+        put_key(&m, i); /* lands in the slot it just left */
         assert_int_equal(m.cap, cap);
+        assert_int_equal(m.used, used);
         check_load(&m);
     }
     /* Sliding window of 64 live keys over 20000 distinct ones: tombstones must be recycled
@@ -283,14 +287,10 @@ static void test_put_invalid(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_empty),
-        cmocka_unit_test(test_put_get_replace),
-        cmocka_unit_test(test_odd_keys),
-        cmocka_unit_test(test_grow),
-        cmocka_unit_test(test_remove),
-        cmocka_unit_test(test_tombstone_reuse),
-        cmocka_unit_test(test_iterate),
-        cmocka_unit_test(test_iterate_remove),
+        cmocka_unit_test(test_empty),       cmocka_unit_test(test_put_get_replace),
+        cmocka_unit_test(test_odd_keys),    cmocka_unit_test(test_grow),
+        cmocka_unit_test(test_remove),      cmocka_unit_test(test_tombstone_reuse),
+        cmocka_unit_test(test_iterate),     cmocka_unit_test(test_iterate_remove),
         cmocka_unit_test(test_put_invalid),
     };
     return cmocka_run_group_tests(tests, setup_keys, teardown_keys);

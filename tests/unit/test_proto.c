@@ -1,0 +1,1703 @@
+/* test_proto.c - whole MQTT 3.1.1 conversations through the protocol layer (src/proto/)
+ * over a fake sink: no sockets, no event loop, no stubs.
+ *
+ * Each test gets a broker built on config_defaults() plus one hand-made listener. A
+ * connection's `io` is a struct fake_io that captures every byte the broker writes;
+ * tests build client packets with codec_encode and parse the broker's output with
+ * codec_decode. The sink's close only records the request: as in net/, the test calls
+ * proto_conn_closed later (io_gone), standing in for the close callback. ASan checks
+ * that every message reference and session is released when the broker is freed.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "midge/codec.h"
+#include "midge/config.h"
+#include "midge/hmap.h"
+#include "midge/log.h"
+#include "midge/proto.h"
+#include "midge/retain.h"
+#include "midge/session.h"
+
+#define IO_CAP (1u << 18) /* bytes of output one fake connection can capture */
+#define MAX_IOS 32
+#define T0 1000000u /* broker clock at the start of every test, in ms */
+
+/* ---- fake sink ---------------------------------------------------------------------- */
+
+struct fake_io {
+    struct mq_conn *conn; /* NULL once proto_conn_closed was called */
+    uint8_t *out;         /* append-only, so decoded packets stay valid for the whole test */
+    size_t len, rd;       /* bytes written by the broker / consumed by read_packet */
+    int close_requests;
+    int writes_after_close;
+};
+
+static struct env {
+    struct mq_config cfg;
+    struct mq_listener_config listener;
+    struct mq_broker *b;
+    struct fake_io ios[MAX_IOS];
+    size_t nios;
+} E;
+
+static char default_prefix[] = "auto-";
+
+static void fake_write(void *opaque, const struct mq_iov *iov, size_t n)
+{
+    struct fake_io *io = opaque;
+    if (io->close_requests)
+        io->writes_after_close++; /* proto promises nothing is sent once closing */
+    for (size_t i = 0; i < n; i++) {
+        assert_true(io->len + iov[i].len <= IO_CAP);
+        if (iov[i].len)
+            memcpy(io->out + io->len, iov[i].base, iov[i].len);
+        io->len += iov[i].len;
+    }
+}
+
+/* Must not call proto_conn_closed: the real network layer does that later. */
+static void fake_close(void *opaque)
+{
+    struct fake_io *io = opaque;
+    io->close_requests++;
+}
+
+static const struct mq_sink_ops fake_sink = {fake_write, fake_close};
+
+static int setup(void **state)
+{
+    (void)state;
+    memset(&E, 0, sizeof(E));
+    if (config_defaults(&E.cfg))
+        return -1;
+    E.cfg.connection_messages = false;
+    E.listener.max_connections = -1;
+    E.listener.allow_anonymous = true;
+    E.listener.allow_zero_length_clientid = true;
+    E.listener.auto_id_prefix = default_prefix;
+    E.b = broker_new(&E.cfg, &fake_sink, T0);
+    return E.b ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    int bad = 0;
+    for (size_t i = 0; i < E.nios; i++) {
+        struct fake_io *io = &E.ios[i];
+        if (io->conn)
+            proto_conn_closed(io->conn, "test over");
+    }
+    /* The counters agree with what actually went out. */
+    uint64_t bytes = 0, packets = 0;
+    for (size_t i = 0; i < E.nios; i++) {
+        struct fake_io *io = &E.ios[i];
+        bytes += io->len;
+        struct mq_packet p;
+        int n;
+        for (size_t off = 0; off < io->len; off += (size_t)n) {
+            n = codec_decode(io->out + off, io->len - off, NULL, &p);
+            if (n <= 0) {
+                fprintf(stderr, "io %zu: undecodable output at %zu (%d)\n", i, off, n);
+                bad = 1;
+                break;
+            }
+            packets++;
+        }
+    }
+    if (bytes != E.b->stats.bytes_sent || packets != E.b->stats.msgs_sent) {
+        fprintf(stderr, "stats: %llu bytes / %llu packets sent, counters say %llu / %llu\n",
+                (unsigned long long)bytes, (unsigned long long)packets,
+                (unsigned long long)E.b->stats.bytes_sent,
+                (unsigned long long)E.b->stats.msgs_sent);
+        bad = 1;
+    }
+    for (size_t i = 0; i < E.nios; i++) {
+        struct fake_io *io = &E.ios[i];
+        if (io->writes_after_close || io->close_requests > 1) {
+            fprintf(stderr, "io %zu: %d writes after close, %d close requests\n", i,
+                    io->writes_after_close, io->close_requests);
+            bad = 1;
+        }
+        free(io->out);
+    }
+    if (E.b->conns) {
+        fprintf(stderr, "connections left in broker->conns\n");
+        bad = 1;
+    }
+    broker_free(E.b);
+    config_free(&E.cfg);
+    return bad ? -1 : 0;
+}
+
+/* ---- connection helpers ------------------------------------------------------------- */
+
+static struct fake_io *io_open(void)
+{
+    assert_true(E.nios < MAX_IOS);
+    struct fake_io *io = &E.ios[E.nios++];
+    io->out = malloc(IO_CAP);
+    assert_non_null(io->out);
+    io->conn = proto_conn_new(E.b, io, &E.listener, "127.0.0.1:50000");
+    assert_non_null(io->conn);
+    return io;
+}
+
+/* The transport reports the connection gone (after a close request, or a peer reset). */
+static void io_gone(struct fake_io *io, const char *reason)
+{
+    assert_non_null(io->conn);
+    proto_conn_closed(io->conn, reason);
+    io->conn = NULL;
+}
+
+static struct mq_session *session_of(struct fake_io *io)
+{
+    assert_non_null(io->conn);
+    assert_non_null(io->conn->session);
+    return io->conn->session;
+}
+
+static void feed(struct fake_io *io, const uint8_t *buf, size_t len)
+{
+    size_t used = proto_conn_input(io->conn, buf, len, NULL);
+    assert_int_equal(used, len);
+}
+
+static size_t encode(const struct mq_packet *p, uint8_t *buf, size_t cap)
+{
+    long n = codec_encode(p, buf, cap);
+    assert_true(n > 0);
+    assert_true((size_t)n <= cap);
+    return (size_t)n;
+}
+
+static void send_packet(struct fake_io *io, const struct mq_packet *p)
+{
+    uint8_t buf[4096];
+    feed(io, buf, encode(p, buf, sizeof(buf)));
+}
+
+static struct mq_bytes str(const char *s)
+{
+    return (struct mq_bytes){(const uint8_t *)s, (uint16_t)strlen(s)};
+}
+
+struct will {
+    const char *topic, *payload;
+    uint8_t qos;
+    bool retain;
+};
+
+static struct mq_packet connect_pkt(const char *id, bool clean, uint16_t keepalive,
+                                    const struct will *w)
+{
+    struct mq_packet p = {.type = MQ_CONNECT};
+    struct mq_connect *c = &p.u.connect;
+    c->protocol_level = 4;
+    c->clean_session = clean;
+    c->keepalive = keepalive;
+    c->client_id = str(id);
+    if (w) {
+        c->will_flag = true;
+        c->will_topic = str(w->topic);
+        c->will_payload = str(w->payload);
+        c->will_qos = w->qos;
+        c->will_retain = w->retain;
+    }
+    return p;
+}
+
+static struct mq_packet publish_pkt(const char *topic, const char *payload, uint8_t qos,
+                                    bool retain, uint16_t packet_id, bool dup)
+{
+    struct mq_packet p = {.type = MQ_PUBLISH};
+    p.u.publish = (struct mq_publish){.qos = qos,
+                                      .dup = dup,
+                                      .retain = retain,
+                                      .topic = str(topic),
+                                      .packet_id = packet_id,
+                                      .payload = (const uint8_t *)payload,
+                                      .payload_len = (uint32_t)strlen(payload)};
+    return p;
+}
+
+static struct mq_packet ack_pkt(enum mq_packet_type type, uint16_t packet_id)
+{
+    struct mq_packet p = {.type = type};
+    p.u.packet_id = packet_id;
+    return p;
+}
+
+/* SUBSCRIBE (with_qos) or UNSUBSCRIBE entries, encoded into buf. */
+static size_t topic_list_pkt(enum mq_packet_type type, uint16_t packet_id, size_t n,
+                             const char *const *filters, const uint8_t *qos, uint8_t *buf,
+                             size_t cap)
+{
+    uint8_t entries[4096];
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t fl = strlen(filters[i]);
+        assert_true(len + fl + 3 <= sizeof(entries));
+        entries[len++] = (uint8_t)(fl >> 8);
+        entries[len++] = (uint8_t)fl;
+        memcpy(entries + len, filters[i], fl);
+        len += fl;
+        if (type == MQ_SUBSCRIBE)
+            entries[len++] = qos[i];
+    }
+    struct mq_packet p = {.type = type};
+    p.u.subscribe = (struct mq_topic_list){.packet_id = packet_id,
+                                           .count = (uint16_t)n,
+                                           .entries = entries,
+                                           .entries_len = (uint32_t)len,
+                                           .with_qos = type == MQ_SUBSCRIBE};
+    return encode(&p, buf, cap);
+}
+
+static void send_publish(struct fake_io *io, const char *topic, const char *payload, uint8_t qos,
+                         bool retain, uint16_t packet_id, bool dup)
+{
+    struct mq_packet p = publish_pkt(topic, payload, qos, retain, packet_id, dup);
+    send_packet(io, &p);
+}
+
+static void send_ack(struct fake_io *io, enum mq_packet_type type, uint16_t packet_id)
+{
+    struct mq_packet p = ack_pkt(type, packet_id);
+    send_packet(io, &p);
+}
+
+/* ---- reading what the broker wrote ------------------------------------------------- */
+
+static struct mq_packet read_packet(struct fake_io *io)
+{
+    struct mq_packet p;
+    if (io->rd >= io->len)
+        fail_msg("expected a packet, the broker wrote nothing more");
+    int n = codec_decode(io->out + io->rd, io->len - io->rd, NULL, &p);
+    if (n <= 0)
+        fail_msg("broker output does not decode (%d) at offset %zu", n, io->rd);
+    io->rd += (size_t)n;
+    return p;
+}
+
+static void expect_nothing(struct fake_io *io)
+{
+    if (io->rd != io->len) {
+        struct mq_packet p;
+        int n = codec_decode(io->out + io->rd, io->len - io->rd, NULL, &p);
+        fail_msg("expected no output, got %zu more bytes (%s)", io->len - io->rd,
+                 n > 0 ? codec_type_name(p.type) : "undecodable");
+    }
+}
+
+static void expect_bytes(struct fake_io *io, const uint8_t *bytes, size_t len)
+{
+    if (io->len - io->rd < len)
+        fail_msg("expected %zu bytes (first 0x%02x), only %zu available", len, bytes[0],
+                 io->len - io->rd);
+    assert_memory_equal(io->out + io->rd, bytes, len);
+    io->rd += len;
+}
+
+#define EXPECT_BYTES(io, ...)                                                                      \
+    do {                                                                                           \
+        const uint8_t expected_[] = {__VA_ARGS__};                                                 \
+        expect_bytes((io), expected_, sizeof(expected_));                                          \
+    } while (0)
+
+static void expect_ack(struct fake_io *io, enum mq_packet_type type, uint16_t packet_id)
+{
+    uint8_t b[4] = {(uint8_t)(type << 4 | (type == MQ_PUBREL ? 2 : 0)), 2,
+                    (uint8_t)(packet_id >> 8), (uint8_t)packet_id};
+    expect_bytes(io, b, 4);
+}
+
+/* Next packet must be PUBLISH with these fields; returns its packet id. */
+static uint16_t expect_publish(struct fake_io *io, const char *topic, const char *payload,
+                               uint8_t qos, bool retain, bool dup)
+{
+    struct mq_packet p = read_packet(io);
+    if (p.type != MQ_PUBLISH)
+        fail_msg("expected PUBLISH %s, got %s", topic, codec_type_name(p.type));
+    const struct mq_publish *pub = &p.u.publish;
+    if (pub->topic.len != strlen(topic) || memcmp(pub->topic.ptr, topic, pub->topic.len) != 0)
+        fail_msg("expected PUBLISH on %s, got %.*s", topic, (int)pub->topic.len,
+                 (const char *)pub->topic.ptr);
+    assert_int_equal(pub->payload_len, strlen(payload));
+    if (pub->payload_len)
+        assert_memory_equal(pub->payload, payload, pub->payload_len);
+    if (pub->qos != qos)
+        fail_msg("PUBLISH %s: expected QoS %u, got %u", topic, qos, pub->qos);
+    if (pub->retain != retain)
+        fail_msg("PUBLISH %s: expected retain %d, got %d", topic, retain, pub->retain);
+    if (pub->dup != dup)
+        fail_msg("PUBLISH %s: expected DUP %d, got %d", topic, dup, pub->dup);
+    if (qos)
+        assert_int_not_equal(pub->packet_id, 0);
+    return pub->packet_id;
+}
+
+static void expect_open(struct fake_io *io)
+{
+    assert_int_equal(io->close_requests, 0);
+}
+static void expect_close_requested(struct fake_io *io)
+{
+    assert_int_equal(io->close_requests, 1);
+}
+
+/* ---- client-side conversations ---------------------------------------------------- */
+
+/* Open a connection, send CONNECT and check the CONNACK is exactly 0x20 0x02 sp 0x00. */
+static struct fake_io *connect_will(const char *id, bool clean, uint16_t keepalive,
+                                    const struct will *w, bool session_present)
+{
+    struct fake_io *io = io_open();
+    struct mq_packet p = connect_pkt(id, clean, keepalive, w);
+    send_packet(io, &p);
+    EXPECT_BYTES(io, 0x20, 0x02, session_present ? 1 : 0, 0x00);
+    expect_open(io);
+    return io;
+}
+
+static struct fake_io *connect_client(const char *id, bool clean, bool session_present)
+{
+    return connect_will(id, clean, 0, NULL, session_present);
+}
+
+/* CONNECT that must be refused with code: CONNACK sp=0 + code, then a close request. */
+static struct fake_io *connect_refused(const struct mq_packet *p, uint8_t code)
+{
+    struct fake_io *io = io_open();
+    send_packet(io, p);
+    EXPECT_BYTES(io, 0x20, 0x02, 0x00, code);
+    expect_nothing(io);
+    expect_close_requested(io);
+    return io;
+}
+
+static void subscribe(struct fake_io *io, uint16_t packet_id, const char *filter, uint8_t qos)
+{
+    uint8_t buf[512];
+    size_t n = topic_list_pkt(MQ_SUBSCRIBE, packet_id, 1, &filter, &qos, buf, sizeof(buf));
+    feed(io, buf, n);
+    EXPECT_BYTES(io, 0x90, 0x03, (uint8_t)(packet_id >> 8), (uint8_t)packet_id, qos);
+}
+
+static void unsubscribe(struct fake_io *io, uint16_t packet_id, const char *filter)
+{
+    uint8_t buf[512];
+    size_t n = topic_list_pkt(MQ_UNSUBSCRIBE, packet_id, 1, &filter, NULL, buf, sizeof(buf));
+    feed(io, buf, n);
+    EXPECT_BYTES(io, 0xb0, 0x02, (uint8_t)(packet_id >> 8), (uint8_t)packet_id);
+}
+
+/* Publish and complete the publisher's side of the QoS flow. */
+static void publish(struct fake_io *io, const char *topic, const char *payload, uint8_t qos,
+                    bool retain, uint16_t packet_id)
+{
+    send_publish(io, topic, payload, qos, retain, packet_id, false);
+    if (qos == 1) {
+        expect_ack(io, MQ_PUBACK, packet_id);
+    } else if (qos == 2) {
+        expect_ack(io, MQ_PUBREC, packet_id);
+        send_ack(io, MQ_PUBREL, packet_id);
+        expect_ack(io, MQ_PUBCOMP, packet_id);
+    }
+    expect_nothing(io);
+}
+
+/* Subscriber side: receive a QoS 2 PUBLISH's remaining flow after reading it. */
+static void complete_qos2(struct fake_io *io, uint16_t packet_id)
+{
+    send_ack(io, MQ_PUBREC, packet_id);
+    expect_ack(io, MQ_PUBREL, packet_id);
+    send_ack(io, MQ_PUBCOMP, packet_id);
+}
+
+/* ---- CONNECT / CONNACK -------------------------------------------------------------- */
+
+/* [MQTT-3.2.2-1]: clean session 1 → session present 0, return code 0. */
+static void test_connect_clean_session(void **state)
+{
+    (void)state;
+    struct fake_io *io = connect_client("c1", true, false);
+    expect_nothing(io);
+    assert_int_equal(E.b->stats.clients_connected, 1);
+    assert_true(session_of(io)->clean);
+    assert_int_equal(hmap_count(&E.b->sessions), 1);
+    io_gone(io, "peer closed");
+    /* A clean session ends with its connection ([MQTT-3.1.2-6]). */
+    assert_int_equal(hmap_count(&E.b->sessions), 0);
+    assert_int_equal(E.b->stats.clients_connected, 0);
+}
+
+/* [MQTT-3.2.2-2], [MQTT-3.2.2-3]: session present reflects a stored session exactly. */
+static void test_connect_session_present(void **state)
+{
+    (void)state;
+    struct fake_io *a = connect_client("p1", false, false); /* new, clean 0 → 0 */
+    subscribe(a, 1, "sp/#", 1);
+    feed(a, (const uint8_t[]){0xe0, 0x00}, 2); /* DISCONNECT */
+    expect_close_requested(a);
+    expect_nothing(a);
+    io_gone(a, "closed");
+    assert_int_equal(hmap_count(&E.b->sessions), 1); /* persists offline */
+
+    struct fake_io *b = connect_client("p1", false, true); /* returning clean 0 → 1 */
+    /* The subscription survived: no new SUBSCRIBE needed. */
+    struct fake_io *pub = connect_client("pub", true, false);
+    publish(pub, "sp/x", "kept", 0, false, 0);
+    expect_publish(b, "sp/x", "kept", 0, false, false);
+    io_gone(b, "peer reset");
+
+    /* clean 1 discards the stored session and reports none... */
+    struct fake_io *c = connect_client("p1", true, false);
+    publish(pub, "sp/x", "gone", 0, false, 0);
+    expect_nothing(c);
+    io_gone(c, "peer reset");
+    /* ...and it is not resurrected for the next clean 0 connection. */
+    struct fake_io *d = connect_client("p1", false, false);
+    expect_nothing(d);
+}
+
+/* [MQTT-3.1.0-1]: the first packet must be CONNECT; otherwise close, no CONNACK. */
+static void test_first_packet_not_connect(void **state)
+{
+    (void)state;
+    struct fake_io *io = io_open();
+    feed(io, (const uint8_t[]){0xc0, 0x00}, 2); /* PINGREQ */
+    expect_nothing(io);
+    expect_close_requested(io);
+    assert_int_equal(E.b->stats.protocol_errors, 1);
+    /* Input after the close request is ignored. */
+    struct mq_packet p = connect_pkt("late", true, 0, NULL);
+    send_packet(io, &p);
+    expect_nothing(io);
+    io_gone(io, "closed");
+
+    struct fake_io *io2 = io_open();
+    send_publish(io2, "a/b", "x", 0, false, 0, false);
+    expect_nothing(io2);
+    expect_close_requested(io2);
+    assert_int_equal(hmap_count(&E.b->sessions), 0);
+}
+
+/* [MQTT-3.1.0-2]: a second CONNECT is a protocol violation → close. */
+static void test_second_connect_closes(void **state)
+{
+    (void)state;
+    struct fake_io *io = connect_client("twice", true, false);
+    struct mq_packet p = connect_pkt("twice", true, 0, NULL);
+    send_packet(io, &p);
+    expect_nothing(io);
+    expect_close_requested(io);
+    assert_int_equal(E.b->stats.protocol_errors, 1);
+    io_gone(io, "closed");
+    assert_int_equal(hmap_count(&E.b->sessions), 0);
+}
+
+/* [MQTT-3.1.2-2]: unsupported protocol level → CONNACK 0x01, then close. */
+static void test_connect_protocol_level_5(void **state)
+{
+    (void)state;
+    struct fake_io *io = io_open();
+    static const uint8_t v5[] = {0x10, 13,   0x00, 0x04, 'M',  'Q',  'T', 'T',
+                                 0x05, 0x02, 0x00, 0x3c, 0x00, 0x01, 'x'};
+    feed(io, v5, sizeof(v5));
+    EXPECT_BYTES(io, 0x20, 0x02, 0x00, 0x01);
+    expect_nothing(io);
+    expect_close_requested(io);
+    assert_int_equal(hmap_count(&E.b->sessions), 0);
+
+    /* A real MQTT 5 CONNECT carries properties after the keepalive (here Receive
+     * Maximum), which a 3.1.1 parser would misread; it still gets 0x01. Fed one byte
+     * at a time, as it may arrive. */
+    static const uint8_t v5props[] = {0x10, 17,   0x00, 0x04, 'M',  'Q',  'T',  'T',  0x05, 0x02,
+                                      0x00, 0x3c, 0x03, 0x21, 0x00, 0x14, 0x00, 0x01, 'y'};
+    struct fake_io *io2 = io_open();
+    size_t plen = 0;
+    for (size_t i = 0; i < sizeof(v5props); i++) {
+        plen++;
+        size_t used = proto_conn_input(io2->conn, v5props + i + 1 - plen, plen, NULL);
+        plen -= used;
+    }
+    EXPECT_BYTES(io2, 0x20, 0x02, 0x00, 0x01);
+    expect_nothing(io2);
+    expect_close_requested(io2);
+}
+
+/* MQTT 3.1 ("MQIsdp", level 3) is accepted. */
+static void test_connect_mqtt31(void **state)
+{
+    (void)state;
+    struct fake_io *io = io_open();
+    struct mq_packet p = connect_pkt("old", true, 0, NULL);
+    p.u.connect.protocol_level = 3;
+    send_packet(io, &p);
+    EXPECT_BYTES(io, 0x20, 0x02, 0x00, 0x00);
+    expect_open(io);
+    assert_int_equal(io->conn->protocol_level, 3);
+}
+
+/* [MQTT-3.1.3-8]: zero-length id with clean session 0 → 0x02. */
+static void test_connect_empty_id_clean0(void **state)
+{
+    (void)state;
+    struct mq_packet p = connect_pkt("", false, 0, NULL);
+    connect_refused(&p, 0x02);
+    assert_int_equal(hmap_count(&E.b->sessions), 0);
+    assert_int_equal(E.b->stats.clients_connected, 0);
+}
+
+/* [MQTT-3.1.3-6]: zero-length id with clean 1 gets a unique generated id. */
+static void test_connect_empty_id_assigned(void **state)
+{
+    (void)state;
+    struct fake_io *a = connect_client("", true, false);
+    struct fake_io *b = connect_client("", true, false);
+    const char *ida = session_of(a)->client_id, *idb = session_of(b)->client_id;
+    assert_true(strncmp(ida, "auto-", 5) == 0);
+    assert_true(strncmp(idb, "auto-", 5) == 0);
+    assert_string_not_equal(ida, idb);
+    expect_open(a); /* the second is not a takeover of the first */
+    assert_int_equal(hmap_count(&E.b->sessions), 2);
+}
+
+/* allow_zero_length_clientid false → 0x02 even with clean session 1. */
+static void test_connect_empty_id_not_allowed(void **state)
+{
+    (void)state;
+    E.cfg.allow_zero_length_clientid = false;
+    E.listener.allow_zero_length_clientid = false;
+    struct mq_packet p = connect_pkt("", true, 0, NULL);
+    connect_refused(&p, 0x02);
+    assert_int_equal(hmap_count(&E.b->sessions), 0);
+}
+
+/* BROKER BUG (reported, not fixed here): config.h says the listener's
+ * allow_zero_length_clientid is the effective value ("the server reads each listener's
+ * copy"; it differs from the global one under per_listener_settings), but
+ * proto_connect.c reads cfg->allow_zero_length_clientid, so a listener that forbids
+ * empty ids still accepts them. [MQTT-3.1.3-7]/[MQTT-3.1.3-9]: a server that does not
+ * accept a zero-length id answers CONNACK 0x02 and closes. */
+static void test_connect_empty_id_listener_setting(void **state)
+{
+    (void)state;
+    E.cfg.allow_zero_length_clientid = true;       /* global */
+    E.listener.allow_zero_length_clientid = false; /* effective for this listener */
+    struct fake_io *io = io_open();
+    struct mq_packet p = connect_pkt("", true, 0, NULL);
+    send_packet(io, &p);
+    struct mq_packet ack = read_packet(io);
+    assert_int_equal(ack.type, MQ_CONNACK);
+    if (ack.u.connack.return_code != 0x02)
+        fail_msg("listener forbids zero-length client ids, got CONNACK %u instead of 2",
+                 ack.u.connack.return_code);
+    expect_close_requested(io);
+}
+
+/* BROKER BUG (reported, not fixed here): same as above for auto_id_prefix - the
+ * listener's copy is the effective value but proto uses cfg->auto_id_prefix. */
+static void test_connect_auto_id_listener_prefix(void **state)
+{
+    (void)state;
+    static char prefix[] = "lst-";
+    E.listener.auto_id_prefix = prefix;
+    struct fake_io *io = connect_client("", true, false);
+    const char *id = session_of(io)->client_id;
+    if (strncmp(id, "lst-", 4) != 0)
+        fail_msg("generated id %s does not use the listener's auto_id_prefix lst-", id);
+}
+
+/* BROKER BUG (reported, not fixed here): [MQTT-3.1.3-6] the server MUST assign a unique
+ * client id. Generated ids are "<prefix><start ms hex>-<counter>", which is predictable
+ * and not checked against ids already in use, so a generated id can equal the id a
+ * client chose itself, and the empty-id client then takes over that client's session
+ * and connection. Passes once generation skips ids in the session table (or is
+ * random). */
+static void test_connect_auto_id_unique(void **state)
+{
+    (void)state;
+    struct fake_io *probe = connect_client("", true, false);
+    char next[96];
+    const char *id = session_of(probe)->client_id;
+    const char *dash = strrchr(id, '-');
+    assert_non_null(dash);
+    snprintf(next, sizeof(next), "%.*s%lu", (int)(dash + 1 - id), id,
+             strtoul(dash + 1, NULL, 10) + 1);
+    struct fake_io *chosen = connect_client(next, false, false);
+    struct fake_io *anon = connect_client("", true, false);
+    if (chosen->close_requests)
+        fail_msg("generated id for an empty-id client took over client %s", next);
+    assert_string_not_equal(session_of(anon)->client_id, next);
+}
+
+/* [MQTT-3.2.2-5]: refused (anonymous not allowed) → CONNACK 0x05 then close. */
+static void test_connect_anonymous_refused(void **state)
+{
+    (void)state;
+    E.listener.allow_anonymous = false;
+    struct will w = {"will/anon", "x", 0, false};
+    struct mq_packet p = connect_pkt("anon", true, 0, &w);
+    struct fake_io *io = connect_refused(&p, 0x05);
+    assert_int_equal(hmap_count(&E.b->sessions), 0);
+    io_gone(io, "closed");
+    assert_int_equal(E.b->stats.clients_connected, 0);
+}
+
+/* ---- SUBSCRIBE / UNSUBSCRIBE / PINGREQ --------------------------------------------- */
+
+/* [MQTT-3.8.4-1], [MQTT-3.8.4-2], [MQTT-3.8.4-5]: one SUBACK, same packet id, one code
+ * per filter in order. */
+static void test_subscribe_suback(void **state)
+{
+    (void)state;
+    struct fake_io *io = connect_client("s", true, false);
+    const char *filters[] = {"a/b", "c/+", "d/#"};
+    const uint8_t qos[] = {2, 0, 1};
+    uint8_t buf[256];
+    size_t n = topic_list_pkt(MQ_SUBSCRIBE, 0x1234, 3, filters, qos, buf, sizeof(buf));
+    feed(io, buf, n);
+    EXPECT_BYTES(io, 0x90, 0x05, 0x12, 0x34, 0x02, 0x00, 0x01);
+    expect_nothing(io);
+    assert_int_equal(session_of(io)->sub_count, 3);
+
+    /* Same filter again replaces the QoS, still one subscription ([MQTT-3.8.4-3]). */
+    subscribe(io, 0xffff, "a/b", 0);
+    assert_int_equal(session_of(io)->sub_count, 3);
+    struct fake_io *pub = connect_client("pub", true, false);
+    publish(pub, "a/b", "m", 2, false, 1);
+    expect_publish(io, "a/b", "m", 0, false, false);
+    expect_nothing(io);
+}
+
+/* [MQTT-3.12.4-1]: PINGREQ → PINGRESP. */
+static void test_pingreq(void **state)
+{
+    (void)state;
+    struct fake_io *io = connect_client("ping", true, false);
+    feed(io, (const uint8_t[]){0xc0, 0x00}, 2);
+    EXPECT_BYTES(io, 0xd0, 0x00);
+    expect_nothing(io);
+    expect_open(io);
+}
+
+/* [MQTT-3.10.4-1], [MQTT-3.10.4-4], [MQTT-3.10.4-5]: UNSUBSCRIBE stops delivery,
+ * compares filters character by character and is answered with UNSUBACK. */
+static void test_unsubscribe(void **state)
+{
+    (void)state;
+    struct fake_io *sub = connect_client("u", true, false);
+    struct fake_io *pub = connect_client("pub", true, false);
+    subscribe(sub, 1, "u/1", 1);
+    subscribe(sub, 2, "u/2", 1);
+    unsubscribe(sub, 0x0102, "u/1");
+    unsubscribe(sub, 0x0103, "u/+"); /* not a subscription: UNSUBACK anyway, u/2 stays */
+    unsubscribe(sub, 0x0104, "never");
+    publish(pub, "u/1", "a", 1, false, 10);
+    expect_nothing(sub);
+    publish(pub, "u/2", "b", 0, false, 0);
+    expect_publish(sub, "u/2", "b", 0, false, false);
+    expect_nothing(sub);
+    assert_int_equal(session_of(sub)->sub_count, 1);
+}
+
+/* ---- PUBLISH flows ------------------------------------------------------------------ */
+
+static void test_publish_qos0(void **state)
+{
+    (void)state;
+    struct fake_io *sub = connect_client("sub", true, false);
+    struct fake_io *pub = connect_client("pub", true, false);
+    subscribe(sub, 1, "a/b", 2);
+    send_publish(pub, "a/b", "hi", 0, false, 0, false);
+    expect_nothing(pub);
+    EXPECT_BYTES(sub, 0x30, 0x07, 0x00, 0x03, 'a', '/', 'b', 'h', 'i');
+    expect_nothing(sub);
+    /* Not routed to non-matching topics. */
+    send_publish(pub, "a/c", "no", 0, false, 0, false);
+    send_publish(pub, "a/b/c", "no", 0, false, 0, false);
+    expect_nothing(sub);
+    assert_int_equal(E.b->stats.pub_received, 3);
+    assert_int_equal(E.b->stats.pub_sent, 1);
+}
+
+/* [MQTT-4.3.2-2]: PUBACK to the publisher; the subscriber's copy waits for its PUBACK. */
+static void test_publish_qos1(void **state)
+{
+    (void)state;
+    struct fake_io *sub = connect_client("sub", true, false);
+    struct fake_io *pub = connect_client("pub", true, false);
+    subscribe(sub, 1, "a/b", 1);
+    send_publish(pub, "a/b", "hi", 1, false, 7, false);
+    EXPECT_BYTES(pub, 0x40, 0x02, 0x00, 0x07);
+    expect_nothing(pub);
+    EXPECT_BYTES(sub, 0x32, 0x09, 0x00, 0x03, 'a', '/', 'b', 0x00, 0x01, 'h', 'i');
+    expect_nothing(sub);
+    assert_int_equal(session_of(sub)->inflight_count, 1);
+    assert_int_equal(session_of(sub)->inflight[0].state, MQ_OUT_WAIT_PUBACK);
+
+    /* An acknowledgement of an unknown id is ignored, not fatal. */
+    send_ack(sub, MQ_PUBACK, 99);
+    expect_open(sub);
+    assert_int_equal(session_of(sub)->inflight_count, 1);
+    send_ack(sub, MQ_PUBACK, 1);
+    expect_nothing(sub);
+    assert_int_equal(session_of(sub)->inflight_count, 0);
+}
+
+/* [MQTT-4.3.3-2], [MQTT-4.3.3-3]: PUBLISH → PUBREC → PUBREL → PUBCOMP in both directions. */
+static void test_publish_qos2(void **state)
+{
+    (void)state;
+    struct fake_io *sub = connect_client("sub", true, false);
+    struct fake_io *pub = connect_client("pub", true, false);
+    subscribe(sub, 1, "a/b", 2);
+    send_publish(pub, "a/b", "hi", 2, false, 9, false);
+    EXPECT_BYTES(pub, 0x50, 0x02, 0x00, 0x09);
+    expect_nothing(pub);
+    assert_int_equal(session_of(pub)->qos2_in_count, 1);
+    EXPECT_BYTES(sub, 0x34, 0x09, 0x00, 0x03, 'a', '/', 'b', 0x00, 0x01, 'h', 'i');
+    expect_nothing(sub);
+
+    send_ack(sub, MQ_PUBREC, 1);
+    EXPECT_BYTES(sub, 0x62, 0x02, 0x00, 0x01); /* PUBREL has flags 0010 [MQTT-3.6.1-1] */
+    expect_nothing(sub);
+    assert_int_equal(session_of(sub)->inflight[0].state, MQ_OUT_WAIT_PUBCOMP);
+    send_ack(sub, MQ_PUBCOMP, 1);
+    expect_nothing(sub);
+    assert_int_equal(session_of(sub)->inflight_count, 0);
+
+    send_ack(pub, MQ_PUBREL, 9);
+    EXPECT_BYTES(pub, 0x70, 0x02, 0x00, 0x09);
+    expect_nothing(pub);
+    assert_int_equal(session_of(pub)->qos2_in_count, 0);
+    expect_nothing(sub); /* PUBREL does not deliver a second copy */
+}
+
+/* [MQTT-3.8.4-6]: delivered at min(published QoS, granted QoS). */
+static void test_qos_downgrade(void **state)
+{
+    (void)state;
+    struct fake_io *s0 = connect_client("s0", true, false);
+    struct fake_io *s1 = connect_client("s1", true, false);
+    struct fake_io *s2 = connect_client("s2", true, false);
+    struct fake_io *pub = connect_client("pub", true, false);
+    subscribe(s0, 1, "d/x", 0);
+    subscribe(s1, 1, "d/x", 1);
+    subscribe(s2, 1, "d/x", 2);
+
+    publish(pub, "d/x", "q2", 2, false, 1);
+    expect_publish(s0, "d/x", "q2", 0, false, false);
+    send_ack(s1, MQ_PUBACK, expect_publish(s1, "d/x", "q2", 1, false, false));
+    complete_qos2(s2, expect_publish(s2, "d/x", "q2", 2, false, false));
+
+    publish(pub, "d/x", "q1", 1, false, 2);
+    expect_publish(s0, "d/x", "q1", 0, false, false);
+    send_ack(s1, MQ_PUBACK, expect_publish(s1, "d/x", "q1", 1, false, false));
+    send_ack(s2, MQ_PUBACK, expect_publish(s2, "d/x", "q1", 1, false, false));
+
+    publish(pub, "d/x", "q0", 0, false, 0);
+    expect_publish(s0, "d/x", "q0", 0, false, false);
+    expect_publish(s1, "d/x", "q0", 0, false, false);
+    expect_publish(s2, "d/x", "q0", 0, false, false);
+    expect_nothing(s0);
+    expect_nothing(s1);
+    expect_nothing(s2);
+}
+
+/* [MQTT-3.3.5-1]: overlapping subscriptions → one copy at the highest granted QoS. */
+static void test_overlapping_subscriptions(void **state)
+{
+    (void)state;
+    struct fake_io *sub = connect_client("sub", true, false);
+    struct fake_io *pub = connect_client("pub", true, false);
+    subscribe(sub, 1, "o/+", 0);
+    subscribe(sub, 2, "o/#", 2);
+    subscribe(sub, 3, "o/b", 1);
+    subscribe(sub, 4, "#", 0);
+    publish(pub, "o/b", "x", 2, false, 1);
+    complete_qos2(sub, expect_publish(sub, "o/b", "x", 2, false, false));
+    expect_nothing(sub);
+    publish(pub, "o/c", "y", 1, false, 2);
+    send_ack(sub, MQ_PUBACK, expect_publish(sub, "o/c", "y", 1, false, false));
+    expect_nothing(sub);
+}
+
+/* ---- retained messages ------------------------------------------------------------- */
+
+/* [MQTT-3.3.1-5..12]: stored, sent on subscribe with retain 1 at min(QoS), replaced,
+ * deleted by an empty payload; live forwards carry retain 0. */
+static void test_retained_lifecycle(void **state)
+{
+    (void)state;
+    struct fake_io *pub = connect_client("pub", true, false);
+    struct fake_io *live = connect_client("live", true, false);
+    subscribe(live, 1, "r/#", 2);
+
+    publish(pub, "r/a", "one", 1, true, 1);
+    assert_int_equal(retain_count(E.b->retained), 1);
+    /* [MQTT-3.3.1-9]: a live forward of a retained publish has retain 0. */
+    send_ack(live, MQ_PUBACK, expect_publish(live, "r/a", "one", 1, false, false));
+
+    struct fake_io *s1 = connect_client("s1", true, false);
+    subscribe(s1, 1, "r/#", 2);
+    /* [MQTT-3.3.1-6], [MQTT-3.3.1-8]: sent after SUBACK with retain 1, QoS min(1, 2). */
+    send_ack(s1, MQ_PUBACK, expect_publish(s1, "r/a", "one", 1, true, false));
+    expect_nothing(s1);
+
+    /* Replaced ([MQTT-3.3.1-5]). */
+    publish(pub, "r/a", "two", 0, true, 0);
+    expect_publish(live, "r/a", "two", 0, false, false);
+    expect_publish(s1, "r/a", "two", 0, false, false);
+    assert_int_equal(retain_count(E.b->retained), 1);
+    struct fake_io *s2 = connect_client("s2", true, false);
+    subscribe(s2, 1, "r/+", 1);
+    expect_publish(s2, "r/a", "two", 0, true, false); /* min(0, 1) */
+    expect_nothing(s2);
+
+    publish(pub, "r/a", "three", 2, true, 2);
+    complete_qos2(live, expect_publish(live, "r/a", "three", 2, false, false));
+    complete_qos2(s1, expect_publish(s1, "r/a", "three", 2, false, false));
+    send_ack(s2, MQ_PUBACK, expect_publish(s2, "r/a", "three", 1, false, false));
+
+    /* A non-retained publish leaves the stored message alone ([MQTT-3.3.1-7] is about
+     * QoS 0 retain 1; retain 0 never touches the store). */
+    publish(pub, "r/a", "live-only", 0, false, 0);
+    expect_publish(live, "r/a", "live-only", 0, false, false);
+    expect_publish(s1, "r/a", "live-only", 0, false, false);
+    expect_publish(s2, "r/a", "live-only", 0, false, false);
+
+    /* Re-subscribing to the same filter resends the retained message ([MQTT-3.8.4-3]). */
+    subscribe(s2, 2, "r/+", 1);
+    send_ack(s2, MQ_PUBACK, expect_publish(s2, "r/a", "three", 1, true, false));
+    expect_nothing(s2);
+
+    /* Empty payload: forwarded as usual, and the stored message is gone
+     * ([MQTT-3.3.1-10], [MQTT-3.3.1-11]). */
+    publish(pub, "r/a", "", 0, true, 0);
+    expect_publish(live, "r/a", "", 0, false, false);
+    assert_int_equal(retain_count(E.b->retained), 0);
+    struct fake_io *s3 = connect_client("s3", true, false);
+    subscribe(s3, 1, "r/#", 2);
+    expect_nothing(s3);
+}
+
+/* [MQTT-4.7.2-1]: '$' topics are not matched by a leading '#' or '+', live or retained. */
+static void test_dollar_topics(void **state)
+{
+    (void)state;
+    struct fake_io *all = connect_client("all", true, false);
+    struct fake_io *dollar = connect_client("dollar", true, false);
+    struct fake_io *pub = connect_client("pub", true, false);
+    subscribe(all, 1, "#", 0);
+    subscribe(all, 2, "+/info", 0);
+    subscribe(dollar, 1, "$internal/#", 0);
+
+    publish(pub, "$internal/info", "d", 0, true, 0);
+    expect_nothing(all);
+    expect_publish(dollar, "$internal/info", "d", 0, false, false);
+    publish(pub, "x/info", "x", 0, false, 0);
+    expect_publish(all, "x/info", "x", 0, false, false);
+    expect_nothing(all);
+    expect_nothing(dollar);
+
+    struct fake_io *late = connect_client("late", true, false);
+    subscribe(late, 1, "#", 0);
+    subscribe(late, 2, "+/info", 0);
+    expect_nothing(late);
+    subscribe(late, 3, "$internal/+", 0);
+    expect_publish(late, "$internal/info", "d", 0, true, false);
+    expect_nothing(late);
+}
+
+/* [MQTT-4.7.1-2], [MQTT-4.7.1-3]: retained messages found by wildcard filters on
+ * subscribe, including the parent level for '#', empty levels, and no '$' for a
+ * leading wildcard ([MQTT-4.7.2-1]). */
+static void test_retained_filter_matching(void **state)
+{
+    (void)state;
+    struct fake_io *pub = connect_client("pub", true, false);
+    static const char *const topics[] = {"r", "r/a", "r/a/b", "r/", "s/a", "/x", "$d/a"};
+    enum { NT = sizeof(topics) / sizeof(topics[0]) };
+    for (size_t i = 0; i < NT; i++)
+        publish(pub, topics[i], topics[i], 0, true, 0);
+    assert_int_equal(retain_count(E.b->retained), NT);
+
+    static const struct {
+        const char *filter;
+        const char *want; /* indexes into topics, as characters */
+    } cases[] = {
+        {"r/#", "0123"}, {"+/a", "14"},     {"+", "0"},       {"/+", "5"},
+        {"#", "012345"}, {"r/+", "13"},     {"r/a/#", "12"},  {"+/+/+", "2"},
+        {"$d/+", "6"},   {"+/#", "012345"}, {"r/a/b/#", "2"}, {"x/#", ""},
+    };
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        struct fake_io *sub = connect_client("sub", true, false);
+        subscribe(sub, 1, cases[c].filter, 0);
+        bool got[NT] = {false};
+        while (sub->rd < sub->len) {
+            struct mq_packet p = read_packet(sub);
+            assert_int_equal(p.type, MQ_PUBLISH);
+            assert_true(p.u.publish.retain);
+            size_t i = 0;
+            while (i < NT && (strlen(topics[i]) != p.u.publish.topic.len ||
+                              memcmp(topics[i], p.u.publish.topic.ptr, p.u.publish.topic.len)))
+                i++;
+            assert_true(i < NT);
+            if (got[i])
+                fail_msg("filter %s: %s delivered twice", cases[c].filter, topics[i]);
+            got[i] = true;
+        }
+        for (size_t i = 0; i < NT; i++) {
+            bool want = strchr(cases[c].want, (int)('0' + i)) != NULL;
+            if (got[i] != want)
+                fail_msg("filter %s: retained %s %s", cases[c].filter, topics[i],
+                         want ? "missing" : "delivered but does not match");
+        }
+        io_gone(sub, "done");
+    }
+}
+
+/* ---- outgoing window, queue, offline sessions ------------------------------------- */
+
+/* max_inflight_messages bounds unacknowledged QoS 1/2 PUBLISH; the rest waits in order. */
+static void test_inflight_window(void **state)
+{
+    (void)state;
+    E.cfg.max_inflight_messages = 2;
+    struct fake_io *sub = connect_client("sub", true, false);
+    struct fake_io *pub = connect_client("pub", true, false);
+    subscribe(sub, 1, "w", 1);
+    publish(pub, "w", "1", 1, false, 1);
+    publish(pub, "w", "2", 1, false, 2);
+    publish(pub, "w", "3", 1, false, 3);
+    uint16_t id1 = expect_publish(sub, "w", "1", 1, false, false);
+    uint16_t id2 = expect_publish(sub, "w", "2", 1, false, false);
+    expect_nothing(sub);
+    assert_int_not_equal(id1, id2);
+    assert_int_equal(session_of(sub)->queue_count, 1);
+
+    /* QoS 0 keeps its place behind the queued QoS 1 (per-topic order). */
+    publish(pub, "w", "4", 0, false, 0);
+    expect_nothing(sub);
+
+    send_ack(sub, MQ_PUBACK, id1);
+    uint16_t id3 = expect_publish(sub, "w", "3", 1, false, false);
+    assert_true(id3 != id2);
+    expect_publish(sub, "w", "4", 0, false, false);
+    expect_nothing(sub);
+    send_ack(sub, MQ_PUBACK, id2);
+    send_ack(sub, MQ_PUBACK, id3);
+    expect_nothing(sub);
+    assert_int_equal(session_of(sub)->inflight_count, 0);
+    assert_int_equal(E.b->stats.pub_dropped, 0);
+}
+
+/* The window counts QoS 2 messages until PUBCOMP (PUBREL pending still holds the id). */
+static void test_inflight_window_qos2(void **state)
+{
+    (void)state;
+    E.cfg.max_inflight_messages = 1;
+    struct fake_io *sub = connect_client("sub", true, false);
+    struct fake_io *pub = connect_client("pub", true, false);
+    subscribe(sub, 1, "w", 2);
+    publish(pub, "w", "1", 2, false, 1);
+    publish(pub, "w", "2", 2, false, 2);
+    uint16_t id1 = expect_publish(sub, "w", "1", 2, false, false);
+    expect_nothing(sub);
+    send_ack(sub, MQ_PUBREC, id1);
+    expect_ack(sub, MQ_PUBREL, id1);
+    expect_nothing(sub);
+    send_ack(sub, MQ_PUBREC, id1); /* a repeated PUBREC gets the PUBREL again */
+    expect_ack(sub, MQ_PUBREL, id1);
+    send_ack(sub, MQ_PUBCOMP, id1);
+    complete_qos2(sub, expect_publish(sub, "w", "2", 2, false, false));
+    expect_nothing(sub);
+    assert_int_equal(session_of(sub)->inflight_count, 0);
+}
+
+/* max_queued_messages: overflow is dropped (newest first) and counted in pub_dropped. */
+static void test_queue_cap_messages(void **state)
+{
+    (void)state;
+    E.cfg.max_inflight_messages = 1;
+    E.cfg.max_queued_messages = 3;
+    struct fake_io *sub = connect_client("sub", true, false);
+    struct fake_io *pub = connect_client("pub", true, false);
+    subscribe(sub, 1, "q", 1);
+    char p[8];
+    for (int i = 0; i < 10; i++) {
+        snprintf(p, sizeof(p), "%d", i);
+        publish(pub, "q", p, 1, false, (uint16_t)(i + 1));
+    }
+    assert_int_equal(E.b->stats.pub_dropped, 6);
+    assert_int_equal(session_of(sub)->dropped, 6);
+    assert_int_equal(session_of(sub)->queue_count, 3);
+    for (int i = 0; i < 4; i++) {
+        snprintf(p, sizeof(p), "%d", i);
+        uint16_t id = expect_publish(sub, "q", p, 1, false, false);
+        expect_nothing(sub);
+        send_ack(sub, MQ_PUBACK, id);
+    }
+    expect_nothing(sub);
+}
+
+/* max_queued_bytes caps the queued payload bytes. */
+static void test_queue_cap_bytes(void **state)
+{
+    (void)state;
+    E.cfg.max_inflight_messages = 1;
+    E.cfg.max_queued_messages = 0; /* unlimited: only the byte cap applies */
+    E.cfg.max_queued_bytes = 10;
+    struct fake_io *sub = connect_client("sub", true, false);
+    struct fake_io *pub = connect_client("pub", true, false);
+    subscribe(sub, 1, "q", 1);
+    publish(pub, "q", "aaaa", 1, false, 1); /* in flight */
+    publish(pub, "q", "bbbb", 1, false, 2); /* queued: 4 bytes */
+    publish(pub, "q", "cccc", 1, false, 3); /* queued: 8 bytes */
+    publish(pub, "q", "dddd", 1, false, 4); /* 12 > 10: dropped */
+    publish(pub, "q", "ee", 1, false, 5);   /* 10: fits */
+    assert_int_equal(E.b->stats.pub_dropped, 1);
+    const char *want[] = {"aaaa", "bbbb", "cccc", "ee"};
+    for (int i = 0; i < 4; i++)
+        send_ack(sub, MQ_PUBACK, expect_publish(sub, "q", want[i], 1, false, false));
+    expect_nothing(sub);
+}
+
+/* [MQTT-4.4.0-1], [MQTT-3.3.1-1], [MQTT-4.6.0-1]: a persistent session keeps messages while
+ * offline; on reconnect unacknowledged PUBLISH are resent with DUP 1 and the same ids,
+ * PUBREL is resent for WAIT_PUBCOMP, then the queue drains in order. */
+static void test_offline_queue_and_redelivery(void **state)
+{
+    (void)state;
+    struct fake_io *sub = connect_client("sub", false, false);
+    struct fake_io *pub = connect_client("pub", true, false);
+    subscribe(sub, 1, "q/#", 2);
+
+    publish(pub, "q/a", "A", 1, false, 1);
+    uint16_t ida = expect_publish(sub, "q/a", "A", 1, false, false);
+    publish(pub, "q/b", "B", 2, false, 2);
+    uint16_t idb = expect_publish(sub, "q/b", "B", 2, false, false);
+    publish(pub, "q/c", "C", 2, false, 3);
+    uint16_t idc = expect_publish(sub, "q/c", "C", 2, false, false);
+    send_ack(sub, MQ_PUBREC, idc);
+    expect_ack(sub, MQ_PUBREL, idc);
+    expect_nothing(sub);
+    io_gone(sub, "connection reset"); /* no PUBACK, PUBREC or PUBCOMP */
+
+    publish(pub, "q/d", "D", 1, false, 4);
+    publish(pub, "q/e", "E", 2, false, 5);
+    publish(pub, "q/f", "F", 0, false, 0); /* offline QoS 0: dropped (queue_qos0 false) */
+    publish(pub, "q/g", "G", 1, true, 6);  /* retain is not set on the queued copy */
+
+    struct fake_io *back = connect_client("sub", false, true);
+    assert_int_equal(expect_publish(back, "q/a", "A", 1, false, true), ida);
+    assert_int_equal(expect_publish(back, "q/b", "B", 2, false, true), idb);
+    expect_ack(back, MQ_PUBREL, idc);
+    uint16_t idd = expect_publish(back, "q/d", "D", 1, false, false);
+    uint16_t ide = expect_publish(back, "q/e", "E", 2, false, false);
+    uint16_t idg = expect_publish(back, "q/g", "G", 1, false, false);
+    expect_nothing(back);
+    /* New ids never collide with those still in flight ([MQTT-2.3.1-2]). */
+    uint16_t ids[] = {ida, idb, idc, idd, ide, idg};
+    for (int i = 0; i < 6; i++)
+        for (int j = i + 1; j < 6; j++)
+            assert_int_not_equal(ids[i], ids[j]);
+
+    send_ack(back, MQ_PUBACK, ida);
+    complete_qos2(back, idb);
+    send_ack(back, MQ_PUBCOMP, idc);
+    send_ack(back, MQ_PUBACK, idd);
+    complete_qos2(back, ide);
+    send_ack(back, MQ_PUBACK, idg);
+    expect_nothing(back);
+    assert_int_equal(session_of(back)->inflight_count, 0);
+    assert_int_equal(session_of(back)->queue_count, 0);
+
+    /* Reconnecting again finds nothing left to resend. */
+    io_gone(back, "connection reset");
+    struct fake_io *again = connect_client("sub", false, true);
+    expect_nothing(again);
+    publish(pub, "q/h", "H", 0, false, 0);
+    expect_publish(again, "q/h", "H", 0, false, false);
+}
+
+/* queue_qos0_messages true keeps offline QoS 0 in the queue, in order with the rest. */
+static void test_offline_queue_qos0(void **state)
+{
+    (void)state;
+    E.cfg.queue_qos0_messages = true;
+    struct fake_io *sub = connect_client("sub", false, false);
+    struct fake_io *pub = connect_client("pub", true, false);
+    subscribe(sub, 1, "z", 1);
+    io_gone(sub, "reset");
+    publish(pub, "z", "0a", 0, false, 0);
+    publish(pub, "z", "1b", 1, false, 1);
+    publish(pub, "z", "0c", 0, false, 0);
+    struct fake_io *back = connect_client("sub", false, true);
+    expect_publish(back, "z", "0a", 0, false, false);
+    send_ack(back, MQ_PUBACK, expect_publish(back, "z", "1b", 1, false, false));
+    expect_publish(back, "z", "0c", 0, false, false);
+    expect_nothing(back);
+}
+
+/* [MQTT-4.3.3-2]: an inbound QoS 2 PUBLISH resent before PUBREL is not delivered again. */
+static void test_inbound_qos2_duplicate(void **state)
+{
+    (void)state;
+    struct fake_io *sub = connect_client("sub", true, false);
+    struct fake_io *pub = connect_client("pub", false, false);
+    subscribe(sub, 1, "t", 0);
+    send_publish(pub, "t", "once", 2, false, 5, false);
+    expect_ack(pub, MQ_PUBREC, 5);
+    expect_publish(sub, "t", "once", 0, false, false);
+    send_publish(pub, "t", "once", 2, false, 5, true); /* DUP resend */
+    expect_ack(pub, MQ_PUBREC, 5);
+    expect_nothing(sub);
+
+    /* Also across a reconnect of the persistent publisher session. */
+    io_gone(pub, "reset");
+    struct fake_io *pub2 = connect_client("pub", false, true);
+    send_publish(pub2, "t", "once", 2, false, 5, true);
+    expect_ack(pub2, MQ_PUBREC, 5);
+    expect_nothing(sub);
+    send_ack(pub2, MQ_PUBREL, 5);
+    expect_ack(pub2, MQ_PUBCOMP, 5);
+    expect_nothing(pub2);
+
+    /* After PUBREL the id is free: the same id is a new message. */
+    send_publish(pub2, "t", "again", 2, false, 5, false);
+    expect_ack(pub2, MQ_PUBREC, 5);
+    expect_publish(sub, "t", "again", 0, false, false);
+    /* PUBREL for an id never seen is still completed. */
+    send_ack(pub2, MQ_PUBREL, 77);
+    expect_ack(pub2, MQ_PUBCOMP, 77);
+    expect_open(pub2);
+}
+
+/* ---- takeover, will, keepalive ------------------------------------------------------ */
+
+/* [MQTT-3.1.4-2]: a second connection with the same id closes the first; the first did
+ * not DISCONNECT, so its will is published ([MQTT-3.1.2-8]); a clean 0 session resumes. */
+static void test_takeover(void **state)
+{
+    (void)state;
+    struct fake_io *watch = connect_client("watch", true, false);
+    subscribe(watch, 1, "w/#", 1);
+    struct will w = {"w/dup", "gone", 1, false};
+    struct fake_io *first = connect_will("dup", false, 0, &w, false);
+    subscribe(first, 1, "data", 1);
+    assert_int_equal(E.b->stats.clients_connected, 2);
+
+    struct fake_io *second = connect_client("dup", false, true);
+    expect_close_requested(first);
+    expect_nothing(first);
+    send_ack(watch, MQ_PUBACK, expect_publish(watch, "w/dup", "gone", 1, false, false));
+    expect_nothing(watch);
+    assert_int_equal(E.b->stats.clients_connected, 2);
+
+    /* The old connection's close callback comes later and must not touch the session. */
+    io_gone(first, "closed by broker");
+    expect_nothing(watch);
+    assert_ptr_equal(session_of(second)->conn, second->conn);
+    struct fake_io *pub = connect_client("pub", true, false);
+    publish(pub, "data", "for-second", 1, false, 1);
+    send_ack(second, MQ_PUBACK, expect_publish(second, "data", "for-second", 1, false, false));
+    expect_nothing(second);
+
+    /* Takeover with clean session 1 discards the session: session present 0. */
+    struct fake_io *third = connect_client("dup", true, false);
+    expect_close_requested(second);
+    publish(pub, "data", "nobody", 1, false, 2);
+    expect_nothing(third);
+    expect_nothing(second);
+}
+
+/* [MQTT-3.1.2-24]: no packet for 1.5 × keepalive → close; the will is published. */
+static void test_will_on_keepalive_expiry(void **state)
+{
+    (void)state;
+    struct fake_io *watch = connect_client("watch", true, false);
+    subscribe(watch, 1, "will/#", 2);
+    struct will w = {"will/ka", "timeout", 2, false};
+    struct fake_io *io = connect_will("ka", true, 10, &w, false);
+
+    E.b->now_ms = T0 + 14999;
+    broker_tick(E.b);
+    expect_open(io);
+    expect_nothing(watch);
+
+    E.b->now_ms = T0 + 15001;
+    broker_tick(E.b);
+    expect_close_requested(io);
+    expect_nothing(io);
+    complete_qos2(watch, expect_publish(watch, "will/ka", "timeout", 2, false, false));
+    expect_nothing(watch);
+
+    /* The will goes out once: not again when the transport reports the close. */
+    io_gone(io, "closed by broker");
+    broker_tick(E.b);
+    expect_nothing(watch);
+}
+
+/* Any packet restarts the keepalive timer. */
+static void test_keepalive_reset_by_traffic(void **state)
+{
+    (void)state;
+    struct fake_io *io = connect_will("ka", true, 2, NULL, false);
+    E.b->now_ms = T0 + 2000;
+    feed(io, (const uint8_t[]){0xc0, 0x00}, 2);
+    EXPECT_BYTES(io, 0xd0, 0x00);
+    E.b->now_ms = T0 + 2000 + 2999;
+    broker_tick(E.b);
+    expect_open(io);
+    E.b->now_ms = T0 + 2000 + 3001;
+    broker_tick(E.b);
+    expect_close_requested(io);
+}
+
+/* [MQTT-3.1.2-10]: keepalive 0 turns the mechanism off. */
+static void test_keepalive_zero_never_expires(void **state)
+{
+    (void)state;
+    struct fake_io *io = connect_will("ka0", true, 0, NULL, false);
+    for (uint64_t t = 1000; t < 100000000000ull; t *= 10) {
+        E.b->now_ms = T0 + t;
+        broker_tick(E.b);
+    }
+    expect_open(io);
+    expect_nothing(io);
+}
+
+/* [MQTT-3.1.2-8]: connection lost without DISCONNECT → the will is published; a
+ * retained will is stored like any retained message. */
+static void test_will_on_connection_lost(void **state)
+{
+    (void)state;
+    struct fake_io *watch = connect_client("watch", true, false);
+    subscribe(watch, 1, "will/#", 2);
+    struct will w = {"will/w", "bye", 1, true};
+    struct fake_io *io = connect_will("w", false, 60, &w, false);
+    io_gone(io, "connection reset by peer");
+    send_ack(watch, MQ_PUBACK, expect_publish(watch, "will/w", "bye", 1, false, false));
+    expect_nothing(watch);
+    struct fake_io *late = connect_client("late", true, false);
+    subscribe(late, 1, "will/+", 2);
+    send_ack(late, MQ_PUBACK, expect_publish(late, "will/w", "bye", 1, true, false));
+    expect_nothing(late);
+}
+
+/* [MQTT-3.1.2-8]: a protocol error closes the connection and publishes the will. */
+static void test_will_on_protocol_error(void **state)
+{
+    (void)state;
+    struct fake_io *watch = connect_client("watch", true, false);
+    subscribe(watch, 1, "will/#", 0);
+    struct will w = {"will/bad", "malformed", 0, false};
+    struct fake_io *io = connect_will("bad", true, 0, &w, false);
+    feed(io, (const uint8_t[]){0x36, 0x03, 0x00, 0x01, 'x'}, 5); /* PUBLISH with QoS 3 */
+    expect_close_requested(io);
+    expect_nothing(io);
+    expect_publish(watch, "will/bad", "malformed", 0, false, false);
+    assert_int_equal(E.b->stats.protocol_errors, 1);
+}
+
+/* [MQTT-3.14.4-3]: after DISCONNECT the will is discarded. */
+static void test_no_will_after_disconnect(void **state)
+{
+    (void)state;
+    struct fake_io *watch = connect_client("watch", true, false);
+    subscribe(watch, 1, "will/#", 0);
+    struct will w = {"will/d", "never", 0, true};
+    struct fake_io *io = connect_will("d", true, 0, &w, false);
+    feed(io, (const uint8_t[]){0xe0, 0x00}, 2);
+    expect_close_requested(io);
+    expect_nothing(io);
+    io_gone(io, "closed");
+    expect_nothing(watch);
+    assert_int_equal(retain_count(E.b->retained), 0);
+}
+
+/* A clean session's subscriptions leave the tree with it: publishing afterwards must not
+ * reach freed memory (ASan) nor anyone else. */
+static void test_clean_session_subscriptions_removed(void **state)
+{
+    (void)state;
+    struct fake_io *sub = connect_client("sub", true, false);
+    subscribe(sub, 1, "c/#", 1);
+    subscribe(sub, 2, "c/+", 2);
+    io_gone(sub, "reset");
+    struct fake_io *pub = connect_client("pub", true, false);
+    publish(pub, "c/x", "x", 1, false, 1);
+    assert_int_equal(sub_tree_count(E.b->subs), 0);
+    assert_int_equal(E.b->stats.pub_sent, 0);
+}
+
+/* Takeover of a clean session 1 connection by a clean 0 one: nothing was stored, so
+ * session present is 0 ([MQTT-3.2.2-3]). */
+static void test_takeover_of_clean_session(void **state)
+{
+    (void)state;
+    struct fake_io *first = connect_client("c", true, false);
+    subscribe(first, 1, "t", 1);
+    struct fake_io *second = connect_client("c", false, false);
+    expect_close_requested(first);
+    struct fake_io *pub = connect_client("pub", true, false);
+    publish(pub, "t", "x", 1, false, 1);
+    expect_nothing(second); /* the old session's subscription went with it */
+    expect_nothing(first);
+}
+
+/* The client reconnects after DISCONNECT but before the transport's close callback for
+ * the old connection has run: the session is already detached, so this is not a
+ * takeover, and the late callback must not disturb the new connection. */
+static void test_reconnect_before_close_callback(void **state)
+{
+    (void)state;
+    struct will w = {"will/x", "x", 0, false};
+    struct fake_io *watch = connect_client("watch", true, false);
+    subscribe(watch, 1, "will/#", 0);
+    struct fake_io *old = connect_will("re", false, 0, &w, false);
+    subscribe(old, 1, "t", 1);
+    feed(old, (const uint8_t[]){0xe0, 0x00}, 2);
+    expect_close_requested(old);
+    struct fake_io *now = connect_will("re", false, 0, &w, true);
+    assert_int_equal(old->close_requests, 1);
+    io_gone(old, "closed");
+    expect_nothing(watch);
+    struct fake_io *pub = connect_client("pub", true, false);
+    publish(pub, "t", "y", 1, false, 1);
+    send_ack(now, MQ_PUBACK, expect_publish(now, "t", "y", 1, false, false));
+    expect_nothing(now);
+    assert_int_equal(E.b->stats.clients_connected, 3);
+}
+
+/* Shutdown: every connection is asked to close and no will is published. */
+static void test_broker_close_all(void **state)
+{
+    (void)state;
+    struct will w = {"will/x", "x", 0, true};
+    struct fake_io *watch = connect_client("watch", true, false);
+    subscribe(watch, 1, "will/#", 0);
+    struct fake_io *a = connect_will("a", true, 0, &w, false);
+    struct fake_io *b = connect_will("b", false, 0, &w, false);
+    struct fake_io *pre = io_open(); /* not yet connected */
+    broker_close_all(E.b);
+    expect_close_requested(watch);
+    expect_close_requested(a);
+    expect_close_requested(b);
+    expect_close_requested(pre);
+    io_gone(a, "closed");
+    io_gone(b, "closed");
+    io_gone(pre, "closed");
+    expect_nothing(watch);
+    io_gone(watch, "closed");
+    assert_int_equal(retain_count(E.b->retained), 0);
+    assert_null(E.b->conns);
+    assert_int_equal(E.b->stats.clients_connected, 0);
+    assert_int_equal(hmap_count(&E.b->sessions), 1); /* b's persistent session stays */
+}
+
+/* upgrade_outgoing_qos: delivered at the granted QoS, not the published one. */
+static void test_upgrade_outgoing_qos(void **state)
+{
+    (void)state;
+    E.cfg.upgrade_outgoing_qos = true;
+    struct fake_io *sub = connect_client("sub", true, false);
+    struct fake_io *pub = connect_client("pub", true, false);
+    subscribe(sub, 1, "u", 2);
+    publish(pub, "u", "x", 0, false, 0);
+    complete_qos2(sub, expect_publish(sub, "u", "x", 2, false, false));
+    expect_nothing(sub);
+}
+
+/* message_size_limit: an oversized message is dropped, but its QoS flow completes. */
+static void test_message_size_limit(void **state)
+{
+    (void)state;
+    E.cfg.message_size_limit = 4;
+    struct fake_io *sub = connect_client("sub", true, false);
+    struct fake_io *pub = connect_client("pub", true, false);
+    subscribe(sub, 1, "m", 2);
+    publish(pub, "m", "12345", 0, false, 0);
+    publish(pub, "m", "12345", 1, false, 1);
+    publish(pub, "m", "12345", 2, false, 2);
+    expect_nothing(sub);
+    publish(pub, "m", "1234", 0, false, 0);
+    expect_publish(sub, "m", "1234", 0, false, false);
+    expect_open(pub);
+}
+
+/* max_packet_size: a larger packet is a protocol error that closes the connection. */
+static void test_max_packet_size(void **state)
+{
+    (void)state;
+    E.cfg.max_packet_size = 32;
+    struct fake_io *sub = connect_client("sub", true, false);
+    subscribe(sub, 1, "#", 0);
+    struct fake_io *pub = connect_client("pub", true, false);
+    send_publish(pub, "big", "0123456789012345678901234567890123456789", 0, false, 0, false);
+    expect_close_requested(pub);
+    expect_nothing(pub);
+    expect_nothing(sub);
+}
+
+/* A SUBSCRIBE with more filters than the SUBACK fast path holds, and a SUBACK whose
+ * remaining length needs two bytes. */
+static void test_subscribe_many_filters(void **state)
+{
+    (void)state;
+    enum { NF = 200 };
+    struct fake_io *sub = connect_client("sub", true, false);
+    static char names[NF][8];
+    const char *filters[NF];
+    uint8_t qos[NF];
+    for (int i = 0; i < NF; i++) {
+        snprintf(names[i], sizeof(names[i]), "f/%d", i);
+        filters[i] = names[i];
+        qos[i] = (uint8_t)(i % 3);
+    }
+    static uint8_t buf[4096];
+    feed(sub, buf, topic_list_pkt(MQ_SUBSCRIBE, 0xabcd, NF, filters, qos, buf, sizeof(buf)));
+    uint8_t want[4 + 2 + NF];
+    size_t n = 0;
+    want[n++] = 0x90;
+    want[n++] = (uint8_t)((2 + NF) % 128) | 0x80;
+    want[n++] = (uint8_t)((2 + NF) / 128);
+    want[n++] = 0xab;
+    want[n++] = 0xcd;
+    memcpy(want + n, qos, NF);
+    expect_bytes(sub, want, n + NF);
+    expect_nothing(sub);
+    assert_int_equal(session_of(sub)->sub_count, NF);
+    struct fake_io *pub = connect_client("pub", true, false);
+    publish(pub, "f/199", "x", 1, false, 1);
+    send_ack(sub, MQ_PUBACK, expect_publish(sub, "f/199", "x", 1, false, false));
+}
+
+/* ---- framing ------------------------------------------------------------------------ */
+
+/* Builds CONNECT + SUBSCRIBE + PUBLISH QoS 1 + PINGREQ for client id. */
+static size_t conversation(const char *id, uint8_t *buf, size_t cap, size_t *connect_len)
+{
+    struct mq_packet p = connect_pkt(id, true, 30, NULL);
+    size_t n = encode(&p, buf, cap);
+    *connect_len = n;
+    const char *filter = "s/#";
+    uint8_t qos = 1;
+    n += topic_list_pkt(MQ_SUBSCRIBE, 3, 1, &filter, &qos, buf + n, cap - n);
+    p = publish_pkt("t/1", "payload", 1, false, 10, false);
+    n += encode(&p, buf + n, cap - n);
+    buf[n++] = 0xc0;
+    buf[n++] = 0x00;
+    return n;
+}
+
+static void expect_conversation_output(struct fake_io *io, struct fake_io *watch)
+{
+    EXPECT_BYTES(io, 0x20, 0x02, 0x00, 0x00);
+    EXPECT_BYTES(io, 0x90, 0x03, 0x00, 0x03, 0x01);
+    EXPECT_BYTES(io, 0x40, 0x02, 0x00, 0x0a);
+    EXPECT_BYTES(io, 0xd0, 0x00);
+    expect_nothing(io);
+    expect_open(io);
+    expect_publish(watch, "t/1", "payload", 0, false, false);
+    expect_nothing(watch);
+}
+
+/* Packets split across many reads (one byte at a time) and many packets in one read. */
+static void test_split_and_coalesced_input(void **state)
+{
+    (void)state;
+    struct fake_io *watch = connect_client("watch", true, false);
+    subscribe(watch, 1, "t/#", 0);
+    uint8_t buf[512];
+    size_t connect_len;
+    size_t total = conversation("bytewise", buf, sizeof(buf), &connect_len);
+
+    /* One byte per read, keeping what was not consumed, as net/client.c does. */
+    struct fake_io *io = io_open();
+    uint8_t pending[512];
+    size_t plen = 0;
+    for (size_t i = 0; i < total; i++) {
+        pending[plen++] = buf[i];
+        size_t need = 12345;
+        size_t used = proto_conn_input(io->conn, pending, plen, &need);
+        assert_true(used <= plen);
+        if (i + 1 < connect_len) {
+            assert_int_equal(used, 0);
+            assert_int_equal(io->len, 0); /* nothing answered before CONNECT is complete */
+            /* need: 0 until the fixed header is complete, then the whole packet size */
+            assert_int_equal(need, plen >= 2 ? connect_len : 0);
+        }
+        if (used == 0 && plen >= 2)
+            assert_int_equal(need, codec_packet_size(pending, plen));
+        if (used)
+            assert_int_equal(need, 0);
+        memmove(pending, pending + used, plen - used);
+        plen -= used;
+    }
+    assert_int_equal(plen, 0);
+    expect_conversation_output(io, watch);
+
+    /* Everything in one read. */
+    total = conversation("oneshot", buf, sizeof(buf), &connect_len);
+    struct fake_io *io2 = io_open();
+    size_t need = 1;
+    assert_int_equal(proto_conn_input(io2->conn, buf, total, &need), total);
+    assert_int_equal(need, 0);
+    expect_conversation_output(io2, watch);
+
+    /* Whole packets plus the start of another: only the whole ones are consumed. */
+    total = conversation("partial", buf, sizeof(buf), &connect_len);
+    struct fake_io *io3 = io_open();
+    size_t cut = total - 3; /* PUBLISH missing its last byte, no PINGREQ */
+    size_t used = proto_conn_input(io3->conn, buf, cut, &need);
+    size_t publish_len = total - 2 - (used);
+    assert_true(used < cut);
+    assert_int_equal(need, publish_len);
+    EXPECT_BYTES(io3, 0x20, 0x02, 0x00, 0x00);
+    EXPECT_BYTES(io3, 0x90, 0x03, 0x00, 0x03, 0x01);
+    expect_nothing(io3);
+    feed(io3, buf + used, total - used);
+    EXPECT_BYTES(io3, 0x40, 0x02, 0x00, 0x0a);
+    EXPECT_BYTES(io3, 0xd0, 0x00);
+    expect_nothing(io3);
+    expect_publish(watch, "t/1", "payload", 0, false, false);
+}
+
+/* ---- retained flood through a small window ---------------------------------------- */
+
+/* A '#' subscriber with max_inflight 2 receives all 500 retained QoS 1 messages as it
+ * acknowledges them; the queue cap does not apply to retained-on-subscribe delivery. */
+static void test_retained_flood_small_window(void **state)
+{
+    (void)state;
+    enum { N = 500 };
+    E.cfg.max_inflight_messages = 2;
+    E.cfg.max_queued_messages = 10;
+    struct fake_io *pub = connect_client("pub", true, false);
+    char topic[32], payload[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(topic, sizeof(topic), "r/%d", i);
+        snprintf(payload, sizeof(payload), "v%d", i);
+        publish(pub, topic, payload, 1, true, (uint16_t)(i + 1));
+    }
+    assert_int_equal(retain_count(E.b->retained), N);
+
+    struct fake_io *sub = connect_client("sub", true, false);
+    subscribe(sub, 1, "#", 1);
+    static bool seen[N];
+    memset(seen, 0, sizeof(seen));
+    uint16_t window[2];
+    int received = 0, in_window = 0;
+    for (;;) {
+        while (sub->rd < sub->len) {
+            struct mq_packet p = read_packet(sub);
+            assert_int_equal(p.type, MQ_PUBLISH);
+            const struct mq_publish *pp = &p.u.publish;
+            assert_int_equal(pp->qos, 1);
+            assert_true(pp->retain);
+            assert_false(pp->dup);
+            int idx = -1;
+            assert_int_equal(sscanf((const char *)pp->topic.ptr, "r/%d", &idx), 1);
+            assert_true(idx >= 0 && idx < N);
+            assert_false(seen[idx]);
+            seen[idx] = true;
+            snprintf(payload, sizeof(payload), "v%d", idx);
+            assert_int_equal(pp->payload_len, strlen(payload));
+            assert_memory_equal(pp->payload, payload, pp->payload_len);
+            assert_true(in_window < 2); /* never more than max_inflight unacknowledged */
+            window[in_window++] = pp->packet_id;
+            received++;
+        }
+        if (in_window == 0)
+            break;
+        /* Acknowledge the oldest; exactly one more should follow while any remain. */
+        send_ack(sub, MQ_PUBACK, window[0]);
+        window[0] = window[1];
+        in_window--;
+    }
+    assert_int_equal(received, N);
+    for (int i = 0; i < N; i++)
+        assert_true(seen[i]);
+    assert_int_equal(E.b->stats.pub_dropped, 0);
+    assert_int_equal(session_of(sub)->queue_count, 0);
+    assert_int_equal(session_of(sub)->inflight_count, 0);
+}
+
+int main(void)
+{
+    /* Keep the output readable: errors and warnings only, unless asked for more. */
+    struct mq_log_options lo = {.types = MQ_LOG_ERR | MQ_LOG_WARNING, .fd = 2};
+    if (getenv("MIDGE_TEST_LOG"))
+        lo.types = MQ_LOG_ALL_TYPES;
+    log_configure(&lo);
+
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_connect_clean_session),
+        T(test_connect_session_present),
+        T(test_first_packet_not_connect),
+        T(test_second_connect_closes),
+        T(test_connect_protocol_level_5),
+        T(test_connect_mqtt31),
+        T(test_connect_empty_id_clean0),
+        T(test_connect_empty_id_assigned),
+        T(test_connect_empty_id_not_allowed),
+        T(test_connect_empty_id_listener_setting),
+        T(test_connect_auto_id_listener_prefix),
+        T(test_connect_auto_id_unique),
+        T(test_connect_anonymous_refused),
+        T(test_subscribe_suback),
+        T(test_pingreq),
+        T(test_unsubscribe),
+        T(test_publish_qos0),
+        T(test_publish_qos1),
+        T(test_publish_qos2),
+        T(test_qos_downgrade),
+        T(test_overlapping_subscriptions),
+        T(test_retained_lifecycle),
+        T(test_dollar_topics),
+        T(test_retained_filter_matching),
+        T(test_inflight_window),
+        T(test_inflight_window_qos2),
+        T(test_queue_cap_messages),
+        T(test_queue_cap_bytes),
+        T(test_offline_queue_and_redelivery),
+        T(test_offline_queue_qos0),
+        T(test_inbound_qos2_duplicate),
+        T(test_takeover),
+        T(test_will_on_keepalive_expiry),
+        T(test_keepalive_reset_by_traffic),
+        T(test_keepalive_zero_never_expires),
+        T(test_will_on_connection_lost),
+        T(test_will_on_protocol_error),
+        T(test_no_will_after_disconnect),
+        T(test_clean_session_subscriptions_removed),
+        T(test_takeover_of_clean_session),
+        T(test_reconnect_before_close_callback),
+        T(test_broker_close_all),
+        T(test_upgrade_outgoing_qos),
+        T(test_message_size_limit),
+        T(test_max_packet_size),
+        T(test_subscribe_many_filters),
+        T(test_split_and_coalesced_input),
+        T(test_retained_flood_small_window),
+    };
+#undef T
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

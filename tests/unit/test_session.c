@@ -1,0 +1,387 @@
+/* test_session.c - unit tests for per-client-id session bookkeeping (src/core/session.c).
+ *
+ * Pure module: no broker, no stubs. Messages are real msg_new() references so ASan
+ * catches a reference the session forgets to drop (leak) or drops twice (use after free).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "midge/msg.h"
+#include "midge/session.h"
+
+static struct mq_session *new_session(const char *id, bool clean)
+{
+    struct mq_session *s = session_new((const uint8_t *)id, (uint16_t)strlen(id), clean);
+    assert_non_null(s);
+    return s;
+}
+
+static struct mq_msg *new_msg(const char *topic, const char *payload, uint8_t qos)
+{
+    struct mq_msg *m = msg_new((const uint8_t *)topic, (uint16_t)strlen(topic),
+                               (const uint8_t *)payload, (uint32_t)strlen(payload), qos, false);
+    assert_non_null(m);
+    return m;
+}
+
+static void test_new(void **state)
+{
+    (void)state;
+    char id[] = "client-1";
+    struct mq_session *s = session_new((const uint8_t *)id, 8, false);
+    assert_non_null(s);
+    id[0] = 'X'; /* the session holds its own NUL-terminated copy */
+    assert_string_equal(s->client_id, "client-1");
+    assert_int_equal(s->client_id_len, 8);
+    assert_false(s->clean);
+    assert_null(s->conn);
+    assert_int_equal(s->sub_count, 0);
+    assert_int_equal(s->inflight_count, 0);
+    assert_int_equal(s->queue_count, 0);
+    assert_int_equal(s->qos2_in_count, 0);
+    session_free(s);
+
+    /* A client id is bytes with a length, not a C string. */
+    s = session_new((const uint8_t *)"abcdef", 3, true);
+    assert_non_null(s);
+    assert_string_equal(s->client_id, "abc");
+    assert_true(s->clean);
+    session_free(s);
+    session_free(NULL);
+}
+
+static void test_packet_id_sequence(void **state)
+{
+    (void)state;
+    struct mq_session *s = new_session("c", true);
+    assert_int_equal(session_next_packet_id(s), 1);
+    assert_int_equal(session_next_packet_id(s), 2);
+    assert_int_equal(session_next_packet_id(s), 3);
+    session_free(s);
+}
+
+/* [MQTT-2.3.1-2]: an id in use by an unacknowledged message is never handed out again. */
+static void test_packet_id_skips_inflight(void **state)
+{
+    (void)state;
+    struct mq_session *s = new_session("c", true);
+    struct mq_msg *m = new_msg("t", "p", 1);
+    assert_non_null(session_inflight_add(s, m, 1, false, 2));
+    assert_non_null(session_inflight_add(s, m, 2, false, 3));
+    assert_non_null(session_inflight_add(s, m, 1, false, 5));
+    assert_int_equal(session_next_packet_id(s), 1);
+    assert_int_equal(session_next_packet_id(s), 4);
+    assert_int_equal(session_next_packet_id(s), 6);
+    /* Once released, an id may be used again when the counter comes round. */
+    session_inflight_remove(s, session_inflight_find(s, 3));
+    s->next_packet_id = 2;
+    assert_int_equal(session_next_packet_id(s), 3);
+    session_free(s);
+    assert_int_equal(m->refcount, 1);
+    msg_unref(m);
+}
+
+/* [MQTT-2.3.1-1]: packet id 0 is not valid; the counter wraps 65535 -> 1. */
+static void test_packet_id_wraps_never_zero(void **state)
+{
+    (void)state;
+    struct mq_session *s = new_session("c", true);
+    struct mq_msg *m = new_msg("t", "p", 1);
+    s->next_packet_id = 65534;
+    assert_int_equal(session_next_packet_id(s), 65534);
+    assert_int_equal(session_next_packet_id(s), 65535);
+    assert_int_equal(session_next_packet_id(s), 1);
+
+    /* Wrap while ids at both ends are in flight. */
+    assert_non_null(session_inflight_add(s, m, 1, false, 65535));
+    assert_non_null(session_inflight_add(s, m, 1, false, 1));
+    assert_non_null(session_inflight_add(s, m, 1, false, 2));
+    s->next_packet_id = 65535;
+    assert_int_equal(session_next_packet_id(s), 3);
+
+    /* A full cycle of allocations never yields 0 and never an id in flight. */
+    s->next_packet_id = 65000;
+    for (int i = 0; i < 70000; i++) {
+        uint16_t id = session_next_packet_id(s);
+        assert_int_not_equal(id, 0);
+        assert_true(id != 65535 && id != 1 && id != 2);
+    }
+    session_free(s);
+    assert_int_equal(m->refcount, 1);
+    msg_unref(m);
+}
+
+static void test_inflight_order_and_refs(void **state)
+{
+    (void)state;
+    struct mq_session *s = new_session("c", false);
+    struct mq_msg *m[5];
+    for (int i = 0; i < 5; i++) {
+        char p[8];
+        snprintf(p, sizeof(p), "%d", i);
+        m[i] = new_msg("t", p, 2);
+        struct mq_inflight *e =
+            session_inflight_add(s, m[i], i % 2 ? 1 : 2, i == 3, (uint16_t)(10 + i));
+        assert_non_null(e);
+        assert_ptr_equal(e->msg, m[i]);
+        assert_int_equal(e->state, i % 2 ? MQ_OUT_WAIT_PUBACK : MQ_OUT_WAIT_PUBREC);
+        assert_int_equal(m[i]->refcount, 2);
+    }
+    assert_int_equal(s->inflight_count, 5);
+    assert_null(session_inflight_find(s, 9));
+    assert_true(session_inflight_find(s, 13)->retain);
+    assert_false(session_inflight_find(s, 12)->retain);
+
+    /* Removing from the middle keeps the original send order of the rest. */
+    session_inflight_remove(s, session_inflight_find(s, 12));
+    assert_int_equal(m[2]->refcount, 1);
+    session_inflight_remove(s, session_inflight_find(s, 10));
+    assert_int_equal(s->inflight_count, 3);
+    assert_int_equal(s->inflight[0].packet_id, 11);
+    assert_int_equal(s->inflight[1].packet_id, 13);
+    assert_int_equal(s->inflight[2].packet_id, 14);
+    assert_ptr_equal(s->inflight[2].msg, m[4]);
+
+    /* An entry whose message was already released (QoS 2 after PUBREC) is removable. */
+    struct mq_inflight *e = session_inflight_find(s, 14);
+    msg_unref(e->msg);
+    e->msg = NULL;
+    e->state = MQ_OUT_WAIT_PUBCOMP;
+    session_inflight_remove(s, e);
+    assert_int_equal(s->inflight_count, 2);
+
+    session_free(s); /* drops the references of 11 and 13 */
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(m[i]->refcount, 1);
+        msg_unref(m[i]);
+    }
+}
+
+static void push(struct mq_session *s, struct mq_msg **msgs, int i)
+{
+    assert_int_equal(session_queue_push(s, msgs[i], (uint8_t)(i % 3), i % 2 == 0), 0);
+}
+
+static void pop_expect(struct mq_session *s, struct mq_msg **msgs, int i)
+{
+    struct mq_queued q;
+    assert_true(session_queue_pop(s, &q));
+    assert_ptr_equal(q.msg, msgs[i]);
+    assert_int_equal(q.qos, i % 3);
+    assert_int_equal(q.retain, i % 2 == 0);
+    msg_unref(q.msg); /* the reference moved to us */
+}
+
+/* The ring grows while wrapped round and keeps FIFO order throughout. */
+static void test_queue_ring_growth_wraparound(void **state)
+{
+    (void)state;
+    enum { N = 200 };
+    struct mq_msg *msgs[N];
+    for (int i = 0; i < N; i++) {
+        char p[16];
+        snprintf(p, sizeof(p), "payload-%d", i);
+        msgs[i] = new_msg("q", p, 1);
+    }
+    struct mq_session *s = new_session("c", false);
+    struct mq_queued q;
+    assert_false(session_queue_pop(s, &q));
+
+    int head = 0, tail = 0;
+    uint64_t bytes = 0;
+    /* Push 6, pop 5, so head sits in the middle of the first ring; then push enough to
+     * wrap and to force several growths with head != 0. */
+    for (; tail < 6; tail++) {
+        push(s, msgs, tail);
+        bytes += msgs[tail]->payload_len;
+    }
+    for (; head < 5; head++) {
+        pop_expect(s, msgs, head);
+        bytes -= msgs[head]->payload_len;
+    }
+    assert_int_equal(s->queue_bytes, bytes);
+    while (tail < N) {
+        /* push three, pop one: the queue keeps growing while the head moves */
+        for (int k = 0; k < 3 && tail < N; k++, tail++) {
+            push(s, msgs, tail);
+            bytes += msgs[tail]->payload_len;
+            assert_int_equal(msgs[tail]->refcount, 2);
+        }
+        pop_expect(s, msgs, head);
+        bytes -= msgs[head]->payload_len;
+        head++;
+        assert_int_equal(s->queue_count, (uint32_t)(tail - head));
+        assert_int_equal(s->queue_bytes, bytes);
+        assert_true(s->queue_cap >= s->queue_count);
+    }
+    while (head < N)
+        pop_expect(s, msgs, head++);
+    assert_false(session_queue_pop(s, &q));
+    assert_int_equal(s->queue_count, 0);
+    assert_int_equal(s->queue_bytes, 0);
+
+    /* Fill again and free with messages still queued: session_free drops them. */
+    for (int i = 0; i < 20; i++)
+        push(s, msgs, i);
+    session_free(s);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(msgs[i]->refcount, 1);
+        msg_unref(msgs[i]);
+    }
+}
+
+static void test_queue_full(void **state)
+{
+    (void)state;
+    struct mq_session *s = new_session("c", false);
+    struct mq_msg *m = new_msg("t", "12345", 1); /* 5 payload bytes */
+
+    /* 0 means no limit. */
+    assert_false(session_queue_full(s, 0, 0, 1000000));
+    assert_false(session_queue_full(s, 3, 0, 5));
+
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(session_queue_push(s, m, 1, false), 0);
+    assert_int_equal(s->queue_bytes, 15);
+
+    /* Message cap. */
+    assert_true(session_queue_full(s, 3, 0, 5));
+    assert_true(session_queue_full(s, 2, 0, 5));
+    assert_false(session_queue_full(s, 4, 0, 5));
+    assert_false(session_queue_full(s, 0, 0, 5));
+
+    /* Byte cap: the next message's payload counts; reaching the cap exactly is allowed. */
+    assert_false(session_queue_full(s, 0, 20, 5));
+    assert_true(session_queue_full(s, 0, 20, 6));
+    assert_true(session_queue_full(s, 0, 15, 1));
+    assert_false(session_queue_full(s, 0, 15, 0));
+    /* Either cap alone is enough. */
+    assert_true(session_queue_full(s, 3, 1000, 1));
+    assert_true(session_queue_full(s, 100, 16, 2));
+
+    struct mq_queued q;
+    assert_true(session_queue_pop(s, &q));
+    msg_unref(q.msg);
+    assert_int_equal(s->queue_bytes, 10);
+    assert_false(session_queue_full(s, 3, 15, 5));
+
+    session_free(s);
+    assert_int_equal(m->refcount, 1);
+    msg_unref(m);
+}
+
+static void test_qos2_in(void **state)
+{
+    (void)state;
+    struct mq_session *s = new_session("c", false);
+    assert_false(session_qos2_in_release(s, 5));
+    assert_int_equal(session_qos2_in_add(s, 5), 1);
+    assert_int_equal(session_qos2_in_add(s, 3), 1);
+    /* A retransmission before PUBREL is recognised ([MQTT-4.3.3-2]). */
+    assert_int_equal(session_qos2_in_add(s, 5), 0);
+    assert_int_equal(session_qos2_in_add(s, 3), 0);
+    assert_int_equal(s->qos2_in_count, 2);
+    assert_int_equal(s->qos2_in[0], 3);
+    assert_int_equal(s->qos2_in[1], 5);
+
+    assert_true(session_qos2_in_release(s, 5));
+    assert_false(session_qos2_in_release(s, 5));
+    assert_int_equal(s->qos2_in_count, 1);
+    /* After PUBREL the same id is a new message. */
+    assert_int_equal(session_qos2_in_add(s, 5), 1);
+
+    /* Many ids in scrambled order stay sorted and each is found exactly once. */
+    for (uint32_t i = 0; i < 1000; i++) {
+        uint16_t id = (uint16_t)(1 + (i * 7919u) % 65535u);
+        int fresh = session_qos2_in_add(s, id);
+        assert_int_equal(fresh, id == 3 || id == 5 ? 0 : 1);
+    }
+    for (uint32_t i = 1; i < s->qos2_in_count; i++)
+        assert_true(s->qos2_in[i - 1] < s->qos2_in[i]);
+    assert_true(session_qos2_in_add(s, 65535) >= 0);
+    assert_int_equal(s->qos2_in[s->qos2_in_count - 1], 65535);
+    uint32_t n = s->qos2_in_count;
+    for (uint32_t i = 0; i < 1000; i++) {
+        uint16_t id = (uint16_t)(1 + (i * 7919u) % 65535u);
+        assert_true(session_qos2_in_release(s, id));
+    }
+    assert_int_equal(s->qos2_in_count, n - 1000);
+    session_free(s);
+}
+
+static void test_sub_set_replace_remove(void **state)
+{
+    (void)state;
+    struct mq_session *s = new_session("c", false);
+    const uint8_t *ab = (const uint8_t *)"a/bXYZ"; /* only the first 3 bytes are the filter */
+    assert_int_equal(session_sub_set(s, ab, 3, 1), 0);
+    assert_int_equal(s->sub_count, 1);
+    assert_string_equal(s->subs[0].filter, "a/b");
+    assert_int_equal(s->subs[0].len, 3);
+    assert_int_equal(s->subs[0].qos, 1);
+
+    /* [MQTT-3.8.4-3]: an identical filter replaces, it does not add. */
+    assert_int_equal(session_sub_set(s, (const uint8_t *)"a/b", 3, 2), 0);
+    assert_int_equal(s->sub_count, 1);
+    assert_int_equal(s->subs[0].qos, 2);
+    assert_int_equal(session_sub_set(s, (const uint8_t *)"a/b", 3, 0), 0);
+    assert_int_equal(s->subs[0].qos, 0);
+
+    /* Prefixes and wildcards are different filters. */
+    assert_int_equal(session_sub_set(s, (const uint8_t *)"a/+", 3, 1), 0);
+    assert_int_equal(session_sub_set(s, (const uint8_t *)"a/b/c", 5, 2), 0);
+    assert_int_equal(session_sub_set(s, (const uint8_t *)"a", 1, 1), 0);
+    assert_int_equal(s->sub_count, 4);
+
+    /* Removal compares byte for byte, no wildcard matching ([MQTT-3.10.4-1]). */
+    assert_false(session_sub_remove(s, (const uint8_t *)"a/#", 3));
+    assert_false(session_sub_remove(s, (const uint8_t *)"a/", 2));
+    assert_true(session_sub_remove(s, (const uint8_t *)"a/b", 3));
+    assert_false(session_sub_remove(s, (const uint8_t *)"a/b", 3));
+    assert_int_equal(s->sub_count, 3);
+    bool seen_plus = false, seen_abc = false, seen_a = false;
+    for (uint32_t i = 0; i < s->sub_count; i++) {
+        seen_plus |= strcmp(s->subs[i].filter, "a/+") == 0 && s->subs[i].qos == 1;
+        seen_abc |= strcmp(s->subs[i].filter, "a/b/c") == 0 && s->subs[i].qos == 2;
+        seen_a |= strcmp(s->subs[i].filter, "a") == 0 && s->subs[i].qos == 1;
+    }
+    assert_true(seen_plus && seen_abc && seen_a);
+
+    /* Many filters: growth, then remove all in reverse. */
+    char f[32];
+    for (int i = 0; i < 100; i++) {
+        snprintf(f, sizeof(f), "x/%d", i);
+        assert_int_equal(session_sub_set(s, (const uint8_t *)f, (uint16_t)strlen(f), 1), 0);
+    }
+    assert_int_equal(s->sub_count, 103);
+    for (int i = 99; i >= 0; i--) {
+        snprintf(f, sizeof(f), "x/%d", i);
+        assert_true(session_sub_remove(s, (const uint8_t *)f, (uint16_t)strlen(f)));
+    }
+    assert_int_equal(s->sub_count, 3);
+    session_free(s); /* frees the remaining filters */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_new),
+        cmocka_unit_test(test_packet_id_sequence),
+        cmocka_unit_test(test_packet_id_skips_inflight),
+        cmocka_unit_test(test_packet_id_wraps_never_zero),
+        cmocka_unit_test(test_inflight_order_and_refs),
+        cmocka_unit_test(test_queue_ring_growth_wraparound),
+        cmocka_unit_test(test_queue_full),
+        cmocka_unit_test(test_qos2_in),
+        cmocka_unit_test(test_sub_set_replace_remove),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
