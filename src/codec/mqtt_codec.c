@@ -341,6 +341,15 @@ int codec_decode(const uint8_t *buf, size_t len, const struct mq_decode_limits *
     return rc ? rc : (int)total;
 }
 
+size_t codec_packet_size(const uint8_t *buf, size_t len)
+{
+    size_t header;
+    uint32_t remaining;
+    if (parse_fixed_header(buf, len, &header, &remaining) <= 0)
+        return 0;
+    return header + (size_t)remaining;
+}
+
 bool codec_topic_list_next(struct mq_topic_iter *it, struct mq_bytes *filter, uint8_t *qos)
 {
     const struct mq_topic_list *l = it->list;
