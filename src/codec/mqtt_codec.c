@@ -318,8 +318,8 @@ static int parse_fixed_header(const uint8_t *buf, size_t len, size_t *header, ui
 int codec_decode(const uint8_t *buf, size_t len, const struct mq_decode_limits *limits,
                  struct mq_packet *out)
 {
-    size_t header;
-    uint32_t remaining;
+    size_t header = 0;
+    uint32_t remaining = 0;
     int rc = parse_fixed_header(buf, len, &header, &remaining);
     if (rc <= 0)
         return rc;
@@ -343,8 +343,8 @@ int codec_decode(const uint8_t *buf, size_t len, const struct mq_decode_limits *
 
 size_t codec_packet_size(const uint8_t *buf, size_t len)
 {
-    size_t header;
-    uint32_t remaining;
+    size_t header = 0;
+    uint32_t remaining = 0;
     if (parse_fixed_header(buf, len, &header, &remaining) <= 0)
         return 0;
     return header + (size_t)remaining;

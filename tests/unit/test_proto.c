@@ -586,12 +586,9 @@ static void test_connect_empty_id_not_allowed(void **state)
     assert_int_equal(hmap_count(&E.b->sessions), 0);
 }
 
-/* BROKER BUG (reported, not fixed here): config.h says the listener's
- * allow_zero_length_clientid is the effective value ("the server reads each listener's
- * copy"; it differs from the global one under per_listener_settings), but
- * proto_connect.c reads cfg->allow_zero_length_clientid, so a listener that forbids
- * empty ids still accepts them. [MQTT-3.1.3-7]/[MQTT-3.1.3-9]: a server that does not
- * accept a zero-length id answers CONNACK 0x02 and closes. */
+/* The listener's allow_zero_length_clientid is the effective value (config.h: it differs
+ * from the global one under per_listener_settings), so a listener that forbids empty ids
+ * answers CONNACK 0x02 even when the global setting allows them ([MQTT-3.1.3-8]). */
 static void test_connect_empty_id_listener_setting(void **state)
 {
     (void)state;
@@ -608,8 +605,7 @@ static void test_connect_empty_id_listener_setting(void **state)
     expect_close_requested(io);
 }
 
-/* BROKER BUG (reported, not fixed here): same as above for auto_id_prefix - the
- * listener's copy is the effective value but proto uses cfg->auto_id_prefix. */
+/* Likewise the listener's auto_id_prefix, not the global one, names generated ids. */
 static void test_connect_auto_id_listener_prefix(void **state)
 {
     (void)state;
