@@ -718,6 +718,7 @@ static const struct option options[] = {
     /* Global options. */
     {"autosave_interval", parse_number, G(autosave_interval), V_U32, 0, INT32_MAX},
     {"clientid_prefixes", parse_clientid_prefix, NOF, 0, 0},
+    {"connect_timeout", parse_number, G(connect_timeout), V_U32, 1, 3600},
     {"connection_messages", parse_bool, G(connection_messages), V_BOOL, 0, 0},
     {"include_dir", parse_include_dir, NOF, 0, 0},
     {"log_dest", parse_log_dest, NOF, 0, 0},
@@ -1106,6 +1107,7 @@ static void scalar_defaults(struct mq_config *cfg)
     cfg->max_inflight_messages = 20;
     cfg->max_queued_messages = 1000;
     cfg->max_keepalive = 65535;
+    cfg->connect_timeout = 10;
     cfg->retain_available = true;
     cfg->sys_interval = 10;
     cfg->autosave_interval = 1800;

@@ -59,6 +59,7 @@ struct mq_config {
     uint32_t message_size_limit;       /* payload bytes; 0 = spec maximum */
     uint32_t max_packet_size;          /* whole packet; 0 = spec maximum */
     uint16_t max_keepalive;            /* default 65535 */
+    uint32_t connect_timeout;          /* seconds to wait for CONNECT; default 10 (midge) */
     bool retain_available;             /* default true */
     bool upgrade_outgoing_qos;         /* default false */
     bool queue_qos0_messages;          /* default false */

@@ -72,6 +72,7 @@ struct mq_conn {
     struct mq_session *session; /* NULL until CONNECT is accepted */
     struct mq_msg *will;        /* reference; NULL when no will */
     struct mq_conn *prev, *next;
+    uint64_t created_ms;
     uint64_t last_rx_ms;
     uint64_t connected_ms;
     uint16_t keepalive;

@@ -66,7 +66,7 @@ struct mq_conn *proto_conn_new(struct mq_broker *b, void *io,
     c->broker = b;
     c->io = io;
     c->listener = listener;
-    c->last_rx_ms = b->now_ms;
+    c->created_ms = c->last_rx_ms = b->now_ms;
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
     c->next = b->conns;
     if (b->conns)
@@ -246,8 +246,19 @@ size_t proto_conn_input(struct mq_conn *c, const uint8_t *buf, size_t len, size_
 
 void broker_tick(struct mq_broker *b)
 {
+    uint64_t connect_ms = (uint64_t)(b->cfg ? b->cfg->connect_timeout : 10) * 1000u;
     for (struct mq_conn *c = b->conns; c; c = c->next) {
-        if (c->closing || !c->connected || !c->keepalive)
+        if (c->closing)
+            continue;
+        /* A socket that never completes CONNECT (or sends it a byte a minute) holds a
+         * connection slot and memory: give it connect_timeout seconds. */
+        if (!c->connected) {
+            if (connect_ms && b->now_ms - c->created_ms >= connect_ms)
+                conn_close(c, false, "no CONNECT within %llu s",
+                           (unsigned long long)(connect_ms / 1000));
+            continue;
+        }
+        if (!c->keepalive)
             continue;
         /* [MQTT-3.1.2-24]: one and a half times the keepalive without a packet. */
         uint64_t limit_ms = (uint64_t)c->keepalive * 1500u;

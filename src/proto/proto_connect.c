@@ -62,6 +62,16 @@ static int make_will(struct mq_conn *c, const struct mq_connect *cp)
     return c->will ? 0 : MQ_ERR_NOMEM;
 }
 
+static bool has_allowed_prefix(const struct mq_config *cfg, struct mq_bytes id)
+{
+    for (char **p = cfg->clientid_prefixes; *p; p++) {
+        size_t n = strlen(*p);
+        if (n <= id.len && memcmp(id.ptr, *p, n) == 0)
+            return true;
+    }
+    return false;
+}
+
 void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err)
 {
     struct mq_broker *b = c->broker;
@@ -93,15 +103,34 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
                    "zero-length client id not allowed (allow_zero_length_clientid false)");
             return;
         }
-        /* Unique within this broker's lifetime; the start time keeps restarts apart. */
-        int n = snprintf(auto_id, sizeof(auto_id), "%s%" PRIx64 "-%" PRIu64,
-                         c->listener && c->listener->auto_id_prefix ? c->listener->auto_id_prefix
-                                                                    : "auto-",
-                         b->start_ms,
-                         ++b->auto_id_counter);
+        /* [MQTT-3.1.3-6]: unique. A client may have chosen an id of the same shape, so
+         * skip any that is in use. */
+        const char *prefix = c->listener && c->listener->auto_id_prefix
+                                 ? c->listener->auto_id_prefix
+                                 : "auto-";
+        size_t n;
+        do {
+            int w = snprintf(auto_id, sizeof(auto_id), "%.32s%" PRIx64 "-%" PRIu64, prefix,
+                             b->start_ms, ++b->auto_id_counter);
+            n = w < (int)sizeof(auto_id) ? (size_t)w : sizeof(auto_id) - 1;
+        } while (hmap_get(&b->sessions, auto_id, n));
         client_id = (const uint8_t *)auto_id;
-        client_id_len = (uint16_t)(n < (int)sizeof(auto_id) ? n : (int)sizeof(auto_id) - 1);
+        client_id_len = (uint16_t)n;
         snprintf(id, sizeof(id), "%s", auto_id);
+    } else if (cfg && cfg->clientid_prefixes && !has_allowed_prefix(cfg, cp->client_id)) {
+        refuse(c, MQ_CONNACK_ID_REJECTED, id, "client id does not start with one of "
+                                              "clientid_prefixes");
+        return;
+    }
+
+    /* Mosquitto's rule for 3.1/3.1.1, which cannot be told a smaller keepalive: refuse.
+     * Keepalive 0 (umqtt.simple's default) is always accepted. */
+    if (cfg && cp->keepalive > cfg->max_keepalive) {
+        char why[96];
+        snprintf(why, sizeof(why), "keepalive %u s exceeds max_keepalive %u s", cp->keepalive,
+                 cfg->max_keepalive);
+        refuse(c, MQ_CONNACK_ID_REJECTED, id, why);
+        return;
     }
 
     /* Anonymous access. Passwords arrive with the security issue; until then a listener
