@@ -1,4 +1,5 @@
-/* main.c - command line, configuration loading, logger start-up, exit status.
+/* main.c - command line, configuration loading, logger start-up, daemon mode and
+ * the exit status.
  *
  * Exit status: 0 after a clean shutdown (or -h, --version, a good --test-config),
  * 1 for a bad command line, configuration or start-up failure.
@@ -9,6 +10,7 @@
 #include <string.h>
 
 #include "midge/config.h"
+#include "midge/daemon.h"
 #include "midge/err.h"
 #include "midge/log.h"
 #include "midge/server.h"
@@ -16,41 +18,36 @@
 static void usage(FILE *f)
 {
     fprintf(f, "midge %s - MQTT 3.1.1 broker for the LAN\n\n"
-               "usage: midge [-c FILE] [-p PORT] [-v] [--test-config]\n"
+               "usage: midge [-c FILE] [-p PORT] [-v] [-d] [--test-config]\n"
                "       midge -h | --version\n\n"
                "  -c FILE         read mosquitto.conf-style configuration from FILE\n"
                "                  (without it: loopback only, port 1883, anonymous access)\n"
                "  -p PORT         listen on PORT instead of the first listener's port\n"
                "                  (0 picks a free port and logs it)\n"
                "  -v              verbose: log every message type (log_type all)\n"
+               "  -d              run in the background (log to a file or syslog then)\n"
                "  --test-config   check the configuration, print the result, exit 0 or 1\n"
                "  -h, --help      show this help\n"
-               "  --version       print the version\n",
+               "  --version       print the version\n\n"
+               "Signals: SIGHUP reloads the configuration; SIGINT and SIGTERM stop.\n",
                MIDGE_VERSION);
 }
 
-static void report(void *ctx, bool is_error, const char *line)
-{
-    (void)ctx;
-    fprintf(stderr, "%s: %s\n", is_error ? "error" : "warning", line);
-}
-
-static int parse_port(const char *s, uint16_t *out)
+static int parse_port(const char *s, int *out)
 {
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || *end || end == s || v < 0 || v > 65535)
         return -1;
-    *out = (uint16_t)v;
+    *out = (int)v;
     return 0;
 }
 
 int main(int argc, char **argv)
 {
-    const char *config_path = NULL;
-    bool verbose = false, test_config = false, have_port = false;
-    uint16_t port = 1883;
+    struct mq_server_options opts = {.port = -1, .ready_fd = -1};
+    bool test_config = false, daemonize = false;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -61,18 +58,19 @@ int main(int argc, char **argv)
             printf("midge %s\n", MIDGE_VERSION);
             return 0;
         } else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) {
-            verbose = true;
+            opts.verbose = true;
+        } else if (!strcmp(a, "-d") || !strcmp(a, "--daemon")) {
+            daemonize = true;
         } else if (!strcmp(a, "--test-config") || !strcmp(a, "-t")) {
             test_config = true;
         } else if ((!strcmp(a, "-c") || !strcmp(a, "--config-file")) && i + 1 < argc) {
-            config_path = argv[++i];
+            opts.config_path = argv[++i];
         } else if ((!strcmp(a, "-p") || !strcmp(a, "--port")) && i + 1 < argc) {
-            if (parse_port(argv[++i], &port)) {
+            if (parse_port(argv[++i], &opts.port)) {
                 fprintf(stderr, "midge: -p: expected a port number from 0 to 65535, got \"%s\"\n",
                         argv[i]);
                 return 1;
             }
-            have_port = true;
         } else {
             fprintf(stderr, "midge: unknown or incomplete option \"%s\"\n\n", a);
             usage(stderr);
@@ -80,37 +78,41 @@ int main(int argc, char **argv)
         }
     }
 
-    struct mq_config cfg;
-    int rc = config_path ? config_load(config_path, &cfg, report, NULL)
-                         : config_local_only(&cfg, port);
-    if (rc) {
+    /* Until the logger starts, lines go straight to stderr without timestamps' help. */
+    struct mq_config *cfg = calloc(1, sizeof(*cfg));
+    if (!cfg || server_load_config(&opts, cfg)) {
         fprintf(stderr, "midge: %s: configuration not loaded\n",
-                config_path ? config_path : "built-in defaults");
+                opts.config_path ? opts.config_path : "built-in defaults");
+        free(cfg);
         return 1;
     }
-    if (config_path && have_port && cfg.listener_count)
-        cfg.listeners[0].port = port;
     if (test_config) {
-        printf("midge: configuration %s is valid\n", config_path ? config_path : "(defaults)");
-        config_free(&cfg);
+        printf("midge: configuration %s is valid (%zu listener%s)\n",
+               opts.config_path ? opts.config_path : "(built-in defaults)", cfg->listener_count,
+               cfg->listener_count == 1 ? "" : "s");
+        config_free(cfg);
+        free(cfg);
         return 0;
     }
 
-    struct mq_log_options lo = {
-        .types = verbose ? MQ_LOG_ALL_TYPES : cfg.log_types,
-        .fd = (cfg.log_dest & MQ_LOG_DEST_STDOUT) && !(cfg.log_dest & MQ_LOG_DEST_STDERR) ? 1 : 2,
-        .timestamps = cfg.log_timestamp,
-        .ts_format = cfg.log_timestamp_format,
-    };
-    if (cfg.log_dest == 0)
-        lo.types = 0; /* log_dest none */
-    if (log_start(&lo)) {
-        fprintf(stderr, "midge: cannot start the logger\n");
-        config_free(&cfg);
+    struct mq_log_options lo;
+    if (daemon_log_options(cfg, opts.verbose, &lo) ||
+        (daemonize && daemon_detach(&opts.ready_fd)) || log_start(&lo)) {
+        config_free(cfg);
+        free(cfg);
         return 1;
     }
-    int status = server_run(&cfg);
+    char *pid_file = cfg->pid_file ? strdup(cfg->pid_file) : NULL;
+    int status = 1;
+    if (!pid_file || daemon_write_pidfile(pid_file) == 0)
+        status = server_run(cfg, &opts); /* takes cfg */
+    else {
+        daemon_ready(opts.ready_fd, false);
+        config_free(cfg);
+        free(cfg);
+    }
+    daemon_remove_pidfile(pid_file);
+    free(pid_file);
     log_stop();
-    config_free(&cfg);
     return status;
 }

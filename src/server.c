@@ -1,10 +1,11 @@
-/* server.c - the event loop: listeners, signals, the keepalive tick, the per-turn
- * output flush, and an orderly shutdown.
+/* server.c - the event loop: listeners, signals, reload, the keepalive tick, the
+ * per-turn output flush, systemd notification, and an orderly shutdown.
  *
- * Owns the uv loop and every server-wide handle. Shutdown order: stop accepting,
- * ask proto to close every connection (their output is flushed once), close the
- * server's handles, run the loop until every handle's close callback has run,
- * then free the broker: nothing is freed inside a callback that still needs it.
+ * Owns the uv loop, every server-wide handle and the running configuration.
+ * Shutdown order: stop accepting, ask proto to close every connection (their
+ * output is flushed once), close the server's handles, run the loop until every
+ * close callback has run, then free the broker: nothing is freed inside a
+ * callback that still needs it.
  */
 #include "midge/server.h"
 
@@ -12,13 +13,36 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "midge/config.h"
+#include "midge/daemon.h"
+#include "midge/err.h"
 #include "midge/log.h"
+#include "midge/notify.h"
 #include "midge/proto.h"
 #include "net/net.h"
 
 #define TICK_MS 250
+
+static void report_config(void *ctx, bool is_error, const char *line)
+{
+    (void)ctx;
+    mq_log(is_error ? MQ_LOG_ERR : MQ_LOG_WARNING, "%s", line);
+}
+
+int server_load_config(const struct mq_server_options *opts, struct mq_config *cfg)
+{
+    uint16_t port = opts->port >= 0 ? (uint16_t)opts->port : 1883;
+    int rc = opts->config_path ? config_load(opts->config_path, cfg, report_config, NULL)
+                               : config_local_only(cfg, port);
+    if (rc)
+        return MQ_ERR_CONFIG;
+    /* -p replaces the first listener's port (with a file: the file's first listener). */
+    if (opts->config_path && opts->port >= 0 && cfg->listener_count)
+        cfg->listeners[0].port = (uint16_t)opts->port;
+    return 0;
+}
 
 static void on_tick(uv_timer_t *t)
 {
@@ -41,21 +65,91 @@ static void on_flush_pre(uv_prepare_t *h)
     client_flush_all(srv);
 }
 
+static void notify_status(struct mq_server *srv, const char *prefix)
+{
+    const struct mq_stats *st = &srv->broker->stats;
+    notify_sendf("%sSTATUS=%llu clients connected, %llu messages received, %llu sent", prefix,
+                 (unsigned long long)st->clients_connected, (unsigned long long)st->pub_received,
+                 (unsigned long long)st->pub_sent);
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+    struct mq_server *srv = t->data;
+    notify_status(srv, "WATCHDOG=1\n");
+}
+
+static uint64_t monotonic_usec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void reload(struct mq_server *srv)
+{
+    const char *path = srv->opts->config_path;
+    if (!path) {
+        mq_log(MQ_LOG_NOTICE, "SIGHUP received: running without a configuration file, "
+                              "nothing to reload");
+        return;
+    }
+    notify_sendf("RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)monotonic_usec());
+    mq_log(MQ_LOG_NOTICE, "SIGHUP received: reloading %s", path);
+    struct mq_config *ncfg = calloc(1, sizeof(*ncfg));
+    struct mq_config **retired =
+        realloc(srv->retired, (srv->retired_count + 1) * sizeof(*srv->retired));
+    if (retired)
+        srv->retired = retired;
+    struct mq_log_options lo;
+    if (!ncfg || !retired) {
+        mq_log(MQ_LOG_ERR, "reload: out of memory; the running configuration stays in force");
+        free(ncfg);
+        goto out;
+    }
+    if (server_load_config(srv->opts, ncfg)) {
+        mq_log(MQ_LOG_ERR, "reload: %s has errors (above); the running configuration stays "
+                           "in force", path);
+        free(ncfg);
+        goto out;
+    }
+    if (daemon_log_options(ncfg, srv->opts->verbose, &lo)) {
+        mq_log(MQ_LOG_ERR, "reload: the running configuration stays in force");
+        config_free(ncfg);
+        free(ncfg);
+        goto out;
+    }
+    if (listeners_reload(srv, ncfg))
+        mq_log(MQ_LOG_ERR, "reload: some new listeners could not be opened (above); the rest "
+                           "of the new configuration is in force");
+    /* Connections accepted under the old configuration keep pointers into it. */
+    srv->retired[srv->retired_count++] = srv->cfg;
+    srv->cfg = ncfg;
+    broker_set_config(srv->broker, ncfg);
+    log_configure(&lo);
+    mq_log(MQ_LOG_NOTICE, "configuration reloaded from %s (%zu listening sockets)", path,
+           srv->socket_count);
+out:
+    notify_status(srv, "READY=1\n");
+}
+
 static void begin_shutdown(struct mq_server *srv, const char *why)
 {
     if (srv->stopping)
         return;
     srv->stopping = true;
+    notify_send("STOPPING=1");
     mq_log(MQ_LOG_NOTICE, "%s: shutting down (%zu clients connected)", why, srv->client_count);
     listeners_stop(srv);
     srv->broker->now_ms = uv_now(&srv->loop);
     broker_close_all(srv->broker);
     client_flush_all(srv);
-    /* Close what remains (connections still in their CONNECT phase are closed by
-     * proto too; this catches sockets proto never saw). */
+    /* Close what remains: sockets proto never saw, and any left mid-close. */
     for (struct mq_client *cl = srv->clients; cl; cl = cl->next)
         client_close(cl, "broker shutting down");
     uv_close((uv_handle_t *)&srv->tick, NULL);
+    uv_close((uv_handle_t *)&srv->watchdog, NULL);
+    uv_close((uv_handle_t *)&srv->sys, NULL);
     uv_close((uv_handle_t *)&srv->flush, NULL);
     uv_close((uv_handle_t *)&srv->flush_pre, NULL);
     uv_close((uv_handle_t *)&srv->sig_int, NULL);
@@ -66,12 +160,10 @@ static void begin_shutdown(struct mq_server *srv, const char *why)
 static void on_signal(uv_signal_t *h, int signum)
 {
     struct mq_server *srv = h->data;
-    if (signum == SIGHUP) {
-        mq_log(MQ_LOG_WARNING, "SIGHUP received: configuration reload is not implemented yet; "
-                               "restart midge to apply changes");
-        return;
-    }
-    begin_shutdown(srv, signum == SIGINT ? "SIGINT received" : "SIGTERM received");
+    if (signum == SIGHUP)
+        reload(srv);
+    else
+        begin_shutdown(srv, signum == SIGINT ? "SIGINT received" : "SIGTERM received");
 }
 
 static bool all_loopback(const struct mq_server *srv)
@@ -110,19 +202,53 @@ static void close_walk(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
-int server_run(const struct mq_config *cfg)
+static void init_handles(struct mq_server *srv)
+{
+    uv_timer_init(&srv->loop, &srv->tick);
+    uv_timer_init(&srv->loop, &srv->watchdog);
+    uv_timer_init(&srv->loop, &srv->sys);
+    uv_check_init(&srv->loop, &srv->flush);
+    uv_prepare_init(&srv->loop, &srv->flush_pre);
+    uv_signal_init(&srv->loop, &srv->sig_int);
+    uv_signal_init(&srv->loop, &srv->sig_term);
+    uv_signal_init(&srv->loop, &srv->sig_hup);
+    srv->tick.data = srv->watchdog.data = srv->sys.data = srv;
+    srv->flush.data = srv->flush_pre.data = srv;
+    srv->sig_int.data = srv->sig_term.data = srv->sig_hup.data = srv;
+}
+
+static void start_handles(struct mq_server *srv)
+{
+    uv_timer_start(&srv->tick, on_tick, TICK_MS, TICK_MS);
+    uv_check_start(&srv->flush, on_flush);
+    uv_prepare_start(&srv->flush_pre, on_flush_pre);
+    uv_signal_start(&srv->sig_int, on_signal, SIGINT);
+    uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);
+    uint64_t wd = notify_watchdog_usec();
+    if (wd) {
+        /* Half the interval, as sd_watchdog_enabled(3) recommends. */
+        uint64_t ms = wd / 2000u ? wd / 2000u : 1;
+        uv_timer_start(&srv->watchdog, on_watchdog, ms, ms);
+    }
+}
+
+int server_run(struct mq_config *cfg, const struct mq_server_options *opts)
 {
     struct mq_server *srv = calloc(1, sizeof(*srv));
     if (!srv) {
         mq_log(MQ_LOG_ERR, "out of memory");
+        config_free(cfg);
+        free(cfg);
+        daemon_ready(opts->ready_fd, false);
         return 1;
     }
     int status = 1;
     srv->cfg = cfg;
+    srv->opts = opts;
     if (uv_loop_init(&srv->loop)) {
         mq_log(MQ_LOG_ERR, "cannot create the event loop");
-        free(srv);
-        return 1;
+        goto out_noloop;
     }
     srv->broker = broker_new(cfg, &client_sink, uv_now(&srv->loop));
     if (!srv->broker) {
@@ -130,30 +256,20 @@ int server_run(const struct mq_config *cfg)
         goto out;
     }
     signal(SIGPIPE, SIG_IGN); /* a peer that vanished is a write error, not a death */
+    init_handles(srv);
 
-    uv_timer_init(&srv->loop, &srv->tick);
-    uv_check_init(&srv->loop, &srv->flush);
-    uv_prepare_init(&srv->loop, &srv->flush_pre);
-    uv_signal_init(&srv->loop, &srv->sig_int);
-    uv_signal_init(&srv->loop, &srv->sig_term);
-    uv_signal_init(&srv->loop, &srv->sig_hup);
-    srv->tick.data = srv->flush.data = srv->flush_pre.data = srv;
-    srv->sig_int.data = srv->sig_term.data = srv->sig_hup.data = srv;
-
-    if (listeners_start(srv)) {
-        mq_log(MQ_LOG_ERR, "start-up failed: not every listener could be opened");
+    if (listeners_start(srv) || daemon_drop_privileges(cfg->user)) {
+        mq_log(MQ_LOG_ERR, "start-up failed: %s", srv->socket_count ? "see above"
+                                                  : "not every listener could be opened");
         listeners_stop(srv);
         uv_walk(&srv->loop, close_walk, NULL);
         uv_run(&srv->loop, UV_RUN_DEFAULT);
         goto out;
     }
     log_summary(srv);
-    uv_timer_start(&srv->tick, on_tick, TICK_MS, TICK_MS);
-    uv_check_start(&srv->flush, on_flush);
-    uv_prepare_start(&srv->flush_pre, on_flush_pre);
-    uv_signal_start(&srv->sig_int, on_signal, SIGINT);
-    uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
-    uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);
+    start_handles(srv);
+    daemon_ready(opts->ready_fd, true);
+    notify_status(srv, "READY=1\n"); /* only now: every listener is bound */
 
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     mq_log(MQ_LOG_NOTICE, "midge stopped (%llu messages received, %llu sent)",
@@ -163,7 +279,17 @@ int server_run(const struct mq_config *cfg)
 out:
     if (uv_loop_close(&srv->loop))
         mq_log(MQ_LOG_WARNING, "event loop closed with handles still open");
+out_noloop:
+    if (status)
+        daemon_ready(opts->ready_fd, false);
     broker_free(srv->broker);
+    for (size_t i = 0; i < srv->retired_count; i++) {
+        config_free(srv->retired[i]);
+        free(srv->retired[i]);
+    }
+    free(srv->retired);
+    config_free(srv->cfg);
+    free(srv->cfg);
     free(srv);
     return status;
 }

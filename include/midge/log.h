@@ -26,12 +26,18 @@ enum mq_log_level {
 #define MQ_LOG_ALL_TYPES 0x7f
 
 struct mq_log_options {
-    unsigned types;          /* enum mq_log_level mask to emit */
-    int fd;                  /* destination file descriptor (default 2) */
-    bool timestamps;         /* prefix "YYYY-MM-DD HH:MM:SS.mmm" local time */
-    const char *ts_format;   /* strftime format replacing the default; NULL = default */
-    bool journal_priority;   /* prefix "<N>" (sd-daemon priorities) for journald */
+    unsigned types;        /* enum mq_log_level mask to emit */
+    bool to_stderr;        /* log_dest stderr */
+    bool to_stdout;        /* log_dest stdout */
+    int file_fd;           /* log_dest file: an open descriptor (the logger owns it), or -1 */
+    bool to_syslog;        /* log_dest syslog (daemon facility, "midge") */
+    bool timestamps;       /* prefix "YYYY-MM-DD HH:MM:SS.mmm" local time */
+    const char *ts_format; /* strftime format replacing the default; NULL = default */
+    bool journal_priority; /* prefix stderr/stdout lines with "<N>" for journald */
 };
+
+/* Options for early start-up and unit tests: everything to stderr, with timestamps. */
+struct mq_log_options log_default_options(void);
 
 /* Start the writer thread. Before log_start (and after log_stop) lines are written
  * synchronously to stderr, which is what unit tests and early start-up want.

@@ -46,6 +46,8 @@ struct mq_stats {
     uint64_t pub_dropped;                    /* queue overflow */
     uint64_t bytes_received, bytes_sent;
     uint64_t protocol_errors;
+    uint64_t clients_expired; /* persistent sessions removed by persistent_client_expiration */
+    uint64_t sockets_total;   /* network connections opened ever (proto_conn_new) */
 };
 
 struct mq_broker {

@@ -2,9 +2,11 @@
  * dedicated writer thread.
  *
  * The event loop only ever copies a line into a bounded ring under a mutex; the
- * writer thread does the blocking write(2). When the ring is full the line is
- * dropped and counted, and the writer reports the count once it catches up, so a
- * stalled stderr pipe or journal can never stall clients.
+ * writer thread does the blocking write(2)/syslog(3). When the ring is full the
+ * line is dropped and counted, and the writer reports the count once it catches
+ * up, so a stalled stderr pipe or journal can never stall clients.
+ * The ring holds records: [u16 text length][u8 level][u8 offset of the message
+ * after the timestamp][text], so syslog gets the bare message and its priority.
  */
 #include "midge/log.h"
 
@@ -14,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,6 +24,7 @@
 
 #define LOG_RING_BYTES (256 * 1024)
 #define LOG_LINE_MAX 1024
+#define REC_HDR 4
 
 struct logger {
     pthread_mutex_t lock;
@@ -28,11 +32,12 @@ struct logger {
     pthread_t thread;
     bool running;
     bool stopping;
+    bool syslog_open;
     struct mq_log_options opts;
     char ts_format[64];
-    char ring[LOG_RING_BYTES];
-    size_t head, used;        /* bytes [head, head+used) mod size are queued */
-    uint64_t dropped;         /* lines lost since the start */
+    unsigned char ring[LOG_RING_BYTES];
+    size_t head, used; /* bytes [head, head+used) mod size are queued */
+    uint64_t dropped;  /* lines lost since the start */
     uint64_t dropped_unreported;
 };
 
@@ -40,8 +45,14 @@ struct logger {
 static struct logger g_log = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
     .wake = PTHREAD_COND_INITIALIZER,
-    .opts = {.types = MQ_LOG_DEFAULT_TYPES, .fd = 2, .timestamps = true},
+    .opts = {.types = MQ_LOG_DEFAULT_TYPES, .to_stderr = true, .file_fd = -1, .timestamps = true},
 };
+
+struct mq_log_options log_default_options(void)
+{
+    return (struct mq_log_options){
+        .types = MQ_LOG_DEFAULT_TYPES, .to_stderr = true, .file_fd = -1, .timestamps = true};
+}
 
 static const char *level_name(enum mq_log_level level)
 {
@@ -57,15 +68,15 @@ static const char *level_name(enum mq_log_level level)
     return "log";
 }
 
-/* syslog(3) priorities, which journald reads from a "<N>" prefix. */
-static int level_priority(enum mq_log_level level)
+/* syslog(3) priorities, which journald also reads from a "<N>" prefix. */
+static int level_priority(unsigned level)
 {
     switch (level) {
-    case MQ_LOG_ERR: return 3;
-    case MQ_LOG_WARNING: return 4;
-    case MQ_LOG_NOTICE: return 5;
-    case MQ_LOG_INFO: return 6;
-    default: return 7;
+    case MQ_LOG_ERR: return LOG_ERR;
+    case MQ_LOG_WARNING: return LOG_WARNING;
+    case MQ_LOG_NOTICE: return LOG_NOTICE;
+    case MQ_LOG_INFO: return LOG_INFO;
+    default: return LOG_DEBUG;
     }
 }
 
@@ -78,38 +89,78 @@ static void write_all(int fd, const char *p, size_t n)
                 continue;
             return; /* nowhere left to report a logging failure */
         }
-        p += w;
+        p += (size_t)w;
         n -= (size_t)w;
     }
+}
+
+static void ring_read(size_t pos, void *dst, size_t n)
+{
+    size_t off = pos % LOG_RING_BYTES;
+    size_t first = n < LOG_RING_BYTES - off ? n : LOG_RING_BYTES - off;
+    memcpy(dst, g_log.ring + off, first);
+    memcpy((char *)dst + first, g_log.ring, n - first);
+}
+
+static void ring_write(size_t pos, const void *src, size_t n)
+{
+    size_t off = pos % LOG_RING_BYTES;
+    size_t first = n < LOG_RING_BYTES - off ? n : LOG_RING_BYTES - off;
+    memcpy(g_log.ring + off, src, first);
+    memcpy(g_log.ring, (const char *)src + first, n - first);
+}
+
+/* Deliver one line to every destination (writer thread, lock not held). */
+static void emit(const struct mq_log_options *o, unsigned level, const char *text, size_t len,
+                 size_t body_off, char *scratch)
+{
+    size_t n = 0;
+    if (o->journal_priority)
+        n = (size_t)snprintf(scratch, 8, "<%d>", level_priority(level));
+    memcpy(scratch + n, text, len);
+    n += len;
+    scratch[n++] = '\n';
+    if (o->to_stderr)
+        write_all(2, scratch, n);
+    if (o->to_stdout)
+        write_all(1, scratch, n);
+    if (o->file_fd >= 0) {
+        size_t skip = o->journal_priority ? n - len - 1 : 0;
+        write_all(o->file_fd, scratch + skip, n - skip);
+    }
+    if (o->to_syslog)
+        syslog(level_priority(level), "%.*s", (int)(len - body_off), text + body_off);
 }
 
 static void *writer_main(void *arg)
 {
     (void)arg;
-    char chunk[16384];
+    char text[LOG_LINE_MAX];
+    char scratch[LOG_LINE_MAX + 16];
     pthread_mutex_lock(&g_log.lock);
     for (;;) {
         while (!g_log.used && !g_log.dropped_unreported && !g_log.stopping)
             pthread_cond_wait(&g_log.wake, &g_log.lock);
-        if (!g_log.used && !g_log.dropped_unreported && g_log.stopping)
-            break;
-        size_t n = g_log.used < sizeof(chunk) ? g_log.used : sizeof(chunk);
-        for (size_t i = 0; i < n; i++)
-            chunk[i] = g_log.ring[(g_log.head + i) % LOG_RING_BYTES];
-        g_log.head = (g_log.head + n) % LOG_RING_BYTES;
-        g_log.used -= n;
-        uint64_t lost = g_log.used ? 0 : g_log.dropped_unreported;
-        if (lost)
+        if (!g_log.used && !g_log.dropped_unreported)
+            break; /* stopping, and everything is written */
+        struct mq_log_options o = g_log.opts;
+        if (g_log.used) {
+            unsigned char hdr[REC_HDR];
+            ring_read(g_log.head, hdr, REC_HDR);
+            size_t len = (size_t)hdr[0] << 8 | hdr[1];
+            ring_read(g_log.head + REC_HDR, text, len);
+            g_log.head = (g_log.head + REC_HDR + len) % LOG_RING_BYTES;
+            g_log.used -= REC_HDR + len;
+            pthread_mutex_unlock(&g_log.lock);
+            emit(&o, hdr[2], text, len, hdr[3], scratch);
+        } else {
+            uint64_t lost = g_log.dropped_unreported;
             g_log.dropped_unreported = 0;
-        int fd = g_log.opts.fd;
-        pthread_mutex_unlock(&g_log.lock);
-        write_all(fd, chunk, n);
-        if (lost) {
-            char note[96];
-            int len = snprintf(note, sizeof(note),
-                               "log: %llu lines dropped because the log output was too slow\n",
-                               (unsigned long long)lost);
-            write_all(fd, note, (size_t)len);
+            pthread_mutex_unlock(&g_log.lock);
+            int n = snprintf(text, sizeof(text),
+                             "log: %llu lines dropped because the log output was too slow",
+                             (unsigned long long)lost);
+            emit(&o, MQ_LOG_WARNING, text, (size_t)n, 0, scratch);
         }
         pthread_mutex_lock(&g_log.lock);
     }
@@ -117,12 +168,19 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* Lock held. */
 static void apply_options(const struct mq_log_options *opts)
 {
+    if (g_log.opts.file_fd >= 0 && g_log.opts.file_fd != opts->file_fd)
+        close(g_log.opts.file_fd);
     g_log.opts = *opts;
     if (opts->ts_format) {
         snprintf(g_log.ts_format, sizeof(g_log.ts_format), "%s", opts->ts_format);
         g_log.opts.ts_format = g_log.ts_format;
+    }
+    if (opts->to_syslog && !g_log.syslog_open) {
+        openlog("midge", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+        g_log.syslog_open = true;
     }
 }
 
@@ -152,16 +210,20 @@ void log_configure(const struct mq_log_options *opts)
 void log_stop(void)
 {
     pthread_mutex_lock(&g_log.lock);
-    if (!g_log.running) {
-        pthread_mutex_unlock(&g_log.lock);
-        return;
-    }
+    bool running = g_log.running;
     g_log.stopping = true;
     pthread_cond_signal(&g_log.wake);
     pthread_mutex_unlock(&g_log.lock);
-    pthread_join(g_log.thread, NULL);
+    if (running)
+        pthread_join(g_log.thread, NULL);
     pthread_mutex_lock(&g_log.lock);
     g_log.running = false;
+    if (g_log.opts.file_fd >= 0)
+        close(g_log.opts.file_fd);
+    g_log.opts.file_fd = -1;
+    if (g_log.syslog_open)
+        closelog();
+    g_log.syslog_open = false;
     pthread_mutex_unlock(&g_log.lock);
 }
 
@@ -179,26 +241,22 @@ uint64_t log_dropped(void)
     return n;
 }
 
-static size_t format_prefix(char *buf, size_t cap, enum mq_log_level level,
-                            const struct mq_log_options *o)
+static size_t format_timestamp(char *buf, size_t cap, const struct mq_log_options *o)
 {
-    size_t n = 0;
-    if (o->journal_priority)
-        n += (size_t)snprintf(buf + n, cap - n, "<%d>", level_priority(level));
-    if (o->timestamps) {
-        struct timeval tv;
-        gettimeofday(&tv, NULL);
-        struct tm tm;
-        localtime_r(&tv.tv_sec, &tm);
-        if (o->ts_format) {
-            n += strftime(buf + n, cap - n, o->ts_format, &tm);
-            n += (size_t)snprintf(buf + n, cap - n, " ");
-        } else {
-            n += strftime(buf + n, cap - n, "%Y-%m-%d %H:%M:%S", &tm);
-            n += (size_t)snprintf(buf + n, cap - n, ".%03d ", (int)(tv.tv_usec / 1000));
-        }
+    if (!o->timestamps)
+        return 0;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    localtime_r(&tv.tv_sec, &tm);
+    size_t n;
+    if (o->ts_format) {
+        n = strftime(buf, cap, o->ts_format, &tm);
+    } else {
+        n = strftime(buf, cap, "%Y-%m-%d %H:%M:%S", &tm);
+        n += (size_t)snprintf(buf + n, cap - n, ".%03d", (int)(tv.tv_usec / 1000));
     }
-    n += (size_t)snprintf(buf + n, cap - n, "%s: ", level_name(level));
+    n += (size_t)snprintf(buf + n, cap - n, " ");
     return n < cap ? n : cap - 1;
 }
 
@@ -208,37 +266,38 @@ void mq_log(enum mq_log_level level, const char *fmt, ...)
         return;
     char line[LOG_LINE_MAX];
     struct mq_log_options o = g_log.opts;
-    size_t n = format_prefix(line, sizeof(line), level, &o);
+    size_t body = format_timestamp(line, 128, &o);
+    size_t n = body + (size_t)snprintf(line + body, sizeof(line) - body, "%s: ", level_name(level));
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
+    int m = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
     va_end(ap);
-    if (m < 0)
-        m = 0;
-    n += (size_t)m < sizeof(line) - n - 1 ? (size_t)m : sizeof(line) - n - 2;
-    /* A line is one line: control characters from clients (ids, topics) are escaped
-     * by replacing them, so a client cannot forge log lines. */
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)line[i] < 0x20 && line[i] != '\t')
+    if (m > 0)
+        n += (size_t)m < sizeof(line) - n ? (size_t)m : sizeof(line) - n - 1;
+    /* A line stays one line: control characters from clients (ids, topics) are
+     * replaced, so a client cannot forge log lines. */
+    for (size_t i = body; i < n; i++)
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
             line[i] = '?';
-    line[n++] = '\n';
 
     pthread_mutex_lock(&g_log.lock);
     if (!g_log.running) {
-        int fd = g_log.opts.fd;
+        struct mq_log_options now = g_log.opts;
         pthread_mutex_unlock(&g_log.lock);
-        write_all(fd, line, n);
+        char scratch[LOG_LINE_MAX + 16];
+        emit(&now, (unsigned)level, line, n, body, scratch);
         return;
     }
-    if (LOG_RING_BYTES - g_log.used < n) {
+    if (LOG_RING_BYTES - g_log.used < REC_HDR + n) {
         g_log.dropped++;
         g_log.dropped_unreported++;
     } else {
-        size_t tail = (g_log.head + g_log.used) % LOG_RING_BYTES;
-        size_t first = n < LOG_RING_BYTES - tail ? n : LOG_RING_BYTES - tail;
-        memcpy(g_log.ring + tail, line, first);
-        memcpy(g_log.ring, line + first, n - first);
-        g_log.used += n;
+        unsigned char hdr[REC_HDR] = {(unsigned char)(n >> 8), (unsigned char)n,
+                                      (unsigned char)level, (unsigned char)body};
+        size_t tail = g_log.head + g_log.used;
+        ring_write(tail, hdr, REC_HDR);
+        ring_write(tail + REC_HDR, line, n);
+        g_log.used += REC_HDR + n;
     }
     pthread_cond_signal(&g_log.wake);
     pthread_mutex_unlock(&g_log.lock);

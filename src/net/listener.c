@@ -6,9 +6,12 @@
  * of the same listener share it, so tests can run on ephemeral ports.
  */
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <errno.h>
 
 #include "midge/config.h"
 #include "midge/log.h"
@@ -56,8 +59,29 @@ static int add_socket(struct mq_server *srv, const struct mq_listener_config *lc
     srv->sockets = grown;
     ls->srv = srv;
     ls->cfg = lc;
-    uv_tcp_init(&srv->loop, &ls->tcp);
+    uv_tcp_init_ex(&srv->loop, &ls->tcp, addr.ss_family);
     srv->sockets[srv->socket_count++] = ls;
+
+    uv_os_fd_t fd = -1;
+    uv_fileno((uv_handle_t *)&ls->tcp, &fd);
+    /* A specific address may not exist yet when systemd starts us before the network
+     * is up: IP_FREEBIND lets the bind succeed and traffic flows once it appears. */
+    int one = 1;
+    if (lc->bind_address && fd >= 0) {
+        if (addr.ss_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_FREEBIND, &one, sizeof(one));
+        else
+            setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one));
+    }
+    if (lc->bind_interface && fd >= 0 &&
+        setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, lc->bind_interface,
+                   (socklen_t)strlen(lc->bind_interface)) < 0) {
+        mq_log(MQ_LOG_ERR, "listener %u: bind_interface %s: %s", lc->port, lc->bind_interface,
+               strerror(errno));
+        srv->socket_count--;
+        uv_close((uv_handle_t *)&ls->tcp, on_socket_closed);
+        return -1;
+    }
 
     /* libuv sets SO_REUSEADDR on TCP binds, so a restart can rebind at once. */
     unsigned flags = addr.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
@@ -69,6 +93,8 @@ static int add_socket(struct mq_server *srv, const struct mq_listener_config *lc
         char name[80];
         snprintf(name, sizeof(name), fmt, host, *port);
         mq_log(MQ_LOG_ERR, "cannot listen on %s: %s", name, uv_strerror(rc));
+        srv->socket_count--;
+        uv_close((uv_handle_t *)&ls->tcp, on_socket_closed);
         return -1;
     }
     struct sockaddr_storage bound;
@@ -140,6 +166,57 @@ int listeners_start(struct mq_server *srv)
             shared_port = port;
     }
     return 0;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+/* Two listener configurations that would bind the same sockets. */
+static bool same_binding(const struct mq_listener_config *a, const struct mq_listener_config *b)
+{
+    return a->port == b->port && a->protocol == b->protocol &&
+           a->socket_domain == b->socket_domain && same_str(a->bind_address, b->bind_address) &&
+           same_str(a->bind_interface, b->bind_interface);
+}
+
+int listeners_reload(struct mq_server *srv, const struct mq_config *ncfg)
+{
+    /* Keep the sockets whose binding is unchanged (pointing them at the new settings),
+     * close the ones no longer configured, then bind what is new. Connected clients
+     * are never touched. */
+    size_t kept = 0;
+    bool *matched = calloc(ncfg->listener_count + 1, sizeof(*matched));
+    if (!matched)
+        return -1;
+    for (size_t i = 0; i < srv->socket_count; i++) {
+        struct mq_listen_socket *ls = srv->sockets[i];
+        const struct mq_listener_config *found = NULL;
+        for (size_t j = 0; j < ncfg->listener_count && !found; j++)
+            if (same_binding(ls->cfg, &ncfg->listeners[j])) {
+                found = &ncfg->listeners[j];
+                matched[j] = true;
+            }
+        if (found) {
+            ls->cfg = found;
+            srv->sockets[kept++] = ls;
+        } else {
+            mq_log(MQ_LOG_NOTICE, "no longer listening on %s", ls->name);
+            uv_close((uv_handle_t *)&ls->tcp, on_socket_closed);
+        }
+    }
+    srv->socket_count = kept;
+    int rc = 0;
+    for (size_t j = 0; j < ncfg->listener_count; j++) {
+        if (matched[j])
+            continue;
+        uint16_t port = ncfg->listeners[j].port;
+        if (start_listener(srv, &ncfg->listeners[j], &port))
+            rc = -1;
+    }
+    free(matched);
+    return rc;
 }
 
 void listeners_stop(struct mq_server *srv)

@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "midge/proto.h"
+#include "midge/server.h"
 
 struct mq_config;
 struct mq_listener_config;
@@ -26,12 +27,18 @@ struct mq_listen_socket {
 
 struct mq_server {
     uv_loop_t loop;
-    const struct mq_config *cfg;
+    struct mq_config *cfg; /* owned; replaced by a reload */
+    const struct mq_server_options *opts;
+    struct mq_config **retired; /* configurations replaced by reloads: connections
+                                   accepted under them still point into them */
+    size_t retired_count;
     struct mq_broker *broker;
     struct mq_listen_socket **sockets;
     size_t socket_count;
     uv_signal_t sig_int, sig_term, sig_hup;
     uv_timer_t tick;
+    uv_timer_t watchdog; /* systemd WATCHDOG=1 and STATUS= */
+    uv_timer_t sys;      /* $SYS publication */
     uv_check_t flush;      /* writes out what each client got during a loop turn... */
     uv_prepare_t flush_pre; /* ...and what timers and close callbacks produced */
     struct mq_client *dirty; /* clients with output or a close to carry out */
@@ -63,6 +70,9 @@ struct mq_client {
 
 /* listener.c */
 int listeners_start(struct mq_server *srv);
+/* Reload: keep unchanged sockets, close removed ones, bind new ones. -1 when a new
+ * listener could not be bound (logged); the others are in place either way. */
+int listeners_reload(struct mq_server *srv, const struct mq_config *ncfg);
 void listeners_stop(struct mq_server *srv);
 
 /* client.c */

@@ -14,6 +14,7 @@ import os
 import queue
 import re
 import select
+import shutil
 import signal
 import socket
 import struct
@@ -177,6 +178,7 @@ class Broker:
                                  f"{sig}; log:\n{self.log()}")
         for t in self._readers:
             t.join(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
         if check:
             text = self.log()
             for marker in SANITIZER_MARKERS:
@@ -189,6 +191,7 @@ class Broker:
             self.proc.kill()
             self.proc.wait()
         self.stopped = True
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -312,7 +315,8 @@ class Packet(collections.namedtuple("Packet", "type flags body")):
         return packet(self.type, self.flags, self.body)
 
     def __repr__(self):
-        return f"<{TYPE_NAMES.get(self.type, self.type)} flags={self.flags:#x} body={self.body[:60]!r}>"
+        name = TYPE_NAMES.get(self.type, self.type)
+        return f"<{name} flags={self.flags:#x} body={self.body[:60]!r}>"
 
 
 Publish = collections.namedtuple("Publish", "topic payload qos retain dup pid")

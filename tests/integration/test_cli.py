@@ -1,11 +1,9 @@
 """cli_*: midge's command line, signals, start-up log and configuration errors (the
 binary's own contract, not MQTT conformance)."""
-import os
 import re
 import signal
 import socket
 import subprocess
-import tempfile
 
 import pytest
 
@@ -20,13 +18,6 @@ TS = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \w+: "
 def _run(*args, timeout=10):
     r = subprocess.run([MIDGE_BIN] + list(args), capture_output=True, timeout=scaled(timeout))
     return r.returncode, (r.stdout + r.stderr).decode("utf-8", "replace")
-
-
-def _conf(text):
-    fd, path = tempfile.mkstemp(prefix="midge-cli-", suffix=".conf")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
 
 
 def test_cli_version():
@@ -121,30 +112,33 @@ def test_cli_missing_config_file(tmp_path):
     assert str(path) in out, out
 
 
-def test_cli_p_overrides_config_port(start_broker):
+def test_cli_p_overrides_config_port(start_broker, tmp_path):
     """-p overrides the first listener's port: config says a port that is busy, -p 0
     makes midge listen elsewhere."""
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen(1)
     port = busy.getsockname()[1]
-    path = _conf(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
-    br = start_broker(args=["-c", path, "-p", "0", "-v"])
+    path = tmp_path / "p.conf"
+    path.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    br = start_broker(args=["-c", str(path), "-p", "0", "-v"])
     assert br.port != port
     client(br, "over").ping()
     busy.close()
 
 
-def test_cli_rebind_immediately_after_restart(start_broker):
+def test_cli_rebind_immediately_after_restart(start_broker, tmp_path):
     """SO_REUSEADDR: after a stop with a client connected, a new broker binds the same
     port at once."""
     br = start_broker()
     port = br.port
+    conf = tmp_path / "again.conf"
+    conf.write_text(open(br.conf_path).read())
     c = client(br, "tw")
     c.ping()
     assert br.stop() == 0
     c.expect_closed()
-    br2 = start_broker(args=["-c", br.conf_path, "-p", str(port), "-v"])
+    br2 = start_broker(args=["-c", str(conf), "-p", str(port), "-v"])
     assert br2.port == port
     client(br2, "tw2").ping()
 

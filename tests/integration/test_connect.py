@@ -1,10 +1,16 @@
 """connect_*: CONNECT / CONNACK handling through the real binary (MQTT 3.1.1 section 3.1, 3.2)."""
+import re
 import time
 
 from midge_harness import (SUBACK, MqttConn, QUIET, client, connect_pkt, packet, pingreq_pkt,
                            publish_pkt, subscribe_pkt)
 
 CONNACK_OK = bytes([0x20, 0x02, 0x00, 0x00])
+
+
+def _closed_log(broker, conn, reason):
+    """The pre-CONNECT close line names the peer address and the error sentence."""
+    broker.wait_log(rf"connection from 127\.0\.0\.1:{conn.local_port} closed: .*{re.escape(reason)}")
 
 
 def test_connect_accepted_connack_bytes(broker):
@@ -43,7 +49,7 @@ def test_connect_first_packet_must_be_connect(broker):
     c = MqttConn(broker.port)
     c.send(pingreq_pkt())
     c.expect_closed()
-    broker.wait_log(rf"connection from 127\.0\.0\.1:{c.local_port} closed: .*first packet is not CONNECT")
+    _closed_log(broker, c, "first packet is not CONNECT")
 
 
 def test_connect_first_packet_publish_not_delivered(broker):
@@ -113,7 +119,7 @@ def test_connect_reserved_flag_closes(broker):
     c = MqttConn(broker.port)
     c.send(connect_pkt("resv", reserved=True))
     c.expect_closed()
-    broker.wait_log(rf"connection from 127\.0\.0\.1:{c.local_port} closed: .*CONNECT reserved flag is set")
+    _closed_log(broker, c, "CONNECT reserved flag is set")
 
 
 def test_connect_fixed_header_flags_close(broker):
@@ -178,11 +184,12 @@ def test_connect_username_only_accepted(broker):
 
 
 def test_connect_password_without_username_closes(broker):
-    """[MQTT-3.1.2-22] [MQTT-3.1.4-1] password flag set, user name flag clear: closed, no CONNACK."""
+    """[MQTT-3.1.2-22] [MQTT-3.1.4-1] password flag set, user name flag clear: closed, no
+    CONNACK."""
     c = MqttConn(broker.port)
     c.send(connect_pkt("pwonly", password=b"secret"))
     c.expect_closed()
-    broker.wait_log(rf"connection from 127\.0\.0\.1:{c.local_port} closed: .*password flag set without user name flag")
+    _closed_log(broker, c, "password flag set without user name flag")
 
 
 def test_connect_will_qos_without_will_flag_closes(broker):
@@ -215,7 +222,8 @@ def test_connect_client_id_invalid_utf8_closes(broker):
 
 
 def test_connect_will_topic_invalid_utf8_closes(broker):
-    """[MQTT-3.1.3-10] [MQTT-1.5.3-1] [MQTT-3.1.4-1] a will topic that is not valid UTF-8: closed."""
+    """[MQTT-3.1.3-10] [MQTT-1.5.3-1] [MQTT-3.1.4-1] a will topic that is not valid UTF-8:
+    closed."""
     c = MqttConn(broker.port)
     c.send(connect_pkt("wt", will=(b"a/\xc3", b"x", 0, False)))
     c.expect_closed()
@@ -239,6 +247,26 @@ def test_connect_truncated_payload_closes(broker):
     """[MQTT-3.1.3-3] [MQTT-3.1.4-1] CONNECT whose remaining length ends before the client
     id field: closed without CONNACK."""
     body = b"\x00\x04MQTT\x04\x02\x00\x3c"  # no client id at all
+    c = MqttConn(broker.port)
+    c.send(packet(1, 0, body))
+    c.expect_closed()
+
+
+def test_connect_user_name_bytes_without_flag_closes(broker):
+    """[MQTT-3.1.2-18] [MQTT-3.1.4-1] User Name Flag 0 means no user name field: a CONNECT
+    carrying one anyway has bytes left over and is closed without CONNACK."""
+    good = connect_pkt("nouser")
+    body = good[2:] + b"\x00\x04user"
+    c = MqttConn(broker.port)
+    c.send(packet(1, 0, body))
+    c.expect_closed()
+
+
+def test_connect_password_bytes_without_flag_closes(broker):
+    """[MQTT-3.1.2-20] [MQTT-3.1.4-1] Password Flag 0 means no password field: a CONNECT with
+    a user name and a trailing password field but no password flag is closed."""
+    good = connect_pkt("nopass", username="u")
+    body = good[2:] + b"\x00\x02pw"
     c = MqttConn(broker.port)
     c.send(packet(1, 0, body))
     c.expect_closed()

@@ -1,7 +1,7 @@
 """qos_*: QoS 1 and 2 flows in both directions, packet ids, in-flight window and queue
 through the real binary (MQTT 3.1.1 sections 2.3.1, 3.3.4, 4.3, 4.6)."""
-from midge_harness import (PUBLISH, QUIET, client, expect_quiet, parse_publish, puback_pkt, pubcomp_pkt, publish_pkt,
-                           pubrec_pkt, pubrel_pkt, scaled)
+from midge_harness import (PUBLISH, QUIET, client, expect_quiet, parse_publish, puback_pkt,
+                           pubcomp_pkt, publish_pkt, pubrec_pkt, pubrel_pkt, scaled)
 
 
 def test_qos1_inbound_puback_exact(broker):

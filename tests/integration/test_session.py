@@ -16,7 +16,8 @@ def _leave(broker, cid, conn):
 
 
 def test_session_present_exact(broker):
-    """[MQTT-3.2.2-1] [MQTT-3.2.2-2] [MQTT-3.2.2-3] [MQTT-3.1.2-4] session present is 0 for
+    """[MQTT-3.2.2-1] [MQTT-3.2.2-2] [MQTT-3.2.2-3] [MQTT-3.1.2-4] [MQTT-3.1.4-3] session
+    present is 0 for
     clean session 1, 0 for a new clean-session-0 client, 1 when its session exists."""
     a = client(broker, "sp", clean=True, expect_sp=0)
     _leave(broker, "sp", a)
@@ -27,7 +28,8 @@ def test_session_present_exact(broker):
 
 
 def test_session_clean1_discards_existing_session(broker):
-    """[MQTT-3.1.2-6] [MQTT-3.2.2-1] a clean-session-1 connect discards the stored session:
+    """[MQTT-3.1.2-6] [MQTT-3.2.2-1] [MQTT-3.1.4-3] a clean-session-1 connect discards the
+    stored session:
     session present 0, and a later clean-session-0 connect finds no session and no
     subscription."""
     a = client(broker, "cs", clean=False, expect_sp=0)
@@ -214,7 +216,8 @@ def test_session_unsubscribe_persists(broker):
 
 
 def test_session_qos0_live_only(broker):
-    """[MQTT-3.1.2-5] QoS 0 subscriptions of an online persistent client still work; QoS 1
+    """[MQTT-3.1.2-5] [MQTT-4.1.0-2] QoS 0 subscriptions of an online persistent client
+    still work; QoS 1
     messages for a QoS 0 subscription are downgraded while online."""
     a = client(broker, "q0", clean=False)
     a.subscribe([("q0/t", 0)])

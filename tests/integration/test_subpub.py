@@ -4,8 +4,8 @@ import os
 import time
 
 from midge_harness import (SUBACK, UNSUBACK, MqttConn, QUIET, TIMEOUT, client, connect_pkt,
-                           expect_quiet,
-                           packet, puback_pkt, publish_pkt, scaled, subscribe_pkt, unsubscribe_pkt)
+                           expect_quiet, packet, puback_pkt, publish_pkt, scaled, subscribe_pkt,
+                           unsubscribe_pkt)
 
 
 def _gather(conn, expected, timeout=TIMEOUT, quiet=True):
@@ -27,8 +27,9 @@ def _gather(conn, expected, timeout=TIMEOUT, quiet=True):
 
 
 def test_subpub_qos0_roundtrip_exact_bytes(broker):
-    """[MQTT-3.3.2-3] [MQTT-2.3.1-5] [MQTT-3.3.1-2] [MQTT-4.3.1-1] [MQTT-3.3.1-9] a QoS 0
-    message is forwarded byte-exact: 30 LEN topic payload, no packet id, DUP 0, RETAIN 0."""
+    """[MQTT-3.3.2-3] [MQTT-2.3.1-5] [MQTT-3.3.1-2] [MQTT-4.3.1-1] [MQTT-3.3.1-9]
+    [MQTT-7.1.1-1] [MQTT-4.1.0-2] a QoS 0 message over TCP is forwarded byte-exact:
+    30 LEN topic payload, no packet id, DUP 0, RETAIN 0."""
     sub = client(broker, "sub")
     assert sub.subscribe([("a/b", 0)]) == [0]
     pub = client(broker, "pub")
@@ -303,7 +304,8 @@ def test_subpub_fanout_many_subscribers(broker):
 
 
 def test_subpub_order_preserved_qos0(broker):
-    """[MQTT-4.6.0-6] QoS 0 messages from one publisher on one topic arrive in order."""
+    """[MQTT-4.6.0-6] [MQTT-4.6.0-5] topics are ordered by default: QoS 0 messages from one
+    publisher on one topic arrive in order."""
     sub = client(broker, "ord0")
     sub.subscribe([("o/t", 0)])
     pub = client(broker, "ord0pub")
@@ -311,6 +313,18 @@ def test_subpub_order_preserved_qos0(broker):
     pub.send(data)
     got = [m.payload for m in sub.collect(200)]
     assert got == [str(i).encode() for i in range(200)]
+
+
+def test_subpub_max_length_topic(broker):
+    """[MQTT-4.7.3-3] a topic name of 65,535 bytes (the maximum) is accepted, matched
+    exactly and delivered intact."""
+    topic = "t/" + "x" * (65535 - 2)
+    sub = client(broker, "longsub")
+    assert sub.subscribe([(topic, 1)]) == [1]
+    pub = client(broker, "longpub")
+    pub.publish(topic, b"long", qos=1)
+    m = sub.recv_publish()
+    assert (m.topic, m.payload) == (topic, b"long")
 
 
 def test_subpub_pipelined_packets_in_one_segment(broker):

@@ -1638,7 +1638,8 @@ static void test_retained_flood_small_window(void **state)
 int main(void)
 {
     /* Keep the output readable: errors and warnings only, unless asked for more. */
-    struct mq_log_options lo = {.types = MQ_LOG_ERR | MQ_LOG_WARNING, .fd = 2};
+    struct mq_log_options lo = log_default_options();
+    lo.types = MQ_LOG_ERR | MQ_LOG_WARNING;
     if (getenv("MIDGE_TEST_LOG"))
         lo.types = MQ_LOG_ALL_TYPES;
     log_configure(&lo);

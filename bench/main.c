@@ -1,0 +1,250 @@
+/*
+ * main.c - midge-bench command line: option parsing, shared helpers, and a
+ * watchdog that guarantees the tool stops even if the broker under test hangs.
+ */
+#include "bench.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void die(int code, const char *fmt, ...)
+{
+    va_list ap;
+    fflush(stdout);
+    fputs("midge-bench: error: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    /* Scripts read the last line of stdout: make a failed run unmistakable there too. */
+    printf("RESULT status=error exit=%d\n", code);
+    exit(code);
+}
+
+void warnx_(const char *fmt, ...)
+{
+    va_list ap;
+    fflush(stdout);
+    fputs("midge-bench: warning: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+uint64_t raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return (uint64_t)rl.rlim_cur;
+}
+
+const char *fmt_opt(char *out, size_t cap, bool have, double v, int decimals)
+{
+    if (!have)
+        snprintf(out, cap, "na");
+    else
+        snprintf(out, cap, "%.*f", decimals, v);
+    return out;
+}
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    static const char msg[] =
+        "midge-bench: error: watchdog: the run overran its time budget (broker stalled?)\n";
+    static const char result[] = "RESULT status=error exit=5 reason=watchdog\n";
+    ssize_t rc = write(2, msg, sizeof(msg) - 1);
+    rc = write(1, result, sizeof(result) - 1);
+    (void)rc;
+    _exit(EXIT_TIMEOUT);
+}
+
+/* Hard upper bound on the whole run, whatever the broker does. */
+static void arm_watchdog(double seconds)
+{
+    signal(SIGALRM, on_alarm);
+    alarm((unsigned)(seconds + 1.0));
+}
+
+static void usage(FILE *f)
+{
+    fputs(
+        "usage: midge-bench pubsub [options]\n"
+        "       midge-bench conns [options]\n"
+        "\n"
+        "common options:\n"
+        "  --host ADDR          broker IPv4 address (127.0.0.1)\n"
+        "  --port N             broker port (1883)\n"
+        "  --broker-pid PID     sample the broker's CPU time and RSS from /proc\n"
+        "  --keepalive SECS     MQTT keep-alive sent in CONNECT (0 = none)\n"
+        "  --prefix STR         topic and client-id prefix (mb<pid>)\n"
+        "\n"
+        "pubsub: P publishers, S subscribers, T topics; publisher i publishes on topic i%T,\n"
+        "subscriber j subscribes to topic j%T (or to every topic with --wildcard).\n"
+        "  --publishers P (1)  --subscribers S (1)  --topics T (1)  --qos 0|1|2 (0)\n"
+        "  --size BYTES (64, at least 24)  --duration SECS (5)  --warmup SECS (1)\n"
+        "  --rate MSGS_PER_SEC  total fixed rate over all publishers; 'saturation' or 0 = as\n"
+        "                       fast as the window allows (default)\n"
+        "  --window W           max messages per publisher sent but not yet received by all\n"
+        "                       its subscribers (100)\n"
+        "  --wildcard           subscribers subscribe to PREFIX/+ (fan-in over many topics)\n"
+        "  --grace SECS         max time to drain in-flight messages at the end (3)\n"
+        "  --stall SECS         a window with no progress for this long is written off as\n"
+        "                       lost, so QoS 0 loss cannot stall a publisher (1)\n"
+        "\n"
+        "conns: K idle connections, each CONNECT + SUBSCRIBE to its own topic.\n"
+        "  --count K (1000)  --rate HANDSHAKES_PER_SEC (1000)  --hold SECS (2)\n"
+        "  --timeout SECS       give up on handshakes not done this long after the last\n"
+        "                       one started (10)\n"
+        "  --max-pending N      handshakes in progress at once (1000)\n"
+        "\n"
+        "Output: a human summary, then one line 'RESULT key=value ...'.\n"
+        "Exit codes: 0 ok, 2 usage, 3 connect/CONNACK refused, 4 protocol error or broker\n"
+        "closed a connection, 5 timeout, 6 QoS 1/2 messages lost or duplicated.\n",
+        f);
+}
+
+static double parse_num(const char *name, const char *v, double lo, double hi)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (errno || end == v || *end || d < lo || d > hi)
+        die(EXIT_USAGE, "%s %s: expected a number from %g to %g", name, v, lo, hi);
+    return d;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : 0;
+    }
+    const char *mode = argv[1];
+    bool is_pubsub = !strcmp(mode, "pubsub");
+    bool is_conns = !strcmp(mode, "conns");
+    if (!is_pubsub && !is_conns) {
+        usage(stderr);
+        die(EXIT_USAGE, "unknown mode '%s' (expected pubsub or conns)", mode);
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    signal(SIGPIPE, SIG_IGN); /* a broker that closes on us is reported, not fatal by signal */
+
+    static char prefix[32];
+    snprintf(prefix, sizeof(prefix), "mb%d", (int)getpid());
+    struct common_opts c = {.host = "127.0.0.1", .port = 1883, .prefix = prefix};
+    struct pubsub_opts ps = {
+        .publishers = 1, .subscribers = 1, .topics = 1, .qos = 0, .size = 64, .duration = 5,
+        .warmup = 1, .rate = 0, .window = 100, .grace = 3, .stall = 1,
+    };
+    struct conns_opts cs = {
+        .count = 1000, .rate = 1000, .hold = 2, .timeout = 10, .max_pending = 1000,
+    };
+
+    for (int i = 2; i < argc; i++) {
+        const char *name = argv[i];
+        char namebuf[64];
+        const char *val = NULL;
+        const char *eq = strchr(name, '=');
+        if (eq && (size_t)(eq - name) < sizeof(namebuf)) {
+            memcpy(namebuf, name, (size_t)(eq - name));
+            namebuf[eq - name] = '\0';
+            name = namebuf;
+            val = eq + 1;
+        }
+        if (!strcmp(name, "-h") || !strcmp(name, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        bool is_flag = !strcmp(name, "--wildcard");
+        if (!is_flag && !val) {
+            if (i + 1 >= argc)
+                die(EXIT_USAGE, "%s needs a value", name);
+            val = argv[++i];
+        }
+#define OPT(s) (!strcmp(name, s))
+        if (OPT("--host"))
+            c.host = val;
+        else if (OPT("--port"))
+            c.port = (int)parse_num(name, val, 1, 65535);
+        else if (OPT("--broker-pid"))
+            c.broker_pid = (int)parse_num(name, val, 1, 1e9);
+        else if (OPT("--keepalive"))
+            c.keepalive = (uint16_t)parse_num(name, val, 0, 65535);
+        else if (OPT("--prefix"))
+            c.prefix = val;
+        else if (is_pubsub && OPT("--publishers"))
+            ps.publishers = (int)parse_num(name, val, 1, 100000);
+        else if (is_pubsub && OPT("--subscribers"))
+            ps.subscribers = (int)parse_num(name, val, 1, 100000);
+        else if (is_pubsub && OPT("--topics"))
+            ps.topics = (int)parse_num(name, val, 1, 1000000);
+        else if (is_pubsub && OPT("--qos"))
+            ps.qos = (int)parse_num(name, val, 0, 2);
+        else if (is_pubsub && OPT("--size"))
+            ps.size = (size_t)parse_num(name, val, 24, 16 * 1024 * 1024);
+        else if (is_pubsub && OPT("--duration"))
+            ps.duration = parse_num(name, val, 0.1, 86400);
+        else if (is_pubsub && OPT("--warmup"))
+            ps.warmup = parse_num(name, val, 0, 3600);
+        else if (is_pubsub && OPT("--rate"))
+            ps.rate = !strcmp(val, "saturation") ? 0 : parse_num(name, val, 0, 1e9);
+        else if (is_pubsub && OPT("--window"))
+            ps.window = (int)parse_num(name, val, 1, 60000);
+        else if (is_pubsub && OPT("--wildcard"))
+            ps.wildcard = true;
+        else if (is_pubsub && OPT("--grace"))
+            ps.grace = parse_num(name, val, 0, 600);
+        else if (is_pubsub && OPT("--stall"))
+            ps.stall = parse_num(name, val, 0.01, 600);
+        else if (is_conns && OPT("--count"))
+            cs.count = (int)parse_num(name, val, 1, 10000000);
+        else if (is_conns && OPT("--rate"))
+            cs.rate = parse_num(name, val, 1, 1e7);
+        else if (is_conns && OPT("--hold"))
+            cs.hold = parse_num(name, val, 0, 86400);
+        else if (is_conns && OPT("--timeout"))
+            cs.timeout = parse_num(name, val, 0.1, 3600);
+        else if (is_conns && OPT("--max-pending"))
+            cs.max_pending = (int)parse_num(name, val, 1, 10000000);
+        else
+            die(EXIT_USAGE, "unknown option '%s' for %s (see --help)", name, mode);
+#undef OPT
+    }
+    if (strlen(c.prefix) > 12)
+        die(EXIT_USAGE, "--prefix %s: at most 12 characters (client ids must stay short)",
+            c.prefix);
+    if (c.broker_pid && kill(c.broker_pid, 0) < 0 && errno == ESRCH)
+        die(EXIT_USAGE, "--broker-pid %d: no such process", c.broker_pid);
+
+    if (is_pubsub) {
+        ps.c = c;
+        /* Setup (10 s at most) + run + drain, and a margin for the final report. */
+        arm_watchdog(10 + ps.warmup + ps.duration + ps.grace + ps.stall + 5);
+        return run_pubsub(&ps);
+    }
+    cs.c = c;
+    arm_watchdog(cs.count / cs.rate + cs.timeout + cs.hold + 10);
+    return run_conns(&cs);
+}

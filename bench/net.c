@@ -1,0 +1,170 @@
+/*
+ * net.c - non-blocking TCP connections driven by one epoll instance.
+ *
+ * The generator has to stay cheaper than the broker it measures, so it does
+ * what it expects the broker to do: packets produced during a loop turn are
+ * appended to the connection's output buffer and sent with one write() at the
+ * end of the turn; EPOLLOUT is watched only while a write is blocked; reads
+ * are large and every complete packet in the buffer is handled.
+ */
+#include "bench.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+void loop_init(struct loop *l, const char *host, int port)
+{
+    memset(l, 0, sizeof(*l));
+    l->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (l->epfd < 0)
+        die(1, "epoll_create1: %s", strerror(errno));
+    l->addr.sin_family = AF_INET;
+    l->addr.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &l->addr.sin_addr) != 1)
+        die(EXIT_USAGE, "--host %s: expected an IPv4 address such as 127.0.0.1", host);
+}
+
+void conn_set_events(struct loop *l, struct conn *c, uint32_t events)
+{
+    if (c->epoll_events == events || c->fd < 0)
+        return;
+    struct epoll_event ev = {.events = events, .data.ptr = c};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+        die(1, "epoll_ctl: %s", strerror(errno));
+    c->epoll_events = events;
+}
+
+int conn_open(struct loop *l, struct conn *c)
+{
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0)
+        return -errno;
+    /* Every message should leave when written, as a real client's would. */
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->started_ns = now_ns();
+    c->state = CS_CONNECTING;
+    c->dirty = false;
+    if (connect(c->fd, (struct sockaddr *)&l->addr, sizeof(l->addr)) < 0 && errno != EINPROGRESS) {
+        int err = errno;
+        close(c->fd);
+        c->fd = -1;
+        c->state = CS_CLOSED;
+        return -err;
+    }
+    struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
+    if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+        die(1, "epoll_ctl: %s", strerror(errno));
+    c->epoll_events = EPOLLOUT;
+    return 0;
+}
+
+int conn_finish_connect(struct loop *l, struct conn *c)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err)
+        return err;
+    c->state = CS_MQTT;
+    conn_set_events(l, c, EPOLLIN);
+    return 0;
+}
+
+void conn_mark_dirty(struct loop *l, struct conn *c)
+{
+    if (c->dirty || c->state == CS_CONNECTING || c->state == CS_CLOSED)
+        return;
+    c->dirty = true;
+    c->next_dirty = l->dirty_head;
+    l->dirty_head = c;
+}
+
+int conn_flush(struct loop *l, struct conn *c)
+{
+    while (c->out.off < c->out.len) {
+        ssize_t n = write(c->fd, c->out.data + c->out.off, c->out.len - c->out.off);
+        l->write_calls++;
+        if (n > 0) {
+            c->out.off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            /* The broker is not reading fast enough: wait until it does. */
+            conn_set_events(l, c, EPOLLIN | EPOLLOUT);
+            return 0;
+        }
+        return n < 0 ? -errno : -EPIPE;
+    }
+    c->out.off = c->out.len = 0;
+    if (c->epoll_events & EPOLLOUT)
+        conn_set_events(l, c, EPOLLIN);
+    return 0;
+}
+
+struct conn *loop_flush_all(struct loop *l, int *err)
+{
+    struct conn *failed = NULL;
+    *err = 0;
+    while (l->dirty_head) {
+        struct conn *c = l->dirty_head;
+        l->dirty_head = c->next_dirty;
+        c->dirty = false;
+        if (c->state == CS_CLOSED || c->state == CS_CONNECTING)
+            continue;
+        int rc = conn_flush(l, c);
+        if (rc < 0 && !failed) {
+            failed = c;
+            *err = -rc;
+        }
+    }
+    return failed;
+}
+
+ssize_t conn_read(struct loop *l, struct conn *c)
+{
+    if (c->in.cap == 0) {
+        c->in.data = malloc(c->in_cap);
+        if (!c->in.data)
+            die(1, "out of memory");
+        c->in.cap = c->in_cap;
+    }
+    buf_compact(&c->in);
+    if (c->in.len == c->in.cap)
+        buf_reserve(&c->in, c->in.cap); /* a packet larger than the buffer */
+    for (;;) {
+        ssize_t n = read(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len);
+        l->read_calls++;
+        if (n > 0) {
+            c->in.len += (size_t)n;
+            return n;
+        }
+        if (n == 0)
+            return 0;
+        if (errno == EINTR)
+            continue;
+        return -errno;
+    }
+}
+
+void conn_close(struct loop *l, struct conn *c)
+{
+    if (c->fd >= 0) {
+        epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+    }
+    c->fd = -1;
+    c->state = CS_CLOSED;
+    buf_free(&c->in);
+    buf_free(&c->out);
+}

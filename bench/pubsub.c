@@ -1,0 +1,836 @@
+/*
+ * pubsub.c - the "pubsub" mode: P publishers, S subscribers, T topics.
+ *
+ * Publisher i publishes on topic i % T and subscriber j subscribes to topic
+ * j % T (or to every topic with --wildcard), which covers 1:1 pairs
+ * (P = S = T), fan-out (1 publisher, S subscribers, 1 topic) and fan-in
+ * (P publishers, 1 subscriber). Every payload carries the publisher id, a
+ * sequence number and the send time, so each subscriber tracks, per publisher,
+ * loss, duplicates, reordering and latency without any per-message allocation.
+ *
+ * Saturation is paced end to end rather than by the TCP window: a publisher may
+ * send while fewer than --window of its messages have not yet reached every
+ * subscriber. That keeps a backlog in the broker (so it can batch) without
+ * letting queues grow until the broker drops or the kernel buffers dominate
+ * the latency figures.
+ */
+#include "bench.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+enum { ROLE_SUB = 1, ROLE_PUB = 2 };
+
+#define SEEN_BITS 4096u         /* per-stream duplicate detection window, in sequence numbers */
+#define HEADER_BYTES 24u        /* magic, publisher id, sequence, send time */
+#define MAX_CONNECTING 256      /* TCP connects in flight during setup */
+#define SETUP_TIMEOUT_NS 10000000000ull
+#define MAX_UNACKED 65000u      /* QoS 1/2 packet ids in use per publisher */
+
+struct publisher;
+
+/* One publisher as seen by one subscriber. */
+struct stream {
+    struct publisher *pub;
+    uint64_t next; /* highest sequence number seen + 1 */
+    uint64_t unique;
+    uint64_t dup;
+    uint64_t reorder;
+    uint64_t seen[SEEN_BITS / 64]; /* bit s % SEEN_BITS: s in [next - SEEN_BITS, next) seen */
+};
+
+struct publisher {
+    struct conn c; /* first: epoll hands back the struct conn pointer */
+    char topic[64];
+    size_t topic_len;
+    uint64_t sent;
+    /* End-to-end window: frontier = min over streams of next; "above" counts streams
+     * already past it, so the minimum is recomputed only when all of them are. */
+    uint64_t frontier;
+    int nstreams;
+    int above;
+    struct stream **streams;
+    uint64_t progress_ns; /* last time the frontier moved */
+    uint64_t stalls;
+    uint8_t *pid_state; /* QoS 1/2: 0 free, 1 awaiting PUBACK/PUBREC, 2 awaiting PUBCOMP */
+    uint16_t next_pid;
+    uint32_t unacked;
+    uint64_t acked;
+    uint64_t phase_ns; /* fixed rate: offset of this publisher's first message */
+    bool ready;
+};
+
+struct subscriber {
+    struct conn c;
+    char filter[64];
+    struct stream **by_pub; /* indexed by publisher id; NULL if not expected here */
+    uint64_t received;
+    bool connacked;
+    bool subacked;
+};
+
+enum phase { PH_SETUP, PH_RUN, PH_DRAIN, PH_DONE };
+
+struct run {
+    const struct pubsub_opts *o;
+    struct loop loop;
+    struct publisher *pubs;
+    struct subscriber *subs;
+    struct hist hist;
+    uint32_t magic;
+    enum phase phase;
+    bool measuring;
+    int connecting;   /* setup: TCP connects in flight */
+    int next_open;    /* setup: next connection to open, subscribers first */
+    int subs_ready;
+    int pubs_ready;
+    uint64_t t_start, t_measure, t_end, t_grace, t_last_rx, t_next_ping;
+    uint64_t interval_ns; /* fixed rate: per publisher */
+    uint64_t total_sent, total_received, unexpected, foreign, bad_acks, stalls_seen;
+    uint64_t win_sent0, win_recv0, win_sent1, win_recv1;
+    struct proc_sample broker0, broker1;
+    struct rusage self0, self1;
+};
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+    memcpy(p, &v, 4); /* the tool reads what it wrote on the same host: native order is fine */
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+    memcpy(p, &v, 8);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static const char *conn_name(const struct conn *c, char *out, size_t cap)
+{
+    snprintf(out, cap, "%s %d", c->role == ROLE_SUB ? "subscriber" : "publisher", c->index);
+    return out;
+}
+
+/* ---- setup ---- */
+
+static void build_topology(struct run *r)
+{
+    const struct pubsub_opts *o = r->o;
+    r->pubs = calloc((size_t)o->publishers, sizeof(*r->pubs));
+    r->subs = calloc((size_t)o->subscribers, sizeof(*r->subs));
+    if (!r->pubs || !r->subs)
+        die(1, "out of memory");
+    for (int i = 0; i < o->publishers; i++) {
+        struct publisher *p = &r->pubs[i];
+        p->c.fd = -1;
+        p->c.role = ROLE_PUB;
+        p->c.index = i;
+        p->c.in_cap = 16384; /* acks only */
+        p->topic_len = (size_t)snprintf(p->topic, sizeof(p->topic), "%s/t%d", o->c.prefix,
+                                        i % o->topics);
+        p->next_pid = 1;
+        if (o->qos) {
+            p->pid_state = calloc(65536, 1);
+            if (!p->pid_state)
+                die(1, "out of memory");
+        }
+    }
+    for (int j = 0; j < o->subscribers; j++) {
+        struct subscriber *s = &r->subs[j];
+        s->c.fd = -1;
+        s->c.role = ROLE_SUB;
+        s->c.index = j;
+        s->c.in_cap = 65536;
+        if (o->wildcard)
+            snprintf(s->filter, sizeof(s->filter), "%s/+", o->c.prefix);
+        else
+            snprintf(s->filter, sizeof(s->filter), "%s/t%d", o->c.prefix, j % o->topics);
+        s->by_pub = calloc((size_t)o->publishers, sizeof(*s->by_pub));
+        if (!s->by_pub)
+            die(1, "out of memory");
+        for (int i = 0; i < o->publishers; i++) {
+            if (!o->wildcard && i % o->topics != j % o->topics)
+                continue;
+            struct stream *st = calloc(1, sizeof(*st));
+            if (!st)
+                die(1, "out of memory");
+            st->pub = &r->pubs[i];
+            s->by_pub[i] = st;
+            r->pubs[i].nstreams++;
+        }
+    }
+    for (int i = 0; i < o->publishers; i++) {
+        struct publisher *p = &r->pubs[i];
+        if (p->nstreams == 0)
+            die(EXIT_USAGE,
+                "publisher %d publishes on %s, which no subscriber takes: use --topics <= "
+                "--subscribers, or --wildcard",
+                i, p->topic);
+        p->streams = calloc((size_t)p->nstreams, sizeof(*p->streams));
+        if (!p->streams)
+            die(1, "out of memory");
+        p->nstreams = 0;
+    }
+    for (int j = 0; j < o->subscribers; j++)
+        for (int i = 0; i < o->publishers; i++)
+            if (r->subs[j].by_pub[i]) {
+                struct publisher *p = &r->pubs[i];
+                p->streams[p->nstreams++] = r->subs[j].by_pub[i];
+            }
+}
+
+static struct conn *conn_at(struct run *r, int k)
+{
+    if (k < r->o->subscribers)
+        return &r->subs[k].c;
+    return &r->pubs[k - r->o->subscribers].c;
+}
+
+/* Opens connections while few are connecting; publishers wait until every subscriber has
+ * its SUBACK, so that no message is published before it can be delivered. */
+static void setup_open_more(struct run *r)
+{
+    int total = r->o->subscribers + r->o->publishers;
+    while (r->next_open < total && r->connecting < MAX_CONNECTING) {
+        if (r->next_open >= r->o->subscribers && r->subs_ready < r->o->subscribers)
+            return;
+        struct conn *c = conn_at(r, r->next_open);
+        int rc = conn_open(&r->loop, c);
+        if (rc < 0)
+            die(EXIT_CONNECT, "socket/connect to %s:%d: %s", r->o->c.host, r->o->c.port,
+                strerror(-rc));
+        r->connecting++;
+        r->next_open++;
+    }
+}
+
+static void on_connected(struct run *r, struct conn *c)
+{
+    char id[48];
+    r->connecting--;
+    if (c->role == ROLE_SUB) {
+        struct subscriber *s = (struct subscriber *)c;
+        snprintf(id, sizeof(id), "%s-s%d", r->o->c.prefix, c->index);
+        wire_connect(&c->out, id, r->o->c.keepalive);
+        /* MQTT lets a client send before CONNACK: save a round trip. */
+        wire_subscribe(&c->out, 1, s->filter, r->o->qos);
+    } else {
+        snprintf(id, sizeof(id), "%s-p%d", r->o->c.prefix, c->index);
+        wire_connect(&c->out, id, r->o->c.keepalive);
+    }
+    conn_mark_dirty(&r->loop, c);
+}
+
+/* ---- the measured window ---- */
+
+static void sample_broker(struct run *r, struct proc_sample *s)
+{
+    if (r->o->c.broker_pid && !proc_sample(r->o->c.broker_pid, s))
+        warnx_("--broker-pid %d: cannot read /proc (did the broker exit?)", r->o->c.broker_pid);
+}
+
+static void start_run(struct run *r, uint64_t now)
+{
+    const struct pubsub_opts *o = r->o;
+    r->phase = PH_RUN;
+    r->t_start = now;
+    r->t_measure = now + (uint64_t)(o->warmup * 1e9);
+    r->t_end = r->t_measure + (uint64_t)(o->duration * 1e9);
+    r->t_grace = r->t_end + (uint64_t)(o->grace * 1e9);
+    if (o->c.keepalive)
+        r->t_next_ping = now + (uint64_t)o->c.keepalive * 500000000ull;
+    if (o->rate > 0) {
+        r->interval_ns = (uint64_t)(1e9 * o->publishers / o->rate);
+        if (r->interval_ns == 0)
+            r->interval_ns = 1;
+        /* Spread the publishers over the interval so they do not fire in lockstep. */
+        for (int i = 0; i < o->publishers; i++)
+            r->pubs[i].phase_ns = r->interval_ns * (uint64_t)i / (uint64_t)o->publishers;
+    }
+    for (int i = 0; i < o->publishers; i++)
+        r->pubs[i].progress_ns = now;
+    r->t_last_rx = now;
+}
+
+static void begin_window(struct run *r)
+{
+    sample_broker(r, &r->broker0);
+    getrusage(RUSAGE_SELF, &r->self0);
+    r->win_sent0 = r->total_sent;
+    r->win_recv0 = r->total_received;
+    hist_reset(&r->hist);
+    r->measuring = true;
+}
+
+static void end_window(struct run *r)
+{
+    sample_broker(r, &r->broker1);
+    getrusage(RUSAGE_SELF, &r->self1);
+    r->win_sent1 = r->total_sent;
+    r->win_recv1 = r->total_received;
+    r->measuring = false;
+    r->phase = PH_DRAIN;
+}
+
+/* ---- receiving ---- */
+
+static void frontier_recompute(struct publisher *p, uint64_t now)
+{
+    uint64_t f = UINT64_MAX;
+    for (int k = 0; k < p->nstreams; k++)
+        if (p->streams[k]->next < f)
+            f = p->streams[k]->next;
+    int above = 0;
+    for (int k = 0; k < p->nstreams; k++)
+        if (p->streams[k]->next > f)
+            above++;
+    if (f > p->frontier)
+        p->progress_ns = now;
+    p->frontier = f;
+    p->above = above;
+}
+
+static inline bool seen_test(const struct stream *s, uint64_t seq)
+{
+    return s->seen[(seq % SEEN_BITS) / 64] >> (seq % 64) & 1;
+}
+
+static inline void seen_set(struct stream *s, uint64_t seq)
+{
+    s->seen[(seq % SEEN_BITS) / 64] |= 1ull << (seq % 64);
+}
+
+static inline void seen_clear(struct stream *s, uint64_t seq)
+{
+    s->seen[(seq % SEEN_BITS) / 64] &= ~(1ull << (seq % 64));
+}
+
+static void on_message(struct run *r, struct subscriber *s, const uint8_t *pl, size_t len,
+                       uint64_t now)
+{
+    if (len < HEADER_BYTES || get32(pl) != r->magic) {
+        r->foreign++; /* not from this run: another client on the same broker */
+        return;
+    }
+    uint32_t id = get32(pl + 4);
+    uint64_t seq = get64(pl + 8);
+    uint64_t sent_ns = get64(pl + 16);
+    if (id >= (uint32_t)r->o->publishers || !s->by_pub[id]) {
+        r->unexpected++; /* routed to a subscriber whose filter does not match */
+        return;
+    }
+    struct stream *st = s->by_pub[id];
+    s->received++;
+    r->total_received++;
+    r->t_last_rx = now;
+    if (r->measuring)
+        hist_add(&r->hist, now > sent_ns ? now - sent_ns : 0);
+
+    if (seq >= st->next) {
+        uint64_t gap = seq - st->next;
+        if (gap >= SEEN_BITS)
+            memset(st->seen, 0, sizeof(st->seen));
+        else
+            for (uint64_t x = st->next; x < seq; x++)
+                seen_clear(st, x); /* skipped: not seen (yet) */
+        seen_set(st, seq);
+        st->unique++;
+        uint64_t old = st->next;
+        st->next = seq + 1;
+        struct publisher *p = st->pub;
+        if (old <= p->frontier && st->next > p->frontier && ++p->above == p->nstreams)
+            frontier_recompute(p, now);
+    } else if (st->next - seq > SEEN_BITS) {
+        st->unique++; /* too old to tell: assume a very late first copy */
+        st->reorder++;
+    } else if (seen_test(st, seq)) {
+        st->dup++;
+    } else {
+        seen_set(st, seq);
+        st->unique++;
+        st->reorder++;
+    }
+}
+
+static void protocol_error(struct run *r, struct conn *c, const char *what)
+{
+    char name[48];
+    (void)r;
+    die(EXIT_PROTOCOL, "%s: %s", conn_name(c, name, sizeof(name)), what);
+}
+
+static void handle_sub_packet(struct run *r, struct subscriber *s, const struct packet *pk,
+                              uint64_t now)
+{
+    struct conn *c = &s->c;
+    char msg[160];
+    switch (pk->type) {
+    case PKT_PUBLISH: {
+        int qos = (pk->flags >> 1) & 3;
+        if (pk->body_len < 2)
+            protocol_error(r, c, "PUBLISH too short");
+        size_t tlen = wire_u16(pk->body);
+        size_t hdr = 2 + tlen + (qos ? 2 : 0);
+        if (qos == 3 || hdr > pk->body_len)
+            protocol_error(r, c, "malformed PUBLISH");
+        if (qos) {
+            uint16_t pid = wire_u16(pk->body + 2 + tlen);
+            wire_ack(&c->out, qos == 1 ? PKT_PUBACK : PKT_PUBREC, pid);
+            conn_mark_dirty(&r->loop, c);
+        }
+        on_message(r, s, pk->body + hdr, pk->body_len - hdr, now);
+        break;
+    }
+    case PKT_PUBREL:
+        if (pk->body_len < 2)
+            protocol_error(r, c, "PUBREL too short");
+        wire_ack(&c->out, PKT_PUBCOMP, wire_u16(pk->body));
+        conn_mark_dirty(&r->loop, c);
+        break;
+    case PKT_CONNACK:
+        if (pk->body_len < 2)
+            protocol_error(r, c, "CONNACK too short");
+        if (pk->body[1] != 0)
+            die(EXIT_CONNECT, "subscriber %d: CONNACK refused the connection: %s (code %d)",
+                c->index, wire_connack_reason(pk->body[1]), pk->body[1]);
+        s->connacked = true;
+        break;
+    case PKT_SUBACK:
+        if (pk->body_len < 3)
+            protocol_error(r, c, "SUBACK too short");
+        if (pk->body[2] == 0x80)
+            die(EXIT_CONNECT, "subscriber %d: SUBACK refused the subscription to %s", c->index,
+                s->filter);
+        if (pk->body[2] != r->o->qos)
+            warnx_("subscriber %d: granted QoS %d instead of %d", c->index, pk->body[2],
+                   r->o->qos);
+        if (!s->subacked) {
+            s->subacked = true;
+            c->state = CS_READY;
+            r->subs_ready++;
+        }
+        break;
+    case PKT_PINGRESP:
+        break;
+    default:
+        snprintf(msg, sizeof(msg), "unexpected %s packet", wire_type_name(pk->type));
+        protocol_error(r, c, msg);
+    }
+}
+
+static void ack_done(struct run *r, struct publisher *p, uint16_t pid, int want_state)
+{
+    if (!p->pid_state || p->pid_state[pid] != want_state) {
+        r->bad_acks++; /* an ack for a packet id we do not have in that state */
+        return;
+    }
+    p->pid_state[pid] = 0;
+    p->unacked--;
+    p->acked++;
+}
+
+static void handle_pub_packet(struct run *r, struct publisher *p, const struct packet *pk)
+{
+    struct conn *c = &p->c;
+    char msg[160];
+    if (pk->type >= PKT_PUBACK && pk->type <= PKT_PUBCOMP && pk->body_len < 2)
+        protocol_error(r, c, "acknowledgement too short");
+    switch (pk->type) {
+    case PKT_PUBACK:
+        ack_done(r, p, wire_u16(pk->body), 1);
+        break;
+    case PKT_PUBREC: {
+        uint16_t pid = wire_u16(pk->body);
+        if (p->pid_state && p->pid_state[pid] == 1) {
+            p->pid_state[pid] = 2;
+        } else if (!p->pid_state || p->pid_state[pid] != 2) {
+            r->bad_acks++;
+            break;
+        }
+        /* Also answers a repeated PUBREC for an id already released, as 4.3.3 asks. */
+        wire_ack(&c->out, PKT_PUBREL, pid);
+        conn_mark_dirty(&r->loop, c);
+        break;
+    }
+    case PKT_PUBCOMP:
+        ack_done(r, p, wire_u16(pk->body), 2);
+        break;
+    case PKT_CONNACK:
+        if (pk->body_len < 2)
+            protocol_error(r, c, "CONNACK too short");
+        if (pk->body[1] != 0)
+            die(EXIT_CONNECT, "publisher %d: CONNACK refused the connection: %s (code %d)",
+                c->index, wire_connack_reason(pk->body[1]), pk->body[1]);
+        if (!p->ready) {
+            p->ready = true;
+            c->state = CS_READY;
+            r->pubs_ready++;
+        }
+        break;
+    case PKT_PINGRESP:
+        break;
+    default:
+        snprintf(msg, sizeof(msg), "unexpected %s packet", wire_type_name(pk->type));
+        protocol_error(r, c, msg);
+    }
+}
+
+static void on_readable(struct run *r, struct conn *c, uint64_t now)
+{
+    for (;;) {
+        ssize_t n = conn_read(&r->loop, c);
+        if (n == -EAGAIN)
+            return;
+        if (n <= 0) {
+            char name[48];
+            die(EXIT_PROTOCOL, "the broker closed the connection of %s%s%s",
+                conn_name(c, name, sizeof(name)), n < 0 ? ": " : " (EOF)",
+                n < 0 ? strerror((int)-n) : "");
+        }
+        bool filled = c->in.len == c->in.cap;
+        struct packet pk;
+        int rc;
+        while ((rc = wire_parse(c->in.data + c->in.off, c->in.len - c->in.off, &pk)) == 1) {
+            if (c->role == ROLE_SUB)
+                handle_sub_packet(r, (struct subscriber *)c, &pk, now);
+            else
+                handle_pub_packet(r, (struct publisher *)c, &pk);
+            c->in.off += pk.total;
+        }
+        if (rc < 0)
+            protocol_error(r, c, "malformed packet (bad remaining length)");
+        /* A short read drained the socket; a full buffer means there may be more. */
+        if (!filled)
+            return;
+    }
+}
+
+/* ---- sending ---- */
+
+static bool window_open(const struct run *r, const struct publisher *p)
+{
+    return p->sent - p->frontier < (uint64_t)r->o->window &&
+           (!p->pid_state || p->unacked < MAX_UNACKED);
+}
+
+static void publish_one(struct run *r, struct publisher *p, uint64_t now)
+{
+    const struct pubsub_opts *o = r->o;
+    uint16_t pid = 0;
+    if (p->pid_state) {
+        while (p->next_pid == 0 || p->pid_state[p->next_pid])
+            p->next_pid++;
+        pid = p->next_pid++;
+        p->pid_state[pid] = 1;
+        p->unacked++;
+    }
+    uint8_t *pl = wire_publish(&p->c.out, p->topic, p->topic_len, o->qos, pid, o->size);
+    put_le32(pl, r->magic);
+    put_le32(pl + 4, (uint32_t)p->c.index);
+    put_le64(pl + 8, p->sent);
+    /* Written by the same write() at the end of this loop turn: one clock read suffices. */
+    put_le64(pl + 16, now);
+    memset(pl + HEADER_BYTES, 'x', o->size - HEADER_BYTES);
+    p->sent++;
+    r->total_sent++;
+}
+
+/* Publishes what the window (and, at a fixed rate, the schedule) allows. Returns the
+ * earliest time a publisher is due next, for the epoll timeout. */
+static uint64_t publish_all(struct run *r, uint64_t now)
+{
+    uint64_t wake = UINT64_MAX;
+    for (int i = 0; i < r->o->publishers; i++) {
+        struct publisher *p = &r->pubs[i];
+        uint64_t before = p->sent;
+        if (!window_open(r, p) && now - p->progress_ns > (uint64_t)(r->o->stall * 1e9)) {
+            /* Nothing of the window arrived for --stall seconds: at QoS 0 the broker has
+             * dropped it. Write it off so that the run goes on; the loss is counted. */
+            p->frontier = p->sent;
+            p->above = 0;
+            p->progress_ns = now;
+            p->stalls++;
+            r->stalls_seen++;
+        }
+        while (window_open(r, p)) {
+            if (r->interval_ns) {
+                uint64_t due = r->t_start + p->phase_ns + p->sent * r->interval_ns;
+                if (due > now) {
+                    if (due < wake)
+                        wake = due;
+                    break;
+                }
+            }
+            publish_one(r, p, now);
+        }
+        if (p->sent != before)
+            conn_mark_dirty(&r->loop, &p->c);
+    }
+    return wake;
+}
+
+/* ---- end of run ---- */
+
+static bool drained(const struct run *r)
+{
+    for (int i = 0; i < r->o->publishers; i++) {
+        const struct publisher *p = &r->pubs[i];
+        if (p->unacked)
+            return false;
+        for (int k = 0; k < p->nstreams; k++)
+            if (p->streams[k]->unique < p->sent)
+                return false;
+    }
+    return true;
+}
+
+static void disconnect_all(struct run *r)
+{
+    int total = r->o->subscribers + r->o->publishers;
+    for (int k = 0; k < total; k++) {
+        struct conn *c = conn_at(r, k);
+        if (c->state == CS_CLOSED)
+            continue;
+        wire_simple(&c->out, PKT_DISCONNECT);
+        conn_flush(&r->loop, c); /* best effort: the broker may already be gone */
+        conn_close(&r->loop, c);
+    }
+}
+
+static double tv_s(const struct timeval *tv)
+{
+    return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
+}
+
+static int report(struct run *r)
+{
+    const struct pubsub_opts *o = r->o;
+    uint64_t lost = 0, dup = 0, reorder = 0, unacked = 0, acked = 0, stalls = 0;
+    for (int i = 0; i < o->publishers; i++) {
+        struct publisher *p = &r->pubs[i];
+        unacked += p->unacked;
+        acked += p->acked;
+        stalls += p->stalls;
+        for (int k = 0; k < p->nstreams; k++) {
+            struct stream *st = p->streams[k];
+            if (st->unique < p->sent)
+                lost += p->sent - st->unique;
+            dup += st->dup;
+            reorder += st->reorder;
+        }
+    }
+    double secs = (double)(r->t_end - r->t_measure) / 1e9;
+    uint64_t win_recv = r->win_recv1 - r->win_recv0;
+    uint64_t win_sent = r->win_sent1 - r->win_sent0;
+    double msgs_per_s = (double)win_recv / secs;
+    double sent_per_s = (double)win_sent / secs;
+    bool have_broker = o->c.broker_pid && r->broker0.ok && r->broker1.ok;
+    double cpu_s = have_broker ? (double)proc_cpu_delta(&r->broker0, &r->broker1) / 1e9 : 0;
+    double cpu_win_s = have_broker ? (double)(r->broker1.taken_ns - r->broker0.taken_ns) / 1e9 : 1;
+    double us_per_msg = win_recv ? cpu_s * 1e6 / (double)win_recv : 0;
+    double self_s = tv_s(&r->self1.ru_utime) + tv_s(&r->self1.ru_stime) -
+                    tv_s(&r->self0.ru_utime) - tv_s(&r->self0.ru_stime);
+    double p50 = (double)hist_percentile(&r->hist, 50) / 1e3;
+    double p99 = (double)hist_percentile(&r->hist, 99) / 1e3;
+    double p999 = (double)hist_percentile(&r->hist, 99.9) / 1e3;
+    double pmax = (double)r->hist.max / 1e3;
+    char rate_desc[64];
+    if (o->rate > 0)
+        snprintf(rate_desc, sizeof(rate_desc), "fixed rate %.0f msg/s", o->rate);
+    else
+        snprintf(rate_desc, sizeof(rate_desc), "saturation");
+
+    printf("midge-bench pubsub: %d publisher(s) -> %d topic(s)%s -> %d subscriber(s), QoS %d, "
+           "%zu-byte payload, %s, window %d\n",
+           o->publishers, o->topics, o->wildcard ? " (wildcard subscriptions)" : "",
+           o->subscribers, o->qos, o->size, rate_desc, o->window);
+    printf("  broker %s:%d; warm-up %.1f s, measured %.2f s\n", o->c.host, o->c.port, o->warmup,
+           secs);
+    printf("  sent     %llu in all, %.0f msg/s in the window\n", (unsigned long long)r->total_sent,
+           sent_per_s);
+    printf("  received %llu in all, %.0f msg/s in the window (%llu deliveries)\n",
+           (unsigned long long)r->total_received, msgs_per_s, (unsigned long long)win_recv);
+    printf("  lost %llu, duplicates %llu, reordered %llu, unexpected %llu, foreign %llu, "
+           "window write-offs %llu\n",
+           (unsigned long long)lost, (unsigned long long)dup, (unsigned long long)reorder,
+           (unsigned long long)r->unexpected, (unsigned long long)r->foreign,
+           (unsigned long long)stalls);
+    if (o->qos)
+        printf("  publisher flows completed %llu, still open %llu, stray acks %llu\n",
+               (unsigned long long)acked, (unsigned long long)unacked,
+               (unsigned long long)r->bad_acks);
+    printf("  latency us: p50 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (%llu samples)\n", p50, p99,
+           p999, pmax, (unsigned long long)r->hist.count);
+    if (have_broker)
+        printf("  broker pid %d (%d threads): %.3f s CPU in %.2f s (%.0f %% of a core), "
+               "%.3f us per delivered message; RSS %llu KiB, peak %llu KiB\n",
+               o->c.broker_pid, r->broker1.threads, cpu_s, cpu_win_s, 100 * cpu_s / cpu_win_s,
+               us_per_msg, (unsigned long long)r->broker1.rss_kib,
+               (unsigned long long)r->broker1.hwm_kib);
+    printf("  midge-bench itself: %.3f s CPU (%.0f %% of a core), %llu writes, %llu reads\n",
+           self_s, 100 * self_s / secs, (unsigned long long)r->loop.write_calls,
+           (unsigned long long)r->loop.read_calls);
+
+    bool integrity_failed = o->qos > 0 && (lost || dup);
+    if (integrity_failed)
+        warnx_("QoS %d run lost %llu and duplicated %llu messages: the broker broke its "
+               "delivery guarantee (or the drain did not finish in --grace %.1f s)",
+               o->qos, (unsigned long long)lost, (unsigned long long)dup, o->grace);
+    char b1[32], b2[32], b3[32], b4[32];
+    printf("RESULT mode=pubsub pubs=%d subs=%d topics=%d qos=%d size=%zu rate=%.0f window=%d "
+           "duration=%.3f sent=%llu received=%llu lost=%llu dup=%llu reorder=%llu "
+           "unexpected=%llu stalls=%llu unacked=%llu msgs_per_s=%.0f sent_per_s=%.0f "
+           "p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f broker_cpu_us_per_msg=%s "
+           "broker_cpu_pct=%s broker_rss_kib=%s broker_hwm_kib=%s bench_cpu_pct=%.0f status=%s\n",
+           o->publishers, o->subscribers, o->topics, o->qos, o->size, o->rate, o->window, secs,
+           (unsigned long long)r->total_sent, (unsigned long long)r->total_received,
+           (unsigned long long)lost, (unsigned long long)dup, (unsigned long long)reorder,
+           (unsigned long long)r->unexpected, (unsigned long long)stalls,
+           (unsigned long long)unacked, msgs_per_s, sent_per_s, p50, p99, p999, pmax,
+           fmt_opt(b1, sizeof(b1), have_broker, us_per_msg, 3),
+           fmt_opt(b2, sizeof(b2), have_broker, 100 * cpu_s / cpu_win_s, 1),
+           fmt_opt(b3, sizeof(b3), have_broker, (double)r->broker1.rss_kib, 0),
+           fmt_opt(b4, sizeof(b4), have_broker, (double)r->broker1.hwm_kib, 0),
+           100 * self_s / secs, integrity_failed ? "integrity" : "ok");
+    return integrity_failed ? EXIT_INTEGRITY : 0;
+}
+
+/* ---- main loop ---- */
+
+static void on_event(struct run *r, struct conn *c, uint32_t events, uint64_t now)
+{
+    if (c->state == CS_CLOSED)
+        return;
+    if (c->state == CS_CONNECTING) {
+        int err = conn_finish_connect(&r->loop, c);
+        if (err)
+            die(EXIT_CONNECT, "connect to %s:%d: %s%s", r->o->c.host, r->o->c.port,
+                strerror(err),
+                err == ECONNREFUSED ? " (is the broker running and listening there?)" : "");
+        on_connected(r, c);
+        return;
+    }
+    if (events & EPOLLOUT) {
+        int rc = conn_flush(&r->loop, c);
+        if (rc < 0) {
+            char name[48];
+            die(EXIT_PROTOCOL, "write to %s: %s", conn_name(c, name, sizeof(name)),
+                strerror(-rc));
+        }
+    }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+        on_readable(r, c, now);
+}
+
+int run_pubsub(const struct pubsub_opts *o)
+{
+    struct run *r = calloc(1, sizeof(*r));
+    if (!r)
+        die(1, "out of memory");
+    r->o = o;
+    r->magic = (uint32_t)(now_ns() ^ ((uint64_t)getpid() << 16)) | 1u;
+    uint64_t fd_limit = raise_fd_limit();
+    if ((uint64_t)o->publishers + (uint64_t)o->subscribers + 16 > fd_limit)
+        die(EXIT_USAGE, "%d connections exceed the file-descriptor limit (%llu)",
+            o->publishers + o->subscribers, (unsigned long long)fd_limit);
+    loop_init(&r->loop, o->c.host, o->c.port);
+    build_topology(r);
+    hist_reset(&r->hist);
+
+    struct epoll_event events[256];
+    uint64_t setup_deadline = now_ns() + SETUP_TIMEOUT_NS;
+    setup_open_more(r);
+    while (r->phase != PH_DONE) {
+        uint64_t now = now_ns();
+        uint64_t wake = now + 50000000ull; /* stall checks and phase changes: 50 ms at most */
+
+        if (r->phase == PH_SETUP) {
+            setup_open_more(r);
+            if (r->subs_ready == o->subscribers && r->pubs_ready == o->publishers) {
+                start_run(r, now);
+                if (o->warmup <= 0)
+                    begin_window(r);
+            } else if (now > setup_deadline) {
+                die(EXIT_TIMEOUT,
+                    "setup timed out after 10 s: %d/%d subscribers subscribed, %d/%d publishers "
+                    "connected (the broker accepts TCP but does not answer MQTT?)",
+                    r->subs_ready, o->subscribers, r->pubs_ready, o->publishers);
+            }
+        }
+        if (r->phase == PH_RUN) {
+            if (!r->measuring && now >= r->t_measure && now < r->t_end)
+                begin_window(r);
+            if (now >= r->t_end) {
+                if (!r->measuring)
+                    begin_window(r); /* a stall skipped the whole window: measure nothing */
+                end_window(r);
+            } else {
+                uint64_t due = publish_all(r, now);
+                if (due < wake)
+                    wake = due;
+                uint64_t edge = r->measuring ? r->t_end : r->t_measure;
+                if (edge < wake)
+                    wake = edge;
+            }
+        }
+        if (r->phase == PH_DRAIN) {
+            bool quiet = now - r->t_last_rx > (uint64_t)(o->stall * 1e9);
+            if (drained(r) || quiet || now >= r->t_grace)
+                r->phase = PH_DONE;
+        }
+        if (r->t_next_ping && now >= r->t_next_ping) {
+            for (int k = 0; k < o->subscribers + o->publishers; k++) {
+                struct conn *c = conn_at(r, k);
+                if (c->state == CS_READY) {
+                    wire_simple(&c->out, PKT_PINGREQ);
+                    conn_mark_dirty(&r->loop, c);
+                }
+            }
+            r->t_next_ping = now + (uint64_t)o->c.keepalive * 500000000ull;
+        }
+        int err;
+        struct conn *bad = loop_flush_all(&r->loop, &err);
+        if (bad) {
+            char name[48];
+            die(EXIT_PROTOCOL, "write to %s: %s", conn_name(bad, name, sizeof(name)),
+                strerror(err));
+        }
+        if (r->phase == PH_DONE)
+            break;
+
+        now = now_ns();
+        struct timespec ts = {0, 0};
+        if (wake > now) {
+            ts.tv_sec = (time_t)((wake - now) / 1000000000ull);
+            ts.tv_nsec = (long)((wake - now) % 1000000000ull);
+        }
+        int n = epoll_pwait2(r->loop.epfd, events, 256, &ts, NULL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            die(1, "epoll_pwait2: %s", strerror(errno));
+        }
+        /* A fresh clock per event: a busy batch would otherwise flatter the latencies. */
+        for (int k = 0; k < n; k++)
+            on_event(r, events[k].data.ptr, events[k].events, now_ns());
+    }
+    int rc = report(r);
+    disconnect_all(r);
+    return rc;
+}
