@@ -187,6 +187,7 @@ struct pubsub_opts {
     double warmup;
     double rate; /* total msg/s; 0 = saturation */
     int window;
+    int pub_inflight; /* QoS 1/2 flows open per publisher (a client's max inflight); 0 = 65000 */
     bool wildcard; /* subscribers take every topic with prefix/+ */
     double grace;
     double stall;

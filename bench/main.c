@@ -108,6 +108,10 @@ static void usage(FILE *f)
         "                       fast as the window allows (default)\n"
         "  --window W           max messages per publisher sent but not yet received by all\n"
         "                       its subscribers (100)\n"
+        "  --pub-inflight N     QoS 1/2 publish flows a publisher keeps open, like a client\n"
+        "                       library's max-inflight setting (20; 0 = no limit). Mosquitto\n"
+        "                       acknowledges, then drops, QoS 2 messages beyond its\n"
+        "                       max_inflight_messages, so keep this at or below it\n"
         "  --wildcard           subscribers subscribe to PREFIX/+ (fan-in over many topics)\n"
         "  --grace SECS         max time to drain in-flight messages at the end (3)\n"
         "  --stall SECS         a window with no progress for this long is written off as\n"
@@ -156,7 +160,8 @@ int main(int argc, char **argv)
     struct common_opts c = {.host = "127.0.0.1", .port = 1883, .prefix = prefix};
     struct pubsub_opts ps = {
         .publishers = 1, .subscribers = 1, .topics = 1, .qos = 0, .size = 64, .duration = 5,
-        .warmup = 1, .rate = 0, .window = 100, .grace = 3, .stall = 1,
+        .warmup = 1, .rate = 0, .window = 100, .pub_inflight = 20, .grace = 3,
+        .stall = 1,
     };
     struct conns_opts cs = {
         .count = 1000, .rate = 1000, .hold = 2, .timeout = 10, .max_pending = 1000,
@@ -212,6 +217,8 @@ int main(int argc, char **argv)
             ps.rate = !strcmp(val, "saturation") ? 0 : parse_num(name, val, 0, 1e9);
         else if (is_pubsub && OPT("--window"))
             ps.window = (int)parse_num(name, val, 1, 60000);
+        else if (is_pubsub && OPT("--pub-inflight"))
+            ps.pub_inflight = (int)parse_num(name, val, 0, 65000);
         else if (is_pubsub && OPT("--wildcard"))
             ps.wildcard = true;
         else if (is_pubsub && OPT("--grace"))

@@ -30,7 +30,7 @@ enum { ROLE_SUB = 1, ROLE_PUB = 2 };
 #define HEADER_BYTES 24u        /* magic, publisher id, sequence, send time */
 #define MAX_CONNECTING 256      /* TCP connects in flight during setup */
 #define SETUP_TIMEOUT_NS 10000000000ull
-#define MAX_UNACKED 65000u      /* QoS 1/2 packet ids in use per publisher */
+#define MAX_UNACKED 65000u      /* QoS 1/2 packet ids in use per publisher, at most */
 
 struct publisher;
 
@@ -91,6 +91,7 @@ struct run {
     int pubs_ready;
     uint64_t t_start, t_measure, t_end, t_grace, t_last_rx, t_next_ping;
     uint64_t interval_ns; /* fixed rate: per publisher */
+    uint32_t max_unacked; /* QoS 1/2 flows a publisher keeps open */
     uint64_t total_sent, total_received, unexpected, foreign, bad_acks, stalls_seen;
     uint64_t win_sent0, win_recv0, win_sent1, win_recv1;
     struct proc_sample broker0, broker1;
@@ -526,7 +527,7 @@ static void on_readable(struct run *r, struct conn *c, uint64_t now)
 static bool window_open(const struct run *r, const struct publisher *p)
 {
     return p->sent - p->frontier < (uint64_t)r->o->window &&
-           (!p->pid_state || p->unacked < MAX_UNACKED);
+           (!p->pid_state || p->unacked < r->max_unacked);
 }
 
 static void publish_one(struct run *r, struct publisher *p, uint64_t now)
@@ -749,6 +750,9 @@ int run_pubsub(const struct pubsub_opts *o)
     if ((uint64_t)o->publishers + (uint64_t)o->subscribers + 16 > fd_limit)
         die(EXIT_USAGE, "%d connections exceed the file-descriptor limit (%llu)",
             o->publishers + o->subscribers, (unsigned long long)fd_limit);
+    r->max_unacked = o->pub_inflight ? (uint32_t)o->pub_inflight : MAX_UNACKED;
+    if (r->max_unacked > MAX_UNACKED)
+        r->max_unacked = MAX_UNACKED;
     loop_init(&r->loop, o->c.host, o->c.port);
     build_topology(r);
     hist_reset(&r->hist);

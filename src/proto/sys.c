@@ -73,7 +73,7 @@
     XX(RETAINED, "retained messages/count", "midge_retained_messages", "gauge",                    \
        "Retained messages stored.")                                                                \
     XX(HEAP_CURRENT, "heap/current", "midge_heap_bytes", "gauge",                                  \
-       "Heap bytes in use (glibc mallinfo2 uordblks).")                                            \
+       "Heap bytes in use (glibc mallinfo2: uordblks + hblkhd).")                                  \
     XX(HEAP_MAXIMUM, "heap/maximum", "midge_heap_max_bytes", "gauge",                              \
        "Largest heap use seen by the $SYS sampler.")                                               \
     XX(CONNECTIONS, NULL, "midge_connections_total", "counter", "CONNECTs accepted.")              \
@@ -172,8 +172,11 @@ static double exp_neg(double x)
 static bool heap_in_use(uint64_t *bytes)
 {
     struct mallinfo2 mi = mallinfo2();
-    *bytes = mi.uordblks;
-    return true;
+    /* Blocks above the mmap threshold are not in uordblks; they are memory in use too. */
+    *bytes = mi.uordblks + mi.hblkhd;
+    /* Under ASan or a preloaded allocator glibc's arenas stay empty: zero means we do not
+     * know, and publishing 0 would be a lie. */
+    return *bytes != 0;
 }
 #else
 /* No portable way to ask the allocator; the heap topics are simply not published. */

@@ -319,10 +319,11 @@ static void test_first_update(void **state)
             assert_non_null(val(&s, topic));
         }
     }
-#if defined(__GLIBC__)
-    assert_non_null(val(&s, "heap/current"));
-    assert_non_null(val(&s, "heap/maximum"));
-#endif
+    /* Heap figures exist where the allocator tells (glibc without ASan), both or neither. */
+    if (val(&s, "heap/current"))
+        assert_true(num(&s, "heap/maximum") >= num(&s, "heap/current"));
+    else
+        assert_null(val(&s, "heap/maximum"));
     /* Live delivery clears the retain flag ([MQTT-3.3.1-9]); $SYS is QoS 0. */
     for (size_t i = 0; i < s.n; i++) {
         assert_false(s.items[i].retain);
