@@ -79,6 +79,26 @@ static void on_watchdog(uv_timer_t *t)
     notify_status(srv, "WATCHDOG=1\n");
 }
 
+static void on_sys(uv_timer_t *t)
+{
+    struct mq_server *srv = t->data;
+    srv->broker->now_ms = uv_now(&srv->loop);
+    sys_update(&srv->sys_state, srv->broker);
+}
+
+/* (Re)start $SYS publication at the configured interval; 0 stops it. The first
+ * set is published at once so monitors see values right after start-up. */
+static void sys_timer_apply(struct mq_server *srv)
+{
+    uint32_t interval = srv->cfg->sys_interval;
+    if (interval == srv->sys_interval)
+        return;
+    srv->sys_interval = interval;
+    uv_timer_stop(&srv->sys);
+    if (interval)
+        uv_timer_start(&srv->sys, on_sys, 0, (uint64_t)interval * 1000u);
+}
+
 static uint64_t monotonic_usec(void)
 {
     struct timespec ts;
@@ -127,6 +147,7 @@ static void reload(struct mq_server *srv)
     srv->cfg = ncfg;
     broker_set_config(srv->broker, ncfg);
     log_configure(&lo);
+    sys_timer_apply(srv);
     mq_log(MQ_LOG_NOTICE, "configuration reloaded from %s (%zu listening sockets)", path,
            srv->socket_count);
 out:
@@ -231,6 +252,7 @@ static void start_handles(struct mq_server *srv)
         uint64_t ms = wd / 2000u ? wd / 2000u : 1;
         uv_timer_start(&srv->watchdog, on_watchdog, ms, ms);
     }
+    sys_timer_apply(srv);
 }
 
 int server_run(struct mq_config *cfg, const struct mq_server_options *opts)
@@ -256,6 +278,7 @@ int server_run(struct mq_config *cfg, const struct mq_server_options *opts)
         goto out;
     }
     signal(SIGPIPE, SIG_IGN); /* a peer that vanished is a write error, not a death */
+    sys_init(&srv->sys_state, srv->broker);
     init_handles(srv);
 
     if (listeners_start(srv) || daemon_drop_privileges(cfg->user)) {

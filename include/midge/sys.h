@@ -30,7 +30,6 @@ struct mq_sys {
     double load[SYS_LOAD_SERIES][SYS_LOAD_WINDOWS];
     double pub_in_rate, pub_out_rate; /* PUBLISH per second over the last interval */
     uint64_t heap_max;                /* largest heap sample seen (0 where unknown) */
-    uint64_t updates;                 /* sys_update calls so far */
     bool version_sent;
     /* Payload last published per topic ("" = never), so an unchanged value is not sent
      * again every interval: the retained copy already holds it. */

@@ -11,6 +11,7 @@
 
 #include "midge/proto.h"
 #include "midge/server.h"
+#include "midge/sys.h"
 
 struct mq_config;
 struct mq_listener_config;
@@ -38,7 +39,9 @@ struct mq_server {
     uv_signal_t sig_int, sig_term, sig_hup;
     uv_timer_t tick;
     uv_timer_t watchdog; /* systemd WATCHDOG=1 and STATUS= */
-    uv_timer_t sys;      /* $SYS publication */
+    uv_timer_t sys;      /* $SYS publication every sys_interval seconds */
+    struct mq_sys sys_state;
+    uint32_t sys_interval; /* what the sys timer runs at (0 = stopped) */
     uv_check_t flush;      /* writes out what each client got during a loop turn... */
     uv_prepare_t flush_pre; /* ...and what timers and close callbacks produced */
     struct mq_client *dirty; /* clients with output or a close to carry out */

@@ -67,6 +67,7 @@ struct mq_conn *proto_conn_new(struct mq_broker *b, void *io,
     c->io = io;
     c->listener = listener;
     c->created_ms = c->last_rx_ms = b->now_ms;
+    b->stats.sockets_total++;
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
     c->next = b->conns;
     if (b->conns)

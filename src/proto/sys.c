@@ -71,7 +71,7 @@
     XX(SUBSCRIPTIONS, "subscriptions/count", "midge_subscriptions", "gauge",                       \
        "Subscriptions held (one per session and filter).")                                         \
     XX(RETAINED, "retained messages/count", "midge_retained_messages", "gauge",                    \
-       "Retained messages stored.")                                                                \
+       "Retained messages stored, the $SYS ones included.")                                        \
     XX(HEAP_CURRENT, "heap/current", "midge_heap_bytes", "gauge",                                  \
        "Heap bytes in use (glibc mallinfo2: uordblks + hblkhd).")                                  \
     XX(HEAP_MAXIMUM, "heap/maximum", "midge_heap_max_bytes", "gauge",                              \
@@ -194,10 +194,8 @@ static bool snapshot(const struct mq_broker *b, uint64_t heap_max, uint64_t v[V_
     const struct mq_stats *st = &b->stats;
     uint64_t offline = 0, queued = 0, inflight = 0, held = 0;
     uint32_t pos = 0;
-    const void *key;
-    size_t key_len;
     struct mq_session *s;
-    while ((s = hmap_next(&b->sessions, &pos, &key, &key_len)) != NULL) {
+    while ((s = hmap_next(&b->sessions, &pos, NULL, NULL)) != NULL) {
         if (!s->conn)
             offline++;
         queued += s->queue_count;
@@ -212,7 +210,7 @@ static bool snapshot(const struct mq_broker *b, uint64_t heap_max, uint64_t v[V_
     bool heap_known = heap_in_use(&heap);
 
     memset(v, 0, sizeof(uint64_t) * V_COUNT);
-    v[V_UPTIME] = (b->now_ms - b->start_ms) / 1000u;
+    v[V_UPTIME] = grown(b->now_ms, b->start_ms) / 1000u;
     v[V_CLIENTS_CONNECTED] = st->clients_connected;
     v[V_CLIENTS_DISCONNECTED] = offline;
     v[V_CLIENTS_TOTAL] = v[V_SESSIONS] = hmap_count(&b->sessions);
@@ -264,18 +262,20 @@ static void sample(struct mq_sys *s, const struct mq_broker *b)
 
 /* ---- $SYS ------------------------------------------------------------------------------ */
 
-static void publish(struct mq_broker *b, const char *topic, const char *payload)
+/* Publish one retained QoS 0 value; false when out of memory (nothing was sent). */
+static bool publish(struct mq_broker *b, const char *topic, const char *payload)
 {
     char full[128];
     int tl = snprintf(full, sizeof(full), SYS_PREFIX "%s", topic);
     if (tl < 0 || (size_t)tl >= sizeof(full))
-        return; /* cannot happen with the topics above */
+        return false; /* cannot happen with the topics above */
     struct mq_msg *m = msg_new((const uint8_t *)full, (uint16_t)tl, (const uint8_t *)payload,
                                (uint32_t)strlen(payload), 0, true);
     if (!m)
-        return;
+        return false;
     broker_publish(b, m);
     msg_unref(m);
+    return true;
 }
 
 /* Publish payload on topic unless it is what the slot last carried. */
@@ -284,8 +284,8 @@ static void publish_changed(struct mq_sys *s, struct mq_broker *b, size_t slot, 
 {
     if (strcmp(s->last[slot], payload) == 0)
         return;
-    publish(b, topic, payload);
-    snprintf(s->last[slot], sizeof(s->last[slot]), "%s", payload);
+    if (publish(b, topic, payload)) /* else: try again next time */
+        snprintf(s->last[slot], sizeof(s->last[slot]), "%s", payload);
 }
 
 void sys_init(struct mq_sys *s, const struct mq_broker *b)
@@ -301,12 +301,9 @@ void sys_update(struct mq_sys *s, struct mq_broker *b)
     bool heap_known = snapshot(b, s->heap_max, v);
     s->heap_max = v[V_HEAP_MAXIMUM];
     sample(s, b);
-    s->updates++;
 
-    if (!s->version_sent) {
-        publish(b, "version", "midge " MIDGE_VERSION);
-        s->version_sent = true;
-    }
+    if (!s->version_sent)
+        s->version_sent = publish(b, "version", "midge " MIDGE_VERSION);
     char payload[SYS_PAYLOAD_MAX];
     for (size_t i = 0; i < V_COUNT; i++) {
         if (!values[i].topic)
