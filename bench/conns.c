@@ -233,7 +233,7 @@ int run_conns(const struct conns_opts *o)
     /* Hold: the sessions stay idle; a broker that drops them shows here. */
     s->holding = true;
     int held_after_handshakes = s->held;
-    uint64_t hold_end = now_ns() + (uint64_t)(o->hold * 1e9);
+    uint64_t hold_end = now_ns() + (s->held ? (uint64_t)(o->hold * 1e9) : 0);
     uint64_t next_ping = o->c.keepalive ? now_ns() + o->c.keepalive * 500000000ull : UINT64_MAX;
     for (uint64_t now = now_ns(); now < hold_end; now = now_ns()) {
         if (now >= next_ping) {

@@ -114,14 +114,16 @@ static void usage(FILE *f)
         "                       max_inflight_messages, so keep this at or below it\n"
         "  --wildcard           subscribers subscribe to PREFIX/+ (fan-in over many topics)\n"
         "  --grace SECS         max time to drain in-flight messages at the end (3)\n"
-        "  --stall SECS         a window with no progress for this long is written off as\n"
-        "                       lost, so QoS 0 loss cannot stall a publisher (1)\n"
+        "  --stall SECS         QoS 0: a window with no progress for this long is written\n"
+        "                       off as lost, so dropped messages cannot stall a publisher;\n"
+        "                       the drain also ends after this long without a message (1)\n"
         "\n"
         "conns: K idle connections, each CONNECT + SUBSCRIBE to its own topic.\n"
         "  --count K (1000)  --rate HANDSHAKES_PER_SEC (1000)  --hold SECS (2)\n"
         "  --timeout SECS       give up on handshakes not done this long after the last\n"
         "                       one started (10)\n"
-        "  --max-pending N      handshakes in progress at once (1000)\n"
+        "  --max-pending N      handshakes in progress at once (100): more would overflow\n"
+        "                       the listen backlog (Mosquitto's is 100) and time SYN retries\n"
         "\n"
         "Output: a human summary, then one line 'RESULT key=value ...'.\n"
         "Exit codes: 0 ok, 2 usage, 3 connect/CONNACK refused, 4 protocol error or broker\n"
@@ -164,7 +166,7 @@ int main(int argc, char **argv)
         .stall = 1,
     };
     struct conns_opts cs = {
-        .count = 1000, .rate = 1000, .hold = 2, .timeout = 10, .max_pending = 1000,
+        .count = 1000, .rate = 1000, .hold = 2, .timeout = 10, .max_pending = 100,
     };
 
     for (int i = 2; i < argc; i++) {

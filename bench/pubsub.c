@@ -275,7 +275,6 @@ static void begin_window(struct run *r)
     getrusage(RUSAGE_SELF, &r->self0);
     r->win_sent0 = r->total_sent;
     r->win_recv0 = r->total_received;
-    hist_reset(&r->hist);
     r->measuring = true;
 }
 
@@ -340,7 +339,9 @@ static void on_message(struct run *r, struct subscriber *s, const uint8_t *pl, s
     s->received++;
     r->total_received++;
     r->t_last_rx = now;
-    if (r->measuring)
+    /* Latency belongs to the messages sent in the window, even those that arrive during
+     * the drain: otherwise a broker stall at the end of the window would go unseen. */
+    if (sent_ns >= r->t_measure && sent_ns < r->t_end)
         hist_add(&r->hist, now > sent_ns ? now - sent_ns : 0);
 
     if (seq >= st->next) {
@@ -560,9 +561,11 @@ static uint64_t publish_all(struct run *r, uint64_t now)
     for (int i = 0; i < r->o->publishers; i++) {
         struct publisher *p = &r->pubs[i];
         uint64_t before = p->sent;
-        if (!window_open(r, p) && now - p->progress_ns > (uint64_t)(r->o->stall * 1e9)) {
+        if (r->o->qos == 0 && !window_open(r, p) &&
+            now - p->progress_ns > (uint64_t)(r->o->stall * 1e9)) {
             /* Nothing of the window arrived for --stall seconds: at QoS 0 the broker has
-             * dropped it. Write it off so that the run goes on; the loss is counted. */
+             * dropped it. Write it off so that the run goes on; the loss is counted. At
+             * QoS 1/2 the broker owes us every message, so the publisher just waits. */
             p->frontier = p->sent;
             p->above = 0;
             p->progress_ns = now;
@@ -794,7 +797,8 @@ int run_pubsub(const struct pubsub_opts *o)
             }
         }
         if (r->phase == PH_DRAIN) {
-            bool quiet = now - r->t_last_rx > (uint64_t)(o->stall * 1e9);
+            /* At QoS 0 silence means the rest was dropped; at QoS 1/2 it is owed: wait. */
+            bool quiet = o->qos == 0 && now - r->t_last_rx > (uint64_t)(o->stall * 1e9);
             if (drained(r) || quiet || now >= r->t_grace)
                 r->phase = PH_DONE;
         }

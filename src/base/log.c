@@ -132,6 +132,49 @@ static void emit(const struct mq_log_options *o, unsigned level, const char *tex
         syslog(level_priority(level), "%.*s", (int)(len - body_off), text + body_off);
 }
 
+static size_t format_timestamp(char *buf, size_t cap, const struct mq_log_options *o)
+{
+    if (!o->timestamps)
+        return 0;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    localtime_r(&tv.tv_sec, &tm);
+    size_t n;
+    if (o->ts_format) {
+        n = strftime(buf, cap, o->ts_format, &tm);
+    } else {
+        n = strftime(buf, cap, "%Y-%m-%d %H:%M:%S", &tm);
+        n += (size_t)snprintf(buf + n, cap - n, ".%03d", (int)(tv.tv_usec / 1000));
+    }
+    n += (size_t)snprintf(buf + n, cap - n, " ");
+    return n < cap ? n : cap - 1;
+}
+
+/* Format "timestamp level: message" into line (LOG_LINE_MAX bytes); returns the length
+ * and sets *body to where the part after the timestamp starts. */
+static size_t format_line(char *line, enum mq_log_level level, const struct mq_log_options *o,
+                          size_t *body, const char *fmt, va_list ap)
+{
+    *body = format_timestamp(line, 128, o);
+    size_t n = *body + (size_t)snprintf(line + *body, LOG_LINE_MAX - *body, "%s: ",
+                                        level_name(level));
+    int m = vsnprintf(line + n, LOG_LINE_MAX - n, fmt, ap);
+    if (m > 0)
+        n += (size_t)m < LOG_LINE_MAX - n ? (size_t)m : LOG_LINE_MAX - n - 1;
+    return n;
+}
+
+static size_t format_linef(char *line, enum mq_log_level level, const struct mq_log_options *o,
+                           size_t *body, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    size_t n = format_line(line, level, o, body, fmt, ap);
+    va_end(ap);
+    return n;
+}
+
 static void *writer_main(void *arg)
 {
     (void)arg;
@@ -157,10 +200,11 @@ static void *writer_main(void *arg)
             uint64_t lost = g_log.dropped_unreported;
             g_log.dropped_unreported = 0;
             pthread_mutex_unlock(&g_log.lock);
-            int n = snprintf(text, sizeof(text),
-                             "log: %llu lines dropped because the log output was too slow",
-                             (unsigned long long)lost);
-            emit(&o, MQ_LOG_WARNING, text, (size_t)n, 0, scratch);
+            size_t body;
+            size_t n = format_linef(text, MQ_LOG_WARNING, &o, &body,
+                                    "log: %llu lines dropped because the log output was too slow",
+                                    (unsigned long long)lost);
+            emit(&o, MQ_LOG_WARNING, text, n, body, scratch);
         }
         pthread_mutex_lock(&g_log.lock);
     }
@@ -241,39 +285,17 @@ uint64_t log_dropped(void)
     return n;
 }
 
-static size_t format_timestamp(char *buf, size_t cap, const struct mq_log_options *o)
-{
-    if (!o->timestamps)
-        return 0;
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    struct tm tm;
-    localtime_r(&tv.tv_sec, &tm);
-    size_t n;
-    if (o->ts_format) {
-        n = strftime(buf, cap, o->ts_format, &tm);
-    } else {
-        n = strftime(buf, cap, "%Y-%m-%d %H:%M:%S", &tm);
-        n += (size_t)snprintf(buf + n, cap - n, ".%03d", (int)(tv.tv_usec / 1000));
-    }
-    n += (size_t)snprintf(buf + n, cap - n, " ");
-    return n < cap ? n : cap - 1;
-}
-
 void mq_log(enum mq_log_level level, const char *fmt, ...)
 {
     if (!log_enabled(level))
         return;
     char line[LOG_LINE_MAX];
     struct mq_log_options o = g_log.opts;
-    size_t body = format_timestamp(line, 128, &o);
-    size_t n = body + (size_t)snprintf(line + body, sizeof(line) - body, "%s: ", level_name(level));
+    size_t body;
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+    size_t n = format_line(line, level, &o, &body, fmt, ap);
     va_end(ap);
-    if (m > 0)
-        n += (size_t)m < sizeof(line) - n ? (size_t)m : sizeof(line) - n - 1;
     /* A line stays one line: control characters from clients (ids, topics) are
      * replaced, so a client cannot forge log lines. */
     for (size_t i = body; i < n; i++)

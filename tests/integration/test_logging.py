@@ -123,6 +123,7 @@ def stalled():
     """Run the whole scenario once; the tests below check its parts."""
     br = StalledBroker()
     res = {"broker": br}
+    done = False
     try:
         sub = h.client(br.port, "pair-sub")
         assert sub.subscribe([("pair/t", 1)]) == [1]
@@ -155,8 +156,15 @@ def stalled():
         br.wait_text(r"lines dropped because the log output was too slow\n", h.scaled(10))
         sub.disconnect()
         pub.disconnect()
+        done = True
     finally:
-        res["rc"] = br.stop()
+        if br.reader is None:
+            br.drain()  # unblock a broker stuck writing its log, so it can exit
+        try:
+            res["rc"] = br.stop()
+        except AssertionError:
+            if done:
+                raise  # else the scenario's own failure is the one to report
     res["text"] = br.text()
     return res
 
@@ -165,10 +173,15 @@ def test_stalled_log_output_does_not_stall_clients(stalled):
     """stderr is a full pipe (the test never read past "listening on"), yet 2,000
     connect/disconnect cycles each get their CONNACK, and then a subscriber/publisher pair
     exchanges 1,000 QoS 1 messages within 10 s."""
-    assert stalled["pipe_bytes"] == stalled["pipe_size"], (
-        f"the stderr pipe was not full ({stalled['pipe_bytes']} of {stalled['pipe_size']} "
-        "bytes): the test did not stall the log output")
-    assert stalled["pipe_bytes_after"] == stalled["pipe_size"]
+    # Full: the kernel stores a pipe in 4 KiB pages and appends a write to the last page
+    # only if it fits, so each page may lack less than one line (< 1 KiB).
+    size = stalled["pipe_size"]
+    full = size - (size // 4096) * 1024
+    assert stalled["pipe_bytes"] >= full, (
+        f"the stderr pipe was not full ({stalled['pipe_bytes']} of {size} bytes): the test "
+        "did not stall the log output")
+    # ... and stayed so: the writer thread was blocked all along.
+    assert stalled["pipe_bytes_after"] == stalled["pipe_bytes"]
     assert stalled["storm_s"] < h.scaled(20), f"storm took {stalled['storm_s']:.1f} s"
     assert stalled["exchange_s"] < h.scaled(10), (
         f"{EXCHANGE} QoS 1 messages took {stalled['exchange_s']:.1f} s")
