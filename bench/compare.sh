@@ -62,8 +62,10 @@ fi
 # ---- CPU placement: the broker gets one core, the generator the other ----
 NPROC=$(nproc)
 BROKER_CPU=""; BENCH_CPU=""
+PINNING=""
 if [[ $PIN == 1 && $NPROC -ge 2 ]] && command -v taskset >/dev/null; then
     BROKER_CPU=0; BENCH_CPU=1
+    PINNING="broker on CPU $BROKER_CPU, midge-bench on CPU $BENCH_CPU (taskset)"
 fi
 pin() { # pin CPU CMD...: run CMD on CPU when pinning is on
     local cpu=$1; shift
@@ -160,7 +162,7 @@ ulimit -n "$FD_LIMIT" 2>/dev/null || true
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 START=$(date +%s)
-log "rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s scenarios: $SCENARIOS; pinned: ${BROKER_CPU:+broker cpu $BROKER_CPU, bench cpu $BENCH_CPU}${BROKER_CPU:-no}"
+log "rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s scenarios: $SCENARIOS; placement: ${PINNING:-not pinned}"
 for round in $(seq "$ROUNDS"); do
     for sc in $SCENARIOS; do
         [[ -n ${ARGS[$sc]:-} ]] || fail "unknown scenario $sc"
@@ -207,7 +209,8 @@ if [[ -n $(git -C "$ROOT" status --porcelain 2>/dev/null | grep -v '^??' || true
 export RESULTS COMMANDS OUT ROUNDS DURATION WARMUP QUICK ELAPSED GIT_REV NPROC FD_LIMIT
 export MIDGE_VERSION=$("$MIDGE_BIN" --version 2>&1 | head -1)
 export MOSQUITTO_VERSION=$("$MOSQUITTO_BIN" -h 2>&1 | head -1)
-export PINNING=${BROKER_CPU:+"broker on CPU $BROKER_CPU, midge-bench on CPU $BENCH_CPU (taskset)"}
-export COMPARE_CMD="${QUICK:+QUICK=$QUICK }ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS bench/compare.sh"
+export PINNING
+QUICK_PREFIX=""; [[ $QUICK == 1 ]] && QUICK_PREFIX="QUICK=1 "
+export COMPARE_CMD="${QUICK_PREFIX}ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS bench/compare.sh"
 python3 "$ROOT/bench/report.py"
 log "wrote $OUT (and ${OUT%.md}.png) in ${ELAPSED}s of runs"

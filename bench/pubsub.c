@@ -92,7 +92,8 @@ struct run {
     uint64_t t_start, t_measure, t_end, t_grace, t_last_rx, t_next_ping;
     uint64_t interval_ns; /* fixed rate: per publisher */
     uint32_t max_unacked; /* QoS 1/2 flows a publisher keeps open */
-    uint64_t total_sent, total_received, unexpected, foreign, bad_acks, stalls_seen;
+    uint64_t waits;       /* epoll_pwait2 calls */
+    uint64_t total_sent, total_received, unexpected, foreign, corrupt, bad_acks, stalls_seen;
     uint64_t win_sent0, win_recv0, win_sent1, win_recv1;
     struct proc_sample broker0, broker1;
     struct rusage self0, self1;
@@ -188,12 +189,24 @@ static void build_topology(struct run *r)
             die(1, "out of memory");
         p->nstreams = 0;
     }
-    for (int j = 0; j < o->subscribers; j++)
+    int most_feeds = 0;
+    for (int j = 0; j < o->subscribers; j++) {
+        int feeds = 0;
         for (int i = 0; i < o->publishers; i++)
             if (r->subs[j].by_pub[i]) {
                 struct publisher *p = &r->pubs[i];
                 p->streams[p->nstreams++] = r->subs[j].by_pub[i];
+                feeds++;
             }
+        if (feeds > most_feeds)
+            most_feeds = feeds;
+    }
+    /* Brokers queue at most max_queued_messages (Mosquitto's default: 1000) per subscriber
+     * and drop the rest, QoS 1/2 included: warn before that reads as a broken guarantee. */
+    if (o->qos > 0 && (long)most_feeds * o->window > 1000)
+        warnx_("up to %ld QoS %d messages may be in flight to one subscriber (%d publishers x "
+               "--window %d): more than a broker's usual max_queued_messages of 1000",
+               (long)most_feeds * o->window, o->qos, most_feeds, o->window);
 }
 
 static struct conn *conn_at(struct run *r, int k)
@@ -321,8 +334,8 @@ static inline void seen_clear(struct stream *s, uint64_t seq)
     s->seen[(seq % SEEN_BITS) / 64] &= ~(1ull << (seq % 64));
 }
 
-static void on_message(struct run *r, struct subscriber *s, const uint8_t *pl, size_t len,
-                       uint64_t now)
+static void on_message(struct run *r, struct subscriber *s, const uint8_t *topic, size_t tlen,
+                       const uint8_t *pl, size_t len, uint64_t now)
 {
     if (len < HEADER_BYTES || get32(pl) != r->magic) {
         r->foreign++; /* not from this run: another client on the same broker */
@@ -336,6 +349,13 @@ static void on_message(struct run *r, struct subscriber *s, const uint8_t *pl, s
         return;
     }
     struct stream *st = s->by_pub[id];
+    /* Cheap checks that the broker forwarded the message intact: a codec bug that shifts
+     * or truncates a packet shows here rather than as a plausible-looking count. */
+    if (len != r->o->size || tlen != st->pub->topic_len || memcmp(topic, st->pub->topic, tlen) ||
+        pl[len - 1] != 'x') {
+        r->corrupt++;
+        return;
+    }
     s->received++;
     r->total_received++;
     r->t_last_rx = now;
@@ -396,7 +416,7 @@ static void handle_sub_packet(struct run *r, struct subscriber *s, const struct 
             wire_ack(&c->out, qos == 1 ? PKT_PUBACK : PKT_PUBREC, pid);
             conn_mark_dirty(&r->loop, c);
         }
-        on_message(r, s, pk->body + hdr, pk->body_len - hdr, now);
+        on_message(r, s, pk->body + 2, tlen, pk->body + hdr, pk->body_len - hdr, now);
         break;
     }
     case PKT_PUBREL:
@@ -670,11 +690,11 @@ static int report(struct run *r)
            sent_per_s);
     printf("  received %llu in all, %.0f msg/s in the window (%llu deliveries)\n",
            (unsigned long long)r->total_received, msgs_per_s, (unsigned long long)win_recv);
-    printf("  lost %llu, duplicates %llu, reordered %llu, unexpected %llu, foreign %llu, "
-           "window write-offs %llu\n",
+    printf("  lost %llu, duplicates %llu, reordered %llu, unexpected %llu, corrupt %llu, "
+           "foreign %llu, window write-offs %llu\n",
            (unsigned long long)lost, (unsigned long long)dup, (unsigned long long)reorder,
-           (unsigned long long)r->unexpected, (unsigned long long)r->foreign,
-           (unsigned long long)stalls);
+           (unsigned long long)r->unexpected, (unsigned long long)r->corrupt,
+           (unsigned long long)r->foreign, (unsigned long long)stalls);
     if (o->qos)
         printf("  publisher flows completed %llu, still open %llu, stray acks %llu\n",
                (unsigned long long)acked, (unsigned long long)unacked,
@@ -687,25 +707,29 @@ static int report(struct run *r)
                o->c.broker_pid, r->broker1.threads, cpu_s, cpu_win_s, 100 * cpu_s / cpu_win_s,
                us_per_msg, (unsigned long long)r->broker1.rss_kib,
                (unsigned long long)r->broker1.hwm_kib);
-    printf("  midge-bench itself: %.3f s CPU (%.0f %% of a core), %llu writes, %llu reads\n",
+    printf("  midge-bench itself: %.3f s CPU (%.0f %% of a core), %llu writes, %llu reads, "
+           "%llu waits\n",
            self_s, 100 * self_s / secs, (unsigned long long)r->loop.write_calls,
-           (unsigned long long)r->loop.read_calls);
+           (unsigned long long)r->loop.read_calls, (unsigned long long)r->waits);
 
-    bool integrity_failed = o->qos > 0 && (lost || dup);
+    bool integrity_failed = (o->qos > 0 && (lost || dup)) || r->unexpected || r->corrupt;
     if (integrity_failed)
-        warnx_("QoS %d run lost %llu and duplicated %llu messages: the broker broke its "
-               "delivery guarantee (or the drain did not finish in --grace %.1f s)",
-               o->qos, (unsigned long long)lost, (unsigned long long)dup, o->grace);
+        warnx_("QoS %d run: lost %llu, duplicated %llu, misrouted %llu, corrupt %llu: the "
+               "broker broke its delivery guarantee, dropped on queue overflow "
+               "(max_queued_messages), or did not deliver within --grace %.1f s",
+               o->qos, (unsigned long long)lost, (unsigned long long)dup,
+               (unsigned long long)r->unexpected, (unsigned long long)r->corrupt, o->grace);
     char b1[32], b2[32], b3[32], b4[32];
     printf("RESULT mode=pubsub pubs=%d subs=%d topics=%d qos=%d size=%zu rate=%.0f window=%d "
            "duration=%.3f sent=%llu received=%llu lost=%llu dup=%llu reorder=%llu "
-           "unexpected=%llu stalls=%llu unacked=%llu msgs_per_s=%.0f sent_per_s=%.0f "
+           "unexpected=%llu corrupt=%llu stalls=%llu unacked=%llu msgs_per_s=%.0f sent_per_s=%.0f "
            "p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f broker_cpu_us_per_msg=%s "
            "broker_cpu_pct=%s broker_rss_kib=%s broker_hwm_kib=%s bench_cpu_pct=%.0f status=%s\n",
            o->publishers, o->subscribers, o->topics, o->qos, o->size, o->rate, o->window, secs,
            (unsigned long long)r->total_sent, (unsigned long long)r->total_received,
            (unsigned long long)lost, (unsigned long long)dup, (unsigned long long)reorder,
-           (unsigned long long)r->unexpected, (unsigned long long)stalls,
+           (unsigned long long)r->unexpected, (unsigned long long)r->corrupt,
+           (unsigned long long)stalls,
            (unsigned long long)unacked, msgs_per_s, sent_per_s, p50, p99, p999, pmax,
            fmt_opt(b1, sizeof(b1), have_broker, us_per_msg, 3),
            fmt_opt(b2, sizeof(b2), have_broker, 100 * cpu_s / cpu_win_s, 1),
@@ -829,6 +853,7 @@ int run_pubsub(const struct pubsub_opts *o)
             ts.tv_nsec = (long)((wake - now) % 1000000000ull);
         }
         int n = epoll_pwait2(r->loop.epfd, events, 256, &ts, NULL);
+        r->waits++;
         if (n < 0) {
             if (errno == EINTR)
                 continue;

@@ -93,6 +93,12 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
     const uint8_t *client_id = cp->client_id.ptr;
     uint16_t client_id_len = cp->client_id.len;
     if (client_id_len == 0) {
+        if (cfg && cfg->clientid_prefixes) {
+            /* An assigned id would bypass the restriction to known prefixes. */
+            refuse(c, MQ_CONNACK_ID_REJECTED, "(empty)",
+                   "zero-length client id not allowed with clientid_prefixes");
+            return;
+        }
         if (!cp->clean_session) {
             refuse(c, MQ_CONNACK_ID_REJECTED, "(empty)",
                    "zero-length client id requires clean session 1");

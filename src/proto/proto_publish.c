@@ -140,6 +140,12 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *p)
     b->stats.pub_received++;
 
     const struct mq_config *cfg = b->cfg;
+    if (p->retain && cfg && !cfg->retain_available) {
+        /* mosquitto.conf(5): with retain_available false, a client that sends a retained
+         * message is disconnected. 3.1.1 has no way to tell it otherwise. */
+        conn_close(c, true, "retained message received but retain_available is false");
+        return;
+    }
     if (cfg && cfg->message_size_limit && p->payload_len > cfg->message_size_limit) {
         /* Mosquitto drops oversized messages but still completes the QoS flow so the
          * client does not resend forever. */
