@@ -10,9 +10,12 @@
 # Usage: bench/compare.sh            full run: 3 rounds of 5 s runs, under 10 minutes
 #        QUICK=1 bench/compare.sh    1 round of 1 s runs, about a minute
 # Environment:
-#   ROUNDS=N        rounds (3; QUICK: 1)          DURATION=S  measured seconds per run (5; QUICK: 1)
-#   WARMUP=S        warm-up seconds (1; QUICK: 0.5) CONNS=K   idle connections in F (10000; QUICK: 2000)
-#   SCENARIOS="A B" subset of: A B C D E R0 R1 F  PIN=0     do not pin broker and bench to CPUs
+#   ROUNDS=N        rounds (3; QUICK: 1)
+#   DURATION=S      measured seconds per run (5; QUICK: 1)
+#   WARMUP=S        warm-up seconds per run (1; QUICK: 0.5)
+#   CONNS=K         idle connections in scenario F (10000; QUICK: 2000)
+#   SCENARIOS="A B" a subset of: A B C D E R0 R1 F
+#   PIN=0           do not pin the broker and midge-bench to separate CPUs
 #   MIDGE_BIN, MOSQUITTO_BIN, BENCH_BIN, BUILD_DIR  binaries and the cmake build directory
 #   OUT=path.md     report (docs/benchmarks.md); the chart goes beside it as <name>.png
 #   KEEP=1          keep the work directory (configs, logs, raw results)
@@ -43,7 +46,9 @@ if [[ -z ${MIDGE_BIN:-} || -z ${BENCH_BIN:-} ]]; then
         log "building midge and midge-bench in $BUILD_DIR"
         cmake -S "$ROOT" -B "$BUILD_DIR" >/dev/null
     fi
-    [[ -n ${MIDGE_BIN:-} || -x $BUILD_DIR/midge ]] || cmake --build "$BUILD_DIR" -j2 --target midge >&2
+    if [[ -z ${MIDGE_BIN:-} && ! -x $BUILD_DIR/midge ]]; then
+        cmake --build "$BUILD_DIR" -j2 --target midge >&2
+    fi
     cmake --build "$BUILD_DIR" -j2 --target midge-bench >&2
 fi
 MIDGE_BIN=${MIDGE_BIN:-$BUILD_DIR/midge}
@@ -54,8 +59,9 @@ command -v python3 >/dev/null || fail "python3 is needed to write the report"
 if ! command -v gnuplot >/dev/null; then
     log "gnuplot missing: installing gnuplot-nox"
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-        (apt-get install -y -qq gnuplot-nox || { apt-get update -qq && apt-get install -y -qq gnuplot-nox; }) \
-            >/dev/null 2>&1 || log "could not install gnuplot: the report will have no chart"
+        { apt-get install -y -qq gnuplot-nox ||
+            { apt-get update -qq && apt-get install -y -qq gnuplot-nox; }; } >/dev/null 2>&1 ||
+            log "could not install gnuplot: the report will have no chart"
     fi
 fi
 
@@ -86,7 +92,8 @@ trap 'exit 130' INT TERM
 mkdir -p "$WORK/logs"
 
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
 }
 
 # Both brokers read the same mosquitto.conf-style file. midge warns that it ignores
@@ -142,8 +149,10 @@ declare -A TITLE ARGS
 TITLE[A]="16 pairs, QoS 0, saturated";       ARGS[A]="$PS $PAIRS --qos 0"
 TITLE[B]="16 pairs, QoS 1, saturated";       ARGS[B]="$PS $PAIRS --qos 1"
 TITLE[C]="16 pairs, QoS 2, saturated";       ARGS[C]="$PS $PAIRS --qos 2"
-TITLE[D]="fan-out 1 -> 100, QoS 0, saturated"; ARGS[D]="$PS --publishers 1 --subscribers 100 --topics 1 --qos 0"
-TITLE[E]="fan-in 100 -> 1, QoS 0, saturated";  ARGS[E]="$PS --publishers 100 --subscribers 1 --topics 1 --qos 0"
+TITLE[D]="fan-out 1 -> 100, QoS 0, saturated"
+ARGS[D]="$PS --publishers 1 --subscribers 100 --topics 1 --qos 0"
+TITLE[E]="fan-in 100 -> 1, QoS 0, saturated"
+ARGS[E]="$PS --publishers 100 --subscribers 1 --topics 1 --qos 0"
 TITLE[R0]="16 pairs at 8,000 msg/s, QoS 0";  ARGS[R0]="$PS $PAIRS --qos 0 --rate 8000"
 TITLE[R1]="16 pairs at 8,000 msg/s, QoS 1";  ARGS[R1]="$PS $PAIRS --qos 1 --rate 8000"
 TITLE[F]="$CONNS idle connections, one subscription each"
@@ -162,7 +171,8 @@ ulimit -n "$FD_LIMIT" 2>/dev/null || true
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 START=$(date +%s)
-log "rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s scenarios: $SCENARIOS; placement: ${PINNING:-not pinned}"
+log "rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s scenarios: $SCENARIOS"
+log "placement: ${PINNING:-not pinned}"
 for round in $(seq "$ROUNDS"); do
     for sc in $SCENARIOS; do
         [[ -n ${ARGS[$sc]:-} ]] || fail "unknown scenario $sc"
@@ -183,7 +193,8 @@ for round in $(seq "$ROUNDS"); do
             [[ -n $line ]] || line="RESULT status=error"
             [[ $alive == yes ]] || line="$line broker_died=1"
             printf '%s\t%s\t%s\t%s\t%s\n' "$sc" "$broker" "$round" "$rc" "$line" >>"$RESULTS"
-            summary=$(grep -o 'broker_cpu_us_per_msg=[^ ]*\|msgs_per_s=[^ ]*\|kib_per_conn=[^ ]*\|lost=[^ ]*\|held=[^ ]*\|status=[^ ]*' <<<"$line" | tr '\n' ' ')
+            keys='broker_cpu_us_per_msg|msgs_per_s|kib_per_conn|lost|held|status'
+            summary=$(grep -Eo "($keys)=[^ ]*" <<<"$line" | tr '\n' ' ')
             log "round $round $sc $broker: rc=$rc $summary"
             if [[ $rc != 0 ]]; then
                 sed 's/^/    /' "$WORK/logs/$tag.err" >&2
@@ -201,16 +212,20 @@ mkdir -p "$(dirname "$OUT")"
 COMMANDS=$WORK/commands.txt
 {
     for sc in $SCENARIOS; do
-        printf '%s\t%s\tmidge-bench %s --port PORT --broker-pid PID\n' "$sc" "${TITLE[$sc]}" "${ARGS[$sc]}"
+        printf '%s\t%s\tmidge-bench %s --port PORT --broker-pid PID\n' \
+            "$sc" "${TITLE[$sc]}" "${ARGS[$sc]}"
     done
 } >"$COMMANDS"
 GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [[ -n $(git -C "$ROOT" status --porcelain 2>/dev/null | grep -v '^??' || true) ]]; then GIT_REV="$GIT_REV (with uncommitted changes)"; fi
+if [[ -n $(git -C "$ROOT" status --porcelain 2>/dev/null | grep -v '^??' || true) ]]; then
+    GIT_REV="$GIT_REV (with uncommitted changes)"
+fi
 export RESULTS COMMANDS OUT ROUNDS DURATION WARMUP QUICK ELAPSED GIT_REV NPROC FD_LIMIT
 export MIDGE_VERSION=$("$MIDGE_BIN" --version 2>&1 | head -1)
 export MOSQUITTO_VERSION=$("$MOSQUITTO_BIN" -h 2>&1 | head -1)
 export PINNING
 QUICK_PREFIX=""; [[ $QUICK == 1 ]] && QUICK_PREFIX="QUICK=1 "
-export COMPARE_CMD="${QUICK_PREFIX}ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS bench/compare.sh"
+export COMPARE_CMD="${QUICK_PREFIX}ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP \
+CONNS=$CONNS bench/compare.sh"
 python3 "$ROOT/bench/report.py"
 log "wrote $OUT (and ${OUT%.md}.png) in ${ELAPSED}s of runs"

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <unistd.h>
 
 struct cconn {
     struct conn c; /* first: epoll hands back the struct conn pointer */
@@ -303,7 +304,9 @@ int run_conns(const struct conns_opts *o)
         if (c->state != CS_CLOSED)
             conn_close(&s->loop, c);
     }
-    if (s->held == 0)
-        return s->refused ? EXIT_CONNECT : EXIT_TIMEOUT;
-    return 0;
+    int rc = s->held == 0 ? (s->refused ? EXIT_CONNECT : EXIT_TIMEOUT) : 0;
+    close(s->loop.epfd);
+    free(s->conns);
+    free(s);
+    return rc;
 }

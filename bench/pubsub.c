@@ -637,6 +637,23 @@ static void disconnect_all(struct run *r)
     }
 }
 
+static void free_run(struct run *r)
+{
+    for (int j = 0; j < r->o->subscribers; j++) {
+        for (int i = 0; i < r->o->publishers; i++)
+            free(r->subs[j].by_pub[i]);
+        free(r->subs[j].by_pub);
+    }
+    for (int i = 0; i < r->o->publishers; i++) {
+        free(r->pubs[i].streams);
+        free(r->pubs[i].pid_state);
+    }
+    free(r->subs);
+    free(r->pubs);
+    close(r->loop.epfd);
+    free(r);
+}
+
 static double tv_s(const struct timeval *tv)
 {
     return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
@@ -865,5 +882,6 @@ int run_pubsub(const struct pubsub_opts *o)
     }
     int rc = report(r);
     disconnect_all(r);
+    free_run(r);
     return rc;
 }

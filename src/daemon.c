@@ -113,7 +113,7 @@ void daemon_remove_pidfile(const char *path)
         unlink(path);
 }
 
-int daemon_drop_privileges(const char *user)
+int daemon_drop_privileges(const char *user, const char *log_file, const char *pid_file)
 {
     if (geteuid() != 0 || !user || !strcmp(user, "root"))
         return 0;
@@ -124,6 +124,13 @@ int daemon_drop_privileges(const char *user)
                errno ? ": " : "", errno ? strerror(errno) : "");
         return -1;
     }
+    /* Files we created as root must stay usable: a reload reopens the log file. */
+    if (log_file && chown(log_file, pw->pw_uid, pw->pw_gid) < 0)
+        mq_log(MQ_LOG_WARNING, "user %s: cannot hand %s over: %s", user, log_file,
+               strerror(errno));
+    if (pid_file && chown(pid_file, pw->pw_uid, pw->pw_gid) < 0)
+        mq_log(MQ_LOG_WARNING, "user %s: cannot hand %s over: %s", user, pid_file,
+               strerror(errno));
     if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
         setuid(pw->pw_uid) < 0) {
         mq_log(MQ_LOG_ERR, "user %s: cannot switch to it: %s", user, strerror(errno));

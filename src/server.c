@@ -31,6 +31,35 @@ static void report_config(void *ctx, bool is_error, const char *line)
     mq_log(is_error ? MQ_LOG_ERR : MQ_LOG_WARNING, "%s", line);
 }
 
+/* Settings that would silently weaken security or change the transport if ignored:
+ * refuse to run rather than serve plaintext or let everyone read everything. */
+static int refuse_unimplemented(const char *path, const struct mq_config *cfg)
+{
+    int bad = 0;
+    const char *file = path ? path : "(built-in defaults)";
+    for (size_t i = 0; i < cfg->listener_count; i++) {
+        const struct mq_listener_config *l = &cfg->listeners[i];
+        if (l->protocol == MQ_LISTENER_WEBSOCKETS) {
+            mq_log(MQ_LOG_ERR, "%s: listener %u: protocol websockets is not yet supported by "
+                               "this version of midge", file, l->port);
+            bad = 1;
+        }
+        if (l->certfile || l->keyfile || l->cafile || l->capath) {
+            mq_log(MQ_LOG_ERR, "%s: listener %u: TLS (cafile/capath/certfile/keyfile) is not yet "
+                               "supported by this version of midge; refusing to serve that "
+                               "listener unencrypted", file, l->port);
+            bad = 1;
+        }
+        if (l->password_file || l->acl_file) {
+            mq_log(MQ_LOG_ERR, "%s: listener %u: %s is not yet supported by this version of "
+                               "midge; refusing to run without the protection it asks for",
+                   file, l->port, l->password_file ? "password_file" : "acl_file");
+            bad = 1;
+        }
+    }
+    return bad ? -1 : 0;
+}
+
 int server_load_config(const struct mq_server_options *opts, struct mq_config *cfg)
 {
     uint16_t port = opts->port >= 0 ? (uint16_t)opts->port : 1883;
@@ -38,9 +67,18 @@ int server_load_config(const struct mq_server_options *opts, struct mq_config *c
                                : config_local_only(cfg, port);
     if (rc)
         return MQ_ERR_CONFIG;
-    /* -p replaces the first listener's port (with a file: the file's first listener). */
-    if (opts->config_path && opts->port >= 0 && cfg->listener_count)
-        cfg->listeners[0].port = (uint16_t)opts->port;
+    /* -p replaces the port of the first listener, and of every other listener on that
+     * same port (the loopback pair a file without `listener` lines gets). */
+    if (opts->config_path && opts->port >= 0 && cfg->listener_count) {
+        uint16_t first = cfg->listeners[0].port;
+        for (size_t i = 0; i < cfg->listener_count; i++)
+            if (cfg->listeners[i].port == first)
+                cfg->listeners[i].port = (uint16_t)opts->port;
+    }
+    if (refuse_unimplemented(opts->config_path, cfg)) {
+        config_free(cfg);
+        return MQ_ERR_CONFIG;
+    }
     return 0;
 }
 
@@ -176,6 +214,8 @@ static void begin_shutdown(struct mq_server *srv, const char *why)
     uv_close((uv_handle_t *)&srv->sig_int, NULL);
     uv_close((uv_handle_t *)&srv->sig_term, NULL);
     uv_close((uv_handle_t *)&srv->sig_hup, NULL);
+    uv_close((uv_handle_t *)&srv->sig_usr1, NULL);
+    uv_close((uv_handle_t *)&srv->sig_usr2, NULL);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -183,6 +223,8 @@ static void on_signal(uv_signal_t *h, int signum)
     struct mq_server *srv = h->data;
     if (signum == SIGHUP)
         reload(srv);
+    else if (signum == SIGUSR1 || signum == SIGUSR2)
+        mq_log(MQ_LOG_INFO, "SIGUSR%d received and ignored", signum == SIGUSR1 ? 1 : 2);
     else
         begin_shutdown(srv, signum == SIGINT ? "SIGINT received" : "SIGTERM received");
 }
@@ -233,6 +275,9 @@ static void init_handles(struct mq_server *srv)
     uv_signal_init(&srv->loop, &srv->sig_int);
     uv_signal_init(&srv->loop, &srv->sig_term);
     uv_signal_init(&srv->loop, &srv->sig_hup);
+    uv_signal_init(&srv->loop, &srv->sig_usr1);
+    uv_signal_init(&srv->loop, &srv->sig_usr2);
+    srv->sig_usr1.data = srv->sig_usr2.data = srv;
     srv->tick.data = srv->watchdog.data = srv->sys.data = srv;
     srv->flush.data = srv->flush_pre.data = srv;
     srv->sig_int.data = srv->sig_term.data = srv->sig_hup.data = srv;
@@ -243,9 +288,6 @@ static void start_handles(struct mq_server *srv)
     uv_timer_start(&srv->tick, on_tick, TICK_MS, TICK_MS);
     uv_check_start(&srv->flush, on_flush);
     uv_prepare_start(&srv->flush_pre, on_flush_pre);
-    uv_signal_start(&srv->sig_int, on_signal, SIGINT);
-    uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
-    uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);
     uint64_t wd = notify_watchdog_usec();
     if (wd) {
         /* Half the interval, as sd_watchdog_enabled(3) recommends. */
@@ -281,7 +323,16 @@ int server_run(struct mq_config *cfg, const struct mq_server_options *opts)
     sys_init(&srv->sys_state, srv->broker);
     init_handles(srv);
 
-    if (listeners_start(srv) || daemon_drop_privileges(cfg->user)) {
+    /* Signals first: a SIGTERM that arrives while the listeners are being bound must
+     * still mean a clean shutdown, not the default action. */
+    uv_signal_start(&srv->sig_int, on_signal, SIGINT);
+    uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&srv->sig_hup, on_signal, SIGHUP);
+    /* Mosquitto users may send these (save / dump); they must not kill the broker. */
+    uv_signal_start(&srv->sig_usr1, on_signal, SIGUSR1);
+    uv_signal_start(&srv->sig_usr2, on_signal, SIGUSR2);
+    if (listeners_start(srv) || daemon_drop_privileges(cfg->user, cfg->log_dest & MQ_LOG_DEST_FILE ? cfg->log_file : NULL,
+                               cfg->pid_file)) {
         mq_log(MQ_LOG_ERR, "start-up failed: %s", srv->socket_count ? "see above"
                                                   : "not every listener could be opened");
         listeners_stop(srv);

@@ -36,7 +36,7 @@ struct mq_server {
     struct mq_broker *broker;
     struct mq_listen_socket **sockets;
     size_t socket_count;
-    uv_signal_t sig_int, sig_term, sig_hup;
+    uv_signal_t sig_int, sig_term, sig_hup, sig_usr1, sig_usr2;
     uv_timer_t tick;
     uv_timer_t watchdog; /* systemd WATCHDOG=1 and STATUS= */
     uv_timer_t sys;      /* $SYS publication every sys_interval seconds */

@@ -130,10 +130,20 @@ void conn_close(struct mq_conn *c, bool publish_will, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(reason, sizeof(reason), fmt, ap);
     va_end(ap);
-    if (c->session)
+    const struct mq_config *cfg = c->broker->cfg;
+    if (cfg && !cfg->connection_messages)
+        ; /* connection_messages false: no connect/disconnect lines, as in Mosquitto */
+    else if (c->session)
         mq_log(MQ_LOG_NOTICE, "client %s disconnected: %s", c->session->client_id, reason);
     else
         mq_log(MQ_LOG_NOTICE, "connection from %s closed: %s", c->peer, reason);
+    conn_shutdown(c, publish_will);
+}
+
+void conn_shutdown(struct mq_conn *c, bool publish_will)
+{
+    if (c->closing)
+        return;
     c->closing = true;
     struct mq_msg *will = c->will;
     c->will = NULL;

@@ -163,7 +163,9 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
     struct mq_session *s = hmap_get(&b->sessions, client_id, client_id_len);
     if (s && s->conn) {
         struct mq_conn *old = s->conn;
-        conn_close(old, true, "taken over by %s", c->peer);
+        if (!cfg || cfg->connection_messages)
+            mq_log(MQ_LOG_NOTICE, "client %s taken over by %s", s->client_id, c->peer);
+        conn_shutdown(old, true);
         s = hmap_get(&b->sessions, client_id, client_id_len); /* a clean one is gone */
     }
     bool session_present = false;

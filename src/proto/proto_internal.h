@@ -17,6 +17,8 @@ void conn_send_publish(struct mq_conn *c, const struct mq_msg *m, uint8_t qos, b
  * the will when publish_will, detach the session and ask the sink to close. */
 void conn_close(struct mq_conn *c, bool publish_will, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* conn_close without the log line, for callers that log their own (takeover). */
+void conn_shutdown(struct mq_conn *c, bool publish_will);
 /* Printable client id (or "(not connected)"). */
 const char *conn_name(const struct mq_conn *c);
 

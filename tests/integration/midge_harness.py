@@ -9,6 +9,7 @@ Environment: MIDGE_BIN (binary under test), MIDGE_SANITIZE (ON = slower timeouts
 MIDGE_REFERENCE (non-empty = MIDGE_BIN is a stand-in such as Mosquitto: midge's own
 log lines are not checked and midge-only CLI tests are skipped).
 """
+import atexit
 import collections
 import os
 import queue
@@ -711,6 +712,16 @@ def run_pub(port, *args, timeout=None):
     return r
 
 
+_LIVE_SUBS = []
+
+
+@atexit.register
+def _stop_subs():
+    """Never leave a mosquitto_sub behind, whatever a test did."""
+    for sp in _LIVE_SUBS:
+        sp.stop()
+
+
 class SubProc:
     """mosquitto_sub in debug mode (-d) so the test can wait until it is subscribed.
     Non-debug output lines (the messages) are collected in .messages."""
@@ -726,7 +737,12 @@ class SubProc:
         self.cond = threading.Condition()
         self.t = threading.Thread(target=self._read, daemon=True)
         self.t.start()
-        self.wait_line(r"^Subscribed \(mid", debug=True)
+        _LIVE_SUBS.append(self)
+        try:
+            self.wait_line(r"^Subscribed \(mid", debug=True)
+        except AssertionError:
+            self.stop()
+            raise
 
     def _read(self):
         for raw in iter(self.proc.stdout.readline, b""):
