@@ -1157,6 +1157,7 @@ static int build_listeners(struct parser *p)
             cfg->listener_count++;
             lc->port = DEFAULT_PORT;
             lc->socket_domain = loopback[i].domain;
+            lc->shares_port = i > 0 && cfg->listener_count > 1;
             if (!(lc->bind_address = strdup(loopback[i].addr)) ||
                 !resolve_security(p, lc, &p->def.sec, true))
                 return MQ_ERR_NOMEM;
@@ -1294,6 +1295,7 @@ int config_local_only(struct mq_config *cfg, uint16_t port)
         listener_init(lc);
         lc->port = port;
         lc->socket_domain = i == 0 ? 4 : 6;
+        lc->shares_port = i > 0;
         lc->allow_anonymous = true;
         if (!(lc->bind_address = strdup(addrs[i])) || !(lc->auto_id_prefix = strdup("auto-")))
             goto fail;

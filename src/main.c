@@ -13,6 +13,7 @@
 #include "midge/daemon.h"
 #include "midge/err.h"
 #include "midge/log.h"
+#include "midge/notify.h"
 #include "midge/server.h"
 
 static void usage(FILE *f)
@@ -78,11 +79,15 @@ int main(int argc, char **argv)
         }
     }
 
-    /* Until the logger starts, lines go straight to stderr without timestamps' help. */
+    /* Until the configured logger starts, lines go straight to stderr; under systemd
+     * they carry journald priorities from the first one on. */
+    struct mq_log_options early = log_default_options();
+    early.journal_priority = notify_stderr_is_journal();
+    log_configure(&early);
     struct mq_config *cfg = calloc(1, sizeof(*cfg));
     if (!cfg || server_load_config(&opts, cfg)) {
-        fprintf(stderr, "midge: %s: configuration not loaded\n",
-                opts.config_path ? opts.config_path : "built-in defaults");
+        mq_log(MQ_LOG_ERR, "%s: configuration not loaded",
+               opts.config_path ? opts.config_path : "built-in defaults");
         free(cfg);
         return 1;
     }

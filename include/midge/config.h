@@ -22,6 +22,8 @@ struct mq_listener_config {
     int socket_domain;                  /* 0 = any, 4 = ipv4, 6 = ipv6 */
     enum mq_listener_protocol protocol;
     int max_connections;                /* -1 = unlimited */
+    bool shares_port;                   /* second half of the loopback pair: with port 0 it
+                                           takes the port the previous listener picked */
     /* Security: effective values after per_listener_settings is applied. */
     bool allow_anonymous;
     char *password_file;

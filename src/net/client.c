@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "midge/config.h"
 #include "midge/log.h"
 #include "net.h"
 
@@ -43,25 +44,33 @@ static int reserve(uint8_t **buf, size_t *cap, size_t need)
     return 0;
 }
 
+void client_send_raw(struct mq_client *cl, const uint8_t *data, size_t len)
+{
+    if (cl->closing || !len)
+        return;
+    if (reserve(&cl->out, &cl->out_cap, cl->out_len + len)) {
+        mq_log(MQ_LOG_ERR, "%s: out of memory for output, closing", cl->peer);
+        client_close(cl, "out of memory");
+        return;
+    }
+    memcpy(cl->out + cl->out_len, data, len);
+    cl->out_len += len;
+    mark_dirty(cl);
+}
+
 static void sink_write(void *io, const struct mq_iov *iov, size_t n)
 {
     struct mq_client *cl = io;
     if (cl->closing)
         return;
-    size_t total = 0;
-    for (size_t i = 0; i < n; i++)
-        total += iov[i].len;
-    if (reserve(&cl->out, &cl->out_cap, cl->out_len + total)) {
-        mq_log(MQ_LOG_ERR, "%s: out of memory for output, closing", cl->peer);
-        client_close(cl, "out of memory");
-        return;
+    for (size_t i = 0; i < n && !cl->closing; i++) {
+        if (!iov[i].len)
+            continue;
+        if (cl->transport)
+            cl->transport->output(cl, iov[i].base, iov[i].len);
+        else
+            client_send_raw(cl, iov[i].base, iov[i].len);
     }
-    for (size_t i = 0; i < n; i++) {
-        if (iov[i].len)
-            memcpy(cl->out + cl->out_len, iov[i].base, iov[i].len);
-        cl->out_len += iov[i].len;
-    }
-    mark_dirty(cl);
 }
 
 static void sink_close(void *io)
@@ -89,6 +98,12 @@ static void on_close(uv_handle_t *h)
     if (cl->next)
         cl->next->prev = cl->prev;
     srv->client_count--;
+    if (cl->group) {
+        cl->group->clients--;
+        listen_group_unref(cl->group);
+    }
+    if (cl->transport)
+        cl->transport->detach(cl);
     free(cl->in);
     free(cl->out);
     free(cl);
@@ -196,7 +211,9 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     struct mq_client *cl = client_of(h);
-    if (!cl->in_len) {
+    /* A transport decodes from the shared buffer; only plain TCP reads straight into
+     * the tail of a half-received packet. */
+    if (!cl->in_len || cl->transport) {
         *buf = uv_buf_init((char *)cl->srv->read_buf, sizeof(cl->srv->read_buf));
         return;
     }
@@ -238,6 +255,19 @@ static int keep_tail(struct mq_client *cl, const uint8_t *data, size_t len, size
     return 0;
 }
 
+/* Decode every complete packet of data[0..len) and keep the unfinished rest. */
+static void feed_proto(struct mq_client *cl, const uint8_t *data, size_t len)
+{
+    size_t need = 0;
+    size_t used = proto_conn_input(cl->conn, data, len, &need);
+    if (cl->close_requested) {
+        cl->in_len = 0;
+        return;
+    }
+    if (keep_tail(cl, data, len, used, need))
+        client_close(cl, "out of memory for input");
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct mq_client *cl = client_of((uv_handle_t *)stream);
@@ -257,25 +287,35 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     srv->broker->now_ms = uv_now(&srv->loop);
 
-    const uint8_t *data;
-    size_t len;
-    if ((uint8_t *)buf->base == srv->read_buf) {
-        data = srv->read_buf;
-        len = (size_t)nread;
+    if (cl->transport) {
+        cl->transport->input(cl, (const uint8_t *)buf->base, (size_t)nread);
+    } else if ((uint8_t *)buf->base == srv->read_buf) {
+        client_deliver(cl, srv->read_buf, (size_t)nread);
     } else {
+        /* The bytes landed right after the partial packet kept in cl->in. */
         cl->in_len += (size_t)nread;
-        data = cl->in;
-        len = cl->in_len;
+        feed_proto(cl, cl->in, cl->in_len);
     }
-    size_t need = 0;
-    size_t used = proto_conn_input(cl->conn, data, len, &need);
-    if (cl->close_requested) {
+    if (cl->close_requested && !cl->closing)
         uv_read_stop(stream);
-        cl->in_len = 0;
+}
+
+void client_deliver(struct mq_client *cl, const uint8_t *data, size_t len)
+{
+    if (!cl->conn || cl->close_requested || cl->closing || !len)
+        return;
+    if (!cl->in_len) {
+        feed_proto(cl, data, len);
         return;
     }
-    if (keep_tail(cl, data, len, used, need))
+    /* Complete the kept partial packet first. */
+    if (reserve(&cl->in, &cl->in_cap, cl->in_len + len)) {
         client_close(cl, "out of memory for input");
+        return;
+    }
+    memcpy(cl->in + cl->in_len, data, len);
+    cl->in_len += len;
+    feed_proto(cl, cl->in, cl->in_len);
 }
 
 void client_accept(struct mq_listen_socket *ls)
@@ -316,11 +356,30 @@ void client_accept(struct mq_listen_socket *ls)
     }
     snprintf(cl->peer, sizeof(cl->peer), ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host,
              port);
+    int max = ls->cfg->max_connections;
+    if (max >= 0 && ls->group->clients >= (unsigned)max) {
+        /* Refused before any byte is read: a full listener costs nothing more. */
+        mq_log(MQ_LOG_WARNING, "connection from %s on %s refused: max_connections %d reached",
+               cl->peer, ls->name, max);
+        client_close(cl, "max_connections reached");
+        return;
+    }
+    cl->group = ls->group;
+    cl->group->refs++;
+    cl->group->clients++;
     srv->broker->now_ms = uv_now(&srv->loop);
     cl->conn = proto_conn_new(srv->broker, cl, ls->cfg, cl->peer);
     if (!cl->conn) {
         client_close(cl, "out of memory");
         return;
+    }
+    if (ls->transport) {
+        cl->transport = ls->transport;
+        if (cl->transport->attach(cl, ls->transport_ctx)) {
+            cl->transport = NULL;
+            client_close(cl, "transport set-up failed");
+            return;
+        }
     }
     if (uv_read_start((uv_stream_t *)&cl->tcp, on_alloc, on_read))
         client_close(cl, "read failed");

@@ -27,10 +27,23 @@ static void on_connection(uv_stream_t *server, int status)
     client_accept(ls);
 }
 
-static void on_socket_closed(uv_handle_t *h) { free(h); }
+void listen_group_unref(struct mq_listen_group *g)
+{
+    if (g && --g->refs == 0)
+        free(g);
+}
+
+static void on_socket_closed(uv_handle_t *h)
+{
+    struct mq_listen_socket *ls = (struct mq_listen_socket *)h;
+    listen_group_unref(ls->group);
+    if (ls->transport && ls->transport->ctx_free)
+        ls->transport->ctx_free(ls->transport_ctx);
+    free(ls);
+}
 
 static int add_socket(struct mq_server *srv, const struct mq_listener_config *lc,
-                      const struct sockaddr *sa, uint16_t *port)
+                      struct mq_listen_group *group, const struct sockaddr *sa, uint16_t *port)
 {
     struct sockaddr_storage addr;
     memcpy(&addr, sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
@@ -59,6 +72,8 @@ static int add_socket(struct mq_server *srv, const struct mq_listener_config *lc
     srv->sockets = grown;
     ls->srv = srv;
     ls->cfg = lc;
+    ls->group = group;
+    group->refs++;
     uv_tcp_init_ex(&srv->loop, &ls->tcp, addr.ss_family);
     srv->sockets[srv->socket_count++] = ls;
 
@@ -132,10 +147,17 @@ static int start_listener(struct mq_server *srv, const struct mq_listener_config
     }
     uint16_t port = *port_io;
     int rc = 0, bound = 0;
+    struct mq_listen_group *group = calloc(1, sizeof(*group));
+    if (!group) {
+        freeaddrinfo(res);
+        mq_log(MQ_LOG_ERR, "out of memory creating a listener");
+        return -1;
+    }
+    group->refs = 1; /* ours, until every socket holds its own */
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
             continue;
-        if (add_socket(srv, lc, ai->ai_addr, &port) == 0) {
+        if (add_socket(srv, lc, group, ai->ai_addr, &port) == 0) {
             bound++;
         } else if (ai->ai_family == AF_INET6 && !lc->bind_address) {
             /* A machine without IPv6 still serves IPv4 on a wildcard listener. */
@@ -146,6 +168,7 @@ static int start_listener(struct mq_server *srv, const struct mq_listener_config
         }
     }
     freeaddrinfo(res);
+    listen_group_unref(group);
     *port_io = port;
     return rc == 0 && bound ? 0 : -1;
 }
@@ -153,17 +176,16 @@ static int start_listener(struct mq_server *srv, const struct mq_listener_config
 int listeners_start(struct mq_server *srv)
 {
     const struct mq_config *cfg = srv->cfg;
-    uint16_t shared_port = 0;
+    uint16_t previous_port = 0;
     for (size_t i = 0; i < cfg->listener_count; i++) {
-        /* Without a config file the loopback addresses are one logical listener: with
-         * -p 0 they share the port the first one picked. */
+        /* The loopback pair is one logical listener: with -p 0 both halves share the
+         * port the first one picked. */
         uint16_t port = cfg->listeners[i].port;
-        if (!cfg->from_file && port == 0)
-            port = shared_port;
+        if (port == 0 && cfg->listeners[i].shares_port)
+            port = previous_port;
         if (start_listener(srv, &cfg->listeners[i], &port))
             return -1;
-        if (!shared_port)
-            shared_port = port;
+        previous_port = port;
     }
     return 0;
 }

@@ -18,12 +18,47 @@ struct mq_listener_config;
 
 #define NET_READ_BUF_SIZE (64 * 1024)
 
+struct mq_client;
+struct mq_listen_socket;
+
+/* A layer between the socket and MQTT bytes (TLS, WebSocket); plain TCP has none.
+ * Transports stack: each one hands its output to the next with client_send_raw()
+ * or its own lower layer, and its decoded input to client_deliver(). */
+struct mq_transport_ops {
+    const char *name; /* for logs: "tls" */
+    /* Set up per-connection state in cl->transport_state from the listener's context.
+     * Returns 0, or -1 after logging (the connection is then closed). */
+    int (*attach)(struct mq_client *cl, void *listener_ctx);
+    /* Raw bytes from the socket: pass decoded MQTT bytes to client_deliver() and any
+     * bytes of the transport's own (handshake, alerts) to client_send_raw(). Returns 0,
+     * or -1 after client_close(). */
+    int (*input)(struct mq_client *cl, const uint8_t *raw, size_t len);
+    /* MQTT bytes to send: encode them and pass the result to client_send_raw().
+     * Returns 0, or -1 after client_close(). */
+    int (*output)(struct mq_client *cl, const uint8_t *data, size_t len);
+    /* Free cl->transport_state (close callback). */
+    void (*detach)(struct mq_client *cl);
+    /* Free a listener context (listener closed). */
+    void (*ctx_free)(void *listener_ctx);
+};
+
+/* What the sockets of one configured listener share: its connection count, for
+ * max_connections. Referenced by those sockets and by each client accepted on them,
+ * so it outlives a reload that closes the sockets while clients stay. */
+struct mq_listen_group {
+    unsigned refs;
+    unsigned clients;
+};
+
 /* One bound socket of a configured listener. */
 struct mq_listen_socket {
     uv_tcp_t tcp; /* first: handle pointers convert back to the struct */
     struct mq_server *srv;
     const struct mq_listener_config *cfg; /* borrowed from the server's config */
-    char name[80];                         /* "127.0.0.1:1883" */
+    const struct mq_transport_ops *transport; /* NULL: plain TCP */
+    void *transport_ctx;                      /* e.g. the SSL_CTX; owned */
+    struct mq_listen_group *group;            /* counted reference */
+    char name[80];                            /* "127.0.0.1:1883" */
 };
 
 struct mq_server {
@@ -54,6 +89,9 @@ struct mq_server {
 struct mq_client {
     uv_tcp_t tcp; /* first */
     struct mq_server *srv;
+    const struct mq_transport_ops *transport; /* NULL: plain TCP */
+    void *transport_state;
+    struct mq_listen_group *group; /* counted reference; NULL until admitted */
     struct mq_conn *conn; /* NULL once proto has been told the connection is gone */
     struct mq_client *prev, *next;   /* srv->clients */
     struct mq_client *dirty_next;
@@ -72,6 +110,7 @@ struct mq_client {
 };
 
 /* listener.c */
+void listen_group_unref(struct mq_listen_group *g);
 int listeners_start(struct mq_server *srv);
 /* Reload: keep unchanged sockets, close removed ones, bind new ones. -1 when a new
  * listener could not be bound (logged); the others are in place either way. */
@@ -86,5 +125,9 @@ void client_accept(struct mq_listen_socket *ls);
 void client_flush_all(struct mq_server *srv);
 /* Close a client's socket now (shutdown and errors). */
 void client_close(struct mq_client *cl, const char *reason);
+/* Queue bytes for the socket as they are (a transport's output). */
+void client_send_raw(struct mq_client *cl, const uint8_t *data, size_t len);
+/* Hand decoded MQTT bytes to proto, keeping an unfinished packet for later. */
+void client_deliver(struct mq_client *cl, const uint8_t *data, size_t len);
 
 #endif

@@ -94,8 +94,8 @@ def test_conformance_will_fields_without_will_flag_closes(broker):
 
 def test_conformance_refused_connack_session_present_0_with_stored_session(start_broker):
     """[MQTT-3.2.2-4] [MQTT-3.2.2-5] a refused CONNECT gets Session Present 0 even when a
-    session for that client id is stored: refused for its keepalive (max_keepalive) and for
-    protocol level 5, both then closed; the stored session is still there afterwards."""
+    session for that client id is stored: refused for protocol level 6 and for its keepalive
+    (above max_keepalive), both then closed; the stored session is still there afterwards."""
     br = start_broker(["max_keepalive 60"])
     a = client(br, "kept", clean=False, keepalive=30, expect_sp=0)
     assert a.subscribe([("kept/t", 1)]) == [1]
@@ -104,14 +104,15 @@ def test_conformance_refused_connack_session_present_0_with_stored_session(start
     br.wait_log(r"client kept disconnected: DISCONNECT received", since=mark)
 
     c = MqttConn(br.port)
-    c.send(connect_pkt("kept", clean=False, keepalive=120))
-    c.expect_bytes(b"\x20\x02\x00\x02")
-    c.expect_closed()
-
-    c = MqttConn(br.port)
-    c.send(connect_pkt("kept", clean=False, keepalive=30, proto_level=5))
+    c.send(connect_pkt("kept", clean=False, keepalive=30, proto_level=6))
     c.expect_bytes(b"\x20\x02\x00\x01")
     c.expect_closed()
+
+    if not h.REFERENCE:  # max_keepalive refusal of 3.1.1 clients: Mosquitto >= 2.0.x, midge
+        c = MqttConn(br.port)
+        c.send(connect_pkt("kept", clean=False, keepalive=120))
+        c.expect_bytes(b"\x20\x02\x00\x02")
+        c.expect_closed()
 
     back = client(br, "kept", clean=False, keepalive=30, expect_sp=1)
     back.ping()
@@ -119,6 +120,8 @@ def test_conformance_refused_connack_session_present_0_with_stored_session(start
 
 # -- PUBLISH ------------------------------------------------------------------------------
 
+@pytest.mark.skipif(bool(h.REFERENCE), reason="Mosquitto tolerates DUP 1 on QoS 0; 4.8.0-1 "
+                    "requires the close")
 def test_conformance_qos0_publish_with_dup_closes(broker):
     """[MQTT-3.3.1-2] [MQTT-4.8.0-1] a QoS 0 PUBLISH must have DUP 0: one with DUP 1 (first
     byte 0x38) is a protocol violation, the connection is closed and nothing is
@@ -210,27 +213,3 @@ def test_conformance_disconnect_closes_and_ignores_later_data(broker):
     late.subscribe([("after/#", 0)])
     late.expect_no_packet()
 
-
-# -- transports and features midge does not implement -------------------------------------
-
-@h.midge_only
-@pytest.mark.parametrize("line,what", [
-    ("protocol websockets", "protocol websockets"),
-    ("acl_file /nonexistent/acl", "acl_file"),
-])
-def test_conformance_unimplemented_features_refused(start_broker, line, what):
-    """[MQTT-6.0.0-4] [MQTT-3.3.5-2] midge has no WebSocket transport and no topic
-    authorization yet: a listener asking for either is refused at start-up (non-zero exit,
-    error naming the option) rather than served without it."""
-    br = start_broker([line], expect_listen=False)
-    try:
-        rc = br.proc.wait(timeout=h.TIMEOUT)
-    except Exception:
-        br.kill()
-        raise
-    br.wait_log_always(rf"{what} is not yet supported by this version of midge")
-    assert br.stop(check=False) == rc
-    assert rc != 0, "broker started despite an unsupported listener option"
-    text = br.log()
-    for marker in h.SANITIZER_MARKERS:
-        assert marker not in text, f"sanitizer report:\n{text}"
