@@ -44,6 +44,7 @@ struct line {
 struct sec {
     int8_t allow_anonymous;            /* -1 = not set */
     int8_t allow_zero_length_clientid; /* -1 = not set */
+    int8_t accept_any_password;        /* -1 = not set */
     char *password_file;
     char *acl_file;
     char *auto_id_prefix;
@@ -280,6 +281,7 @@ static void sec_init(struct sec *s)
     memset(s, 0, sizeof *s);
     s->allow_anonymous = -1;
     s->allow_zero_length_clientid = -1;
+    s->accept_any_password = -1;
 }
 
 static void sec_free(struct sec *s)
@@ -747,6 +749,7 @@ static const struct option options[] = {
     {"acl_file", parse_string, SEC(acl_file), V_STR, 0, 0},
     {"allow_anonymous", parse_bool, SEC(allow_anonymous), V_TRI, 0, 0},
     {"allow_zero_length_clientid", parse_bool, SEC(allow_zero_length_clientid), V_TRI, 0, 0},
+    {"accept_any_password", parse_bool, SEC(accept_any_password), V_TRI, 0, 0},
     {"auto_id_prefix", parse_string, SEC(auto_id_prefix), V_STR, 0, 0},
     {"password_file", parse_string, SEC(password_file), V_STR, 0, 0},
 
@@ -1082,6 +1085,7 @@ static bool resolve_security(struct parser *p, struct mq_listener_config *lc, co
     lc->allow_anonymous = s->allow_anonymous >= 0 ? s->allow_anonymous : local_only;
     lc->allow_zero_length_clientid =
         s->allow_zero_length_clientid >= 0 ? s->allow_zero_length_clientid : true;
+    lc->accept_any_password = s->accept_any_password > 0;
     free(lc->password_file);
     free(lc->acl_file);
     free(lc->auto_id_prefix);

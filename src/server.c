@@ -15,11 +15,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "midge/acl.h"
 #include "midge/config.h"
 #include "midge/daemon.h"
 #include "midge/err.h"
 #include "midge/log.h"
 #include "midge/notify.h"
+#include "midge/passwd.h"
 #include "midge/proto.h"
 #include "net/net.h"
 
@@ -50,12 +52,6 @@ static int refuse_unimplemented(const char *path, const struct mq_config *cfg)
                                "listener unencrypted", file, l->port);
             bad = 1;
         }
-        if (l->password_file || l->acl_file) {
-            mq_log(MQ_LOG_ERR, "%s: listener %u: %s is not yet supported by this version of "
-                               "midge; refusing to run without the protection it asks for",
-                   file, l->port, l->password_file ? "password_file" : "acl_file");
-            bad = 1;
-        }
     }
     return bad ? -1 : 0;
 }
@@ -80,6 +76,76 @@ int server_load_config(const struct mq_server_options *opts, struct mq_config *c
         return MQ_ERR_CONFIG;
     }
     return 0;
+}
+
+static void report_security(void *ctx, bool is_error, const char *line)
+{
+    (void)ctx;
+    mq_log(is_error ? MQ_LOG_ERR : MQ_LOG_WARNING, "%s", line);
+}
+
+static int check_password(const void *passwd, const uint8_t *user, size_t user_len,
+                          const uint8_t *password, size_t password_len)
+{
+    return (int)passwd_check(passwd, user, user_len, password, password_len);
+}
+
+static void listener_ctx_free(struct mq_listener_ctx *l)
+{
+    if (!l)
+        return;
+    passwd_free((struct mq_passwd *)l->passwd);
+    acl_free((struct mq_acl *)l->acl);
+    free(l);
+}
+
+void listener_ctx_adopt(struct mq_listener_ctx *kept, struct mq_listener_ctx *fresh)
+{
+    passwd_free((struct mq_passwd *)kept->passwd);
+    acl_free((struct mq_acl *)kept->acl);
+    kept->cfg = fresh->cfg;
+    kept->passwd = fresh->passwd;
+    kept->acl = fresh->acl;
+    free(fresh);
+}
+
+static void listener_ctxs_free(struct mq_listener_ctx **v, size_t n)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < n; i++)
+        listener_ctx_free(v[i]);
+    free(v);
+}
+
+/* One context per listener of cfg, with its password file and ACL loaded. NULL (after
+ * logging every problem with file:line) when a file is missing or invalid. */
+static struct mq_listener_ctx **listener_ctxs_new(const struct mq_config *cfg)
+{
+    struct mq_listener_ctx **v = calloc(cfg->listener_count + 1, sizeof(*v));
+    bool ok = v != NULL;
+    for (size_t i = 0; ok && i < cfg->listener_count; i++) {
+        const struct mq_listener_config *lc = &cfg->listeners[i];
+        struct mq_listener_ctx *l = calloc(1, sizeof(*l));
+        if (!l) {
+            ok = false;
+            break;
+        }
+        v[i] = l;
+        l->cfg = lc;
+        /* Listeners sharing a file share nothing else: loading it once per listener
+         * keeps ownership simple, and such files are small. */
+        if (lc->password_file &&
+            !(l->passwd = passwd_load(lc->password_file, report_security, NULL)))
+            ok = false;
+        if (lc->acl_file && !(l->acl = acl_load(lc->acl_file, report_security, NULL)))
+            ok = false;
+    }
+    if (!ok) {
+        listener_ctxs_free(v, cfg->listener_count);
+        return NULL;
+    }
+    return v;
 }
 
 static void on_tick(uv_timer_t *t)
@@ -171,16 +237,34 @@ static void reload(struct mq_server *srv)
         free(ncfg);
         goto out;
     }
-    if (daemon_log_options(ncfg, srv->opts->verbose, &lo)) {
-        mq_log(MQ_LOG_ERR, "reload: the running configuration stays in force");
+    struct mq_listener_ctx **nlctx = listener_ctxs_new(ncfg);
+    struct mq_listener_ctx **rl = realloc(
+        srv->retired_lctx, (srv->retired_lctx_count + srv->cfg->listener_count + 1) * sizeof(*rl));
+    if (rl)
+        srv->retired_lctx = rl;
+    if (!nlctx || !rl || daemon_log_options(ncfg, srv->opts->verbose, &lo)) {
+        mq_log(MQ_LOG_ERR, "reload: the running configuration stays in force (the password "
+                           "file, ACL and log settings included)");
+        listener_ctxs_free(nlctx, ncfg->listener_count);
         config_free(ncfg);
         free(ncfg);
         goto out;
     }
-    if (listeners_reload(srv, ncfg))
+    /* Contexts of listeners that go away stay alive for their clients and sessions. */
+    struct mq_listener_ctx **old = srv->lctx;
+    if (listeners_reload(srv, ncfg, nlctx))
         mq_log(MQ_LOG_ERR, "reload: some new listeners could not be opened (above); the rest "
                            "of the new configuration is in force");
     /* Connections accepted under the old configuration keep pointers into it. */
+    for (size_t i = 0; i < srv->cfg->listener_count; i++) {
+        bool kept = false;
+        for (size_t j = 0; j < ncfg->listener_count && !kept; j++)
+            kept = nlctx[j] == old[i];
+        if (!kept)
+            srv->retired_lctx[srv->retired_lctx_count++] = old[i];
+    }
+    free(old);
+    srv->lctx = nlctx;
     srv->retired[srv->retired_count++] = srv->cfg;
     srv->cfg = ncfg;
     broker_set_config(srv->broker, ncfg);
@@ -319,6 +403,12 @@ int server_run(struct mq_config *cfg, const struct mq_server_options *opts)
         mq_log(MQ_LOG_ERR, "out of memory");
         goto out;
     }
+    srv->broker->check_password = check_password;
+    srv->lctx = listener_ctxs_new(cfg);
+    if (!srv->lctx) {
+        mq_log(MQ_LOG_ERR, "start-up failed: a password or ACL file could not be loaded");
+        goto out;
+    }
     signal(SIGPIPE, SIG_IGN); /* a peer that vanished is a write error, not a death */
     sys_init(&srv->sys_state, srv->broker);
     init_handles(srv);
@@ -357,6 +447,8 @@ out_noloop:
     if (status)
         daemon_ready(opts->ready_fd, false);
     broker_free(srv->broker);
+    listener_ctxs_free(srv->lctx, srv->cfg->listener_count);
+    listener_ctxs_free(srv->retired_lctx, srv->retired_lctx_count);
     for (size_t i = 0; i < srv->retired_count; i++) {
         config_free(srv->retired[i]);
         free(srv->retired[i]);

@@ -24,10 +24,10 @@
 
 #include "midge/passwd.h"
 
-#define MAX_PASSWORD_LEN 65535     /* an MQTT string cannot carry more */
+#define MAX_PASSWORD_LEN 65535 /* an MQTT string cannot carry more */
 #define MAX_USER_LEN 65535
-#define MAX_FILE_SIZE (64u << 20)  /* same bound as the broker's loader */
-#define HASH_BUF 256               /* a $7$ hash is 113 bytes with the default iterations */
+#define MAX_FILE_SIZE (64u << 20) /* same bound as the broker's loader */
+#define HASH_BUF 256              /* a $7$ hash is 113 bytes with the default iterations */
 
 /* A growable byte buffer. */
 struct buf {
@@ -178,20 +178,21 @@ static int read_line(char **line, size_t *cap, size_t *len)
     return 1;
 }
 
-/* Like read_line, with echo off when stdin is a terminal. */
+/* Like read_line, with echo off. Echo goes off before the prompt appears, so nothing typed
+ * in answer to it can be echoed; TCSANOW (not TCSAFLUSH) keeps what was typed ahead. */
 static int read_quiet(const char *prompt, char **line, size_t *cap, size_t *len)
 {
     struct termios quiet;
     int rc;
 
-    printf("%s", prompt);
-    fflush(stdout);
     if (tcgetattr(STDIN_FILENO, &saved_term) != 0)
         return read_line(line, cap, len);
     quiet = saved_term;
     quiet.c_lflag &= ~(tcflag_t)ECHO;
     term_changed = 1;
-    tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    tcsetattr(STDIN_FILENO, TCSANOW, &quiet);
+    printf("%s", prompt);
+    fflush(stdout);
     rc = read_line(line, cap, len);
     tcsetattr(STDIN_FILENO, TCSANOW, &saved_term);
     term_changed = 0;
@@ -214,8 +215,8 @@ static int get_password(char **out, size_t *out_len)
     if (got > 0 && !password_valid(a, alen))
         goto out;
     if (got > 0)
-        got = tty ? read_quiet("Reenter password: ", &b, &bcap, &blen)
-                  : read_line(&b, &bcap, &blen);
+        got =
+            tty ? read_quiet("Reenter password: ", &b, &bcap, &blen) : read_line(&b, &bcap, &blen);
     if (got < 0) {
         fprintf(stderr, "Error: Unable to read password: %s.\n", strerror(errno));
         goto out;
@@ -289,8 +290,7 @@ static int write_atomic(const char *path, const char *data, size_t len)
     }
     fd = mkstemp(tmp_path);
     if (fd < 0) {
-        fprintf(stderr, "Error: Unable to open file %s for writing. %s.\n", path,
-                strerror(errno));
+        fprintf(stderr, "Error: Unable to open file %s for writing. %s.\n", path, strerror(errno));
         goto out;
     }
     tmp_active = 1;
@@ -324,8 +324,7 @@ static int write_atomic(const char *path, const char *data, size_t len)
     }
     fd = -1;
     if (rename(tmp_path, path) != 0) {
-        fprintf(stderr, "Error: Unable to replace password file %s: %s.\n", path,
-                strerror(errno));
+        fprintf(stderr, "Error: Unable to replace password file %s: %s.\n", path, strerror(errno));
         goto out;
     }
     tmp_active = 0;
@@ -467,7 +466,7 @@ nomem:
 
 int main(int argc, char *argv[])
 {
-    bool batch = false, create = false, delete = false, upgrade = false;
+    bool batch = false, create = false, delete_user = false, upgrade = false;
     const char *file_arg = NULL, *user = NULL;
     char *password = NULL, *path = NULL;
     size_t password_len = 0;
@@ -496,7 +495,7 @@ int main(int argc, char *argv[])
         } else if (!strcmp(a, "-c")) {
             create = true;
         } else if (!strcmp(a, "-D")) {
-            delete = true;
+            delete_user = true;
         } else if (!strcmp(a, "-U")) {
             upgrade = true;
         } else if (!strcmp(a, "-H")) {
@@ -520,7 +519,7 @@ int main(int argc, char *argv[])
         }
     }
 
-    if (create && delete) {
+    if (create && delete_user) {
         fprintf(stderr, "Error: -c and -D cannot be used together.\n");
         goto out;
     }
@@ -528,11 +527,11 @@ int main(int argc, char *argv[])
         fprintf(stderr, "Error: -c and -U cannot be used together.\n");
         goto out;
     }
-    if (delete && upgrade) {
+    if (delete_user && upgrade) {
         fprintf(stderr, "Error: -D and -U cannot be used together.\n");
         goto out;
     }
-    if (delete && batch) {
+    if (delete_user && batch) {
         fprintf(stderr, "Error: -b and -D cannot be used together.\n");
         goto out;
     }
@@ -555,7 +554,7 @@ int main(int argc, char *argv[])
                                     "or password missing.\n"
                                   : "Error: -c argument given but password file or username "
                                     "missing.\n");
-        else if (delete)
+        else if (delete_user)
             fprintf(stderr, "Error: -D argument given but password file or username missing.\n");
         else
             usage(stderr);
@@ -601,14 +600,14 @@ int main(int argc, char *argv[])
             goto out;
         }
     }
-    if (!batch && !delete && !upgrade && get_password(&password, &password_len) != 0)
+    if (!batch && !delete_user && !upgrade && get_password(&password, &password_len) != 0)
         goto out;
 
     if (create) {
         if (add_entry(&out, user, strlen(user), password, password_len) != 0)
             goto out;
     } else {
-        enum mode mode = delete ? MODE_DELETE : upgrade ? MODE_UPGRADE : MODE_UPDATE;
+        enum mode mode = delete_user ? MODE_DELETE : upgrade ? MODE_UPGRADE : MODE_UPDATE;
         if (rewrite(&in, &out, mode, user, password, password_len) != 0)
             goto out;
     }

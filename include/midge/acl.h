@@ -26,8 +26,9 @@ enum mq_acl_access {
 typedef void (*mq_acl_report_fn)(void *ctx, bool is_error, const char *line);
 
 /* Read and parse the ACL file at path. Returns a new ACL (owned by the caller, release with
- * acl_free), or NULL after reporting every error found ("file:line: message", or
- * "file: <OS error>" when the file cannot be read). report may be NULL. */
+ * acl_free), or NULL after reporting the errors found ("file:line: message", or
+ * "file: <OS error>" when the file cannot be read; at most 50 diagnostics, then one line saying
+ * more were not shown). Warnings do not fail the load. report may be NULL. */
 struct mq_acl *acl_load(const char *path, mq_acl_report_fn report, void *ctx);
 
 /* Parse ACL text held in memory (tests, fuzzing); text need not be NUL-terminated and may

@@ -26,6 +26,7 @@ struct mq_listener_config {
                                            takes the port the previous listener picked */
     /* Security: effective values after per_listener_settings is applied. */
     bool allow_anonymous;
+    bool accept_any_password;           /* midge: a user name is enough (course firmware) */
     char *password_file;
     char *acl_file;
     bool allow_zero_length_clientid;    /* effective value (global unless per_listener_settings) */

@@ -16,6 +16,7 @@
 #include "midge/hmap.h"
 #include "midge/sub_tree.h"
 
+struct mq_acl;
 struct mq_config;
 struct mq_listener_config;
 struct mq_retain;
@@ -36,6 +37,21 @@ struct mq_sink_ops {
     void (*close)(void *io);
 };
 
+/* What one configured listener means to the protocol: its current settings and the
+ * security files loaded for it. The server owns these for its whole run (a reload
+ * updates them in place), so connections and sessions may point at them freely. */
+struct mq_listener_ctx {
+    const struct mq_listener_config *cfg; /* current settings */
+    const void *passwd;       /* loaded password file (opaque: see check_password), or NULL */
+    const struct mq_acl *acl; /* loaded ACL, or NULL (everything allowed) */
+    unsigned clients;         /* open connections, for max_connections */
+};
+
+/* Password check, provided by the server (hashing needs OpenSSL, which proto must not
+ * link): 0 = accepted, 1 = no such user, 2 = wrong password (enum mq_passwd_result). */
+typedef int (*mq_check_password_fn)(const void *passwd, const uint8_t *user, size_t user_len,
+                                    const uint8_t *password, size_t password_len);
+
 /* Broker-wide counters ($SYS and the closing log). */
 struct mq_stats {
     uint64_t clients_total;        /* connections accepted into a session ever */
@@ -53,6 +69,7 @@ struct mq_stats {
 struct mq_broker {
     const struct mq_config *cfg; /* borrowed; replaced on reload */
     const struct mq_sink_ops *sink;
+    mq_check_password_fn check_password; /* NULL: no password files in use */
     uint64_t now_ms; /* set by the caller before every entry point */
     uint64_t start_ms;
 
@@ -70,7 +87,7 @@ struct mq_broker {
 struct mq_conn {
     struct mq_broker *broker;
     void *io;
-    const struct mq_listener_config *listener; /* borrowed */
+    struct mq_listener_ctx *listener; /* borrowed from the server (lives as long) */
     struct mq_session *session; /* NULL until CONNECT is accepted */
     struct mq_msg *will;        /* reference; NULL when no will */
     struct mq_conn *prev, *next;
@@ -99,8 +116,8 @@ void broker_set_config(struct mq_broker *b, const struct mq_config *cfg);
 void broker_tick(struct mq_broker *b);
 
 /* A new network connection. peer is copied. Returns NULL on out of memory. */
-struct mq_conn *proto_conn_new(struct mq_broker *b, void *io,
-                               const struct mq_listener_config *listener, const char *peer);
+struct mq_conn *proto_conn_new(struct mq_broker *b, void *io, struct mq_listener_ctx *listener,
+                               const char *peer);
 
 /* Bytes arrived. Decodes and handles every complete packet in buf[0..len) and
  * returns how many bytes were consumed; the caller keeps the rest for the next

@@ -14,6 +14,7 @@
 
 struct mq_msg;
 struct mq_conn;
+struct mq_listener_ctx;
 
 /* Where an outgoing QoS 1/2 message stands. */
 enum mq_out_state {
@@ -46,6 +47,8 @@ struct mq_session {
     char *client_id; /* owned, NUL-terminated */
     uint16_t client_id_len;
     bool clean;
+    char *username;        /* owned; from the last CONNECT, NULL when none (ACL checks) */
+    struct mq_listener_ctx *listener; /* borrowed: whose ACL applies, also while offline */
     struct mq_conn *conn;  /* borrowed; NULL while offline */
     uint64_t last_seen_ms; /* for persistent_client_expiration */
 

@@ -21,15 +21,15 @@
 #include "midge/err.h"
 #include "midge/hmap.h"
 
-#define SALT_LEN 12                /* what mosquitto_passwd writes and the broker demands */
-#define HASH_LEN 64                /* SHA-512 output, also the PBKDF2 output length */
-#define SALT_B64_LEN 16            /* 12 bytes -> 16 characters, no padding */
-#define HASH_B64_LEN 88            /* 64 bytes -> 88 characters, "==" padding */
-#define DEFAULT_ITERATIONS 101     /* mosquitto_passwd's PW_DEFAULT_ITERATIONS */
-#define MAX_ITERATIONS 10000000u   /* far above any sane file; bounds the work per CONNECT */
-#define MAX_USER_LEN 65535         /* an MQTT string cannot carry more */
-#define MAX_FILE_SIZE (64u << 20)  /* ~500,000 users: anything bigger is not a password file */
-#define REPORT_MAX 512             /* longest diagnostic line */
+#define SALT_LEN 12               /* what mosquitto_passwd writes and the broker demands */
+#define HASH_LEN 64               /* SHA-512 output, also the PBKDF2 output length */
+#define SALT_B64_LEN 16           /* 12 bytes -> 16 characters, no padding */
+#define HASH_B64_LEN 88           /* 64 bytes -> 88 characters, "==" padding */
+#define DEFAULT_ITERATIONS 101    /* mosquitto_passwd's PW_DEFAULT_ITERATIONS */
+#define MAX_ITERATIONS 10000000u  /* far above any sane file; bounds the work per CONNECT */
+#define MAX_USER_LEN 65535        /* an MQTT string cannot carry more */
+#define MAX_FILE_SIZE (64u << 20) /* ~500,000 users: anything bigger is not a password file */
+#define REPORT_MAX 512            /* longest diagnostic line */
 
 enum hash_type {
     HASH_SHA512 = 6, /* "$6$": SHA-512(password || salt) */
@@ -256,8 +256,7 @@ static int parse_line(struct parser *ps, struct mq_passwd *p, const char *s, siz
     }
     if (old) {
         /* Mosquitto's hash table also ends up answering with the later line. */
-        report(ps, false, "user name already defined on line %u; this later entry wins",
-               old->line);
+        report(ps, false, "user name already defined on line %u; this later entry wins", old->line);
         entry_free(old);
     }
     e = NULL;
@@ -407,8 +406,8 @@ size_t passwd_count(const struct mq_passwd *p)
 
 /* Computes the digest of password for the given scheme into out[HASH_LEN]. Returns false
  * when OpenSSL fails, which callers treat as a mismatch (fail closed). */
-static bool digest(uint8_t type, uint32_t iterations, const uint8_t *salt,
-                   const uint8_t *password, size_t password_len, uint8_t *out)
+static bool digest(uint8_t type, uint32_t iterations, const uint8_t *salt, const uint8_t *password,
+                   size_t password_len, uint8_t *out)
 {
     static const uint8_t empty[1];
     const uint8_t *pw = password ? password : empty;
@@ -419,8 +418,8 @@ static bool digest(uint8_t type, uint32_t iterations, const uint8_t *salt,
     if (password_len > INT_MAX)
         goto out;
     if (type == HASH_PBKDF2) {
-        ok = PKCS5_PBKDF2_HMAC((const char *)pw, (int)password_len, salt, SALT_LEN,
-                               (int)iterations, EVP_sha512(), HASH_LEN, out) == 1;
+        ok = PKCS5_PBKDF2_HMAC((const char *)pw, (int)password_len, salt, SALT_LEN, (int)iterations,
+                               EVP_sha512(), HASH_LEN, out) == 1;
         goto out;
     }
     ctx = EVP_MD_CTX_new();
@@ -428,8 +427,8 @@ static bool digest(uint8_t type, uint32_t iterations, const uint8_t *salt,
         goto out;
     ok = EVP_DigestInit_ex(ctx, EVP_sha512(), NULL) == 1 &&
          EVP_DigestUpdate(ctx, pw, password_len) == 1 &&
-         EVP_DigestUpdate(ctx, salt, SALT_LEN) == 1 && EVP_DigestFinal_ex(ctx, out, &out_len) == 1 &&
-         out_len == HASH_LEN;
+         EVP_DigestUpdate(ctx, salt, SALT_LEN) == 1 &&
+         EVP_DigestFinal_ex(ctx, out, &out_len) == 1 && out_len == HASH_LEN;
 out:
     EVP_MD_CTX_free(ctx);
     return ok;
@@ -438,15 +437,15 @@ out:
 /* passwd_check: see passwd.h. user and password are borrowed byte strings. A NULL password
  * means the client sent none: that never matches (as in Mosquitto) but still costs a hash;
  * a non-NULL password of length 0 is the empty password. */
-enum mq_passwd_result passwd_check(const struct mq_passwd *p, const uint8_t *user,
-                                   size_t user_len, const uint8_t *password, size_t password_len)
+enum mq_passwd_result passwd_check(const struct mq_passwd *p, const uint8_t *user, size_t user_len,
+                                   const uint8_t *password, size_t password_len)
 {
     static const uint8_t decoy_salt[SALT_LEN] = "midge-decoy";
     uint8_t computed[HASH_LEN];
     const struct entry *e = NULL;
     enum mq_passwd_result res = MQ_PASSWD_NO_SUCH_USER;
 
-    if (p && (user || user_len == 0))
+    if (p && user && user_len) /* empty names are never loaded */
         e = hmap_get(&p->users, user, user_len);
     if (!e) {
         if (p)

@@ -21,7 +21,7 @@
 
 #define MAX_FILE_SIZE (64u << 20) /* an ACL file larger than this is a mistake, not a policy */
 #define MAX_STRING 65535u         /* MQTT strings (filters, user names) are at most this long */
-#define MAX_REPORTED_ERRORS 50    /* then one "too many errors" line */
+#define MAX_REPORTS 50            /* diagnostics per load, then one "more not shown" line */
 #define QUOTE_MAX 80              /* bytes of user text shown in a message */
 #define ACCESS_RW (MQ_ACL_READ | MQ_ACL_WRITE)
 
@@ -82,8 +82,8 @@ struct entry {
     const struct piece *pieces;
     uint32_t text_len;
     uint32_t npieces;
-    uint8_t access;  /* MQ_ACL_READ / MQ_ACL_WRITE bits; 0 = deny */
-    bool uses_user;  /* contains %u: never applies to a client without a user name */
+    uint8_t access; /* MQ_ACL_READ / MQ_ACL_WRITE bits; 0 = deny */
+    bool uses_user; /* contains %u: never applies to a client without a user name */
 };
 
 struct list {
@@ -165,24 +165,30 @@ struct parser {
     void *ctx;
     size_t line; /* 1-based; 0 while no line is being read */
     unsigned errors;
+    unsigned shown; /* diagnostics passed to the callback */
     struct mq_acl *acl;
     struct list *section; /* where `topic` lines go: &acl->anon, then the current user's */
 };
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
+static void report(struct parser *ps, bool is_error, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 static void report(struct parser *ps, bool is_error, const char *fmt, ...)
 {
     if (is_error)
         ps->errors++;
     if (!ps->report)
         return;
-    if (is_error && ps->errors > MAX_REPORTED_ERRORS) {
-        if (ps->errors == MAX_REPORTED_ERRORS + 1)
-            ps->report(ps->ctx, true, "(more errors not shown)");
+    if (ps->shown >= MAX_REPORTS) {
+        if (ps->shown == MAX_REPORTS) {
+            ps->shown++;
+            char out[512];
+            snprintf(out, sizeof out, "%s: more errors or warnings not shown", ps->name);
+            ps->report(ps->ctx, false, out);
+        }
         return;
     }
+    ps->shown++;
     char msg[640], out[1024];
     va_list ap;
     va_start(ap, fmt);
@@ -389,8 +395,8 @@ static int topic_line(struct parser *ps, bool pattern, const uint8_t *s, size_t 
         for (uint32_t i = 0; i < e.npieces; i++)
             subst |= e.pieces[i].kind != PIECE_TEXT;
         if (!subst)
-            report(ps, false, "pattern \"%s\" contains neither %%u nor %%c: it applies to every "
-                              "client",
+            report(ps, false,
+                   "pattern \"%s\" contains neither %%u nor %%c: it applies to every client",
                    quote(q, sizeof q, filter, flen));
     } else {
         struct piece *pc = arena_alloc(&ps->acl->arena, sizeof *pc);
@@ -579,6 +585,16 @@ static void vcur_next(struct vcur *c)
 /* Consume the cursor's current level (up to '/' or the end); true when it equals l[0..n). */
 static bool vcur_level_equals(struct vcur *c, const uint8_t *l, size_t n)
 {
+    if (c->n - c->off >= n) {
+        /* The usual case: the whole level lies in one piece. l holds no '/', so a '/' inside
+         * the compared bytes is a mismatch as it should be. */
+        if (memcmp(c->p + c->off, l, n) != 0)
+            return false;
+        c->off += n;
+        vcur_fill(c);
+        int ch = vcur_peek(c);
+        return ch < 0 || ch == '/';
+    }
     for (size_t k = 0;; k++) {
         int ch = vcur_peek(c);
         if (ch < 0 || ch == '/')

@@ -61,6 +61,7 @@ void session_free(struct mq_session *s)
         msg_unref(q.msg);
     free(s->queue);
     free(s->qos2_in);
+    free(s->username);
     free(s->client_id);
     free(s);
 }

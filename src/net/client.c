@@ -98,10 +98,8 @@ static void on_close(uv_handle_t *h)
     if (cl->next)
         cl->next->prev = cl->prev;
     srv->client_count--;
-    if (cl->group) {
-        cl->group->clients--;
-        listen_group_unref(cl->group);
-    }
+    if (cl->lctx)
+        cl->lctx->clients--;
     if (cl->transport)
         cl->transport->detach(cl);
     free(cl->in);
@@ -356,19 +354,18 @@ void client_accept(struct mq_listen_socket *ls)
     }
     snprintf(cl->peer, sizeof(cl->peer), ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host,
              port);
-    int max = ls->cfg->max_connections;
-    if (max >= 0 && ls->group->clients >= (unsigned)max) {
+    int max = ls->lctx->cfg->max_connections;
+    if (max >= 0 && ls->lctx->clients >= (unsigned)max) {
         /* Refused before any byte is read: a full listener costs nothing more. */
         mq_log(MQ_LOG_WARNING, "connection from %s on %s refused: max_connections %d reached",
                cl->peer, ls->name, max);
         client_close(cl, "max_connections reached");
         return;
     }
-    cl->group = ls->group;
-    cl->group->refs++;
-    cl->group->clients++;
+    cl->lctx = ls->lctx;
+    cl->lctx->clients++;
     srv->broker->now_ms = uv_now(&srv->loop);
-    cl->conn = proto_conn_new(srv->broker, cl, ls->cfg, cl->peer);
+    cl->conn = proto_conn_new(srv->broker, cl, ls->lctx, cl->peer);
     if (!cl->conn) {
         client_close(cl, "out of memory");
         return;

@@ -27,23 +27,16 @@ static void on_connection(uv_stream_t *server, int status)
     client_accept(ls);
 }
 
-void listen_group_unref(struct mq_listen_group *g)
-{
-    if (g && --g->refs == 0)
-        free(g);
-}
-
 static void on_socket_closed(uv_handle_t *h)
 {
     struct mq_listen_socket *ls = (struct mq_listen_socket *)h;
-    listen_group_unref(ls->group);
     if (ls->transport && ls->transport->ctx_free)
         ls->transport->ctx_free(ls->transport_ctx);
     free(ls);
 }
 
-static int add_socket(struct mq_server *srv, const struct mq_listener_config *lc,
-                      struct mq_listen_group *group, const struct sockaddr *sa, uint16_t *port)
+static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
+                      const struct sockaddr *sa, uint16_t *port)
 {
     struct sockaddr_storage addr;
     memcpy(&addr, sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
@@ -71,9 +64,8 @@ static int add_socket(struct mq_server *srv, const struct mq_listener_config *lc
     }
     srv->sockets = grown;
     ls->srv = srv;
-    ls->cfg = lc;
-    ls->group = group;
-    group->refs++;
+    ls->lctx = lctx;
+    const struct mq_listener_config *lc = lctx->cfg;
     uv_tcp_init_ex(&srv->loop, &ls->tcp, addr.ss_family);
     srv->sockets[srv->socket_count++] = ls;
 
@@ -123,9 +115,9 @@ static int add_socket(struct mq_server *srv, const struct mq_listener_config *lc
 }
 
 /* Bind one configured listener: every address it names, sharing one port. */
-static int start_listener(struct mq_server *srv, const struct mq_listener_config *lc,
-                          uint16_t *port_io)
+static int start_listener(struct mq_server *srv, struct mq_listener_ctx *lctx, uint16_t *port_io)
 {
+    const struct mq_listener_config *lc = lctx->cfg;
     if (lc->protocol == MQ_LISTENER_WEBSOCKETS) {
         mq_log(MQ_LOG_ERR,
                "listener %u: protocol websockets is not yet supported by this version of midge",
@@ -147,17 +139,11 @@ static int start_listener(struct mq_server *srv, const struct mq_listener_config
     }
     uint16_t port = *port_io;
     int rc = 0, bound = 0;
-    struct mq_listen_group *group = calloc(1, sizeof(*group));
-    if (!group) {
-        freeaddrinfo(res);
-        mq_log(MQ_LOG_ERR, "out of memory creating a listener");
-        return -1;
-    }
-    group->refs = 1; /* ours, until every socket holds its own */
+
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
             continue;
-        if (add_socket(srv, lc, group, ai->ai_addr, &port) == 0) {
+        if (add_socket(srv, lctx, ai->ai_addr, &port) == 0) {
             bound++;
         } else if (ai->ai_family == AF_INET6 && !lc->bind_address) {
             /* A machine without IPv6 still serves IPv4 on a wildcard listener. */
@@ -168,7 +154,6 @@ static int start_listener(struct mq_server *srv, const struct mq_listener_config
         }
     }
     freeaddrinfo(res);
-    listen_group_unref(group);
     *port_io = port;
     return rc == 0 && bound ? 0 : -1;
 }
@@ -183,7 +168,7 @@ int listeners_start(struct mq_server *srv)
         uint16_t port = cfg->listeners[i].port;
         if (port == 0 && cfg->listeners[i].shares_port)
             port = previous_port;
-        if (start_listener(srv, &cfg->listeners[i], &port))
+        if (start_listener(srv, srv->lctx[i], &port))
             return -1;
         previous_port = port;
     }
@@ -203,7 +188,8 @@ static bool same_binding(const struct mq_listener_config *a, const struct mq_lis
            same_str(a->bind_interface, b->bind_interface);
 }
 
-int listeners_reload(struct mq_server *srv, const struct mq_config *ncfg)
+int listeners_reload(struct mq_server *srv, const struct mq_config *ncfg,
+                     struct mq_listener_ctx **nlctx)
 {
     /* Keep the sockets whose binding is unchanged (pointing them at the new settings),
      * close the ones no longer configured, then bind what is new. Connected clients
@@ -214,14 +200,17 @@ int listeners_reload(struct mq_server *srv, const struct mq_config *ncfg)
         return -1;
     for (size_t i = 0; i < srv->socket_count; i++) {
         struct mq_listen_socket *ls = srv->sockets[i];
-        const struct mq_listener_config *found = NULL;
-        for (size_t j = 0; j < ncfg->listener_count && !found; j++)
-            if (same_binding(ls->cfg, &ncfg->listeners[j])) {
-                found = &ncfg->listeners[j];
-                matched[j] = true;
-            }
-        if (found) {
-            ls->cfg = found;
+        size_t found = SIZE_MAX;
+        for (size_t j = 0; j < ncfg->listener_count && found == SIZE_MAX; j++)
+            if (same_binding(ls->lctx->cfg, &ncfg->listeners[j]))
+                found = j;
+        if (found != SIZE_MAX) {
+            /* The same listener: its context object stays (clients point at it) and
+             * takes the new settings; the caller's fresh one for it is dropped. */
+            if (!matched[found] && nlctx[found] != ls->lctx)
+                listener_ctx_adopt(ls->lctx, nlctx[found]);
+            nlctx[found] = ls->lctx;
+            matched[found] = true;
             srv->sockets[kept++] = ls;
         } else {
             mq_log(MQ_LOG_NOTICE, "no longer listening on %s", ls->name);
@@ -234,7 +223,7 @@ int listeners_reload(struct mq_server *srv, const struct mq_config *ncfg)
         if (matched[j])
             continue;
         uint16_t port = ncfg->listeners[j].port;
-        if (start_listener(srv, &ncfg->listeners[j], &port))
+        if (start_listener(srv, nlctx[j], &port))
             rc = -1;
     }
     free(matched);

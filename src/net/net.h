@@ -42,22 +42,13 @@ struct mq_transport_ops {
     void (*ctx_free)(void *listener_ctx);
 };
 
-/* What the sockets of one configured listener share: its connection count, for
- * max_connections. Referenced by those sockets and by each client accepted on them,
- * so it outlives a reload that closes the sockets while clients stay. */
-struct mq_listen_group {
-    unsigned refs;
-    unsigned clients;
-};
-
 /* One bound socket of a configured listener. */
 struct mq_listen_socket {
     uv_tcp_t tcp; /* first: handle pointers convert back to the struct */
     struct mq_server *srv;
-    const struct mq_listener_config *cfg; /* borrowed from the server's config */
+    struct mq_listener_ctx *lctx;             /* the listener's settings; server-owned */
     const struct mq_transport_ops *transport; /* NULL: plain TCP */
     void *transport_ctx;                      /* e.g. the SSL_CTX; owned */
-    struct mq_listen_group *group;            /* counted reference */
     char name[80];                            /* "127.0.0.1:1883" */
 };
 
@@ -65,9 +56,14 @@ struct mq_server {
     uv_loop_t loop;
     struct mq_config *cfg; /* owned; replaced by a reload */
     const struct mq_server_options *opts;
-    struct mq_config **retired; /* configurations replaced by reloads: connections
-                                   accepted under them still point into them */
+    /* One context per configured listener, index for index with cfg->listeners. */
+    struct mq_listener_ctx **lctx;
+    /* Configurations and listener contexts replaced by reloads: connections and
+     * sessions may still point into them, so they live until shutdown. */
+    struct mq_config **retired;
     size_t retired_count;
+    struct mq_listener_ctx **retired_lctx;
+    size_t retired_lctx_count;
     struct mq_broker *broker;
     struct mq_listen_socket **sockets;
     size_t socket_count;
@@ -91,7 +87,7 @@ struct mq_client {
     struct mq_server *srv;
     const struct mq_transport_ops *transport; /* NULL: plain TCP */
     void *transport_state;
-    struct mq_listen_group *group; /* counted reference; NULL until admitted */
+    struct mq_listener_ctx *lctx; /* counted in lctx->clients once admitted; else NULL */
     struct mq_conn *conn; /* NULL once proto has been told the connection is gone */
     struct mq_client *prev, *next;   /* srv->clients */
     struct mq_client *dirty_next;
@@ -110,12 +106,16 @@ struct mq_client {
 };
 
 /* listener.c */
-void listen_group_unref(struct mq_listen_group *g);
 int listeners_start(struct mq_server *srv);
 /* Reload: keep unchanged sockets, close removed ones, bind new ones. -1 when a new
  * listener could not be bound (logged); the others are in place either way. */
-int listeners_reload(struct mq_server *srv, const struct mq_config *ncfg);
+int listeners_reload(struct mq_server *srv, const struct mq_config *ncfg,
+                     struct mq_listener_ctx **nlctx);
 void listeners_stop(struct mq_server *srv);
+
+/* server.c: move the settings and security files of fresh into kept (a reload of
+ * an unchanged listener) and free fresh. */
+void listener_ctx_adopt(struct mq_listener_ctx *kept, struct mq_listener_ctx *fresh);
 
 /* client.c */
 extern const struct mq_sink_ops client_sink;

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "midge/acl.h"
 #include "midge/config.h"
 #include "midge/err.h"
 #include "midge/log.h"
@@ -57,8 +58,8 @@ void broker_free(struct mq_broker *b)
 
 void broker_set_config(struct mq_broker *b, const struct mq_config *cfg) { b->cfg = cfg; }
 
-struct mq_conn *proto_conn_new(struct mq_broker *b, void *io,
-                               const struct mq_listener_config *listener, const char *peer)
+struct mq_conn *proto_conn_new(struct mq_broker *b, void *io, struct mq_listener_ctx *listener,
+                               const char *peer)
 {
     struct mq_conn *c = calloc(1, sizeof(*c));
     if (!c)
@@ -74,6 +75,14 @@ struct mq_conn *proto_conn_new(struct mq_broker *b, void *io,
         b->conns->prev = c;
     b->conns = c;
     return c;
+}
+
+bool session_may(const struct mq_session *s, const uint8_t *topic, size_t len, int access)
+{
+    const struct mq_acl *acl = s->listener ? s->listener->acl : NULL;
+    if (!acl)
+        return true;
+    return acl_check(acl, s->username, s->client_id, topic, len, (enum mq_acl_access)access);
 }
 
 const char *conn_name(const struct mq_conn *c)
@@ -147,6 +156,12 @@ void conn_shutdown(struct mq_conn *c, bool publish_will)
     c->closing = true;
     struct mq_msg *will = c->will;
     c->will = NULL;
+    if (will && publish_will && c->session &&
+        !session_may(c->session, (const uint8_t *)will->topic, will->topic_len, MQ_ACL_WRITE)) {
+        mq_log(MQ_LOG_NOTICE, "client %s: will on %s not published: acl_file denies write",
+               c->session->client_id, will->topic);
+        publish_will = false;
+    }
     /* Detach before publishing the will so it is never delivered back to this
      * connection, which is going away. */
     session_detach(c);

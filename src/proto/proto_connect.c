@@ -72,11 +72,54 @@ static bool has_allowed_prefix(const struct mq_config *cfg, struct mq_bytes id)
     return false;
 }
 
+/* Who may connect: password file, anonymous access, the any-password profile.
+ * Refuses (and returns false) with CONNACK 4 for a bad user name or password and 5
+ * for a client that is not allowed in ([MQTT-3.2.2-5]). Never logs a password. */
+static bool authenticate(struct mq_conn *c, const struct mq_connect *cp, const char *id)
+{
+    const struct mq_listener_ctx *l = c->listener;
+    const struct mq_listener_config *lc = l ? l->cfg : NULL;
+    if (!lc)
+        return true; /* unit tests without a listener */
+    if (!cp->has_username) {
+        if (lc->allow_anonymous)
+            return true;
+        refuse(c, MQ_CONNACK_NOT_AUTHORIZED, id,
+               "anonymous access is not allowed on this listener (set allow_anonymous true, "
+               "or give the client a user name and password)");
+        return false;
+    }
+    if (l->passwd && c->broker->check_password) {
+        char user[96];
+        snprintf(user, sizeof(user), "%.*s", (int)(cp->username.len < 80 ? cp->username.len : 80),
+                 (const char *)cp->username.ptr);
+        int r = c->broker->check_password(l->passwd, cp->username.ptr, cp->username.len,
+                                          cp->has_password ? cp->password.ptr : NULL,
+                                          cp->has_password ? cp->password.len : 0);
+        if (r == 0)
+            return true;
+        char why[160];
+        snprintf(why, sizeof(why), "%s for user %s (password_file)",
+                 r == 1 ? "unknown user name" : "wrong password", user);
+        refuse(c, MQ_CONNACK_BAD_CREDENTIALS, id, why);
+        return false;
+    }
+    /* The course-firmware profile: a user name is enough, the password (an Adafruit IO
+     * key in the firmware) is not checked; the ACL's %u patterns keep users apart. */
+    if (lc->accept_any_password || lc->allow_anonymous)
+        return true;
+    refuse(c, MQ_CONNACK_NOT_AUTHORIZED, id,
+           "no password_file is configured to check the user name against (set "
+           "password_file, accept_any_password true or allow_anonymous true)");
+    return false;
+}
+
 void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err)
 {
     struct mq_broker *b = c->broker;
     const struct mq_config *cfg = b->cfg;
     const struct mq_connect *cp = &p->u.connect;
+    const struct mq_listener_config *lc = c->listener ? c->listener->cfg : NULL;
     char id[96];
     snprintf(id, sizeof(id), "%.*s", (int)(cp->client_id.len < 80 ? cp->client_id.len : 80),
              cp->client_id.ptr ? (const char *)cp->client_id.ptr : "");
@@ -104,16 +147,14 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
                    "zero-length client id requires clean session 1");
             return;
         }
-        if (c->listener && !c->listener->allow_zero_length_clientid) {
+        if (lc && !lc->allow_zero_length_clientid) {
             refuse(c, MQ_CONNACK_ID_REJECTED, "(empty)",
                    "zero-length client id not allowed (allow_zero_length_clientid false)");
             return;
         }
         /* [MQTT-3.1.3-6]: unique. A client may have chosen an id of the same shape, so
          * skip any that is in use. */
-        const char *prefix = c->listener && c->listener->auto_id_prefix
-                                 ? c->listener->auto_id_prefix
-                                 : "auto-";
+        const char *prefix = lc && lc->auto_id_prefix ? lc->auto_id_prefix : "auto-";
         size_t n;
         do {
             int w = snprintf(auto_id, sizeof(auto_id), "%.32s%" PRIx64 "-%" PRIu64, prefix,
@@ -139,19 +180,8 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
         return;
     }
 
-    /* Anonymous access. Passwords arrive with the security issue; until then a listener
-     * that refuses anonymous clients refuses everyone it cannot authenticate. */
-    bool allow_anonymous = c->listener ? c->listener->allow_anonymous : true;
-    if (!allow_anonymous) {
-        if (!cp->has_username)
-            refuse(c, MQ_CONNACK_NOT_AUTHORIZED, id,
-                   "anonymous access is not allowed on this listener (set allow_anonymous "
-                   "true or configure password_file)");
-        else
-            refuse(c, MQ_CONNACK_NOT_AUTHORIZED, id,
-                   "no password_file is configured to check the user name against");
+    if (!authenticate(c, cp, id))
         return;
-    }
 
     if (make_will(c, cp)) {
         refuse(c, MQ_CONNACK_UNAVAILABLE, id, "out of memory");
@@ -184,6 +214,19 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
             return;
         }
     }
+    free(s->username);
+    s->username = NULL;
+    if (cp->has_username) {
+        s->username = malloc((size_t)cp->username.len + 1);
+        if (!s->username) {
+            session_destroy(b, s);
+            refuse(c, MQ_CONNACK_UNAVAILABLE, id, "out of memory");
+            return;
+        }
+        memcpy(s->username, cp->username.ptr, cp->username.len);
+        s->username[cp->username.len] = '\0';
+    }
+    s->listener = c->listener;
     s->conn = c;
     c->session = s;
     c->keepalive = cp->keepalive;

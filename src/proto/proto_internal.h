@@ -22,6 +22,9 @@ void conn_shutdown(struct mq_conn *c, bool publish_will);
 /* Printable client id (or "(not connected)"). */
 const char *conn_name(const struct mq_conn *c);
 
+/* True when the session's listener ACL (if any) lets it do access on topic. */
+bool session_may(const struct mq_session *s, const uint8_t *topic, size_t len, int access);
+
 /* proto_connect.c */
 void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err);
 void handle_disconnect(struct mq_conn *c);

@@ -7,6 +7,7 @@
  */
 #include <stdlib.h>
 
+#include "midge/acl.h"
 #include "midge/config.h"
 #include "midge/err.h"
 #include "midge/log.h"
@@ -127,6 +128,9 @@ void broker_publish(struct mq_broker *b, struct mq_msg *m)
     for (size_t i = 0; i < v->count; i++) {
         struct mq_session *s = v->items[i].subscriber;
         uint8_t granted = v->items[i].qos;
+        /* Every delivery is a read: a broad filter only gets what the ACL allows. */
+        if (!session_may(s, (const uint8_t *)m->topic, m->topic_len, MQ_ACL_READ))
+            continue;
         /* [MQTT-3.8.4-6]: never above the granted QoS; downgraded to the published one. */
         uint8_t qos = upgrade ? granted : (m->qos < granted ? m->qos : granted);
         session_deliver(b, s, m, qos, false, false); /* [MQTT-3.3.1-9] retain cleared */
@@ -152,6 +156,18 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *p)
         mq_log(MQ_LOG_WARNING, "client %s: message on %.*s of %u bytes exceeds message_size_limit, "
                "dropped", s->client_id, (int)p->topic.len, (const char *)p->topic.ptr,
                p->payload_len);
+        if (p->qos == 1)
+            conn_send_ack(c, MQ_PUBACK, p->packet_id);
+        else if (p->qos == 2 && session_qos2_in_add(s, p->packet_id) >= 0)
+            conn_send_ack(c, MQ_PUBREC, p->packet_id);
+        return;
+    }
+
+    if (!session_may(s, p->topic.ptr, p->topic.len, MQ_ACL_WRITE)) {
+        /* 3.1.1 has no negative acknowledgement: the flow completes and the message is
+         * dropped, as Mosquitto does. */
+        mq_log(MQ_LOG_NOTICE, "client %s: PUBLISH to %.*s denied by acl_file, dropped",
+               s->client_id, (int)p->topic.len, (const char *)p->topic.ptr);
         if (p->qos == 1)
             conn_send_ack(c, MQ_PUBACK, p->packet_id);
         else if (p->qos == 2 && session_qos2_in_add(s, p->packet_id) >= 0)

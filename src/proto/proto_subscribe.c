@@ -7,6 +7,7 @@
  */
 #include <stdlib.h>
 
+#include "midge/acl.h"
 #include "midge/config.h"
 #include "midge/err.h"
 #include "midge/log.h"
@@ -24,6 +25,8 @@ struct retained_ctx {
 static void deliver_retained(void *ctx, struct mq_msg *m)
 {
     struct retained_ctx *r = ctx;
+    if (!session_may(r->session, (const uint8_t *)m->topic, m->topic_len, MQ_ACL_READ))
+        return; /* retained messages are deliveries too */
     uint8_t qos = m->qos < r->granted ? m->qos : r->granted;
     /* [MQTT-3.3.1-8]: retain flag set on messages sent because of a new subscription. */
     session_deliver(r->broker, r->session, m, qos, true, true);
@@ -44,6 +47,12 @@ void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l)
     struct mq_bytes filter;
     uint8_t qos;
     for (uint16_t i = 0; codec_topic_list_next(&it, &filter, &qos); i++) {
+        if (!session_may(s, filter.ptr, filter.len, MQ_ACL_SUBSCRIBE)) {
+            mq_log(MQ_LOG_NOTICE, "client %s: SUBSCRIBE to %.*s denied by acl_file (SUBACK 0x80)",
+                   s->client_id, (int)filter.len, (const char *)filter.ptr);
+            codes[i] = MQ_SUBACK_FAILURE;
+            continue;
+        }
         /* [MQTT-3.8.4-3]: an identical filter replaces the old subscription's QoS. */
         if (sub_tree_add(b->subs, filter.ptr, filter.len, s, qos, NULL) ||
             session_sub_set(s, filter.ptr, filter.len, qos)) {

@@ -588,6 +588,35 @@ def test_user_drops_root_after_binding_privileged_port(start_broker):
         c.disconnect()
 
 
+def test_user_with_pid_file_and_log_file_in_its_runtime_directory(start_broker):
+    """`user nobody` with pid_file and log_dest file in a directory that user owns (what
+    systemd's RuntimeDirectory= gives): both files are written, the broker keeps logging
+    after the switch, and the pid file is removed at exit although midge is no longer
+    root by then."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: `user` only switches users when started as root")
+    nobody = pwd.getpwnam("nobody")
+    rundir = tempfile.mkdtemp(prefix="midge-run-", dir="/tmp")  # reachable for nobody
+    try:
+        os.chmod(rundir, 0o755)
+        os.chown(rundir, nobody.pw_uid, nobody.pw_gid)
+        pid_path = os.path.join(rundir, "midge.pid")
+        log = os.path.join(rundir, "midge.log")
+        br = start_broker(conf=["user nobody", f"pid_file {pid_path}", f"log_dest file {log}"],
+                          expect_listen=False)
+        wait_file(log, r"running as user nobody")
+        assert read(pid_path).strip() == str(br.proc.pid)
+        port = int(wait_file(log, r"listening on 127\.0\.0\.1:(\d+)").group(1))
+        client(port, "after-switch").disconnect()
+        wait_file(log, r"client after-switch disconnected: DISCONNECT received")
+        assert br.stop() == 0
+        assert not os.path.exists(pid_path), "pid file left behind after the user switch"
+        assert re.search(r"midge stopped", read(log)), read(log)
+        assert_no_sanitizer_text(read(log), "the log file")
+    finally:
+        shutil.rmtree(rundir, ignore_errors=True)
+
+
 def test_user_unknown_refuses_to_start(tmp_path):
     """`user` naming no account: start-up fails with exit 1 and a line naming it, rather
     than running on as root."""

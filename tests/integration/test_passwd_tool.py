@@ -224,6 +224,18 @@ def test_unwritable_directory_leaves_file_alone(tmp_path):
     assert list(entries(path)) == ["alice"]
 
 
+def test_owner_is_kept(pwfile):
+    """root editing the broker's file must not take it away from the broker."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to hand the file to another user")
+    run("-b", "-c", pwfile, "alice", "one")
+    os.chown(pwfile, 65534, 65534)  # nobody:nogroup
+    run("-b", pwfile, "bob", "two")
+    st = os.stat(pwfile)
+    assert (st.st_uid, st.st_gid) == (65534, 65534)
+    assert mode(pwfile) == 0o600
+
+
 def test_symlink_target_is_updated(tmp_path):
     target = tmp_path / "real"
     link = tmp_path / "link"

@@ -26,15 +26,15 @@
 
 /* Written by mosquitto_passwd 2.0.11: "-b -c f alice 'correct horse'" and
  * "-H sha512 -b -c f bob 'battery staple'". */
-#define FIXED_PBKDF2                                                                            \
-    "alice:$7$101$tG4X/8rKQJGnAygs$kQWlMDkhLSy7wMYGKlcFn9wn0qr1EwByUax3BkvjKojz/keHANSxVCzJWAnb" \
+#define FIXED_PBKDF2                                                                               \
+    "alice:$7$101$tG4X/8rKQJGnAygs$kQWlMDkhLSy7wMYGKlcFn9wn0qr1EwByUax3BkvjKojz/keHANSxVCzJWAnb"   \
     "+ZO6obp4ep830MYE9RDCqrM93g=="
-#define FIXED_SHA512                                                                            \
-    "bob:$6$DNdUYUaGYaXStB4h$2ioKZ7QDPTgFCSnDt+mUdhDb/lXKN/p6bOif3U77NidFgqwPfH1EZfH0w0R4VB0d7w" \
+#define FIXED_SHA512                                                                               \
+    "bob:$6$DNdUYUaGYaXStB4h$2ioKZ7QDPTgFCSnDt+mUdhDb/lXKN/p6bOif3U77NidFgqwPfH1EZfH0w0R4VB0d7w"   \
     "om8NNAlsKrR30Y4fjC7g=="
 /* The hash part of FIXED_SHA512, for building lines with other user names. */
-#define SHA512_HASH                                                                             \
-    "$6$DNdUYUaGYaXStB4h$2ioKZ7QDPTgFCSnDt+mUdhDb/lXKN/p6bOif3U77NidFgqwPfH1EZfH0w0R4VB0d7wom8N" \
+#define SHA512_HASH                                                                                \
+    "$6$DNdUYUaGYaXStB4h$2ioKZ7QDPTgFCSnDt+mUdhDb/lXKN/p6bOif3U77NidFgqwPfH1EZfH0w0R4VB0d7wom8N"   \
     "NAlsKrR30Y4fjC7g=="
 
 struct reports {
@@ -210,17 +210,17 @@ static void test_fixed_lines(void **state)
     assert_int_equal(check(p, "alic", "correct horse"), MQ_PASSWD_NO_SUCH_USER);
     assert_int_equal(check(p, "Alice", "correct horse"), MQ_PASSWD_NO_SUCH_USER);
     assert_int_equal(check(p, "", "correct horse"), MQ_PASSWD_NO_SUCH_USER);
-    assert_int_equal(passwd_check(p, (const uint8_t *)"alice", 6, (const uint8_t *)"correct horse",
-                                  13),
-                     MQ_PASSWD_NO_SUCH_USER);
+    assert_int_equal(
+        passwd_check(p, (const uint8_t *)"alice", 6, (const uint8_t *)"correct horse", 13),
+        MQ_PASSWD_NO_SUCH_USER);
     /* The password is a byte string too: a trailing NUL is a different password for $6$.
      * (Not for $7$: HMAC zero-pads short keys, so PBKDF2 cannot see trailing NULs.) */
-    assert_int_equal(passwd_check(p, (const uint8_t *)"bob", 3, (const uint8_t *)"battery staple",
-                                  15),
-                     MQ_PASSWD_MISMATCH);
-    assert_int_equal(passwd_check(p, (const uint8_t *)"bob", 3,
-                                  (const uint8_t *)"battery staple\0junk", 19),
-                     MQ_PASSWD_MISMATCH);
+    assert_int_equal(
+        passwd_check(p, (const uint8_t *)"bob", 3, (const uint8_t *)"battery staple", 15),
+        MQ_PASSWD_MISMATCH);
+    assert_int_equal(
+        passwd_check(p, (const uint8_t *)"bob", 3, (const uint8_t *)"battery staple\0junk", 19),
+        MQ_PASSWD_MISMATCH);
     passwd_free(p);
     assert_int_equal(check(NULL, "alice", "x"), MQ_PASSWD_NO_SUCH_USER);
     assert_int_equal(passwd_count(NULL), 0);
@@ -280,24 +280,24 @@ static void test_malformed_lines(void **state)
     (void)state;
 
     static const char text[] =
-        "just-a-name\n"                                                        /* 1 */
-        ":" SHA512_HASH "\n"                                                   /* 2 */
-        "plain:hunter2\n"                                                      /* 3 */
-        "md5:$1$abcdefgh$0123456789abcdef\n"                                   /* 4 */
-        "iters:$7$1o1$tG4X/8rKQJGnAygs$AAAA\n"                                 /* 5 */
-        "zero:$7$0$tG4X/8rKQJGnAygs$AAAA\n"                                    /* 6 */
-        "noiters:$7$$tG4X/8rKQJGnAygs$AAAA\n"                                  /* 7 */
-        "badsalt:$6$tG4X/8rKQJGnAyg!$AAAA\n"                                   /* 8 */
-        "shortsalt:$6$c2FsdHNhbHQ=$AAAA\n"                                     /* 9 */
-        "shorthash:$6$DNdUYUaGYaXStB4h$2ioKZ7QDPTgFCSnDt+mUdhDb\n"             /* 10 */
-        "nodollar:$6$DNdUYUaGYaXStB4h\n"                                       /* 11 */
-        "empty:\n"                                                             /* 12 */
-        FIXED_PBKDF2 "\n"                                                      /* 13 */
-        "huge:$7$10000001$tG4X/8rKQJGnAygs$AAAA\n"                             /* 14 */
+        "just-a-name\n"                                                          /* 1 */
+        ":" SHA512_HASH "\n"                                                     /* 2 */
+        "plain:hunter2\n"                                                        /* 3 */
+        "md5:$1$abcdefgh$0123456789abcdef\n"                                     /* 4 */
+        "iters:$7$1o1$tG4X/8rKQJGnAygs$AAAA\n"                                   /* 5 */
+        "zero:$7$0$tG4X/8rKQJGnAygs$AAAA\n"                                      /* 6 */
+        "noiters:$7$$tG4X/8rKQJGnAygs$AAAA\n"                                    /* 7 */
+        "badsalt:$6$tG4X/8rKQJGnAyg!$AAAA\n"                                     /* 8 */
+        "shortsalt:$6$c2FsdHNhbHQ=$AAAA\n"                                       /* 9 */
+        "shorthash:$6$DNdUYUaGYaXStB4h$2ioKZ7QDPTgFCSnDt+mUdhDb\n"               /* 10 */
+        "nodollar:$6$DNdUYUaGYaXStB4h\n"                                         /* 11 */
+        "empty:\n"                                                               /* 12 */
+        FIXED_PBKDF2 "\n"                                                        /* 13 */
+        "huge:$7$10000001$tG4X/8rKQJGnAygs$AAAA\n"                               /* 14 */
         "badpad:$6$DNdUYUaGYaXStB4h$2ioKZ7QDPTgFCSnDt+mUdhDb/lXKN/p6bOif3U77Nid" /* 15 */
         "FgqwPfH1EZfH0w0R4VB0d7wom8NNAlsKrR30Y4fjC7g=A\n"
-        "nul\0:" SHA512_HASH "\n"                                              /* 16 */
-        FIXED_SHA512 "\n";                                                     /* 17 */
+        "nul\0:" SHA512_HASH "\n" /* 16 */
+        FIXED_SHA512 "\n";        /* 17 */
     const char *want[] = {
         "t.pw:1: no ':' between user name and password hash; line skipped",
         "t.pw:2: empty user name; line skipped",
@@ -368,6 +368,38 @@ static void test_extra_colon(void **state)
     assert_int_equal(check(p, "bob", "battery staple"), MQ_PASSWD_OK);
     passwd_free(p);
     reports_free(&r);
+}
+
+/* User names longer than an MQTT string can carry could never log in: say so. */
+static void test_long_user_name(void **state)
+{
+    enum { MAX = 65535 };
+    const size_t hash_len = sizeof(SHA512_HASH) - 1;
+    char *text = malloc(2 * (MAX + 1 + 1 + hash_len + 1));
+    struct reports r = {0};
+    size_t n = 0;
+    (void)state;
+
+    assert_non_null(text);
+    for (int k = 0; k < 2; k++) {
+        size_t len = MAX + (size_t)k; /* 65535 is fine, 65536 is not */
+        memset(text + n, k ? 'b' : 'a', len);
+        n += len;
+        text[n++] = ':';
+        memcpy(text + n, SHA512_HASH, hash_len);
+        n += hash_len;
+        text[n++] = '\n';
+    }
+    struct mq_passwd *p = passwd_parse(text, n, "t.pw", collect, &r);
+    assert_int_equal(passwd_count(p), 1);
+    assert_int_equal(r.n, 1);
+    assert_string_equal(r.line[0], "t.pw:2: user name longer than 65535 bytes; line skipped");
+    assert_int_equal(
+        passwd_check(p, (const uint8_t *)text, MAX, (const uint8_t *)"battery staple", 14),
+        MQ_PASSWD_OK);
+    passwd_free(p);
+    reports_free(&r);
+    free(text);
 }
 
 static void test_iteration_cap(void **state)
@@ -540,6 +572,7 @@ int main(void)
         cmocka_unit_test(test_malformed_lines),
         cmocka_unit_test(test_duplicate_later_wins),
         cmocka_unit_test(test_extra_colon),
+        cmocka_unit_test(test_long_user_name),
         cmocka_unit_test(test_iteration_cap),
         cmocka_unit_test(test_hash_round_trip),
         cmocka_unit_test(test_load_errors),

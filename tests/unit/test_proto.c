@@ -44,6 +44,7 @@ struct fake_io {
 static struct env {
     struct mq_config cfg;
     struct mq_listener_config listener;
+    struct mq_listener_ctx lctx; /* what the server would hand proto: settings + security */
     struct mq_broker *b;
     struct fake_io ios[MAX_IOS];
     size_t nios;
@@ -81,6 +82,7 @@ static int setup(void **state)
         return -1;
     E.cfg.connection_messages = false;
     E.listener.max_connections = -1;
+    E.lctx.cfg = &E.listener;
     E.listener.allow_anonymous = true;
     E.listener.allow_zero_length_clientid = true;
     E.listener.auto_id_prefix = default_prefix;
@@ -147,7 +149,7 @@ static struct fake_io *io_open(void)
     struct fake_io *io = &E.ios[E.nios++];
     io->out = malloc(IO_CAP);
     assert_non_null(io->out);
-    io->conn = proto_conn_new(E.b, io, &E.listener, "127.0.0.1:50000");
+    io->conn = proto_conn_new(E.b, io, &E.lctx, "127.0.0.1:50000");
     assert_non_null(io->conn);
     return io;
 }
