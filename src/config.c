@@ -635,7 +635,9 @@ static void parse_duration(struct parser *p, const struct option *o, const struc
         char unit;
         long long seconds;
     } units[] = {
-        {'h', 3600}, {'d', 86400}, {'w', 7 * 86400}, {'m', 30 * 86400}, {'y', 365 * 86400},
+        /* 's' is midge's addition (tests, short-lived demos); the rest are Mosquitto's. */
+        {'s', 1}, {'h', 3600}, {'d', 86400}, {'w', 7 * 86400}, {'m', 30 * 86400},
+        {'y', 365 * 86400},
     };
     const struct span *v = &l->val[0];
     long long count, mult = 0;
@@ -649,7 +651,7 @@ static void parse_duration(struct parser *p, const struct option *o, const struc
     }
     struct span digits = {v->s, v->n - 1};
     if (mult == 0 || digits.s[0] == '-' || !to_int(&digits, 1, LLONG_MAX / mult, &count)) {
-        error_at(p, "%s: expected a duration like 1h, 2d, 1w, 1m or 1y, got \"%.*s\"", o->name,
+        error_at(p, "%s: expected a duration like 30s, 1h, 2d, 1w, 1m or 1y, got \"%.*s\"", o->name,
                  QS(v));
         return;
     }
@@ -722,6 +724,7 @@ static const struct option options[] = {
     {"clientid_prefixes", parse_clientid_prefix, NOF, 0, 0},
     {"connect_timeout", parse_number, G(connect_timeout), V_U32, 1, 3600},
     {"connection_messages", parse_bool, G(connection_messages), V_BOOL, 0, 0},
+    {"client_output_limit", parse_number, G(client_output_limit), V_U64, 0, INT64_MAX},
     {"include_dir", parse_include_dir, NOF, 0, 0},
     {"log_dest", parse_log_dest, NOF, 0, 0},
     {"log_timestamp", parse_bool, G(log_timestamp), V_BOOL, 0, 0},
@@ -1112,6 +1115,7 @@ static void scalar_defaults(struct mq_config *cfg)
     cfg->max_queued_messages = 1000;
     cfg->max_keepalive = 65535;
     cfg->connect_timeout = 10;
+    cfg->client_output_limit = 8u << 20;
     cfg->retain_available = true;
     cfg->sys_interval = 10;
     cfg->autosave_interval = 1800;

@@ -63,6 +63,9 @@ struct mq_config {
     uint32_t max_packet_size;          /* whole packet; 0 = spec maximum */
     uint16_t max_keepalive;            /* default 65535 */
     uint32_t connect_timeout;          /* seconds to wait for CONNECT; default 10 (midge) */
+    uint64_t client_output_limit;      /* bytes unsent to one client before its QoS 0
+                                          messages are dropped (2x: disconnected); default
+                                          8 MiB; 0 = unlimited (midge) */
     bool retain_available;             /* default true */
     bool upgrade_outgoing_qos;         /* default false */
     bool queue_qos0_messages;          /* default false */

@@ -35,6 +35,8 @@ struct mq_sink_ops {
     void (*write)(void *io, const struct mq_iov *iov, size_t n);
     /* Flush what is queued, then close the connection. proto_conn_closed follows later. */
     void (*close)(void *io);
+    /* Bytes written for the connection but not yet taken by the socket (optional). */
+    size_t (*backlog)(void *io);
 };
 
 /* What one configured listener means to the protocol: its current settings and the
@@ -59,7 +61,9 @@ struct mq_stats {
     uint64_t clients_maximum;
     uint64_t msgs_received, msgs_sent;       /* all packets */
     uint64_t pub_received, pub_sent;         /* PUBLISH packets */
-    uint64_t pub_dropped;                    /* queue overflow */
+    uint64_t pub_dropped;                    /* queue overflow and slow readers */
+    uint64_t pub_dropped_slow;               /* QoS 0 dropped: client not reading */
+    uint64_t slow_disconnects;               /* clients closed for not reading */
     uint64_t bytes_received, bytes_sent;
     uint64_t protocol_errors;
     uint64_t clients_expired; /* persistent sessions removed by persistent_client_expiration */
@@ -80,6 +84,7 @@ struct mq_broker {
 
     struct mq_conn *conns; /* doubly linked list of live connections */
     uint64_t auto_id_counter;
+    uint64_t last_expiry_scan_ms;
     struct mq_stats stats;
 };
 
@@ -99,6 +104,7 @@ struct mq_conn {
     bool connected; /* CONNACK 0 sent */
     bool closing;   /* close requested; input ignored, nothing more sent */
     char peer[64];  /* "addr:port" for logs */
+    char *identity; /* owned: TLS client certificate CN (use_identity_as_username), or NULL */
 };
 
 /* New broker using cfg (borrowed, must outlive the broker or be replaced with
@@ -119,12 +125,20 @@ void broker_tick(struct mq_broker *b);
 struct mq_conn *proto_conn_new(struct mq_broker *b, void *io, struct mq_listener_ctx *listener,
                                const char *peer);
 
+/* The transport authenticated the peer (TLS client certificate): with
+ * use_identity_as_username this becomes the client's user name. id is copied.
+ * Returns 0 or MQ_ERR_NOMEM. */
+int proto_conn_set_identity(struct mq_conn *c, const char *id);
+
 /* Bytes arrived. Decodes and handles every complete packet in buf[0..len) and
  * returns how many bytes were consumed; the caller keeps the rest for the next
  * call. On a protocol error the connection is closed (sink close) and len is
  * returned. *need (optional) receives the total size of the partial packet at the
  * end when its fixed header is complete, else 0, so the caller can size its buffer. */
 size_t proto_conn_input(struct mq_conn *c, const uint8_t *buf, size_t len, size_t *need);
+
+/* The connection's output backlog fell (a write completed): send what waited for it. */
+void proto_conn_drained(struct mq_conn *c);
 
 /* The network connection is gone (peer closed, error, or after sink close).
  * reason is used for the log line when proto did not close it itself.

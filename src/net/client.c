@@ -80,7 +80,14 @@ static void sink_close(void *io)
     mark_dirty(cl);
 }
 
-const struct mq_sink_ops client_sink = {.write = sink_write, .close = sink_close};
+static size_t sink_backlog(void *io)
+{
+    struct mq_client *cl = io;
+    return cl->out_len + cl->write_pending_bytes;
+}
+
+const struct mq_sink_ops client_sink = {
+    .write = sink_write, .close = sink_close, .backlog = sink_backlog};
 
 static void on_close(uv_handle_t *h)
 {
@@ -134,9 +141,15 @@ static void on_write(uv_write_t *req, int status)
     if (status == UV_ECANCELED)
         return; /* the client is closing; it may already be gone */
     cl->write_pending = false;
+    cl->write_pending_bytes = 0;
     if (status < 0) {
         client_close(cl, "write error");
         return;
+    }
+    /* Messages held back while this client was slow can go now. */
+    if (cl->conn) {
+        cl->srv->broker->now_ms = uv_now(&cl->srv->loop);
+        proto_conn_drained(cl->conn);
     }
     if (cl->out_len || cl->close_requested)
         mark_dirty(cl);
@@ -184,6 +197,7 @@ static void flush_client(struct mq_client *cl)
                 return;
             }
             cl->write_pending = true;
+            cl->write_pending_bytes = rest;
         }
     }
     /* A close is carried out after one attempt to send what precedes it (CONNACK

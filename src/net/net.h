@@ -95,6 +95,7 @@ struct mq_client {
     bool close_requested;
     bool closing; /* uv_close called */
     bool write_pending;
+    size_t write_pending_bytes; /* handed to uv_write, not yet confirmed */
     /* The unprocessed tail of the input (a partial packet); NULL when none. */
     uint8_t *in;
     size_t in_len, in_cap;

@@ -81,6 +81,14 @@ static bool authenticate(struct mq_conn *c, const struct mq_connect *cp, const c
     const struct mq_listener_config *lc = l ? l->cfg : NULL;
     if (!lc)
         return true; /* unit tests without a listener */
+    if (lc->use_identity_as_username) {
+        /* The certificate is the credential (Mosquitto: no password check). */
+        if (c->identity)
+            return true;
+        refuse(c, MQ_CONNACK_NOT_AUTHORIZED, id,
+               "use_identity_as_username is set but the client presented no certificate");
+        return false;
+    }
     if (!cp->has_username) {
         if (lc->allow_anonymous)
             return true;
@@ -216,7 +224,13 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
     }
     free(s->username);
     s->username = NULL;
-    if (cp->has_username) {
+    if (lc && lc->use_identity_as_username && c->identity) {
+        if (!(s->username = strdup(c->identity))) {
+            session_destroy(b, s);
+            refuse(c, MQ_CONNACK_UNAVAILABLE, id, "out of memory");
+            return;
+        }
+    } else if (cp->has_username) {
         s->username = malloc((size_t)cp->username.len + 1);
         if (!s->username) {
             session_destroy(b, s);

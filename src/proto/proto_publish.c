@@ -53,14 +53,41 @@ static void note_drop(struct mq_broker *b, struct mq_session *s, const struct mq
                s->client_id, s->queue_count, m->topic, (unsigned long long)s->dropped);
 }
 
+/* How far the client is behind in reading: 0 fine, 1 over the limit (hold QoS 0),
+ * 2 over twice the limit (it is not reading: disconnect). */
+static int output_pressure(const struct mq_broker *b, const struct mq_conn *c)
+{
+    uint64_t limit = b->cfg ? b->cfg->client_output_limit : 0;
+    if (!limit || !b->sink->backlog)
+        return 0;
+    size_t backlog = b->sink->backlog(c->io);
+    return backlog > 2 * limit ? 2 : backlog > limit ? 1 : 0;
+}
+
 void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m, uint8_t qos,
                      bool retain, bool force)
 {
     const struct mq_config *cfg = b->cfg;
     bool online = s->conn && !s->conn->closing;
+    int pressure = online ? output_pressure(b, s->conn) : 0;
+    if (pressure == 2) {
+        b->stats.slow_disconnects++;
+        conn_close(s->conn, true, "not reading: more than %llu bytes of output waiting",
+                   (unsigned long long)(2 * cfg->client_output_limit));
+        online = false;
+        pressure = 0;
+    }
     if (qos == 0) {
-        if (online && s->queue_count == 0) {
+        if (online && s->queue_count == 0 && !pressure) {
             conn_send_publish(s->conn, m, 0, retain, false, 0);
+            return;
+        }
+        if (online && pressure && !force) {
+            /* A live QoS 0 message to a client that is not keeping up is dropped (and
+             * counted) rather than buffered without bound. Retained ones wait in the
+             * queue: a new subscriber gets all of them, just later. */
+            b->stats.pub_dropped++;
+            b->stats.pub_dropped_slow++;
             return;
         }
         /* Offline QoS 0 is dropped unless asked for, as in Mosquitto; online it waits
@@ -89,6 +116,8 @@ static void drain_queue(struct mq_broker *b, struct mq_session *s)
         struct mq_queued q = s->queue[s->queue_head];
         if (q.qos > 0 && !window_open(b, s))
             break;
+        if (q.qos == 0 && output_pressure(b, s->conn))
+            break; /* proto_conn_drained resumes when the socket has taken more */
         session_queue_pop(s, &q);
         if (q.qos == 0)
             conn_send_publish(s->conn, q.msg, 0, q.retain, false, 0);
@@ -96,6 +125,12 @@ static void drain_queue(struct mq_broker *b, struct mq_session *s)
             send_inflight(b, s, q.msg, q.qos, q.retain);
         msg_unref(q.msg);
     }
+}
+
+void proto_conn_drained(struct mq_conn *c)
+{
+    if (c->session && !c->closing && c->session->queue_count)
+        drain_queue(c->broker, c->session);
 }
 
 void session_resume_delivery(struct mq_broker *b, struct mq_session *s)

@@ -712,23 +712,23 @@ static void test_error_messages(void **state)
         {"listener 1\ncafile /a\ncafile /b\n",
          "midge.conf:3: cafile: duplicate value, already set to \"/a\""},
         {"persistent_client_expiration 5\n",
-         "midge.conf:1: persistent_client_expiration: expected a duration like 1h, 2d, 1w, 1m "
-         "or 1y, got \"5\""},
+         "midge.conf:1: persistent_client_expiration: expected a duration like 30s, 1h, 2d, 1w, "
+         "1m or 1y, got \"5\""},
         {"persistent_client_expiration 0d\n",
-         "midge.conf:1: persistent_client_expiration: expected a duration like 1h, 2d, 1w, 1m "
-         "or 1y, got \"0d\""},
+         "midge.conf:1: persistent_client_expiration: expected a duration like 30s, 1h, 2d, 1w, "
+         "1m or 1y, got \"0d\""},
         {"persistent_client_expiration -1d\n",
-         "midge.conf:1: persistent_client_expiration: expected a duration like 1h, 2d, 1w, 1m "
-         "or 1y, got \"-1d\""},
+         "midge.conf:1: persistent_client_expiration: expected a duration like 30s, 1h, 2d, 1w, "
+         "1m or 1y, got \"-1d\""},
         {"persistent_client_expiration d\n",
-         "midge.conf:1: persistent_client_expiration: expected a duration like 1h, 2d, 1w, 1m "
-         "or 1y, got \"d\""},
-        {"persistent_client_expiration 1s\n",
-         "midge.conf:1: persistent_client_expiration: expected a duration like 1h, 2d, 1w, 1m "
-         "or 1y, got \"1s\""},
+         "midge.conf:1: persistent_client_expiration: expected a duration like 30s, 1h, 2d, 1w, "
+         "1m or 1y, got \"d\""},
+        {"persistent_client_expiration 1x\n",
+         "midge.conf:1: persistent_client_expiration: expected a duration like 30s, 1h, 2d, 1w, "
+         "1m or 1y, got \"1x\""},
         {"persistent_client_expiration 99999999999999999y\n",
-         "midge.conf:1: persistent_client_expiration: expected a duration like 1h, 2d, 1w, 1m "
-         "or 1y, got \"99999999999999999y\""},
+         "midge.conf:1: persistent_client_expiration: expected a duration like 30s, 1h, 2d, 1w, "
+         "1m or 1y, got \"99999999999999999y\""},
         {"persistent_client_expiration\n",
          "midge.conf:1: persistent_client_expiration: missing value"},
         {"allow_anonymous true\nper_listener_settings true\n",
