@@ -281,6 +281,27 @@ size_t proto_conn_input(struct mq_conn *c, const uint8_t *buf, size_t len, size_
     return c->closing ? len : off;
 }
 
+/* persistent_client_expiration: forget persistent sessions whose client has been away
+ * longer than allowed, so abandoned ids cannot pile up queues forever. */
+static void expire_sessions(struct mq_broker *b)
+{
+    int64_t limit_s = b->cfg ? b->cfg->persistent_client_expiration : 0;
+    if (limit_s <= 0)
+        return;
+    uint64_t limit_ms = (uint64_t)limit_s * 1000u;
+    uint32_t pos = 0;
+    struct mq_session *s;
+    while ((s = hmap_next(&b->sessions, &pos, NULL, NULL))) {
+        if (s->conn || b->now_ms - s->last_seen_ms < limit_ms)
+            continue;
+        mq_log(MQ_LOG_NOTICE, "client %s expired: away for more than %lld s "
+               "(persistent_client_expiration); %u queued messages discarded",
+               s->client_id, (long long)limit_s, s->queue_count + s->inflight_count);
+        b->stats.clients_expired++;
+        session_destroy(b, s); /* hmap_next allows removing the entry just returned */
+    }
+}
+
 void broker_tick(struct mq_broker *b)
 {
     /* Sessions are scanned once a second at most: expiry is measured in hours. */
@@ -306,27 +327,6 @@ void broker_tick(struct mq_broker *b)
         uint64_t limit_ms = (uint64_t)c->keepalive * 1500u;
         if (b->now_ms - c->last_rx_ms >= limit_ms)
             conn_close(c, true, "keepalive %u s exceeded", c->keepalive);
-    }
-}
-
-/* persistent_client_expiration: forget persistent sessions whose client has been away
- * longer than allowed, so abandoned ids cannot pile up queues forever. */
-static void expire_sessions(struct mq_broker *b)
-{
-    int64_t limit_s = b->cfg ? b->cfg->persistent_client_expiration : 0;
-    if (limit_s <= 0)
-        return;
-    uint64_t limit_ms = (uint64_t)limit_s * 1000u;
-    uint32_t pos = 0;
-    struct mq_session *s;
-    while ((s = hmap_next(&b->sessions, &pos, NULL, NULL))) {
-        if (s->conn || b->now_ms - s->last_seen_ms < limit_ms)
-            continue;
-        mq_log(MQ_LOG_NOTICE, "client %s expired: away for more than %lld s "
-               "(persistent_client_expiration); %u queued messages discarded",
-               s->client_id, (long long)limit_s, s->queue_count + s->inflight_count);
-        b->stats.clients_expired++;
-        session_destroy(b, s); /* hmap_next allows removing the entry just returned */
     }
 }
 
