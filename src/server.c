@@ -24,6 +24,7 @@
 #include "midge/passwd.h"
 #include "midge/proto.h"
 #include "net/net.h"
+#include "net/tls.h"
 
 #define TICK_MS 250
 
@@ -46,12 +47,8 @@ static int refuse_unimplemented(const char *path, const struct mq_config *cfg)
                                "this version of midge", file, l->port);
             bad = 1;
         }
-        if (l->certfile || l->keyfile || l->cafile || l->capath) {
-            mq_log(MQ_LOG_ERR, "%s: listener %u: TLS (cafile/capath/certfile/keyfile) is not yet "
-                               "supported by this version of midge; refusing to serve that "
-                               "listener unencrypted", file, l->port);
+        if (tls_check_config(file, l))
             bad = 1;
-        }
     }
     return bad ? -1 : 0;
 }

@@ -103,6 +103,7 @@ struct mq_conn {
     uint8_t protocol_level;
     bool connected; /* CONNACK 0 sent */
     bool closing;   /* close requested; input ignored, nothing more sent */
+    bool not_reading; /* output backlog over twice client_output_limit: close at next tick */
     char peer[64];  /* "addr:port" for logs */
     char *identity; /* owned: TLS client certificate CN (use_identity_as_username), or NULL */
 };

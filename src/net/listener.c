@@ -16,6 +16,7 @@
 #include "midge/config.h"
 #include "midge/log.h"
 #include "net.h"
+#include "tls.h"
 
 static void on_connection(uv_stream_t *server, int status)
 {
@@ -36,7 +37,7 @@ static void on_socket_closed(uv_handle_t *h)
 }
 
 static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
-                      const struct sockaddr *sa, uint16_t *port)
+                      const struct sockaddr *sa, uint16_t *port, void *tls)
 {
     struct sockaddr_storage addr;
     memcpy(&addr, sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
@@ -65,6 +66,10 @@ static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
     srv->sockets = grown;
     ls->srv = srv;
     ls->lctx = lctx;
+    if (tls) { /* set before uv_listen: no connection is ever accepted in plaintext */
+        ls->transport = &tls_transport;
+        ls->transport_ctx = tls_ctx_ref(tls);
+    }
     const struct mq_listener_config *lc = lctx->cfg;
     uv_tcp_init_ex(&srv->loop, &ls->tcp, addr.ss_family);
     srv->sockets[srv->socket_count++] = ls;
@@ -110,7 +115,7 @@ static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
         *port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                   : ((struct sockaddr_in *)&bound)->sin_port);
     snprintf(ls->name, sizeof(ls->name), fmt, host, *port);
-    mq_log(MQ_LOG_NOTICE, "listening on %s (mqtt)", ls->name);
+    mq_log(MQ_LOG_NOTICE, "listening on %s (%s)", ls->name, tls ? "mqtt over tls" : "mqtt");
     return 0;
 }
 
@@ -137,13 +142,20 @@ static int start_listener(struct mq_server *srv, struct mq_listener_ctx *lctx, u
                lc->bind_address ? lc->bind_address : "*", gai_strerror(gai));
         return -1;
     }
+    /* Certificates are loaded before anything is bound: a TLS listener whose files do
+     * not load is not opened at all, never served unencrypted. */
+    void *tls = NULL;
+    if (tls_enabled(lc) && !(tls = tls_ctx_new(lc))) {
+        freeaddrinfo(res);
+        return -1;
+    }
     uint16_t port = *port_io;
     int rc = 0, bound = 0;
 
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6)
             continue;
-        if (add_socket(srv, lctx, ai->ai_addr, &port) == 0) {
+        if (add_socket(srv, lctx, ai->ai_addr, &port, tls) == 0) {
             bound++;
         } else if (ai->ai_family == AF_INET6 && !lc->bind_address) {
             /* A machine without IPv6 still serves IPv4 on a wildcard listener. */
@@ -154,6 +166,8 @@ static int start_listener(struct mq_server *srv, struct mq_listener_ctx *lctx, u
         }
     }
     freeaddrinfo(res);
+    if (tls)
+        tls_transport.ctx_free(tls);
     *port_io = port;
     return rc == 0 && bound ? 0 : -1;
 }
@@ -185,7 +199,33 @@ static bool same_binding(const struct mq_listener_config *a, const struct mq_lis
 {
     return a->port == b->port && a->protocol == b->protocol &&
            a->socket_domain == b->socket_domain && same_str(a->bind_address, b->bind_address) &&
-           same_str(a->bind_interface, b->bind_interface);
+           same_str(a->bind_interface, b->bind_interface) && tls_enabled(a) == tls_enabled(b);
+}
+
+/* The new TLS context of a kept listener, built once for all of its sockets. */
+struct reload_tls {
+    void *ctx;
+    bool tried;
+};
+
+/* A kept TLS socket takes a context built from the new settings (certificates are
+ * re-read on SIGHUP). Its connections keep the SSL objects they have; OpenSSL frees
+ * the old context with the last of them. New files that fail keep the old context. */
+static void swap_tls(struct mq_listen_socket *ls, const struct mq_listener_config *lc,
+                     struct reload_tls *rt)
+{
+    if (!rt->tried) {
+        rt->tried = true;
+        if (!(rt->ctx = tls_ctx_new(lc)))
+            mq_log(MQ_LOG_ERR,
+                   "reload: listener %u keeps its current TLS certificates and settings (the "
+                   "new ones could not be loaded, above)",
+                   lc->port);
+    }
+    if (!rt->ctx)
+        return;
+    tls_transport.ctx_free(ls->transport_ctx);
+    ls->transport_ctx = tls_ctx_ref(rt->ctx);
 }
 
 int listeners_reload(struct mq_server *srv, const struct mq_config *ncfg,
@@ -196,8 +236,12 @@ int listeners_reload(struct mq_server *srv, const struct mq_config *ncfg,
      * are never touched. */
     size_t kept = 0;
     bool *matched = calloc(ncfg->listener_count + 1, sizeof(*matched));
-    if (!matched)
+    struct reload_tls *tls = calloc(ncfg->listener_count + 1, sizeof(*tls));
+    if (!matched || !tls) {
+        free(matched);
+        free(tls);
         return -1;
+    }
     for (size_t i = 0; i < srv->socket_count; i++) {
         struct mq_listen_socket *ls = srv->sockets[i];
         size_t found = SIZE_MAX;
@@ -211,6 +255,8 @@ int listeners_reload(struct mq_server *srv, const struct mq_config *ncfg,
                 listener_ctx_adopt(ls->lctx, nlctx[found]);
             nlctx[found] = ls->lctx;
             matched[found] = true;
+            if (ls->transport == &tls_transport)
+                swap_tls(ls, &ncfg->listeners[found], &tls[found]);
             srv->sockets[kept++] = ls;
         } else {
             mq_log(MQ_LOG_NOTICE, "no longer listening on %s", ls->name);
@@ -226,6 +272,10 @@ int listeners_reload(struct mq_server *srv, const struct mq_config *ncfg,
         if (start_listener(srv, nlctx[j], &port))
             rc = -1;
     }
+    for (size_t j = 0; j < ncfg->listener_count; j++)
+        if (tls[j].ctx)
+            tls_transport.ctx_free(tls[j].ctx);
+    free(tls);
     free(matched);
     return rc;
 }

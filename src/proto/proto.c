@@ -313,6 +313,12 @@ void broker_tick(struct mq_broker *b)
     for (struct mq_conn *c = b->conns; c; c = c->next) {
         if (c->closing)
             continue;
+        if (c->not_reading) {
+            b->stats.slow_disconnects++;
+            conn_close(c, true, "not reading: more than %llu bytes of output waiting",
+                       (unsigned long long)(2 * (b->cfg ? b->cfg->client_output_limit : 0)));
+            continue;
+        }
         /* A socket that never completes CONNECT (or sends it a byte a minute) holds a
          * connection slot and memory: give it connect_timeout seconds. */
         if (!c->connected) {

@@ -71,11 +71,10 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
     bool online = s->conn && !s->conn->closing;
     int pressure = online ? output_pressure(b, s->conn) : 0;
     if (pressure == 2) {
-        b->stats.slow_disconnects++;
-        conn_close(s->conn, true, "not reading: more than %llu bytes of output waiting",
-                   (unsigned long long)(2 * cfg->client_output_limit));
-        online = false;
-        pressure = 0;
+        /* Closed by broker_tick, not here: closing publishes the will and may destroy
+         * sessions, which must not happen in the middle of a routing pass. */
+        s->conn->not_reading = true;
+        pressure = 1;
     }
     if (qos == 0) {
         if (online && s->queue_count == 0 && !pressure) {
@@ -119,6 +118,12 @@ static void drain_queue(struct mq_broker *b, struct mq_session *s)
         if (q.qos == 0 && output_pressure(b, s->conn))
             break; /* proto_conn_drained resumes when the socket has taken more */
         session_queue_pop(s, &q);
+        /* Queued while offline under possibly another user name or older rules: the
+         * READ check applies to who receives it now. */
+        if (!session_may(s, (const uint8_t *)q.msg->topic, q.msg->topic_len, MQ_ACL_READ)) {
+            msg_unref(q.msg);
+            continue;
+        }
         if (q.qos == 0)
             conn_send_publish(s->conn, q.msg, 0, q.retain, false, 0);
         else
