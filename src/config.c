@@ -7,6 +7,7 @@
  * Invariant: when a public function fails, the caller's struct is zeroed and owns nothing.
  */
 #include "midge/config.h"
+#include "midge/file.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -930,65 +931,6 @@ static void parse_text(struct parser *p, const char *name, const char *text, siz
     p->cur = saved_cur;
 }
 
-/* Read a whole file. Returns 0, MQ_ERR_NOMEM, or MQ_ERR_IO with *op ("open"/"read") and
- * *err set. On success *out (owned by the caller) holds *len bytes. */
-static int read_file(const char *path, char **out, size_t *len, const char **op, int *err)
-{
-    FILE *f = NULL;
-    char *buf = NULL;
-    size_t n = 0, cap = 0;
-    int rc = 0;
-
-    *out = NULL;
-    *len = 0;
-    f = fopen(path, "rb");
-    if (!f) {
-        *op = "open";
-        *err = errno;
-        rc = MQ_ERR_IO;
-        goto fail;
-    }
-    for (;;) {
-        if (n == cap) {
-            if (cap >= MAX_FILE_SIZE) {
-                *op = "read";
-                *err = EFBIG;
-                rc = MQ_ERR_IO;
-                goto fail;
-            }
-            cap = cap ? cap * 2 : 4096;
-            char *v = realloc(buf, cap);
-            if (!v) {
-                rc = MQ_ERR_NOMEM;
-                goto fail;
-            }
-            buf = v;
-        }
-        errno = 0;
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) {
-            if (ferror(f)) {
-                *op = "read";
-                *err = errno ? errno : EIO;
-                rc = MQ_ERR_IO;
-                goto fail;
-            }
-            break;
-        }
-    }
-    fclose(f);
-    *out = buf;
-    *len = n;
-    return 0;
-
-fail:
-    if (f)
-        fclose(f);
-    free(buf);
-    return rc;
-}
-
 static int cmp_names(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -1052,7 +994,7 @@ static void parse_include_dir(struct parser *p, const struct option *o, const st
             p->nomem = true;
             goto out;
         }
-        int rc = read_file(file, &text, &len, &op, &err);
+        int rc = file_read_all(file, MAX_FILE_SIZE, &text, &len, &op, &err);
         if (rc == MQ_ERR_NOMEM) {
             p->nomem = true;
             goto out;
@@ -1272,7 +1214,7 @@ int config_load(const char *path, struct mq_config *cfg, mq_config_report_fn rep
     int err = 0, rc;
 
     parser_init(&p, cfg, report, ctx);
-    rc = read_file(path, &text, &len, &op, &err);
+    rc = file_read_all(path, MAX_FILE_SIZE, &text, &len, &op, &err);
     if (rc == MQ_ERR_IO) {
         file_error(&p, "cannot %s %s: %s", op, path, strerror(err));
         rc = MQ_ERR_CONFIG;

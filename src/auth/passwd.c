@@ -6,6 +6,7 @@
  * returns it, so checks may run concurrently; all key material is wiped before it is freed.
  */
 #include "midge/passwd.h"
+#include "midge/file.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -341,45 +342,25 @@ out:
 struct mq_passwd *passwd_load(const char *path, mq_passwd_report_fn report_fn, void *ctx)
 {
     struct parser ps = {.name = path, .report = report_fn, .ctx = ctx};
-    struct mq_passwd *p = NULL;
     char *buf = NULL;
-    size_t len = 0, cap = 0;
-    FILE *f = fopen(path, "rb");
-
-    if (!f) {
-        report(&ps, true, "cannot open password file: %s", strerror(errno));
-        goto out;
+    size_t len = 0;
+    const char *op = "read";
+    int err = 0;
+    int rc = file_read_all(path, MAX_FILE_SIZE, &buf, &len, &op, &err);
+    if (rc == MQ_ERR_IO && err == EFBIG) {
+        report(&ps, true, "password file larger than %u MiB", MAX_FILE_SIZE >> 20);
+        return NULL;
     }
-    for (;;) {
-        if (len == cap) {
-            char *nbuf;
-            if (cap >= MAX_FILE_SIZE) {
-                report(&ps, true, "password file larger than %u MiB", MAX_FILE_SIZE >> 20);
-                goto out;
-            }
-            cap = cap ? cap * 2 : 16384;
-            nbuf = realloc(buf, cap);
-            if (!nbuf) {
-                report(&ps, true, "%s", mq_strerror(MQ_ERR_NOMEM));
-                goto out;
-            }
-            buf = nbuf;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0)
-            break;
+    if (rc == MQ_ERR_IO) {
+        report(&ps, true, "cannot %s password file: %s", op, strerror(err));
+        return NULL;
     }
-    if (ferror(f)) {
-        report(&ps, true, "cannot read password file: %s", strerror(errno));
-        goto out;
+    if (rc) {
+        report(&ps, true, "%s", mq_strerror(rc));
+        return NULL;
     }
-    p = passwd_parse(buf, len, path, report_fn, ctx);
-out:
-    if (f)
-        fclose(f);
-    if (buf)
-        OPENSSL_cleanse(buf, len);
+    struct mq_passwd *p = passwd_parse(buf, len, path, report_fn, ctx);
+    OPENSSL_cleanse(buf, len); /* hashes do not linger in freed memory */
     free(buf);
     return p;
 }

@@ -8,6 +8,7 @@
  * check never depends on line order inside a list.
  */
 #include "midge/acl.h"
+#include "midge/file.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -484,42 +485,24 @@ struct mq_acl *acl_parse(const char *text, size_t len, const char *name, mq_acl_
 struct mq_acl *acl_load(const char *path, mq_acl_report_fn report_fn, void *ctx)
 {
     struct parser ps = {.name = path, .report = report_fn, .ctx = ctx};
-    struct mq_acl *acl = NULL;
     char *buf = NULL;
-    size_t len = 0, cap = 0;
-    FILE *f = fopen(path, "rb");
-
-    if (!f) {
-        report(&ps, true, "cannot open ACL file: %s", strerror(errno));
-        goto out;
+    size_t len = 0;
+    const char *op = "read";
+    int err = 0;
+    int rc = file_read_all(path, MAX_FILE_SIZE, &buf, &len, &op, &err);
+    if (rc == MQ_ERR_IO && err == EFBIG) {
+        report(&ps, true, "ACL file larger than %u MiB", MAX_FILE_SIZE >> 20);
+        return NULL;
     }
-    for (;;) {
-        if (len == cap) {
-            if (cap >= MAX_FILE_SIZE) {
-                report(&ps, true, "ACL file larger than %u MiB", MAX_FILE_SIZE >> 20);
-                goto out;
-            }
-            cap = cap ? cap * 2 : 16384;
-            char *nbuf = realloc(buf, cap);
-            if (!nbuf) {
-                report(&ps, true, "%s", mq_strerror(MQ_ERR_NOMEM));
-                goto out;
-            }
-            buf = nbuf;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0)
-            break;
+    if (rc == MQ_ERR_IO) {
+        report(&ps, true, "cannot %s ACL file: %s", op, strerror(err));
+        return NULL;
     }
-    if (ferror(f)) {
-        report(&ps, true, "cannot read ACL file: %s", strerror(errno));
-        goto out;
+    if (rc) {
+        report(&ps, true, "%s", mq_strerror(rc));
+        return NULL;
     }
-    acl = acl_parse(buf, len, path, report_fn, ctx);
-out:
-    if (f)
-        fclose(f);
+    struct mq_acl *acl = acl_parse(buf, len, path, report_fn, ctx);
     free(buf);
     return acl;
 }

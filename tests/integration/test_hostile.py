@@ -353,8 +353,10 @@ def first_packet(data):
 
 
 def expected_reason(data, connected, keepalive_s=1, connect_timeout_s=2):
-    """Regex for the reason part of the log line for a connection whose first bytes (after
-    CONNECT when connected) are data and which then stays open."""
+    """(regex for the reason part of the log line, when) for a connection whose first
+    bytes (after CONNECT when connected) are data and which then stays open. when is
+    "now" (closed as soon as the bytes are read), "timeout" (the bytes end inside a packet:
+    closed by connect_timeout or keepalive) or "any" (a body decides)."""
     wait = (f"keepalive {keepalive_s} s exceeded" if connected
             else f"no CONNECT within {connect_timeout_s} s")
     anything = (rf"(?:protocol error: {ANY_SENTENCE}(?: \(\w+\))?|{wait}|DISCONNECT received)")
@@ -362,42 +364,49 @@ def expected_reason(data, connected, keepalive_s=1, connect_timeout_s=2):
     while True:
         fate = first_packet(data[off:])
         if fate[0] == "error":
-            return fate[1]
+            return fate[1], "now"
         if fate[0] == "wait":
-            return wait
+            return wait, "timeout"
         _, t, _flags, hl, total = fate
         body = data[off + hl:off + total]
         name = NAMES[t]
         if not connected:
             if t != 1:  # body error or "first packet is not CONNECT"
-                return rf"protocol error: {ANY_SENTENCE} \({name}\)"
+                return rf"protocol error: {ANY_SENTENCE} \({name}\)", "now"
             if len(body) < 2 or len(body) - 2 < struct.unpack("!H", body[:2])[0]:
-                return r"protocol error: packet shorter than its fields \(CONNECT\)"
+                return r"protocol error: packet shorter than its fields \(CONNECT\)", "now"
             n = struct.unpack("!H", body[:2])[0]
             if body[2:2 + n] not in (b"MQTT", b"MQIsdp"):
-                return r"protocol error: unknown protocol name \(CONNECT\)"
-            return anything
+                return r"protocol error: unknown protocol name \(CONNECT\)", "now"
+            return anything, "any"
         if t in (4, 5, 6, 7):
             if body == b"\x00\x00":
-                return rf"protocol error: packet identifier 0 \({name}\)"
+                return rf"protocol error: packet identifier 0 \({name}\)", "now"
         elif t == 12:
             pass
         elif t == 14:
-            return "DISCONNECT received"
+            return "DISCONNECT received", "now"
         elif t in (1, 2, 9, 11, 13):  # a body error or a packet a client may not send
-            return rf"protocol error: {ANY_SENTENCE} \({name}\)"
+            return rf"protocol error: {ANY_SENTENCE} \({name}\)", "now"
         else:  # PUBLISH, SUBSCRIBE, UNSUBSCRIBE: the body decides; may even be valid
-            return anything
+            return anything, "any"
         off += total
 
 
+VALID_FIRST = (0x10, 0x20, 0x30, 0x33, 0x3D, 0x40, 0x50, 0x62, 0x70, 0x82, 0x90, 0xA2, 0xB0,
+               0xC0, 0xD0, 0xE0)
+
+
 def random_cases(seeds):
-    """(label, bytes) for each seed: raw random bytes of random length, and random bodies
-    framed with a valid fixed header of each type that has a variable body."""
+    """(label, bytes) for each seed: raw random bytes of random length; the same with a
+    valid first byte (so the random remaining length is parsed); random bodies framed
+    with a valid fixed header of each type that has a variable body."""
     cases = []
     for seed in seeds:
         rng = random.Random(seed)
         cases.append((f"raw-{seed}", rng.randbytes(rng.randint(1, 2048))))
+        cases.append((f"first-{seed}", bytes([rng.choice(VALID_FIRST)])
+                      + rng.randbytes(rng.randint(1, 2048))))
         for first in (0x10, 0x32, 0x82, 0xA2):
             n = rng.randint(0, 300)
             cases.append((f"framed-{first:02x}-{seed}", bytes([first]) + h.enc_len(n)
@@ -418,15 +427,22 @@ def test_random_bytes_before_connect(hostile):
     mark = br.mark()
     conns = []
     with ref.during():
+        sent = {}
         for label, data in cases:
             c = h.MqttConn(br.port)
             c.send(data)
+            sent[c] = time.monotonic()
             conns.append((label, c, data))
-        wait_all_closed([c for _, c, _ in conns], h.scaled(2.0) + 2.5)
+        closed = wait_all_closed([c for _, c, _ in conns], h.scaled(2.0) + 2.5)
         for label, c, data in conns:
-            reason = expected_reason(data, connected=False)
+            reason, when = expected_reason(data, connected=False)
             got = wait_log_count(br, peer_closed_re(c.local_port, reason), 1, h.TIMEOUT, mark)
             assert len(got) == 1, f"{label}: {got}"
+            took = closed[c] - sent[c]
+            if when == "now":
+                assert took < h.scaled(1.0), f"{label}: closed after {took:.2f} s, not at once"
+            elif when == "timeout":
+                assert took >= 1.9, f"{label}: closed after {took:.2f} s, before the timeout"
     assert br.alive()
     mem.check(rss_mb=(16, 96), data_mb=(64, 256))
 
@@ -441,20 +457,27 @@ def test_random_bytes_after_connect(hostile):
     mark = br.mark()
     conns = []
     with ref.during():
+        sent = {}
         for label, data in cases:
             c = h.client(br, f"rnd-{label}", keepalive=1,
                          will=(f"will/{label}", b"gone", 0, False))
             c.send(data)
+            sent[c] = time.monotonic()
             conns.append((label, c, data))
-        wait_all_closed([c for _, c, _ in conns], h.scaled(2.0) + 2.5)
+        closed = wait_all_closed([c for _, c, _ in conns], h.scaled(2.0) + 2.5)
         for label, c, data in conns:
-            reason = expected_reason(data, connected=True)
+            reason, when = expected_reason(data, connected=True)
             got = wait_log_count(br, client_closed_re(f"rnd-{label}", reason), 1, h.TIMEOUT,
                                  mark)
             assert len(got) == 1, f"{label}: {got}"
+            took = closed[c] - sent[c]
+            if when == "now":
+                assert took < h.scaled(1.0), f"{label}: closed after {took:.2f} s, not at once"
+            elif when == "timeout":
+                assert took >= 1.45, f"{label}: closed after {took:.2f} s, before keepalive"
     # A will is published unless the random bytes happened to hold a DISCONNECT.
     clean = {label for label, _, data in conns
-             if expected_reason(data, True) == "DISCONNECT received"}
+             if expected_reason(data, True)[0] == "DISCONNECT received"}
     wills = set()
     while len(wills) < len(conns) - len(clean):
         wills.add(watch.recv_publish().topic[len("will/"):])

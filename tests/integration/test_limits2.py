@@ -114,6 +114,9 @@ def test_nonreader_qos0_flood_dropped_then_disconnected(hostile):
             first = dropped.wait(lambda v: v > start_dropped, h.scaled(6))
             t_drop = time.monotonic()
             print(f"dropped {first - start_dropped} after {fl.sent_blobs * 256} sent")
+            # Memory while the flood goes on and the drops are being made.
+            dropped.wait(lambda v: v > first, h.scaled(3))
+            mem.check(rss_mb=(24, 192), data_mb=(64, 512))
             wait_log_count(br, client_closed_re(
                 "nonreader", r"not reading: more than 2097152 bytes of output waiting"), 1,
                 6.0, mark)
@@ -121,7 +124,6 @@ def test_nonreader_qos0_flood_dropped_then_disconnected(hostile):
                   f"first drops were published")
         finally:
             fl.stop()
-        dropped.wait(lambda v: v > first)
     # The non-reader's socket is closed (after the bytes already in its buffers).
     nr.sock.settimeout(h.TIMEOUT)
     deadline = time.monotonic() + h.TIMEOUT

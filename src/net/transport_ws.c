@@ -1,0 +1,842 @@
+/* transport_ws.c - MQTT over WebSocket (RFC 6455) for `protocol websockets` listeners.
+ *
+ * A connection starts in HTTP: one strictly parsed request, answered with the embedded
+ * page, /metrics, /healthz or an error (then closed), or upgraded with 101. After the
+ * upgrade libwslay's event API frames everything: binary payloads stream to
+ * client_deliver as they arrive (no message buffering), proto's output is queued one
+ * message per MQTT packet (or per input batch) and written through client_send_raw.
+ * Owns only per-connection state (struct ws_conn); never frees the client, only asks
+ * client.c to close it. Invariant: wslay is never entered re-entrantly for sending:
+ * output produced while wslay_event_recv runs is staged and sent after it returns.
+ */
+#include "ws.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <wslay/wslay.h>
+
+#include "http.h"
+#include "midge/config.h"
+#include "midge/log.h"
+#include "midge/sys.h"
+
+#define MQTT_MAX_PACKET 268435460u  /* 256 MiB remaining length + 5 header bytes */
+#define WS_FRAME_SLACK (64u * 1024) /* a full-size packet may share a frame with small ones */
+#define WS_DIRECT_MIN (16u * 1024)  /* output pieces this large skip the staging copy */
+#define WS_STAGE_MAX (64u * 1024)   /* staged output past this goes out at a packet end */
+
+enum ws_phase {
+    WS_HTTP, /* reading the request head */
+    WS_OPEN, /* upgraded: WebSocket frames */
+    WS_DONE, /* response or close frame sent; input ignored until the socket closes */
+};
+
+struct ws_conn {
+    struct mq_client *cl; /* borrowed; NULL once detached */
+    enum ws_phase phase;
+    char reason[112]; /* why the connection ended, for proto's closing log line */
+
+    /* HTTP: the request head when it spans reads (else parsed straight from the read). */
+    uint8_t *req;
+    size_t req_len;
+    uv_timer_t close_timer; /* closes the socket once the response has been written */
+    bool timer_started;
+
+    /* WebSocket input. */
+    wslay_event_context_ptr ev;
+    const uint8_t *rx; /* the read being fed to wslay_event_recv */
+    size_t rx_len;
+    bool in_recv;    /* inside wslay_event_recv: stage output, send afterwards */
+    bool rx_deliver; /* the current frame carries MQTT bytes */
+    bool rx_binary;  /* the message being received is binary */
+    bool rx_failed;  /* we queued a close: drop whatever payload follows */
+    uint64_t msg_len; /* bytes of the message being received (all its frames) */
+    uint64_t max_len; /* frame and message size limit */
+    const char *fail_text;
+
+    /* WebSocket output: bytes of unfinished packets (or of a batch) not yet queued. */
+    uint8_t *stage;
+    size_t stage_len, stage_cap;
+    uint32_t pkt_left;  /* body bytes of the current output packet still to come */
+    uint32_t pkt_acc;   /* remaining length being decoded */
+    uint8_t pkt_phase;  /* 0: at a packet boundary or in a body, 1: in a remaining length */
+    uint8_t pkt_shift;
+};
+
+/* ---- small helpers ---------------------------------------------------------------- */
+
+static int reserve(uint8_t **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    size_t ncap = *cap ? *cap : 1024;
+    while (ncap < need)
+        ncap *= 2;
+    uint8_t *n = realloc(*buf, ncap);
+    if (!n)
+        return -1;
+    *buf = n;
+    *cap = ncap;
+    return 0;
+}
+
+static void ws_free(struct ws_conn *ws)
+{
+    if (ws->ev)
+        wslay_event_context_free(ws->ev);
+    free(ws->req);
+    free(ws->stage);
+    free(ws);
+}
+
+static void on_timer_closed(uv_handle_t *h) { ws_free(h->data); }
+
+/* Close once what was queued has been written: the client.c sink close waits for a
+ * pending uv_write, and the timer makes sure the first flush of the response has
+ * happened (a close requested before it would cut a response the socket did not take
+ * at once). */
+static void on_close_timer(uv_timer_t *t)
+{
+    struct ws_conn *ws = t->data;
+    if (ws->cl && !ws->cl->closing)
+        client_sink.close(ws->cl);
+}
+
+static void close_after_flush(struct mq_client *cl, struct ws_conn *ws)
+{
+    ws->phase = WS_DONE;
+    if (!cl->close_reason && ws->reason[0])
+        cl->close_reason = ws->reason;
+    if (ws->timer_started)
+        return;
+    if (uv_timer_init(&cl->srv->loop, &ws->close_timer)) {
+        client_sink.close(cl);
+        return;
+    }
+    ws->close_timer.data = ws;
+    ws->timer_started = true;
+    uv_timer_start(&ws->close_timer, on_close_timer, 0, 0);
+}
+
+static bool span_eq(const struct http_span *s, const char *z)
+{
+    return s->n == strlen(z) && memcmp(s->p, z, s->n) == 0;
+}
+
+/* ---- trusted proxies and origins --------------------------------------------------- */
+
+struct ip_addr {
+    int family;
+    uint8_t b[16];
+};
+
+static bool parse_ip(const char *s, size_t n, struct ip_addr *a)
+{
+    char tmp[INET6_ADDRSTRLEN + 1];
+    if (!n || n >= sizeof(tmp))
+        return false;
+    memcpy(tmp, s, n);
+    tmp[n] = '\0';
+    if (inet_pton(AF_INET, tmp, a->b) == 1) {
+        a->family = AF_INET;
+        return true;
+    }
+    if (inet_pton(AF_INET6, tmp, a->b) == 1) {
+        a->family = AF_INET6;
+        return true;
+    }
+    return false;
+}
+
+/* True when a matches one entry ("ADDR" or "ADDR/PREFIX") of the whitespace- or
+ * comma-separated list (validated by config.c). */
+static bool ip_in_list(const char *list, const struct ip_addr *a)
+{
+    const char *p = list;
+    while (p && *p) {
+        p += strspn(p, " \t,");
+        size_t n = strcspn(p, " \t,");
+        if (!n)
+            break;
+        const char *slash = memchr(p, '/', n);
+        size_t alen = slash ? (size_t)(slash - p) : n;
+        struct ip_addr net;
+        if (parse_ip(p, alen, &net) && net.family == a->family) {
+            unsigned bits = a->family == AF_INET ? 32 : 128;
+            unsigned prefix = slash ? (unsigned)strtoul(slash + 1, NULL, 10) : bits;
+            if (prefix > bits)
+                prefix = bits;
+            unsigned full = prefix / 8, rest = prefix % 8;
+            bool match = memcmp(net.b, a->b, full) == 0;
+            if (match && rest) {
+                uint8_t mask = (uint8_t)(0xff << (8 - rest));
+                match = (net.b[full] & mask) == (a->b[full] & mask);
+            }
+            if (match)
+                return true;
+        }
+        p += n;
+    }
+    return false;
+}
+
+static bool peer_ip(struct mq_client *cl, struct ip_addr *a)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getpeername(&cl->tcp, (struct sockaddr *)&ss, &len))
+        return false;
+    if (ss.ss_family == AF_INET) {
+        a->family = AF_INET;
+        memcpy(a->b, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        return true;
+    }
+    if (ss.ss_family == AF_INET6) {
+        a->family = AF_INET6;
+        memcpy(a->b, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+        return true;
+    }
+    return false;
+}
+
+/* X-Forwarded-For from a trusted proxy names the real client: the rightmost address
+ * that is not itself a trusted proxy. The peer becomes "CLIENT via PROXY" for logs. */
+static void apply_forwarded_for(struct mq_client *cl, const struct http_request *req)
+{
+    const char *proxies = cl->lctx ? cl->lctx->cfg->http_trusted_proxies : NULL;
+    size_t count = 0;
+    const struct http_span *xff = http_header(req, "X-Forwarded-For", &count);
+    struct ip_addr peer;
+    if (!proxies || !xff || count != 1 || !peer_ip(cl, &peer) || !ip_in_list(proxies, &peer))
+        return;
+    const char *begin = xff->p, *end = xff->p + xff->n;
+    struct http_span chosen = {NULL, 0};
+    while (end > begin) {
+        const char *comma = end;
+        while (comma > begin && comma[-1] != ',')
+            comma--;
+        const char *a = comma, *b = end;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        struct ip_addr ip;
+        if (!parse_ip(a, (size_t)(b - a), &ip)) {
+            mq_log(MQ_LOG_WARNING, "http: %s: ignoring a malformed X-Forwarded-For", cl->peer);
+            return;
+        }
+        chosen = (struct http_span){a, (size_t)(b - a)};
+        if (!ip_in_list(proxies, &ip))
+            break;
+        end = comma > begin ? comma - 1 : begin;
+    }
+    if (!chosen.n)
+        return;
+    char peer_str[64];
+    snprintf(peer_str, sizeof(peer_str), "%.*s via %s", (int)chosen.n, chosen.p, cl->peer);
+    snprintf(cl->peer, sizeof(cl->peer), "%s", peer_str);
+    if (cl->conn)
+        snprintf(cl->conn->peer, sizeof(cl->conn->peer), "%s", peer_str);
+}
+
+/* Origin allow-list (websockets_origins): unset allows every origin; requests without
+ * an Origin (non-browser clients, which could send any) and same-origin requests (the
+ * embedded page) are always allowed. */
+static bool origin_allowed(struct mq_client *cl, const struct http_request *req)
+{
+    const char *list = cl->lctx ? cl->lctx->cfg->websockets_origins : NULL;
+    const struct http_span *origin = http_header(req, "Origin", NULL);
+    if (!list || !origin)
+        return true;
+    const struct http_span *host = http_header(req, "Host", NULL);
+    if (host && origin->n == 7 + host->n && !strncmp(origin->p, "http://", 7) &&
+        !strncasecmp(origin->p + 7, host->p, host->n))
+        return true;
+    const char *p = list;
+    while (*p) {
+        p += strspn(p, " \t,");
+        size_t n = strcspn(p, " \t,");
+        if (!n)
+            break;
+        size_t m = n;
+        while (m > 1 && p[m - 1] == '/')
+            m--;
+        if (origin->n == m && !strncasecmp(origin->p, p, m))
+            return true;
+        p += n;
+    }
+    return false;
+}
+
+/* ---- HTTP responses ----------------------------------------------------------------- */
+
+struct response {
+    int status;
+    const char *content_type;
+    const uint8_t *body;
+    size_t body_len;
+    const char *extra; /* more header lines, each ending in CRLF, or NULL */
+};
+
+static void respond(struct mq_client *cl, struct ws_conn *ws, const struct http_request *req,
+                    const struct response *r)
+{
+    char head[768];
+    int n = snprintf(head, sizeof(head),
+                     "HTTP/1.1 %d %s\r\n"
+                     "Content-Type: %s\r\n"
+                     "Content-Length: %zu\r\n"
+                     "Cache-Control: no-cache\r\n"
+                     "X-Content-Type-Options: nosniff\r\n"
+                     "%s"
+                     "Connection: close\r\n\r\n",
+                     r->status, http_status_text(r->status), r->content_type, r->body_len,
+                     r->extra ? r->extra : "");
+    if (n < 0 || (size_t)n >= sizeof(head)) {
+        client_close(cl, "http: response head too long");
+        return;
+    }
+    client_send_raw(cl, (const uint8_t *)head, (size_t)n);
+    bool head_only = req && span_eq(&req->method, "HEAD");
+    if (!head_only && r->body_len)
+        client_send_raw(cl, r->body, r->body_len);
+    if (req)
+        snprintf(ws->reason, sizeof(ws->reason), "HTTP %.*s %.*s %d", (int)req->method.n,
+                 req->method.p, (int)(req->path.n > 60 ? 60 : req->path.n), req->path.p,
+                 r->status);
+    else
+        snprintf(ws->reason, sizeof(ws->reason), "HTTP %d", r->status);
+    close_after_flush(cl, ws);
+}
+
+/* A refusal: a plain-text body saying why, and one log line naming the peer. */
+static void refuse(struct mq_client *cl, struct ws_conn *ws, const struct http_request *req,
+                   int status, const char *what, const char *why, const char *extra)
+{
+    mq_log(MQ_LOG_NOTICE, "http: %s: %s: %s", cl->peer, what, why);
+    char body[256];
+    int n = snprintf(body, sizeof(body), "%d %s: %s\n", status, http_status_text(status), why);
+    struct response r = {status, "text/plain; charset=utf-8", (const uint8_t *)body,
+                         n > 0 ? ((size_t)n < sizeof(body) ? (size_t)n : sizeof(body) - 1) : 0,
+                         extra};
+    respond(cl, ws, req, &r);
+}
+
+static void serve_metrics(struct mq_client *cl, struct ws_conn *ws, const struct http_request *req)
+{
+    struct mq_server *srv = cl->srv;
+    const struct mq_sys *s = srv->sys_interval ? &srv->sys_state : NULL;
+    size_t cap = 16384;
+    char *buf = NULL;
+    for (int tries = 0; tries < 4; tries++) {
+        char *nb = realloc(buf, cap);
+        if (!nb)
+            break;
+        buf = nb;
+        size_t n = sys_format_metrics(srv->broker, s, buf, cap);
+        if (n < cap) {
+            struct response r = {200, "text/plain; version=0.0.4; charset=utf-8",
+                                 (const uint8_t *)buf, n, NULL};
+            respond(cl, ws, req, &r);
+            free(buf);
+            return;
+        }
+        cap = n + 1;
+    }
+    free(buf);
+    refuse(cl, ws, req, 500, "internal error", "out of memory for /metrics", NULL);
+}
+
+static void serve_get(struct mq_client *cl, struct ws_conn *ws, const struct http_request *req)
+{
+    const struct http_span *path = &req->path;
+    if (span_eq(path, "/metrics")) {
+        serve_metrics(cl, ws, req);
+        return;
+    }
+    if (span_eq(path, "/healthz")) {
+        bool up = !cl->srv->stopping;
+        struct response r = {up ? 200 : 503, "text/plain; charset=utf-8",
+                             (const uint8_t *)(up ? "ok\n" : "stopping\n"), up ? 3 : 9, NULL};
+        respond(cl, ws, req, &r);
+        return;
+    }
+    const struct http_asset *a = http_asset_find(path);
+    if (a) {
+        struct response r = {200, a->content_type, a->data, a->len, NULL};
+        respond(cl, ws, req, &r);
+        return;
+    }
+    if (span_eq(path, "/mqtt")) {
+        static const char msg[] = "426 Upgrade Required: this is the MQTT over WebSocket "
+                                  "endpoint; connect with an MQTT client (subprotocol mqtt)\n";
+        struct response r = {426, "text/plain; charset=utf-8", (const uint8_t *)msg,
+                             sizeof(msg) - 1, "Upgrade: websocket\r\n"};
+        respond(cl, ws, req, &r);
+        return;
+    }
+    static const char nf[] = "404 Not Found\n";
+    struct response r = {404, "text/plain; charset=utf-8", (const uint8_t *)nf, sizeof(nf) - 1,
+                         NULL};
+    respond(cl, ws, req, &r);
+}
+
+/* ---- WebSocket ---------------------------------------------------------------------- */
+
+static ssize_t on_wslay_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+                             void *user)
+{
+    (void)flags;
+    struct ws_conn *ws = user;
+    if (!ws->rx_len) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    size_t n = len < ws->rx_len ? len : ws->rx_len;
+    memcpy(buf, ws->rx, n);
+    ws->rx += n;
+    ws->rx_len -= n;
+    return (ssize_t)n;
+}
+
+static ssize_t on_wslay_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
+                             int flags, void *user)
+{
+    (void)ctx;
+    (void)flags;
+    struct ws_conn *ws = user;
+    if (ws->cl)
+        client_send_raw(ws->cl, data, len);
+    return (ssize_t)len;
+}
+
+/* End the WebSocket from our side: close frame with code, no more input. */
+static void ws_fail(struct ws_conn *ws, uint16_t code, const char *text)
+{
+    if (ws->rx_failed)
+        return;
+    ws->rx_failed = true;
+    ws->fail_text = text;
+    wslay_event_queue_close(ws->ev, code, (const uint8_t *)text, strlen(text));
+    wslay_event_shutdown_read(ws->ev);
+}
+
+static void on_frame_start(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_start_arg *arg, void *user)
+{
+    (void)ctx;
+    struct ws_conn *ws = user;
+    ws->rx_deliver = false;
+    if (ws->rx_failed)
+        return;
+    switch (arg->opcode) {
+    case WSLAY_BINARY_FRAME:
+        ws->rx_binary = true;
+        ws->msg_len = 0;
+        break;
+    case WSLAY_CONTINUATION_FRAME: /* wslay checked that a message is open */
+        break;
+    case WSLAY_TEXT_FRAME:
+        ws->rx_binary = false;
+        ws_fail(ws, WSLAY_CODE_UNSUPPORTED_DATA, "MQTT needs binary frames");
+        return;
+    default: /* control frames: wslay answers pings and closes itself */
+        return;
+    }
+    ws->msg_len += arg->payload_length;
+    if (ws->msg_len > ws->max_len) {
+        ws_fail(ws, WSLAY_CODE_MESSAGE_TOO_BIG, "message too big");
+        return;
+    }
+    ws->rx_deliver = ws->rx_binary;
+}
+
+static void on_frame_chunk(wslay_event_context_ptr ctx,
+                           const struct wslay_event_on_frame_recv_chunk_arg *arg, void *user)
+{
+    (void)ctx;
+    struct ws_conn *ws = user;
+    if (ws->rx_deliver && !ws->rx_failed && ws->cl)
+        client_deliver(ws->cl, arg->data, arg->data_length);
+}
+
+static const struct wslay_event_callbacks wslay_callbacks = {
+    .recv_callback = on_wslay_recv,
+    .send_callback = on_wslay_send,
+    .on_frame_recv_start_callback = on_frame_start,
+    .on_frame_recv_chunk_callback = on_frame_chunk,
+};
+
+static const char *close_code_text(uint16_t code)
+{
+    switch (code) {
+    case 1000: return "normal closure";
+    case 1001: return "going away";
+    case 1002: return "protocol error";
+    case 1003: return "unsupported data";
+    case 1005: return "no status";
+    case 1007: return "invalid payload data";
+    case 1008: return "policy violation";
+    case 1009: return "message too big";
+    case 1011: return "internal error";
+    default: return "close";
+    }
+}
+
+/* Queue staged output as one binary message. */
+static int queue_bytes(struct mq_client *cl, struct ws_conn *ws, const uint8_t *data, size_t len)
+{
+    if (!len)
+        return 0;
+    struct wslay_event_msg m = {WSLAY_BINARY_FRAME, data, len};
+    int r = wslay_event_queue_msg(ws->ev, &m);
+    if (r == 0 || r == WSLAY_ERR_NO_MORE_MSG) /* closing: the output is moot */
+        return 0;
+    client_close(cl, "out of memory for WebSocket output");
+    return -1;
+}
+
+static int queue_stage(struct mq_client *cl, struct ws_conn *ws)
+{
+    int r = queue_bytes(cl, ws, ws->stage, ws->stage_len);
+    ws->stage_len = 0;
+    return r;
+}
+
+/* Send what wslay has queued and act on a close that was sent (answered or ours). */
+static void ws_pump(struct mq_client *cl, struct ws_conn *ws, int recv_rc)
+{
+    if (cl->closing || ws->phase != WS_OPEN)
+        return;
+    if (ws->stage_len && queue_stage(cl, ws))
+        return;
+    int send_rc = wslay_event_send(ws->ev);
+    if (recv_rc < 0 || send_rc < 0) {
+        snprintf(ws->reason, sizeof(ws->reason), "websocket: %s",
+                 recv_rc == WSLAY_ERR_NOMEM || send_rc == WSLAY_ERR_NOMEM ? "out of memory"
+                                                                          : "protocol error");
+        close_after_flush(cl, ws);
+        return;
+    }
+    if (!wslay_event_get_close_sent(ws->ev))
+        return;
+    uint16_t code = wslay_event_get_status_code_sent(ws->ev);
+    if (wslay_event_get_close_received(ws->ev))
+        snprintf(ws->reason, sizeof(ws->reason), "websocket closed by peer (%u %s)",
+                 wslay_event_get_status_code_received(ws->ev),
+                 close_code_text(wslay_event_get_status_code_received(ws->ev)));
+    else
+        snprintf(ws->reason, sizeof(ws->reason), "websocket %s (close %u%s%s)",
+                 close_code_text(code), code, ws->fail_text ? ": " : "",
+                 ws->fail_text ? ws->fail_text : "");
+    close_after_flush(cl, ws);
+}
+
+static void ws_feed(struct mq_client *cl, struct ws_conn *ws, const uint8_t *raw, size_t len)
+{
+    ws->rx = raw;
+    ws->rx_len = len;
+    ws->in_recv = true;
+    int rc = wslay_event_recv(ws->ev);
+    ws->in_recv = false;
+    ws->rx = NULL;
+    ws->rx_len = 0; /* after a close, whatever followed it is dropped */
+    ws_pump(cl, ws, rc);
+}
+
+static void upgrade(struct mq_client *cl, struct ws_conn *ws, const struct http_request *req,
+                    const uint8_t *rest, size_t rest_len)
+{
+    const char *bad = NULL;
+    size_t n = 0;
+    const struct http_span *v;
+    int status = 400;
+    const char *extra = NULL;
+
+    if (!span_eq(&req->method, "GET"))
+        bad = "a WebSocket upgrade must use GET";
+    else if (req->minor_version != 1)
+        bad = "a WebSocket upgrade needs HTTP/1.1";
+    else if (!(v = http_header(req, "Upgrade", &n)) || n != 1 || !http_list_has(v, "websocket"))
+        bad = "Upgrade header is not websocket";
+    else if (!(v = http_header(req, "Connection", NULL)) || !http_list_has(v, "upgrade"))
+        bad = "Connection header lacks Upgrade";
+    else if (!(v = http_header(req, "Sec-WebSocket-Version", &n)) || n != 1 ||
+             !span_eq(v, "13")) {
+        bad = v ? "unsupported Sec-WebSocket-Version (13 is supported)"
+                : "missing Sec-WebSocket-Version";
+        extra = "Sec-WebSocket-Version: 13\r\n";
+    } else if (!(v = http_header(req, "Sec-WebSocket-Key", &n)))
+        bad = "missing Sec-WebSocket-Key";
+    else if (n != 1 || !http_ws_key_valid(v))
+        bad = "invalid Sec-WebSocket-Key (not 16 bytes in base64)";
+    else if (!origin_allowed(cl, req)) {
+        status = 403;
+        bad = "origin not allowed (websockets_origins)";
+    }
+    if (bad) {
+        refuse(cl, ws, req, status, status == 403 ? "forbidden" : "bad request", bad, extra);
+        return;
+    }
+    const struct http_span *key = v;
+
+    /* Subprotocol: the first of mqtt / mqttv3.1 the client offers, in its order (MQTT.js
+     * sends "mqtt", Paho JS "mqtt" or "mqttv3.1"); none offered is accepted like
+     * Mosquitto does, but an offer without either is refused. */
+    struct http_span proto = {NULL, 0};
+    bool offered = false;
+    for (size_t i = 0; i < req->header_count && !proto.n; i++) {
+        const struct http_header *h = &req->headers[i];
+        if (!http_span_ieq(&h->name, "Sec-WebSocket-Protocol"))
+            continue;
+        offered = true;
+        const char *p = h->value.p, *end = h->value.p + h->value.n;
+        while (p < end && !proto.n) {
+            const char *comma = memchr(p, ',', (size_t)(end - p));
+            const char *e = comma ? comma : end, *a = p, *b = e;
+            while (a < b && (*a == ' ' || *a == '\t'))
+                a++;
+            while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+                b--;
+            struct http_span tok = {a, (size_t)(b - a)};
+            if (span_eq(&tok, "mqtt") || span_eq(&tok, "mqttv3.1"))
+                proto = tok;
+            p = comma ? comma + 1 : end;
+        }
+    }
+    if (offered && !proto.n) {
+        refuse(cl, ws, req, 400, "bad request",
+               "no supported WebSocket subprotocol offered (mqtt, mqttv3.1)", NULL);
+        return;
+    }
+
+    uint64_t limit = cl->lctx ? cl->lctx->cfg->websockets_max_frame_size : 0;
+    if (!limit) {
+        uint32_t mps = cl->srv->cfg->max_packet_size;
+        limit = (uint64_t)(mps ? mps : MQTT_MAX_PACKET) + WS_FRAME_SLACK;
+    }
+    if (wslay_event_context_server_init(&ws->ev, &wslay_callbacks, ws)) {
+        ws->ev = NULL;
+        client_close(cl, "out of memory for WebSocket");
+        return;
+    }
+    /* Payload streams to client_deliver, which keeps partial MQTT packets itself: wslay
+     * never holds a whole message, and checks each frame against the limit. */
+    wslay_event_config_set_no_buffering(ws->ev, 1);
+    wslay_event_config_set_max_recv_msg_length(ws->ev, limit);
+    ws->max_len = limit;
+
+    char accept[29];
+    http_ws_accept(key, accept);
+    char head[256];
+    int hn = snprintf(head, sizeof(head),
+                      "HTTP/1.1 101 Switching Protocols\r\n"
+                      "Upgrade: websocket\r\n"
+                      "Connection: Upgrade\r\n"
+                      "Sec-WebSocket-Accept: %s\r\n"
+                      "%s%.*s%s"
+                      "\r\n",
+                      accept, proto.n ? "Sec-WebSocket-Protocol: " : "", (int)proto.n,
+                      proto.p ? proto.p : "", proto.n ? "\r\n" : "");
+    client_send_raw(cl, (const uint8_t *)head, (size_t)hn);
+    ws->phase = WS_OPEN;
+    mq_log(MQ_LOG_INFO, "ws: %s: WebSocket upgrade on %.*s (subprotocol %.*s)", cl->peer,
+           (int)(req->path.n > 60 ? 60 : req->path.n), req->path.p, proto.n ? (int)proto.n : 4,
+           proto.n ? proto.p : "none");
+    /* Frames the client sent right behind its request. */
+    if (rest_len)
+        ws_feed(cl, ws, rest, rest_len);
+}
+
+static void handle_request(struct mq_client *cl, struct ws_conn *ws, const struct http_request *req,
+                           const uint8_t *rest, size_t rest_len)
+{
+    apply_forwarded_for(cl, req);
+    size_t hosts = 0;
+    http_header(req, "Host", &hosts);
+    if (hosts > 1 || (req->minor_version == 1 && hosts == 0)) {
+        refuse(cl, ws, req, 400, "bad request",
+               hosts ? "more than one Host header" : "missing Host header", NULL);
+        return;
+    }
+    bool get = span_eq(&req->method, "GET"), head = span_eq(&req->method, "HEAD");
+    if (!get && !head) {
+        char why[80];
+        snprintf(why, sizeof(why), "method %.*s not allowed (GET or HEAD)",
+                 (int)(req->method.n > 20 ? 20 : req->method.n), req->method.p);
+        refuse(cl, ws, req, 405, "method not allowed", why, "Allow: GET, HEAD\r\n");
+        return;
+    }
+    const struct http_span *cl_len = http_header(req, "Content-Length", NULL);
+    if (http_header(req, "Transfer-Encoding", NULL) || (cl_len && !span_eq(cl_len, "0"))) {
+        refuse(cl, ws, req, 400, "bad request", "a GET or HEAD request with a body", NULL);
+        return;
+    }
+    if (http_header(req, "Upgrade", NULL) || http_header(req, "Sec-WebSocket-Key", NULL) ||
+        http_header(req, "Sec-WebSocket-Version", NULL)) {
+        upgrade(cl, ws, req, rest, rest_len);
+        return;
+    }
+    serve_get(cl, ws, req);
+}
+
+static void http_input(struct mq_client *cl, struct ws_conn *ws, const uint8_t *raw, size_t len)
+{
+    const uint8_t *buf = raw;
+    size_t blen = len;
+    if (ws->req_len) {
+        uint8_t *n = realloc(ws->req, ws->req_len + len);
+        if (!n) {
+            client_close(cl, "out of memory for an HTTP request");
+            return;
+        }
+        memcpy(n + ws->req_len, raw, len);
+        ws->req = n;
+        ws->req_len += len;
+        buf = ws->req;
+        blen = ws->req_len;
+    }
+    struct http_request req;
+    const char *reason = NULL;
+    int r = http_parse_request(buf, blen, &req, &reason);
+    if (r == HTTP_PARTIAL) {
+        if (!ws->req_len) {
+            ws->req = malloc(len);
+            if (!ws->req) {
+                client_close(cl, "out of memory for an HTTP request");
+                return;
+            }
+            memcpy(ws->req, raw, len);
+            ws->req_len = len;
+        }
+        return;
+    }
+    if (r == HTTP_ERROR) {
+        refuse(cl, ws, NULL, 400, "bad request", reason, NULL);
+    } else if (r == HTTP_TOO_LARGE) {
+        char why[96];
+        snprintf(why, sizeof(why), "request head larger than %d bytes or %d header fields",
+                 HTTP_MAX_HEAD, HTTP_MAX_HEADERS);
+        refuse(cl, ws, NULL, 431, "bad request", why, NULL);
+    } else {
+        handle_request(cl, ws, &req, buf + r, blen - (size_t)r);
+    }
+    /* buf may be ws->req: only now is it no longer pointed into. */
+    free(ws->req);
+    ws->req = NULL;
+    ws->req_len = 0;
+}
+
+/* ---- the transport ------------------------------------------------------------------ */
+
+static int ws_attach(struct mq_client *cl, void *listener_ctx)
+{
+    (void)listener_ctx;
+    struct ws_conn *ws = calloc(1, sizeof(*ws));
+    if (!ws) {
+        mq_log(MQ_LOG_ERR, "ws: %s: out of memory", cl->peer);
+        return -1;
+    }
+    ws->cl = cl;
+    ws->phase = WS_HTTP;
+    cl->transport_state = ws;
+    return 0;
+}
+
+static int ws_input(struct mq_client *cl, const uint8_t *raw, size_t len)
+{
+    struct ws_conn *ws = cl->transport_state;
+    if (ws->phase == WS_HTTP)
+        http_input(cl, ws, raw, len);
+    else if (ws->phase == WS_OPEN)
+        ws_feed(cl, ws, raw, len);
+    return cl->closing ? -1 : 0;
+}
+
+/* Advance the packet tracker over proto's output; true when it ends on a packet
+ * boundary. proto writes whole packets per sink write, possibly in several pieces. */
+static bool track_packets(struct ws_conn *ws, const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        if (ws->pkt_left) {
+            size_t k = n - i < ws->pkt_left ? n - i : ws->pkt_left;
+            ws->pkt_left -= (uint32_t)k;
+            i += k;
+        } else if (!ws->pkt_phase) { /* first byte of a packet */
+            ws->pkt_phase = 1;
+            ws->pkt_acc = 0;
+            ws->pkt_shift = 0;
+            i++;
+        } else { /* a remaining-length byte */
+            uint8_t b = p[i++];
+            ws->pkt_acc |= (uint32_t)(b & 0x7f) << ws->pkt_shift;
+            ws->pkt_shift += 7;
+            if (!(b & 0x80) || ws->pkt_shift >= 28) {
+                ws->pkt_phase = 0;
+                ws->pkt_left = ws->pkt_acc;
+            }
+        }
+    }
+    return !ws->pkt_phase && !ws->pkt_left;
+}
+
+/* proto's output: one binary message per MQTT packet (per batch while input is being
+ * processed), so a PUBLISH written as header, topic and payload is still one frame. */
+static int ws_output(struct mq_client *cl, const uint8_t *data, size_t len)
+{
+    struct ws_conn *ws = cl->transport_state;
+    if (ws->phase != WS_OPEN || !len || cl->closing)
+        return 0;
+    bool boundary = track_packets(ws, data, len);
+    int rc = 0;
+    if (len >= WS_DIRECT_MIN) {
+        /* Large payloads are not copied into the stage: the packet spans two messages. */
+        rc = queue_stage(cl, ws);
+        if (!rc)
+            rc = queue_bytes(cl, ws, data, len);
+    } else if (boundary && !ws->stage_len && !ws->in_recv) {
+        rc = queue_bytes(cl, ws, data, len);
+    } else {
+        if (reserve(&ws->stage, &ws->stage_cap, ws->stage_len + len)) {
+            client_close(cl, "out of memory for WebSocket output");
+            return -1;
+        }
+        memcpy(ws->stage + ws->stage_len, data, len);
+        ws->stage_len += len;
+        /* While input is processed, answers gather into one message sent afterwards. */
+        if (boundary && (!ws->in_recv || ws->stage_len >= WS_STAGE_MAX))
+            rc = queue_stage(cl, ws);
+    }
+    if (rc)
+        return -1;
+    if (!ws->in_recv)
+        ws_pump(cl, ws, 0);
+    return cl->closing ? -1 : 0;
+}
+
+static void ws_detach(struct mq_client *cl)
+{
+    struct ws_conn *ws = cl->transport_state;
+    cl->transport_state = NULL;
+    if (!ws)
+        return;
+    ws->cl = NULL;
+    if (ws->timer_started)
+        uv_close((uv_handle_t *)&ws->close_timer, on_timer_closed);
+    else
+        ws_free(ws);
+}
+
+static void ws_ctx_free(void *listener_ctx) { (void)listener_ctx; }
+
+const struct mq_transport_ops ws_transport = {
+    .name = "websockets",
+    .attach = ws_attach,
+    .input = ws_input,
+    .output = ws_output,
+    .detach = ws_detach,
+    .ctx_free = ws_ctx_free,
+};

@@ -1,0 +1,290 @@
+// harness.mjs - shared helpers for midge's WebSocket tests (node --test).
+//
+// startBroker() runs the real binary (MIDGE_BIN, default build/midge) on two ephemeral
+// loopback listeners, one `protocol websockets` and one plain MQTT (TCP), and reads their
+// ports from the "listening on 127.0.0.1:PORT" log lines. The WebSocket listener serves
+// the browser page at /.
+//
+// Environment:
+//   MIDGE_BIN            broker binary under test
+//   MIDGE_SANITIZE=ON    slower timeouts (sanitizer builds)
+//   MIDGE_ARTIFACTS      where screenshots and logs go (default: $TMPDIR/midge-ws-artifacts)
+//   MIDGE_WS_REFERENCE=mosquitto
+//                        run Mosquitto 2.0 (/usr/sbin/mosquitto) instead of midge and serve
+//                        web/ from a small static server in this process; the page is then
+//                        opened as http://127.0.0.1:S/?port=<mosquitto's WebSocket port>.
+//                        A development aid to tell midge bugs from test bugs.
+//   MIDGE_WS_VERBOSE=1   copy the broker's log to stderr as it comes
+import { spawn, spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import mqtt from 'mqtt';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const REFERENCE = process.env.MIDGE_WS_REFERENCE || '';
+export const MIDGE_BIN = process.env.MIDGE_BIN || path.join(ROOT, 'build', 'midge');
+export const SLOW = /^(on|1|true|yes)$/i.test(process.env.MIDGE_SANITIZE || '') ? 3 : 1;
+export const TIMEOUT = 5000 * SLOW;
+export const ARTIFACTS = process.env.MIDGE_ARTIFACTS || path.join(os.tmpdir(), 'midge-ws-artifacts');
+
+const SANITIZER_MARKERS = ['AddressSanitizer', 'LeakSanitizer', 'runtime error:'];
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls cond() until it returns something truthy; returns that or throws after timeout. */
+export async function waitFor(cond, what, timeout = TIMEOUT) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const v = await cond();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** A Mosquitto-format password file line: user:$6$salt$sha512(password+salt). */
+export function passwdLine(user, password) {
+  const salt = crypto.randomBytes(12);
+  const hash = crypto.createHash('sha512').update(password).update(salt).digest();
+  return `${user}:$6$${salt.toString('base64')}$${hash.toString('base64')}`;
+}
+
+const MIME = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8', '.png': 'image/png', '.svg': 'image/svg+xml', '.ico': 'image/x-icon' };
+
+/** Reference mode only: serves web/ the way midge does (index.html at /, files at /<name>). */
+function staticServer() {
+  const dir = path.join(ROOT, 'web');
+  const server = http.createServer((req, res) => {
+    const name = new URL(req.url, 'http://x').pathname.replace(/^\/+/, '') || 'index.html';
+    const file = path.join(dir, path.basename(name));
+    if (!fs.existsSync(file)) { res.writeHead(404).end('not found\n'); return; }
+    res.writeHead(200, { 'Content-Type': MIME[path.extname(file)] || 'application/octet-stream' });
+    res.end(fs.readFileSync(file));
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+class Broker {
+  constructor() {
+    this.lines = [];
+    this.waiters = new Set();
+    this.exited = null;
+  }
+
+  _spawn(cmd, args) {
+    this.cmd = [cmd, ...args].join(' ');
+    const env = { ...process.env };
+    env.ASAN_OPTIONS ??= 'detect_leaks=1:abort_on_error=0';
+    this.proc = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+    this.exitPromise = new Promise((resolve) => {
+      this.proc.on('exit', (code, signal) => {
+        this.exited = { code, signal };
+        this._notify();
+        resolve(this.exited);
+      });
+    });
+    this.proc.on('error', (e) => { this.lines.push(`spawn error: ${e.message}`); this._notify(); });
+    for (const s of [this.proc.stdout, this.proc.stderr]) {
+      let buf = '';
+      s.setEncoding('utf8');
+      s.on('data', (d) => {
+        buf += d;
+        let i;
+        while ((i = buf.indexOf('\n')) >= 0) {
+          const line = buf.slice(0, i);
+          buf = buf.slice(i + 1);
+          this.lines.push(line);
+          if (process.env.MIDGE_WS_VERBOSE) process.stderr.write(`[broker] ${line}\n`);
+        }
+        this._notify();
+      });
+    }
+  }
+
+  _notify() { for (const w of this.waiters) w(); }
+
+  log() { return this.lines.join('\n'); }
+
+  /** Waits for a log line matching re (from line index since); returns the match. */
+  waitLog(re, timeout = TIMEOUT, since = 0) {
+    return new Promise((resolve, reject) => {
+      let i = since;
+      const check = () => {
+        for (; i < this.lines.length; i++) {
+          const m = re.exec(this.lines[i]);
+          if (m) { done(); resolve(m); return; }
+        }
+        if (this.exited) { done(); reject(new Error(`broker exited (${JSON.stringify(this.exited)}) before a log line matching ${re}; log:\n${this.log()}`)); }
+      };
+      const timer = setTimeout(() => { done(); reject(new Error(`no log line matching ${re} within ${timeout} ms; log:\n${this.log()}`)); }, timeout);
+      const done = () => { clearTimeout(timer); this.waiters.delete(check); };
+      this.waiters.add(check);
+      check();
+    });
+  }
+
+  /** SIGTERM, wait; the broker must exit 0 within 10 s with no sanitizer report. */
+  async stop() {
+    if (this.stopped) return;
+    this.stopped = true;
+    if (this.server) await new Promise((r) => this.server.close(r));
+    if (!this.exited) this.proc.kill('SIGTERM');
+    const killer = setTimeout(() => this.proc.kill('SIGKILL'), 10000 * SLOW);
+    const { code, signal } = await this.exitPromise;
+    clearTimeout(killer);
+    fs.rmSync(this.dir, { recursive: true, force: true });
+    const text = this.log();
+    for (const m of SANITIZER_MARKERS) {
+      if (text.includes(m)) throw new Error(`sanitizer report in broker output:\n${text}`);
+    }
+    if (code !== 0) throw new Error(`broker exited with ${code ?? signal}; log:\n${text}`);
+  }
+}
+
+/**
+ * Starts a broker. Options: conf (extra config lines), anonymous (default true),
+ * sysInterval (seconds, default 1), users ({name: password}: writes a password file).
+ * Returns the Broker with .ws (WebSocket port), .tcp (MQTT port), .pageUrl, .wsUrl(path).
+ */
+export async function startBroker({ conf = [], anonymous = true, sysInterval = 1, users = null } = {}) {
+  const b = new Broker();
+  b.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'midge-ws-'));
+  const common = [`allow_anonymous ${anonymous ? 'true' : 'false'}`, `sys_interval ${sysInterval}`];
+  if (users) {
+    const pw = path.join(b.dir, 'passwd');
+    fs.writeFileSync(pw, Object.entries(users).map(([u, p]) => passwdLine(u, p)).join('\n') + '\n', { mode: 0o600 });
+    common.push(`password_file ${pw}`);
+  }
+  const confPath = path.join(b.dir, 'broker.conf');
+  if (REFERENCE) {
+    if (REFERENCE !== 'mosquitto') throw new Error(`MIDGE_WS_REFERENCE=${REFERENCE}: only "mosquitto" is known`);
+    const [ws, tcp] = [await freePort(), await freePort()];
+    fs.writeFileSync(confPath, [`listener ${ws} 127.0.0.1`, 'protocol websockets', `listener ${tcp} 127.0.0.1`,
+      ...common, ...conf].join('\n') + '\n');
+    b._spawn('/usr/sbin/mosquitto', ['-c', confPath, '-v']);
+    await b.waitLog(new RegExp(`Opening websockets listen socket on port ${ws}`), 10000);
+    await b.waitLog(new RegExp(`Opening ipv4 listen socket on port ${tcp}`), 10000);
+    b.ws = ws;
+    b.tcp = tcp;
+    b.server = await staticServer();
+    b.pageUrl = `http://127.0.0.1:${b.server.address().port}/?host=127.0.0.1&port=${ws}`;
+  } else {
+    if (!fs.existsSync(MIDGE_BIN)) throw new Error(`broker binary ${MIDGE_BIN} not found (set MIDGE_BIN)`);
+    fs.writeFileSync(confPath, ['listener 0 127.0.0.1', 'protocol websockets', 'listener 0 127.0.0.1',
+      ...common, ...conf].join('\n') + '\n');
+    b._spawn(MIDGE_BIN, ['-c', confPath, '-v']);
+    // Two "listening on 127.0.0.1:PORT (...)" lines; the WebSocket one names its protocol
+    // (websockets/ws/http), otherwise the order of the configuration decides.
+    const re = /listening on 127\.0\.0\.1:(\d+)(?:\s*\(([^)]*)\))?/;
+    const first = await b.waitLog(re, 10000 * SLOW);
+    const second = await b.waitLog(re, 10000 * SLOW, b.lines.findIndex((l) => re.test(l)) + 1);
+    const isWs = (m) => /web|ws|http/i.test(m[2] || '');
+    let wsM = first, tcpM = second;
+    if (isWs(second) && !isWs(first)) [wsM, tcpM] = [second, first];
+    b.ws = Number(wsM[1]);
+    b.tcp = Number(tcpM[1]);
+    b.pageUrl = `http://127.0.0.1:${b.ws}/`;
+  }
+  b.wsUrl = (p = '/mqtt') => `ws://127.0.0.1:${b.ws}${p}`;
+  return b;
+}
+
+// ---------------------------------------------------------------------------------------
+// MQTT.js
+// ---------------------------------------------------------------------------------------
+
+let idCounter = 0;
+export const uid = (prefix = 'c') => `${prefix}-${process.pid}-${++idCounter}`;
+
+/**
+ * Connects an MQTT.js client and resolves once CONNACK arrived. Every received message is
+ * kept in client.received ({topic, payload Buffer, qos, retain}); client.waitMessages(n,
+ * filter) waits for n of them.
+ */
+export function mqttConnect(url, opts = {}) {
+  return new Promise((resolve, reject) => {
+    const c = mqtt.connect(url, { clientId: uid('mqttjs'), reconnectPeriod: 0, connectTimeout: TIMEOUT, ...opts });
+    c.received = [];
+    c.on('message', (topic, payload, packet) => c.received.push({ topic, payload, qos: packet.qos, retain: packet.retain }));
+    c.waitMessages = (n, pred = () => true, timeout = TIMEOUT) =>
+      waitFor(() => { const m = c.received.filter(pred); return m.length >= n && m; }, `${n} message(s) on ${c.options.clientId}`, timeout);
+    c.once('connect', () => { c.removeListener('error', reject); resolve(c); });
+    c.once('error', (e) => { c.end(true); reject(e); });
+    c.once('close', () => reject(new Error('closed before CONNACK')));
+  });
+}
+
+export const subscribe = (c, filter, qos = 0) => new Promise((resolve, reject) =>
+  c.subscribe(filter, { qos }, (err, granted) => (err ? reject(err) : resolve(granted[0].qos))));
+
+export const publish = (c, topic, payload, opts = {}) => new Promise((resolve, reject) =>
+  c.publish(topic, payload, opts, (err) => (err ? reject(err) : resolve())));
+
+export const end = (c) => new Promise((resolve) => c.end(false, {}, resolve));
+
+// ---------------------------------------------------------------------------------------
+// mosquitto_sub / mosquitto_pub over TCP
+// ---------------------------------------------------------------------------------------
+
+/**
+ * mosquitto_sub -v on the TCP listener. .lines holds "topic payload" lines; ready resolves
+ * once the SUBACK came back (from -d's debug output).
+ */
+export function tcpSubscriber(port, topic, { qos = 1, extra = [] } = {}) {
+  const p = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(port), '-t', topic, '-q', String(qos),
+    '-v', '-d', '-i', uid('sub'), ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const s = { proc: p, lines: [], debug: [], stderr: '' };
+  let buf = '';
+  p.stdout.setEncoding('utf8');
+  p.stdout.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      (/^Client \S+ (sending|received) /.test(line) ? s.debug : s.lines).push(line);
+    }
+  });
+  p.stderr.on('data', (d) => { s.stderr += d; });
+  s.ready = waitFor(() => s.debug.some((l) => l.includes('received SUBACK')), 'mosquitto_sub SUBACK');
+  s.waitLines = (n, timeout = TIMEOUT) => waitFor(() => s.lines.length >= n && s.lines, `${n} line(s) from mosquitto_sub; got ${JSON.stringify(s.lines)} ${s.stderr}`, timeout);
+  s.stop = () => { if (p.exitCode === null) p.kill('SIGTERM'); };
+  return s;
+}
+
+/** mosquitto_sub -N -C 1: resolves with the raw payload bytes of one message. */
+export function tcpReceiveOne(port, topic, qos = 1) {
+  const p = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(port), '-t', topic, '-q', String(qos),
+    '-N', '-C', '1', '-i', uid('sub1')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const chunks = [];
+  p.stdout.on('data', (d) => chunks.push(d));
+  const done = new Promise((resolve, reject) => {
+    p.on('exit', (code) => (code === 0 ? resolve(Buffer.concat(chunks)) : reject(new Error(`mosquitto_sub exited ${code}`))));
+  });
+  return { proc: p, done };
+}
+
+/** mosquitto_pub over TCP; args e.g. ['-t', 'a/b', '-m', 'x', '-q', '1', '-r']. */
+export function tcpPublish(port, args) {
+  const r = spawnSync('mosquitto_pub', ['-h', '127.0.0.1', '-p', String(port), '-i', uid('pub'), ...args],
+    { encoding: 'utf8', timeout: TIMEOUT * 2 });
+  if (r.status !== 0) throw new Error(`mosquitto_pub ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
+}
