@@ -9,6 +9,7 @@
 #include "midge/config.h"
 #include "midge/file.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
@@ -238,6 +239,8 @@ static const size_t listener_strings[] = {
     offsetof(struct mq_listener_config, crlfile),
     offsetof(struct mq_listener_config, tls_version),
     offsetof(struct mq_listener_config, ciphers),
+    offsetof(struct mq_listener_config, websockets_origins),
+    offsetof(struct mq_listener_config, http_trusted_proxies),
 };
 #define N_LISTENER_STRINGS (sizeof listener_strings / sizeof listener_strings[0])
 
@@ -422,6 +425,77 @@ static void parse_string(struct parser *p, const struct option *o, const struct 
         return;
     free(*f);
     *f = v;
+}
+
+/* One entry of an origin list: http(s)://host[:port], an optional trailing '/'. */
+static bool is_origin(const char *e, size_t n)
+{
+    size_t k = n >= 8 && !strncmp(e, "https://", 8)  ? 8
+               : n >= 7 && !strncmp(e, "http://", 7) ? 7
+                                                     : 0;
+    if (!k)
+        return false;
+    while (n > k && e[n - 1] == '/')
+        n--;
+    if (n == k)
+        return false;
+    for (size_t i = k; i < n; i++)
+        if (e[i] == '/' || e[i] == '?' || e[i] == '#' || (unsigned char)e[i] <= ' ')
+            return false;
+    return true;
+}
+
+/* One entry of a proxy list: an IPv4 or IPv6 address, optionally /PREFIX. */
+static bool is_cidr(const char *e, size_t n)
+{
+    char tmp[64];
+    const char *slash = memchr(e, '/', n);
+    size_t alen = slash ? (size_t)(slash - e) : n;
+    if (!alen || alen >= sizeof(tmp))
+        return false;
+    memcpy(tmp, e, alen);
+    tmp[alen] = '\0';
+    unsigned char buf[16];
+    int bits = inet_pton(AF_INET, tmp, buf) == 1    ? 32
+               : inet_pton(AF_INET6, tmp, buf) == 1 ? 128
+                                                    : 0;
+    if (!bits)
+        return false;
+    if (!slash)
+        return true;
+    size_t dn = n - alen - 1;
+    if (!dn || dn > 3)
+        return false;
+    int v = 0;
+    for (size_t i = 0; i < dn; i++) {
+        if (slash[1 + i] < '0' || slash[1 + i] > '9')
+            return false;
+        v = v * 10 + (slash[1 + i] - '0');
+    }
+    return v <= bits;
+}
+
+/* websockets_origins / http_trusted_proxies: a whitespace- or comma-separated list, each
+ * entry checked here so a typo fails at load rather than silently allowing nothing. */
+static void parse_list(struct parser *p, const struct option *o, const struct line *l)
+{
+    bool origins = !strcmp(o->name, "websockets_origins");
+    const char *s = l->rest.s, *end = l->rest.s + l->rest.n;
+    while (s < end) {
+        while (s < end && (*s == ' ' || *s == '\t' || *s == ','))
+            s++;
+        const char *e = s;
+        while (e < end && *e != ' ' && *e != '\t' && *e != ',')
+            e++;
+        if (e > s && !(origins ? is_origin(s, (size_t)(e - s)) : is_cidr(s, (size_t)(e - s)))) {
+            error_at(p, "%s: \"%.*s\" is not %s", o->name, qlen((size_t)(e - s)), s,
+                     origins ? "an origin like http://192.168.1.10:9001"
+                             : "an IP address or prefix like 192.168.1.0/24");
+            return;
+        }
+        s = e;
+    }
+    parse_string(p, o, l);
 }
 
 static bool to_port(struct parser *p, const struct line *l, uint16_t *port)
@@ -725,6 +799,7 @@ static const struct option options[] = {
     {"clientid_prefixes", parse_clientid_prefix, NOF, 0, 0},
     {"connect_timeout", parse_number, G(connect_timeout), V_U32, 1, 3600},
     {"connection_messages", parse_bool, G(connection_messages), V_BOOL, 0, 0},
+    {"max_topic_levels", parse_number, G(max_topic_levels), V_U32, 0, 65535},
     {"client_output_limit", parse_number, G(client_output_limit), V_U64, 0, INT64_MAX},
     {"include_dir", parse_include_dir, NOF, 0, 0},
     {"log_dest", parse_log_dest, NOF, 0, 0},
@@ -776,6 +851,9 @@ static const struct option options[] = {
     {"require_certificate", parse_bool, L(require_certificate), V_BOOL, 0, 0},
     {"tls_version", parse_string, L(tls_version), V_STR, 0, 0},
     {"use_identity_as_username", parse_bool, L(use_identity_as_username), V_BOOL, 0, 0},
+    {"websockets_origins", parse_list, L(websockets_origins), V_STR, 0, 0},
+    {"http_trusted_proxies", parse_list, L(http_trusted_proxies), V_STR, 0, 0},
+    {"websockets_max_frame_size", parse_number, L(websockets_max_frame_size), V_U32, 0, UINT32_MAX},
 
     /* Mosquitto options midge knows but does not implement: warned about, ignored. */
     UNSUPPORTED("accept_protocol_versions"),
@@ -1057,6 +1135,7 @@ static void scalar_defaults(struct mq_config *cfg)
     cfg->max_queued_messages = 1000;
     cfg->max_keepalive = 65535;
     cfg->connect_timeout = 10;
+    cfg->max_topic_levels = 1024;
     cfg->client_output_limit = 8u << 20;
     cfg->retain_available = true;
     cfg->sys_interval = 10;

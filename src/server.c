@@ -42,9 +42,10 @@ static int refuse_unimplemented(const char *path, const struct mq_config *cfg)
     const char *file = path ? path : "(built-in defaults)";
     for (size_t i = 0; i < cfg->listener_count; i++) {
         const struct mq_listener_config *l = &cfg->listeners[i];
-        if (l->protocol == MQ_LISTENER_WEBSOCKETS) {
-            mq_log(MQ_LOG_ERR, "%s: listener %u: protocol websockets is not yet supported by "
-                               "this version of midge", file, l->port);
+        if (l->protocol == MQ_LISTENER_WEBSOCKETS && tls_enabled(l)) {
+            mq_log(MQ_LOG_ERR, "%s: listener %u: websockets over TLS (wss) is not yet supported "
+                               "by this version of midge; refusing to serve that listener "
+                               "unencrypted", file, l->port);
             bad = 1;
         }
         if (tls_check_config(file, l))

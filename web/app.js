@@ -82,7 +82,7 @@ function payloadText(bytes, max = 2000) {
  * ("field1=21.5&field2=60", ThingSpeak style) or of a JSON object. Without a field name the
  * first numeric field is used. NaN when there is none.
  */
-export function parseNumber(text, field) {
+function parseNumber(text, field) {
   const t = text.trim();
   if (!field && t !== '' && Number.isFinite(Number(t))) return Number(t);
   if (t.startsWith('{')) {
@@ -225,6 +225,7 @@ async function connect() {
   }
   retryDelay = 1000;
   setStatus('Connected 已連線', 'on');
+  renderBlocks(); // {user} in block topics follows the user name
   $('#connection-details').open = false;
   activeSubs.clear();
   renderSubs();
@@ -295,6 +296,7 @@ function askCredentials(code) {
     f.password.value = '';
     connect();
   };
+  dlg.returnValue = '';
   if (!dlg.open) dlg.showModal();
 }
 
@@ -371,6 +373,7 @@ function onSys(topic, payload) {
     case 'bytes/received': setFig('bytesIn', fmtBytes(n)); break;
     case 'bytes/sent': setFig('bytesOut', fmtBytes(n)); break;
     case 'messages/queued': setFig('queued', fmtCount(n)); break;
+    case 'publish/messages/dropped': setFig('dropped', fmtCount(n)); break;
     default: break;
   }
 }
@@ -616,7 +619,7 @@ $('#tree-enabled').addEventListener('change', async (ev) => {
 const DEFAULT_BLOCKS = [
   { id: 'led', type: 'toggle', title: 'RED LED', topic: '{user}/feeds/lights', on: 'ON', off: 'OFF', qos: 1, retain: true },
   { id: 'temp', type: 'gauge', title: 'Temperature 溫度', topic: '{user}/feeds/temperature', field: '', unit: '°C', min: 0, max: 50 },
-  { id: 'temp-chart', type: 'chart', title: 'Temperature 溫度', topic: '{user}/feeds/temperature', field: '', unit: '°C', min: 0, max: 50 },
+  { id: 'temp-chart', type: 'chart', title: 'Temperature 溫度', topic: '{user}/feeds/temperature', field: '', unit: '°C' },
 ];
 let blocks = store.get('blocks', null) ?? structuredClone(DEFAULT_BLOCKS);
 let editing = null; // id of the block being edited
@@ -673,7 +676,7 @@ const VIEWS = {
   },
 
   gauge(b, body) {
-    const g = svg('svg', { class: 'gauge', viewBox: '0 0 120 72' });
+    const g = svg('svg', { class: 'gauge-svg', viewBox: '0 0 120 72' });
     g.append(
       svg('path', { class: 'track', d: 'M10 62 A50 50 0 0 1 110 62', fill: 'none', 'stroke-width': 11, pathLength: 100 }),
       svg('path', { class: 'bar', d: 'M10 62 A50 50 0 0 1 110 62', fill: 'none', 'stroke-width': 11, pathLength: 100, 'stroke-dasharray': '0 100' }));
@@ -702,7 +705,8 @@ const VIEWS = {
     const c = svg('svg', { class: 'chart-svg', viewBox: '0 0 300 100', preserveAspectRatio: 'none' });
     for (const y of [0, 50, 100]) c.append(svg('line', { class: 'grid', x1: 0, x2: 300, y1: y, y2: y }));
     const line = svg('polyline', { points: '' });
-    c.append(line);
+    const dot = svg('path', { class: 'dot', d: '' }); // zero-length, round caps: stays a circle
+    c.append(line, dot);
     const legend = el('div', { class: 'chart-legend' }, el('span'), el('span'));
     body.append(big, c, legend);
     return {
@@ -711,15 +715,17 @@ const VIEWS = {
         if (!Number.isFinite(v)) return;
         points.push({ t: Date.now(), v });
         if (points.length > 120) points.shift();
-        let lo = Math.min(...points.map((p) => p.v), Number(b.min));
-        let hi = Math.max(...points.map((p) => p.v), Number(b.max));
-        if (!Number.isFinite(lo)) lo = Math.min(...points.map((p) => p.v));
-        if (!Number.isFinite(hi)) hi = Math.max(...points.map((p) => p.v));
-        if (hi === lo) hi = lo + 1;
+        // Scaled to the data, with a little room above and below.
+        const vs = points.map((p) => p.v);
+        const min = Math.min(...vs), max = Math.max(...vs);
+        const pad = (max - min) * 0.1 || Math.abs(max) * 0.05 || 1;
+        const lo = min - pad, hi = max + pad;
         const n = points.length;
-        line.setAttribute('points', points.map((p, i) => `${n === 1 ? 300 : (i * 300) / (n - 1)},${100 - ((p.v - lo) / (hi - lo)) * 100}`).join(' '));
+        const xy = points.map((p, i) => [n === 1 ? 300 : (i * 300) / (n - 1), 100 - ((p.v - lo) / (hi - lo)) * 100]);
+        line.setAttribute('points', xy.map((p) => p.join(',')).join(' '));
+        dot.setAttribute('d', `M${xy[n - 1][0]} ${xy[n - 1][1]}h0`);
         big.textContent = `${+v.toFixed(2)}${b.unit ? ' ' + b.unit : ''}`;
-        legend.firstChild.textContent = `${fmtTime(points[0].t)} · ${+lo.toFixed(2)}–${+hi.toFixed(2)}`;
+        legend.firstChild.textContent = `${fmtTime(points[0].t)} · min ${+min.toFixed(2)} · max ${+max.toFixed(2)}`;
         legend.lastChild.textContent = `${n} pts`;
         c.dataset.count = n;
       },
@@ -766,7 +772,8 @@ blockForm.addEventListener('submit', async (ev) => {
     type: f.type.value, title: f.title.value.trim(), topic: f.topic.value.trim(),
   };
   if (b.type === 'toggle') Object.assign(b, { on: f.on.value || 'ON', off: f.off.value || 'OFF', qos: Number(f.qos.value), retain: f.retain.checked });
-  if (b.type === 'gauge' || b.type === 'chart') Object.assign(b, { field: f.field.value.trim(), unit: f.unit.value.trim(), min: Number(f.min.value), max: Number(f.max.value) });
+  if (b.type === 'gauge' || b.type === 'chart') Object.assign(b, { field: f.field.value.trim(), unit: f.unit.value.trim() });
+  if (b.type === 'gauge') Object.assign(b, { min: Number(f.min.value), max: Number(f.max.value) });
   const i = blocks.findIndex((x) => x.id === editing);
   if (i >= 0) blocks[i] = b; else blocks.push(b);
   editing = null;

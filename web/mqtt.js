@@ -199,6 +199,8 @@ export class PacketReader {
   constructor(maxPacket = 268435460) {
     this.chunks = [];
     this.length = 0;
+    this.need = 0; // size of the packet being received, once its header is known
+    this.headerLength = 0;
     this.maxPacket = maxPacket;
   }
 
@@ -206,21 +208,26 @@ export class PacketReader {
     if (bytes.length) { this.chunks.push(bytes); this.length += bytes.length; }
     const out = [];
     for (;;) {
-      const head = this._peek(5);
-      if (head.length < 2) break;
-      let len = 0, mul = 1, i = 1, done = false;
-      for (; i < head.length; i++) {
-        len += (head[i] & 0x7f) * mul;
-        mul *= 128;
-        if (!(head[i] & 0x80)) { done = true; i++; break; }
-        if (i === 4) throw new Error('malformed remaining length');
+      if (!this.need) {
+        // Fixed header: type and flags, then 1-4 bytes of remaining length.
+        const head = this._peek(5);
+        if (head.length < 2) break;
+        let len = 0, mul = 1, i = 1, done = false;
+        for (; i < head.length; i++) {
+          len += (head[i] & 0x7f) * mul;
+          mul *= 128;
+          if (!(head[i] & 0x80)) { done = true; i++; break; }
+          if (i === 4) throw new Error('malformed remaining length');
+        }
+        if (!done) break; // the length itself is incomplete
+        if (i + len > this.maxPacket) throw new Error('packet too large');
+        this.need = i + len;
+        this.headerLength = i;
       }
-      if (!done) break; // the length itself is incomplete
-      if (1 + i - 1 + len > this.maxPacket) throw new Error('packet too large');
-      const total = i + len;
-      if (this.length < total) break;
-      const all = this._take(total);
-      out.push({ type: all[0] >> 4, flags: all[0] & 15, body: all.subarray(i) });
+      if (this.length < this.need) break; // wait for the rest of this packet
+      const all = this._take(this.need);
+      out.push({ type: all[0] >> 4, flags: all[0] & 15, body: all.subarray(this.headerLength) });
+      this.need = 0;
     }
     return out;
   }
@@ -247,13 +254,15 @@ export class PacketReader {
     } else {
       out = new Uint8Array(n);
       let o = 0;
+      let used = 0; // whole chunks consumed, removed at once below (shift() each is O(n²))
       while (o < n) {
-        const c = this.chunks[0];
+        const c = this.chunks[used];
         const k = Math.min(c.length, n - o);
-        out.set(c.subarray(0, k), o);
+        out.set(k === c.length ? c : c.subarray(0, k), o);
         o += k;
-        if (k === c.length) this.chunks.shift(); else this.chunks[0] = c.subarray(k);
+        if (k === c.length) used++; else this.chunks[used] = c.subarray(k);
       }
+      this.chunks.splice(0, used);
     }
     this.length -= n;
     return out;

@@ -33,6 +33,9 @@ enum mq_packet_type {
 #define MQ_MAX_REMAINING_LENGTH 268435455u
 /* Largest fixed header: 1 type byte + 4 length bytes. */
 #define MQ_MAX_FIXED_HEADER 5
+/* Largest possible CONNECT: fixed header, variable header with the longer protocol
+ * name ("MQIsdp"), and five length-prefixed fields of at most 65,535 bytes. */
+#define MQ_MAX_CONNECT_PACKET (MQ_MAX_FIXED_HEADER + 2 + 6 + 1 + 1 + 2 + 5 * (2 + 65535))
 
 /* CONNACK return codes (3.2.2.3). */
 enum mq_connack_code {

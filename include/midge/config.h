@@ -35,6 +35,13 @@ struct mq_listener_config {
     char *cafile, *capath, *certfile, *keyfile, *crlfile, *tls_version, *ciphers;
     bool require_certificate;
     bool use_identity_as_username;
+    /* protocol websockets (docs/websocket.md). Lists are whitespace- or comma-separated. */
+    char *websockets_origins;           /* allowed Origin values ("http://host:port");
+                                           NULL = any */
+    char *http_trusted_proxies;         /* addresses or CIDR prefixes whose X-Forwarded-For
+                                           is believed; NULL = none */
+    uint32_t websockets_max_frame_size; /* bytes per frame and per message; 0 = default:
+                                           max_packet_size (or the MQTT maximum) + 64 KiB */
 };
 
 /* Where log lines go. */
@@ -63,6 +70,8 @@ struct mq_config {
     uint32_t max_packet_size;          /* whole packet; 0 = spec maximum */
     uint16_t max_keepalive;            /* default 65535 */
     uint32_t connect_timeout;          /* seconds to wait for CONNECT; default 10 (midge) */
+    uint32_t max_topic_levels;         /* deeper topics/filters refused; default 1024; 0 =
+                                          unlimited (midge) */
     uint64_t client_output_limit;      /* bytes unsent to one client before its QoS 0
                                           messages are dropped (2x: disconnected); default
                                           8 MiB; 0 = unlimited (midge) */

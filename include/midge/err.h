@@ -15,6 +15,7 @@
     XX(BAD_FLAGS, "reserved fixed-header flags have wrong values")                              \
     XX(BAD_REMAINING_LENGTH, "remaining length uses more than 4 bytes")                         \
     XX(TOO_LARGE, "packet larger than the configured maximum")                                  \
+    XX(CONNECT_TOO_LARGE, "first packet larger than any valid CONNECT")                         \
     XX(QOS3, "QoS 3 is reserved")                                                               \
     XX(PACKET_ID_ZERO, "packet identifier 0")                                                   \
     XX(TRUNCATED, "packet shorter than its fields")                                             \

@@ -104,6 +104,7 @@ struct mq_conn {
     bool connected; /* CONNACK 0 sent */
     bool closing;   /* close requested; input ignored, nothing more sent */
     bool not_reading; /* output backlog over twice client_output_limit: close at next tick */
+    uint64_t over_limit_since_ms; /* when its backlog went over client_output_limit, or 0 */
     char peer[64];  /* "addr:port" for logs */
     char *identity; /* owned: TLS client certificate CN (use_identity_as_username), or NULL */
 };

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "midge/hmap.h"
+
 struct mq_msg;
 struct mq_conn;
 struct mq_listener_ctx;
@@ -54,6 +56,8 @@ struct mq_session {
 
     struct mq_subscription *subs;
     uint32_t sub_count, sub_cap;
+    struct mq_hmap sub_index; /* filter -> position in subs + 1, so a client with
+                                 thousands of filters is not quadratic */
 
     /* Outgoing QoS 1/2 in flight, in the order they were first sent. */
     struct mq_inflight *inflight;
@@ -64,7 +68,8 @@ struct mq_session {
     struct mq_queued *queue;
     uint32_t queue_head, queue_count, queue_cap;
     uint64_t queue_bytes;
-    uint64_t dropped; /* messages dropped because the queue was full */
+    uint64_t dropped; /* messages dropped because the queue was full or it was slow */
+    uint64_t drop_logged_ms; /* when the last drop line was logged (rate limit) */
 
     /* Inbound QoS 2 packet ids received but not yet released by PUBREL (sorted). */
     uint16_t *qos2_in;

@@ -9,8 +9,8 @@
  *
  * Threads: the change functions and store_commit_async belong to ONE thread (the loop);
  * store_committed, store_healthy and store_stats may be called from any thread. The report
- * and wake callbacks run on the store thread (and report also on the caller's thread
- * inside store_open/store_load/store_close), so they must be thread-safe.
+ * and wake callbacks run on the store thread (report also on the caller's thread inside
+ * store_open, store_load and store_msg_page), so they must be thread-safe.
  */
 #ifndef MIDGE_STORE_H
 #define MIDGE_STORE_H
@@ -33,8 +33,8 @@ enum mq_store_durability {
     /* synchronous=FULL: a commit is fsynced before its ticket counts as committed. The loop
      * sends PUBACK/PUBREC/SUBACK only once the change it acknowledges is committed. */
     MQ_STORE_DURABILITY_ACK = 0,
-    /* synchronous=NORMAL: a commit survives a crash of midge at once and a power loss after
-     * the next WAL sync (checkpoint); the loop acknowledges without waiting. */
+    /* synchronous=NORMAL: a commit survives a crash of midge at once and a power loss once
+     * the WAL is next synced (within relaxed_sync_ms); the loop acknowledges without waiting. */
     MQ_STORE_DURABILITY_RELAXED = 1,
 };
 
@@ -47,14 +47,15 @@ enum mq_store_check {
 
 /* What a report is about; the server maps each to a log level (suggested in comments). */
 enum mq_store_event {
-    MQ_STORE_EV_CREATED = 1,        /* info: a new, empty database was created */
-    MQ_STORE_EV_OPENED = 2,         /* info: an existing database was opened and checked */
-    MQ_STORE_EV_MIGRATED = 3,       /* notice: the schema was upgraded from an older version */
-    MQ_STORE_EV_MOVED_ASIDE = 4,    /* error: a damaged/unreadable file was moved aside */
-    MQ_STORE_EV_REFUSED = 5,        /* error: store_open returns NULL (newer schema, in use...) */
-    MQ_STORE_EV_WRITE_FAILING = 6,  /* error: commits fail and are retried (≤ 1 per interval) */
+    MQ_STORE_EV_CREATED = 1,         /* info: a new, empty database was created */
+    MQ_STORE_EV_OPENED = 2,          /* info: an existing database was opened and checked */
+    MQ_STORE_EV_MIGRATED = 3,        /* notice: the schema was upgraded from an older version */
+    MQ_STORE_EV_MOVED_ASIDE = 4,     /* error: a damaged/unreadable file was moved aside */
+    MQ_STORE_EV_REFUSED = 5,         /* error: store_open returns NULL (newer schema, in use...) */
+    MQ_STORE_EV_WRITE_FAILING = 6,   /* error: commits fail and are retried (≤ 1 per interval) */
     MQ_STORE_EV_WRITE_RECOVERED = 7, /* notice: commits succeed again after failures */
-    MQ_STORE_EV_CLOSE_LOST = 8,     /* error: store_close gave up on batches it could not write */
+    MQ_STORE_EV_CLOSE_LOST = 8,      /* error: store_close gave up on batches it could not write */
+    MQ_STORE_EV_READ_FAILED = 9,     /* error: store_load or store_msg_page could not read */
 };
 
 /* text is a complete sentence (no trailing newline), borrowed for the call. */
@@ -63,7 +64,8 @@ typedef void (*mq_store_report_fn)(void *ctx, enum mq_store_event ev, const char
 struct mq_store_options {
     enum mq_store_durability durability;
     enum mq_store_check check;
-    /* Called on the store thread after each commit and whenever store_healthy() changes.
+    /* Called on the store thread after each commit and whenever store_healthy() changes,
+     * until store_close returns (close the uv_async handle only after store_close).
      * Must be cheap and thread-safe (uv_async_send). NULL = never called. */
     void (*wake)(void *wake_ctx);
     void *wake_ctx;
@@ -71,6 +73,8 @@ struct mq_store_options {
     uint32_t retry_max_ms;       /* backoff ceiling (0 = 5000) */
     uint32_t report_interval_ms; /* at most one WRITE_FAILING report per interval (0 = 60000) */
     uint32_t close_timeout_ms;   /* how long store_close keeps retrying (0 = 10000) */
+    uint32_t relaxed_sync_ms;    /* relaxed: fsync the WAL at most this long after a commit
+                                    (0 = 1000), bounding what a power loss can take */
 };
 
 /* Where an outgoing message stands. Values 1-3 equal enum mq_out_state (session.h). */
@@ -94,10 +98,10 @@ struct mq_store_retained {
 struct mq_store_session {
     const char *client_id;
     uint16_t client_id_len;
-    uint64_t last_seen_ms;  /* wall clock (ms since the epoch) given to store_session_put */
-    uint64_t msg_count;     /* outgoing messages stored for it */
-    uint64_t max_seq;       /* highest seq stored (0 when none): continue numbering after it */
-    uint64_t msgs_loaded;   /* how many of them store_load hands over (see msgs_per_session) */
+    uint64_t last_seen_ms; /* wall clock (ms since the epoch) given to store_session_put */
+    uint64_t msg_count;    /* outgoing messages stored for it */
+    uint64_t max_seq;      /* highest seq stored (0 when none): continue numbering after it */
+    uint64_t msgs_loaded;  /* how many of them store_load hands over (see msgs_per_session) */
 };
 
 struct mq_store_msg {
@@ -134,11 +138,12 @@ struct mq_store_stats {
     uint64_t records;         /* committed records */
     uint64_t bytes;           /* committed batch bytes (records, strings and payloads) */
     uint64_t failures;        /* failed transaction attempts (each retried) */
-    uint64_t pending_batches; /* handed over, not yet committed */
+    uint64_t pending_batches; /* handed over, not yet committed (memory the broker may cap) */
+    uint64_t pending_records;
     uint64_t pending_bytes;
-    uint64_t issued;          /* last ticket store_commit_async returned */
-    uint64_t committed;       /* store_committed() */
-    bool healthy;             /* store_healthy() */
+    uint64_t issued;    /* last ticket store_commit_async returned */
+    uint64_t committed; /* store_committed() */
+    bool healthy;       /* store_healthy() */
 };
 
 /* Open (or create) the database at path and start the store thread. Never fails because the
@@ -195,11 +200,11 @@ int store_sub_remove(struct mq_store *s, const char *client_id, uint16_t client_
 
 /* Outgoing message number seq (caller-assigned, increasing per client: the delivery order),
  * stored as QUEUED with packet id 0. Re-adding a seq replaces it. */
-int store_msg_add(struct mq_store *s, const char *client_id, uint16_t client_id_len,
-                  uint64_t seq, const struct mq_msg *msg, uint8_t qos, bool retain);
+int store_msg_add(struct mq_store *s, const char *client_id, uint16_t client_id_len, uint64_t seq,
+                  const struct mq_msg *msg, uint8_t qos, bool retain);
 /* Message seq was sent with packet_id and now waits in state (enum mq_store_msg_state). */
-int store_msg_state(struct mq_store *s, const char *client_id, uint16_t client_id_len,
-                    uint64_t seq, uint16_t packet_id, uint8_t state);
+int store_msg_state(struct mq_store *s, const char *client_id, uint16_t client_id_len, uint64_t seq,
+                    uint16_t packet_id, uint8_t state);
 /* Message seq is finished (PUBACK/PUBCOMP received) or dropped. */
 int store_msg_delete(struct mq_store *s, const char *client_id, uint16_t client_id_len,
                      uint64_t seq);

@@ -33,6 +33,7 @@ struct mq_session *session_new(const uint8_t *client_id, uint16_t len, bool clea
     struct mq_session *s = calloc(1, sizeof(*s));
     if (!s)
         return NULL;
+    hmap_init(&s->sub_index);
     s->client_id = malloc((size_t)len + 1);
     if (!s->client_id) {
         free(s);
@@ -53,6 +54,7 @@ void session_free(struct mq_session *s)
     for (uint32_t i = 0; i < s->sub_count; i++)
         free(s->subs[i].filter);
     free(s->subs);
+    hmap_destroy(&s->sub_index);
     for (uint32_t i = 0; i < s->inflight_count; i++)
         msg_unref(s->inflight[i].msg);
     free(s->inflight);
@@ -68,10 +70,8 @@ void session_free(struct mq_session *s)
 
 static struct mq_subscription *sub_find(struct mq_session *s, const uint8_t *filter, uint16_t len)
 {
-    for (uint32_t i = 0; i < s->sub_count; i++)
-        if (s->subs[i].len == len && memcmp(s->subs[i].filter, filter, len) == 0)
-            return &s->subs[i];
-    return NULL;
+    uintptr_t pos = (uintptr_t)hmap_get(&s->sub_index, filter, len);
+    return pos ? &s->subs[pos - 1] : NULL;
 }
 
 int session_sub_set(struct mq_session *s, const uint8_t *filter, uint16_t len, uint8_t qos)
@@ -88,6 +88,10 @@ int session_sub_set(struct mq_session *s, const uint8_t *filter, uint16_t len, u
         return MQ_ERR_NOMEM;
     memcpy(copy, filter, len);
     copy[len] = '\0';
+    if (hmap_put(&s->sub_index, copy, len, (void *)(uintptr_t)(s->sub_count + 1))) {
+        free(copy);
+        return MQ_ERR_NOMEM;
+    }
     s->subs[s->sub_count++] = (struct mq_subscription){.filter = copy, .len = len, .qos = qos};
     return 0;
 }
@@ -97,9 +101,15 @@ bool session_sub_remove(struct mq_session *s, const uint8_t *filter, uint16_t le
     struct mq_subscription *sub = sub_find(s, filter, len);
     if (!sub)
         return false;
+    hmap_remove(&s->sub_index, sub->filter, sub->len);
     free(sub->filter);
     /* Order of subscriptions carries no meaning: move the last one into the hole. */
-    *sub = s->subs[--s->sub_count];
+    struct mq_subscription *last = &s->subs[--s->sub_count];
+    if (sub != last) {
+        *sub = *last;
+        hmap_put(&s->sub_index, sub->filter, sub->len,
+                 (void *)(uintptr_t)(sub - s->subs + 1)); /* replaces: no allocation */
+    }
     return true;
 }
 

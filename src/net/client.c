@@ -16,6 +16,8 @@
 /* Keep a small output buffer between turns; free larger ones so a burst does
  * not pin memory on an idle connection. */
 #define OUT_KEEP_BYTES 4096
+/* Largest partial packet we reserve room for in one go (see keep_tail). */
+#define EAGER_RESERVE_MAX (1u << 20)
 
 static struct mq_client *client_of(uv_handle_t *h) { return (struct mq_client *)h; }
 
@@ -63,6 +65,24 @@ static void sink_write(void *io, const struct mq_iov *iov, size_t n)
     struct mq_client *cl = io;
     if (cl->closing)
         return;
+    if (cl->transport && n > 1) {
+        /* One packet, one output call: a TLS record or WebSocket frame per piece would
+         * cost a header each. */
+        uint8_t packet[16384];
+        size_t total = 0;
+        for (size_t i = 0; i < n; i++)
+            total += iov[i].len;
+        if (total <= sizeof(packet)) {
+            size_t off = 0;
+            for (size_t i = 0; i < n; i++) {
+                if (iov[i].len)
+                    memcpy(packet + off, iov[i].base, iov[i].len);
+                off += iov[i].len;
+            }
+            cl->transport->output(cl, packet, total);
+            return;
+        }
+    }
     for (size_t i = 0; i < n && !cl->closing; i++) {
         if (!iov[i].len)
             continue;
@@ -76,6 +96,8 @@ static void sink_write(void *io, const struct mq_iov *iov, size_t n)
 static void sink_close(void *io)
 {
     struct mq_client *cl = io;
+    if (!cl->close_requested && !cl->closing && cl->transport && cl->transport->shutdown)
+        cl->transport->shutdown(cl);
     cl->close_requested = true;
     mark_dirty(cl);
 }
@@ -159,8 +181,15 @@ static void on_write(uv_write_t *req, int status)
  * otherwise hand the rest to a uv_write and start a fresh buffer. */
 static void flush_client(struct mq_client *cl)
 {
-    if (cl->closing || cl->write_pending)
+    if (cl->closing)
         return;
+    if (cl->write_pending) {
+        /* A close waits for nobody: a peer that stopped reading would otherwise hold
+         * its socket and buffers forever (uv_close cancels the pending write). */
+        if (cl->close_requested)
+            client_close(cl, "closed by broker");
+        return;
+    }
     if (cl->out_len) {
         uv_buf_t b = uv_buf_init((char *)cl->out, (unsigned)cl->out_len);
         int n = uv_try_write((uv_stream_t *)&cl->tcp, &b, 1);
@@ -261,8 +290,10 @@ static int keep_tail(struct mq_client *cl, const uint8_t *data, size_t len, size
         memcpy(cl->in, data + consumed, rest);
         cl->in_len = rest;
     }
-    /* When the header told us the packet's size, make room for all of it at once. */
-    if (need > cl->in_len && reserve(&cl->in, &cl->in_cap, need))
+    /* When the header told us the packet's size, make room for it at once, up to a
+     * point: a huge announced size is only believed as the bytes actually arrive. */
+    size_t want = need < EAGER_RESERVE_MAX ? need : cl->in_len + NET_READ_BUF_SIZE;
+    if (need > cl->in_len && reserve(&cl->in, &cl->in_cap, want))
         return -1;
     return 0;
 }

@@ -21,12 +21,21 @@ static bool is_tchar(uint8_t c)
 }
 
 /* request-target characters: visible ASCII */
-static bool is_vchar(uint8_t c) { return c > 0x20 && c < 0x7f; }
+static bool is_vchar(uint8_t c)
+{
+    return c > 0x20 && c < 0x7f;
+}
 
 /* field-value characters: visible ASCII, obs-text, space and tab */
-static bool is_field_char(uint8_t c) { return c == ' ' || c == '\t' || (c > 0x20 && c != 0x7f); }
+static bool is_field_char(uint8_t c)
+{
+    return c == ' ' || c == '\t' || (c > 0x20 && c != 0x7f);
+}
 
-static char lower(char c) { return c >= 'A' && c <= 'Z' ? (char)(c + 32) : c; }
+static char lower(char c)
+{
+    return c >= 'A' && c <= 'Z' ? (char)(c + 32) : c;
+}
 
 static bool ieq(const char *a, size_t an, const char *b, size_t bn)
 {
@@ -111,7 +120,7 @@ int http_parse_request(const uint8_t *buf, size_t len, struct http_request *req,
     for (size_t k = 0; k < 2; k++, i++) {
         if (i == lim)
             goto out_of_data;
-        if (buf[i] != (uint8_t)"\r\n"[k]) {
+        if (buf[i] != (uint8_t) "\r\n"[k]) {
             *reason = "request line does not end with CRLF";
             return HTTP_ERROR;
         }
@@ -139,10 +148,11 @@ int http_parse_request(const uint8_t *buf, size_t len, struct http_request *req,
             i++;
         if (i == lim)
             goto out_of_data;
-        if (buf[i] != ':') {
+        if (i == n || buf[i] != ':') {
             *reason = i == n ? "invalid header field name"
-                      : (buf[i] == ' ' || buf[i] == '\t') ? "whitespace before colon in header field"
-                                                          : "invalid character in header field name";
+                      : (buf[i] == ' ' || buf[i] == '\t')
+                          ? "whitespace before colon in header field"
+                          : "invalid character in header field name";
             return HTTP_ERROR;
         }
         if (req->header_count == HTTP_MAX_HEADERS)
@@ -179,8 +189,7 @@ out_of_data:
     return len > HTTP_MAX_HEAD ? HTTP_TOO_LARGE : HTTP_PARTIAL;
 }
 
-const struct http_span *http_header(const struct http_request *req, const char *name,
-                                    size_t *count)
+const struct http_span *http_header(const struct http_request *req, const char *name, size_t *count)
 {
     const struct http_span *found = NULL;
     size_t n = 0, nl = strlen(name);
@@ -218,8 +227,8 @@ bool http_list_has(const struct http_span *v, const char *token)
 
 static bool is_b64(char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '+' || c == '/';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+           c == '/';
 }
 
 bool http_ws_key_valid(const struct http_span *key)

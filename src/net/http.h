@@ -16,8 +16,8 @@
 #define HTTP_MAX_HEADERS 64 /* more is refused with 431 */
 
 /* http_parse_request results besides "bytes consumed". */
-#define HTTP_PARTIAL (-1) /* valid so far, the head is not complete */
-#define HTTP_ERROR (-2)   /* malformed: 400, *reason says why */
+#define HTTP_PARTIAL (-1)   /* valid so far, the head is not complete */
+#define HTTP_ERROR (-2)     /* malformed: 400, *reason says why */
 #define HTTP_TOO_LARGE (-3) /* over HTTP_MAX_HEAD or HTTP_MAX_HEADERS: 431 */
 
 struct http_span {

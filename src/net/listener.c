@@ -17,6 +17,7 @@
 #include "midge/log.h"
 #include "net.h"
 #include "tls.h"
+#include "ws.h"
 
 static void on_connection(uv_stream_t *server, int status)
 {
@@ -71,6 +72,8 @@ static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
         ls->transport_ctx = tls_ctx_ref(tls);
     }
     const struct mq_listener_config *lc = lctx->cfg;
+    if (lc->protocol == MQ_LISTENER_WEBSOCKETS)
+        ls->transport = &ws_transport; /* no context: it reads ls->lctx per request */
     uv_tcp_init_ex(&srv->loop, &ls->tcp, addr.ss_family);
     srv->sockets[srv->socket_count++] = ls;
 
@@ -115,7 +118,8 @@ static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
         *port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                   : ((struct sockaddr_in *)&bound)->sin_port);
     snprintf(ls->name, sizeof(ls->name), fmt, host, *port);
-    mq_log(MQ_LOG_NOTICE, "listening on %s (%s)", ls->name, tls ? "mqtt over tls" : "mqtt");
+    mq_log(MQ_LOG_NOTICE, "listening on %s (%s)", ls->name,
+           tls ? "mqtt over tls" : ls->transport == &ws_transport ? "websockets" : "mqtt");
     return 0;
 }
 
@@ -123,10 +127,9 @@ static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
 static int start_listener(struct mq_server *srv, struct mq_listener_ctx *lctx, uint16_t *port_io)
 {
     const struct mq_listener_config *lc = lctx->cfg;
-    if (lc->protocol == MQ_LISTENER_WEBSOCKETS) {
-        mq_log(MQ_LOG_ERR,
-               "listener %u: protocol websockets is not yet supported by this version of midge",
-               lc->port);
+    if (lc->protocol == MQ_LISTENER_WEBSOCKETS && tls_enabled(lc)) {
+        mq_log(MQ_LOG_ERR, "listener %u: websockets over TLS (wss) is not yet supported by this "
+                           "version of midge", lc->port);
         return -1;
     }
     struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM};

@@ -36,6 +36,9 @@ struct mq_transport_ops {
     /* MQTT bytes to send: encode them and pass the result to client_send_raw().
      * Returns 0, or -1 after client_close(). */
     int (*output)(struct mq_client *cl, const uint8_t *data, size_t len);
+    /* The broker is about to close the connection: send the transport's goodbye
+     * (TLS close_notify) with the last output. Optional. */
+    void (*shutdown)(struct mq_client *cl);
     /* Free cl->transport_state (close callback). */
     void (*detach)(struct mq_client *cl);
     /* Free a listener context (listener closed). */

@@ -623,6 +623,8 @@ static int output(struct mq_client *cl, const uint8_t *data, size_t len)
     return 0;
 }
 
+static void tls_shutdown(struct mq_client *cl) { tls_close_notify(cl); }
+
 void tls_close_notify(struct mq_client *cl)
 {
     if (cl->transport != &tls_transport || cl->closing)
@@ -642,6 +644,7 @@ const struct mq_transport_ops tls_transport = {
     .attach = attach,
     .input = input,
     .output = output,
+    .shutdown = tls_shutdown,
     .detach = detach,
     .ctx_free = tls_ctx_free,
 };

@@ -2,12 +2,13 @@
  *
  * A connection starts in HTTP: one strictly parsed request, answered with the embedded
  * page, /metrics, /healthz or an error (then closed), or upgraded with 101. After the
- * upgrade libwslay's event API frames everything: binary payloads stream to
- * client_deliver as they arrive (no message buffering), proto's output is queued one
- * message per MQTT packet (or per input batch) and written through client_send_raw.
- * Owns only per-connection state (struct ws_conn); never frees the client, only asks
- * client.c to close it. Invariant: wslay is never entered re-entrantly for sending:
- * output produced while wslay_event_recv runs is staged and sent after it returns.
+ * upgrade libwslay's event API frames everything: the binary payloads of one read go to
+ * client_deliver in one call (wslay buffers no message), and proto's output of a loop
+ * turn is staged and queued as one binary message at the start of the next turn, before
+ * client.c writes (an idle handle), so a subscriber taking many small packets costs one
+ * wslay allocation and frame per turn, not per packet. Owns only per-connection state
+ * (struct ws_conn); never frees the client, only asks client.c to close it. Invariant:
+ * wslay is never entered for sending while wslay_event_recv runs.
  */
 #include "ws.h"
 
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <wslay/wslay.h>
 
 #include "http.h"
@@ -41,27 +43,37 @@ struct ws_conn {
     /* HTTP: the request head when it spans reads (else parsed straight from the read). */
     uint8_t *req;
     size_t req_len;
-    uv_timer_t close_timer; /* closes the socket once the response has been written */
-    bool timer_started;
+
+    /* Deferred work, run once at the start of the next loop turn (idle handles run right
+     * before the prepare handle that writes gathered output, and keep the loop from
+     * blocking meanwhile): send the output staged during this turn as one message, and
+     * close after a response or a close frame has had its first write. */
+    uv_idle_t idle;
+    bool idle_init;
+    bool close_pending;
 
     /* WebSocket input. */
     wslay_event_context_ptr ev;
     const uint8_t *rx; /* the read being fed to wslay_event_recv */
     size_t rx_len;
-    bool in_recv;    /* inside wslay_event_recv: stage output, send afterwards */
-    bool rx_deliver; /* the current frame carries MQTT bytes */
-    bool rx_binary;  /* the message being received is binary */
-    bool rx_failed;  /* we queued a close: drop whatever payload follows */
+    bool in_recv;     /* processing a read: its answers are staged with the rest */
+    bool rx_deliver;  /* the current frame carries MQTT bytes */
+    bool rx_binary;   /* the message being received is binary */
+    bool rx_failed;   /* we queued a close: drop whatever payload follows */
     uint64_t msg_len; /* bytes of the message being received (all its frames) */
     uint64_t max_len; /* frame and message size limit */
     const char *fail_text;
+    /* MQTT bytes of one read, handed to client_deliver in one call after wslay is done:
+     * proto then decodes a whole batch at once, as it does for TCP. */
+    uint8_t *acc;
+    size_t acc_len, acc_cap;
 
     /* WebSocket output: bytes of unfinished packets (or of a batch) not yet queued. */
     uint8_t *stage;
     size_t stage_len, stage_cap;
-    uint32_t pkt_left;  /* body bytes of the current output packet still to come */
-    uint32_t pkt_acc;   /* remaining length being decoded */
-    uint8_t pkt_phase;  /* 0: at a packet boundary or in a body, 1: in a remaining length */
+    uint32_t pkt_left; /* body bytes of the current output packet still to come */
+    uint32_t pkt_acc;  /* remaining length being decoded */
+    uint8_t pkt_phase; /* 0: at a packet boundary or in a body, 1: in a remaining length */
     uint8_t pkt_shift;
 };
 
@@ -88,36 +100,55 @@ static void ws_free(struct ws_conn *ws)
         wslay_event_context_free(ws->ev);
     free(ws->req);
     free(ws->stage);
+    free(ws->acc);
     free(ws);
 }
 
-static void on_timer_closed(uv_handle_t *h) { ws_free(h->data); }
-
-/* Close once what was queued has been written: the client.c sink close waits for a
- * pending uv_write, and the timer makes sure the first flush of the response has
- * happened (a close requested before it would cut a response the socket did not take
- * at once). */
-static void on_close_timer(uv_timer_t *t)
+static void on_idle_closed(uv_handle_t *h)
 {
-    struct ws_conn *ws = t->data;
-    if (ws->cl && !ws->cl->closing)
-        client_sink.close(ws->cl);
+    ws_free(h->data);
+}
+
+static void ws_pump(struct mq_client *cl, struct ws_conn *ws, int recv_rc);
+
+static void on_idle(uv_idle_t *h)
+{
+    struct ws_conn *ws = h->data;
+    uv_idle_stop(h);
+    struct mq_client *cl = ws->cl;
+    if (!cl || cl->closing)
+        return;
+    if (ws->phase == WS_OPEN)
+        ws_pump(cl, ws, 0);
+    /* A close is asked for only now, after the flush that followed the response: the
+     * client.c sink close then waits for a pending uv_write instead of cutting a
+     * response the socket did not take at once. */
+    if (ws->close_pending && !uv_is_active((uv_handle_t *)h))
+        client_sink.close(cl);
+}
+
+/* Run on_idle at the start of the next loop turn. -1 when the handle cannot be set up. */
+static int defer(struct mq_client *cl, struct ws_conn *ws)
+{
+    if (!ws->idle_init) {
+        if (uv_idle_init(&cl->srv->loop, &ws->idle))
+            return -1;
+        ws->idle.data = ws;
+        ws->idle_init = true;
+    }
+    if (!uv_is_active((uv_handle_t *)&ws->idle))
+        uv_idle_start(&ws->idle, on_idle);
+    return 0;
 }
 
 static void close_after_flush(struct mq_client *cl, struct ws_conn *ws)
 {
     ws->phase = WS_DONE;
+    ws->close_pending = true;
     if (!cl->close_reason && ws->reason[0])
         cl->close_reason = ws->reason;
-    if (ws->timer_started)
-        return;
-    if (uv_timer_init(&cl->srv->loop, &ws->close_timer)) {
+    if (defer(cl, ws))
         client_sink.close(cl);
-        return;
-    }
-    ws->close_timer.data = ws;
-    ws->timer_started = true;
-    uv_timer_start(&ws->close_timer, on_close_timer, 0, 0);
 }
 
 static bool span_eq(const struct http_span *s, const char *z)
@@ -234,11 +265,14 @@ static void apply_forwarded_for(struct mq_client *cl, const struct http_request 
     }
     if (!chosen.n)
         return;
-    char peer_str[64];
+    char peer_str[sizeof(cl->peer) + 64];
     snprintf(peer_str, sizeof(peer_str), "%.*s via %s", (int)chosen.n, chosen.p, cl->peer);
-    snprintf(cl->peer, sizeof(cl->peer), "%s", peer_str);
+    peer_str[sizeof(cl->peer) - 1] = '\0'; /* a long IPv6 pair is cut, like any peer name */
+    memcpy(cl->peer, peer_str, sizeof(cl->peer));
     if (cl->conn)
-        snprintf(cl->conn->peer, sizeof(cl->conn->peer), "%s", peer_str);
+        memcpy(cl->conn->peer, peer_str,
+               sizeof(cl->conn->peer) < sizeof(cl->peer) ? sizeof(cl->conn->peer)
+                                                         : sizeof(cl->peer));
 }
 
 /* Origin allow-list (websockets_origins): unset allows every origin; requests without
@@ -251,9 +285,13 @@ static bool origin_allowed(struct mq_client *cl, const struct http_request *req)
     if (!list || !origin)
         return true;
     const struct http_span *host = http_header(req, "Host", NULL);
-    if (host && origin->n == 7 + host->n && !strncmp(origin->p, "http://", 7) &&
-        !strncasecmp(origin->p + 7, host->p, host->n))
-        return true;
+    for (int tls = 0; host && tls < 2; tls++) {
+        size_t sn = tls ? 8 : 7;
+        if (origin->n == sn + host->n &&
+            !strncasecmp(origin->p, tls ? "https://" : "http://", sn) &&
+            !strncasecmp(origin->p + sn, host->p, host->n))
+            return true;
+    }
     const char *p = list;
     while (*p) {
         p += strspn(p, " \t,");
@@ -304,8 +342,7 @@ static void respond(struct mq_client *cl, struct ws_conn *ws, const struct http_
         client_send_raw(cl, r->body, r->body_len);
     if (req)
         snprintf(ws->reason, sizeof(ws->reason), "HTTP %.*s %.*s %d", (int)req->method.n,
-                 req->method.p, (int)(req->path.n > 60 ? 60 : req->path.n), req->path.p,
-                 r->status);
+                 req->method.p, (int)(req->path.n > 60 ? 60 : req->path.n), req->path.p, r->status);
     else
         snprintf(ws->reason, sizeof(ws->reason), "HTTP %d", r->status);
     close_after_flush(cl, ws);
@@ -436,14 +473,12 @@ static void on_frame_start(wslay_event_context_ptr ctx,
         ws->rx_binary = true;
         ws->msg_len = 0;
         break;
-    case WSLAY_CONTINUATION_FRAME: /* wslay checked that a message is open */
-        break;
+    case WSLAY_CONTINUATION_FRAME: /* wslay checked that a message is open */ break;
     case WSLAY_TEXT_FRAME:
         ws->rx_binary = false;
         ws_fail(ws, WSLAY_CODE_UNSUPPORTED_DATA, "MQTT needs binary frames");
         return;
-    default: /* control frames: wslay answers pings and closes itself */
-        return;
+    default: /* control frames: wslay answers pings and closes itself */ return;
     }
     ws->msg_len += arg->payload_length;
     if (ws->msg_len > ws->max_len) {
@@ -458,8 +493,14 @@ static void on_frame_chunk(wslay_event_context_ptr ctx,
 {
     (void)ctx;
     struct ws_conn *ws = user;
-    if (ws->rx_deliver && !ws->rx_failed && ws->cl)
-        client_deliver(ws->cl, arg->data, arg->data_length);
+    if (!ws->rx_deliver || ws->rx_failed || !arg->data_length)
+        return;
+    if (reserve(&ws->acc, &ws->acc_cap, ws->acc_len + arg->data_length)) {
+        ws_fail(ws, WSLAY_CODE_INTERNAL_SERVER_ERROR, "out of memory");
+        return;
+    }
+    memcpy(ws->acc + ws->acc_len, arg->data, arg->data_length);
+    ws->acc_len += arg->data_length;
 }
 
 static const struct wslay_event_callbacks wslay_callbacks = {
@@ -510,7 +551,9 @@ static void ws_pump(struct mq_client *cl, struct ws_conn *ws, int recv_rc)
 {
     if (cl->closing || ws->phase != WS_OPEN)
         return;
-    if (ws->stage_len && queue_stage(cl, ws))
+    /* Staged bytes go out once they end on a packet boundary (proto writes whole packets
+     * per sink write, so after input processing they always do). */
+    if (ws->stage_len && !ws->pkt_phase && !ws->pkt_left && queue_stage(cl, ws))
         return;
     int send_rc = wslay_event_send(ws->ev);
     if (recv_rc < 0 || send_rc < 0) {
@@ -540,10 +583,24 @@ static void ws_feed(struct mq_client *cl, struct ws_conn *ws, const uint8_t *raw
     ws->rx_len = len;
     ws->in_recv = true;
     int rc = wslay_event_recv(ws->ev);
-    ws->in_recv = false;
     ws->rx = NULL;
     ws->rx_len = 0; /* after a close, whatever followed it is dropped */
-    ws_pump(cl, ws, rc);
+    if (ws->acc_len) {
+        size_t n = ws->acc_len;
+        ws->acc_len = 0;
+        client_deliver(cl, ws->acc, n); /* its answers are staged (in_recv) */
+        if (ws->acc_cap > WS_STAGE_MAX) {
+            free(ws->acc);
+            ws->acc = NULL;
+            ws->acc_cap = 0;
+        }
+    }
+    ws->in_recv = false;
+    /* Control frames (pong, close) and answers before a close go out now; the rest waits
+     * for the next turn so that everything this connection gets meanwhile shares one
+     * message (one wslay allocation and frame for many MQTT packets). */
+    if (rc < 0 || wslay_event_want_write(ws->ev) || cl->close_requested || defer(cl, ws))
+        ws_pump(cl, ws, rc);
 }
 
 static void upgrade(struct mq_client *cl, struct ws_conn *ws, const struct http_request *req,
@@ -563,8 +620,7 @@ static void upgrade(struct mq_client *cl, struct ws_conn *ws, const struct http_
         bad = "Upgrade header is not websocket";
     else if (!(v = http_header(req, "Connection", NULL)) || !http_list_has(v, "upgrade"))
         bad = "Connection header lacks Upgrade";
-    else if (!(v = http_header(req, "Sec-WebSocket-Version", &n)) || n != 1 ||
-             !span_eq(v, "13")) {
+    else if (!(v = http_header(req, "Sec-WebSocket-Version", &n)) || n != 1 || !span_eq(v, "13")) {
         bad = v ? "unsupported Sec-WebSocket-Version (13 is supported)"
                 : "missing Sec-WebSocket-Version";
         extra = "Sec-WebSocket-Version: 13\r\n";
@@ -664,7 +720,7 @@ static void handle_request(struct mq_client *cl, struct ws_conn *ws, const struc
     bool get = span_eq(&req->method, "GET"), head = span_eq(&req->method, "HEAD");
     if (!get && !head) {
         char why[80];
-        snprintf(why, sizeof(why), "method %.*s not allowed (GET or HEAD)",
+        snprintf(why, sizeof(why), "%.*s (only GET and HEAD are served)",
                  (int)(req->method.n > 20 ? 20 : req->method.n), req->method.p);
         refuse(cl, ws, req, 405, "method not allowed", why, "Allow: GET, HEAD\r\n");
         return;
@@ -783,22 +839,20 @@ static bool track_packets(struct ws_conn *ws, const uint8_t *p, size_t n)
     return !ws->pkt_phase && !ws->pkt_left;
 }
 
-/* proto's output: one binary message per MQTT packet (per batch while input is being
- * processed), so a PUBLISH written as header, topic and payload is still one frame. */
+/* proto's output: staged and sent as one binary message per loop turn (see ws_feed and
+ * on_idle), so a PUBLISH written as header, topic and payload, and the many packets a
+ * busy subscriber gets, share a frame. Large pieces skip the staging copy. */
 static int ws_output(struct mq_client *cl, const uint8_t *data, size_t len)
 {
     struct ws_conn *ws = cl->transport_state;
     if (ws->phase != WS_OPEN || !len || cl->closing)
         return 0;
-    bool boundary = track_packets(ws, data, len);
+    bool boundary = track_packets(ws, data, len), now = true;
     int rc = 0;
     if (len >= WS_DIRECT_MIN) {
-        /* Large payloads are not copied into the stage: the packet spans two messages. */
-        rc = queue_stage(cl, ws);
+        rc = queue_stage(cl, ws); /* the packet then spans two messages */
         if (!rc)
             rc = queue_bytes(cl, ws, data, len);
-    } else if (boundary && !ws->stage_len && !ws->in_recv) {
-        rc = queue_bytes(cl, ws, data, len);
     } else {
         if (reserve(&ws->stage, &ws->stage_cap, ws->stage_len + len)) {
             client_close(cl, "out of memory for WebSocket output");
@@ -806,13 +860,15 @@ static int ws_output(struct mq_client *cl, const uint8_t *data, size_t len)
         }
         memcpy(ws->stage + ws->stage_len, data, len);
         ws->stage_len += len;
-        /* While input is processed, answers gather into one message sent afterwards. */
-        if (boundary && (!ws->in_recv || ws->stage_len >= WS_STAGE_MAX))
+        now = boundary && ws->stage_len >= WS_STAGE_MAX; /* bounded staging */
+        if (now)
             rc = queue_stage(cl, ws);
     }
     if (rc)
         return -1;
-    if (!ws->in_recv)
+    if (ws->in_recv)
+        return 0; /* ws_feed sends or defers once the read is processed */
+    if (now || cl->close_requested || defer(cl, ws))
         ws_pump(cl, ws, 0);
     return cl->closing ? -1 : 0;
 }
@@ -824,13 +880,16 @@ static void ws_detach(struct mq_client *cl)
     if (!ws)
         return;
     ws->cl = NULL;
-    if (ws->timer_started)
-        uv_close((uv_handle_t *)&ws->close_timer, on_timer_closed);
+    if (ws->idle_init)
+        uv_close((uv_handle_t *)&ws->idle, on_idle_closed);
     else
         ws_free(ws);
 }
 
-static void ws_ctx_free(void *listener_ctx) { (void)listener_ctx; }
+static void ws_ctx_free(void *listener_ctx)
+{
+    (void)listener_ctx;
+}
 
 const struct mq_transport_ops ws_transport = {
     .name = "websockets",

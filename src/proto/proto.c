@@ -77,6 +77,18 @@ struct mq_conn *proto_conn_new(struct mq_broker *b, void *io, struct mq_listener
     return c;
 }
 
+bool topic_too_deep(const struct mq_broker *b, const uint8_t *topic, size_t len)
+{
+    uint32_t max = b->cfg ? b->cfg->max_topic_levels : 0;
+    if (!max || len < max)
+        return false; /* fewer bytes than levels allowed: cannot be too deep */
+    uint32_t levels = 1;
+    for (size_t i = 0; i < len; i++)
+        if (topic[i] == '/' && ++levels > max)
+            return true;
+    return false;
+}
+
 bool session_may(const struct mq_session *s, const uint8_t *topic, size_t len, int access)
 {
     const struct mq_acl *acl = s->listener ? s->listener->acl : NULL;
@@ -256,6 +268,11 @@ size_t proto_conn_input(struct mq_conn *c, const uint8_t *buf, size_t len, size_
 {
     struct mq_broker *b = c->broker;
     struct mq_decode_limits limits = {.max_packet_size = b->cfg ? b->cfg->max_packet_size : 0};
+    /* Before CONNECT only a CONNECT is acceptable, and none can be larger than its five
+     * 64 KiB strings allow: an unauthenticated peer cannot make us buffer more. */
+    if (!c->connected &&
+        (!limits.max_packet_size || limits.max_packet_size > MQ_MAX_CONNECT_PACKET))
+        limits.max_packet_size = MQ_MAX_CONNECT_PACKET;
     size_t off = 0;
     if (need)
         *need = 0;
@@ -267,6 +284,9 @@ size_t proto_conn_input(struct mq_conn *c, const uint8_t *buf, size_t len, size_
                 *need = codec_packet_size(buf + off, len - off);
             break;
         }
+        if (n == MQ_ERR_TOO_LARGE && limits.max_packet_size == MQ_MAX_CONNECT_PACKET &&
+            !c->connected)
+            n = MQ_ERR_CONNECT_TOO_LARGE; /* our bound, not the configured one */
         if (n < 0 && !(n == MQ_ERR_BAD_PROTOCOL_LEVEL && !c->connected)) {
             protocol_error(c, n, buf[off] >> 4);
             return len;
@@ -313,6 +333,16 @@ void broker_tick(struct mq_broker *b)
     for (struct mq_conn *c = b->conns; c; c = c->next) {
         if (c->closing)
             continue;
+        /* A backlog over the limit that does not shrink for 5 s is a client that has
+         * stopped reading, even if it is only ever sent QoS 0 (which is dropped, so its
+         * backlog never reaches twice the limit). */
+        if (c->over_limit_since_ms && b->sink->backlog && b->cfg &&
+            b->cfg->client_output_limit) {
+            if (b->sink->backlog(c->io) <= b->cfg->client_output_limit)
+                c->over_limit_since_ms = 0;
+            else if (b->now_ms - c->over_limit_since_ms >= 5000)
+                c->not_reading = true;
+        }
         if (c->not_reading) {
             b->stats.slow_disconnects++;
             conn_close(c, true, "not reading: more than %llu bytes of output waiting",

@@ -22,6 +22,9 @@ void conn_shutdown(struct mq_conn *c, bool publish_will);
 /* Printable client id (or "(not connected)"). */
 const char *conn_name(const struct mq_conn *c);
 
+/* True when topic (or filter) has more levels than max_topic_levels allows. */
+bool topic_too_deep(const struct mq_broker *b, const uint8_t *topic, size_t len);
+
 /* True when the session's listener ACL (if any) lets it do access on topic. */
 bool session_may(const struct mq_session *s, const uint8_t *topic, size_t len, int access);
 

@@ -42,15 +42,25 @@ static void send_inflight(struct mq_broker *b, struct mq_session *s, struct mq_m
     conn_send_publish(s->conn, m, qos, retain, false, pid);
 }
 
-static void note_drop(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m)
+/* Count a drop for s; true when it should be logged: the first one, then at most one
+ * line per 10 s per client, so a flood cannot flood the log. */
+static bool count_drop(struct mq_broker *b, struct mq_session *s)
 {
     b->stats.pub_dropped++;
-    s->dropped++;
-    /* One line for the first drop and then every 1000th, so a flood cannot flood the log. */
-    if (s->dropped == 1 || s->dropped % 1000 == 0)
+    if (s->dropped++ && b->now_ms - s->drop_logged_ms < 10000)
+        return false;
+    s->drop_logged_ms = b->now_ms;
+    return true;
+}
+
+static void note_drop(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m)
+{
+    if (count_drop(b, s))
         mq_log(MQ_LOG_WARNING,
-               "client %s: queue full (%u messages), dropped message on %s (%llu dropped so far)",
-               s->client_id, s->queue_count, m->topic, (unsigned long long)s->dropped);
+               "client %s: queue full (%u messages, %llu bytes), dropped message on %s "
+               "(%llu dropped so far)",
+               s->client_id, s->queue_count, (unsigned long long)s->queue_bytes, m->topic,
+               (unsigned long long)s->dropped);
 }
 
 /* How far the client is behind in reading: 0 fine, 1 over the limit (hold QoS 0),
@@ -76,6 +86,8 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
         s->conn->not_reading = true;
         pressure = 1;
     }
+    if (pressure && !s->conn->over_limit_since_ms)
+        s->conn->over_limit_since_ms = b->now_ms ? b->now_ms : 1;
     if (qos == 0) {
         if (online && s->queue_count == 0 && !pressure) {
             conn_send_publish(s->conn, m, 0, retain, false, 0);
@@ -85,8 +97,12 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
             /* A live QoS 0 message to a client that is not keeping up is dropped (and
              * counted) rather than buffered without bound. Retained ones wait in the
              * queue: a new subscriber gets all of them, just later. */
-            b->stats.pub_dropped++;
             b->stats.pub_dropped_slow++;
+            if (count_drop(b, s))
+                mq_log(MQ_LOG_WARNING,
+                       "client %s: not keeping up (over client_output_limit), dropped QoS 0 "
+                       "message on %s (%llu dropped so far)",
+                       s->client_id, m->topic, (unsigned long long)s->dropped);
             return;
         }
         /* Offline QoS 0 is dropped unless asked for, as in Mosquitto; online it waits
@@ -144,6 +160,14 @@ void session_resume_delivery(struct mq_broker *b, struct mq_session *s)
      * PUBREL packets, in their original order. */
     for (uint32_t i = 0; i < s->inflight_count; i++) {
         struct mq_inflight *e = &s->inflight[i];
+        /* The session may come back under another user name, or the rules changed:
+         * an unacknowledged message it may no longer read is dropped, not resent. */
+        if (e->msg &&
+            !session_may(s, (const uint8_t *)e->msg->topic, e->msg->topic_len, MQ_ACL_READ)) {
+            session_inflight_remove(s, e);
+            i--;
+            continue;
+        }
         if (e->state == MQ_OUT_WAIT_PUBCOMP)
             conn_send_ack(s->conn, MQ_PUBREL, e->packet_id);
         else
@@ -177,6 +201,16 @@ void broker_publish(struct mq_broker *b, struct mq_msg *m)
     }
 }
 
+/* 3.1.1 has no negative acknowledgement: a message the broker will not deliver still
+ * completes its QoS flow, so the client does not resend it forever (as Mosquitto does). */
+static void complete_without_delivery(struct mq_conn *c, const struct mq_publish *p)
+{
+    if (p->qos == 1)
+        conn_send_ack(c, MQ_PUBACK, p->packet_id);
+    else if (p->qos == 2 && session_qos2_in_add(c->session, p->packet_id) >= 0)
+        conn_send_ack(c, MQ_PUBREC, p->packet_id);
+}
+
 void handle_publish(struct mq_conn *c, const struct mq_publish *p)
 {
     struct mq_broker *b = c->broker;
@@ -191,27 +225,24 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *p)
         return;
     }
     if (cfg && cfg->message_size_limit && p->payload_len > cfg->message_size_limit) {
-        /* Mosquitto drops oversized messages but still completes the QoS flow so the
-         * client does not resend forever. */
         mq_log(MQ_LOG_WARNING, "client %s: message on %.*s of %u bytes exceeds message_size_limit, "
                "dropped", s->client_id, (int)p->topic.len, (const char *)p->topic.ptr,
                p->payload_len);
-        if (p->qos == 1)
-            conn_send_ack(c, MQ_PUBACK, p->packet_id);
-        else if (p->qos == 2 && session_qos2_in_add(s, p->packet_id) >= 0)
-            conn_send_ack(c, MQ_PUBREC, p->packet_id);
+        complete_without_delivery(c, p);
         return;
     }
 
+    if (topic_too_deep(b, p->topic.ptr, p->topic.len)) {
+        /* Every level costs memory in the retained and subscription trees. */
+        mq_log(MQ_LOG_NOTICE, "client %s: PUBLISH to a topic deeper than max_topic_levels %u "
+               "dropped", s->client_id, cfg->max_topic_levels);
+        complete_without_delivery(c, p);
+        return;
+    }
     if (!session_may(s, p->topic.ptr, p->topic.len, MQ_ACL_WRITE)) {
-        /* 3.1.1 has no negative acknowledgement: the flow completes and the message is
-         * dropped, as Mosquitto does. */
         mq_log(MQ_LOG_NOTICE, "client %s: PUBLISH to %.*s denied by acl_file, dropped",
                s->client_id, (int)p->topic.len, (const char *)p->topic.ptr);
-        if (p->qos == 1)
-            conn_send_ack(c, MQ_PUBACK, p->packet_id);
-        else if (p->qos == 2 && session_qos2_in_add(s, p->packet_id) >= 0)
-            conn_send_ack(c, MQ_PUBREC, p->packet_id);
+        complete_without_delivery(c, p);
         return;
     }
 

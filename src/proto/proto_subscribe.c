@@ -47,6 +47,12 @@ void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l)
     struct mq_bytes filter;
     uint8_t qos;
     for (uint16_t i = 0; codec_topic_list_next(&it, &filter, &qos); i++) {
+        if (topic_too_deep(b, filter.ptr, filter.len)) {
+            mq_log(MQ_LOG_NOTICE, "client %s: SUBSCRIBE to a filter deeper than max_topic_levels "
+                   "%u refused (SUBACK 0x80)", s->client_id, b->cfg->max_topic_levels);
+            codes[i] = MQ_SUBACK_FAILURE;
+            continue;
+        }
         if (!session_may(s, filter.ptr, filter.len, MQ_ACL_SUBSCRIBE)) {
             mq_log(MQ_LOG_NOTICE, "client %s: SUBSCRIBE to %.*s denied by acl_file (SUBACK 0x80)",
                    s->client_id, (int)filter.len, (const char *)filter.ptr);

@@ -80,8 +80,14 @@ static uint64_t clock_ms(clockid_t id)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-uint64_t store_mono_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
-uint64_t store_wall_ms(void) { return clock_ms(CLOCK_REALTIME); }
+uint64_t store_mono_ms(void)
+{
+    return clock_ms(CLOCK_MONOTONIC);
+}
+uint64_t store_wall_ms(void)
+{
+    return clock_ms(CLOCK_REALTIME);
+}
 
 /* First column of the first row of sql as an integer. SQLITE_OK, SQLITE_DONE when there is no
  * row, or the SQLite error. */
@@ -128,32 +134,20 @@ static uint32_t be32(const unsigned char *p)
 static void describe_not_sqlite(struct opener *op)
 {
     static const char mosquitto_magic[] = "mosquitto db";
-    unsigned char buf[65536];
+    unsigned char buf[65536], head[8] = {0};
     uint64_t total = 0, zeros = 0;
-    bool all_zero = true;
-    unsigned char head[8] = {0};
-    size_t head_n = 0;
+    bool all_zero = true, mosquitto = false;
     int fd = open(op->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(op->why, sizeof(op->why), "is not an SQLite database");
-        return;
-    }
-    for (;;) {
+
+    while (fd >= 0 && all_zero && total < ZERO_SCAN_MAX) {
         ssize_t n = read(fd, buf, sizeof(buf));
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
             break;
         if (total == 0) {
-            head_n = (size_t)n < sizeof(head) ? (size_t)n : sizeof(head);
-            memcpy(head, buf, head_n);
-            if (n >= 16 && memmem(buf, 16, mosquitto_magic, sizeof(mosquitto_magic) - 1)) {
-                close(fd);
-                snprintf(op->why, sizeof(op->why),
-                         "is a Mosquitto persistence file, which midge cannot read (midge keeps "
-                         "its state in SQLite)");
-                return;
-            }
+            memcpy(head, buf, (size_t)n < sizeof(head) ? (size_t)n : sizeof(head));
+            mosquitto = n >= 16 && memmem(buf, 16, mosquitto_magic, sizeof(mosquitto_magic) - 1);
         }
         for (ssize_t i = 0; i < n && all_zero; i++) {
             if (buf[i])
@@ -162,11 +156,14 @@ static void describe_not_sqlite(struct opener *op)
                 zeros++;
         }
         total += (uint64_t)n;
-        if (!all_zero || total >= ZERO_SCAN_MAX)
-            break;
     }
-    close(fd);
-    if (all_zero && total < ZERO_SCAN_MAX)
+    if (fd >= 0)
+        close(fd);
+    if (mosquitto)
+        snprintf(op->why, sizeof(op->why),
+                 "is a Mosquitto persistence file, which midge cannot read (midge keeps its "
+                 "state in SQLite)");
+    else if (fd >= 0 && all_zero && total < ZERO_SCAN_MAX)
         snprintf(op->why, sizeof(op->why), "is zero-filled (%llu bytes of zeros)",
                  (unsigned long long)total);
     else if (zeros >= 512)
@@ -178,7 +175,6 @@ static void describe_not_sqlite(struct opener *op)
                  "is not an SQLite database (it begins with bytes %02x %02x %02x %02x %02x %02x "
                  "%02x %02x)",
                  head[0], head[1], head[2], head[3], head[4], head[5], head[6], head[7]);
-    (void)head_n;
 }
 
 /* For a database SQLite finds damaged: is it shorter than its header says? */
@@ -344,8 +340,8 @@ static enum verdict lock_file(struct opener *op, int *fdp, bool *fresh)
 /* Run PRAGMA quick_check / integrity_check; V_OK or V_DAMAGED with the first complaint. */
 static enum verdict check_db(struct opener *op, sqlite3 *db)
 {
-    const char *sql = op->o->check == MQ_STORE_CHECK_FULL ? "PRAGMA integrity_check(1)"
-                                                          : "PRAGMA quick_check(1)";
+    const char *sql =
+        op->o->check == MQ_STORE_CHECK_FULL ? "PRAGMA integrity_check(1)" : "PRAGMA quick_check(1)";
     const char *name = op->o->check == MQ_STORE_CHECK_FULL ? "integrity_check" : "quick_check";
     char first[256];
     int rc = query_text(db, sql, first, sizeof(first));
@@ -384,8 +380,8 @@ static enum verdict migrate(struct opener *op, sqlite3 *db, int64_t from)
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
-        enum verdict v = sqlite_verdict(op, rc, db, from ? "upgrading the schema"
-                                                         : "creating the schema");
+        enum verdict v =
+            sqlite_verdict(op, rc, db, from ? "upgrading the schema" : "creating the schema");
         if (!sqlite3_get_autocommit(db))
             sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         return v == V_DAMAGED && (rc & 0xff) != SQLITE_CORRUPT ? V_REFUSE : v;
@@ -428,8 +424,7 @@ static enum verdict open_db(struct opener *op, bool fresh, sqlite3 **dbp)
                      (unsigned long long)(uint32_t)app_id);
             return V_DAMAGED;
         }
-        rc = has_meta ? query_int(db, "SELECT value FROM meta WHERE key='schema_version'",
-                                  &version)
+        rc = has_meta ? query_int(db, "SELECT value FROM meta WHERE key='schema_version'", &version)
                       : SQLITE_DONE;
         if (rc == SQLITE_DONE || (rc == SQLITE_OK && version < 1)) {
             snprintf(op->why, sizeof(op->why), "is a midge database without a schema_version");
@@ -460,7 +455,7 @@ static enum verdict open_db(struct opener *op, bool fresh, sqlite3 **dbp)
         return V_REFUSE;
     }
     snprintf(pragmas, sizeof(pragmas),
-             "PRAGMA synchronous=%s; PRAGMA journal_size_limit=%d; PRAGMA foreign_keys=OFF",
+             "PRAGMA synchronous=%s; PRAGMA journal_size_limit=%d; PRAGMA cache_size=-16384",
              op->o->durability == MQ_STORE_DURABILITY_RELAXED ? "NORMAL" : "FULL", 64 << 20);
     rc = sqlite3_exec(db, pragmas, NULL, NULL, NULL);
     if (rc != SQLITE_OK)

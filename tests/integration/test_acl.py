@@ -6,7 +6,9 @@ QoS 1/2 PUBLISH is still acknowledged (PUBACK / PUBREC..PUBCOMP, [MQTT-3.3.5-2])
 and logged; every delivery is a READ check, retained messages and '#' subscribers
 included; the anonymous section at the top; %u and %c patterns; a will to a topic the
 client may not write is not published; SIGHUP changes the rules for connected clients; a
-bad file keeps the old rules on reload and stops start-up, with file:line.
+bad file keeps the old rules on reload and stops start-up, with file:line; messages held for
+a persistent session (queued or in flight) are checked again when it resumes, possibly
+under another user name or newer rules; per_listener_settings with an ACL on one listener.
 
 Synchronisation without sleeps: a QoS 1 PUBLISH is routed before its PUBACK is sent, and a
 client's output keeps its order, so after `pub.publish(..., qos=1)` returns, a PINGREQ from
@@ -19,8 +21,9 @@ import subprocess
 import pytest
 
 import midge_harness as h
-from midge_harness import (PINGRESP, PUBLISH, MqttConn, client, midge_only, parse_publish, pingreq_pkt,
-                           puback_pkt, pubcomp_pkt, publish_pkt, pubrec_pkt, pubrel_pkt)
+from midge_harness import (PINGRESP, PUBLISH, MqttConn, client, midge_only, parse_publish,
+                           pingreq_pkt, puback_pkt, pubcomp_pkt, publish_pkt, pubrec_pkt,
+                           pubrel_pkt)
 
 pytestmark = midge_only  # SUBACK 0x80 on SUBSCRIBE, acl reload and log lines are midge's
 

@@ -7,7 +7,8 @@ but never the password; no user name with allow_anonymous false gets 0x05 and a 
 allow_anonymous; allow_anonymous true next to a password_file; per_listener_settings; the
 accept_any_password profile with `pattern readwrite %u/feeds/#` (the course scenario);
 SIGHUP re-reads the password file (a missing one keeps the old users); bad lines are
-skipped with a warning.
+skipped with a warning; a user name cannot forge log lines; an unauthenticated peer cannot
+make the broker buffer a huge CONNECT.
 
 Every test starts its own broker; synchronisation is on packets and log lines only.
 """
@@ -592,9 +593,10 @@ def test_unauthenticated_client_cannot_make_the_broker_buffer_a_huge_connect(sta
                                                                              tmp_path):
     """Before authentication a peer must not be able to make the broker hold much memory
     (issue 4: memory stays within its bounds; a password file is no use if an anonymous
-    peer can exhaust the host first). The largest possible CONNECT is 10 bytes of variable
-    header plus five length-prefixed fields (client id, will topic, will message, user
-    name, password) of at most 65,537 bytes each: 327,695 bytes. So a CONNECT announcing
+    peer can exhaust the host first). The largest possible CONNECT is 12 bytes of variable
+    header (MQTT 3.1's "MQIsdp"; 10 for 3.1.1) plus five length-prefixed fields (client id,
+    will topic, will message, user name, password) of at most 65,537 bytes each: 327,697
+    bytes. So a CONNECT announcing
     268,435,455 bytes is malformed from its fixed header on. A peer that announces one and
     then streams 64 MiB of it at full speed (well inside connect_timeout) must not grow the
     broker's resident memory by more than 16 MiB, with the default max_packet_size, on a
@@ -634,5 +636,5 @@ def test_unauthenticated_client_cannot_make_the_broker_buffer_a_huge_connect(sta
     assert grown < 16 * 1024, (
         f"an unauthenticated peer announced a 268 MB CONNECT and sent {sent >> 20} MiB of "
         f"it: the broker's RSS grew by {grown >> 10} MiB and the connection is "
-        f"{'still open' if still_open else 'closed'} (a CONNECT cannot exceed 327,695 "
+        f"{'still open' if still_open else 'closed'} (a CONNECT cannot exceed 327,697 "
         f"bytes, so it can be refused from its fixed header)")

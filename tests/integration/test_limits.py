@@ -252,8 +252,8 @@ def test_max_queued_messages_keeps_the_first(start_broker):
     for i in range(10):
         pub.publish("mq/t", f"m{i}".encode(), qos=1)
     pub.disconnect()
-    br.wait_log(r"warning: client mq-sub: queue full \(5 messages\), dropped message on mq/t "
-                r"\(1 dropped so far\)$")
+    br.wait_log(r"warning: client mq-sub: queue full \(5 messages, \d+ bytes\), dropped "
+                r"message on mq/t \(1 dropped so far\)$")
     back = h.client(br, "mq-sub", clean=False, expect_sp=True)
     got = [(m.payload, m.qos) for m in back.collect(5)]
     assert got == [(f"m{i}".encode(), 1) for i in range(5)]

@@ -1,7 +1,7 @@
 """test_listeners.py - listener configuration through the real binary (issue 3): several
 listeners on IPv4 and IPv6 loopback, wildcard listeners (0.0.0.0 and ::, reached only via
 loopback here), socket_domain, -p, per-listener security, addresses not configured yet
-(IP_FREEBIND), and the start-up errors: websockets not yet supported, port in use.
+(IP_FREEBIND), and the start-up errors: wss not yet supported, port in use.
 
 All ports are ephemeral (listener 0 ...), read back from the "listening on" lines.
 """
@@ -240,14 +240,17 @@ def test_max_connections_per_listener(start_broker, tmp_path):
 # start-up errors
 # --------------------------------------------------------------------------------------
 
-def test_protocol_websockets_not_yet_supported(tmp_path):
-    """protocol websockets: exit 1 with a clear "not yet supported" line naming the
-    listener; --test-config says the same."""
-    conf = write(tmp_path / "ws.conf", ["listener 0 127.0.0.1", "allow_anonymous true",
-                                        "listener 0 127.0.0.1", "protocol websockets"])
+def test_websockets_over_tls_not_yet_supported(tmp_path):
+    """protocol websockets with TLS options (wss): exit 1 with a clear "not yet supported"
+    line naming the listener, never served unencrypted; --test-config says the same."""
+    conf = write(tmp_path / "wss.conf", ["listener 0 127.0.0.1", "allow_anonymous true",
+                                         "listener 0 127.0.0.1", "protocol websockets",
+                                         f"certfile {tmp_path}/cert.pem",
+                                         f"keyfile {tmp_path}/key.pem"])
     rc, out, err = run(conf)
     assert rc == 1, err
-    assert re.search(r"error: .*listener 0: protocol websockets is not yet supported", err), err
+    assert re.search(r"error: .*listener 0: websockets over TLS \(wss\) is not yet supported",
+                     err), err
     rc, out, err = run(conf, "--test-config")
     assert rc == 1 and "not yet supported" in err and "is valid" not in out, (out, err)
 

@@ -439,8 +439,6 @@ def test_tls_close_notify_from_client(start_broker, certs):
     c.close()
 
 
-@pytest.mark.xfail(reason="needs client.c's sink close to call tls_close_notify (lead)",
-                   strict=False)
 def test_tls_close_notify_from_broker(start_broker, certs):
     """When the broker ends a TLS connection (here: a protocol error), the client reads a
     close_notify, not a bare end of file."""

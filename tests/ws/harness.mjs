@@ -37,13 +37,16 @@ const SANITIZER_MARKERS = ['AddressSanitizer', 'LeakSanitizer', 'runtime error:'
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Polls cond() until it returns something truthy; returns that or throws after timeout. */
+/** Polls cond() until it returns something truthy; returns that or throws after timeout.
+ *  what (a string, or an async function giving one) describes the condition. */
 export async function waitFor(cond, what, timeout = TIMEOUT) {
   const deadline = Date.now() + timeout;
   for (;;) {
     const v = await cond();
     if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeout} ms waiting for ${typeof what === 'function' ? await what() : what}`);
+    }
     await sleep(20);
   }
 }
@@ -178,6 +181,8 @@ export async function startBroker({ conf = [], anonymous = true, sysInterval = 1
     if (REFERENCE !== 'mosquitto') throw new Error(`MIDGE_WS_REFERENCE=${REFERENCE}: only "mosquitto" is known`);
     const [ws, tcp] = [await freePort(), await freePort()];
     fs.writeFileSync(confPath, [`listener ${ws} 127.0.0.1`, 'protocol websockets', `listener ${tcp} 127.0.0.1`,
+      // As root Mosquitto would switch to user mosquitto, who cannot read our temp files.
+      ...(process.getuid?.() === 0 ? ['user root'] : []),
       ...common, ...conf].join('\n') + '\n');
     b._spawn('/usr/sbin/mosquitto', ['-c', confPath, '-v']);
     await b.waitLog(new RegExp(`Opening websockets listen socket on port ${ws}`), 10000);
@@ -249,7 +254,8 @@ export const end = (c) => new Promise((resolve) => c.end(false, {}, resolve));
  * once the SUBACK came back (from -d's debug output).
  */
 export function tcpSubscriber(port, topic, { qos = 1, extra = [] } = {}) {
-  const p = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(port), '-t', topic, '-q', String(qos),
+  // stdbuf: mosquitto_sub's stdout is a pipe here, and -d's lines must come out at once.
+  const p = spawn('stdbuf', ['-oL', 'mosquitto_sub', '-h', '127.0.0.1', '-p', String(port), '-t', topic, '-q', String(qos),
     '-v', '-d', '-i', uid('sub'), ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
   const s = { proc: p, lines: [], debug: [], stderr: '' };
   let buf = '';
@@ -260,7 +266,7 @@ export function tcpSubscriber(port, topic, { qos = 1, extra = [] } = {}) {
     while ((i = buf.indexOf('\n')) >= 0) {
       const line = buf.slice(0, i);
       buf = buf.slice(i + 1);
-      (/^Client \S+ (sending|received) /.test(line) ? s.debug : s.lines).push(line);
+      (/^(Client \S+ (sending|received) |Subscribed \(mid)/.test(line) ? s.debug : s.lines).push(line);
     }
   });
   p.stderr.on('data', (d) => { s.stderr += d; });
@@ -268,18 +274,6 @@ export function tcpSubscriber(port, topic, { qos = 1, extra = [] } = {}) {
   s.waitLines = (n, timeout = TIMEOUT) => waitFor(() => s.lines.length >= n && s.lines, `${n} line(s) from mosquitto_sub; got ${JSON.stringify(s.lines)} ${s.stderr}`, timeout);
   s.stop = () => { if (p.exitCode === null) p.kill('SIGTERM'); };
   return s;
-}
-
-/** mosquitto_sub -N -C 1: resolves with the raw payload bytes of one message. */
-export function tcpReceiveOne(port, topic, qos = 1) {
-  const p = spawn('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(port), '-t', topic, '-q', String(qos),
-    '-N', '-C', '1', '-i', uid('sub1')], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const chunks = [];
-  p.stdout.on('data', (d) => chunks.push(d));
-  const done = new Promise((resolve, reject) => {
-    p.on('exit', (code) => (code === 0 ? resolve(Buffer.concat(chunks)) : reject(new Error(`mosquitto_sub exited ${code}`))));
-  });
-  return { proc: p, done };
 }
 
 /** mosquitto_pub over TCP; args e.g. ['-t', 'a/b', '-m', 'x', '-q', '1', '-r']. */

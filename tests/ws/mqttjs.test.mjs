@@ -11,8 +11,8 @@ import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 
 import {
-  TIMEOUT, end, mqttConnect, publish, sleep, startBroker, subscribe, tcpPublish, tcpReceiveOne,
-  tcpSubscriber, uid,
+  REFERENCE, TIMEOUT, end, mqttConnect, publish, sleep, startBroker, subscribe, tcpPublish, tcpSubscriber,
+  uid,
 } from './harness.mjs';
 
 let broker;
@@ -55,7 +55,7 @@ describe('subprotocols and paths', () => {
     for (const offered of [['mqtt'], ['mqttv3.1'], ['foo', 'mqtt']]) {
       const ws = new WebSocket(broker.wsUrl('/mqtt'), offered);
       await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
-      assert.equal(ws.protocol, offered.includes('mqtt') && offered.length > 1 ? 'mqtt' : offered[0]);
+      assert.equal(ws.protocol, offered.find((x) => x === 'mqtt' || x === 'mqttv3.1'));
       ws.terminate();
     }
   });
@@ -79,7 +79,8 @@ describe('routing', () => {
     await subscribe(sys, '$SYS/broker/clients/connected', 0);
     const [m] = await sys.waitMessages(1);
     assert.match(m.payload.toString(), /^\d+$/);
-    assert.ok(Number(m.payload.toString()) >= 4, 'the WebSocket clients count as connected clients');
+    // The WebSocket clients count as connected clients (at the next $SYS update).
+    await sys.waitMessages(1, (x) => Number(x.payload.toString()) >= 4, TIMEOUT);
     await Promise.all([sub, hash, pub, sys].map(end));
   });
 
@@ -113,7 +114,8 @@ describe('QoS', () => {
     await Promise.all([...subs, pub].map(end));
   });
 
-  test('QoS 2 many in flight, in order', async () => {
+  // Mosquitto 2.0.11's websockets stall after max_inflight (20) QoS 2 messages to a client.
+  test('QoS 2 many in flight, in order', { skip: REFERENCE ? 'Mosquitto websockets stall here' : false }, async () => {
     const s = await mqttConnect(broker.wsUrl());
     await subscribe(s, 'many/q2', 2);
     const p = await mqttConnect(broker.wsUrl());
@@ -223,25 +225,27 @@ describe('will', () => {
   });
 });
 
-describe('large messages', () => {
+// Mosquitto 2.0.11's websockets take seconds for 100 KB and never deliver 1 MB.
+describe('large messages', { skip: REFERENCE ? 'too slow on Mosquitto websockets' : false }, () => {
   const big = crypto.randomBytes(1024 * 1024);
   const sha = (b) => crypto.createHash('sha256').update(b).digest('hex');
 
   test('1 MB from WebSocket to WebSocket and TCP subscribers, QoS 0/1/2', async () => {
     const s = await mqttConnect(broker.wsUrl());
     await subscribe(s, 'big/ws/#', 2);
+    const t = await mqttConnect(`mqtt://127.0.0.1:${broker.tcp}`); // MQTT.js over TCP
+    await subscribe(t, 'big/ws/#', 2);
     const p = await mqttConnect(broker.wsUrl('/'));
     for (const q of [0, 1, 2]) {
-      const tcp = tcpReceiveOne(broker.tcp, `big/ws/${q}`, q);
-      await sleep(300); // mosquitto_sub -C 1 prints nothing before its SUBACK
       await publish(p, `big/ws/${q}`, big, { qos: q });
-      const [m] = await s.waitMessages(1, (x) => x.topic === `big/ws/${q}`, TIMEOUT * 2);
-      assert.equal(m.payload.length, big.length);
-      assert.equal(sha(m.payload), sha(big));
-      const viaTcp = await tcp.done;
-      assert.equal(sha(viaTcp), sha(big), `TCP subscriber got the same 1 MB (QoS ${q})`);
+      for (const c of [s, t]) {
+        const [m] = await c.waitMessages(1, (x) => x.topic === `big/ws/${q}`, TIMEOUT * 2);
+        assert.equal(m.payload.length, big.length);
+        assert.equal(sha(m.payload), sha(big), `QoS ${q} to ${c === s ? 'WebSocket' : 'TCP'}`);
+        assert.equal(m.qos, q);
+      }
     }
-    await Promise.all([s, p].map(end));
+    await Promise.all([s, t, p].map(end));
   });
 
   test('1 MB from TCP to a WebSocket subscriber', async () => {
