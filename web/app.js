@@ -387,6 +387,8 @@ let subscriptions = store.get('subscriptions', []); // [{filter, qos, color}]
 
 async function subscribeOne(s) {
   if (!client?.connected) return;
+  // Marked before the SUBACK: the retained messages right behind it belong in the log.
+  if (!activeSubs.has(s.filter)) activeSubs.set(s.filter, s.qos);
   try {
     const g = await client.subscribe(s.filter, s.qos);
     activeSubs.set(s.filter, g);
@@ -437,11 +439,24 @@ $('#subscribe-form').addEventListener('submit', async (ev) => {
   await subscribeOne(s);
 });
 
+/** Same bytes (a retained message sent again for an overlapping subscription). */
+function sameBytes(a, b) {
+  if (!a || !b || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 let msgCount = 0;
 const MAX_LOG = 200;
+const lastRetained = new Map(); // topic -> payload of the last retained message logged
 function logMessage(topic, payload, info) {
-  const s = subscriptions.find((x) => topicMatches(x.filter, topic));
+  // Only subscriptions this connection holds (or is asking for) show in the log.
+  const s = subscriptions.find((x) => topicMatches(x.filter, topic) && activeSubs.has(x.filter) && activeSubs.get(x.filter) !== 0x80);
   if (!s) return;
+  if (info.retain) {
+    if (sameBytes(lastRetained.get(topic), payload)) return;
+    lastRetained.set(topic, payload);
+  } else lastRetained.delete(topic);
   msgCount++;
   const log = $('#msg-log');
   const li = el('li', { style: `--c:${s.color}`, 'data-topic': topic },
@@ -542,6 +557,8 @@ class TopicTree {
 
   update(topic, payload, text, info) {
     const n = this.node(topic);
+    // A retained copy of the value already shown (overlapping subscriptions) is no news.
+    if (info.retain && n.retain && sameBytes(n.payload, payload)) return;
     n.payload = payload;
     n.text = text;
     n.count++;

@@ -349,15 +349,18 @@ export class MqttClient {
         this._send(encodeConnect(this.options));
       };
       ws.onmessage = (ev) => {
-        if (typeof ev.data === 'string') { fail(new Error('text frame received: MQTT uses binary frames')); return; }
+        if (typeof ev.data === 'string') {
+          const e = new Error('text frame received: MQTT uses binary frames');
+          if (settled) this._close(e); else fail(e);
+          return;
+        }
         const bytes = new Uint8Array(ev.data);
         this.stats.bytesReceived += bytes.length;
         let packets;
         try {
           packets = this.reader.push(bytes);
         } catch (e) {
-          fail(e);
-          this._close(e);
+          if (settled) this._close(e); else fail(e);
           return;
         }
         for (const p of packets) {

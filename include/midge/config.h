@@ -70,6 +70,8 @@ struct mq_config {
     uint32_t max_packet_size;          /* whole packet; 0 = spec maximum */
     uint16_t max_keepalive;            /* default 65535 */
     uint32_t connect_timeout;          /* seconds to wait for CONNECT; default 10 (midge) */
+    uint64_t memory_limit;             /* heap bytes; over it new CONNECTs and incoming
+                                          PUBLISH are refused; 0 = none (Mosquitto) */
     uint32_t max_topic_levels;         /* deeper topics/filters refused; default 1024; 0 =
                                           unlimited (midge) */
     uint64_t client_output_limit;      /* bytes unsent to one client before its QoS 0

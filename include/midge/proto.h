@@ -64,6 +64,7 @@ struct mq_stats {
     uint64_t pub_dropped;                    /* queue overflow and slow readers */
     uint64_t pub_dropped_slow;               /* QoS 0 dropped: client not reading */
     uint64_t slow_disconnects;               /* clients closed for not reading */
+    uint64_t memory_refusals;                /* CONNECTs and PUBLISHes refused: memory_limit */
     uint64_t bytes_received, bytes_sent;
     uint64_t protocol_errors;
     uint64_t clients_expired; /* persistent sessions removed by persistent_client_expiration */
@@ -85,6 +86,8 @@ struct mq_broker {
     struct mq_conn *conns; /* doubly linked list of live connections */
     uint64_t auto_id_counter;
     uint64_t last_expiry_scan_ms;
+    bool memory_exceeded;   /* heap over memory_limit at the last tick */
+    uint64_t memory_drop_logged_ms;
     struct mq_stats stats;
 };
 

@@ -47,6 +47,10 @@ void sys_init(struct mq_sys *s, const struct mq_broker *b);
  * the real elapsed time. Out of memory skips a topic until the next call. */
 void sys_update(struct mq_sys *s, struct mq_broker *b);
 
+/* Heap bytes in use according to the allocator (glibc mallinfo2); false when unknown
+ * (another allocator, or ASan), and *bytes is then not meaningful. */
+bool sys_heap_in_use(uint64_t *bytes);
+
 /* Write the broker's statistics in the Prometheus text exposition format (0.0.4) into
  * buf, NUL-terminated when cap > 0. Gauges and counters are read from b now; the rate and
  * load figures come from s's last sample and are left out when s is NULL ($SYS

@@ -387,9 +387,15 @@ size_t passwd_count(const struct mq_passwd *p)
 
 /* Computes the digest of password for the given scheme into out[HASH_LEN]. Returns false
  * when OpenSSL fails, which callers treat as a mismatch (fail closed). */
+/* Work done by digest(), for passwd_work_done(): PBKDF2 iterations (1 per SHA-512). */
+static _Atomic uint64_t g_work_done;
+
+uint64_t passwd_work_done(void) { return g_work_done; }
+
 static bool digest(uint8_t type, uint32_t iterations, const uint8_t *salt, const uint8_t *password,
                    size_t password_len, uint8_t *out)
 {
+    g_work_done += type == HASH_PBKDF2 ? iterations : 1;
     static const uint8_t empty[1];
     const uint8_t *pw = password ? password : empty;
     EVP_MD_CTX *ctx = NULL;

@@ -873,6 +873,20 @@ static int ws_output(struct mq_client *cl, const uint8_t *data, size_t len)
     return cl->closing ? -1 : 0;
 }
 
+/* The broker ends the connection (DISCONNECT refused, protocol error, takeover...):
+ * send what is staged, then a close frame 1000, so browsers see a clean close rather
+ * than 1006. */
+static void ws_shutdown(struct mq_client *cl)
+{
+    struct ws_conn *ws = cl->transport_state;
+    if (!ws || ws->phase != WS_OPEN || cl->closing || wslay_event_get_close_sent(ws->ev))
+        return;
+    if (queue_stage(cl, ws))
+        return;
+    wslay_event_queue_close(ws->ev, WSLAY_CODE_NORMAL_CLOSURE, NULL, 0);
+    wslay_event_send(ws->ev);
+}
+
 static void ws_detach(struct mq_client *cl)
 {
     struct ws_conn *ws = cl->transport_state;
@@ -896,6 +910,7 @@ const struct mq_transport_ops ws_transport = {
     .attach = ws_attach,
     .input = ws_input,
     .output = ws_output,
+    .shutdown = ws_shutdown,
     .detach = ws_detach,
     .ctx_free = ws_ctx_free,
 };

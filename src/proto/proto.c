@@ -19,6 +19,7 @@
 #include "midge/msg.h"
 #include "midge/retain.h"
 #include "midge/session.h"
+#include "midge/sys.h"
 #include "proto_internal.h"
 
 struct mq_broker *broker_new(const struct mq_config *cfg, const struct mq_sink_ops *sink,
@@ -322,8 +323,25 @@ static void expire_sessions(struct mq_broker *b)
     }
 }
 
+/* memory_limit: sampled each tick; over it the broker stops taking on new work (new
+ * connections, incoming messages) while it keeps delivering what it holds. */
+static void check_memory(struct mq_broker *b)
+{
+    uint64_t limit = b->cfg ? b->cfg->memory_limit : 0, used = 0;
+    bool over = limit && sys_heap_in_use(&used) && used > limit;
+    if (over != b->memory_exceeded)
+        mq_log(over ? MQ_LOG_WARNING : MQ_LOG_NOTICE,
+               over ? "memory_limit: %llu bytes in use, over the limit of %llu: refusing new "
+                      "connections and incoming messages until it falls"
+                    : "memory_limit: %llu bytes in use, under the limit of %llu again: "
+                      "accepting connections and messages",
+               (unsigned long long)used, (unsigned long long)limit);
+    b->memory_exceeded = over;
+}
+
 void broker_tick(struct mq_broker *b)
 {
+    check_memory(b);
     /* Sessions are scanned once a second at most: expiry is measured in hours. */
     if (b->now_ms - b->last_expiry_scan_ms >= 1000) {
         b->last_expiry_scan_ms = b->now_ms;

@@ -190,6 +190,11 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
 
     if (!authenticate(c, cp, id))
         return;
+    if (b->memory_exceeded) {
+        b->stats.memory_refusals++;
+        refuse(c, MQ_CONNACK_UNAVAILABLE, id, "server over memory_limit");
+        return;
+    }
 
     if (make_will(c, cp)) {
         refuse(c, MQ_CONNACK_UNAVAILABLE, id, "out of memory");

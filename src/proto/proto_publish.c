@@ -232,6 +232,18 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *p)
         return;
     }
 
+    if (b->memory_exceeded) {
+        b->stats.memory_refusals++;
+        b->stats.pub_dropped++;
+        if (b->now_ms - b->memory_drop_logged_ms >= 10000) {
+            b->memory_drop_logged_ms = b->now_ms;
+            mq_log(MQ_LOG_WARNING, "client %s: PUBLISH dropped: server over memory_limit "
+                   "(%llu refused so far)", s->client_id,
+                   (unsigned long long)b->stats.memory_refusals);
+        }
+        complete_without_delivery(c, p);
+        return;
+    }
     if (topic_too_deep(b, p->topic.ptr, p->topic.len)) {
         /* Every level costs memory in the retained and subscription trees. */
         mq_log(MQ_LOG_NOTICE, "client %s: PUBLISH to a topic deeper than max_topic_levels %u "

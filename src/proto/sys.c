@@ -169,7 +169,7 @@ static double exp_neg(double x)
 }
 
 #if SYS_HEAP_KNOWN
-static bool heap_in_use(uint64_t *bytes)
+bool sys_heap_in_use(uint64_t *bytes)
 {
     struct mallinfo2 mi = mallinfo2();
     /* Blocks above the mmap threshold are not in uordblks; they are memory in use too. */
@@ -180,7 +180,7 @@ static bool heap_in_use(uint64_t *bytes)
 }
 #else
 /* No portable way to ask the allocator; the heap topics are simply not published. */
-static bool heap_in_use(uint64_t *bytes)
+bool sys_heap_in_use(uint64_t *bytes)
 {
     *bytes = 0;
     return false;
@@ -207,7 +207,7 @@ static bool snapshot(const struct mq_broker *b, uint64_t heap_max, uint64_t v[V_
     }
     uint64_t retained = retain_count(b->retained);
     uint64_t heap = 0;
-    bool heap_known = heap_in_use(&heap);
+    bool heap_known = sys_heap_in_use(&heap);
 
     memset(v, 0, sizeof(uint64_t) * V_COUNT);
     v[V_UPTIME] = grown(b->now_ms, b->start_ms) / 1000u;

@@ -828,7 +828,6 @@ static void test_unsupported_options_warn(void **state)
         "http_dir",
         "websockets_log_level",
         "websockets_headers_size",
-        "memory_limit",
         "check_retain_source",
         "set_tcp_nodelay",
         "max_topic_alias",
