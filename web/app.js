@@ -177,7 +177,7 @@ function resolveTopic(t) { return t.replaceAll('{user}', currentUser()); }
 
 async function connect() {
   clearTimeout(retryTimer);
-  if (client) { client.end(); client = null; }
+  if (client) { const old = client; client = null; old.end(); } // its close is not a drop
   saveForm();
   const url = wsUrl();
   $('#url').textContent = url;
@@ -216,7 +216,7 @@ async function connect() {
       $('#connect-btn').disabled = false;
       $('#disconnect-btn').disabled = true;
       $('#connect-error').textContent = `${CONNACK_CODES[e.code]} (${e.code})`;
-      askCredentials(e.code);
+      askCredentials();
       return;
     }
     if (e.code) wantConnected = false; // other refusals are not cured by retrying
@@ -281,12 +281,12 @@ function disconnect() {
   $('#connection-details').open = true;
 }
 
-function askCredentials(code) {
+function askCredentials() {
   const dlg = $('#auth-dialog');
   const f = $('#auth-form');
   f.username.value = form.username.value;
   f.password.value = '';
-  $('#auth-reason').textContent = code === 4 && form.username.value
+  $('#auth-reason').textContent = form.username.value
     ? 'Wrong user name or password. 使用者名稱或密碼錯誤。'
     : 'This broker needs a user name and password. 此代理人需要使用者名稱和密碼。';
   dlg.onclose = () => {
@@ -418,8 +418,11 @@ async function unsubscribe(filter) {
   activeSubs.delete(filter);
   renderSubs();
   // The broker keeps delivering what # still covers, but the log shows only subscribed topics.
-  if (client?.connected) await client.unsubscribe(filter).catch(() => {});
-  if (client?.connected && treeGranted && $('#tree-enabled').checked && filter === '#') await client.subscribe('#', 0).catch(() => {});
+  if (!client?.connected) return;
+  await client.unsubscribe(filter).catch(() => {});
+  // The page's own subscriptions share the broker's (one per filter): take them back.
+  if (filter === '$SYS/#') await client.subscribe('$SYS/#', 0).catch(() => {});
+  if (filter === '#' && $('#tree-enabled').checked) treeGranted = (await client.subscribe('#', 0).catch(() => 0x80)) !== 0x80;
 }
 
 $('#subscribe-form').addEventListener('submit', async (ev) => {

@@ -232,7 +232,9 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *p)
         return;
     }
 
-    if (b->memory_exceeded) {
+    /* Deleting a retained message frees memory: it is the one publish always taken. */
+    bool frees_memory = p->retain && p->payload_len == 0;
+    if (b->memory_exceeded && !frees_memory) {
         b->stats.memory_refusals++;
         b->stats.pub_dropped++;
         if (b->now_ms - b->memory_drop_logged_ms >= 10000) {
