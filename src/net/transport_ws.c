@@ -36,7 +36,8 @@ enum ws_phase {
 };
 
 struct ws_conn {
-    struct mq_client *cl; /* borrowed; NULL once detached */
+    struct mq_client *cl;  /* borrowed; NULL once detached */
+    bool shutdown_pending; /* the broker closed us during input: close frame after it */
     enum ws_phase phase;
     char reason[112]; /* why the connection ended, for proto's closing log line */
 
@@ -110,6 +111,7 @@ static void on_idle_closed(uv_handle_t *h)
 }
 
 static void ws_pump(struct mq_client *cl, struct ws_conn *ws, int recv_rc);
+static void send_close(struct mq_client *cl, struct ws_conn *ws);
 
 static void on_idle(uv_idle_t *h)
 {
@@ -596,6 +598,10 @@ static void ws_feed(struct mq_client *cl, struct ws_conn *ws, const uint8_t *raw
         }
     }
     ws->in_recv = false;
+    if (ws->shutdown_pending) {
+        ws->shutdown_pending = false;
+        send_close(cl, ws);
+    }
     /* Control frames (pong, close) and answers before a close go out now; the rest waits
      * for the next turn so that everything this connection gets meanwhile shares one
      * message (one wslay allocation and frame for many MQTT packets). */
@@ -876,15 +882,28 @@ static int ws_output(struct mq_client *cl, const uint8_t *data, size_t len)
 /* The broker ends the connection (DISCONNECT refused, protocol error, takeover...):
  * send what is staged, then a close frame 1000, so browsers see a clean close rather
  * than 1006. */
-static void ws_shutdown(struct mq_client *cl)
+static void send_close(struct mq_client *cl, struct ws_conn *ws)
 {
-    struct ws_conn *ws = cl->transport_state;
-    if (!ws || ws->phase != WS_OPEN || cl->closing || wslay_event_get_close_sent(ws->ev))
+    if (ws->phase != WS_OPEN || cl->closing || wslay_event_get_close_sent(ws->ev))
         return;
     if (queue_stage(cl, ws))
         return;
+    /* Data first: wslay sends queued control frames ahead of queued messages, and the
+     * CONNACK of a refusal must arrive before the close. */
+    wslay_event_send(ws->ev);
     wslay_event_queue_close(ws->ev, WSLAY_CODE_NORMAL_CLOSURE, NULL, 0);
     wslay_event_send(ws->ev);
+}
+
+static void ws_shutdown(struct mq_client *cl)
+{
+    struct ws_conn *ws = cl->transport_state;
+    if (!ws)
+        return;
+    if (ws->in_recv)
+        ws->shutdown_pending = true; /* ws_feed sends it once the input is processed */
+    else
+        send_close(cl, ws);
 }
 
 static void ws_detach(struct mq_client *cl)
