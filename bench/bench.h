@@ -28,11 +28,11 @@ const char *fmt_opt(char *out, size_t cap, bool have, double v, int decimals);
 
 /* Exit codes: distinct so that scripts can tell a refused connection from a bad run. */
 enum {
-    EXIT_USAGE = 2,      /* bad command line */
-    EXIT_CONNECT = 3,    /* TCP connect failed or CONNACK refused */
-    EXIT_PROTOCOL = 4,   /* broker sent something we cannot parse or closed on us */
-    EXIT_TIMEOUT = 5,    /* setup did not finish in time */
-    EXIT_INTEGRITY = 6,  /* run finished but QoS 1/2 messages were lost or duplicated */
+    EXIT_USAGE = 2,     /* bad command line */
+    EXIT_CONNECT = 3,   /* TCP connect failed or CONNACK refused */
+    EXIT_PROTOCOL = 4,  /* broker sent something we cannot parse or closed on us */
+    EXIT_TIMEOUT = 5,   /* setup did not finish in time */
+    EXIT_INTEGRITY = 6, /* run finished but QoS 1/2 messages were lost or duplicated */
 };
 
 /* ---- growable byte buffer ---- */
@@ -67,10 +67,10 @@ enum {
 
 struct packet {
     int type;
-    int flags;          /* low nibble of the first byte */
+    int flags;           /* low nibble of the first byte */
     const uint8_t *body; /* variable header + payload */
     size_t body_len;
-    size_t total;       /* whole packet length, fixed header included */
+    size_t total; /* whole packet length, fixed header included */
 };
 
 /* Returns 1 with *pkt filled, 0 if more bytes are needed, -1 if malformed. */
@@ -108,12 +108,12 @@ uint64_t hist_percentile(const struct hist *h, double pct);
 
 struct proc_sample {
     bool ok;
-    uint64_t sched_ns;     /* sum of the live threads' run time (schedstat), ns */
-    uint64_t tick_ns;      /* utime+stime of the process, exited threads included, 10 ms steps */
-    uint64_t rss_kib;      /* VmRSS */
-    uint64_t hwm_kib;      /* VmHWM: peak RSS since the process started */
+    uint64_t sched_ns; /* sum of the live threads' run time (schedstat), ns */
+    uint64_t tick_ns;  /* utime+stime of the process, exited threads included, 10 ms steps */
+    uint64_t rss_kib;  /* VmRSS */
+    uint64_t hwm_kib;  /* VmHWM: peak RSS since the process started */
     int threads;
-    uint64_t taken_ns;     /* CLOCK_MONOTONIC time of the sample */
+    uint64_t taken_ns; /* CLOCK_MONOTONIC time of the sample */
 };
 
 bool proc_sample(int pid, struct proc_sample *s);
@@ -171,7 +171,7 @@ void conn_set_events(struct loop *l, struct conn *c, uint32_t events);
 struct common_opts {
     const char *host;
     int port;
-    int broker_pid;  /* 0: not sampled */
+    int broker_pid; /* 0: not sampled */
     uint16_t keepalive;
     const char *prefix; /* topic and client-id prefix, unique per run */
 };
@@ -188,7 +188,7 @@ struct pubsub_opts {
     double rate; /* total msg/s; 0 = saturation */
     int window;
     int pub_inflight; /* QoS 1/2 flows open per publisher (a client's max inflight); 0 = 65000 */
-    bool wildcard; /* subscribers take every topic with prefix/+ */
+    bool wildcard;    /* subscribers take every topic with prefix/+ */
     double grace;
     double stall;
 };

@@ -57,8 +57,7 @@ static void fail_conn(struct cstate *s, struct cconn *cc, const char *why, int e
     conn_close(&s->loop, &cc->c);
 }
 
-static void handle_packet(struct cstate *s, struct cconn *cc, const struct packet *pk,
-                          uint64_t now)
+static void handle_packet(struct cstate *s, struct cconn *cc, const struct packet *pk, uint64_t now)
 {
     char why[96];
     switch (pk->type) {
@@ -88,8 +87,7 @@ static void handle_packet(struct cstate *s, struct cconn *cc, const struct packe
             s->t_last_done = now;
         }
         break;
-    case PKT_PINGRESP:
-        break;
+    case PKT_PINGRESP: break;
     default:
         snprintf(why, sizeof(why), "unexpected %s packet", wire_type_name(pk->type));
         fail_conn(s, cc, why, 0);
@@ -212,8 +210,7 @@ int run_conns(const struct conns_opts *o)
         }
         if (s->opened == s->count && s->pending == 0)
             break;
-        if (s->opened > 0 && s->held == 0 && s->failed == s->opened &&
-            s->first_err == ECONNREFUSED)
+        if (s->opened > 0 && s->held == 0 && s->failed == s->opened && s->first_err == ECONNREFUSED)
             die(EXIT_CONNECT, "connect to %s:%d: %s (is the broker running and listening there?)",
                 o->c.host, o->c.port, strerror(ECONNREFUSED));
         if (now - last_open > timeout)
@@ -268,8 +265,7 @@ int run_conns(const struct conns_opts *o)
            o->c.port, (double)(t_hs_end - t0) / 1e9, conn_rate);
     printf("  held %d of %d after %.1f s idle (failed %d, refused %d, timed out %d, dropped "
            "while idle %d)\n",
-           s->held, s->count, o->hold, s->failed - s->refused, s->refused, timed_out,
-           s->dropped);
+           s->held, s->count, o->hold, s->failed - s->refused, s->refused, timed_out, s->dropped);
     if (s->first_reason[0])
         printf("  first failure: %s\n", s->first_reason);
     printf("  handshake (connect to SUBACK) us: p50 %.0f  p99 %.0f  max %.0f\n",
@@ -285,8 +281,8 @@ int run_conns(const struct conns_opts *o)
            "dropped=%d conn_per_s=%.0f hs_p50_us=%.0f hs_p99_us=%.0f broker_rss_before_kib=%s "
            "broker_rss_kib=%s broker_hwm_kib=%s kib_per_conn=%s broker_cpu_us_per_conn=%s "
            "fd_limit=%llu status=%s\n",
-           o->count, s->count, s->held, s->failed - s->refused, s->refused, timed_out,
-           s->dropped, conn_rate, (double)hist_percentile(&s->hs, 50) / 1e3,
+           o->count, s->count, s->held, s->failed - s->refused, s->refused, timed_out, s->dropped,
+           conn_rate, (double)hist_percentile(&s->hs, 50) / 1e3,
            (double)hist_percentile(&s->hs, 99) / 1e3,
            fmt_opt(k1, sizeof(k1), have, (double)b0.rss_kib, 0),
            fmt_opt(k2, sizeof(k2), have, (double)b2.rss_kib, 0),

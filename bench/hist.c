@@ -14,7 +14,7 @@ static unsigned bucket_of(uint64_t v)
 {
     if (v < (1u << HIST_SUB_BITS))
         return (unsigned)v;
-    unsigned e = 63u - (unsigned)__builtin_clzll(v); /* e >= HIST_SUB_BITS */
+    unsigned e = 63u - (unsigned)__builtin_clzll(v);      /* e >= HIST_SUB_BITS */
     unsigned mant = (unsigned)(v >> (e - HIST_SUB_BITS)); /* in [2^SUB, 2^(SUB+1)) */
     return ((e - HIST_SUB_BITS) << HIST_SUB_BITS) + mant;
 }

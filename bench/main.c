@@ -89,46 +89,45 @@ static void arm_watchdog(double seconds)
 
 static void usage(FILE *f)
 {
-    fputs(
-        "usage: midge-bench pubsub [options]\n"
-        "       midge-bench conns [options]\n"
-        "\n"
-        "common options:\n"
-        "  --host ADDR          broker IPv4 address (127.0.0.1)\n"
-        "  --port N             broker port (1883)\n"
-        "  --broker-pid PID     sample the broker's CPU time and RSS from /proc\n"
-        "  --keepalive SECS     MQTT keep-alive sent in CONNECT (0 = none)\n"
-        "  --prefix STR         topic and client-id prefix (mb<pid>)\n"
-        "\n"
-        "pubsub: P publishers, S subscribers, T topics; publisher i publishes on topic i%T,\n"
-        "subscriber j subscribes to topic j%T (or to every topic with --wildcard).\n"
-        "  --publishers P (1)  --subscribers S (1)  --topics T (1)  --qos 0|1|2 (0)\n"
-        "  --size BYTES (64, at least 24)  --duration SECS (5)  --warmup SECS (1)\n"
-        "  --rate MSGS_PER_SEC  total fixed rate over all publishers; 'saturation' or 0 = as\n"
-        "                       fast as the window allows (default)\n"
-        "  --window W           max messages per publisher sent but not yet received by all\n"
-        "                       its subscribers (100)\n"
-        "  --pub-inflight N     QoS 1/2 publish flows a publisher keeps open, like a client\n"
-        "                       library's max-inflight setting (20; 0 = no limit). Mosquitto\n"
-        "                       acknowledges, then drops, QoS 2 messages beyond its\n"
-        "                       max_inflight_messages, so keep this at or below it\n"
-        "  --wildcard           subscribers subscribe to PREFIX/+ (fan-in over many topics)\n"
-        "  --grace SECS         max time to drain in-flight messages at the end (3)\n"
-        "  --stall SECS         QoS 0: a window with no progress for this long is written\n"
-        "                       off as lost, so dropped messages cannot stall a publisher;\n"
-        "                       the drain also ends after this long without a message (1)\n"
-        "\n"
-        "conns: K idle connections, each CONNECT + SUBSCRIBE to its own topic.\n"
-        "  --count K (1000)  --rate HANDSHAKES_PER_SEC (1000)  --hold SECS (2)\n"
-        "  --timeout SECS       give up on handshakes not done this long after the last\n"
-        "                       one started (10)\n"
-        "  --max-pending N      handshakes in progress at once (100): more would overflow\n"
-        "                       the listen backlog (Mosquitto's is 100) and time SYN retries\n"
-        "\n"
-        "Output: a human summary, then one line 'RESULT key=value ...'.\n"
-        "Exit codes: 0 ok, 2 usage, 3 connect/CONNACK refused, 4 protocol error or broker\n"
-        "closed a connection, 5 timeout, 6 QoS 1/2 messages lost or duplicated.\n",
-        f);
+    fputs("usage: midge-bench pubsub [options]\n"
+          "       midge-bench conns [options]\n"
+          "\n"
+          "common options:\n"
+          "  --host ADDR          broker IPv4 address (127.0.0.1)\n"
+          "  --port N             broker port (1883)\n"
+          "  --broker-pid PID     sample the broker's CPU time and RSS from /proc\n"
+          "  --keepalive SECS     MQTT keep-alive sent in CONNECT (0 = none)\n"
+          "  --prefix STR         topic and client-id prefix (mb<pid>)\n"
+          "\n"
+          "pubsub: P publishers, S subscribers, T topics; publisher i publishes on topic i%T,\n"
+          "subscriber j subscribes to topic j%T (or to every topic with --wildcard).\n"
+          "  --publishers P (1)  --subscribers S (1)  --topics T (1)  --qos 0|1|2 (0)\n"
+          "  --size BYTES (64, at least 24)  --duration SECS (5)  --warmup SECS (1)\n"
+          "  --rate MSGS_PER_SEC  total fixed rate over all publishers; 'saturation' or 0 = as\n"
+          "                       fast as the window allows (default)\n"
+          "  --window W           max messages per publisher sent but not yet received by all\n"
+          "                       its subscribers (100)\n"
+          "  --pub-inflight N     QoS 1/2 publish flows a publisher keeps open, like a client\n"
+          "                       library's max-inflight setting (20; 0 = no limit). Mosquitto\n"
+          "                       acknowledges, then drops, QoS 2 messages beyond its\n"
+          "                       max_inflight_messages, so keep this at or below it\n"
+          "  --wildcard           subscribers subscribe to PREFIX/+ (fan-in over many topics)\n"
+          "  --grace SECS         max time to drain in-flight messages at the end (3)\n"
+          "  --stall SECS         QoS 0: a window with no progress for this long is written\n"
+          "                       off as lost, so dropped messages cannot stall a publisher;\n"
+          "                       the drain also ends after this long without a message (1)\n"
+          "\n"
+          "conns: K idle connections, each CONNECT + SUBSCRIBE to its own topic.\n"
+          "  --count K (1000)  --rate HANDSHAKES_PER_SEC (1000)  --hold SECS (2)\n"
+          "  --timeout SECS       give up on handshakes not done this long after the last\n"
+          "                       one started (10)\n"
+          "  --max-pending N      handshakes in progress at once (100): more would overflow\n"
+          "                       the listen backlog (Mosquitto's is 100) and time SYN retries\n"
+          "\n"
+          "Output: a human summary, then one line 'RESULT key=value ...'.\n"
+          "Exit codes: 0 ok, 2 usage, 3 connect/CONNACK refused, 4 protocol error or broker\n"
+          "closed a connection, 5 timeout, 6 QoS 1/2 messages lost or duplicated.\n",
+          f);
 }
 
 static double parse_num(const char *name, const char *v, double lo, double hi)
@@ -161,12 +160,25 @@ int main(int argc, char **argv)
     snprintf(prefix, sizeof(prefix), "mb%d", (int)getpid());
     struct common_opts c = {.host = "127.0.0.1", .port = 1883, .prefix = prefix};
     struct pubsub_opts ps = {
-        .publishers = 1, .subscribers = 1, .topics = 1, .qos = 0, .size = 64, .duration = 5,
-        .warmup = 1, .rate = 0, .window = 100, .pub_inflight = 20, .grace = 3,
+        .publishers = 1,
+        .subscribers = 1,
+        .topics = 1,
+        .qos = 0,
+        .size = 64,
+        .duration = 5,
+        .warmup = 1,
+        .rate = 0,
+        .window = 100,
+        .pub_inflight = 20,
+        .grace = 3,
         .stall = 1,
     };
     struct conns_opts cs = {
-        .count = 1000, .rate = 1000, .hold = 2, .timeout = 10, .max_pending = 100,
+        .count = 1000,
+        .rate = 1000,
+        .hold = 2,
+        .timeout = 10,
+        .max_pending = 100,
     };
 
     for (int i = 2; i < argc; i++) {

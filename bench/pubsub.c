@@ -26,11 +26,11 @@
 
 enum { ROLE_SUB = 1, ROLE_PUB = 2 };
 
-#define SEEN_BITS 4096u         /* per-stream duplicate detection window, in sequence numbers */
-#define HEADER_BYTES 24u        /* magic, publisher id, sequence, send time */
-#define MAX_CONNECTING 256      /* TCP connects in flight during setup */
+#define SEEN_BITS 4096u    /* per-stream duplicate detection window, in sequence numbers */
+#define HEADER_BYTES 24u   /* magic, publisher id, sequence, send time */
+#define MAX_CONNECTING 256 /* TCP connects in flight during setup */
 #define SETUP_TIMEOUT_NS 10000000000ull
-#define MAX_UNACKED 65000u      /* QoS 1/2 packet ids in use per publisher, at most */
+#define MAX_UNACKED 65000u /* QoS 1/2 packet ids in use per publisher, at most */
 
 struct publisher;
 
@@ -85,8 +85,8 @@ struct run {
     uint32_t magic;
     enum phase phase;
     bool measuring;
-    int connecting;   /* setup: TCP connects in flight */
-    int next_open;    /* setup: next connection to open, subscribers first */
+    int connecting; /* setup: TCP connects in flight */
+    int next_open;  /* setup: next connection to open, subscribers first */
     int subs_ready;
     int pubs_ready;
     uint64_t t_start, t_measure, t_end, t_grace, t_last_rx, t_next_ping;
@@ -144,8 +144,8 @@ static void build_topology(struct run *r)
         p->c.role = ROLE_PUB;
         p->c.index = i;
         p->c.in_cap = 16384; /* acks only */
-        p->topic_len = (size_t)snprintf(p->topic, sizeof(p->topic), "%s/t%d", o->c.prefix,
-                                        i % o->topics);
+        p->topic_len =
+            (size_t)snprintf(p->topic, sizeof(p->topic), "%s/t%d", o->c.prefix, i % o->topics);
         p->next_pid = 1;
         if (o->qos) {
             p->pid_state = calloc(65536, 1);
@@ -440,16 +440,14 @@ static void handle_sub_packet(struct run *r, struct subscriber *s, const struct 
             die(EXIT_CONNECT, "subscriber %d: SUBACK refused the subscription to %s", c->index,
                 s->filter);
         if (pk->body[2] != r->o->qos)
-            warnx_("subscriber %d: granted QoS %d instead of %d", c->index, pk->body[2],
-                   r->o->qos);
+            warnx_("subscriber %d: granted QoS %d instead of %d", c->index, pk->body[2], r->o->qos);
         if (!s->subacked) {
             s->subacked = true;
             c->state = CS_READY;
             r->subs_ready++;
         }
         break;
-    case PKT_PINGRESP:
-        break;
+    case PKT_PINGRESP: break;
     default:
         snprintf(msg, sizeof(msg), "unexpected %s packet", wire_type_name(pk->type));
         protocol_error(r, c, msg);
@@ -474,9 +472,7 @@ static void handle_pub_packet(struct run *r, struct publisher *p, const struct p
     if (pk->type >= PKT_PUBACK && pk->type <= PKT_PUBCOMP && pk->body_len < 2)
         protocol_error(r, c, "acknowledgement too short");
     switch (pk->type) {
-    case PKT_PUBACK:
-        ack_done(r, p, wire_u16(pk->body), 1);
-        break;
+    case PKT_PUBACK: ack_done(r, p, wire_u16(pk->body), 1); break;
     case PKT_PUBREC: {
         uint16_t pid = wire_u16(pk->body);
         if (p->pid_state && p->pid_state[pid] == 1) {
@@ -490,9 +486,7 @@ static void handle_pub_packet(struct run *r, struct publisher *p, const struct p
         conn_mark_dirty(&r->loop, c);
         break;
     }
-    case PKT_PUBCOMP:
-        ack_done(r, p, wire_u16(pk->body), 2);
-        break;
+    case PKT_PUBCOMP: ack_done(r, p, wire_u16(pk->body), 2); break;
     case PKT_CONNACK:
         if (pk->body_len < 2)
             protocol_error(r, c, "CONNACK too short");
@@ -505,8 +499,7 @@ static void handle_pub_packet(struct run *r, struct publisher *p, const struct p
             r->pubs_ready++;
         }
         break;
-    case PKT_PINGRESP:
-        break;
+    case PKT_PINGRESP: break;
     default:
         snprintf(msg, sizeof(msg), "unexpected %s packet", wire_type_name(pk->type));
         protocol_error(r, c, msg);
@@ -685,8 +678,8 @@ static int report(struct run *r)
     double cpu_s = have_broker ? (double)proc_cpu_delta(&r->broker0, &r->broker1) / 1e9 : 0;
     double cpu_win_s = have_broker ? (double)(r->broker1.taken_ns - r->broker0.taken_ns) / 1e9 : 1;
     double us_per_msg = win_recv ? cpu_s * 1e6 / (double)win_recv : 0;
-    double self_s = tv_s(&r->self1.ru_utime) + tv_s(&r->self1.ru_stime) -
-                    tv_s(&r->self0.ru_utime) - tv_s(&r->self0.ru_stime);
+    double self_s = tv_s(&r->self1.ru_utime) + tv_s(&r->self1.ru_stime) - tv_s(&r->self0.ru_utime) -
+                    tv_s(&r->self0.ru_stime);
     double p50 = (double)hist_percentile(&r->hist, 50) / 1e3;
     double p99 = (double)hist_percentile(&r->hist, 99) / 1e3;
     double p999 = (double)hist_percentile(&r->hist, 99.9) / 1e3;
@@ -699,8 +692,8 @@ static int report(struct run *r)
 
     printf("midge-bench pubsub: %d publisher(s) -> %d topic(s)%s -> %d subscriber(s), QoS %d, "
            "%zu-byte payload, %s, window %d\n",
-           o->publishers, o->topics, o->wildcard ? " (wildcard subscriptions)" : "",
-           o->subscribers, o->qos, o->size, rate_desc, o->window);
+           o->publishers, o->topics, o->wildcard ? " (wildcard subscriptions)" : "", o->subscribers,
+           o->qos, o->size, rate_desc, o->window);
     printf("  broker %s:%d; warm-up %.1f s, measured %.2f s\n", o->c.host, o->c.port, o->warmup,
            secs);
     printf("  sent     %llu in all, %.0f msg/s in the window\n", (unsigned long long)r->total_sent,
@@ -746,13 +739,12 @@ static int report(struct run *r)
            (unsigned long long)r->total_sent, (unsigned long long)r->total_received,
            (unsigned long long)lost, (unsigned long long)dup, (unsigned long long)reorder,
            (unsigned long long)r->unexpected, (unsigned long long)r->corrupt,
-           (unsigned long long)stalls,
-           (unsigned long long)unacked, msgs_per_s, sent_per_s, p50, p99, p999, pmax,
-           fmt_opt(b1, sizeof(b1), have_broker, us_per_msg, 3),
+           (unsigned long long)stalls, (unsigned long long)unacked, msgs_per_s, sent_per_s, p50,
+           p99, p999, pmax, fmt_opt(b1, sizeof(b1), have_broker, us_per_msg, 3),
            fmt_opt(b2, sizeof(b2), have_broker, 100 * cpu_s / cpu_win_s, 1),
            fmt_opt(b3, sizeof(b3), have_broker, (double)r->broker1.rss_kib, 0),
-           fmt_opt(b4, sizeof(b4), have_broker, (double)r->broker1.hwm_kib, 0),
-           100 * self_s / secs, integrity_failed ? "integrity" : "ok");
+           fmt_opt(b4, sizeof(b4), have_broker, (double)r->broker1.hwm_kib, 0), 100 * self_s / secs,
+           integrity_failed ? "integrity" : "ok");
     return integrity_failed ? EXIT_INTEGRITY : 0;
 }
 
@@ -765,8 +757,7 @@ static void on_event(struct run *r, struct conn *c, uint32_t events, uint64_t no
     if (c->state == CS_CONNECTING) {
         int err = conn_finish_connect(&r->loop, c);
         if (err)
-            die(EXIT_CONNECT, "connect to %s:%d: %s%s", r->o->c.host, r->o->c.port,
-                strerror(err),
+            die(EXIT_CONNECT, "connect to %s:%d: %s%s", r->o->c.host, r->o->c.port, strerror(err),
                 err == ECONNREFUSED ? " (is the broker running and listening there?)" : "");
         on_connected(r, c);
         return;
@@ -775,8 +766,7 @@ static void on_event(struct run *r, struct conn *c, uint32_t events, uint64_t no
         int rc = conn_flush(&r->loop, c);
         if (rc < 0) {
             char name[48];
-            die(EXIT_PROTOCOL, "write to %s: %s", conn_name(c, name, sizeof(name)),
-                strerror(-rc));
+            die(EXIT_PROTOCOL, "write to %s: %s", conn_name(c, name, sizeof(name)), strerror(-rc));
         }
     }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))

@@ -179,9 +179,9 @@ const char *wire_connack_reason(int rc)
 const char *wire_type_name(int type)
 {
     static const char *const names[16] = {
-        "reserved(0)", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP",
-        "SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP", "DISCONNECT",
-        "reserved(15)",
+        "reserved(0)", "CONNECT",  "CONNACK",    "PUBLISH",      "PUBACK",      "PUBREC",
+        "PUBREL",      "PUBCOMP",  "SUBSCRIBE",  "SUBACK",       "UNSUBSCRIBE", "UNSUBACK",
+        "PINGREQ",     "PINGRESP", "DISCONNECT", "reserved(15)",
     };
     return names[type & 15];
 }

@@ -711,8 +711,8 @@ static void parse_duration(struct parser *p, const struct option *o, const struc
         long long seconds;
     } units[] = {
         /* 's' is midge's addition (tests, short-lived demos); the rest are Mosquitto's. */
-        {'s', 1}, {'h', 3600}, {'d', 86400}, {'w', 7 * 86400}, {'m', 30 * 86400},
-        {'y', 365 * 86400},
+        {'s', 1},         {'h', 3600},       {'d', 86400},
+        {'w', 7 * 86400}, {'m', 30 * 86400}, {'y', 365 * 86400},
     };
     const struct span *v = &l->val[0];
     long long count, mult = 0;

@@ -33,8 +33,7 @@ int daemon_log_options(const struct mq_config *cfg, bool verbose, struct mq_log_
     if ((dest & MQ_LOG_DEST_FILE) && cfg->log_file) {
         out->file_fd = open(cfg->log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
         if (out->file_fd < 0) {
-            mq_log(MQ_LOG_ERR, "log_dest file: cannot open %s: %s", cfg->log_file,
-                   strerror(errno));
+            mq_log(MQ_LOG_ERR, "log_dest file: cannot open %s: %s", cfg->log_file, strerror(errno));
             return -1;
         }
     }
@@ -126,11 +125,9 @@ int daemon_drop_privileges(const char *user, const char *log_file, const char *p
     }
     /* Files we created as root must stay usable: a reload reopens the log file. */
     if (log_file && chown(log_file, pw->pw_uid, pw->pw_gid) < 0)
-        mq_log(MQ_LOG_WARNING, "user %s: cannot hand %s over: %s", user, log_file,
-               strerror(errno));
+        mq_log(MQ_LOG_WARNING, "user %s: cannot hand %s over: %s", user, log_file, strerror(errno));
     if (pid_file && chown(pid_file, pw->pw_uid, pw->pw_gid) < 0)
-        mq_log(MQ_LOG_WARNING, "user %s: cannot hand %s over: %s", user, pid_file,
-               strerror(errno));
+        mq_log(MQ_LOG_WARNING, "user %s: cannot hand %s over: %s", user, pid_file, strerror(errno));
     if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
         setuid(pw->pw_uid) < 0) {
         mq_log(MQ_LOG_ERR, "user %s: cannot switch to it: %s", user, strerror(errno));

@@ -18,20 +18,21 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "midge %s - MQTT 3.1.1 broker for the LAN\n\n"
-               "usage: midge [-c FILE] [-p PORT] [-v] [-d] [--test-config]\n"
-               "       midge -h | --version\n\n"
-               "  -c FILE         read mosquitto.conf-style configuration from FILE\n"
-               "                  (without it: loopback only, port 1883, anonymous access)\n"
-               "  -p PORT         listen on PORT instead of the first listener's port\n"
-               "                  (0 picks a free port and logs it)\n"
-               "  -v              verbose: log every message type (log_type all)\n"
-               "  -d              run in the background (log to a file or syslog then)\n"
-               "  --test-config   check the configuration, print the result, exit 0 or 1\n"
-               "  -h, --help      show this help\n"
-               "  --version       print the version\n\n"
-               "Signals: SIGHUP reloads the configuration; SIGINT and SIGTERM stop.\n",
-               MIDGE_VERSION);
+    fprintf(f,
+            "midge %s - MQTT 3.1.1 broker for the LAN\n\n"
+            "usage: midge [-c FILE] [-p PORT] [-v] [-d] [--test-config]\n"
+            "       midge -h | --version\n\n"
+            "  -c FILE         read mosquitto.conf-style configuration from FILE\n"
+            "                  (without it: loopback only, port 1883, anonymous access)\n"
+            "  -p PORT         listen on PORT instead of the first listener's port\n"
+            "                  (0 picks a free port and logs it)\n"
+            "  -v              verbose: log every message type (log_type all)\n"
+            "  -d              run in the background (log to a file or syslog then)\n"
+            "  --test-config   check the configuration, print the result, exit 0 or 1\n"
+            "  -h, --help      show this help\n"
+            "  --version       print the version\n\n"
+            "Signals: SIGHUP reloads the configuration; SIGINT and SIGTERM stop.\n",
+            MIDGE_VERSION);
 }
 
 static int parse_port(const char *s, int *out)

@@ -43,9 +43,11 @@ static int refuse_unimplemented(const char *path, const struct mq_config *cfg)
     for (size_t i = 0; i < cfg->listener_count; i++) {
         const struct mq_listener_config *l = &cfg->listeners[i];
         if (l->protocol == MQ_LISTENER_WEBSOCKETS && tls_enabled(l)) {
-            mq_log(MQ_LOG_ERR, "%s: listener %u: websockets over TLS (wss) is not yet supported "
-                               "by this version of midge; refusing to serve that listener "
-                               "unencrypted", file, l->port);
+            mq_log(MQ_LOG_ERR,
+                   "%s: listener %u: websockets over TLS (wss) is not yet supported "
+                   "by this version of midge; refusing to serve that listener "
+                   "unencrypted",
+                   file, l->port);
             bad = 1;
         }
         if (tls_check_config(file, l))
@@ -230,8 +232,10 @@ static void reload(struct mq_server *srv)
         goto out;
     }
     if (server_load_config(srv->opts, ncfg)) {
-        mq_log(MQ_LOG_ERR, "reload: %s has errors (above); the running configuration stays "
-                           "in force", path);
+        mq_log(MQ_LOG_ERR,
+               "reload: %s has errors (above); the running configuration stays "
+               "in force",
+               path);
         free(ncfg);
         goto out;
     }
@@ -419,10 +423,11 @@ int server_run(struct mq_config *cfg, const struct mq_server_options *opts)
     /* Mosquitto users may send these (save / dump); they must not kill the broker. */
     uv_signal_start(&srv->sig_usr1, on_signal, SIGUSR1);
     uv_signal_start(&srv->sig_usr2, on_signal, SIGUSR2);
-    if (listeners_start(srv) || daemon_drop_privileges(cfg->user, cfg->log_dest & MQ_LOG_DEST_FILE ? cfg->log_file : NULL,
+    if (listeners_start(srv) ||
+        daemon_drop_privileges(cfg->user, cfg->log_dest & MQ_LOG_DEST_FILE ? cfg->log_file : NULL,
                                cfg->pid_file)) {
-        mq_log(MQ_LOG_ERR, "start-up failed: %s", srv->socket_count ? "see above"
-                                                  : "not every listener could be opened");
+        mq_log(MQ_LOG_ERR, "start-up failed: %s",
+               srv->socket_count ? "see above" : "not every listener could be opened");
         listeners_stop(srv);
         uv_walk(&srv->loop, close_walk, NULL);
         uv_run(&srv->loop, UV_RUN_DEFAULT);

@@ -94,7 +94,7 @@ struct mq_topic_list {
     uint16_t count;         /* number of entries (>= 1 after a successful decode) */
     const uint8_t *entries; /* raw entry bytes inside the decode buffer */
     uint32_t entries_len;
-    bool with_qos;          /* true for SUBSCRIBE */
+    bool with_qos; /* true for SUBSCRIBE */
 };
 
 /* Cursor over a struct mq_topic_list. */
@@ -117,9 +117,9 @@ struct mq_packet {
         struct mq_connect connect;
         struct mq_connack connack;
         struct mq_publish publish;
-        struct mq_topic_list subscribe;   /* SUBSCRIBE and UNSUBSCRIBE */
+        struct mq_topic_list subscribe; /* SUBSCRIBE and UNSUBSCRIBE */
         struct mq_suback suback;
-        uint16_t packet_id;               /* PUBACK, PUBREC, PUBREL, PUBCOMP, UNSUBACK */
+        uint16_t packet_id; /* PUBACK, PUBREC, PUBREL, PUBCOMP, UNSUBACK */
     } u;
 };
 

@@ -16,21 +16,21 @@ enum mq_listener_protocol { MQ_LISTENER_MQTT = 0, MQ_LISTENER_WEBSOCKETS = 1 };
 
 /* Per-listener settings (Mosquitto: `listener` and the options that follow it). */
 struct mq_listener_config {
-    uint16_t port;                      /* 0 = ephemeral (tests); the bound port is logged */
-    char *bind_address;                 /* NULL = all interfaces */
-    char *bind_interface;               /* NULL = none */
-    int socket_domain;                  /* 0 = any, 4 = ipv4, 6 = ipv6 */
+    uint16_t port;        /* 0 = ephemeral (tests); the bound port is logged */
+    char *bind_address;   /* NULL = all interfaces */
+    char *bind_interface; /* NULL = none */
+    int socket_domain;    /* 0 = any, 4 = ipv4, 6 = ipv6 */
     enum mq_listener_protocol protocol;
-    int max_connections;                /* -1 = unlimited */
-    bool shares_port;                   /* second half of the loopback pair: with port 0 it
-                                           takes the port the previous listener picked */
+    int max_connections; /* -1 = unlimited */
+    bool shares_port;    /* second half of the loopback pair: with port 0 it
+                            takes the port the previous listener picked */
     /* Security: effective values after per_listener_settings is applied. */
     bool allow_anonymous;
-    bool accept_any_password;           /* midge: a user name is enough (course firmware) */
+    bool accept_any_password; /* midge: a user name is enough (course firmware) */
     char *password_file;
     char *acl_file;
-    bool allow_zero_length_clientid;    /* effective value (global unless per_listener_settings) */
-    char *auto_id_prefix;               /* effective value, never NULL after a successful load */
+    bool allow_zero_length_clientid; /* effective value (global unless per_listener_settings) */
+    char *auto_id_prefix;            /* effective value, never NULL after a successful load */
     /* TLS (parsed; implemented in the security issue). */
     char *cafile, *capath, *certfile, *keyfile, *crlfile, *tls_version, *ciphers;
     bool require_certificate;
@@ -60,42 +60,43 @@ struct mq_config {
 
     bool per_listener_settings;
     /* The next two are the global settings; the server reads each listener's copy. */
-    bool allow_zero_length_clientid;   /* default true */
-    char *auto_id_prefix;              /* default "auto-" */
-    char **clientid_prefixes;          /* NULL-terminated or NULL */
-    uint32_t max_inflight_messages;    /* default 20; 0 = unlimited */
-    uint32_t max_queued_messages;      /* default 1000; 0 = unlimited */
-    uint64_t max_queued_bytes;         /* default 0 = unlimited */
-    uint32_t message_size_limit;       /* payload bytes; 0 = spec maximum */
-    uint32_t max_packet_size;          /* whole packet; 0 = spec maximum */
-    uint16_t max_keepalive;            /* default 65535 */
-    uint32_t connect_timeout;          /* seconds to wait for CONNECT; default 10 (midge) */
-    uint64_t memory_limit;             /* heap bytes; over it new CONNECTs and incoming
-                                          PUBLISH are refused; 0 = none (Mosquitto) */
-    uint32_t max_topic_levels;         /* deeper topics/filters refused; default 1024; 0 =
-                                          unlimited (midge) */
-    uint64_t client_output_limit;      /* bytes unsent to one client before its QoS 0
-                                          messages are dropped (2x: disconnected); default
-                                          8 MiB; 0 = unlimited (midge) */
-    bool retain_available;             /* default true */
-    bool upgrade_outgoing_qos;         /* default false */
-    bool queue_qos0_messages;          /* default false */
+    bool allow_zero_length_clientid;      /* default true */
+    char *auto_id_prefix;                 /* default "auto-" */
+    char **clientid_prefixes;             /* NULL-terminated or NULL */
+    uint32_t max_inflight_messages;       /* default 20; 0 = unlimited */
+    uint32_t max_queued_messages;         /* default 1000; 0 = unlimited */
+    uint64_t max_queued_bytes;            /* default 0 = unlimited */
+    uint32_t message_size_limit;          /* payload bytes; 0 = spec maximum */
+    uint32_t max_packet_size;             /* whole packet; 0 = spec maximum */
+    uint16_t max_keepalive;               /* default 65535 */
+    uint32_t connect_timeout;             /* seconds to wait for CONNECT; default 10 (midge) */
+    uint64_t memory_limit;                /* heap bytes; over it new CONNECTs and incoming
+                                             PUBLISH are refused; 0 = none (Mosquitto) */
+    uint32_t max_topic_levels;            /* deeper topics/filters refused; default 1024; 0 =
+                                             unlimited (midge) */
+    uint64_t client_output_limit;         /* bytes unsent to one client before its QoS 0
+                                             messages are dropped (2x: disconnected); default
+                                             8 MiB; 0 = unlimited (midge) */
+    bool retain_available;                /* default true */
+    bool upgrade_outgoing_qos;            /* default false */
+    bool queue_qos0_messages;             /* default false */
     int64_t persistent_client_expiration; /* seconds; 0 = never */
-    uint32_t sys_interval;             /* seconds; default 10; 0 disables */
+    uint32_t sys_interval;                /* seconds; default 10; 0 disables */
 
     bool persistence;
     char *persistence_location;
-    char *persistence_file;            /* default "midge.db" */
-    uint32_t autosave_interval;        /* seconds; default 1800 */
+    char *persistence_file;     /* default "midge.db" */
+    uint32_t autosave_interval; /* seconds; default 1800 */
 
-    unsigned log_dest;                 /* enum mq_log_dest_mask; default stderr */
-    char *log_file;                    /* with MQ_LOG_DEST_FILE */
-    unsigned log_types;                /* enum mq_log_level mask from log.h; default error|warning|notice|information */
-    bool log_timestamp;                /* default true */
-    char *log_timestamp_format;        /* strftime format; NULL = ISO-8601 local time */
-    bool connection_messages;          /* default true */
+    unsigned log_dest; /* enum mq_log_dest_mask; default stderr */
+    char *log_file;    /* with MQ_LOG_DEST_FILE */
+    unsigned
+        log_types; /* enum mq_log_level mask from log.h; default error|warning|notice|information */
+    bool log_timestamp;         /* default true */
+    char *log_timestamp_format; /* strftime format; NULL = ISO-8601 local time */
+    bool connection_messages;   /* default true */
 
-    char *user;                        /* drop privileges to; default NULL */
+    char *user; /* drop privileges to; default NULL */
     char *pid_file;
 };
 

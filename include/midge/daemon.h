@@ -33,8 +33,8 @@ void daemon_remove_pidfile(const char *path);
 /* When running as root and user is set (and not "root"), switch to that user and
  * its groups. Called after the listeners are bound, so ports below 1024 work.
  * The log and pid files created as root are handed to that user first, so a reload
- * can reopen the log. Returns 0, or -1 (logged) when the switch failed: never keep running as root by
- * mistake. */
+ * can reopen the log. Returns 0, or -1 (logged) when the switch failed: never keep running as root
+ * by mistake. */
 int daemon_drop_privileges(const char *user, const char *log_file, const char *pid_file);
 
 #endif

@@ -7,39 +7,39 @@
 #ifndef MIDGE_ERR_H
 #define MIDGE_ERR_H
 
-#define MQ_ERR_MAP(XX)                                                                          \
-    XX(NOMEM, "out of memory")                                                                  \
-    XX(INVAL, "invalid argument")                                                               \
-    XX(MALFORMED, "malformed packet")                                                           \
-    XX(BAD_TYPE, "reserved packet type 0 or 15")                                                \
-    XX(BAD_FLAGS, "reserved fixed-header flags have wrong values")                              \
-    XX(BAD_REMAINING_LENGTH, "remaining length uses more than 4 bytes")                         \
-    XX(TOO_LARGE, "packet larger than the configured maximum")                                  \
-    XX(CONNECT_TOO_LARGE, "first packet larger than any valid CONNECT")                         \
-    XX(QOS3, "QoS 3 is reserved")                                                               \
-    XX(PACKET_ID_ZERO, "packet identifier 0")                                                   \
-    XX(TRUNCATED, "packet shorter than its fields")                                             \
-    XX(TRAILING, "bytes left over after the last field")                                        \
-    XX(BAD_UTF8, "string is not valid UTF-8")                                                   \
-    XX(UTF8_NULL, "string contains U+0000")                                                     \
-    XX(UTF8_SURROGATE, "string contains a UTF-16 surrogate code point")                         \
-    XX(BAD_PROTOCOL_NAME, "unknown protocol name")                                              \
-    XX(BAD_PROTOCOL_LEVEL, "unsupported protocol level")                                        \
-    XX(CONNECT_RESERVED, "CONNECT reserved flag is set")                                        \
-    XX(WILL_FLAGS, "will QoS/retain set without will flag")                                     \
-    XX(PASSWORD_WITHOUT_USER, "password flag set without user name flag")                       \
-    XX(EMPTY_SUBSCRIBE, "SUBSCRIBE/UNSUBSCRIBE with no topic filter")                           \
-    XX(SUBSCRIBE_RESERVED, "reserved bits of requested QoS are set")                            \
-    XX(EMPTY_TOPIC, "zero-length topic")                                                        \
-    XX(WILDCARD_IN_TOPIC, "wildcard character in topic name")                                   \
-    XX(BAD_FILTER, "wildcard not alone in its level or '#' not last")                           \
-    XX(TOO_MANY_FILTERS, "more than 65535 topic filters or return codes in one packet")         \
-    XX(BAD_RETURN_CODE, "reserved CONNACK or SUBACK return code")                               \
-    XX(FIRST_NOT_CONNECT, "first packet is not CONNECT")                                        \
-    XX(SECOND_CONNECT, "second CONNECT on one connection")                                      \
-    XX(UNEXPECTED_PACKET, "packet type a client must not send")                                 \
-    XX(UNKNOWN_PACKET_ID, "acknowledgement for an unknown packet identifier")                   \
-    XX(IO, "input/output error")                                                                \
+#define MQ_ERR_MAP(XX)                                                                             \
+    XX(NOMEM, "out of memory")                                                                     \
+    XX(INVAL, "invalid argument")                                                                  \
+    XX(MALFORMED, "malformed packet")                                                              \
+    XX(BAD_TYPE, "reserved packet type 0 or 15")                                                   \
+    XX(BAD_FLAGS, "reserved fixed-header flags have wrong values")                                 \
+    XX(BAD_REMAINING_LENGTH, "remaining length uses more than 4 bytes")                            \
+    XX(TOO_LARGE, "packet larger than the configured maximum")                                     \
+    XX(CONNECT_TOO_LARGE, "first packet larger than any valid CONNECT")                            \
+    XX(QOS3, "QoS 3 is reserved")                                                                  \
+    XX(PACKET_ID_ZERO, "packet identifier 0")                                                      \
+    XX(TRUNCATED, "packet shorter than its fields")                                                \
+    XX(TRAILING, "bytes left over after the last field")                                           \
+    XX(BAD_UTF8, "string is not valid UTF-8")                                                      \
+    XX(UTF8_NULL, "string contains U+0000")                                                        \
+    XX(UTF8_SURROGATE, "string contains a UTF-16 surrogate code point")                            \
+    XX(BAD_PROTOCOL_NAME, "unknown protocol name")                                                 \
+    XX(BAD_PROTOCOL_LEVEL, "unsupported protocol level")                                           \
+    XX(CONNECT_RESERVED, "CONNECT reserved flag is set")                                           \
+    XX(WILL_FLAGS, "will QoS/retain set without will flag")                                        \
+    XX(PASSWORD_WITHOUT_USER, "password flag set without user name flag")                          \
+    XX(EMPTY_SUBSCRIBE, "SUBSCRIBE/UNSUBSCRIBE with no topic filter")                              \
+    XX(SUBSCRIBE_RESERVED, "reserved bits of requested QoS are set")                               \
+    XX(EMPTY_TOPIC, "zero-length topic")                                                           \
+    XX(WILDCARD_IN_TOPIC, "wildcard character in topic name")                                      \
+    XX(BAD_FILTER, "wildcard not alone in its level or '#' not last")                              \
+    XX(TOO_MANY_FILTERS, "more than 65535 topic filters or return codes in one packet")            \
+    XX(BAD_RETURN_CODE, "reserved CONNACK or SUBACK return code")                                  \
+    XX(FIRST_NOT_CONNECT, "first packet is not CONNECT")                                           \
+    XX(SECOND_CONNECT, "second CONNECT on one connection")                                         \
+    XX(UNEXPECTED_PACKET, "packet type a client must not send")                                    \
+    XX(UNKNOWN_PACKET_ID, "acknowledgement for an unknown packet identifier")                      \
+    XX(IO, "input/output error")                                                                   \
     XX(CONFIG, "configuration error")
 
 enum mq_err {

@@ -8,7 +8,6 @@
 /* Read the file at path (at most max bytes). Returns 0 with *out (owned by the caller,
  * free()) holding *len bytes; MQ_ERR_NOMEM; or MQ_ERR_IO with *op ("open" or "read")
  * and *err (an errno value; EFBIG when the file is larger than max) set. */
-int file_read_all(const char *path, size_t max, char **out, size_t *len, const char **op,
-                  int *err);
+int file_read_all(const char *path, size_t max, char **out, size_t *len, const char **op, int *err);
 
 #endif

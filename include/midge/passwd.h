@@ -40,8 +40,8 @@ enum mq_passwd_result {
 
 /* Check user/password (byte strings, not NUL-terminated) against the file, in time
  * independent of where the hashes differ (CRYPTO_memcmp). */
-enum mq_passwd_result passwd_check(const struct mq_passwd *p, const uint8_t *user,
-                                   size_t user_len, const uint8_t *password, size_t password_len);
+enum mq_passwd_result passwd_check(const struct mq_passwd *p, const uint8_t *user, size_t user_len,
+                                   const uint8_t *password, size_t password_len);
 
 /* Hashing work done by this process so far (PBKDF2 iterations; 1 per SHA-512), so
  * tests can check that an unknown user costs as much as a known one without timing. */

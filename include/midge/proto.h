@@ -56,15 +56,15 @@ typedef int (*mq_check_password_fn)(const void *passwd, const uint8_t *user, siz
 
 /* Broker-wide counters ($SYS and the closing log). */
 struct mq_stats {
-    uint64_t clients_total;        /* connections accepted into a session ever */
-    uint64_t clients_connected;    /* currently connected */
+    uint64_t clients_total;     /* connections accepted into a session ever */
+    uint64_t clients_connected; /* currently connected */
     uint64_t clients_maximum;
-    uint64_t msgs_received, msgs_sent;       /* all packets */
-    uint64_t pub_received, pub_sent;         /* PUBLISH packets */
-    uint64_t pub_dropped;                    /* queue overflow and slow readers */
-    uint64_t pub_dropped_slow;               /* QoS 0 dropped: client not reading */
-    uint64_t slow_disconnects;               /* clients closed for not reading */
-    uint64_t memory_refusals;                /* CONNECTs and PUBLISHes refused: memory_limit */
+    uint64_t msgs_received, msgs_sent; /* all packets */
+    uint64_t pub_received, pub_sent;   /* PUBLISH packets */
+    uint64_t pub_dropped;              /* queue overflow and slow readers */
+    uint64_t pub_dropped_slow;         /* QoS 0 dropped: client not reading */
+    uint64_t slow_disconnects;         /* clients closed for not reading */
+    uint64_t memory_refusals;          /* CONNECTs and PUBLISHes refused: memory_limit */
     uint64_t bytes_received, bytes_sent;
     uint64_t protocol_errors;
     uint64_t clients_expired; /* persistent sessions removed by persistent_client_expiration */
@@ -75,7 +75,7 @@ struct mq_broker {
     const struct mq_config *cfg; /* borrowed; replaced on reload */
     const struct mq_sink_ops *sink;
     mq_check_password_fn check_password; /* NULL: no password files in use */
-    uint64_t now_ms; /* set by the caller before every entry point */
+    uint64_t now_ms;                     /* set by the caller before every entry point */
     uint64_t start_ms;
 
     struct mq_hmap sessions; /* client id -> struct mq_session */
@@ -86,7 +86,7 @@ struct mq_broker {
     struct mq_conn *conns; /* doubly linked list of live connections */
     uint64_t auto_id_counter;
     uint64_t last_expiry_scan_ms;
-    bool memory_exceeded;   /* heap over memory_limit at the last tick */
+    bool memory_exceeded; /* heap over memory_limit at the last tick */
     uint64_t memory_drop_logged_ms;
     struct mq_stats stats;
 };
@@ -96,19 +96,19 @@ struct mq_conn {
     struct mq_broker *broker;
     void *io;
     struct mq_listener_ctx *listener; /* borrowed from the server (lives as long) */
-    struct mq_session *session; /* NULL until CONNECT is accepted */
-    struct mq_msg *will;        /* reference; NULL when no will */
+    struct mq_session *session;       /* NULL until CONNECT is accepted */
+    struct mq_msg *will;              /* reference; NULL when no will */
     struct mq_conn *prev, *next;
     uint64_t created_ms;
     uint64_t last_rx_ms;
     uint64_t connected_ms;
     uint16_t keepalive;
     uint8_t protocol_level;
-    bool connected; /* CONNACK 0 sent */
-    bool closing;   /* close requested; input ignored, nothing more sent */
+    bool connected;   /* CONNACK 0 sent */
+    bool closing;     /* close requested; input ignored, nothing more sent */
     bool not_reading; /* output backlog over twice client_output_limit: close at next tick */
     uint64_t over_limit_since_ms; /* when its backlog went over client_output_limit, or 0 */
-    char peer[64];  /* "addr:port" for logs */
+    char peer[64];                /* "addr:port" for logs */
     char *identity; /* owned: TLS client certificate CN (use_identity_as_username), or NULL */
 };
 

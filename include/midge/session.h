@@ -49,10 +49,10 @@ struct mq_session {
     char *client_id; /* owned, NUL-terminated */
     uint16_t client_id_len;
     bool clean;
-    char *username;        /* owned; from the last CONNECT, NULL when none (ACL checks) */
+    char *username; /* owned; from the last CONNECT, NULL when none (ACL checks) */
     struct mq_listener_ctx *listener; /* borrowed: whose ACL applies, also while offline */
-    struct mq_conn *conn;  /* borrowed; NULL while offline */
-    uint64_t last_seen_ms; /* for persistent_client_expiration */
+    struct mq_conn *conn;             /* borrowed; NULL while offline */
+    uint64_t last_seen_ms;            /* for persistent_client_expiration */
 
     struct mq_subscription *subs;
     uint32_t sub_count, sub_cap;
@@ -68,7 +68,7 @@ struct mq_session {
     struct mq_queued *queue;
     uint32_t queue_head, queue_count, queue_cap;
     uint64_t queue_bytes;
-    uint64_t dropped; /* messages dropped because the queue was full or it was slow */
+    uint64_t dropped;        /* messages dropped because the queue was full or it was slow */
     uint64_t drop_logged_ms; /* when the last drop line was logged (rate limit) */
 
     /* Inbound QoS 2 packet ids received but not yet released by PUBREL (sorted). */

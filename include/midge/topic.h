@@ -24,7 +24,6 @@ int topic_check_filter(const uint8_t *s, size_t len);
 
 /* True when topic name `name` matches filter `filter` (both already valid), including
  * the rule that '+' or '#' in the first level never matches a name starting with '$'. */
-bool topic_matches(const uint8_t *filter, size_t filter_len, const uint8_t *name,
-                   size_t name_len);
+bool topic_matches(const uint8_t *filter, size_t filter_len, const uint8_t *name, size_t name_len);
 
 #endif

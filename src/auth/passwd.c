@@ -390,7 +390,10 @@ size_t passwd_count(const struct mq_passwd *p)
 /* Work done by digest(), for passwd_work_done(): PBKDF2 iterations (1 per SHA-512). */
 static _Atomic uint64_t g_work_done;
 
-uint64_t passwd_work_done(void) { return g_work_done; }
+uint64_t passwd_work_done(void)
+{
+    return g_work_done;
+}
 
 static bool digest(uint8_t type, uint32_t iterations, const uint8_t *salt, const uint8_t *password,
                    size_t password_len, uint8_t *out)

@@ -7,8 +7,7 @@
 
 #include "midge/err.h"
 
-int file_read_all(const char *path, size_t max, char **out, size_t *len, const char **op,
-                  int *err)
+int file_read_all(const char *path, size_t max, char **out, size_t *len, const char **op, int *err)
 {
     FILE *f = NULL;
     char *buf = NULL;

@@ -157,8 +157,8 @@ static size_t format_line(char *line, enum mq_log_level level, const struct mq_l
                           size_t *body, const char *fmt, va_list ap)
 {
     *body = format_timestamp(line, 128, o);
-    size_t n = *body + (size_t)snprintf(line + *body, LOG_LINE_MAX - *body, "%s: ",
-                                        level_name(level));
+    size_t n =
+        *body + (size_t)snprintf(line + *body, LOG_LINE_MAX - *body, "%s: ", level_name(level));
     int m = vsnprintf(line + n, LOG_LINE_MAX - n, fmt, ap);
     if (m > 0)
         n += (size_t)m < LOG_LINE_MAX - n ? (size_t)m : LOG_LINE_MAX - n - 1;

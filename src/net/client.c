@@ -19,7 +19,10 @@
 /* Largest partial packet we reserve room for in one go (see keep_tail). */
 #define EAGER_RESERVE_MAX (1u << 20)
 
-static struct mq_client *client_of(uv_handle_t *h) { return (struct mq_client *)h; }
+static struct mq_client *client_of(uv_handle_t *h)
+{
+    return (struct mq_client *)h;
+}
 
 static void mark_dirty(struct mq_client *cl)
 {

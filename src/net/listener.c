@@ -41,8 +41,8 @@ static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
                       const struct sockaddr *sa, uint16_t *port, void *tls)
 {
     struct sockaddr_storage addr;
-    memcpy(&addr, sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                : sizeof(struct sockaddr_in));
+    memcpy(&addr, sa,
+           sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
     if (addr.ss_family == AF_INET6)
         ((struct sockaddr_in6 *)&addr)->sin6_port = htons(*port);
     else
@@ -119,7 +119,9 @@ static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
                                                   : ((struct sockaddr_in *)&bound)->sin_port);
     snprintf(ls->name, sizeof(ls->name), fmt, host, *port);
     mq_log(MQ_LOG_NOTICE, "listening on %s (%s)", ls->name,
-           tls ? "mqtt over tls" : ls->transport == &ws_transport ? "websockets" : "mqtt");
+           tls                              ? "mqtt over tls"
+           : ls->transport == &ws_transport ? "websockets"
+                                            : "mqtt");
     return 0;
 }
 
@@ -128,8 +130,10 @@ static int start_listener(struct mq_server *srv, struct mq_listener_ctx *lctx, u
 {
     const struct mq_listener_config *lc = lctx->cfg;
     if (lc->protocol == MQ_LISTENER_WEBSOCKETS && tls_enabled(lc)) {
-        mq_log(MQ_LOG_ERR, "listener %u: websockets over TLS (wss) is not yet supported by this "
-                           "version of midge", lc->port);
+        mq_log(MQ_LOG_ERR,
+               "listener %u: websockets over TLS (wss) is not yet supported by this "
+               "version of midge",
+               lc->port);
         return -1;
     }
     struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM};
@@ -162,8 +166,7 @@ static int start_listener(struct mq_server *srv, struct mq_listener_ctx *lctx, u
             bound++;
         } else if (ai->ai_family == AF_INET6 && !lc->bind_address) {
             /* A machine without IPv6 still serves IPv4 on a wildcard listener. */
-            mq_log(MQ_LOG_WARNING, "IPv6 unavailable for listener %u; serving IPv4 only",
-                   lc->port);
+            mq_log(MQ_LOG_WARNING, "IPv6 unavailable for listener %u; serving IPv4 only", lc->port);
         } else {
             rc = -1;
         }

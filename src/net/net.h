@@ -75,10 +75,10 @@ struct mq_server {
     uv_timer_t watchdog; /* systemd WATCHDOG=1 and STATUS= */
     uv_timer_t sys;      /* $SYS publication every sys_interval seconds */
     struct mq_sys sys_state;
-    uint32_t sys_interval; /* what the sys timer runs at (0 = stopped) */
-    uv_check_t flush;      /* writes out what each client got during a loop turn... */
-    uv_prepare_t flush_pre; /* ...and what timers and close callbacks produced */
-    struct mq_client *dirty; /* clients with output or a close to carry out */
+    uint32_t sys_interval;     /* what the sys timer runs at (0 = stopped) */
+    uv_check_t flush;          /* writes out what each client got during a loop turn... */
+    uv_prepare_t flush_pre;    /* ...and what timers and close callbacks produced */
+    struct mq_client *dirty;   /* clients with output or a close to carry out */
     struct mq_client *clients; /* every open client (for shutdown) */
     size_t client_count;
     bool stopping;
@@ -90,9 +90,9 @@ struct mq_client {
     struct mq_server *srv;
     const struct mq_transport_ops *transport; /* NULL: plain TCP */
     void *transport_state;
-    struct mq_listener_ctx *lctx; /* counted in lctx->clients once admitted; else NULL */
-    struct mq_conn *conn; /* NULL once proto has been told the connection is gone */
-    struct mq_client *prev, *next;   /* srv->clients */
+    struct mq_listener_ctx *lctx;  /* counted in lctx->clients once admitted; else NULL */
+    struct mq_conn *conn;          /* NULL once proto has been told the connection is gone */
+    struct mq_client *prev, *next; /* srv->clients */
     struct mq_client *dirty_next;
     bool in_dirty;
     bool close_requested;

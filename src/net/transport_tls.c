@@ -623,7 +623,10 @@ static int output(struct mq_client *cl, const uint8_t *data, size_t len)
     return 0;
 }
 
-static void tls_shutdown(struct mq_client *cl) { tls_close_notify(cl); }
+static void tls_shutdown(struct mq_client *cl)
+{
+    tls_close_notify(cl);
+}
 
 void tls_close_notify(struct mq_client *cl)
 {

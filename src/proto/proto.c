@@ -57,7 +57,10 @@ void broker_free(struct mq_broker *b)
     free(b);
 }
 
-void broker_set_config(struct mq_broker *b, const struct mq_config *cfg) { b->cfg = cfg; }
+void broker_set_config(struct mq_broker *b, const struct mq_config *cfg)
+{
+    b->cfg = cfg;
+}
 
 struct mq_conn *proto_conn_new(struct mq_broker *b, void *io, struct mq_listener_ctx *listener,
                                const char *peer)
@@ -135,8 +138,8 @@ void conn_send_publish(struct mq_conn *c, const struct mq_msg *m, uint8_t qos, b
     hdr[n++] = (uint8_t)(m->topic_len >> 8);
     hdr[n++] = (uint8_t)m->topic_len;
     uint8_t pid[2] = {(uint8_t)(packet_id >> 8), (uint8_t)packet_id};
-    struct mq_iov iov[4] = {{hdr, n}, {m->topic, m->topic_len}, {pid, qos ? 2u : 0u},
-                            {m->payload, m->payload_len}};
+    struct mq_iov iov[4] = {
+        {hdr, n}, {m->topic, m->topic_len}, {pid, qos ? 2u : 0u}, {m->payload, m->payload_len}};
     c->broker->sink->write(c->io, iov, 4);
     c->broker->stats.msgs_sent++;
     c->broker->stats.pub_sent++;
@@ -315,7 +318,8 @@ static void expire_sessions(struct mq_broker *b)
     while ((s = hmap_next(&b->sessions, &pos, NULL, NULL))) {
         if (s->conn || b->now_ms - s->last_seen_ms < limit_ms)
             continue;
-        mq_log(MQ_LOG_NOTICE, "client %s expired: away for more than %lld s "
+        mq_log(MQ_LOG_NOTICE,
+               "client %s expired: away for more than %lld s "
                "(persistent_client_expiration); %u queued messages discarded",
                s->client_id, (long long)limit_s, s->queue_count + s->inflight_count);
         b->stats.clients_expired++;
@@ -354,8 +358,7 @@ void broker_tick(struct mq_broker *b)
         /* A backlog over the limit that does not shrink for 5 s is a client that has
          * stopped reading, even if it is only ever sent QoS 0 (which is dropped, so its
          * backlog never reaches twice the limit). */
-        if (c->over_limit_since_ms && b->sink->backlog && b->cfg &&
-            b->cfg->client_output_limit) {
+        if (c->over_limit_since_ms && b->sink->backlog && b->cfg && b->cfg->client_output_limit) {
             if (b->sink->backlog(c->io) <= b->cfg->client_output_limit)
                 c->over_limit_since_ms = 0;
             else if (b->now_ms - c->over_limit_since_ms >= 5000)

@@ -173,8 +173,9 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
         client_id_len = (uint16_t)n;
         snprintf(id, sizeof(id), "%s", auto_id);
     } else if (cfg && cfg->clientid_prefixes && !has_allowed_prefix(cfg, cp->client_id)) {
-        refuse(c, MQ_CONNACK_ID_REJECTED, id, "client id does not start with one of "
-                                              "clientid_prefixes");
+        refuse(c, MQ_CONNACK_ID_REJECTED, id,
+               "client id does not start with one of "
+               "clientid_prefixes");
         return;
     }
 

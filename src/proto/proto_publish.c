@@ -225,9 +225,10 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *p)
         return;
     }
     if (cfg && cfg->message_size_limit && p->payload_len > cfg->message_size_limit) {
-        mq_log(MQ_LOG_WARNING, "client %s: message on %.*s of %u bytes exceeds message_size_limit, "
-               "dropped", s->client_id, (int)p->topic.len, (const char *)p->topic.ptr,
-               p->payload_len);
+        mq_log(MQ_LOG_WARNING,
+               "client %s: message on %.*s of %u bytes exceeds message_size_limit, "
+               "dropped",
+               s->client_id, (int)p->topic.len, (const char *)p->topic.ptr, p->payload_len);
         complete_without_delivery(c, p);
         return;
     }
@@ -239,17 +240,20 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *p)
         b->stats.pub_dropped++;
         if (b->now_ms - b->memory_drop_logged_ms >= 10000) {
             b->memory_drop_logged_ms = b->now_ms;
-            mq_log(MQ_LOG_WARNING, "client %s: PUBLISH dropped: server over memory_limit "
-                   "(%llu refused so far)", s->client_id,
-                   (unsigned long long)b->stats.memory_refusals);
+            mq_log(MQ_LOG_WARNING,
+                   "client %s: PUBLISH dropped: server over memory_limit "
+                   "(%llu refused so far)",
+                   s->client_id, (unsigned long long)b->stats.memory_refusals);
         }
         complete_without_delivery(c, p);
         return;
     }
     if (topic_too_deep(b, p->topic.ptr, p->topic.len)) {
         /* Every level costs memory in the retained and subscription trees. */
-        mq_log(MQ_LOG_NOTICE, "client %s: PUBLISH to a topic deeper than max_topic_levels %u "
-               "dropped", s->client_id, cfg->max_topic_levels);
+        mq_log(MQ_LOG_NOTICE,
+               "client %s: PUBLISH to a topic deeper than max_topic_levels %u "
+               "dropped",
+               s->client_id, cfg->max_topic_levels);
         complete_without_delivery(c, p);
         return;
     }
@@ -272,8 +276,8 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *p)
         }
     }
 
-    struct mq_msg *m = msg_new(p->topic.ptr, p->topic.len, p->payload, p->payload_len, p->qos,
-                               p->retain);
+    struct mq_msg *m =
+        msg_new(p->topic.ptr, p->topic.len, p->payload, p->payload_len, p->qos, p->retain);
     if (!m) {
         conn_close(c, true, "out of memory");
         return;
@@ -311,8 +315,7 @@ void handle_pubrec(struct mq_conn *c, uint16_t packet_id)
         e->msg = NULL;
         e->state = MQ_OUT_WAIT_PUBCOMP;
     } else if (!e || e->state != MQ_OUT_WAIT_PUBCOMP) {
-        mq_log(MQ_LOG_DEBUG, "client %s: PUBREC for unknown packet id %u", s->client_id,
-               packet_id);
+        mq_log(MQ_LOG_DEBUG, "client %s: PUBREC for unknown packet id %u", s->client_id, packet_id);
         return;
     }
     conn_send_ack(c, MQ_PUBREL, packet_id); /* [MQTT-4.3.3-3] */

@@ -48,8 +48,10 @@ void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l)
     uint8_t qos;
     for (uint16_t i = 0; codec_topic_list_next(&it, &filter, &qos); i++) {
         if (topic_too_deep(b, filter.ptr, filter.len)) {
-            mq_log(MQ_LOG_NOTICE, "client %s: SUBSCRIBE to a filter deeper than max_topic_levels "
-                   "%u refused (SUBACK 0x80)", s->client_id, b->cfg->max_topic_levels);
+            mq_log(MQ_LOG_NOTICE,
+                   "client %s: SUBSCRIBE to a filter deeper than max_topic_levels "
+                   "%u refused (SUBACK 0x80)",
+                   s->client_id, b->cfg->max_topic_levels);
             codes[i] = MQ_SUBACK_FAILURE;
             continue;
         }

@@ -61,22 +61,22 @@ static int to_int(const char *s, long lo, long hi, long *out)
     return 0;
 }
 
-#define NEED(n)                                                                                \
-    do {                                                                                       \
-        if (i + (n) >= argc) {                                                                 \
-            fprintf(stderr, "paho_c_client: %s needs %d argument(s)\n", a, (n));               \
-            return -1;                                                                         \
-        }                                                                                      \
+#define NEED(n)                                                                                    \
+    do {                                                                                           \
+        if (i + (n) >= argc) {                                                                     \
+            fprintf(stderr, "paho_c_client: %s needs %d argument(s)\n", a, (n));                   \
+            return -1;                                                                             \
+        }                                                                                          \
     } while (0)
 
-#define NUM(dst, str, lo, hi)                                                                  \
-    do {                                                                                       \
-        long v_;                                                                               \
-        if (to_int((str), (lo), (hi), &v_)) {                                                  \
-            fprintf(stderr, "paho_c_client: %s: bad number \"%s\"\n", a, (str));               \
-            return -1;                                                                         \
-        }                                                                                      \
-        (dst) = v_;                                                                            \
+#define NUM(dst, str, lo, hi)                                                                      \
+    do {                                                                                           \
+        long v_;                                                                                   \
+        if (to_int((str), (lo), (hi), &v_)) {                                                      \
+            fprintf(stderr, "paho_c_client: %s: bad number \"%s\"\n", a, (str));                   \
+            return -1;                                                                             \
+        }                                                                                          \
+        (dst) = v_;                                                                                \
     } while (0)
 
 static int parse_args(int argc, char **argv, struct opts *o)

@@ -519,8 +519,6 @@ static void test_many_users(void **state)
     passwd_free(p);
 }
 
-
-
 /* An unknown user costs a hash of the file's typical cost, so refusals cannot be told apart
  * by time. Measurements alternate and keep the fastest of each kind, which shrugs off other
  * load on the machine; the bounds are loose: the point is "same order", not a benchmark. */
