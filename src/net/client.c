@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "midge/buf.h"
 #include "midge/config.h"
 #include "midge/log.h"
 #include "net.h"
@@ -34,26 +35,11 @@ static void mark_dirty(struct mq_client *cl)
     cl->srv->dirty = cl;
 }
 
-static int reserve(uint8_t **buf, size_t *cap, size_t need)
-{
-    if (need <= *cap)
-        return 0;
-    size_t ncap = *cap ? *cap : 256;
-    while (ncap < need)
-        ncap *= 2;
-    uint8_t *n = realloc(*buf, ncap);
-    if (!n)
-        return -1;
-    *buf = n;
-    *cap = ncap;
-    return 0;
-}
-
 void client_send_raw(struct mq_client *cl, const uint8_t *data, size_t len)
 {
     if (cl->closing || !len)
         return;
-    if (reserve(&cl->out, &cl->out_cap, cl->out_len + len)) {
+    if (buf_reserve(&cl->out, &cl->out_cap, cl->out_len + len, 256)) {
         mq_log(MQ_LOG_ERR, "%s: out of memory for output, closing", cl->peer);
         client_close(cl, "out of memory");
         return;
@@ -263,7 +249,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     }
     /* A packet is half here: read the rest straight after it. */
     if (cl->in_cap - cl->in_len < 4096 &&
-        reserve(&cl->in, &cl->in_cap, cl->in_len + NET_READ_BUF_SIZE)) {
+        buf_reserve(&cl->in, &cl->in_cap, cl->in_len + NET_READ_BUF_SIZE, 256)) {
         *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
         return;
     }
@@ -288,7 +274,7 @@ static int keep_tail(struct mq_client *cl, const uint8_t *data, size_t len, size
         memmove(cl->in, cl->in + consumed, rest);
         cl->in_len = rest;
     } else {
-        if (reserve(&cl->in, &cl->in_cap, rest))
+        if (buf_reserve(&cl->in, &cl->in_cap, rest, 256))
             return -1;
         memcpy(cl->in, data + consumed, rest);
         cl->in_len = rest;
@@ -296,7 +282,7 @@ static int keep_tail(struct mq_client *cl, const uint8_t *data, size_t len, size
     /* When the header told us the packet's size, make room for it at once, up to a
      * point: a huge announced size is only believed as the bytes actually arrive. */
     size_t want = need < EAGER_RESERVE_MAX ? need : cl->in_len + NET_READ_BUF_SIZE;
-    if (need > cl->in_len && reserve(&cl->in, &cl->in_cap, want))
+    if (need > cl->in_len && buf_reserve(&cl->in, &cl->in_cap, want, 256))
         return -1;
     return 0;
 }
@@ -355,7 +341,7 @@ void client_deliver(struct mq_client *cl, const uint8_t *data, size_t len)
         return;
     }
     /* Complete the kept partial packet first. */
-    if (reserve(&cl->in, &cl->in_cap, cl->in_len + len)) {
+    if (buf_reserve(&cl->in, &cl->in_cap, cl->in_len + len, 256)) {
         client_close(cl, "out of memory for input");
         return;
     }

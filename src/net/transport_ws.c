@@ -20,6 +20,7 @@
 #include <wslay/wslay.h>
 
 #include "http.h"
+#include "midge/buf.h"
 #include "midge/config.h"
 #include "midge/log.h"
 #include "midge/sys.h"
@@ -79,21 +80,6 @@ struct ws_conn {
 };
 
 /* ---- small helpers ---------------------------------------------------------------- */
-
-static int reserve(uint8_t **buf, size_t *cap, size_t need)
-{
-    if (need <= *cap)
-        return 0;
-    size_t ncap = *cap ? *cap : 1024;
-    while (ncap < need)
-        ncap *= 2;
-    uint8_t *n = realloc(*buf, ncap);
-    if (!n)
-        return -1;
-    *buf = n;
-    *cap = ncap;
-    return 0;
-}
 
 static void ws_free(struct ws_conn *ws)
 {
@@ -497,7 +483,7 @@ static void on_frame_chunk(wslay_event_context_ptr ctx,
     struct ws_conn *ws = user;
     if (!ws->rx_deliver || ws->rx_failed || !arg->data_length)
         return;
-    if (reserve(&ws->acc, &ws->acc_cap, ws->acc_len + arg->data_length)) {
+    if (buf_reserve(&ws->acc, &ws->acc_cap, ws->acc_len + arg->data_length, 1024)) {
         ws_fail(ws, WSLAY_CODE_INTERNAL_SERVER_ERROR, "out of memory");
         return;
     }
@@ -860,7 +846,7 @@ static int ws_output(struct mq_client *cl, const uint8_t *data, size_t len)
         if (!rc)
             rc = queue_bytes(cl, ws, data, len);
     } else {
-        if (reserve(&ws->stage, &ws->stage_cap, ws->stage_len + len)) {
+        if (buf_reserve(&ws->stage, &ws->stage_cap, ws->stage_len + len, 1024)) {
             client_close(cl, "out of memory for WebSocket output");
             return -1;
         }
