@@ -271,16 +271,17 @@ static void dispatch(struct mq_conn *c, const struct mq_packet *p, int decode_er
 size_t proto_conn_input(struct mq_conn *c, const uint8_t *buf, size_t len, size_t *need)
 {
     struct mq_broker *b = c->broker;
-    struct mq_decode_limits limits = {.max_packet_size = b->cfg ? b->cfg->max_packet_size : 0};
-    /* Before CONNECT only a CONNECT is acceptable, and none can be larger than its five
-     * 64 KiB strings allow: an unauthenticated peer cannot make us buffer more. */
-    if (!c->connected &&
-        (!limits.max_packet_size || limits.max_packet_size > MQ_MAX_CONNECT_PACKET))
-        limits.max_packet_size = MQ_MAX_CONNECT_PACKET;
+    uint32_t configured = b->cfg ? b->cfg->max_packet_size : 0;
     size_t off = 0;
     if (need)
         *need = 0;
     while (off < len && !c->closing) {
+        /* Before CONNECT only a CONNECT is acceptable, and none can be larger than its five
+         * 64 KiB strings allow: an unauthenticated peer cannot make us buffer more. Decided
+         * per packet: the CONNECT and a large PUBLISH may arrive in one read. */
+        bool connect_cap = !c->connected && (!configured || configured > MQ_MAX_CONNECT_PACKET);
+        struct mq_decode_limits limits = {.max_packet_size =
+                                              connect_cap ? MQ_MAX_CONNECT_PACKET : configured};
         struct mq_packet p;
         int n = codec_decode(buf + off, len - off, &limits, &p);
         if (n == 0) {
@@ -288,8 +289,7 @@ size_t proto_conn_input(struct mq_conn *c, const uint8_t *buf, size_t len, size_
                 *need = codec_packet_size(buf + off, len - off);
             break;
         }
-        if (n == MQ_ERR_TOO_LARGE && limits.max_packet_size == MQ_MAX_CONNECT_PACKET &&
-            !c->connected)
+        if (n == MQ_ERR_TOO_LARGE && connect_cap)
             n = MQ_ERR_CONNECT_TOO_LARGE; /* our bound, not the configured one */
         if (n < 0 && !(n == MQ_ERR_BAD_PROTOCOL_LEVEL && !c->connected)) {
             protocol_error(c, n, buf[off] >> 4);

@@ -662,6 +662,22 @@ def test_huge_remaining_length_refused_from_header_with_max_packet_size(hostile)
     mem.check(rss_mb=(8, 64), data_mb=(16, 128))
 
 
+def test_connect_and_large_publish_in_one_write(start_broker):
+    """The size bound for a first packet (no CONNECT is larger than 327,702 bytes) applies
+    to that packet only: a CONNECT followed in the same write by a 400 KB PUBLISH is
+    accepted and the PUBLISH delivered."""
+    br = start_broker()
+    sub = h.client(br, "big-sub")
+    sub.subscribe([("big/t", 0)])
+    c = h.MqttConn(br.port)
+    payload = b"P" * 400_000
+    c.send(h.connect_pkt("big-pub") + h.publish_pkt("big/t", payload))
+    c.expect(h.CONNACK)
+    m = sub.recv_publish()
+    assert (m.topic, len(m.payload)) == ("big/t", len(payload))
+    c.send(h.disconnect_pkt())
+
+
 def test_huge_remaining_length_without_max_packet_size(hostile):
     """No max_packet_size: 4 connected clients (keepalive 1) announce a 268,435,455-byte
     PUBLISH and send only its first 100 bytes, 2 sockets announce such a CONNECT. The
