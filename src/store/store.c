@@ -712,6 +712,10 @@ static void *store_main(void *arg)
 
         int rc = write_batches(s, chain);
         bool was_healthy = atomic_load(&s->healthy);
+        /* A recovery is reported before the commit becomes visible, so whoever sees the
+         * committed ticket (or healthy again) also sees the report. */
+        if (rc == SQLITE_OK)
+            after_attempt(s, true, 0, 0, 0);
 
         pthread_mutex_lock(&s->lock);
         if (rc == SQLITE_OK) {
@@ -756,7 +760,8 @@ static void *store_main(void *arg)
         uint64_t pend_bytes = s->pending_bytes;
         pthread_mutex_unlock(&s->lock);
 
-        after_attempt(s, rc == SQLITE_OK, pend_records, pend_batches, pend_bytes);
+        if (rc != SQLITE_OK)
+            after_attempt(s, false, pend_records, pend_batches, pend_bytes);
         if (s->o.wake && (rc == SQLITE_OK || was_healthy))
             s->o.wake(s->o.wake_ctx);
         pthread_mutex_lock(&s->lock);
