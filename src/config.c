@@ -594,6 +594,24 @@ static void parse_protocol(struct parser *p, const struct option *o, const struc
     *(enum mq_listener_protocol *)field(p, o) = v;
 }
 
+static void parse_durability(struct parser *p, const struct option *o, const struct line *l)
+{
+    enum mq_durability v;
+
+    if (!one_value(p, l))
+        return;
+    if (span_is(&l->val[0], "ack")) {
+        v = MQ_DURABILITY_ACK;
+    } else if (span_is(&l->val[0], "relaxed")) {
+        v = MQ_DURABILITY_RELAXED;
+    } else {
+        error_at(p, "persistence_durability: expected ack or relaxed, got \"%.*s\"",
+                 QS(&l->val[0]));
+        return;
+    }
+    *(enum mq_durability *)field(p, o) = v;
+}
+
 static const struct {
     const char *name;
     unsigned bit;
@@ -815,6 +833,7 @@ static const struct option options[] = {
     {"message_size_limit", parse_number, G(message_size_limit), V_U32, 0, MQTT_MAX_PAYLOAD},
     {"per_listener_settings", parse_per_listener, G(per_listener_settings), V_BOOL, 0, 0},
     {"persistence", parse_bool, G(persistence), V_BOOL, 0, 0},
+    {"persistence_durability", parse_durability, G(persistence_durability), V_NONE, 0, 0},
     {"persistence_file", parse_string, G(persistence_file), V_STR, 0, 0},
     {"persistence_location", parse_string, G(persistence_location), V_STR, 0, 0},
     {"persistent_client_expiration", parse_duration, G(persistent_client_expiration), V_NONE, 0, 0},

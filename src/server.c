@@ -23,6 +23,7 @@
 #include "midge/notify.h"
 #include "midge/passwd.h"
 #include "midge/proto.h"
+#include "midge/store.h"
 #include "net/net.h"
 #include "net/tls.h"
 
@@ -155,9 +156,12 @@ static void on_tick(uv_timer_t *t)
     broker_tick(srv->broker);
 }
 
+/* The changes of a loop turn go to the store as one batch (group commit) before the
+ * output is written, so acknowledgements already covered go out in the same write. */
 static void on_flush(uv_check_t *h)
 {
     struct mq_server *srv = h->data;
+    broker_store_flush(srv->broker);
     client_flush_all(srv);
 }
 
@@ -166,7 +170,114 @@ static void on_flush(uv_check_t *h)
 static void on_flush_pre(uv_prepare_t *h)
 {
     struct mq_server *srv = h->data;
+    broker_store_flush(srv->broker);
     client_flush_all(srv);
+}
+
+/* ---- the durable store ------------------------------------------------------------- */
+
+static void on_store_wake(uv_async_t *h)
+{
+    struct mq_server *srv = h->data;
+    broker_store_committed(srv->broker);
+}
+
+/* Called on the store thread: uv_async_send is the one libuv call allowed there. */
+static void store_wake(void *ctx)
+{
+    uv_async_send(ctx);
+}
+
+static void store_report(void *ctx, enum mq_store_event ev, const char *text)
+{
+    (void)ctx;
+    int level;
+    switch (ev) {
+    case MQ_STORE_EV_CREATED:
+    case MQ_STORE_EV_OPENED: level = MQ_LOG_INFO; break;
+    case MQ_STORE_EV_MIGRATED:
+    case MQ_STORE_EV_WRITE_RECOVERED: level = MQ_LOG_NOTICE; break;
+    default: level = MQ_LOG_ERR; break;
+    }
+    mq_log(level, "persistence: %s", text);
+}
+
+static char *store_path(const struct mq_config *cfg)
+{
+    const char *dir = cfg->persistence_location ? cfg->persistence_location : "";
+    size_t dl = strlen(dir);
+    /* Mosquitto documents a trailing slash; accept the directory without one too. */
+    const char *sep = dl && dir[dl - 1] != '/' ? "/" : "";
+    size_t n = dl + strlen(sep) + strlen(cfg->persistence_file) + 1;
+    char *path = malloc(n);
+    if (path)
+        snprintf(path, n, "%s%s%s", dir, sep, cfg->persistence_file);
+    return path;
+}
+
+static int64_t wall_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* persistence true: open the database (a damaged one is moved aside by store_open),
+ * load it into the broker and start recording. -1 (logged) when it cannot be used. */
+static int store_start(struct mq_server *srv)
+{
+    const struct mq_config *cfg = srv->cfg;
+    uv_async_init(&srv->loop, &srv->store_wake, on_store_wake);
+    srv->store_wake.data = srv;
+    uv_unref((uv_handle_t *)&srv->store_wake); /* never what keeps the loop running */
+    if (!cfg->persistence)
+        return 0;
+    char *path = store_path(cfg);
+    if (!path) {
+        mq_log(MQ_LOG_ERR, "out of memory");
+        return -1;
+    }
+    struct mq_store_options o = {
+        .durability = cfg->persistence_durability == MQ_DURABILITY_RELAXED
+                          ? MQ_STORE_DURABILITY_RELAXED
+                          : MQ_STORE_DURABILITY_ACK,
+        .wake = store_wake,
+        .wake_ctx = &srv->store_wake,
+    };
+    srv->store = store_open(path, &o, store_report, NULL);
+    if (!srv->store) {
+        mq_log(MQ_LOG_ERR, "persistence: cannot use %s (above); not starting", path);
+        free(path);
+        return -1;
+    }
+    srv->broker->now_ms = uv_now(&srv->loop);
+    if (broker_store_attach(srv->broker, srv->store,
+                            cfg->persistence_durability == MQ_DURABILITY_ACK,
+                            wall_clock_ms() - (int64_t)srv->broker->now_ms)) {
+        mq_log(MQ_LOG_ERR, "persistence: %s could not be loaded (above); not starting, so "
+                           "that nothing in it is lost",
+               path);
+        free(path);
+        return -1;
+    }
+    mq_log(MQ_LOG_INFO, "persistence: %s, durability %s", path,
+           cfg->persistence_durability == MQ_DURABILITY_ACK ? "ack" : "relaxed");
+    free(path);
+    return 0;
+}
+
+/* After the loop: commit the last changes (sessions going offline), wait for the disk,
+ * close the database. Then the wake handle can go (the caller runs the loop once more). */
+static void store_stop(struct mq_server *srv)
+{
+    if (srv->store) {
+        broker_store_flush(srv->broker);
+        store_close(srv->store);
+        srv->store = NULL;
+        srv->broker->store = NULL;
+    }
+    if (!uv_is_closing((uv_handle_t *)&srv->store_wake))
+        uv_close((uv_handle_t *)&srv->store_wake, NULL);
 }
 
 static void notify_status(struct mq_server *srv, const char *prefix)
@@ -411,6 +522,11 @@ int server_run(struct mq_config *cfg, const struct mq_server_options *opts)
         mq_log(MQ_LOG_ERR, "start-up failed: a password or ACL file could not be loaded");
         goto out;
     }
+    if (store_start(srv)) {
+        store_stop(srv);
+        uv_run(&srv->loop, UV_RUN_DEFAULT);
+        goto out;
+    }
     signal(SIGPIPE, SIG_IGN); /* a peer that vanished is a write error, not a death */
     sys_init(&srv->sys_state, srv->broker);
     init_handles(srv);
@@ -429,6 +545,7 @@ int server_run(struct mq_config *cfg, const struct mq_server_options *opts)
         mq_log(MQ_LOG_ERR, "start-up failed: %s",
                srv->socket_count ? "see above" : "not every listener could be opened");
         listeners_stop(srv);
+        store_stop(srv);
         uv_walk(&srv->loop, close_walk, NULL);
         uv_run(&srv->loop, UV_RUN_DEFAULT);
         goto out;
@@ -438,6 +555,8 @@ int server_run(struct mq_config *cfg, const struct mq_server_options *opts)
     daemon_ready(opts->ready_fd, true);
     notify_status(srv, "READY=1\n"); /* only now: every listener is bound */
 
+    uv_run(&srv->loop, UV_RUN_DEFAULT);
+    store_stop(srv);
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     mq_log(MQ_LOG_NOTICE, "midge stopped (%llu messages received, %llu sent)",
            (unsigned long long)srv->broker->stats.pub_received,

@@ -53,6 +53,13 @@ enum mq_log_dest_mask {
     MQ_LOG_DEST_TOPIC = 1 << 4,
 };
 
+/* persistence_durability (midge): when PUBACK/PUBREC/PUBCOMP and the SUBACK of a
+ * persistent session may go out relative to the store's commit. */
+enum mq_durability {
+    MQ_DURABILITY_ACK = 0,     /* only once the change they acknowledge is fsynced */
+    MQ_DURABILITY_RELAXED = 1, /* at once; the store commits in the background */
+};
+
 struct mq_config {
     struct mq_listener_config *listeners;
     size_t listener_count;
@@ -86,6 +93,7 @@ struct mq_config {
     bool persistence;
     char *persistence_location;
     char *persistence_file;     /* default "midge.db" */
+    enum mq_durability persistence_durability; /* default ack (midge) */
     uint32_t autosave_interval; /* seconds; default 1800 */
 
     unsigned log_dest; /* enum mq_log_dest_mask; default stderr */

@@ -22,6 +22,8 @@ struct mq_listener_config;
 struct mq_retain;
 struct mq_msg;
 struct mq_session;
+struct mq_store;
+struct mq_deferred;
 
 /* One piece of output, for gather writes. */
 struct mq_iov {
@@ -89,6 +91,16 @@ struct mq_broker {
     bool memory_exceeded; /* heap over memory_limit at the last tick */
     uint64_t memory_drop_logged_ms;
     struct mq_stats stats;
+
+    /* Durable state (proto_persist.c): NULL when persistence is off. */
+    struct mq_store *store;
+    bool store_wait;        /* persistence_durability ack: acknowledgements wait for commits */
+    int64_t wall_offset_ms; /* wall clock (ms since the epoch) = now_ms + wall_offset_ms */
+    uint64_t store_changes; /* changes handed to the store so far */
+    /* Acknowledgements waiting for their change to be committed, in the order they were
+     * made; entries from `unticketed` on belong to the batch not yet handed over. */
+    struct mq_deferred *deferred_head, *deferred_tail, *deferred_unticketed;
+    uint64_t deferred_count;
 };
 
 /* A connection as proto sees it. */
@@ -110,6 +122,7 @@ struct mq_conn {
     uint64_t over_limit_since_ms; /* when its backlog went over client_output_limit, or 0 */
     char peer[64];                /* "addr:port" for logs */
     char *identity; /* owned: TLS client certificate CN (use_identity_as_username), or NULL */
+    uint32_t deferred; /* acknowledgements to it waiting for the store */
 };
 
 /* New broker using cfg (borrowed, must outlive the broker or be replaced with
@@ -149,6 +162,26 @@ void proto_conn_drained(struct mq_conn *c);
  * reason is used for the log line when proto did not close it itself.
  * Frees c; the caller must not use it afterwards. */
 void proto_conn_closed(struct mq_conn *c, const char *reason);
+
+/*
+ * Durable state (persistence true). The server opens the store and owns it; proto records
+ * every change that must survive a restart and holds back the acknowledgements that promise
+ * one until the store says it is committed.
+ */
+
+/* Load what store holds into the broker (which must have no sessions yet: start-up), then
+ * record every later change in it. wait_for_commit: persistence_durability ack.
+ * wall_offset_ms: wall clock minus now_ms, for session last-seen times that survive a
+ * restart. Returns 0 or a negative enum mq_err (logged); the broker then has no store. */
+int broker_store_attach(struct mq_broker *b, struct mq_store *store, bool wait_for_commit,
+                        int64_t wall_offset_ms);
+
+/* The end of a loop turn: hand the changes made since the last call to the store as one
+ * batch, and send acknowledgements whose changes are already committed. */
+void broker_store_flush(struct mq_broker *b);
+
+/* The store committed a batch: send the acknowledgements that waited for it. */
+void broker_store_committed(struct mq_broker *b);
 
 /* Shutdown: ask the sink to close every connection. Wills are not published: the
  * clients did nothing wrong, the broker is going away (and Mosquitto does the same). */

@@ -27,6 +27,7 @@ enum mq_out_state {
 
 struct mq_inflight {
     struct mq_msg *msg; /* reference; NULL once PUBREC arrived */
+    uint64_t seq;       /* number in the durable store (0: not stored) */
     uint16_t packet_id;
     uint8_t qos;
     uint8_t state; /* enum mq_out_state */
@@ -35,6 +36,7 @@ struct mq_inflight {
 
 struct mq_queued {
     struct mq_msg *msg; /* reference */
+    uint64_t seq;       /* number in the durable store (0: not stored) */
     uint8_t qos;        /* QoS to deliver with */
     bool retain;
 };
@@ -63,6 +65,7 @@ struct mq_session {
     struct mq_inflight *inflight;
     uint32_t inflight_count, inflight_cap;
     uint16_t next_packet_id;
+    uint64_t next_seq; /* next store number for a QoS 1/2 message (persistent sessions) */
 
     /* Outgoing messages waiting for window space or for the client to return (ring). */
     struct mq_queued *queue;
@@ -93,9 +96,10 @@ bool session_sub_remove(struct mq_session *s, const uint8_t *filter, uint16_t le
  * Only valid when the window has fewer than 65535 entries. */
 uint16_t session_next_packet_id(struct mq_session *s);
 
-/* Append an in-flight entry (takes a new reference on msg). NULL on out of memory. */
+/* Append an in-flight entry (takes a new reference on msg, which may be NULL only for an
+ * entry restored in state MQ_OUT_WAIT_PUBCOMP). NULL on out of memory. */
 struct mq_inflight *session_inflight_add(struct mq_session *s, struct mq_msg *msg, uint8_t qos,
-                                         bool retain, uint16_t packet_id);
+                                         bool retain, uint16_t packet_id, uint64_t seq);
 
 /* Find the in-flight entry with this packet id, or NULL. */
 struct mq_inflight *session_inflight_find(struct mq_session *s, uint16_t packet_id);
@@ -105,7 +109,8 @@ void session_inflight_remove(struct mq_session *s, struct mq_inflight *e);
 
 /* Append to the queue, taking a new reference. Returns 0, or MQ_ERR_NOMEM. Caps are
  * the caller's policy (see session_queue_full). */
-int session_queue_push(struct mq_session *s, struct mq_msg *msg, uint8_t qos, bool retain);
+int session_queue_push(struct mq_session *s, struct mq_msg *msg, uint8_t qos, bool retain,
+                       uint64_t seq);
 
 /* True when another message would exceed max_messages or max_bytes (0 = no limit). */
 bool session_queue_full(const struct mq_session *s, uint32_t max_messages, uint64_t max_bytes,

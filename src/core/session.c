@@ -44,6 +44,7 @@ struct mq_session *session_new(const uint8_t *client_id, uint16_t len, bool clea
     s->client_id_len = len;
     s->clean = clean;
     s->next_packet_id = 1;
+    s->next_seq = 1;
     return s;
 }
 
@@ -126,12 +127,13 @@ uint16_t session_next_packet_id(struct mq_session *s)
 }
 
 struct mq_inflight *session_inflight_add(struct mq_session *s, struct mq_msg *msg, uint8_t qos,
-                                         bool retain, uint16_t packet_id)
+                                         bool retain, uint16_t packet_id, uint64_t seq)
 {
     if (grow((void **)&s->inflight, &s->inflight_cap, s->inflight_count + 1, sizeof(*s->inflight)))
         return NULL;
     struct mq_inflight *e = &s->inflight[s->inflight_count++];
-    *e = (struct mq_inflight){.msg = msg_ref(msg),
+    *e = (struct mq_inflight){.msg = msg ? msg_ref(msg) : NULL,
+                              .seq = seq,
                               .packet_id = packet_id,
                               .qos = qos,
                               .state = qos == 1 ? MQ_OUT_WAIT_PUBACK : MQ_OUT_WAIT_PUBREC,
@@ -156,7 +158,8 @@ void session_inflight_remove(struct mq_session *s, struct mq_inflight *e)
     s->inflight_count--;
 }
 
-int session_queue_push(struct mq_session *s, struct mq_msg *msg, uint8_t qos, bool retain)
+int session_queue_push(struct mq_session *s, struct mq_msg *msg, uint8_t qos, bool retain,
+                       uint64_t seq)
 {
     if (s->queue_count == s->queue_cap) {
         uint32_t ncap = s->queue_cap ? s->queue_cap * 2 : 8;
@@ -172,7 +175,7 @@ int session_queue_push(struct mq_session *s, struct mq_msg *msg, uint8_t qos, bo
         s->queue_head = 0;
     }
     uint32_t tail = (s->queue_head + s->queue_count) % s->queue_cap;
-    s->queue[tail] = (struct mq_queued){.msg = msg_ref(msg), .qos = qos, .retain = retain};
+    s->queue[tail] = (struct mq_queued){.msg = msg_ref(msg), .seq = seq, .qos = qos, .retain = retain};
     s->queue_count++;
     s->queue_bytes += msg->payload_len;
     return 0;

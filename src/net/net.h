@@ -15,6 +15,7 @@
 
 struct mq_config;
 struct mq_listener_config;
+struct mq_store;
 
 #define NET_READ_BUF_SIZE (64 * 1024)
 
@@ -78,6 +79,8 @@ struct mq_server {
     uint32_t sys_interval;     /* what the sys timer runs at (0 = stopped) */
     uv_check_t flush;          /* writes out what each client got during a loop turn... */
     uv_prepare_t flush_pre;    /* ...and what timers and close callbacks produced */
+    struct mq_store *store;    /* persistence true: the durable store; else NULL */
+    uv_async_t store_wake;     /* the store thread committed a batch */
     struct mq_client *dirty;   /* clients with output or a close to carry out */
     struct mq_client *clients; /* every open client (for shutdown) */
     size_t client_count;

@@ -54,6 +54,7 @@ void broker_free(struct mq_broker *b)
     sub_tree_free(b->subs);
     retain_free(b->retained);
     sub_vec_free(&b->match_scratch);
+    persist_free(b);
     free(b);
 }
 
@@ -199,6 +200,8 @@ void proto_conn_closed(struct mq_conn *c, const char *reason)
         b->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    if (c->deferred)
+        conn_forget_deferred(c);
     free(c->identity);
     free(c);
 }
@@ -323,6 +326,7 @@ static void expire_sessions(struct mq_broker *b)
                "(persistent_client_expiration); %u queued messages discarded",
                s->client_id, (long long)limit_s, s->queue_count + s->inflight_count);
         b->stats.clients_expired++;
+        persist_session_delete(b, s);
         session_destroy(b, s); /* hmap_next allows removing the entry just returned */
     }
 }

@@ -50,6 +50,8 @@ void session_detach(struct mq_conn *c)
     s->last_seen_ms = b->now_ms;
     if (s->clean)
         session_destroy(b, s); /* [MQTT-3.1.2-6] */
+    else
+        persist_session_put(b, s); /* its last-seen time, for expiry after a restart */
 }
 
 /* Build the will message from CONNECT (validated by the codec). */
@@ -214,6 +216,7 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
     }
     bool session_present = false;
     if (s && cp->clean_session) {
+        persist_session_delete(b, s);
         session_destroy(b, s); /* [MQTT-3.1.2-6] */
         s = NULL;
     }
@@ -249,6 +252,7 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
     s->listener = c->listener;
     s->conn = c;
     c->session = s;
+    persist_session_put(b, s);
     c->keepalive = cp->keepalive;
     c->protocol_level = cp->protocol_level;
     c->connected = true;

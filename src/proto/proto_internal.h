@@ -56,4 +56,35 @@ void session_resume_delivery(struct mq_broker *b, struct mq_session *s);
 void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l);
 void handle_unsubscribe(struct mq_conn *c, const struct mq_topic_list *l);
 
+/* proto_persist.c: record a change in the durable store. Each is a no-op without a store,
+ * and for clean sessions (only persistent sessions and retained messages are stored). */
+bool persist_session_on(const struct mq_broker *b, const struct mq_session *s);
+void persist_session_put(struct mq_broker *b, struct mq_session *s);
+void persist_session_delete(struct mq_broker *b, struct mq_session *s);
+void persist_sub(struct mq_broker *b, struct mq_session *s, const uint8_t *filter, uint16_t len,
+                 uint8_t qos);
+void persist_unsub(struct mq_broker *b, struct mq_session *s, const uint8_t *filter, uint16_t len);
+/* Store an outgoing QoS 1/2 message as queued; returns its seq, or 0 when not stored. */
+uint64_t persist_msg_add(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m,
+                         uint8_t qos, bool retain);
+struct mq_inflight;
+/* The in-flight entry's packet id and state changed (sent, PUBREC received). */
+void persist_msg_state(struct mq_broker *b, struct mq_session *s, const struct mq_inflight *e);
+/* Message seq is finished or dropped. */
+void persist_msg_done(struct mq_broker *b, struct mq_session *s, uint64_t seq);
+/* Inbound QoS 2 packet id now held (PUBREC sent) or released (PUBREL). */
+void persist_qos2_in(struct mq_broker *b, struct mq_session *s, uint16_t packet_id, bool held);
+void persist_retain(struct mq_broker *b, const struct mq_msg *m);
+/* Send a packet that reveals the changes recorded since changes_before (a value of
+ * b->store_changes): at once, or under durability ack once they are committed. */
+void conn_send_durable(struct mq_conn *c, const uint8_t *bytes, size_t len,
+                       uint64_t changes_before);
+void conn_ack_durable(struct mq_conn *c, enum mq_packet_type type, uint16_t packet_id,
+                      uint64_t changes_before);
+void conn_publish_durable(struct mq_conn *c, struct mq_msg *m, uint8_t qos, bool retain, bool dup,
+                          uint16_t packet_id, uint64_t changes_before);
+/* The connection is going away: its waiting packets are dropped. */
+void conn_forget_deferred(struct mq_conn *c);
+void persist_free(struct mq_broker *b);
+
 #endif

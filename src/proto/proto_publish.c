@@ -28,18 +28,25 @@ static bool window_open(const struct mq_broker *b, const struct mq_session *s)
     return s->inflight_count < max_inflight(b);
 }
 
-/* Send a QoS 1/2 message now, recording it in the window. */
+/* Send a QoS 1/2 message now, recording it in the window. seq: its number in the store
+ * (0: not stored yet; a persistent session's message is then stored here). */
 static void send_inflight(struct mq_broker *b, struct mq_session *s, struct mq_msg *m, uint8_t qos,
-                          bool retain)
+                          bool retain, uint64_t seq)
 {
+    uint64_t before = b->store_changes;
+    if (!seq)
+        seq = persist_msg_add(b, s, m, qos, retain);
     uint16_t pid = session_next_packet_id(s);
-    if (!session_inflight_add(s, m, qos, retain, pid)) {
+    struct mq_inflight *e = session_inflight_add(s, m, qos, retain, pid, seq);
+    if (!e) {
         mq_log(MQ_LOG_ERR, "client %s: out of memory, message on %s dropped", s->client_id,
                m->topic);
         b->stats.pub_dropped++;
+        persist_msg_done(b, s, seq);
         return;
     }
-    conn_send_publish(s->conn, m, qos, retain, false, pid);
+    persist_msg_state(b, s, e);
+    conn_publish_durable(s->conn, m, qos, retain, false, pid, before);
 }
 
 /* Count a drop for s; true when it should be logged: the first one, then at most one
@@ -110,7 +117,7 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
         if (!online && !(cfg && cfg->queue_qos0_messages))
             return;
     } else if (online && s->queue_count == 0 && window_open(b, s)) {
-        send_inflight(b, s, m, qos, retain);
+        send_inflight(b, s, m, qos, retain, 0);
         return;
     }
     if (!force && session_queue_full(s, cfg ? cfg->max_queued_messages : 1000,
@@ -118,7 +125,9 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
         note_drop(b, s, m);
         return;
     }
-    if (session_queue_push(s, m, qos, retain)) {
+    uint64_t seq = persist_msg_add(b, s, m, qos, retain);
+    if (session_queue_push(s, m, qos, retain, seq)) {
+        persist_msg_done(b, s, seq);
         note_drop(b, s, m);
         return;
     }
@@ -137,13 +146,14 @@ static void drain_queue(struct mq_broker *b, struct mq_session *s)
         /* Queued while offline under possibly another user name or older rules: the
          * READ check applies to who receives it now. */
         if (!session_may(s, (const uint8_t *)q.msg->topic, q.msg->topic_len, MQ_ACL_READ)) {
+            persist_msg_done(b, s, q.seq);
             msg_unref(q.msg);
             continue;
         }
         if (q.qos == 0)
             conn_send_publish(s->conn, q.msg, 0, q.retain, false, 0);
         else
-            send_inflight(b, s, q.msg, q.qos, q.retain);
+            send_inflight(b, s, q.msg, q.qos, q.retain, q.seq);
         msg_unref(q.msg);
     }
 }
@@ -158,20 +168,22 @@ void session_resume_delivery(struct mq_broker *b, struct mq_session *s)
 {
     /* [MQTT-4.4.0-1]: resend unacknowledged PUBLISH (DUP set, [MQTT-3.3.1-1]) and
      * PUBREL packets, in their original order. */
+    uint64_t before = b->store_changes;
     for (uint32_t i = 0; i < s->inflight_count; i++) {
         struct mq_inflight *e = &s->inflight[i];
         /* The session may come back under another user name, or the rules changed:
          * an unacknowledged message it may no longer read is dropped, not resent. */
         if (e->msg &&
             !session_may(s, (const uint8_t *)e->msg->topic, e->msg->topic_len, MQ_ACL_READ)) {
+            persist_msg_done(b, s, e->seq);
             session_inflight_remove(s, e);
             i--;
             continue;
         }
         if (e->state == MQ_OUT_WAIT_PUBCOMP)
-            conn_send_ack(s->conn, MQ_PUBREL, e->packet_id);
+            conn_ack_durable(s->conn, MQ_PUBREL, e->packet_id, before);
         else
-            conn_send_publish(s->conn, e->msg, e->qos, e->retain, true, e->packet_id);
+            conn_publish_durable(s->conn, e->msg, e->qos, e->retain, true, e->packet_id, before);
     }
     drain_queue(b, s);
 }
@@ -182,6 +194,8 @@ void broker_publish(struct mq_broker *b, struct mq_msg *m)
     if (m->retain && (!cfg || cfg->retain_available)) {
         if (retain_set(b->retained, m))
             mq_log(MQ_LOG_ERR, "out of memory: retained message on %s not stored", m->topic);
+        else
+            persist_retain(b, m);
     }
     struct mq_sub_vec *v = &b->match_scratch;
     if (sub_tree_match(b->subs, (const uint8_t *)m->topic, m->topic_len, v)) {
@@ -205,10 +219,17 @@ void broker_publish(struct mq_broker *b, struct mq_msg *m)
  * completes its QoS flow, so the client does not resend it forever (as Mosquitto does). */
 static void complete_without_delivery(struct mq_conn *c, const struct mq_publish *p)
 {
-    if (p->qos == 1)
-        conn_send_ack(c, MQ_PUBACK, p->packet_id);
-    else if (p->qos == 2 && session_qos2_in_add(c->session, p->packet_id) >= 0)
-        conn_send_ack(c, MQ_PUBREC, p->packet_id);
+    struct mq_broker *b = c->broker;
+    uint64_t before = b->store_changes;
+    if (p->qos == 1) {
+        conn_ack_durable(c, MQ_PUBACK, p->packet_id, before);
+    } else if (p->qos == 2) {
+        int fresh = session_qos2_in_add(c->session, p->packet_id);
+        if (fresh > 0)
+            persist_qos2_in(b, c->session, p->packet_id, true);
+        if (fresh >= 0)
+            conn_ack_durable(c, MQ_PUBREC, p->packet_id, before);
+    }
 }
 
 void handle_publish(struct mq_conn *c, const struct mq_publish *p)
@@ -264,6 +285,7 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *p)
         return;
     }
 
+    uint64_t before = b->store_changes;
     if (p->qos == 2) {
         int fresh = session_qos2_in_add(s, p->packet_id);
         if (fresh < 0) {
@@ -271,9 +293,10 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *p)
             return;
         }
         if (!fresh) { /* a retransmission before PUBREL: acknowledge, do not deliver again */
-            conn_send_ack(c, MQ_PUBREC, p->packet_id);
+            conn_ack_durable(c, MQ_PUBREC, p->packet_id, before);
             return;
         }
+        persist_qos2_in(b, s, p->packet_id, true);
     }
 
     struct mq_msg *m =
@@ -286,9 +309,9 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *p)
     msg_unref(m);
 
     if (p->qos == 1)
-        conn_send_ack(c, MQ_PUBACK, p->packet_id); /* [MQTT-4.3.2-2] */
+        conn_ack_durable(c, MQ_PUBACK, p->packet_id, before); /* [MQTT-4.3.2-2] */
     else if (p->qos == 2)
-        conn_send_ack(c, MQ_PUBREC, p->packet_id); /* [MQTT-4.3.3-2] */
+        conn_ack_durable(c, MQ_PUBREC, p->packet_id, before); /* [MQTT-4.3.3-2] */
 }
 
 void handle_puback(struct mq_conn *c, uint16_t packet_id)
@@ -300,13 +323,16 @@ void handle_puback(struct mq_conn *c, uint16_t packet_id)
                packet_id);
         return;
     }
+    persist_msg_done(c->broker, s, e->seq);
     session_inflight_remove(s, e);
     drain_queue(c->broker, s);
 }
 
 void handle_pubrec(struct mq_conn *c, uint16_t packet_id)
 {
+    struct mq_broker *b = c->broker;
     struct mq_session *s = c->session;
+    uint64_t before = b->store_changes;
     struct mq_inflight *e = session_inflight_find(s, packet_id);
     if (e && e->state == MQ_OUT_WAIT_PUBREC) {
         /* The message is delivered once the receiver has PUBREC'd it: release it now,
@@ -314,19 +340,29 @@ void handle_pubrec(struct mq_conn *c, uint16_t packet_id)
         msg_unref(e->msg);
         e->msg = NULL;
         e->state = MQ_OUT_WAIT_PUBCOMP;
+        persist_msg_state(b, s, e);
     } else if (!e || e->state != MQ_OUT_WAIT_PUBCOMP) {
         mq_log(MQ_LOG_DEBUG, "client %s: PUBREC for unknown packet id %u", s->client_id, packet_id);
         return;
     }
-    conn_send_ack(c, MQ_PUBREL, packet_id); /* [MQTT-4.3.3-3] */
+    /* [MQTT-4.3.3-3]. Held back while PUBCOMP-waiting is not on disk: after a crash the
+     * message would be sent again to a receiver that already released it. */
+    if (persist_session_on(b, s))
+        conn_ack_durable(c, MQ_PUBREL, packet_id, before);
+    else
+        conn_send_ack(c, MQ_PUBREL, packet_id);
 }
 
 void handle_pubrel(struct mq_conn *c, uint16_t packet_id)
 {
-    session_qos2_in_release(c->session, packet_id);
+    struct mq_broker *b = c->broker;
+    uint64_t before = b->store_changes;
+    if (session_qos2_in_release(c->session, packet_id))
+        persist_qos2_in(b, c->session, packet_id, false);
     /* PUBCOMP even for an id we no longer hold: the client may be retrying after a
-     * reconnect whose PUBCOMP was lost. */
-    conn_send_ack(c, MQ_PUBCOMP, packet_id); /* [MQTT-4.3.3-2] */
+     * reconnect whose PUBCOMP was lost. Held back until the release is on disk: a
+     * forgotten release would make the client's next message with this id a duplicate. */
+    conn_ack_durable(c, MQ_PUBCOMP, packet_id, before); /* [MQTT-4.3.3-2] */
 }
 
 void handle_pubcomp(struct mq_conn *c, uint16_t packet_id)
@@ -338,6 +374,7 @@ void handle_pubcomp(struct mq_conn *c, uint16_t packet_id)
                packet_id);
         return;
     }
+    persist_msg_done(c->broker, s, e->seq);
     session_inflight_remove(s, e);
     drain_queue(c->broker, s);
 }

@@ -6,6 +6,7 @@
  * subscriber gets every retained message however many there are.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "midge/acl.h"
 #include "midge/config.h"
@@ -43,6 +44,7 @@ void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l)
         return;
     }
 
+    uint64_t before = b->store_changes;
     struct mq_topic_iter it = {.list = l};
     struct mq_bytes filter;
     uint8_t qos;
@@ -70,6 +72,7 @@ void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l)
             continue;
         }
         codes[i] = qos; /* we grant what was asked: the maximum QoS is 2 */
+        persist_sub(b, s, filter.ptr, filter.len, qos);
         if (log_enabled(MQ_LOG_SUBSCRIBE))
             mq_log(MQ_LOG_SUBSCRIBE, "client %s subscribed to %.*s (QoS %u)", s->client_id,
                    (int)filter.len, (const char *)filter.ptr, qos);
@@ -81,8 +84,19 @@ void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l)
     size_t n = codec_fixed_header(MQ_SUBACK << 4, 2u + l->count, hdr);
     hdr[n++] = (uint8_t)(l->packet_id >> 8);
     hdr[n++] = (uint8_t)l->packet_id;
-    struct mq_iov iov[2] = {{hdr, n}, {codes, l->count}};
-    if (!c->closing) {
+    if (persist_session_on(b, s)) {
+        /* Held back until the subscriptions are on disk (durability ack). */
+        uint8_t *pkt = malloc(n + l->count);
+        if (!pkt) {
+            conn_close(c, true, "out of memory");
+        } else {
+            memcpy(pkt, hdr, n);
+            memcpy(pkt + n, codes, l->count);
+            conn_send_durable(c, pkt, n + l->count, before);
+            free(pkt);
+        }
+    } else if (!c->closing) {
+        struct mq_iov iov[2] = {{hdr, n}, {codes, l->count}};
         b->sink->write(c->io, iov, 2);
         b->stats.msgs_sent++;
         b->stats.bytes_sent += n + l->count;
@@ -104,15 +118,20 @@ void handle_unsubscribe(struct mq_conn *c, const struct mq_topic_list *l)
 {
     struct mq_broker *b = c->broker;
     struct mq_session *s = c->session;
+    uint64_t before = b->store_changes;
     struct mq_topic_iter it = {.list = l};
     struct mq_bytes filter;
     uint8_t qos;
     while (codec_topic_list_next(&it, &filter, &qos)) {
         /* [MQTT-3.10.4-1]: compared character by character, no wildcard matching. */
         sub_tree_remove(b->subs, filter.ptr, filter.len, s, NULL);
-        if (session_sub_remove(s, filter.ptr, filter.len) && log_enabled(MQ_LOG_UNSUBSCRIBE))
+        if (!session_sub_remove(s, filter.ptr, filter.len))
+            continue;
+        persist_unsub(b, s, filter.ptr, filter.len);
+        if (log_enabled(MQ_LOG_UNSUBSCRIBE))
             mq_log(MQ_LOG_UNSUBSCRIBE, "client %s unsubscribed from %.*s", s->client_id,
                    (int)filter.len, (const char *)filter.ptr);
     }
-    conn_send_ack(c, MQ_UNSUBACK, l->packet_id); /* [MQTT-3.10.4-4], [MQTT-3.10.4-5] */
+    /* [MQTT-3.10.4-4], [MQTT-3.10.4-5]; held back until the removal is on disk. */
+    conn_ack_durable(c, MQ_UNSUBACK, l->packet_id, before);
 }

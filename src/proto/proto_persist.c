@@ -1,0 +1,424 @@
+/* proto_persist.c - what proto tells the durable store, the acknowledgements that wait
+ * for it, and loading the stored state back at start-up.
+ *
+ * What is stored (persistence true): retained messages (but not $SYS ones, which the
+ * broker republishes itself), and for every persistent session (clean session 0) the
+ * session, its subscriptions, its QoS 1/2 messages queued or in flight with their
+ * packet ids and states, and its inbound QoS 2 packet ids. Clean sessions, QoS 0
+ * messages and wills are never stored.
+ *
+ * Each outgoing QoS 1/2 message of a persistent session gets a number (seq) that orders
+ * it in the store; the session's queue and window carry it so later changes (sent, PUBREC,
+ * done) can name it.
+ *
+ * Under persistence_durability ack, a packet that reveals state not yet on disk is held
+ * back until it is: PUBACK, PUBREC and PUBCOMP to a publisher, and to a persistent session
+ * its SUBACK, UNSUBACK, QoS 1/2 PUBLISH and PUBREL. Otherwise a crash could undo what a
+ * client was told: a PUBACK for a message then lost, or a QoS 2 message delivered, its
+ * reception forgotten, and delivered again when the publisher resends it. Held packets
+ * wait in one list, in the order they were made, with the ticket of the store batch that
+ * carries their change, and go out once that ticket is committed. Packets to one
+ * connection keep their order ([MQTT-4.6.0-2..4]): once one waits, every later one that
+ * goes through here queues behind it. QoS 0 never waits.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "midge/codec.h"
+#include "midge/err.h"
+#include "midge/log.h"
+#include "midge/msg.h"
+#include "midge/retain.h"
+#include "midge/session.h"
+#include "midge/store.h"
+#include "proto_internal.h"
+
+/* One packet held back: a PUBLISH (msg set) or bytes as they are. */
+struct mq_deferred {
+    struct mq_deferred *next;
+    struct mq_conn *conn; /* NULL once the connection is gone */
+    uint64_t ticket;      /* 0 while its batch is still being filled */
+    struct mq_msg *msg;   /* reference, for a PUBLISH */
+    uint16_t packet_id;
+    uint8_t qos;
+    bool retain, dup;
+    uint32_t len;
+    uint8_t bytes[];
+};
+
+/* ---- recording changes ------------------------------------------------------------- */
+
+bool persist_session_on(const struct mq_broker *b, const struct mq_session *s)
+{
+    return b->store && s && !s->clean;
+}
+
+static uint64_t wall_now(const struct mq_broker *b)
+{
+    return (uint64_t)((int64_t)b->now_ms + b->wall_offset_ms);
+}
+
+/* One place that counts changes and reports the rare failure (out of memory): the change
+ * is then not durable, and the log says so. */
+static void recorded(struct mq_broker *b, int rc, const char *what, const char *client_id)
+{
+    if (rc == 0) {
+        b->store_changes++;
+        return;
+    }
+    mq_log(MQ_LOG_ERR, "persistence: %s of client %s not stored: %s", what,
+           client_id ? client_id : "(retained)", mq_strerror(rc));
+}
+
+void persist_session_put(struct mq_broker *b, struct mq_session *s)
+{
+    if (!persist_session_on(b, s))
+        return;
+    recorded(b, store_session_put(b->store, s->client_id, s->client_id_len, wall_now(b)),
+             "session", s->client_id);
+}
+
+void persist_session_delete(struct mq_broker *b, struct mq_session *s)
+{
+    if (!persist_session_on(b, s))
+        return;
+    recorded(b, store_session_delete(b->store, s->client_id, s->client_id_len), "session removal",
+             s->client_id);
+}
+
+void persist_sub(struct mq_broker *b, struct mq_session *s, const uint8_t *filter, uint16_t len,
+                 uint8_t qos)
+{
+    if (!persist_session_on(b, s))
+        return;
+    recorded(b,
+             store_sub_add(b->store, s->client_id, s->client_id_len, (const char *)filter, len, qos),
+             "subscription", s->client_id);
+}
+
+void persist_unsub(struct mq_broker *b, struct mq_session *s, const uint8_t *filter, uint16_t len)
+{
+    if (!persist_session_on(b, s))
+        return;
+    recorded(b,
+             store_sub_remove(b->store, s->client_id, s->client_id_len, (const char *)filter, len),
+             "unsubscription", s->client_id);
+}
+
+uint64_t persist_msg_add(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m,
+                         uint8_t qos, bool retain)
+{
+    if (!persist_session_on(b, s) || qos == 0)
+        return 0;
+    uint64_t seq = s->next_seq++;
+    int rc = store_msg_add(b->store, s->client_id, s->client_id_len, seq, m, qos, retain);
+    recorded(b, rc, "queued message", s->client_id);
+    return rc ? 0 : seq;
+}
+
+void persist_msg_state(struct mq_broker *b, struct mq_session *s, const struct mq_inflight *e)
+{
+    if (!e->seq || !persist_session_on(b, s))
+        return;
+    recorded(b,
+             store_msg_state(b->store, s->client_id, s->client_id_len, e->seq, e->packet_id,
+                             e->state),
+             "message state", s->client_id);
+}
+
+void persist_msg_done(struct mq_broker *b, struct mq_session *s, uint64_t seq)
+{
+    if (!seq || !persist_session_on(b, s))
+        return;
+    recorded(b, store_msg_delete(b->store, s->client_id, s->client_id_len, seq),
+             "message completion", s->client_id);
+}
+
+void persist_qos2_in(struct mq_broker *b, struct mq_session *s, uint16_t packet_id, bool held)
+{
+    if (!persist_session_on(b, s))
+        return;
+    int rc = held ? store_qos2_in_add(b->store, s->client_id, s->client_id_len, packet_id)
+                  : store_qos2_in_remove(b->store, s->client_id, s->client_id_len, packet_id);
+    recorded(b, rc, "QoS 2 state", s->client_id);
+}
+
+static bool is_sys_topic(const char *topic, size_t len)
+{
+    return len >= 5 && memcmp(topic, "$SYS/", 5) == 0;
+}
+
+void persist_retain(struct mq_broker *b, const struct mq_msg *m)
+{
+    if (!b->store || is_sys_topic(m->topic, m->topic_len))
+        return;
+    recorded(b, store_retain_set(b->store, m), "retained message", NULL);
+}
+
+/* ---- output that waits for the store ---------------------------------------------------- */
+
+/* True when a packet made now must wait: something it reveals may not be committed yet,
+ * or an earlier packet to the same connection is still waiting (order). */
+static bool must_wait(struct mq_conn *c, uint64_t changes_before)
+{
+    struct mq_broker *b = c->broker;
+    if (!b->store || !b->store_wait)
+        return false;
+    if (c->deferred || b->store_changes != changes_before)
+        return true;
+    /* A retransmission changes nothing, but what the first copy changed may still be on
+     * its way to the disk. */
+    struct mq_store_stats st;
+    store_stats(b->store, &st);
+    return st.committed < st.issued;
+}
+
+static struct mq_deferred *defer(struct mq_conn *c, size_t len)
+{
+    struct mq_broker *b = c->broker;
+    struct mq_deferred *d = malloc(sizeof(*d) + len);
+    if (!d) {
+        conn_close(c, true, "out of memory");
+        return NULL;
+    }
+    *d = (struct mq_deferred){.conn = c, .len = (uint32_t)len};
+    if (b->deferred_tail)
+        b->deferred_tail->next = d;
+    else
+        b->deferred_head = d;
+    b->deferred_tail = d;
+    if (!b->deferred_unticketed)
+        b->deferred_unticketed = d;
+    b->deferred_count++;
+    c->deferred++;
+    return d;
+}
+
+void conn_send_durable(struct mq_conn *c, const uint8_t *bytes, size_t len,
+                       uint64_t changes_before)
+{
+    if (c->closing)
+        return;
+    if (!must_wait(c, changes_before)) {
+        conn_send(c, bytes, len);
+        return;
+    }
+    struct mq_deferred *d = defer(c, len);
+    if (d)
+        memcpy(d->bytes, bytes, len);
+}
+
+void conn_ack_durable(struct mq_conn *c, enum mq_packet_type type, uint16_t packet_id,
+                      uint64_t changes_before)
+{
+    /* PUBREL is the only acknowledgement with flags (0b0010, [MQTT-3.6.1-1]). */
+    uint8_t pkt[4] = {(uint8_t)(type << 4 | (type == MQ_PUBREL ? 2 : 0)), 2,
+                      (uint8_t)(packet_id >> 8), (uint8_t)packet_id};
+    conn_send_durable(c, pkt, sizeof(pkt), changes_before);
+}
+
+void conn_publish_durable(struct mq_conn *c, struct mq_msg *m, uint8_t qos, bool retain, bool dup,
+                          uint16_t packet_id, uint64_t changes_before)
+{
+    if (c->closing)
+        return;
+    if (!must_wait(c, changes_before)) {
+        conn_send_publish(c, m, qos, retain, dup, packet_id);
+        return;
+    }
+    struct mq_deferred *d = defer(c, 0);
+    if (!d)
+        return;
+    d->msg = msg_ref(m);
+    d->qos = qos;
+    d->retain = retain;
+    d->dup = dup;
+    d->packet_id = packet_id;
+}
+
+static void deferred_send(struct mq_deferred *d)
+{
+    if (d->msg)
+        conn_send_publish(d->conn, d->msg, d->qos, d->retain, d->dup, d->packet_id);
+    else
+        conn_send(d->conn, d->bytes, d->len);
+}
+
+static void deferred_free(struct mq_deferred *d)
+{
+    msg_unref(d->msg);
+    free(d);
+}
+
+void conn_forget_deferred(struct mq_conn *c)
+{
+    for (struct mq_deferred *d = c->broker->deferred_head; d && c->deferred; d = d->next)
+        if (d->conn == c) {
+            d->conn = NULL;
+            c->deferred--;
+        }
+}
+
+void broker_store_committed(struct mq_broker *b)
+{
+    if (!b->store)
+        return;
+    uint64_t committed = store_committed(b->store);
+    struct mq_deferred *d;
+    while ((d = b->deferred_head) && d->ticket && d->ticket <= committed) {
+        b->deferred_head = d->next;
+        if (!b->deferred_head)
+            b->deferred_tail = NULL;
+        b->deferred_count--;
+        if (d->conn) {
+            d->conn->deferred--;
+            deferred_send(d);
+        }
+        deferred_free(d);
+    }
+}
+
+void broker_store_flush(struct mq_broker *b)
+{
+    if (!b->store)
+        return;
+    uint64_t ticket = store_commit_async(b->store);
+    for (struct mq_deferred *d = b->deferred_unticketed; d; d = d->next)
+        d->ticket = ticket;
+    b->deferred_unticketed = NULL;
+    if (b->deferred_head)
+        broker_store_committed(b); /* an empty batch: its ticket may be committed already */
+}
+
+void persist_free(struct mq_broker *b)
+{
+    struct mq_deferred *d = b->deferred_head;
+    while (d) {
+        struct mq_deferred *next = d->next;
+        deferred_free(d);
+        d = next;
+    }
+    b->deferred_head = b->deferred_tail = b->deferred_unticketed = NULL;
+    b->deferred_count = 0;
+}
+
+/* ---- loading at start-up ------------------------------------------------------------- */
+
+struct load_ctx {
+    struct mq_broker *b;
+    struct mq_session *s; /* the session the store is describing */
+    uint64_t retained, sessions, subs, msgs, qos2;
+};
+
+static int load_retained(void *ctx, const struct mq_store_retained *r)
+{
+    struct load_ctx *l = ctx;
+    struct mq_msg *m = msg_new((const uint8_t *)r->topic, r->topic_len, r->payload,
+                               r->payload_len, r->qos, true);
+    if (!m || retain_set(l->b->retained, m)) {
+        msg_unref(m);
+        return MQ_ERR_NOMEM;
+    }
+    msg_unref(m);
+    l->retained++;
+    return 0;
+}
+
+static int load_session(void *ctx, const struct mq_store_session *ss)
+{
+    struct load_ctx *l = ctx;
+    struct mq_broker *b = l->b;
+    struct mq_session *s = session_new((const uint8_t *)ss->client_id, ss->client_id_len, false);
+    if (!s || hmap_put(&b->sessions, s->client_id, s->client_id_len, s)) {
+        session_free(s);
+        return MQ_ERR_NOMEM;
+    }
+    /* Away time counts across the restart, so persistent_client_expiration still works. */
+    uint64_t now_wall = wall_now(b);
+    uint64_t away = now_wall > ss->last_seen_ms ? now_wall - ss->last_seen_ms : 0;
+    s->last_seen_ms = b->now_ms > away ? b->now_ms - away : 0;
+    s->next_seq = ss->max_seq + 1;
+    l->s = s;
+    l->sessions++;
+    return 0;
+}
+
+static int load_sub(void *ctx, const struct mq_store_session *ss, const char *filter,
+                    uint16_t len, uint8_t qos)
+{
+    (void)ss;
+    struct load_ctx *l = ctx;
+    const uint8_t *f = (const uint8_t *)filter;
+    if (sub_tree_add(l->b->subs, f, len, l->s, qos, NULL) || session_sub_set(l->s, f, len, qos))
+        return MQ_ERR_NOMEM;
+    l->subs++;
+    return 0;
+}
+
+static int load_msg(void *ctx, const struct mq_store_session *ss, const struct mq_store_msg *sm)
+{
+    (void)ss;
+    struct load_ctx *l = ctx;
+    struct mq_session *s = l->s;
+    struct mq_msg *m = NULL;
+    if (sm->state != MQ_STORE_WAIT_PUBCOMP) {
+        m = msg_new((const uint8_t *)sm->topic, sm->topic_len, sm->payload, sm->payload_len,
+                    sm->qos, sm->retain);
+        if (!m)
+            return MQ_ERR_NOMEM;
+    }
+    int rc = 0;
+    if (sm->state == MQ_STORE_QUEUED) {
+        rc = session_queue_push(s, m, sm->qos, sm->retain, sm->seq);
+    } else {
+        struct mq_inflight *e =
+            session_inflight_add(s, m, sm->qos, sm->retain, sm->packet_id, sm->seq);
+        if (!e)
+            rc = MQ_ERR_NOMEM;
+        else
+            e->state = sm->state; /* equal values: see enum mq_store_msg_state */
+        if (e && sm->packet_id >= s->next_packet_id)
+            s->next_packet_id = (uint16_t)(sm->packet_id == 65535 ? 1 : sm->packet_id + 1);
+    }
+    msg_unref(m);
+    if (!rc)
+        l->msgs++;
+    return rc;
+}
+
+static int load_qos2_in(void *ctx, const struct mq_store_session *ss, uint16_t packet_id)
+{
+    (void)ss;
+    struct load_ctx *l = ctx;
+    if (session_qos2_in_add(l->s, packet_id) < 0)
+        return MQ_ERR_NOMEM;
+    l->qos2++;
+    return 0;
+}
+
+int broker_store_attach(struct mq_broker *b, struct mq_store *store, bool wait_for_commit,
+                        int64_t wall_offset_ms)
+{
+    b->wall_offset_ms = wall_offset_ms;
+    struct load_ctx l = {.b = b};
+    static const struct mq_store_load_cb cb = {
+        .retained = load_retained,
+        .session = load_session,
+        .sub = load_sub,
+        .msg = load_msg,
+        .qos2_in = load_qos2_in,
+    };
+    int rc = store_load(store, &cb, &l);
+    if (rc) {
+        mq_log(MQ_LOG_ERR, "persistence: loading the stored state failed: %s", mq_strerror(rc));
+        return rc;
+    }
+    b->store = store;
+    b->store_wait = wait_for_commit;
+    mq_log(MQ_LOG_NOTICE,
+           "persistence: restored %llu retained messages, %llu persistent sessions with %llu "
+           "subscriptions, %llu queued or in-flight messages and %llu QoS 2 receptions",
+           (unsigned long long)l.retained, (unsigned long long)l.sessions,
+           (unsigned long long)l.subs, (unsigned long long)l.msgs, (unsigned long long)l.qos2);
+    return 0;
+}
