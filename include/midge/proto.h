@@ -97,6 +97,7 @@ struct mq_broker {
     bool store_wait;        /* persistence_durability ack: acknowledgements wait for commits */
     int64_t wall_offset_ms; /* wall clock (ms since the epoch) = now_ms + wall_offset_ms */
     uint64_t store_changes; /* changes handed to the store so far */
+    uint64_t store_issued;  /* ticket of the last batch handed over */
     /* Acknowledgements waiting for their change to be committed, in the order they were
      * made; entries from `unticketed` on belong to the batch not yet handed over. */
     struct mq_deferred *deferred_head, *deferred_tail, *deferred_unticketed;

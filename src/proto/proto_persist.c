@@ -168,9 +168,7 @@ static bool must_wait(struct mq_conn *c, uint64_t changes_before)
         return true;
     /* A retransmission changes nothing, but what the first copy changed may still be on
      * its way to the disk. */
-    struct mq_store_stats st;
-    store_stats(b->store, &st);
-    return st.committed < st.issued;
+    return store_committed(b->store) < b->store_issued;
 }
 
 static struct mq_deferred *defer(struct mq_conn *c, size_t len)
@@ -282,7 +280,7 @@ void broker_store_flush(struct mq_broker *b)
 {
     if (!b->store)
         return;
-    uint64_t ticket = store_commit_async(b->store);
+    uint64_t ticket = b->store_issued = store_commit_async(b->store);
     for (struct mq_deferred *d = b->deferred_unticketed; d; d = d->next)
         d->ticket = ticket;
     b->deferred_unticketed = NULL;

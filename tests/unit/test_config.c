@@ -134,6 +134,7 @@ static void test_defaults(void **state)
     assert_false(cfg.persistence);
     assert_null(cfg.persistence_location);
     assert_string_equal(cfg.persistence_file, "midge.db");
+    assert_int_equal(cfg.persistence_durability, MQ_DURABILITY_ACK);
     assert_int_equal(cfg.autosave_interval, 1800);
     assert_int_equal(cfg.log_dest, MQ_LOG_DEST_STDERR);
     assert_null(cfg.log_file);
@@ -254,6 +255,7 @@ static void test_global_options(void **state)
              "persistence true\n"
              "persistence_location /var/lib/midge/\n"
              "persistence_file broker.db\n"
+             "persistence_durability relaxed\n"
              "autosave_interval 60\n"
              "log_timestamp false\n"
              "log_timestamp_format %Y-%m-%dT%H:%M:%S\n"
@@ -283,6 +285,7 @@ static void test_global_options(void **state)
     assert_true(cfg.persistence);
     assert_string_equal(cfg.persistence_location, "/var/lib/midge/");
     assert_string_equal(cfg.persistence_file, "broker.db");
+    assert_int_equal(cfg.persistence_durability, MQ_DURABILITY_RELAXED);
     assert_int_equal(cfg.autosave_interval, 60);
     assert_false(cfg.log_timestamp);
     assert_string_equal(cfg.log_timestamp_format, "%Y-%m-%dT%H:%M:%S");
@@ -693,6 +696,8 @@ static void test_error_messages(void **state)
         {"socket_domain ipv5\n",
          "midge.conf:1: socket_domain: expected ipv4 or ipv6, got \"ipv5\""},
         {"protocol http\n", "midge.conf:1: protocol: expected mqtt or websockets, got \"http\""},
+        {"persistence_durability sync\n",
+         "midge.conf:1: persistence_durability: expected ack or relaxed, got \"sync\""},
         {"protocol\n", "midge.conf:1: protocol: missing value"},
         {"log_dest\n", "midge.conf:1: log_dest: missing value"},
         {"log_dest journal\n",

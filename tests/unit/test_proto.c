@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -26,6 +27,7 @@
 #include "midge/proto.h"
 #include "midge/retain.h"
 #include "midge/session.h"
+#include "midge/store.h"
 
 #define IO_CAP (1u << 18) /* bytes of output one fake connection can capture */
 #define MAX_IOS 32
@@ -1637,6 +1639,211 @@ static void test_retained_flood_small_window(void **state)
     assert_int_equal(session_of(sub)->inflight_count, 0);
 }
 
+/* ---- persistence: proto over a real store in a temporary directory ------------------- */
+
+static char store_dir[64];
+static struct mq_store *store;
+
+static void store_path(char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s/midge.db", store_dir);
+}
+
+static void store_attach(enum mq_store_durability durability)
+{
+    char path[128];
+    store_path(path, sizeof(path));
+    struct mq_store_options o = {.durability = durability};
+    store = store_open(path, &o, NULL, NULL);
+    assert_non_null(store);
+    assert_int_equal(broker_store_attach(E.b, store, durability == MQ_STORE_DURABILITY_ACK, 0), 0);
+}
+
+static int setup_store(void **state)
+{
+    if (setup(state))
+        return -1;
+    snprintf(store_dir, sizeof(store_dir), "/tmp/midge-test-proto-XXXXXX");
+    if (!mkdtemp(store_dir))
+        return -1;
+    store = NULL;
+    return 0;
+}
+
+static void remove_store_files(void)
+{
+    static const char *const suffixes[] = {"", "-wal", "-shm"};
+    char path[160];
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/midge.db%s", store_dir, suffixes[i]);
+        unlink(path);
+    }
+    rmdir(store_dir);
+}
+
+static int teardown_store(void **state)
+{
+    int rc = teardown(state); /* closes the connections and frees the broker */
+    store_close(store);
+    remove_store_files();
+    return rc;
+}
+
+/* What the server does at the end of a loop turn, then waits for the disk. */
+static void commit_all(void)
+{
+    broker_store_flush(E.b);
+    for (int i = 0; i < 5000 && store_committed(store) < E.b->store_issued; i++)
+        usleep(1000);
+    assert_true(store_committed(store) >= E.b->store_issued);
+    broker_store_committed(E.b);
+}
+
+/* A restart: every connection gone, the store closed and reopened into a new broker. */
+static void restart(enum mq_store_durability durability)
+{
+    for (size_t i = 0; i < E.nios; i++) {
+        if (E.ios[i].conn)
+            io_gone(&E.ios[i], "restart");
+        free(E.ios[i].out);
+    }
+    memset(E.ios, 0, sizeof(E.ios));
+    E.nios = 0;
+    broker_store_flush(E.b);
+    broker_free(E.b);
+    store_close(store);
+    E.b = broker_new(&E.cfg, &fake_sink, T0 + 5000);
+    assert_non_null(E.b);
+    store_attach(durability);
+}
+
+static void test_persist_puback_waits_for_commit(void **state)
+{
+    (void)state;
+    store_attach(MQ_STORE_DURABILITY_ACK);
+    struct fake_io *sub = connect_client("keeper", false, false);
+    uint8_t buf[64];
+    const char *filter = "led/#";
+    uint8_t qos = 1;
+    feed(sub, buf, topic_list_pkt(MQ_SUBSCRIBE, 3, 1, &filter, &qos, buf, sizeof(buf)));
+    expect_nothing(sub); /* SUBACK of a persistent session: only once the filter is on disk */
+    commit_all();
+    EXPECT_BYTES(sub, 0x90, 0x03, 0x00, 0x03, 0x01);
+    io_gone(sub, "gone");
+
+    struct fake_io *pub = connect_client("pub", true, false);
+    store_hold(store, true); /* the disk is slow */
+    send_publish(pub, "led/1", "ON", 1, false, 5, false);
+    send_publish(pub, "other", "x", 1, false, 6, false); /* stores nothing, but queues behind */
+    broker_store_flush(E.b);
+    usleep(20000);
+    broker_store_committed(E.b);
+    expect_nothing(pub);
+    assert_int_equal(E.b->deferred_count, 2);
+    store_hold(store, false);
+    commit_all();
+    expect_ack(pub, MQ_PUBACK, 5); /* [MQTT-4.6.0-2]: in the order the PUBLISHes came */
+    expect_ack(pub, MQ_PUBACK, 6);
+    expect_nothing(pub);
+    assert_int_equal(E.b->deferred_count, 0);
+
+    restart(MQ_STORE_DURABILITY_ACK);
+    sub = connect_client("keeper", false, true);
+    expect_nothing(sub); /* the resent message waits until "sent with id N" is on disk */
+    commit_all();
+    uint16_t pid = expect_publish(sub, "led/1", "ON", 1, false, false);
+    send_ack(sub, MQ_PUBACK, pid);
+    expect_nothing(sub);
+}
+
+static void test_persist_relaxed_acks_at_once(void **state)
+{
+    (void)state;
+    store_attach(MQ_STORE_DURABILITY_RELAXED);
+    struct fake_io *sub = connect_client("keeper", false, false);
+    subscribe(sub, 1, "t", 2); /* SUBACK at once */
+    store_hold(store, true);
+    struct fake_io *pub = connect_client("pub", true, false);
+    publish(pub, "t", "v", 2, true, 9); /* PUBREC and PUBCOMP at once */
+    uint16_t pid = expect_publish(sub, "t", "v", 2, false, false);
+    send_ack(sub, MQ_PUBREC, pid);
+    expect_ack(sub, MQ_PUBREL, pid);
+    send_ack(sub, MQ_PUBCOMP, pid);
+    store_hold(store, false);
+    commit_all();
+    restart(MQ_STORE_DURABILITY_RELAXED);
+    /* The retained message and the session came back; the delivered message did not. */
+    sub = connect_client("keeper", false, true);
+    expect_nothing(sub);
+    struct fake_io *late = connect_client("late", true, false);
+    uint8_t buf[64];
+    const char *filter = "t";
+    uint8_t qos = 0;
+    feed(late, buf, topic_list_pkt(MQ_SUBSCRIBE, 4, 1, &filter, &qos, buf, sizeof(buf)));
+    EXPECT_BYTES(late, 0x90, 0x03, 0x00, 0x04, 0x00);
+    expect_publish(late, "t", "v", 0, true, false);
+}
+
+/* A clean session stores nothing; with nothing waiting, its acknowledgements go at once. */
+static void test_persist_clean_session_not_delayed(void **state)
+{
+    (void)state;
+    store_attach(MQ_STORE_DURABILITY_ACK);
+    commit_all();
+    struct fake_io *sub = connect_client("c", true, false);
+    subscribe(sub, 1, "t", 1);
+    store_hold(store, true);
+    struct fake_io *pub = connect_client("p", true, false);
+    publish(pub, "t", "x", 1, false, 2);
+    uint16_t pid = expect_publish(sub, "t", "x", 1, false, false);
+    send_ack(sub, MQ_PUBACK, pid);
+    assert_int_equal(E.b->deferred_count, 0);
+    store_hold(store, false);
+}
+
+/* A connection that goes away while its acknowledgements wait: they are dropped. */
+static void test_persist_deferred_dropped_on_close(void **state)
+{
+    (void)state;
+    store_attach(MQ_STORE_DURABILITY_ACK);
+    struct fake_io *sub = connect_client("keeper", false, false);
+    uint8_t buf[64];
+    const char *filter = "t";
+    uint8_t qos = 2;
+    feed(sub, buf, topic_list_pkt(MQ_SUBSCRIBE, 1, 1, &filter, &qos, buf, sizeof(buf)));
+    commit_all();
+    EXPECT_BYTES(sub, 0x90, 0x03, 0x00, 0x01, 0x02);
+    store_hold(store, true);
+    struct fake_io *pub = connect_client("pub", false, false);
+    send_publish(pub, "t", "1", 2, false, 11, false);
+    send_publish(pub, "t", "2", 1, false, 12, false);
+    broker_store_flush(E.b);
+    expect_nothing(sub); /* the QoS 2 PUBLISH waits for its state to be on disk too */
+    io_gone(pub, "peer reset");
+    assert_int_equal(E.b->deferred_count, 4);
+    store_hold(store, false);
+    commit_all();
+    assert_int_equal(E.b->deferred_count, 0);
+    uint16_t p1 = expect_publish(sub, "t", "1", 2, false, false);
+    uint16_t p2 = expect_publish(sub, "t", "2", 1, false, false);
+    send_ack(sub, MQ_PUBREC, p1);
+    commit_all();
+    expect_ack(sub, MQ_PUBREL, p1);
+    send_ack(sub, MQ_PUBCOMP, p1);
+    send_ack(sub, MQ_PUBACK, p2);
+    commit_all();
+    expect_nothing(sub);
+    /* The publisher's QoS 2 reception (id 11) is durable: a resend is not delivered again. */
+    pub = connect_client("pub", false, true);
+    send_publish(pub, "t", "1", 2, false, 11, true);
+    commit_all();
+    expect_ack(pub, MQ_PUBREC, 11);
+    send_ack(pub, MQ_PUBREL, 11);
+    commit_all();
+    expect_ack(pub, MQ_PUBCOMP, 11);
+    expect_nothing(sub);
+}
+
 int main(void)
 {
     /* Keep the output readable: errors and warnings only, unless asked for more. */
@@ -1647,6 +1854,7 @@ int main(void)
     log_configure(&lo);
 
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define TS(name) cmocka_unit_test_setup_teardown(name, setup_store, teardown_store)
     const struct CMUnitTest tests[] = {
         T(test_connect_clean_session),
         T(test_connect_session_present),
@@ -1696,7 +1904,12 @@ int main(void)
         T(test_subscribe_many_filters),
         T(test_split_and_coalesced_input),
         T(test_retained_flood_small_window),
+        TS(test_persist_puback_waits_for_commit),
+        TS(test_persist_relaxed_acks_at_once),
+        TS(test_persist_clean_session_not_delayed),
+        TS(test_persist_deferred_dropped_on_close),
     };
 #undef T
+#undef TS
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
