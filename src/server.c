@@ -20,6 +20,7 @@
 #include "midge/daemon.h"
 #include "midge/err.h"
 #include "midge/log.h"
+#include "midge/msg.h"
 #include "midge/notify.h"
 #include "midge/passwd.h"
 #include "midge/proto.h"
@@ -188,6 +189,83 @@ static void store_wake(void *ctx)
     uv_async_send(ctx);
 }
 
+/* Paging: a persistent session's queued messages beyond what it keeps in memory are read
+ * back on libuv's thread pool, never on the loop, and handed to proto when read. */
+struct page_work {
+    uv_work_t req;
+    struct mq_server *srv;
+    struct mq_store *store;
+    uint64_t after_seq, token;
+    uint32_t max;
+    int64_t err;
+    struct mq_paged_msg *msgs;
+    size_t n, cap;
+    uint16_t client_id_len;
+    char client_id[];
+};
+
+static int page_collect(void *ctx, const struct mq_store_msg *m)
+{
+    struct page_work *w = ctx;
+    if (w->n == w->cap) {
+        size_t ncap = w->cap ? w->cap * 2 : 64;
+        struct mq_paged_msg *v = realloc(w->msgs, ncap * sizeof(*v));
+        if (!v)
+            return MQ_ERR_NOMEM;
+        w->msgs = v;
+        w->cap = ncap;
+    }
+    /* The message object is new and not shared yet, so building it here is safe. */
+    struct mq_msg *msg = msg_new((const uint8_t *)m->topic, m->topic_len, m->payload,
+                                 m->payload_len, m->qos, m->retain);
+    if (!msg)
+        return MQ_ERR_NOMEM;
+    w->msgs[w->n++] = (struct mq_paged_msg){.seq = m->seq, .msg = msg, .qos = m->qos,
+                                            .retain = m->retain};
+    return 0;
+}
+
+static void page_work(uv_work_t *req)
+{
+    struct page_work *w = req->data;
+    w->err = store_msg_page(w->store, w->client_id, w->client_id_len, w->after_seq, w->max,
+                            page_collect, w);
+}
+
+static void page_done(uv_work_t *req, int status)
+{
+    struct page_work *w = req->data;
+    struct mq_server *srv = w->srv;
+    srv->broker->now_ms = uv_now(&srv->loop);
+    broker_store_paged(srv->broker, w->client_id, w->client_id_len, w->token, w->msgs, w->n,
+                       status < 0 ? MQ_ERR_IO : w->err < 0 ? (int)w->err : 0);
+    free(w->msgs);
+    free(w);
+}
+
+static void page_read(void *ctx, const char *client_id, uint16_t client_id_len,
+                      uint64_t after_seq, uint32_t max, uint64_t token)
+{
+    struct mq_server *srv = ctx;
+    struct page_work *w = calloc(1, sizeof(*w) + client_id_len + 1u);
+    if (w) {
+        w->srv = srv;
+        w->store = srv->store;
+        w->after_seq = after_seq;
+        w->token = token;
+        w->max = max;
+        w->client_id_len = client_id_len;
+        memcpy(w->client_id, client_id, client_id_len);
+        w->req.data = w;
+    }
+    if (!w || uv_queue_work(&srv->loop, &w->req, page_work, page_done)) {
+        mq_log(MQ_LOG_ERR, "persistence: cannot start reading queued messages of client %.*s",
+               (int)client_id_len, client_id);
+        free(w);
+        broker_store_paged(srv->broker, client_id, client_id_len, token, NULL, 0, MQ_ERR_NOMEM);
+    }
+}
+
 static void store_report(void *ctx, enum mq_store_event ev, const char *text)
 {
     (void)ctx;
@@ -260,6 +338,8 @@ static int store_start(struct mq_server *srv)
         free(path);
         return -1;
     }
+    srv->broker->page_read = page_read;
+    srv->broker->page_ctx = srv;
     mq_log(MQ_LOG_INFO, "persistence: %s, durability %s", path,
            cfg->persistence_durability == MQ_DURABILITY_ACK ? "ack" : "relaxed");
     free(path);

@@ -102,7 +102,25 @@ struct mq_broker {
      * made; entries from `unticketed` on belong to the batch not yet handed over. */
     struct mq_deferred *deferred_head, *deferred_tail, *deferred_unticketed;
     uint64_t deferred_count;
+    /* Paging spilled messages back in: the server reads them off the loop. */
+    void (*page_read)(void *ctx, const char *client_id, uint16_t client_id_len,
+                      uint64_t after_seq, uint32_t max, uint64_t token);
+    void *page_ctx;
+    uint64_t page_tokens;     /* last token handed out */
+    struct mq_hmap page_wait; /* client id -> session waiting for its spill to commit */
 };
+
+/* A queued message read back from the store for broker_store_paged. */
+struct mq_paged_msg {
+    uint64_t seq;
+    struct mq_msg *msg; /* reference, moved to the broker */
+    uint8_t qos;
+    bool retain;
+};
+
+/* How many QoS 1/2 messages a persistent session keeps in memory with a store; the rest of
+ * its queue waits on disk and is paged in as the queue drains below half of this. */
+#define MQ_QUEUE_IN_MEMORY 1000
 
 /* A connection as proto sees it. */
 struct mq_conn {
@@ -183,6 +201,13 @@ void broker_store_flush(struct mq_broker *b);
 
 /* The store committed a batch: send the acknowledgements that waited for it. */
 void broker_store_committed(struct mq_broker *b);
+
+/* The page read that page_read started for client_id finished (any order, any time):
+ * msgs[0..n) in seq order, all with seq > its after_seq; err < 0 when the read failed. The
+ * references in msgs move to the broker, which discards a page its session no longer
+ * waits for (session gone, token mismatch). */
+void broker_store_paged(struct mq_broker *b, const char *client_id, uint16_t client_id_len,
+                        uint64_t token, struct mq_paged_msg *msgs, size_t n, int err);
 
 /* Shutdown: ask the sink to close every connection. Wills are not published: the
  * clients did nothing wrong, the broker is going away (and Mosquitto does the same). */

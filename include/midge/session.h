@@ -74,6 +74,14 @@ struct mq_session {
     uint64_t dropped;        /* messages dropped because the queue was full or it was slow */
     uint64_t drop_logged_ms; /* when the last drop line was logged (rate limit) */
 
+    /* Persistence: QoS 1/2 messages queued on disk only, all newer than the queue above
+     * (so a long backlog does not sit in memory); paged back in as the queue empties. */
+    uint64_t spilled;         /* how many */
+    uint64_t spilled_bytes;   /* their payload bytes (max_queued_bytes counts them) */
+    uint64_t spill_ticket;    /* store batch holding the newest one is >= this */
+    uint64_t queued_last_seq; /* seq of the newest message that entered the memory queue */
+    uint64_t page_token;      /* nonzero while a page read is out: its token */
+
     /* Inbound QoS 2 packet ids received but not yet released by PUBREL (sorted). */
     uint16_t *qos2_in;
     uint32_t qos2_in_count, qos2_in_cap;

@@ -33,6 +33,7 @@ struct mq_broker *broker_new(const struct mq_config *cfg, const struct mq_sink_o
     b->now_ms = now_ms;
     b->start_ms = now_ms;
     hmap_init(&b->sessions);
+    hmap_init(&b->page_wait);
     b->subs = sub_tree_new();
     b->retained = retain_new();
     if (!b->subs || !b->retained) {
@@ -51,6 +52,7 @@ void broker_free(struct mq_broker *b)
     while ((s = hmap_next(&b->sessions, &pos, NULL, NULL)))
         session_destroy(b, s);
     hmap_destroy(&b->sessions);
+    hmap_destroy(&b->page_wait);
     sub_tree_free(b->subs);
     retain_free(b->retained);
     sub_vec_free(&b->match_scratch);

@@ -34,6 +34,7 @@ void session_destroy(struct mq_broker *b, struct mq_session *s)
     for (uint32_t i = 0; i < s->sub_count; i++)
         sub_tree_remove(b->subs, (const uint8_t *)s->subs[i].filter, s->subs[i].len, s, NULL);
     hmap_remove(&b->sessions, s->client_id, s->client_id_len);
+    hmap_remove(&b->page_wait, s->client_id, s->client_id_len);
     session_free(s);
 }
 

@@ -49,6 +49,8 @@ void broker_publish(struct mq_broker *b, struct mq_msg *m);
  * full or the client offline. force bypasses the queue cap (retained on subscribe). */
 void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m, uint8_t qos,
                      bool retain, bool force);
+/* Move queued messages into the window while it has room (and page in spilled ones). */
+void session_drain_queue(struct mq_broker *b, struct mq_session *s);
 /* After (re)connect: resend in-flight messages with DUP, then drain the queue. */
 void session_resume_delivery(struct mq_broker *b, struct mq_session *s);
 
@@ -86,5 +88,11 @@ void conn_publish_durable(struct mq_conn *c, struct mq_msg *m, uint8_t qos, bool
 /* The connection is going away: its waiting packets are dropped. */
 void conn_forget_deferred(struct mq_conn *c);
 void persist_free(struct mq_broker *b);
+/* Store a QoS 1/2 message for s on disk only, behind its memory queue; false when it could
+ * not be stored. */
+bool persist_spill(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m,
+                   uint8_t qos, bool retain);
+/* s's memory queue ran low: ask for the next page of its spilled messages. */
+void persist_page_in(struct mq_broker *b, struct mq_session *s);
 
 #endif

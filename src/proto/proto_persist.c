@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "midge/codec.h"
+#include "midge/config.h"
 #include "midge/err.h"
 #include "midge/log.h"
 #include "midge/msg.h"
@@ -148,6 +149,74 @@ static bool is_sys_topic(const char *topic, size_t len)
     return len >= 5 && memcmp(topic, "$SYS/", 5) == 0;
 }
 
+bool persist_spill(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m,
+                   uint8_t qos, bool retain)
+{
+    if (!persist_msg_add(b, s, m, qos, retain))
+        return false;
+    if (!s->spilled++)
+        mq_log(MQ_LOG_INFO,
+               "client %s: more than %u messages queued; the newer ones wait on disk and are "
+               "read back as the queue drains",
+               s->client_id, s->queue_count);
+    s->spilled_bytes += m->payload_len;
+    s->spill_ticket = b->store_issued + 1; /* the batch being filled */
+    return true;
+}
+
+/* ---- paging spilled messages back in ----------------------------------------------------- */
+
+void persist_page_in(struct mq_broker *b, struct mq_session *s)
+{
+    if (!b->page_read || s->page_token || !s->spilled)
+        return;
+    if (store_committed(b->store) < s->spill_ticket) {
+        /* A page sees committed rows only: come back when the newest spill is on disk. */
+        hmap_put(&b->page_wait, s->client_id, s->client_id_len, s);
+        return;
+    }
+    hmap_remove(&b->page_wait, s->client_id, s->client_id_len);
+    s->page_token = ++b->page_tokens;
+    b->page_read(b->page_ctx, s->client_id, s->client_id_len, s->queued_last_seq,
+                 MQ_QUEUE_IN_MEMORY - s->queue_count, s->page_token);
+}
+
+static void unref_page(struct mq_paged_msg *msgs, size_t from, size_t n)
+{
+    for (size_t i = from; i < n; i++)
+        msg_unref(msgs[i].msg);
+}
+
+void broker_store_paged(struct mq_broker *b, const char *client_id, uint16_t client_id_len,
+                        uint64_t token, struct mq_paged_msg *msgs, size_t n, int err)
+{
+    struct mq_session *s = hmap_get(&b->sessions, client_id, client_id_len);
+    if (!s || s->page_token != token) {
+        unref_page(msgs, 0, n);
+        return;
+    }
+    s->page_token = 0;
+    if (err < 0) {
+        /* Reported by the store; the messages stay on disk and the next drain retries. */
+        unref_page(msgs, 0, n);
+        return;
+    }
+    size_t i = 0;
+    for (; i < n && msgs[i].seq > s->queued_last_seq; i++) {
+        struct mq_paged_msg *p = &msgs[i];
+        if (session_queue_push(s, p->msg, p->qos, p->retain, p->seq))
+            break; /* out of memory: the rest stays on disk for a later page */
+        s->queued_last_seq = p->seq;
+        s->spilled = s->spilled ? s->spilled - 1 : 0;
+        s->spilled_bytes =
+            s->spilled_bytes > p->msg->payload_len ? s->spilled_bytes - p->msg->payload_len : 0;
+        msg_unref(p->msg);
+    }
+    unref_page(msgs, i, n);
+    if (s->conn && !s->conn->closing)
+        session_drain_queue(b, s);
+}
+
 void persist_retain(struct mq_broker *b, const struct mq_msg *m)
 {
     if (!b->store || is_sys_topic(m->topic, m->topic_len))
@@ -262,6 +331,13 @@ void broker_store_committed(struct mq_broker *b)
     if (!b->store)
         return;
     uint64_t committed = store_committed(b->store);
+    if (b->page_wait.count) {
+        uint32_t pos = 0;
+        struct mq_session *s;
+        while ((s = hmap_next(&b->page_wait, &pos, NULL, NULL)))
+            if (s->spill_ticket <= committed)
+                persist_page_in(b, s); /* removes it from page_wait */
+    }
     struct mq_deferred *d;
     while ((d = b->deferred_head) && d->ticket && d->ticket <= committed) {
         b->deferred_head = d->next;
@@ -336,6 +412,8 @@ static int load_session(void *ctx, const struct mq_store_session *ss)
     uint64_t away = now_wall > ss->last_seen_ms ? now_wall - ss->last_seen_ms : 0;
     s->last_seen_ms = b->now_ms > away ? b->now_ms - away : 0;
     s->next_seq = ss->max_seq + 1;
+    /* What store_load leaves on disk is paged in as the queue drains (seq order). */
+    s->spilled = ss->msg_count > ss->msgs_loaded ? ss->msg_count - ss->msgs_loaded : 0;
     l->s = s;
     l->sessions++;
     return 0;
@@ -368,6 +446,7 @@ static int load_msg(void *ctx, const struct mq_store_session *ss, const struct m
     int rc = 0;
     if (sm->state == MQ_STORE_QUEUED) {
         rc = session_queue_push(s, m, sm->qos, sm->retain, sm->seq);
+        s->queued_last_seq = sm->seq;
     } else {
         struct mq_inflight *e =
             session_inflight_add(s, m, sm->qos, sm->retain, sm->packet_id, sm->seq);
@@ -406,7 +485,12 @@ int broker_store_attach(struct mq_broker *b, struct mq_store *store, bool wait_f
         .msg = load_msg,
         .qos2_in = load_qos2_in,
     };
-    int rc = store_load(store, &cb, &l);
+    /* In-flight messages have the lowest seqs, so this loads all of them and the oldest
+     * queued ones; the rest waits on disk. */
+    uint32_t window = b->cfg ? b->cfg->max_inflight_messages : 20;
+    struct mq_store_load_cb load = cb;
+    load.msgs_per_session = (window && window < 65535 ? window : 65535) + MQ_QUEUE_IN_MEMORY;
+    int rc = store_load(store, &load, &l);
     if (rc) {
         mq_log(MQ_LOG_ERR, "persistence: loading the stored state failed: %s", mq_strerror(rc));
         return rc;

@@ -34,8 +34,8 @@ static void send_inflight(struct mq_broker *b, struct mq_session *s, struct mq_m
                           bool retain, uint64_t seq)
 {
     uint64_t before = b->store_changes;
-    if (!seq)
-        seq = persist_msg_add(b, s, m, qos, retain);
+    if (!seq && (seq = persist_msg_add(b, s, m, qos, retain)))
+        s->queued_last_seq = seq;
     uint16_t pid = session_next_packet_id(s);
     struct mq_inflight *e = session_inflight_add(s, m, qos, retain, pid, seq);
     if (!e) {
@@ -60,13 +60,26 @@ static bool count_drop(struct mq_broker *b, struct mq_session *s)
     return true;
 }
 
+/* The queue caps count the messages waiting on disk too. */
+static bool queue_full(const struct mq_broker *b, const struct mq_session *s,
+                       const struct mq_msg *m)
+{
+    const struct mq_config *cfg = b->cfg;
+    uint32_t max_messages = cfg ? cfg->max_queued_messages : 1000;
+    uint64_t max_bytes = cfg ? cfg->max_queued_bytes : 0;
+    if (max_messages && s->queue_count + s->spilled >= max_messages)
+        return true;
+    return max_bytes && s->queue_bytes + s->spilled_bytes + m->payload_len > max_bytes;
+}
+
 static void note_drop(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m)
 {
     if (count_drop(b, s))
         mq_log(MQ_LOG_WARNING,
                "client %s: queue full (%u messages, %llu bytes), dropped message on %s "
                "(%llu dropped so far)",
-               s->client_id, s->queue_count, (unsigned long long)s->queue_bytes, m->topic,
+               s->client_id, (unsigned)(s->queue_count + s->spilled),
+               (unsigned long long)(s->queue_bytes + s->spilled_bytes), m->topic,
                (unsigned long long)s->dropped);
 }
 
@@ -116,13 +129,18 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
          * behind queued messages only to keep order. */
         if (!online && !(cfg && cfg->queue_qos0_messages))
             return;
-    } else if (online && s->queue_count == 0 && window_open(b, s)) {
+    } else if (online && s->queue_count == 0 && !s->spilled && window_open(b, s)) {
         send_inflight(b, s, m, qos, retain, 0);
         return;
     }
-    if (!force && session_queue_full(s, cfg ? cfg->max_queued_messages : 1000,
-                                     cfg ? cfg->max_queued_bytes : 0, m->payload_len)) {
+    if (!force && queue_full(b, s, m)) {
         note_drop(b, s, m);
+        return;
+    }
+    /* A persistent session's long backlog waits on disk, in order behind its memory queue. */
+    if (qos && persist_session_on(b, s) && (s->spilled || s->queue_count >= MQ_QUEUE_IN_MEMORY)) {
+        if (!persist_spill(b, s, m, qos, retain))
+            note_drop(b, s, m);
         return;
     }
     uint64_t seq = persist_msg_add(b, s, m, qos, retain);
@@ -131,10 +149,13 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
         note_drop(b, s, m);
         return;
     }
+    if (seq)
+        s->queued_last_seq = seq;
 }
 
-/* Move queued messages into the window while it has room. */
-static void drain_queue(struct mq_broker *b, struct mq_session *s)
+/* Move queued messages into the window while it has room; page in spilled ones when the
+ * memory queue runs low. */
+void session_drain_queue(struct mq_broker *b, struct mq_session *s)
 {
     while (s->conn && !s->conn->closing && s->queue_count) {
         struct mq_queued q = s->queue[s->queue_head];
@@ -156,12 +177,14 @@ static void drain_queue(struct mq_broker *b, struct mq_session *s)
             send_inflight(b, s, q.msg, q.qos, q.retain, q.seq);
         msg_unref(q.msg);
     }
+    if (s->conn && s->spilled && s->queue_count < MQ_QUEUE_IN_MEMORY / 2)
+        persist_page_in(b, s);
 }
 
 void proto_conn_drained(struct mq_conn *c)
 {
     if (c->session && !c->closing && c->session->queue_count)
-        drain_queue(c->broker, c->session);
+        session_drain_queue(c->broker, c->session);
 }
 
 void session_resume_delivery(struct mq_broker *b, struct mq_session *s)
@@ -185,7 +208,7 @@ void session_resume_delivery(struct mq_broker *b, struct mq_session *s)
         else
             conn_publish_durable(s->conn, e->msg, e->qos, e->retain, true, e->packet_id, before);
     }
-    drain_queue(b, s);
+    session_drain_queue(b, s);
 }
 
 void broker_publish(struct mq_broker *b, struct mq_msg *m)
@@ -325,7 +348,7 @@ void handle_puback(struct mq_conn *c, uint16_t packet_id)
     }
     persist_msg_done(c->broker, s, e->seq);
     session_inflight_remove(s, e);
-    drain_queue(c->broker, s);
+    session_drain_queue(c->broker, s);
 }
 
 void handle_pubrec(struct mq_conn *c, uint16_t packet_id)
@@ -376,5 +399,5 @@ void handle_pubcomp(struct mq_conn *c, uint16_t packet_id)
     }
     persist_msg_done(c->broker, s, e->seq);
     session_inflight_remove(s, e);
-    drain_queue(c->broker, s);
+    session_drain_queue(c->broker, s);
 }

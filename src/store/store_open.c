@@ -454,8 +454,11 @@ static enum verdict open_db(struct opener *op, bool fresh, sqlite3 **dbp)
                  mode);
         return V_REFUSE;
     }
+    /* The page cache is bounded memory that a long queue on disk must not turn into RAM
+     * (writes append, pages are read once): 4 MiB, not SQLite's default 2 MiB x the
+     * connections, nor more. */
     snprintf(pragmas, sizeof(pragmas),
-             "PRAGMA synchronous=%s; PRAGMA journal_size_limit=%d; PRAGMA cache_size=-16384",
+             "PRAGMA synchronous=%s; PRAGMA journal_size_limit=%d; PRAGMA cache_size=-4096",
              op->o->durability == MQ_STORE_DURABILITY_RELAXED ? "NORMAL" : "FULL", 64 << 20);
     rc = sqlite3_exec(db, pragmas, NULL, NULL, NULL);
     if (rc != SQLITE_OK)

@@ -24,6 +24,7 @@
 #include "midge/config.h"
 #include "midge/hmap.h"
 #include "midge/log.h"
+#include "midge/msg.h"
 #include "midge/proto.h"
 #include "midge/retain.h"
 #include "midge/session.h"
@@ -1844,6 +1845,113 @@ static void test_persist_deferred_dropped_on_close(void **state)
     expect_nothing(sub);
 }
 
+/* Paging: the fake server reads pages synchronously when the test says so. */
+static struct {
+    char id[64];
+    uint16_t len;
+    uint64_t after, token;
+    uint32_t max;
+    int requests;
+    bool pending;
+} page_req;
+
+static void fake_page_read(void *ctx, const char *client_id, uint16_t len, uint64_t after_seq,
+                           uint32_t max, uint64_t token)
+{
+    (void)ctx;
+    assert_false(page_req.pending); /* one read per session at a time */
+    assert_true(len < sizeof(page_req.id));
+    memcpy(page_req.id, client_id, len);
+    page_req.len = len;
+    page_req.after = after_seq;
+    page_req.max = max;
+    page_req.token = token;
+    page_req.pending = true;
+    page_req.requests++;
+}
+
+struct page_buf {
+    struct mq_paged_msg msgs[MQ_QUEUE_IN_MEMORY];
+    size_t n;
+};
+
+static int page_collect(void *ctx, const struct mq_store_msg *m)
+{
+    struct page_buf *pb = ctx;
+    assert_true(pb->n < MQ_QUEUE_IN_MEMORY);
+    struct mq_msg *msg = msg_new((const uint8_t *)m->topic, m->topic_len, m->payload,
+                                 m->payload_len, m->qos, m->retain);
+    assert_non_null(msg);
+    pb->msgs[pb->n++] = (struct mq_paged_msg){m->seq, msg, m->qos, m->retain};
+    return 0;
+}
+
+/* Complete the outstanding page read, as the server's worker would. */
+static void serve_page(void)
+{
+    assert_true(page_req.pending);
+    page_req.pending = false;
+    static struct page_buf pb;
+    pb.n = 0;
+    int64_t n = store_msg_page(store, page_req.id, page_req.len, page_req.after, page_req.max,
+                               page_collect, &pb);
+    assert_true(n >= 0);
+    broker_store_paged(E.b, page_req.id, page_req.len, page_req.token, pb.msgs, pb.n, 0);
+}
+
+static void test_persist_long_queue_paged(void **state)
+{
+    (void)state;
+    enum { N = 2600 };
+    E.cfg.max_queued_messages = 0;
+    E.cfg.max_inflight_messages = 10;
+    memset(&page_req, 0, sizeof(page_req));
+    store_attach(MQ_STORE_DURABILITY_ACK);
+    E.b->page_read = fake_page_read;
+    struct fake_io *sub = connect_client("long", false, false);
+    uint8_t buf[64];
+    const char *filter = "q";
+    uint8_t qos = 1;
+    feed(sub, buf, topic_list_pkt(MQ_SUBSCRIBE, 1, 1, &filter, &qos, buf, sizeof(buf)));
+    commit_all();
+    io_gone(sub, "away");
+
+    struct fake_io *pub = connect_client("pub", true, false);
+    char payload[16];
+    for (int i = 0; i < N; i++) {
+        snprintf(payload, sizeof(payload), "%d", i);
+        send_publish(pub, "q", payload, 1, false, (uint16_t)(i % 60000 + 1), false);
+        if (i % 100 == 99)
+            commit_all();
+    }
+    commit_all();
+    struct mq_session *s = hmap_get(&E.b->sessions, "long", 4);
+    assert_non_null(s);
+    assert_int_equal(s->queue_count, MQ_QUEUE_IN_MEMORY); /* the rest is on disk only */
+    assert_int_equal(s->spilled, N - MQ_QUEUE_IN_MEMORY);
+
+    sub = connect_client("long", false, true);
+    int next = 0;
+    while (next < N) {
+        commit_all();
+        if (sub->rd == sub->len) {
+            assert_true(page_req.pending); /* nothing to send: a page must be on its way */
+            serve_page();
+            commit_all();
+        }
+        snprintf(payload, sizeof(payload), "%d", next);
+        uint16_t pid = expect_publish(sub, "q", payload, 1, false, false);
+        send_ack(sub, MQ_PUBACK, pid);
+        next++;
+        assert_true(s->queue_count <= MQ_QUEUE_IN_MEMORY);
+    }
+    commit_all();
+    expect_nothing(sub);
+    assert_int_equal(s->spilled, 0);
+    assert_true(page_req.requests >= 2);
+    assert_false(page_req.pending);
+}
+
 int main(void)
 {
     /* Keep the output readable: errors and warnings only, unless asked for more. */
@@ -1908,6 +2016,7 @@ int main(void)
         TS(test_persist_relaxed_acks_at_once),
         TS(test_persist_clean_session_not_delayed),
         TS(test_persist_deferred_dropped_on_close),
+        TS(test_persist_long_queue_paged),
     };
 #undef T
 #undef TS
