@@ -198,7 +198,7 @@ static bool snapshot(const struct mq_broker *b, uint64_t heap_max, uint64_t v[V_
     while ((s = hmap_next(&b->sessions, &pos, NULL, NULL)) != NULL) {
         if (!s->conn)
             offline++;
-        queued += s->queue_count;
+        queued += s->queue_count + s->spilled; /* spilled: queued on disk (persistence) */
         inflight += s->inflight_count;
         held += s->queue_count;
         /* After PUBREC only the packet id is kept: the message is no longer held. */
