@@ -91,7 +91,7 @@ def throughput(kind, port, workdir):
     if not m:
         raise RuntimeError(f"midge-bench failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
     kv = dict(item.split("=", 1) for item in m.group(1).split())
-    return float(kv["delivered_per_s"]), float(kv.get("broker_cpu_us_per_msg", "nan")), \
+    return float(kv["msgs_per_s"]), float(kv.get("broker_cpu_us_per_msg", "nan")), \
         int(kv.get("lost", "0")), out.stdout
 
 
