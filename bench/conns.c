@@ -181,7 +181,7 @@ int run_conns(const struct conns_opts *o)
     s->conns = calloc((size_t)s->count, sizeof(*s->conns));
     if (!s->conns)
         die(1, "out of memory");
-    loop_init(&s->loop, o->c.host, o->c.port);
+    loop_init(&s->loop, o->c.host, o->c.port, o->c.ws_path);
     for (int i = 0; i < s->count; i++) {
         s->conns[i].c.fd = -1;
         s->conns[i].c.index = i;

@@ -98,6 +98,9 @@ static void usage(FILE *f)
           "  --broker-pid PID     sample the broker's CPU time and RSS from /proc\n"
           "  --keepalive SECS     MQTT keep-alive sent in CONNECT (0 = none)\n"
           "  --prefix STR         topic and client-id prefix (mb<pid>)\n"
+          "  --ws [PATH]          MQTT over WebSocket (RFC 6455) to PATH (/mqtt): HTTP/1.1\n"
+          "                       upgrade with subprotocol mqtt, one masked binary frame per\n"
+          "                       packet, as MQTT.js sends them\n"
           "\n"
           "pubsub: P publishers, S subscribers, T topics; publisher i publishes on topic i%T,\n"
           "subscriber j subscribes to topic j%T (or to every topic with --wildcard).\n"
@@ -196,7 +199,13 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         }
-        bool is_flag = !strcmp(name, "--wildcard");
+        bool is_flag = !strcmp(name, "--wildcard") || !strcmp(name, "--spread");
+        if (!strcmp(name, "--ws") && !val) {
+            /* The path is optional: "--ws", "--ws /path" or "--ws=/path". */
+            is_flag = true;
+            if (i + 1 < argc && argv[i + 1][0] == '/')
+                val = argv[++i];
+        }
         if (!is_flag && !val) {
             if (i + 1 >= argc)
                 die(EXIT_USAGE, "%s needs a value", name);
@@ -213,6 +222,11 @@ int main(int argc, char **argv)
             c.keepalive = (uint16_t)parse_num(name, val, 0, 65535);
         else if (OPT("--prefix"))
             c.prefix = val;
+        else if (OPT("--ws")) {
+            c.ws_path = val ? val : "/mqtt";
+            if (c.ws_path[0] != '/' || strlen(c.ws_path) > 200 || strpbrk(c.ws_path, " \r\n"))
+                die(EXIT_USAGE, "--ws %s: expected a path such as /mqtt", c.ws_path);
+        }
         else if (is_pubsub && OPT("--publishers"))
             ps.publishers = (int)parse_num(name, val, 1, 100000);
         else if (is_pubsub && OPT("--subscribers"))

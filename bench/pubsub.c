@@ -787,7 +787,7 @@ int run_pubsub(const struct pubsub_opts *o)
     r->max_unacked = o->pub_inflight ? (uint32_t)o->pub_inflight : MAX_UNACKED;
     if (r->max_unacked > MAX_UNACKED)
         r->max_unacked = MAX_UNACKED;
-    loop_init(&r->loop, o->c.host, o->c.port);
+    loop_init(&r->loop, o->c.host, o->c.port, o->c.ws_path);
     build_topology(r);
     hist_reset(&r->hist);
 
