@@ -77,6 +77,9 @@ struct packet {
 int wire_parse(const uint8_t *p, size_t n, struct packet *pkt);
 void wire_connect(struct buf *b, const char *client_id, uint16_t keepalive);
 void wire_subscribe(struct buf *b, uint16_t pid, const char *filter, int qos);
+/* One SUBSCRIBE with n filters, filter k at names + k * stride, lens[k] bytes long. */
+void wire_subscribe_list(struct buf *b, uint16_t pid, const char *names, size_t stride,
+                         const uint8_t *lens, int n, int qos);
 /* Appends a PUBLISH header and returns where the payload_len payload bytes go. */
 uint8_t *wire_publish(struct buf *b, const char *topic, size_t topic_len, int qos, uint16_t pid,
                       size_t payload_len);
@@ -213,6 +216,9 @@ struct pubsub_opts {
     int window;
     int pub_inflight; /* QoS 1/2 flows open per publisher (a client's max inflight); 0 = 65000 */
     bool wildcard;    /* subscribers take every topic with prefix/+ */
+    bool spread;      /* publishers cycle over their share of T topics (see pubsub.c) */
+    int sub_batch;    /* --spread: filters per SUBSCRIBE packet */
+    double setup_timeout;
     double grace;
     double stall;
 };

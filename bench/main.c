@@ -115,6 +115,14 @@ static void usage(FILE *f)
           "                       acknowledges, then drops, QoS 2 messages beyond its\n"
           "                       max_inflight_messages, so keep this at or below it\n"
           "  --wildcard           subscribers subscribe to PREFIX/+ (fan-in over many topics)\n"
+          "  --spread             T may exceed P: publisher i owns topics k = i, i+P, i+2P ... < T,\n"
+          "                       named PREFIX/<g>/<k>, and publishes on them in turn; with\n"
+          "                       G = min(P, S) groups, subscriber j takes every topic of the\n"
+          "                       publishers i with i%G = j%G, one exact filter per topic (or\n"
+          "                       PREFIX/<g>/+ with --wildcard)\n"
+          "  --sub-batch N        --spread: filters per SUBSCRIBE packet (100)\n"
+          "  --setup-timeout SECS connecting and subscribing everyone (10 s + 2 ms per\n"
+          "                       connection + 0.1 ms per subscription)\n"
           "  --grace SECS         max time to drain in-flight messages at the end (3)\n"
           "  --stall SECS         QoS 0: a window with no progress for this long is written\n"
           "                       off as lost, so dropped messages cannot stall a publisher;\n"
@@ -175,6 +183,7 @@ int main(int argc, char **argv)
         .pub_inflight = 20,
         .grace = 3,
         .stall = 1,
+        .sub_batch = 100,
     };
     struct conns_opts cs = {
         .count = 1000,
@@ -249,6 +258,12 @@ int main(int argc, char **argv)
             ps.pub_inflight = (int)parse_num(name, val, 0, 65000);
         else if (is_pubsub && OPT("--wildcard"))
             ps.wildcard = true;
+        else if (is_pubsub && OPT("--spread"))
+            ps.spread = true;
+        else if (is_pubsub && OPT("--sub-batch"))
+            ps.sub_batch = (int)parse_num(name, val, 1, 10000);
+        else if (is_pubsub && OPT("--setup-timeout"))
+            ps.setup_timeout = parse_num(name, val, 1, 3600);
         else if (is_pubsub && OPT("--grace"))
             ps.grace = parse_num(name, val, 0, 600);
         else if (is_pubsub && OPT("--stall"))
@@ -275,8 +290,17 @@ int main(int argc, char **argv)
 
     if (is_pubsub) {
         ps.c = c;
-        /* Setup (10 s at most) + run + drain, and a margin for the final report. */
-        arm_watchdog(10 + ps.warmup + ps.duration + ps.grace + ps.stall + 5);
+        if (ps.setup_timeout <= 0) {
+            double subscriptions = ps.spread && !ps.wildcard
+                                       ? (double)ps.topics * (ps.subscribers > ps.publishers
+                                                                  ? ps.subscribers / ps.publishers
+                                                                  : 1)
+                                       : ps.subscribers;
+            ps.setup_timeout =
+                10 + 0.002 * (ps.publishers + ps.subscribers) + 0.0001 * subscriptions;
+        }
+        /* Setup + run + drain, and a margin for the final report. */
+        arm_watchdog(ps.setup_timeout + ps.warmup + ps.duration + ps.grace + ps.stall + 5);
         return run_pubsub(&ps);
     }
     cs.c = c;

@@ -132,6 +132,23 @@ void wire_subscribe(struct buf *b, uint16_t pid, const char *filter, int qos)
     b->len = (size_t)(p - b->data);
 }
 
+void wire_subscribe_list(struct buf *b, uint16_t pid, const char *names, size_t stride,
+                         const uint8_t *lens, int n, int qos)
+{
+    size_t rem = 2;
+    for (int k = 0; k < n; k++)
+        rem += 2 + lens[k] + 1u;
+    buf_reserve(b, rem + 5);
+    uint8_t *p = b->data + b->len;
+    p = put_fixed(p, PKT_SUBSCRIBE, 0x2, rem);
+    p = put_u16(p, pid);
+    for (int k = 0; k < n; k++) {
+        p = put_str(p, names + (size_t)k * stride, lens[k]);
+        *p++ = (uint8_t)qos;
+    }
+    b->len = (size_t)(p - b->data);
+}
+
 uint8_t *wire_publish(struct buf *b, const char *topic, size_t topic_len, int qos, uint16_t pid,
                       size_t payload_len)
 {
