@@ -18,7 +18,7 @@
 # Environment:
 #   ROUNDS=N        rounds (3; QUICK: 1)
 #   DURATION=S      measured seconds per run of A-F and W (3; QUICK: 1; FULL: 5)
-#   WARMUP=S        warm-up seconds per run (1; QUICK: 0.5)
+#   WARMUP=S        warm-up seconds per run (0.5; FULL: 1)
 #   SCALE_DURATION=S, SCALE_WARMUP=S  the same for the scaling series (2 and 0.5;
 #                   QUICK: 1 and 0.5; FULL: 5 and 1)
 #   CONNS=K         idle connections in scenario F (10000; QUICK: 2000)
@@ -60,7 +60,7 @@ elif [[ $FULL == 1 ]]; then
     SCALE_DURATION=${SCALE_DURATION:-5}; SCALE_WARMUP=${SCALE_WARMUP:-1}
     T_POINTS="T10 T1k T10k T100k T100kw"
 else
-    ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-3}; WARMUP=${WARMUP:-1}; CONNS=${CONNS:-10000}
+    ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-3}; WARMUP=${WARMUP:-0.5}; CONNS=${CONNS:-10000}
     SCALE_DURATION=${SCALE_DURATION:-2}; SCALE_WARMUP=${SCALE_WARMUP:-0.5}
 fi
 SCENARIOS=${SCENARIOS:-"A W B C D E R0 R1 F $S_POINTS $T_POINTS"}
