@@ -75,7 +75,7 @@ struct packet {
 
 /* Returns 1 with *pkt filled, 0 if more bytes are needed, -1 if malformed. */
 int wire_parse(const uint8_t *p, size_t n, struct packet *pkt);
-void wire_connect(struct buf *b, const char *client_id, uint16_t keepalive);
+void wire_connect(struct buf *b, const char *client_id, uint16_t keepalive, bool clean);
 void wire_subscribe(struct buf *b, uint16_t pid, const char *filter, int qos);
 /* One SUBSCRIBE with n filters, filter k at names + k * stride, lens[k] bytes long. */
 void wire_subscribe_list(struct buf *b, uint16_t pid, const char *names, size_t stride,
@@ -216,6 +216,7 @@ struct pubsub_opts {
     int window;
     int pub_inflight; /* QoS 1/2 flows open per publisher (a client's max inflight); 0 = 65000 */
     bool wildcard;    /* subscribers take every topic with prefix/+ */
+    bool sub_persistent; /* subscribers connect with clean session 0 (--sub-clean 0) */
     bool spread;      /* publishers cycle over their share of T topics (see pubsub.c) */
     int sub_batch;    /* --spread: filters per SUBSCRIBE packet */
     double setup_timeout;

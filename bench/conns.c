@@ -108,7 +108,7 @@ static void on_event(struct cstate *s, struct cconn *cc, uint32_t events, uint64
         char id[48], topic[64];
         snprintf(id, sizeof(id), "%s-c%d", s->o->c.prefix, c->index);
         snprintf(topic, sizeof(topic), "%s/c%d", s->o->c.prefix, c->index);
-        wire_connect(&c->out, id, s->o->c.keepalive);
+        wire_connect(&c->out, id, s->o->c.keepalive, true);
         wire_subscribe(&c->out, 1, topic, 0);
         conn_mark_dirty(&s->loop, c);
         return;

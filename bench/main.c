@@ -123,6 +123,8 @@ static void usage(FILE *f)
           "  --sub-batch N        --spread: filters per SUBSCRIBE packet (100)\n"
           "  --setup-timeout SECS connecting and subscribing everyone (10 s + 2 ms per\n"
           "                       connection + 0.1 ms per subscription)\n"
+          "  --sub-clean 0|1      subscribers' clean session flag (1); 0 = persistent sessions,\n"
+          "                       whose QoS 1/2 state a persistent broker must store\n"
           "  --grace SECS         max time to drain in-flight messages at the end (3)\n"
           "  --stall SECS         QoS 0: a window with no progress for this long is written\n"
           "                       off as lost, so dropped messages cannot stall a publisher;\n"
@@ -260,6 +262,8 @@ int main(int argc, char **argv)
             ps.wildcard = true;
         else if (is_pubsub && OPT("--spread"))
             ps.spread = true;
+        else if (is_pubsub && OPT("--sub-clean"))
+            ps.sub_persistent = parse_num(name, val, 0, 1) == 0;
         else if (is_pubsub && OPT("--sub-batch"))
             ps.sub_batch = (int)parse_num(name, val, 1, 10000);
         else if (is_pubsub && OPT("--setup-timeout"))

@@ -334,7 +334,7 @@ static void on_connected(struct run *r, struct conn *c)
     if (c->role == ROLE_SUB) {
         struct subscriber *s = (struct subscriber *)c;
         snprintf(id, sizeof(id), "%s-s%d", r->o->c.prefix, c->index);
-        wire_connect(&c->out, id, r->o->c.keepalive);
+        wire_connect(&c->out, id, r->o->c.keepalive, !r->o->sub_persistent);
         /* MQTT lets a client send before CONNACK: save a round trip. */
         if (r->o->spread && !r->o->wildcard) {
             subscribe_exact(r, s);
@@ -344,7 +344,7 @@ static void on_connected(struct run *r, struct conn *c)
         }
     } else {
         snprintf(id, sizeof(id), "%s-p%d", r->o->c.prefix, c->index);
-        wire_connect(&c->out, id, r->o->c.keepalive);
+        wire_connect(&c->out, id, r->o->c.keepalive, true);
     }
     conn_mark_dirty(&r->loop, c);
 }

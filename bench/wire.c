@@ -104,7 +104,7 @@ int wire_parse(const uint8_t *p, size_t n, struct packet *pkt)
     return 1;
 }
 
-void wire_connect(struct buf *b, const char *client_id, uint16_t keepalive)
+void wire_connect(struct buf *b, const char *client_id, uint16_t keepalive, bool clean)
 {
     size_t id_len = strlen(client_id);
     size_t rem = 10 + 2 + id_len;
@@ -113,7 +113,7 @@ void wire_connect(struct buf *b, const char *client_id, uint16_t keepalive)
     p = put_fixed(p, PKT_CONNECT, 0, rem);
     p = put_str(p, "MQTT", 4);
     *p++ = 4;    /* protocol level: 3.1.1 */
-    *p++ = 0x02; /* clean session, no will, no credentials */
+    *p++ = clean ? 0x02 : 0x00; /* clean session or not; no will, no credentials */
     p = put_u16(p, keepalive);
     p = put_str(p, client_id, id_len);
     b->len = (size_t)(p - b->data);
