@@ -75,8 +75,11 @@ struct packet {
 
 /* Returns 1 with *pkt filled, 0 if more bytes are needed, -1 if malformed. */
 int wire_parse(const uint8_t *p, size_t n, struct packet *pkt);
-void wire_connect(struct buf *b, const char *client_id, uint16_t keepalive);
+void wire_connect(struct buf *b, const char *client_id, uint16_t keepalive, bool clean);
 void wire_subscribe(struct buf *b, uint16_t pid, const char *filter, int qos);
+/* One SUBSCRIBE with n filters, filter k at names + k * stride, lens[k] bytes long. */
+void wire_subscribe_list(struct buf *b, uint16_t pid, const char *names, size_t stride,
+                         const uint8_t *lens, int n, int qos);
 /* Appends a PUBLISH header and returns where the payload_len payload bytes go. */
 uint8_t *wire_publish(struct buf *b, const char *topic, size_t topic_len, int qos, uint16_t pid,
                       size_t payload_len);
@@ -129,6 +132,9 @@ enum conn_state {
     CS_CLOSED,
 };
 
+/* WebSocket transport state of a connection (--ws); WS_NONE for plain TCP. */
+enum { WS_NONE, WS_HANDSHAKE, WS_OPEN };
+
 struct conn {
     int fd;
     enum conn_state state;
@@ -141,6 +147,12 @@ struct conn {
     struct buf out;
     size_t in_cap; /* read buffer size for this connection */
     uint64_t started_ns;
+    /* WebSocket only: out holds plain MQTT packets, wout the frames that carry them; raw
+     * holds what was read, in holds the unwrapped MQTT bytes. */
+    int ws;
+    struct buf wout;
+    struct buf raw;
+    char ws_accept[32]; /* the Sec-WebSocket-Accept the server must answer */
 };
 
 struct loop {
@@ -149,9 +161,13 @@ struct loop {
     struct conn *dirty_head;
     uint64_t write_calls;
     uint64_t read_calls;
+    const char *ws_path; /* MQTT over WebSocket to this path; NULL: plain TCP */
+    char ws_host[64];    /* Host header */
+    uint64_t rng;        /* WebSocket keys and masks */
 };
 
-void loop_init(struct loop *l, const char *host, int port);
+/* ws_path: NULL for MQTT over TCP, else the WebSocket path (e.g. "/mqtt"). */
+void loop_init(struct loop *l, const char *host, int port, const char *ws_path);
 /* Non-blocking connect; the caller gets EPOLLOUT when it completes. Returns 0 or -errno. */
 int conn_open(struct loop *l, struct conn *c);
 /* Checks SO_ERROR after EPOLLOUT in CS_CONNECTING: 0 when connected, else an errno. */
@@ -166,6 +182,16 @@ ssize_t conn_read(struct loop *l, struct conn *c);
 void conn_close(struct loop *l, struct conn *c);
 void conn_set_events(struct loop *l, struct conn *c, uint32_t events);
 
+/* ---- MQTT over WebSocket (wsclient.c), called by net.c ---- */
+
+/* Queues the HTTP upgrade request in c->wout; c->out waits for the 101. */
+void ws_start(struct loop *l, struct conn *c);
+/* Wraps every MQTT packet queued in c->out into its own masked binary frame in c->wout. */
+void ws_frame_out(struct loop *l, struct conn *c);
+/* conn_read for a WebSocket connection: >0 MQTT bytes added to c->in, 0 on EOF or a close
+ * frame, -EAGAIN, -EPROTO (refused upgrade, bad frame) or -errno. */
+ssize_t ws_read(struct loop *l, struct conn *c);
+
 /* ---- modes ---- */
 
 struct common_opts {
@@ -174,6 +200,7 @@ struct common_opts {
     int broker_pid; /* 0: not sampled */
     uint16_t keepalive;
     const char *prefix; /* topic and client-id prefix, unique per run */
+    const char *ws_path; /* --ws: MQTT over WebSocket to this path; NULL: TCP */
 };
 
 struct pubsub_opts {
@@ -189,6 +216,10 @@ struct pubsub_opts {
     int window;
     int pub_inflight; /* QoS 1/2 flows open per publisher (a client's max inflight); 0 = 65000 */
     bool wildcard;    /* subscribers take every topic with prefix/+ */
+    bool sub_persistent; /* subscribers connect with clean session 0 (--sub-clean 0) */
+    bool spread;      /* publishers cycle over their share of T topics (see pubsub.c) */
+    int sub_batch;    /* --spread: filters per SUBSCRIBE packet */
+    double setup_timeout;
     double grace;
     double stall;
 };

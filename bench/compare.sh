@@ -7,29 +7,63 @@
 # a PNG chart. Broker CPU per delivered message is the headline figure: msg/s
 # swings with the neighbours' load, CPU time per message much less.
 #
-# Usage: bench/compare.sh            full run: 3 rounds of 5 s runs, under 10 minutes
-#        QUICK=1 bench/compare.sh    1 round of 1 s runs, about a minute
+# Usage: bench/compare.sh [--quick | --full] [--build-dir DIR]
+#   (default)  3 rounds; 3 s runs for A-F, 2 s for the scaling series: about 8 minutes
+#              from a fresh checkout, build included
+#   --quick    1 round of 1 s runs with smaller scaling points: about 2 minutes, to
+#              check the tooling (the same as QUICK=1)
+#   --full     3 rounds of 5 s runs everywhere, plus the extra scaling points
+#              (10,000 topics, 100,000 topics under one wildcard per group): ~15 minutes
+#   --build-dir DIR  the cmake build directory (the same as BUILD_DIR=DIR)
 # Environment:
 #   ROUNDS=N        rounds (3; QUICK: 1)
-#   DURATION=S      measured seconds per run (5; QUICK: 1)
-#   WARMUP=S        warm-up seconds per run (1; QUICK: 0.5)
+#   DURATION=S      measured seconds per run of A-F and W (3; QUICK: 1; FULL: 5)
+#   WARMUP=S        warm-up seconds per run (0.5; FULL: 1)
+#   SCALE_DURATION=S, SCALE_WARMUP=S  the same for the scaling series (2 and 0.5;
+#                   QUICK: 1 and 0.5; FULL: 5 and 1)
 #   CONNS=K         idle connections in scenario F (10000; QUICK: 2000)
-#   SCENARIOS="A B" a subset of: A B C D E R0 R1 F
+#   SCENARIOS="A B" a subset of: A W B C D E R0 R1 F S10 S100 S1k S10k T10 T1k T10k
+#                   T100k T100kw (W is scenario A over WebSocket; S<n> n subscribers on
+#                   one topic; T<n> n topics, T100kw with wildcard filters)
 #   PIN=0           do not pin the broker and midge-bench to separate CPUs
 #   MIDGE_BIN, MOSQUITTO_BIN, BENCH_BIN, BUILD_DIR  binaries and the cmake build directory
+#   MIDGE_REV=TEXT  what the page says midge was built from (default: the checkout's commit)
 #   OUT=path.md     report (docs/benchmarks.md); the chart goes beside it as <name>.png
 #   KEEP=1          keep the work directory (configs, logs, raw results)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BUILD_DIR=${BUILD_DIR:-$ROOT/build}
 QUICK=${QUICK:-0}
+FULL=${FULL:-0}
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --quick) QUICK=1 ;;
+        --full) FULL=1 ;;
+        --build-dir) [[ $# -ge 2 ]] || { echo "--build-dir needs a directory" >&2; exit 2; }
+            BUILD_DIR=$2; shift ;;
+        --build-dir=*) BUILD_DIR=${1#--build-dir=} ;;
+        -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+[[ $QUICK == 1 && $FULL == 1 ]] && { echo "--quick and --full exclude each other" >&2; exit 2; }
+BUILD_DIR=${BUILD_DIR:-$ROOT/build}
+# Scaling points: subscribers on one topic, and distinct topics.
+S_POINTS="S10 S100 S1k S10k"
+T_POINTS="T10 T1k T100k"
 if [[ $QUICK == 1 ]]; then
     ROUNDS=${ROUNDS:-1}; DURATION=${DURATION:-1}; WARMUP=${WARMUP:-0.5}; CONNS=${CONNS:-2000}
-else
+    SCALE_DURATION=${SCALE_DURATION:-1}; SCALE_WARMUP=${SCALE_WARMUP:-0.5}
+elif [[ $FULL == 1 ]]; then
     ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-5}; WARMUP=${WARMUP:-1}; CONNS=${CONNS:-10000}
+    SCALE_DURATION=${SCALE_DURATION:-5}; SCALE_WARMUP=${SCALE_WARMUP:-1}
+    T_POINTS="T10 T1k T10k T100k T100kw"
+else
+    ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-3}; WARMUP=${WARMUP:-0.5}; CONNS=${CONNS:-10000}
+    SCALE_DURATION=${SCALE_DURATION:-2}; SCALE_WARMUP=${SCALE_WARMUP:-0.5}
 fi
-SCENARIOS=${SCENARIOS:-"A B C D E R0 R1 F"}
+SCENARIOS=${SCENARIOS:-"A W B C D E R0 R1 F $S_POINTS $T_POINTS"}
 PIN=${PIN:-1}
 OUT=${OUT:-$ROOT/docs/benchmarks.md}
 MOSQUITTO_BIN=${MOSQUITTO_BIN:-/usr/sbin/mosquitto}
@@ -97,10 +131,12 @@ print(s.getsockname()[1])'
 }
 
 # Both brokers read the same mosquitto.conf-style file. midge warns that it ignores
-# set_tcp_nodelay: it always sets TCP_NODELAY.
-write_conf() { # write_conf PORT FILE
+# set_tcp_nodelay: it always sets TCP_NODELAY. PROTOCOL=websockets gives a WebSocket listener.
+write_conf() { # write_conf PORT FILE [PROTOCOL]
+    local proto=""
+    [[ ${3:-mqtt} == websockets ]] && proto=$'\nprotocol websockets'
     cat >"$2" <<EOF
-listener $1 127.0.0.1
+listener $1 127.0.0.1$proto
 allow_anonymous true
 max_inflight_messages 20
 max_queued_messages 1000
@@ -113,10 +149,10 @@ log_type warning
 EOF
 }
 
-start_broker() { # start_broker NAME TAG: sets PORT and BROKER_PID
+start_broker() { # start_broker NAME TAG [PROTOCOL]: sets PORT and BROKER_PID
     local name=$1 tag=$2 bin
     PORT=$(free_port)
-    write_conf "$PORT" "$WORK/$tag.conf"
+    write_conf "$PORT" "$WORK/$tag.conf" "${3:-mqtt}"
     if [[ $name == midge ]]; then bin=$MIDGE_BIN; else bin=$MOSQUITTO_BIN; fi
     (pin "$BROKER_CPU" "$bin" -c "$WORK/$tag.conf") >"$WORK/logs/$tag.broker.log" 2>&1 &
     BROKER_PID=$!
@@ -128,6 +164,25 @@ start_broker() { # start_broker NAME TAG: sets PORT and BROKER_PID
     done
     cat "$WORK/logs/$tag.broker.log" >&2
     fail "$name did not start listening on port $PORT"
+}
+
+# Debian's Mosquitto 2.0 is built without libwebsockets: its websockets listener then
+# fails to open ("Unable to start any listening sockets"). Probe once; W runs against
+# Mosquitto only if it works.
+mosquitto_has_websockets() {
+    local port conf=$WORK/ws-probe.conf pid i ok=1
+    port=$(free_port)
+    write_conf "$port" "$conf" websockets
+    "$MOSQUITTO_BIN" -c "$conf" >"$WORK/logs/ws-probe.log" 2>&1 &
+    pid=$!
+    for i in $(seq 40); do
+        if ss -Hltn "sport = :$port" 2>/dev/null | grep -q LISTEN; then ok=0; break; fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    return $ok
 }
 
 stop_broker() { # stop_broker: returns 1 if the broker had died during the run
@@ -145,8 +200,11 @@ stop_broker() { # stop_broker: returns 1 if the broker had died during the run
 # ---- scenarios: id|title|midge-bench arguments (PORT and PID are filled in per run) ----
 PS="pubsub --duration $DURATION --warmup $WARMUP --size 64"
 PAIRS="--publishers 16 --subscribers 16 --topics 16"
-declare -A TITLE ARGS
+declare -A TITLE ARGS PROTO
 TITLE[A]="16 pairs, QoS 0, saturated";       ARGS[A]="$PS $PAIRS --qos 0"
+# W: scenario A over MQTT over WebSocket (listener with protocol websockets).
+TITLE[W]="scenario A over WebSocket";         ARGS[W]="$PS $PAIRS --qos 0 --ws /mqtt"
+PROTO[W]=websockets
 TITLE[B]="16 pairs, QoS 1, saturated";       ARGS[B]="$PS $PAIRS --qos 1"
 TITLE[C]="16 pairs, QoS 2, saturated";       ARGS[C]="$PS $PAIRS --qos 2"
 TITLE[D]="fan-out 1 -> 100, QoS 0, saturated"
@@ -158,6 +216,35 @@ TITLE[R1]="16 pairs at 8,000 msg/s, QoS 1";  ARGS[R1]="$PS $PAIRS --qos 1 --rate
 TITLE[F]="$CONNS idle connections, one subscription each"
 ARGS[F]="conns --count $CONNS --rate $CONN_RATE --hold 2 --keepalive 600"
 
+# Scaling series, QoS 0, saturated, shorter runs (CPU per message settles within a second).
+# S<n>: one publisher, n subscribers on its one topic. The window keeps about 20,000
+# deliveries in flight at most (100 messages per subscriber up to 200 subscribers, then
+# 20,000 / n), so that the slower broker drains the backlog within the grace time.
+# T<n>: 10 publishers and 10 subscribers; publisher i owns the n/10 topics PREFIX/i/k
+# (k = i, i+10, ...) and publishes on them in turn; subscriber i holds one exact
+# subscription per topic of publisher i (sent 100 per SUBSCRIBE); T100kw: one wildcard
+# filter PREFIX/i/+ per subscriber instead.
+SPS="pubsub --duration $SCALE_DURATION --warmup $SCALE_WARMUP --size 64 --qos 0 --grace 10"
+scale_s() { # scale_s ID SUBSCRIBERS LABEL
+    local w=$((20000 / $2)); ((w > 100)) && w=100; ((w < 1)) && w=1
+    TITLE[$1]="fan-out 1 -> $3 subscribers on one topic, window $w"
+    ARGS[$1]="$SPS --publishers 1 --subscribers $2 --topics 1 --window $w"
+}
+scale_t() { # scale_t ID TOPICS LABEL [--wildcard]
+    TITLE[$1]="$3 topics, 10 publishers in turn over them -> 10 subscribers${4:+, wildcard filters}"
+    ARGS[$1]="$SPS --publishers 10 --subscribers 10 --topics $2 --spread${4:+ $4}"
+}
+if [[ $QUICK == 1 ]]; then
+    # Smaller points: the tooling is what a quick run checks.
+    scale_s S10 10 10; scale_s S100 100 100; scale_s S1k 1000 "1,000"; scale_s S10k 2000 "2,000"
+    scale_t T10 10 10; scale_t T1k 1000 "1,000"; scale_t T10k 10000 "10,000"
+    scale_t T100k 20000 "20,000"; scale_t T100kw 20000 "20,000" --wildcard
+else
+    scale_s S10 10 10; scale_s S100 100 100; scale_s S1k 1000 "1,000"; scale_s S10k 10000 "10,000"
+    scale_t T10 10 10; scale_t T1k 1000 "1,000"; scale_t T10k 10000 "10,000"
+    scale_t T100k 100000 "100,000"; scale_t T100kw 100000 "100,000" --wildcard
+fi
+
 FD_LIMIT=$(ulimit -Hn)
 if [[ $FD_LIMIT != unlimited && $((CONNS + 64)) -gt $FD_LIMIT ]]; then
     log "the fd hard limit is $FD_LIMIT: F uses $((FD_LIMIT - 64)) connections instead of $CONNS"
@@ -167,6 +254,13 @@ if [[ $FD_LIMIT != unlimited && $((CONNS + 64)) -gt $FD_LIMIT ]]; then
 fi
 # The brokers inherit this shell's limits: let them hold F's connections too.
 ulimit -n "$FD_LIMIT" 2>/dev/null || true
+
+MOSQUITTO_WS=no
+if [[ " $SCENARIOS " == *" W "* ]]; then
+    if mosquitto_has_websockets; then MOSQUITTO_WS=yes; else
+        log "$MOSQUITTO_BIN has no WebSocket support: W runs against midge only"
+    fi
+fi
 
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
@@ -180,7 +274,13 @@ for round in $(seq "$ROUNDS"); do
         if ((round % 2)); then order="midge mosquitto"; else order="mosquitto midge"; fi
         for broker in $order; do
             tag="$sc.$broker.$round"
-            start_broker "$broker" "$tag"
+            if [[ ${PROTO[$sc]:-mqtt} == websockets && $broker == mosquitto && $MOSQUITTO_WS != yes ]]
+            then
+                printf '%s\t%s\t%s\t0\tRESULT status=unsupported\n' "$sc" "$broker" "$round" \
+                    >>"$RESULTS"
+                continue
+            fi
+            start_broker "$broker" "$tag" "${PROTO[$sc]:-mqtt}"
             # shellcheck disable=SC2086 # ARGS holds words on purpose
             set +e
             (pin "$BENCH_CPU" "$BENCH_BIN" ${ARGS[$sc]} --port "$PORT" --broker-pid "$BROKER_PID") \
@@ -220,12 +320,16 @@ GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [[ -n $(git -C "$ROOT" status --porcelain 2>/dev/null | grep -v '^??' || true) ]]; then
     GIT_REV="$GIT_REV (with uncommitted changes)"
 fi
-export RESULTS COMMANDS OUT ROUNDS DURATION WARMUP QUICK ELAPSED GIT_REV NPROC FD_LIMIT
+GIT_REV=${MIDGE_REV:-$GIT_REV}
+export RESULTS COMMANDS OUT ROUNDS DURATION WARMUP QUICK FULL ELAPSED GIT_REV NPROC FD_LIMIT
+export SCALE_DURATION SCALE_WARMUP MOSQUITTO_WS
 export MIDGE_VERSION=$("$MIDGE_BIN" --version 2>&1 | head -1)
 export MOSQUITTO_VERSION=$("$MOSQUITTO_BIN" -h 2>&1 | head -1)
 export PINNING
-QUICK_PREFIX=""; [[ $QUICK == 1 ]] && QUICK_PREFIX="QUICK=1 "
-export COMPARE_CMD="${QUICK_PREFIX}ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP \
-CONNS=$CONNS bench/compare.sh"
+MODE_FLAG=""; [[ $QUICK == 1 ]] && MODE_FLAG=" --quick"; [[ $FULL == 1 ]] && MODE_FLAG=" --full"
+export COMPARE_CMD="bench/compare.sh$MODE_FLAG"
+export COMPARE_CMD_EXPANDED="ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP \
+SCALE_DURATION=$SCALE_DURATION SCALE_WARMUP=$SCALE_WARMUP CONNS=$CONNS \
+SCENARIOS=\"$SCENARIOS\" bench/compare.sh"
 python3 "$ROOT/bench/report.py"
 log "wrote $OUT (and ${OUT%.md}.png) in ${ELAPSED}s of runs"

@@ -108,7 +108,7 @@ static void on_event(struct cstate *s, struct cconn *cc, uint32_t events, uint64
         char id[48], topic[64];
         snprintf(id, sizeof(id), "%s-c%d", s->o->c.prefix, c->index);
         snprintf(topic, sizeof(topic), "%s/c%d", s->o->c.prefix, c->index);
-        wire_connect(&c->out, id, s->o->c.keepalive);
+        wire_connect(&c->out, id, s->o->c.keepalive, true);
         wire_subscribe(&c->out, 1, topic, 0);
         conn_mark_dirty(&s->loop, c);
         return;
@@ -181,7 +181,7 @@ int run_conns(const struct conns_opts *o)
     s->conns = calloc((size_t)s->count, sizeof(*s->conns));
     if (!s->conns)
         die(1, "out of memory");
-    loop_init(&s->loop, o->c.host, o->c.port);
+    loop_init(&s->loop, o->c.host, o->c.port, o->c.ws_path);
     for (int i = 0; i < s->count; i++) {
         s->conns[i].c.fd = -1;
         s->conns[i].c.index = i;

@@ -98,6 +98,9 @@ static void usage(FILE *f)
           "  --broker-pid PID     sample the broker's CPU time and RSS from /proc\n"
           "  --keepalive SECS     MQTT keep-alive sent in CONNECT (0 = none)\n"
           "  --prefix STR         topic and client-id prefix (mb<pid>)\n"
+          "  --ws [PATH]          MQTT over WebSocket (RFC 6455) to PATH (/mqtt): HTTP/1.1\n"
+          "                       upgrade with subprotocol mqtt, one masked binary frame per\n"
+          "                       packet, as MQTT.js sends them\n"
           "\n"
           "pubsub: P publishers, S subscribers, T topics; publisher i publishes on topic i%T,\n"
           "subscriber j subscribes to topic j%T (or to every topic with --wildcard).\n"
@@ -112,6 +115,16 @@ static void usage(FILE *f)
           "                       acknowledges, then drops, QoS 2 messages beyond its\n"
           "                       max_inflight_messages, so keep this at or below it\n"
           "  --wildcard           subscribers subscribe to PREFIX/+ (fan-in over many topics)\n"
+          "  --spread             T may exceed P: publisher i owns topics k = i, i+P, i+2P ... < T,\n"
+          "                       named PREFIX/<g>/<k>, and publishes on them in turn; with\n"
+          "                       G = min(P, S) groups, subscriber j takes every topic of the\n"
+          "                       publishers i with i%G = j%G, one exact filter per topic (or\n"
+          "                       PREFIX/<g>/+ with --wildcard)\n"
+          "  --sub-batch N        --spread: filters per SUBSCRIBE packet (100)\n"
+          "  --setup-timeout SECS connecting and subscribing everyone (10 s + 2 ms per\n"
+          "                       connection + 0.1 ms per subscription)\n"
+          "  --sub-clean 0|1      subscribers' clean session flag (1); 0 = persistent sessions,\n"
+          "                       whose QoS 1/2 state a persistent broker must store\n"
           "  --grace SECS         max time to drain in-flight messages at the end (3)\n"
           "  --stall SECS         QoS 0: a window with no progress for this long is written\n"
           "                       off as lost, so dropped messages cannot stall a publisher;\n"
@@ -172,6 +185,7 @@ int main(int argc, char **argv)
         .pub_inflight = 20,
         .grace = 3,
         .stall = 1,
+        .sub_batch = 100,
     };
     struct conns_opts cs = {
         .count = 1000,
@@ -196,7 +210,13 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         }
-        bool is_flag = !strcmp(name, "--wildcard");
+        bool is_flag = !strcmp(name, "--wildcard") || !strcmp(name, "--spread");
+        if (!strcmp(name, "--ws") && !val) {
+            /* The path is optional: "--ws", "--ws /path" or "--ws=/path". */
+            is_flag = true;
+            if (i + 1 < argc && argv[i + 1][0] == '/')
+                val = argv[++i];
+        }
         if (!is_flag && !val) {
             if (i + 1 >= argc)
                 die(EXIT_USAGE, "%s needs a value", name);
@@ -213,6 +233,11 @@ int main(int argc, char **argv)
             c.keepalive = (uint16_t)parse_num(name, val, 0, 65535);
         else if (OPT("--prefix"))
             c.prefix = val;
+        else if (OPT("--ws")) {
+            c.ws_path = val ? val : "/mqtt";
+            if (c.ws_path[0] != '/' || strlen(c.ws_path) > 200 || strpbrk(c.ws_path, " \r\n"))
+                die(EXIT_USAGE, "--ws %s: expected a path such as /mqtt", c.ws_path);
+        }
         else if (is_pubsub && OPT("--publishers"))
             ps.publishers = (int)parse_num(name, val, 1, 100000);
         else if (is_pubsub && OPT("--subscribers"))
@@ -235,6 +260,14 @@ int main(int argc, char **argv)
             ps.pub_inflight = (int)parse_num(name, val, 0, 65000);
         else if (is_pubsub && OPT("--wildcard"))
             ps.wildcard = true;
+        else if (is_pubsub && OPT("--spread"))
+            ps.spread = true;
+        else if (is_pubsub && OPT("--sub-clean"))
+            ps.sub_persistent = parse_num(name, val, 0, 1) == 0;
+        else if (is_pubsub && OPT("--sub-batch"))
+            ps.sub_batch = (int)parse_num(name, val, 1, 10000);
+        else if (is_pubsub && OPT("--setup-timeout"))
+            ps.setup_timeout = parse_num(name, val, 1, 3600);
         else if (is_pubsub && OPT("--grace"))
             ps.grace = parse_num(name, val, 0, 600);
         else if (is_pubsub && OPT("--stall"))
@@ -261,8 +294,17 @@ int main(int argc, char **argv)
 
     if (is_pubsub) {
         ps.c = c;
-        /* Setup (10 s at most) + run + drain, and a margin for the final report. */
-        arm_watchdog(10 + ps.warmup + ps.duration + ps.grace + ps.stall + 5);
+        if (ps.setup_timeout <= 0) {
+            double subscriptions = ps.spread && !ps.wildcard
+                                       ? (double)ps.topics * (ps.subscribers > ps.publishers
+                                                                  ? ps.subscribers / ps.publishers
+                                                                  : 1)
+                                       : ps.subscribers;
+            ps.setup_timeout =
+                10 + 0.002 * (ps.publishers + ps.subscribers) + 0.0001 * subscriptions;
+        }
+        /* Setup + run + drain, and a margin for the final report. */
+        arm_watchdog(ps.setup_timeout + ps.warmup + ps.duration + ps.grace + ps.stall + 5);
         return run_pubsub(&ps);
     }
     cs.c = c;

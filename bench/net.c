@@ -13,15 +13,19 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-void loop_init(struct loop *l, const char *host, int port)
+void loop_init(struct loop *l, const char *host, int port, const char *ws_path)
 {
     memset(l, 0, sizeof(*l));
+    l->ws_path = ws_path;
+    snprintf(l->ws_host, sizeof(l->ws_host), "%s:%d", host, port);
+    l->rng = (now_ns() ^ ((uint64_t)getpid() << 32)) | 1;
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (l->epfd < 0)
         die(1, "epoll_create1: %s", strerror(errno));
@@ -76,6 +80,8 @@ int conn_finish_connect(struct loop *l, struct conn *c)
         return err;
     c->state = CS_MQTT;
     conn_set_events(l, c, EPOLLIN);
+    if (l->ws_path)
+        ws_start(l, c); /* the HTTP upgrade goes first; MQTT waits for the 101 */
     return 0;
 }
 
@@ -90,11 +96,17 @@ void conn_mark_dirty(struct loop *l, struct conn *c)
 
 int conn_flush(struct loop *l, struct conn *c)
 {
-    while (c->out.off < c->out.len) {
-        ssize_t n = write(c->fd, c->out.data + c->out.off, c->out.len - c->out.off);
+    struct buf *ob = &c->out;
+    if (c->ws) {
+        if (c->ws == WS_OPEN)
+            ws_frame_out(l, c);
+        ob = &c->wout;
+    }
+    while (ob->off < ob->len) {
+        ssize_t n = write(c->fd, ob->data + ob->off, ob->len - ob->off);
         l->write_calls++;
         if (n > 0) {
-            c->out.off += (size_t)n;
+            ob->off += (size_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -106,7 +118,7 @@ int conn_flush(struct loop *l, struct conn *c)
         }
         return n < 0 ? -errno : -EPIPE;
     }
-    c->out.off = c->out.len = 0;
+    ob->off = ob->len = 0;
     if (c->epoll_events & EPOLLOUT)
         conn_set_events(l, c, EPOLLIN);
     return 0;
@@ -133,6 +145,8 @@ struct conn *loop_flush_all(struct loop *l, int *err)
 
 ssize_t conn_read(struct loop *l, struct conn *c)
 {
+    if (c->ws)
+        return ws_read(l, c);
     if (c->in.cap == 0) {
         c->in.data = malloc(c->in_cap);
         if (!c->in.data)
@@ -167,4 +181,7 @@ void conn_close(struct loop *l, struct conn *c)
     c->state = CS_CLOSED;
     buf_free(&c->in);
     buf_free(&c->out);
+    buf_free(&c->wout);
+    buf_free(&c->raw);
+    c->ws = WS_NONE;
 }

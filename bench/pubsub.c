@@ -4,7 +4,10 @@
  * Publisher i publishes on topic i % T and subscriber j subscribes to topic
  * j % T (or to every topic with --wildcard), which covers 1:1 pairs
  * (P = S = T), fan-out (1 publisher, S subscribers, 1 topic) and fan-in
- * (P publishers, 1 subscriber). Every payload carries the publisher id, a
+ * (P publishers, 1 subscriber). With --spread, T can be far larger than P:
+ * publisher i owns the topics k = i, i + P, i + 2P, ... < T and publishes on
+ * them in turn, and each subscriber takes every topic of its publishers with
+ * exact filters sent in bulk (or one wildcard filter per publisher group). Every payload carries the publisher id, a
  * sequence number and the send time, so each subscriber tracks, per publisher,
  * loss, duplicates, reordering and latency without any per-message allocation.
  *
@@ -28,8 +31,10 @@ enum { ROLE_SUB = 1, ROLE_PUB = 2 };
 
 #define SEEN_BITS 4096u    /* per-stream duplicate detection window, in sequence numbers */
 #define HEADER_BYTES 24u   /* magic, publisher id, sequence, send time */
-#define MAX_CONNECTING 256 /* TCP connects in flight during setup */
-#define SETUP_TIMEOUT_NS 10000000000ull
+/* Handshakes (TCP connect to the last SUBACK or CONNACK) in progress during setup: more
+ * would overflow Mosquitto's listen backlog of 100 and time SYN retries instead. */
+#define MAX_CONNECTING 100
+#define TOPIC_STRIDE 48 /* --spread: bytes per topic name in a publisher's table */
 #define MAX_UNACKED 65000u /* QoS 1/2 packet ids in use per publisher, at most */
 
 struct publisher;
@@ -48,6 +53,12 @@ struct publisher {
     struct conn c; /* first: epoll hands back the struct conn pointer */
     char topic[64];
     size_t topic_len;
+    /* --spread: the publisher's topics, TOPIC_STRIDE bytes apart; message n goes to
+     * topic n % ntopics. Without --spread, ntopics is 1 and topic[] is used. */
+    char *tnames;
+    uint8_t *tlens;
+    uint32_t ntopics;
+    int group;
     uint64_t sent;
     /* End-to-end window: frontier = min over streams of next; "above" counts streams
      * already past it, so the minimum is recomputed only when all of them are. */
@@ -70,6 +81,9 @@ struct subscriber {
     char filter[64];
     struct stream **by_pub; /* indexed by publisher id; NULL if not expected here */
     uint64_t received;
+    int group;
+    int sub_packets; /* SUBSCRIBE packets sent */
+    int subacks;     /* SUBACKs received */
     bool connacked;
     bool subacked;
 };
@@ -85,7 +99,9 @@ struct run {
     uint32_t magic;
     enum phase phase;
     bool measuring;
-    int connecting; /* setup: TCP connects in flight */
+    int connecting; /* setup: handshakes in progress */
+    int groups;     /* publisher i feeds subscriber j iff their groups match */
+    uint64_t filters; /* subscriptions in all */
     int next_open;  /* setup: next connection to open, subscribers first */
     int subs_ready;
     int pubs_ready;
@@ -131,9 +147,38 @@ static const char *conn_name(const struct conn *c, char *out, size_t cap)
 
 /* ---- setup ---- */
 
+/* Topic of publisher p's message number seq. */
+static inline const char *pub_topic(const struct publisher *p, uint64_t seq, size_t *len)
+{
+    if (p->ntopics <= 1) {
+        *len = p->topic_len;
+        return p->topic;
+    }
+    uint32_t k = (uint32_t)(seq % p->ntopics);
+    *len = p->tlens[k];
+    return p->tnames + (size_t)k * TOPIC_STRIDE;
+}
+
+static bool feeds(const struct run *r, int i, int j)
+{
+    const struct pubsub_opts *o = r->o;
+    if (o->wildcard && !o->spread)
+        return true; /* PREFIX/+ takes every topic */
+    return r->pubs[i].group == r->subs[j].group;
+}
+
 static void build_topology(struct run *r)
 {
     const struct pubsub_opts *o = r->o;
+    /* Without --spread a group is a topic; with it, publisher i and subscriber j meet in
+     * group i % G = j % G, G = min(P, S), and the topics of a publisher are named
+     * PREFIX/<group>/<k>, so that PREFIX/<group>/+ is the wildcard of a group. */
+    r->groups = o->spread ? (o->publishers < o->subscribers ? o->publishers : o->subscribers)
+                          : o->topics;
+    if (o->spread && o->topics < o->publishers)
+        die(EXIT_USAGE, "--spread: --topics %d is below --publishers %d (every publisher owns "
+                        "at least one topic)",
+            o->topics, o->publishers);
     r->pubs = calloc((size_t)o->publishers, sizeof(*r->pubs));
     r->subs = calloc((size_t)o->subscribers, sizeof(*r->subs));
     if (!r->pubs || !r->subs)
@@ -144,8 +189,26 @@ static void build_topology(struct run *r)
         p->c.role = ROLE_PUB;
         p->c.index = i;
         p->c.in_cap = 16384; /* acks only */
+        p->group = i % r->groups;
         p->topic_len =
             (size_t)snprintf(p->topic, sizeof(p->topic), "%s/t%d", o->c.prefix, i % o->topics);
+        if (o->spread) {
+            p->ntopics = (uint32_t)((o->topics - i + o->publishers - 1) / o->publishers);
+            p->tnames = malloc((size_t)p->ntopics * TOPIC_STRIDE);
+            p->tlens = malloc(p->ntopics);
+            if (!p->tnames || !p->tlens)
+                die(1, "out of memory");
+            for (uint32_t k = 0; k < p->ntopics; k++) {
+                long topic = i + (long)k * o->publishers;
+                p->tlens[k] = (uint8_t)snprintf(p->tnames + (size_t)k * TOPIC_STRIDE,
+                                                TOPIC_STRIDE, "%s/%d/%ld", o->c.prefix, p->group,
+                                                topic);
+            }
+            memcpy(p->topic, p->tnames, p->tlens[0] + 1u);
+            p->topic_len = p->tlens[0];
+        } else {
+            p->ntopics = 1;
+        }
         p->next_pid = 1;
         if (o->qos) {
             p->pid_state = calloc(65536, 1);
@@ -158,8 +221,12 @@ static void build_topology(struct run *r)
         s->c.fd = -1;
         s->c.role = ROLE_SUB;
         s->c.index = j;
-        s->c.in_cap = 65536;
-        if (o->wildcard)
+        /* Thousands of subscribers each read a message or two at a time. */
+        s->c.in_cap = o->subscribers > 1000 ? 16384 : 65536;
+        s->group = j % r->groups;
+        if (o->spread && o->wildcard)
+            snprintf(s->filter, sizeof(s->filter), "%s/%d/+", o->c.prefix, s->group);
+        else if (o->wildcard)
             snprintf(s->filter, sizeof(s->filter), "%s/+", o->c.prefix);
         else
             snprintf(s->filter, sizeof(s->filter), "%s/t%d", o->c.prefix, j % o->topics);
@@ -167,7 +234,7 @@ static void build_topology(struct run *r)
         if (!s->by_pub)
             die(1, "out of memory");
         for (int i = 0; i < o->publishers; i++) {
-            if (!o->wildcard && i % o->topics != j % o->topics)
+            if (!feeds(r, i, j))
                 continue;
             struct stream *st = calloc(1, sizeof(*st));
             if (!st)
@@ -175,14 +242,18 @@ static void build_topology(struct run *r)
             st->pub = &r->pubs[i];
             s->by_pub[i] = st;
             r->pubs[i].nstreams++;
+            if (o->spread && !o->wildcard)
+                r->filters += r->pubs[i].ntopics;
         }
+        if (!o->spread || o->wildcard)
+            r->filters++;
     }
     for (int i = 0; i < o->publishers; i++) {
         struct publisher *p = &r->pubs[i];
         if (p->nstreams == 0)
             die(EXIT_USAGE,
                 "publisher %d publishes on %s, which no subscriber takes: use --topics <= "
-                "--subscribers, or --wildcard",
+                "--subscribers, --wildcard or --spread",
                 i, p->topic);
         p->streams = calloc((size_t)p->nstreams, sizeof(*p->streams));
         if (!p->streams)
@@ -234,19 +305,46 @@ static void setup_open_more(struct run *r)
     }
 }
 
+/* --spread without --wildcard: one exact filter per topic of every publisher that feeds
+ * this subscriber, --sub-batch filters per SUBSCRIBE. */
+static void subscribe_exact(struct run *r, struct subscriber *s)
+{
+    const struct pubsub_opts *o = r->o;
+    for (int i = 0; i < o->publishers; i++) {
+        if (!s->by_pub[i])
+            continue;
+        const struct publisher *p = &r->pubs[i];
+        for (uint32_t k = 0; k < p->ntopics; k += (uint32_t)o->sub_batch) {
+            uint32_t n = p->ntopics - k < (uint32_t)o->sub_batch ? p->ntopics - k
+                                                                  : (uint32_t)o->sub_batch;
+            if (s->sub_packets == 65535)
+                die(EXIT_USAGE, "subscriber %d: more than 65535 SUBSCRIBE packets: raise "
+                                "--sub-batch",
+                    s->c.index);
+            wire_subscribe_list(&s->c.out, (uint16_t)(++s->sub_packets),
+                                p->tnames + (size_t)k * TOPIC_STRIDE, TOPIC_STRIDE, p->tlens + k,
+                                (int)n, o->qos);
+        }
+    }
+}
+
 static void on_connected(struct run *r, struct conn *c)
 {
     char id[48];
-    r->connecting--;
     if (c->role == ROLE_SUB) {
         struct subscriber *s = (struct subscriber *)c;
         snprintf(id, sizeof(id), "%s-s%d", r->o->c.prefix, c->index);
-        wire_connect(&c->out, id, r->o->c.keepalive);
+        wire_connect(&c->out, id, r->o->c.keepalive, !r->o->sub_persistent);
         /* MQTT lets a client send before CONNACK: save a round trip. */
-        wire_subscribe(&c->out, 1, s->filter, r->o->qos);
+        if (r->o->spread && !r->o->wildcard) {
+            subscribe_exact(r, s);
+        } else {
+            wire_subscribe(&c->out, 1, s->filter, r->o->qos);
+            s->sub_packets = 1;
+        }
     } else {
         snprintf(id, sizeof(id), "%s-p%d", r->o->c.prefix, c->index);
-        wire_connect(&c->out, id, r->o->c.keepalive);
+        wire_connect(&c->out, id, r->o->c.keepalive, true);
     }
     conn_mark_dirty(&r->loop, c);
 }
@@ -351,8 +449,9 @@ static void on_message(struct run *r, struct subscriber *s, const uint8_t *topic
     struct stream *st = s->by_pub[id];
     /* Cheap checks that the broker forwarded the message intact: a codec bug that shifts
      * or truncates a packet shows here rather than as a plausible-looking count. */
-    if (len != r->o->size || tlen != st->pub->topic_len || memcmp(topic, st->pub->topic, tlen) ||
-        pl[len - 1] != 'x') {
+    size_t want_len;
+    const char *want = pub_topic(st->pub, seq, &want_len);
+    if (len != r->o->size || tlen != want_len || memcmp(topic, want, tlen) || pl[len - 1] != 'x') {
         r->corrupt++;
         return;
     }
@@ -436,15 +535,19 @@ static void handle_sub_packet(struct run *r, struct subscriber *s, const struct 
     case PKT_SUBACK:
         if (pk->body_len < 3)
             protocol_error(r, c, "SUBACK too short");
-        if (pk->body[2] == 0x80)
-            die(EXIT_CONNECT, "subscriber %d: SUBACK refused the subscription to %s", c->index,
-                s->filter);
-        if (pk->body[2] != r->o->qos)
-            warnx_("subscriber %d: granted QoS %d instead of %d", c->index, pk->body[2], r->o->qos);
-        if (!s->subacked) {
+        for (size_t k = 2; k < pk->body_len; k++) {
+            if (pk->body[k] == 0x80)
+                die(EXIT_CONNECT, "subscriber %d: SUBACK %u refused filter %zu (first filter %s)",
+                    c->index, wire_u16(pk->body), k - 1, s->filter);
+            if (pk->body[k] != r->o->qos)
+                warnx_("subscriber %d: granted QoS %d instead of %d", c->index, pk->body[k],
+                       r->o->qos);
+        }
+        if (!s->subacked && ++s->subacks == s->sub_packets) {
             s->subacked = true;
             c->state = CS_READY;
             r->subs_ready++;
+            r->connecting--;
         }
         break;
     case PKT_PINGRESP: break;
@@ -497,6 +600,7 @@ static void handle_pub_packet(struct run *r, struct publisher *p, const struct p
             p->ready = true;
             c->state = CS_READY;
             r->pubs_ready++;
+            r->connecting--;
         }
         break;
     case PKT_PINGRESP: break;
@@ -555,7 +659,9 @@ static void publish_one(struct run *r, struct publisher *p, uint64_t now)
         p->pid_state[pid] = 1;
         p->unacked++;
     }
-    uint8_t *pl = wire_publish(&p->c.out, p->topic, p->topic_len, o->qos, pid, o->size);
+    size_t tlen;
+    const char *topic = pub_topic(p, p->sent, &tlen);
+    uint8_t *pl = wire_publish(&p->c.out, topic, tlen, o->qos, pid, o->size);
     put_le32(pl, r->magic);
     put_le32(pl + 4, (uint32_t)p->c.index);
     put_le64(pl + 8, p->sent);
@@ -640,6 +746,8 @@ static void free_run(struct run *r)
     for (int i = 0; i < r->o->publishers; i++) {
         free(r->pubs[i].streams);
         free(r->pubs[i].pid_state);
+        free(r->pubs[i].tnames);
+        free(r->pubs[i].tlens);
     }
     free(r->subs);
     free(r->pubs);
@@ -690,10 +798,12 @@ static int report(struct run *r)
     else
         snprintf(rate_desc, sizeof(rate_desc), "saturation");
 
-    printf("midge-bench pubsub: %d publisher(s) -> %d topic(s)%s -> %d subscriber(s), QoS %d, "
-           "%zu-byte payload, %s, window %d\n",
-           o->publishers, o->topics, o->wildcard ? " (wildcard subscriptions)" : "", o->subscribers,
-           o->qos, o->size, rate_desc, o->window);
+    printf("midge-bench pubsub: %d publisher(s) -> %d topic(s)%s%s -> %d subscriber(s) with "
+           "%llu subscription(s), QoS %d, %zu-byte payload, %s, window %d%s\n",
+           o->publishers, o->topics, o->spread ? " in turn" : "",
+           o->wildcard ? " (wildcard subscriptions)" : "", o->subscribers,
+           (unsigned long long)r->filters, o->qos, o->size, rate_desc, o->window,
+           o->c.ws_path ? ", over WebSocket" : "");
     printf("  broker %s:%d; warm-up %.1f s, measured %.2f s\n", o->c.host, o->c.port, o->warmup,
            secs);
     printf("  sent     %llu in all, %.0f msg/s in the window\n", (unsigned long long)r->total_sent,
@@ -730,12 +840,14 @@ static int report(struct run *r)
                o->qos, (unsigned long long)lost, (unsigned long long)dup,
                (unsigned long long)r->unexpected, (unsigned long long)r->corrupt, o->grace);
     char b1[32], b2[32], b3[32], b4[32];
-    printf("RESULT mode=pubsub pubs=%d subs=%d topics=%d qos=%d size=%zu rate=%.0f window=%d "
-           "duration=%.3f sent=%llu received=%llu lost=%llu dup=%llu reorder=%llu "
+    printf("RESULT mode=pubsub pubs=%d subs=%d topics=%d spread=%d wildcard=%d filters=%llu "
+           "ws=%d qos=%d size=%zu rate=%.0f window=%d duration=%.3f sent=%llu received=%llu lost=%llu dup=%llu reorder=%llu "
            "unexpected=%llu corrupt=%llu stalls=%llu unacked=%llu msgs_per_s=%.0f sent_per_s=%.0f "
            "p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f broker_cpu_us_per_msg=%s "
            "broker_cpu_pct=%s broker_rss_kib=%s broker_hwm_kib=%s bench_cpu_pct=%.0f status=%s\n",
-           o->publishers, o->subscribers, o->topics, o->qos, o->size, o->rate, o->window, secs,
+           o->publishers, o->subscribers, o->topics, o->spread, o->wildcard,
+           (unsigned long long)r->filters, o->c.ws_path != NULL, o->qos, o->size, o->rate,
+           o->window, secs,
            (unsigned long long)r->total_sent, (unsigned long long)r->total_received,
            (unsigned long long)lost, (unsigned long long)dup, (unsigned long long)reorder,
            (unsigned long long)r->unexpected, (unsigned long long)r->corrupt,
@@ -787,12 +899,12 @@ int run_pubsub(const struct pubsub_opts *o)
     r->max_unacked = o->pub_inflight ? (uint32_t)o->pub_inflight : MAX_UNACKED;
     if (r->max_unacked > MAX_UNACKED)
         r->max_unacked = MAX_UNACKED;
-    loop_init(&r->loop, o->c.host, o->c.port);
+    loop_init(&r->loop, o->c.host, o->c.port, o->c.ws_path);
     build_topology(r);
     hist_reset(&r->hist);
 
     struct epoll_event events[256];
-    uint64_t setup_deadline = now_ns() + SETUP_TIMEOUT_NS;
+    uint64_t setup_deadline = now_ns() + (uint64_t)(o->setup_timeout * 1e9);
     setup_open_more(r);
     while (r->phase != PH_DONE) {
         uint64_t now = now_ns();
@@ -806,9 +918,10 @@ int run_pubsub(const struct pubsub_opts *o)
                     begin_window(r);
             } else if (now > setup_deadline) {
                 die(EXIT_TIMEOUT,
-                    "setup timed out after 10 s: %d/%d subscribers subscribed, %d/%d publishers "
-                    "connected (the broker accepts TCP but does not answer MQTT?)",
-                    r->subs_ready, o->subscribers, r->pubs_ready, o->publishers);
+                    "setup timed out after %.0f s: %d/%d subscribers subscribed, %d/%d "
+                    "publishers connected (the broker accepts TCP but does not answer MQTT?)",
+                    o->setup_timeout, r->subs_ready, o->subscribers, r->pubs_ready,
+                    o->publishers);
             }
         }
         if (r->phase == PH_RUN) {

@@ -18,15 +18,22 @@ ENV = os.environ
 OUT = ENV["OUT"]
 PNG = os.path.splitext(OUT)[0] + ".png"
 
-# Issue 7: midge/Mosquitto ratio to reach, on the headline figure of each scenario.
+# Issue 7: midge/Mosquitto ratio to reach, on the headline figure of each scenario
+# (W: midge over WebSocket against midge's own TCP figure, scenario A of the same round).
 TARGETS = {
     "A": 0.05, "B": 0.07, "C": 0.06, "D": 0.04, "E": 0.07, "R0": 0.8, "R1": 0.8, "F": 0.5,
+    "W": 1.25,
 }
 # Issue 7's reference figures (broker CPU us/msg, or KiB/connection for F).
 REFERENCE = {
     "A": "~25 / ~1.3", "B": "~44 / ~3.0", "C": "~98 / ~5.4", "D": "~17 / ~0.54",
     "E": "~21 / ~1.5", "R0": "~20 / ~20", "R1": "~36 / ~31", "F": "~1.0 / ~4.8",
+    "W": "(Mosquitto's WebSocket path is much slower)",
 }
+
+
+def is_scale(sc):
+    return sc[:1] in ("S", "T") and sc[1:2].isdigit()
 BROKERS = ("mosquitto", "midge")
 PUBSUB_METRICS = [
     # key, label, decimals
@@ -89,15 +96,20 @@ def spread(values, decimals):
     return f"{fmt(med, decimals)} [{fmt(min(values), decimals)}..{fmt(max(values), decimals)}]", med
 
 
-def ratio_spread(runs, sc, key):
-    """midge/Mosquitto per round (the two ran back to back), as median [min..max]."""
+def ratio_spread(runs, sc, key, den=None):
+    """midge/Mosquitto per round (the two ran back to back), as median [min..max].
+    With den=(scenario, broker): midge in sc over that broker in that scenario, same round."""
     by_round = {}
     for r in runs:
         if r["sc"] == sc:
             by_round.setdefault(r["round"], {})[r["broker"]] = num(r, key)
+    if den:
+        for r in runs:
+            if r["sc"] == den[0] and r["broker"] == den[1]:
+                by_round.setdefault(r["round"], {})["den"] = num(r, key)
     ratios = []
     for pair in by_round.values():
-        a, b = pair.get("midge"), pair.get("mosquitto")
+        a, b = pair.get("midge"), pair.get("den" if den else "mosquitto")
         if a is not None and b:
             ratios.append(a / b)
     if not ratios:
@@ -120,6 +132,8 @@ def problems(runs, sc):
             continue
         kv = r["kv"]
         who = f"{r['broker']} round {r['round']}"
+        if kv.get("status") == "unsupported":
+            continue
         if kv.get("broker_died") == "1":
             notes.append(f"**{who}: the broker died during the run**")
         if kv.get("status") == "error" or r["rc"] not in (0, 6):
@@ -183,42 +197,97 @@ def chart(runs, scenarios):
                 f.write(" ".join(str(x) for x in row) + "\n")
         return path
 
-    cpu_sc = [s for s in scenarios if s != "F"]
-    sat_sc = [s for s in scenarios if s in ("A", "B", "C", "D", "E")]
+    def seriesfile(name, scs, xkey):
+        """x, then median/min/max of CPU per message for each broker, sorted by x."""
+        rows = []
+        for sc in scs:
+            xs = [num(r, xkey) for r in runs if r["sc"] == sc and num(r, xkey) is not None]
+            if not xs:
+                continue
+            row = [xs[0]]
+            for b in BROKERS:
+                vs = [v for v in values(runs, sc, b, "broker_cpu_us_per_msg") if v is not None]
+                row += [statistics.median(vs), min(vs), max(vs)] if vs else ["NaN"] * 3
+            rows.append(row)
+        rows.sort()
+        path = os.path.join(work, name)
+        with open(path, "w") as f:
+            for row in rows:
+                f.write(" ".join(str(x) for x in row) + "\n")
+        return path if rows else None
+
+    main_sc = [s for s in scenarios if not is_scale(s) and s != "W"]
+    cpu_sc = [s for s in main_sc if s != "F"]
+    sat_sc = [s for s in main_sc if s in ("A", "B", "C", "D", "E")]
     panels = []
     if cpu_sc:
-        panels.append((datafile("cpu.dat", cpu_sc, "broker_cpu_us_per_msg"),
+        panels.append(("bars", datafile("cpu.dat", cpu_sc, "broker_cpu_us_per_msg"),
                        "broker CPU per delivered message (µs, log)", True))
     if sat_sc:
-        panels.append((datafile("rate.dat", sat_sc, "msgs_per_s"),
+        panels.append(("bars", datafile("rate.dat", sat_sc, "msgs_per_s"),
                        "delivered msg/s at saturation (log)", True))
     if "F" in scenarios:
-        panels.append((datafile("mem.dat", ["F"], "kib_per_conn"),
+        panels.append(("bars", datafile("mem.dat", ["F"], "kib_per_conn"),
                        "broker RSS per idle connection (KiB)", False))
+    s_path = seriesfile("subs.dat", [s for s in scenarios if s.startswith("S") and is_scale(s)],
+                        "subs")
+    if s_path:
+        panels.append(("series", s_path, "CPU µs/msg vs subscribers on one topic (log-log)",
+                       "subscribers"))
+    t_path = seriesfile("topics.dat", [s for s in scenarios if s.startswith("T") and is_scale(s)
+                                       and not s.endswith("w")], "topics")
+    if t_path:
+        panels.append(("series", t_path, "CPU µs/msg vs distinct topics, exact filters (log-log)",
+                       "topics"))
+    if "W" in scenarios and "A" in scenarios:
+        path = os.path.join(work, "ws.dat")
+        with open(path, "w") as f:
+            for label, sc, b in (("midge TCP", "A", "midge"), ("midge WS", "W", "midge"),
+                                 ("mosq. TCP", "A", "mosquitto"), ("mosq. WS", "W", "mosquitto")):
+                vs = [v for v in values(runs, sc, b, "broker_cpu_us_per_msg") if v is not None]
+                if vs:
+                    f.write(f'"{label}" {statistics.median(vs)} {min(vs)} {max(vs)}\n')
+        panels.append(("ws", path, "WebSocket vs TCP, scenario A: CPU µs/msg (log)", True))
     if not panels:
         return False
-    width = 480 * len(panels)
+    cols = 3 if len(panels) > 3 else len(panels)
+    rows = (len(panels) + cols - 1) // cols
     script = [
-        f"set terminal pngcairo size {width},460 font 'sans,10'",
+        f"set terminal pngcairo size {480 * cols},{430 * rows + 30} font 'sans,10'",
         f"set output '{PNG}'",
-        f"set multiplot layout 1,{len(panels)} title 'midge vs Mosquitto "
+        f"set multiplot layout {rows},{cols} title 'midge vs Mosquitto "
         f"(median, bars show min..max over {ENV['ROUNDS']} round(s))'",
-        "set style data histograms",
-        "set style histogram errorbars gap 1 lw 1",
         "set style fill solid 0.8 border -1",
         "set key top right",
         "set grid ytics",
         "set xtics nomirror",
     ]
-    for path, title, log in panels:
+    for kind, path, title, extra in panels:
         script.append(f"set title '{title}'")
-        if log:
+        if kind == "series":
+            script += [
+                "unset style", "set style fill solid 0.8 border -1",
+                "set logscale xy", "set xrange [*:*]", "set yrange [*:*]",
+                "set format x '%g'", "set format y '%g'", f"set xlabel '{extra}'",
+                "set key top left",
+                f"plot '{path}' using 1:2:3:4 with yerrorlines title 'mosquitto' "
+                "lc rgb '#8a8a8a' pt 7 lw 2, "
+                f"'' using 1:5:6:7 with yerrorlines title 'midge' lc rgb '#2b7bba' pt 7 lw 2",
+                "unset logscale x", "unset xlabel", "set format x", "set key top right",
+            ]
+            continue
+        script += ["set style data histograms", "set style histogram errorbars gap 1 lw 1",
+                   "set xrange [*:*]"]
+        if extra:
             script += ["set logscale y", "set yrange [*:*]", "set format y '%g'"]
         else:
             script += ["unset logscale y", "set yrange [0:*]"]
-        script.append(
-            f"plot '{path}' using 2:3:4:xtic(1) title 'mosquitto' lc rgb '#8a8a8a', "
-            f"'' using 5:6:7 title 'midge' lc rgb '#2b7bba'")
+        if kind == "ws":
+            script.append(f"plot '{path}' using 2:3:4:xtic(1) notitle lc rgb '#2b7bba'")
+        else:
+            script.append(
+                f"plot '{path}' using 2:3:4:xtic(1) title 'mosquitto' lc rgb '#8a8a8a', "
+                f"'' using 5:6:7 title 'midge' lc rgb '#2b7bba'")
     script.append("unset multiplot")
     gp = os.path.join(work, "chart.gp")
     with open(gp, "w") as f:
@@ -228,6 +297,97 @@ def chart(runs, scenarios):
         sys.stderr.write("[report] gnuplot failed:\n" + res.stderr)
         return False
     return True
+
+
+def scaling_section(w, runs, scenarios, commands):
+    """How CPU per delivered message grows with subscribers per topic and with topics."""
+    cmds = {sc: cmd for sc, _, cmd in commands}
+    s_sc = [s for s in scenarios if is_scale(s) and s.startswith("S")]
+    t_sc = [s for s in scenarios if is_scale(s) and s.startswith("T")]
+    if not s_sc and not t_sc:
+        return
+
+    def first(sc, key):
+        vs = [num(r, key) for r in runs if r["sc"] == sc and num(r, key) is not None]
+        return vs[0] if vs else None
+
+    def growth(sc, base):
+        """midge's median here over midge's median at the series' first point."""
+        a = [v for v in values(runs, sc, "midge", "broker_cpu_us_per_msg") if v is not None]
+        b = [v for v in values(runs, base, "midge", "broker_cpu_us_per_msg") if v is not None]
+        if not a or not b:
+            return "–"
+        return f"{statistics.median(a) / statistics.median(b):.2f} ×"
+
+    def table(scs, xkey, xlabel, extra):
+        scs = sorted(scs, key=lambda sc: (first(sc, xkey) or 0, sc))
+        base = scs[0]
+        w(f"| {xlabel} | {extra[1]} | Mosquitto CPU µs/msg | midge CPU µs/msg | "
+          f"midge/Mosquitto | midge, × its first point | Mosquitto msg/s | midge msg/s | "
+          f"Mosquitto / midge peak RSS, KiB |")
+        w("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for sc in scs:
+            cpu = [spread(values(runs, sc, b, "broker_cpu_us_per_msg"), 3)[0] for b in BROKERS]
+            rate = [spread(values(runs, sc, b, "msgs_per_s"), 0)[0] for b in BROKERS]
+            rss = []
+            for b in BROKERS:
+                vs = [v for v in values(runs, sc, b, "broker_hwm_kib") if v is not None]
+                rss.append(fmt(statistics.median(vs), 0) if vs else "–")
+            x = first(sc, xkey)
+            label = f"{fmt(x, 0)}" + (" (wildcard)" if sc.endswith("w") else "")
+            w(f"| {label} ({sc}) | {extra[0](sc)} | {cpu[0]} | {cpu[1]} | "
+              f"{ratio_spread(runs, sc, 'broker_cpu_us_per_msg')[0]} | {growth(sc, base)} | "
+              f"{rate[0]} | {rate[1]} | {rss[0]} / {rss[1]} |")
+        w("")
+        w("```sh")
+        for sc in scs:
+            w(f"# {sc}")
+            w(cmds[sc])
+        w("```")
+        w("")
+
+    w("## Scaling")
+    w("")
+    w("Broker CPU per delivered message as the fan-out and the topic tree grow, QoS 0, "
+      "64-byte payload, saturated, both brokers in the same run (alternating as above), "
+      f"{ENV['SCALE_WARMUP']} s warm-up + {ENV['SCALE_DURATION']} s measured. Every "
+      "subscriber is its own MQTT connection (no multiplexing). Each row's ratio is per "
+      "round, as above; \"× its first point\" divides midge's median by its median at the "
+      "smallest point of the series.")
+    w("")
+    if s_sc:
+        w("### Subscribers on one topic")
+        w("")
+        w("One publisher, S subscribers on its topic. The window (messages the publisher may "
+          "have in flight until every subscriber has them) keeps at most about 20,000 "
+          "deliveries in flight: 100 messages per subscriber up to 200 subscribers, then "
+          "20,000 / S. So the large points also measure fan-out with little batching per "
+          "subscriber connection, which is what a topic with thousands of subscribers sees; "
+          "without the bound, Mosquitto's backlog at 10,000 subscribers takes longer to drain "
+          "than a run lasts.")
+        w("")
+        w("Read the 10,000-subscriber point with that in mind: at window 2 each subscriber "
+          "connection has one or two messages to send per loop turn, so the broker pays about "
+          "one `write()` per delivery, where the smaller points share one `write()` among many "
+          "messages. Its growth is the batching lost, not the subscription lookup or the "
+          "fan-out loop; `midge-bench pubsub --publishers 1 --subscribers 10000 --topics 1 "
+          "--window 20` against midge alone shows the fan-out with batching (Mosquitto cannot "
+          "drain that backlog within a run).")
+        w("")
+        table(s_sc, "subs", "subscribers", (lambda sc: fmt(first(sc, "window"), 0), "window"))
+    if t_sc:
+        w("### Distinct topics")
+        w("")
+        w("10 publishers and 10 subscribers. Publisher i owns the topics `PREFIX/i/k` for "
+          "k = i, i+10, i+20, ... below T and publishes on them in turn, one message per topic, "
+          "like a fleet of devices reporting under their own topics; subscriber i holds one "
+          "exact subscription per topic of publisher i (100 filters per SUBSCRIBE), so the "
+          "broker holds T topics and T subscriptions, and every message matches exactly one. "
+          "The wildcard row (`--full`) has one filter `PREFIX/i/+` per subscriber instead. "
+          "Window 100 per publisher, as in scenario A.")
+        w("")
+        table(t_sc, "topics", "topics", (lambda sc: fmt(first(sc, "filters"), 0),
+                                          "subscriptions"))
 
 
 def main():
@@ -253,6 +413,12 @@ def main():
     if ENV.get("QUICK") == "1":
         w("")
         w("> **QUICK run**: one short round, for checking the tooling, not for conclusions.")
+    if ENV.get("MOSQUITTO_WS") != "yes" and "W" in scenarios:
+        w("")
+        w("Mosquitto has no WebSocket figure: Debian's `mosquitto` 2.0.11 is built without "
+          "libwebsockets, and a `protocol websockets` listener fails to open (\"Unable to start "
+          "any listening sockets\"). The WebSocket row compares midge with its own TCP figure, "
+          "as issue 7 asks.")
     w("")
     w("## Machine and method")
     w("")
@@ -262,7 +428,8 @@ def main():
       f"{ENV['MOSQUITTO_VERSION']} (`/usr/sbin/mosquitto`, Debian)")
     w(f"- Placement: {ENV.get('PINNING') or 'not pinned'}")
     w(f"- Date: {time.strftime('%Y-%m-%d %H:%M %Z')}; {ENV['ROUNDS']} round(s), "
-      f"{ENV['WARMUP']} s warm-up + {ENV['DURATION']} s measured per run; "
+      f"{ENV['WARMUP']} s warm-up + {ENV['DURATION']} s measured per run "
+      f"({ENV['SCALE_WARMUP']} s + {ENV['SCALE_DURATION']} s for the scaling series); "
       f"{ENV['ELAPSED']} s for all runs; file-descriptor hard limit {ENV['FD_LIMIT']}")
     w("- Each run starts a fresh broker on a free loopback port with the same configuration "
       "file (below), runs one `midge-bench` command against it, and stops it. The order "
@@ -276,10 +443,13 @@ def main():
       "(`--pub-inflight`, libmosquitto's default): Mosquitto acknowledges and then silently "
       "drops QoS 2 messages beyond its `max_inflight_messages`.")
     w("")
-    w("Reproduce with:")
+    w("Reproduce with (it builds midge and midge-bench if needed; `--quick` for a one-round "
+      "check of the tooling, `--full` for 5 s runs and extra scaling points):")
     w("")
     w("```sh")
     w(ENV["COMPARE_CMD"])
+    w("# the same, spelled out:")
+    w(ENV["COMPARE_CMD_EXPANDED"])
     w("```")
     w("")
     w("Broker configuration (both brokers; midge ignores `set_tcp_nodelay` with a warning "
@@ -290,6 +460,11 @@ def main():
       "max_queued_messages 1000\nset_tcp_nodelay true\npersistence false\n"
       "connection_messages false\nlog_dest stderr\nlog_type error\nlog_type warning")
     w("```")
+    if "W" in scenarios:
+        w("")
+        w("Scenario W uses the same file with `protocol websockets` after the `listener` line, "
+          "and `midge-bench --ws /mqtt`: an HTTP/1.1 upgrade with subprotocol `mqtt`, then "
+          "each MQTT packet in its own masked binary frame, as MQTT.js sends them.")
     w("")
     w("## Summary")
     w("")
@@ -300,12 +475,21 @@ def main():
     w("| scenario | figure | Mosquitto | midge | midge/Mosquitto | target | met | issue 7 "
       "reference, Mosquitto / FlashMQ |")
     w("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for sc in scenarios:
+    for sc in [s for s in scenarios if not is_scale(s)]:
         if sc == "F":
             key, label, dec = "kib_per_conn", "KiB per connection", 3
         else:
             key, label, dec = "broker_cpu_us_per_msg", "CPU µs/msg", 3
         cells = [spread(values(runs, sc, b, key), dec)[0] for b in BROKERS]
+        if sc == "W":
+            if ENV.get("MOSQUITTO_WS") != "yes":
+                cells[0] = "no WebSocket support"
+            rtext, rmed = ratio_spread(runs, sc, key, den=("A", "midge"))
+            ttext = "≤ 1.25 × midge's TCP figure (A)"
+            met = "–" if rmed is None else ("yes" if rmed <= TARGETS["W"] else "**no**")
+            w(f"| {sc}: {titles[sc]} | {label} | {cells[0]} | {cells[1]} | "
+              f"{rtext} × midge TCP (A) | {ttext} | {met} | {REFERENCE['W']} |")
+            continue
         rtext, rmed = ratio_spread(runs, sc, key)
         target = TARGETS.get(sc)
         met = "–"
@@ -325,6 +509,7 @@ def main():
     else:
         w("No run failed, no broker died, and no message was lost or duplicated.")
     w("")
+    scaling_section(w, runs, scenarios, commands)
     w("## Scenarios")
     for sc, title, cmd in commands:
         w("")
@@ -340,6 +525,10 @@ def main():
         for key, label, dec in metrics:
             cells = [spread(values(runs, sc, b, key), dec)[0] for b in BROKERS]
             w(f"| {label} | {cells[0]} | {cells[1]} | {ratio_spread(runs, sc, key)[0]} |")
+        if sc == "W":
+            for key, label, dec in PUBSUB_METRICS[:5]:
+                w(f"| midge WebSocket / midge TCP (scenario A, same round): {label} | | | "
+                  f"{ratio_spread(runs, 'W', key, den=('A', 'midge'))[0]} |")
         if sc != "F":
             cells = []
             for b in BROKERS:

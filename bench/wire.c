@@ -104,7 +104,7 @@ int wire_parse(const uint8_t *p, size_t n, struct packet *pkt)
     return 1;
 }
 
-void wire_connect(struct buf *b, const char *client_id, uint16_t keepalive)
+void wire_connect(struct buf *b, const char *client_id, uint16_t keepalive, bool clean)
 {
     size_t id_len = strlen(client_id);
     size_t rem = 10 + 2 + id_len;
@@ -113,7 +113,7 @@ void wire_connect(struct buf *b, const char *client_id, uint16_t keepalive)
     p = put_fixed(p, PKT_CONNECT, 0, rem);
     p = put_str(p, "MQTT", 4);
     *p++ = 4;    /* protocol level: 3.1.1 */
-    *p++ = 0x02; /* clean session, no will, no credentials */
+    *p++ = clean ? 0x02 : 0x00; /* clean session or not; no will, no credentials */
     p = put_u16(p, keepalive);
     p = put_str(p, client_id, id_len);
     b->len = (size_t)(p - b->data);
@@ -129,6 +129,23 @@ void wire_subscribe(struct buf *b, uint16_t pid, const char *filter, int qos)
     p = put_u16(p, pid);
     p = put_str(p, filter, f_len);
     *p++ = (uint8_t)qos;
+    b->len = (size_t)(p - b->data);
+}
+
+void wire_subscribe_list(struct buf *b, uint16_t pid, const char *names, size_t stride,
+                         const uint8_t *lens, int n, int qos)
+{
+    size_t rem = 2;
+    for (int k = 0; k < n; k++)
+        rem += 2 + lens[k] + 1u;
+    buf_reserve(b, rem + 5);
+    uint8_t *p = b->data + b->len;
+    p = put_fixed(p, PKT_SUBSCRIBE, 0x2, rem);
+    p = put_u16(p, pid);
+    for (int k = 0; k < n; k++) {
+        p = put_str(p, names + (size_t)k * stride, lens[k]);
+        *p++ = (uint8_t)qos;
+    }
     b->len = (size_t)(p - b->data);
 }
 

@@ -37,24 +37,15 @@ static void report_config(void *ctx, bool is_error, const char *line)
 }
 
 /* Settings that would silently weaken security or change the transport if ignored:
- * refuse to run rather than serve plaintext or let everyone read everything. */
+ * refuse to run rather than serve plaintext or let everyone read everything. TLS
+ * options are checked for every listener, `protocol websockets` (wss) included. */
 static int refuse_unimplemented(const char *path, const struct mq_config *cfg)
 {
     int bad = 0;
     const char *file = path ? path : "(built-in defaults)";
-    for (size_t i = 0; i < cfg->listener_count; i++) {
-        const struct mq_listener_config *l = &cfg->listeners[i];
-        if (l->protocol == MQ_LISTENER_WEBSOCKETS && tls_enabled(l)) {
-            mq_log(MQ_LOG_ERR,
-                   "%s: listener %u: websockets over TLS (wss) is not yet supported "
-                   "by this version of midge; refusing to serve that listener "
-                   "unencrypted",
-                   file, l->port);
+    for (size_t i = 0; i < cfg->listener_count; i++)
+        if (tls_check_config(file, &cfg->listeners[i]))
             bad = 1;
-        }
-        if (tls_check_config(file, l))
-            bad = 1;
-    }
     return bad ? -1 : 0;
 }
 

@@ -54,7 +54,7 @@ static void sink_write(void *io, const struct mq_iov *iov, size_t n)
     struct mq_client *cl = io;
     if (cl->closing)
         return;
-    if (cl->transport && n > 1) {
+    if (cl->layers && n > 1) {
         /* One packet, one output call: a TLS record or WebSocket frame per piece would
          * cost a header each. */
         uint8_t packet[16384];
@@ -68,25 +68,22 @@ static void sink_write(void *io, const struct mq_iov *iov, size_t n)
                     memcpy(packet + off, iov[i].base, iov[i].len);
                 off += iov[i].len;
             }
-            cl->transport->output(cl, packet, total);
+            client_layer_down(cl, cl->layers, packet, total);
             return;
         }
     }
     for (size_t i = 0; i < n && !cl->closing; i++) {
         if (!iov[i].len)
             continue;
-        if (cl->transport)
-            cl->transport->output(cl, iov[i].base, iov[i].len);
-        else
-            client_send_raw(cl, iov[i].base, iov[i].len);
+        client_layer_down(cl, cl->layers, iov[i].base, iov[i].len);
     }
 }
 
 static void sink_close(void *io)
 {
     struct mq_client *cl = io;
-    if (!cl->close_requested && !cl->closing && cl->transport && cl->transport->shutdown)
-        cl->transport->shutdown(cl);
+    if (!cl->close_requested && !cl->closing)
+        client_layer_shutdown_below(cl, cl->layers); /* the top layer's goodbye first */
     cl->close_requested = true;
     mark_dirty(cl);
 }
@@ -118,8 +115,8 @@ static void on_close(uv_handle_t *h)
     srv->client_count--;
     if (cl->lctx)
         cl->lctx->clients--;
-    if (cl->transport)
-        cl->transport->detach(cl);
+    for (unsigned i = cl->layers; i-- > 0;)
+        cl->layer[i].ops->detach(cl, i);
     free(cl->in);
     free(cl->out);
     free(cl);
@@ -243,7 +240,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     struct mq_client *cl = client_of(h);
     /* A transport decodes from the shared buffer; only plain TCP reads straight into
      * the tail of a half-received packet. */
-    if (!cl->in_len || cl->transport) {
+    if (!cl->in_len || cl->layers) {
         *buf = uv_buf_init((char *)cl->srv->read_buf, sizeof(cl->srv->read_buf));
         return;
     }
@@ -319,8 +316,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     srv->broker->now_ms = uv_now(&srv->loop);
 
-    if (cl->transport) {
-        cl->transport->input(cl, (const uint8_t *)buf->base, (size_t)nread);
+    if (cl->layers) {
+        cl->layer[0].ops->input(cl, 0, (uint8_t *)buf->base, (size_t)nread);
     } else if ((uint8_t *)buf->base == srv->read_buf) {
         client_deliver(cl, srv->read_buf, (size_t)nread);
     } else {
@@ -348,6 +345,34 @@ void client_deliver(struct mq_client *cl, const uint8_t *data, size_t len)
     memcpy(cl->in + cl->in_len, data, len);
     cl->in_len += len;
     feed_proto(cl, cl->in, cl->in_len);
+}
+
+void client_layer_up(struct mq_client *cl, unsigned level, uint8_t *data, size_t len)
+{
+    if (level + 1 < cl->layers)
+        cl->layer[level + 1].ops->input(cl, level + 1, data, len);
+    else
+        client_deliver(cl, data, len);
+}
+
+/* level is the caller's: level == cl->layers means "from proto, above the top layer". */
+void client_layer_down(struct mq_client *cl, unsigned level, const uint8_t *data, size_t len)
+{
+    if (level)
+        cl->layer[level - 1].ops->output(cl, level - 1, data, len);
+    else
+        client_send_raw(cl, data, len);
+}
+
+void client_layer_shutdown_below(struct mq_client *cl, unsigned level)
+{
+    if (!level || cl->closing)
+        return;
+    const struct mq_transport_ops *ops = cl->layer[level - 1].ops;
+    if (ops->shutdown)
+        ops->shutdown(cl, level - 1);
+    else
+        client_layer_shutdown_below(cl, level - 1);
 }
 
 void client_accept(struct mq_listen_socket *ls)
@@ -404,13 +429,13 @@ void client_accept(struct mq_listen_socket *ls)
         client_close(cl, "out of memory");
         return;
     }
-    if (ls->transport) {
-        cl->transport = ls->transport;
-        if (cl->transport->attach(cl, ls->transport_ctx)) {
-            cl->transport = NULL;
+    for (unsigned i = 0; i < ls->depth; i++) {
+        cl->layer[i].ops = ls->stack[i];
+        if (cl->layer[i].ops->attach(cl, i, ls->stack_ctx[i])) {
             client_close(cl, "transport set-up failed");
             return;
         }
+        cl->layers = (uint8_t)(i + 1); /* detached in on_close */
     }
     if (uv_read_start((uv_stream_t *)&cl->tcp, on_alloc, on_read))
         client_close(cl, "read failed");

@@ -32,8 +32,9 @@ static void on_connection(uv_stream_t *server, int status)
 static void on_socket_closed(uv_handle_t *h)
 {
     struct mq_listen_socket *ls = (struct mq_listen_socket *)h;
-    if (ls->transport && ls->transport->ctx_free)
-        ls->transport->ctx_free(ls->transport_ctx);
+    for (unsigned i = 0; i < ls->depth; i++)
+        if (ls->stack[i]->ctx_free)
+            ls->stack[i]->ctx_free(ls->stack_ctx[i]);
     free(ls);
 }
 
@@ -67,13 +68,15 @@ static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
     srv->sockets = grown;
     ls->srv = srv;
     ls->lctx = lctx;
-    if (tls) { /* set before uv_listen: no connection is ever accepted in plaintext */
-        ls->transport = &tls_transport;
-        ls->transport_ctx = tls_ctx_ref(tls);
+    /* The layers of its connections, bottom first: TLS under WebSocket for wss. Set
+     * before uv_listen: no connection is ever accepted in plaintext. */
+    if (tls) {
+        ls->stack[ls->depth] = &tls_transport;
+        ls->stack_ctx[ls->depth++] = tls_ctx_ref(tls);
     }
     const struct mq_listener_config *lc = lctx->cfg;
     if (lc->protocol == MQ_LISTENER_WEBSOCKETS)
-        ls->transport = &ws_transport; /* no context: it reads ls->lctx per request */
+        ls->stack[ls->depth++] = &ws_transport; /* no context: it reads lctx per request */
     uv_tcp_init_ex(&srv->loop, &ls->tcp, addr.ss_family);
     srv->sockets[srv->socket_count++] = ls;
 
@@ -118,10 +121,9 @@ static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
         *port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                   : ((struct sockaddr_in *)&bound)->sin_port);
     snprintf(ls->name, sizeof(ls->name), fmt, host, *port);
+    bool ws = lc->protocol == MQ_LISTENER_WEBSOCKETS;
     mq_log(MQ_LOG_NOTICE, "listening on %s (%s)", ls->name,
-           tls                              ? "mqtt over tls"
-           : ls->transport == &ws_transport ? "websockets"
-                                            : "mqtt");
+           ws ? (tls ? "websockets over tls" : "websockets") : (tls ? "mqtt over tls" : "mqtt"));
     return 0;
 }
 
@@ -129,13 +131,6 @@ static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
 static int start_listener(struct mq_server *srv, struct mq_listener_ctx *lctx, uint16_t *port_io)
 {
     const struct mq_listener_config *lc = lctx->cfg;
-    if (lc->protocol == MQ_LISTENER_WEBSOCKETS && tls_enabled(lc)) {
-        mq_log(MQ_LOG_ERR,
-               "listener %u: websockets over TLS (wss) is not yet supported by this "
-               "version of midge",
-               lc->port);
-        return -1;
-    }
     struct addrinfo hints = {.ai_flags = AI_PASSIVE | AI_NUMERICSERV, .ai_socktype = SOCK_STREAM};
     if (lc->socket_domain == 4)
         hints.ai_family = AF_INET;
@@ -214,11 +209,12 @@ struct reload_tls {
     bool tried;
 };
 
-/* A kept TLS socket takes a context built from the new settings (certificates are
- * re-read on SIGHUP). Its connections keep the SSL objects they have; OpenSSL frees
- * the old context with the last of them. New files that fail keep the old context. */
-static void swap_tls(struct mq_listen_socket *ls, const struct mq_listener_config *lc,
-                     struct reload_tls *rt)
+/* A kept TLS socket (mqtts or wss) takes a context built from the new settings
+ * (certificates are re-read on SIGHUP). Its connections keep the SSL objects they have;
+ * OpenSSL frees the old context with the last of them. New files that fail keep the old
+ * context. */
+static void swap_tls(struct mq_listen_socket *ls, unsigned layer,
+                     const struct mq_listener_config *lc, struct reload_tls *rt)
 {
     if (!rt->tried) {
         rt->tried = true;
@@ -230,8 +226,8 @@ static void swap_tls(struct mq_listen_socket *ls, const struct mq_listener_confi
     }
     if (!rt->ctx)
         return;
-    tls_transport.ctx_free(ls->transport_ctx);
-    ls->transport_ctx = tls_ctx_ref(rt->ctx);
+    tls_transport.ctx_free(ls->stack_ctx[layer]);
+    ls->stack_ctx[layer] = tls_ctx_ref(rt->ctx);
 }
 
 int listeners_reload(struct mq_server *srv, const struct mq_config *ncfg,
@@ -261,8 +257,9 @@ int listeners_reload(struct mq_server *srv, const struct mq_config *ncfg,
                 listener_ctx_adopt(ls->lctx, nlctx[found]);
             nlctx[found] = ls->lctx;
             matched[found] = true;
-            if (ls->transport == &tls_transport)
-                swap_tls(ls, &ncfg->listeners[found], &tls[found]);
+            for (unsigned k = 0; k < ls->depth; k++)
+                if (ls->stack[k] == &tls_transport)
+                    swap_tls(ls, k, &ncfg->listeners[found], &tls[found]);
             srv->sockets[kept++] = ls;
         } else {
             mq_log(MQ_LOG_NOTICE, "no longer listening on %s", ls->name);

@@ -22,38 +22,56 @@ struct mq_store;
 struct mq_client;
 struct mq_listen_socket;
 
+/* Transport layers per connection at most (WebSocket over TLS is two). */
+#define NET_MAX_LAYERS 2
+
 /* A layer between the socket and MQTT bytes (TLS, WebSocket); plain TCP has none.
- * Transports stack: each one hands its output to the next with client_send_raw()
- * or its own lower layer, and its decoded input to client_deliver(). */
+ * Layers stack, level 0 next to the socket: a layer passes what it decodes upward
+ * with client_layer_up() (the next layer's input, or proto from the top one) and what
+ * it encodes downward with client_layer_down() (the next layer's output, or the
+ * socket from level 0). A layer never knows what is above or below it. */
 struct mq_transport_ops {
     const char *name; /* for logs: "tls" */
-    /* Set up per-connection state in cl->transport_state from the listener's context.
+    /* Set up per-connection state in cl->layer[level].state from the listener's context.
      * Returns 0, or -1 after logging (the connection is then closed). */
-    int (*attach)(struct mq_client *cl, void *listener_ctx);
-    /* Raw bytes from the socket: pass decoded MQTT bytes to client_deliver() and any
-     * bytes of the transport's own (handshake, alerts) to client_send_raw(). Returns 0,
-     * or -1 after client_close(). */
-    int (*input)(struct mq_client *cl, const uint8_t *raw, size_t len);
-    /* MQTT bytes to send: encode them and pass the result to client_send_raw().
-     * Returns 0, or -1 after client_close(). */
-    int (*output)(struct mq_client *cl, const uint8_t *data, size_t len);
-    /* The broker is about to close the connection: send the transport's goodbye
-     * (TLS close_notify) with the last output. Optional. */
-    void (*shutdown)(struct mq_client *cl);
-    /* Free cl->transport_state (close callback). */
-    void (*detach)(struct mq_client *cl);
+    int (*attach)(struct mq_client *cl, unsigned level, void *listener_ctx);
+    /* Bytes from the layer below (the socket at level 0): pass decoded bytes to
+     * client_layer_up() and any bytes of the layer's own (handshake, alerts, pongs) to
+     * client_layer_down(). raw is scratch space (the server's shared read buffer): the
+     * layer may decode in place, and must not keep it past the call. Returns 0, or -1
+     * once the connection is closing. */
+    int (*input)(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len);
+    /* Bytes from the layer above (MQTT from the top one): encode them and pass the result
+     * to client_layer_down(). Returns 0, or -1 once the connection is closing. */
+    int (*output)(struct mq_client *cl, unsigned level, const uint8_t *data, size_t len);
+    /* The broker is about to close the connection: send the layer's goodbye (a WebSocket
+     * close frame, TLS close_notify) with the last output, then, at once or when that
+     * goodbye has really been queued, client_layer_shutdown_below(), so the layers say
+     * goodbye top to bottom. Optional: without it the shutdown passes straight down. */
+    void (*shutdown)(struct mq_client *cl, unsigned level);
+    /* Free cl->layer[level].state (close callback). */
+    void (*detach)(struct mq_client *cl, unsigned level);
     /* Free a listener context (listener closed). */
     void (*ctx_free)(void *listener_ctx);
+};
+
+/* One layer of a connection: its transport and that transport's state. */
+struct mq_layer {
+    const struct mq_transport_ops *ops;
+    void *state; /* owned by ops (detach) */
 };
 
 /* One bound socket of a configured listener. */
 struct mq_listen_socket {
     uv_tcp_t tcp; /* first: handle pointers convert back to the struct */
     struct mq_server *srv;
-    struct mq_listener_ctx *lctx;             /* the listener's settings; server-owned */
-    const struct mq_transport_ops *transport; /* NULL: plain TCP */
-    void *transport_ctx;                      /* e.g. the SSL_CTX; owned */
-    char name[80];                            /* "127.0.0.1:1883" */
+    struct mq_listener_ctx *lctx; /* the listener's settings; server-owned */
+    /* The transports of its connections, bottom first (TLS, then WebSocket), each with
+     * its listener context (the SSL_CTX; owned, freed with ops->ctx_free) */
+    const struct mq_transport_ops *stack[NET_MAX_LAYERS];
+    void *stack_ctx[NET_MAX_LAYERS];
+    unsigned depth; /* 0: plain TCP */
+    char name[80];  /* "127.0.0.1:1883" */
 };
 
 struct mq_server {
@@ -91,12 +109,12 @@ struct mq_server {
 struct mq_client {
     uv_tcp_t tcp; /* first */
     struct mq_server *srv;
-    const struct mq_transport_ops *transport; /* NULL: plain TCP */
-    void *transport_state;
-    struct mq_listener_ctx *lctx;  /* counted in lctx->clients once admitted; else NULL */
+    struct mq_layer layer[NET_MAX_LAYERS]; /* layer[0] next to the socket */
+    struct mq_listener_ctx *lctx;          /* counted in lctx->clients once admitted; else NULL */
     struct mq_conn *conn;          /* NULL once proto has been told the connection is gone */
     struct mq_client *prev, *next; /* srv->clients */
     struct mq_client *dirty_next;
+    uint8_t layers; /* in use in layer[]; 0: plain TCP */
     bool in_dirty;
     bool close_requested;
     bool closing; /* uv_close called */
@@ -136,5 +154,15 @@ void client_close(struct mq_client *cl, const char *reason);
 void client_send_raw(struct mq_client *cl, const uint8_t *data, size_t len);
 /* Hand decoded MQTT bytes to proto, keeping an unfinished packet for later. */
 void client_deliver(struct mq_client *cl, const uint8_t *data, size_t len);
+/* What layer `level` decoded: to the input of the layer above (which may decode it in
+ * place), or to client_deliver from the top layer. data is borrowed for the call. */
+void client_layer_up(struct mq_client *cl, unsigned level, uint8_t *data, size_t len);
+/* What layer `level` encoded: to the output of the layer below, or to client_send_raw
+ * from level 0; proto's output enters at level cl->layers. data is borrowed for the
+ * call. */
+void client_layer_down(struct mq_client *cl, unsigned level, const uint8_t *data, size_t len);
+/* Layer `level` has queued its goodbye: the layer below says its own (see
+ * mq_transport_ops.shutdown). */
+void client_layer_shutdown_below(struct mq_client *cl, unsigned level);
 
 #endif

@@ -14,8 +14,9 @@
 
 struct mq_listener_config;
 
-/* The TLS transport: attach/input/output/detach per connection, ctx_free for a
- * listener context made by tls_ctx_new or tls_ctx_ref. */
+/* The TLS transport: attach/input/output/shutdown (close_notify)/detach per
+ * connection, ctx_free for a listener context made by tls_ctx_new or tls_ctx_ref. It is
+ * the bottom layer of a connection, alone (mqtts) or under WebSocket (wss). */
 extern const struct mq_transport_ops tls_transport;
 
 /* True when lc asks for TLS (certfile or keyfile set). Such a listener is never
@@ -39,10 +40,5 @@ void *tls_ctx_new(const struct mq_listener_config *lc);
 
 /* Take another reference to ctx (one per listening socket); returns ctx. */
 void *tls_ctx_ref(void *ctx);
-
-/* Queue a TLS close_notify alert to cl's peer (best effort) before the broker closes
- * a connection it decided to end; a no-op before the handshake completed or after it
- * failed. Call it just before asking for the close, e.g. from the sink's close. */
-void tls_close_notify(struct mq_client *cl);
 
 #endif

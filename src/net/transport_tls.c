@@ -3,9 +3,10 @@
  * One SSL_CTX per listener (refcounted by OpenSSL: each listening socket and each
  * connection holds a reference), one SSL per connection. Raw socket bytes go into
  * the read BIO; whatever OpenSSL writes (handshake records, application data,
- * alerts) is drained from the write BIO into client_send_raw after every step, so
- * OpenSSL never touches the socket and nothing here blocks. Owns cl->transport_state
- * (struct tls_conn); never closes the socket itself except through client.c.
+ * alerts) is drained from the write BIO to the layer below (the socket) after every
+ * step, so OpenSSL never touches the socket and nothing here blocks; plaintext goes to
+ * the layer above (proto, or WebSocket for wss). Owns its cl->layer[].state (struct
+ * tls_conn); never closes the socket itself except through client.c.
  * Invariant: plaintext reaches proto only after the handshake (and the client
  * certificate check) has succeeded.
  */
@@ -35,9 +36,10 @@
 #define TLS_HANDSHAKE_BYTE 0x16
 
 struct tls_conn {
-    SSL *ssl;  /* owns both BIOs */
-    BIO *rbio; /* socket -> OpenSSL */
-    BIO *wbio; /* OpenSSL -> socket */
+    SSL *ssl;      /* owns both BIOs */
+    BIO *rbio;     /* socket -> OpenSSL */
+    BIO *wbio;     /* OpenSSL -> socket */
+    uint8_t level; /* in the connection's layers */
     bool established;
     bool failed; /* fatal error logged; the close is under way */
     bool got_input;
@@ -361,7 +363,7 @@ static void flush_wbio(struct mq_client *cl, struct tls_conn *t)
     uint8_t buf[TLS_CHUNK + 1024];
     int n;
     while ((n = BIO_read(t->wbio, buf, (int)sizeof(buf))) > 0)
-        client_send_raw(cl, buf, (size_t)n);
+        client_layer_down(cl, t->level, buf, (size_t)n);
 }
 
 /* A fatal TLS error: one log line with the peer and OpenSSL's reason, the alert
@@ -395,7 +397,7 @@ static void fail(struct mq_client *cl, struct tls_conn *t, int ssl_err)
     client_sink.close(cl);
 }
 
-static int attach(struct mq_client *cl, void *listener_ctx)
+static int attach(struct mq_client *cl, unsigned level, void *listener_ctx)
 {
     struct tls_conn *t = calloc(1, sizeof(*t));
     BIO *rbio = BIO_new(BIO_s_mem());
@@ -417,19 +419,20 @@ static int attach(struct mq_client *cl, void *listener_ctx)
     t->ssl = ssl;
     t->rbio = rbio;
     t->wbio = wbio;
-    cl->transport_state = t;
+    t->level = (uint8_t)level;
+    cl->layer[level].state = t;
     return 0;
 }
 
-static void detach(struct mq_client *cl)
+static void detach(struct mq_client *cl, unsigned level)
 {
-    struct tls_conn *t = cl->transport_state;
+    struct tls_conn *t = cl->layer[level].state;
     if (!t)
         return;
     SSL_free(t->ssl); /* and both BIOs; the SSL_CTX reference goes with it */
     free(t->early);
     free(t);
-    cl->transport_state = NULL;
+    cl->layer[level].state = NULL;
 }
 
 /* Encrypt plaintext into the write BIO a record at a time, flushing as we go. */
@@ -514,9 +517,9 @@ static int established(struct mq_client *cl, struct tls_conn *t)
     return 0;
 }
 
-static int input(struct mq_client *cl, const uint8_t *raw, size_t len)
+static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
 {
-    struct tls_conn *t = cl->transport_state;
+    struct tls_conn *t = cl->layer[level].state;
     if (t->failed || !len)
         return 0;
     if (!t->got_input) {
@@ -565,7 +568,7 @@ static int input(struct mq_client *cl, const uint8_t *raw, size_t len)
         if (n > 0) {
             have += (size_t)n;
             if (have == cap) {
-                client_deliver(cl, buf, have);
+                client_layer_up(cl, level, buf, have);
                 have = 0;
             }
             continue;
@@ -573,7 +576,7 @@ static int input(struct mq_client *cl, const uint8_t *raw, size_t len)
         int e = SSL_get_error(t->ssl, n);
         if (e == SSL_ERROR_WANT_READ)
             break;
-        client_deliver(cl, buf, have); /* what came before the end is still valid */
+        client_layer_up(cl, level, buf, have); /* what came before the end is still valid */
         have = 0;
         if (e == SSL_ERROR_ZERO_RETURN) {
             /* The peer's close_notify: answer it, then close like a TCP end of file. */
@@ -590,16 +593,16 @@ static int input(struct mq_client *cl, const uint8_t *raw, size_t len)
         break;
     }
     if (have)
-        client_deliver(cl, buf, have);
+        client_layer_up(cl, level, buf, have);
     if (!t->failed)
         flush_wbio(cl, t); /* key updates, session tickets */
     ERR_clear_error();
     return rc;
 }
 
-static int output(struct mq_client *cl, const uint8_t *data, size_t len)
+static int output(struct mq_client *cl, unsigned level, const uint8_t *data, size_t len)
 {
-    struct tls_conn *t = cl->transport_state;
+    struct tls_conn *t = cl->layer[level].state;
     if (t->failed || cl->closing)
         return 0;
     if (t->established)
@@ -623,23 +626,20 @@ static int output(struct mq_client *cl, const uint8_t *data, size_t len)
     return 0;
 }
 
-static void tls_shutdown(struct mq_client *cl)
+/* Queue close_notify (best effort) before the broker closes a connection it decided to
+ * end; nothing before the handshake completed or after it failed. The layers above
+ * have already queued their goodbyes (a WebSocket close frame goes out encrypted). */
+static void tls_shutdown(struct mq_client *cl, unsigned level)
 {
-    tls_close_notify(cl);
-}
-
-void tls_close_notify(struct mq_client *cl)
-{
-    if (cl->transport != &tls_transport || cl->closing)
-        return;
-    struct tls_conn *t = cl->transport_state;
-    if (!t || t->failed || !t->established)
-        return;
-    ERR_clear_error();
-    SSL_shutdown(t->ssl); /* queues close_notify; we do not wait for the peer's */
-    ERR_clear_error();
-    flush_wbio(cl, t);
-    t->failed = true; /* nothing may follow close_notify */
+    struct tls_conn *t = cl->layer[level].state;
+    if (t && !t->failed && t->established && !cl->closing) {
+        ERR_clear_error();
+        SSL_shutdown(t->ssl); /* queues close_notify; we do not wait for the peer's */
+        ERR_clear_error();
+        flush_wbio(cl, t);
+        t->failed = true; /* nothing may follow close_notify */
+    }
+    client_layer_shutdown_below(cl, level);
 }
 
 const struct mq_transport_ops tls_transport = {

@@ -1,14 +1,19 @@
-/* transport_ws.c - MQTT over WebSocket (RFC 6455) for `protocol websockets` listeners.
+/* transport_ws.c - MQTT over WebSocket (RFC 6455) for `protocol websockets` listeners,
+ * over TCP (ws://) or as the layer above TLS (wss://): it reads and writes only through
+ * client_layer_up/down, so it never knows which.
  *
  * A connection starts in HTTP: one strictly parsed request, answered with the embedded
  * page, /metrics, /healthz or an error (then closed), or upgraded with 101. After the
- * upgrade libwslay's event API frames everything: the binary payloads of one read go to
- * client_deliver in one call (wslay buffers no message), and proto's output of a loop
- * turn is staged and queued as one binary message at the start of the next turn, before
- * client.c writes (an idle handle), so a subscriber taking many small packets costs one
- * wslay allocation and frame per turn, not per packet. Owns only per-connection state
- * (struct ws_conn); never frees the client, only asks client.c to close it. Invariant:
- * wslay is never entered for sending while wslay_event_recv runs.
+ * upgrade, sending is libwslay's event API throughout: proto's output of a loop turn is
+ * staged and queued as one binary message at the start of the next turn, before client.c
+ * writes (an idle handle), so a subscriber taking many small packets costs one wslay
+ * allocation and frame per turn, not per packet. Receiving is split: well-formed data
+ * frames are parsed here and unmasked 8 bytes at a time in place (libwslay unmasks a byte
+ * at a time; see ws_feed and docs/websocket.md, "Throughput"), so the MQTT bytes of one
+ * read reach proto in one call; control frames and every frame RFC 6455 forbids go to
+ * libwslay, which answers pings, runs the close handshake and refuses bad frames. Owns
+ * only per-connection state (struct ws_conn); never frees the client, only asks client.c
+ * to close it. Invariant: wslay is never entered for sending while wslay_event_recv runs.
  */
 #include "ws.h"
 
@@ -30,6 +35,13 @@
 #define WS_DIRECT_MIN (16u * 1024)  /* output pieces this large skip the staging copy */
 #define WS_STAGE_MAX (64u * 1024)   /* staged output past this goes out at a packet end */
 
+/* What the next received bytes are (ws_feed). */
+enum rx_mode {
+    RX_HEADER, /* the start of a frame */
+    RX_DATA,   /* payload of a binary or continuation frame: unmasked here, to proto */
+    RX_WSLAY,  /* the rest of a frame libwslay handles (control, or one it will refuse) */
+};
+
 enum ws_phase {
     WS_HTTP, /* reading the request head */
     WS_OPEN, /* upgraded: WebSocket frames */
@@ -38,6 +50,7 @@ enum ws_phase {
 
 struct ws_conn {
     struct mq_client *cl;  /* borrowed; NULL once detached */
+    uint8_t level;         /* in the connection's layers (1 over TLS) */
     bool shutdown_pending; /* the broker closed us during input: close frame after it */
     enum ws_phase phase;
     char reason[112]; /* why the connection ended, for proto's closing log line */
@@ -54,21 +67,22 @@ struct ws_conn {
     bool idle_init;
     bool close_pending;
 
-    /* WebSocket input. */
+    /* WebSocket input (see ws_feed): where the frame being received stands. */
     wslay_event_context_ptr ev;
-    const uint8_t *rx; /* the read being fed to wslay_event_recv */
+    const uint8_t *rx; /* bytes being fed to wslay_event_recv */
     size_t rx_len;
-    bool in_recv;     /* processing a read: its answers are staged with the rest */
-    bool rx_deliver;  /* the current frame carries MQTT bytes */
-    bool rx_binary;   /* the message being received is binary */
-    bool rx_failed;   /* we queued a close: drop whatever payload follows */
-    uint64_t msg_len; /* bytes of the message being received (all its frames) */
-    uint64_t max_len; /* frame and message size limit */
+    bool in_recv;       /* processing a read: its answers are staged with the rest */
+    bool rx_failed;     /* we queued a close: drop whatever follows */
+    bool rx_in_msg;     /* a fragmented data message is open (no FIN yet) */
+    uint8_t rx_mode;    /* enum rx_mode */
+    uint8_t rx_hdr_len; /* bytes in rx_hdr: a frame header split across reads */
+    uint8_t rx_phase;   /* position of the next payload byte in the mask key, 0..3 */
+    uint8_t rx_hdr[14]; /* longest header: 2 + 8 length bytes + 4 mask bytes */
+    uint8_t rx_mask[8]; /* the data frame's masking key, twice */
+    uint64_t rx_left;   /* RX_DATA: payload bytes to come; RX_WSLAY: frame bytes to come */
+    uint64_t msg_len;   /* bytes of the message being received (all its frames) */
+    uint64_t max_len;   /* frame and message size limit */
     const char *fail_text;
-    /* MQTT bytes of one read, handed to client_deliver in one call after wslay is done:
-     * proto then decodes a whole batch at once, as it does for TCP. */
-    uint8_t *acc;
-    size_t acc_len, acc_cap;
 
     /* WebSocket output: bytes of unfinished packets (or of a batch) not yet queued. */
     uint8_t *stage;
@@ -87,7 +101,6 @@ static void ws_free(struct ws_conn *ws)
         wslay_event_context_free(ws->ev);
     free(ws->req);
     free(ws->stage);
-    free(ws->acc);
     free(ws);
 }
 
@@ -324,10 +337,10 @@ static void respond(struct mq_client *cl, struct ws_conn *ws, const struct http_
         client_close(cl, "http: response head too long");
         return;
     }
-    client_send_raw(cl, (const uint8_t *)head, (size_t)n);
+    client_layer_down(cl, ws->level, (const uint8_t *)head, (size_t)n);
     bool head_only = req && span_eq(&req->method, "HEAD");
     if (!head_only && r->body_len)
-        client_send_raw(cl, r->body, r->body_len);
+        client_layer_down(cl, ws->level, r->body, r->body_len);
     if (req)
         snprintf(ws->reason, sizeof(ws->reason), "HTTP %.*s %.*s %d", (int)req->method.n,
                  req->method.p, (int)(req->path.n > 60 ? 60 : req->path.n), req->path.p, r->status);
@@ -433,7 +446,7 @@ static ssize_t on_wslay_send(wslay_event_context_ptr ctx, const uint8_t *data, s
     (void)flags;
     struct ws_conn *ws = user;
     if (ws->cl)
-        client_send_raw(ws->cl, data, len);
+        client_layer_down(ws->cl, ws->level, data, len);
     return (ssize_t)len;
 }
 
@@ -448,54 +461,9 @@ static void ws_fail(struct ws_conn *ws, uint16_t code, const char *text)
     wslay_event_shutdown_read(ws->ev);
 }
 
-static void on_frame_start(wslay_event_context_ptr ctx,
-                           const struct wslay_event_on_frame_recv_start_arg *arg, void *user)
-{
-    (void)ctx;
-    struct ws_conn *ws = user;
-    ws->rx_deliver = false;
-    if (ws->rx_failed)
-        return;
-    switch (arg->opcode) {
-    case WSLAY_BINARY_FRAME:
-        ws->rx_binary = true;
-        ws->msg_len = 0;
-        break;
-    case WSLAY_CONTINUATION_FRAME: /* wslay checked that a message is open */ break;
-    case WSLAY_TEXT_FRAME:
-        ws->rx_binary = false;
-        ws_fail(ws, WSLAY_CODE_UNSUPPORTED_DATA, "MQTT needs binary frames");
-        return;
-    default: /* control frames: wslay answers pings and closes itself */ return;
-    }
-    ws->msg_len += arg->payload_length;
-    if (ws->msg_len > ws->max_len) {
-        ws_fail(ws, WSLAY_CODE_MESSAGE_TOO_BIG, "message too big");
-        return;
-    }
-    ws->rx_deliver = ws->rx_binary;
-}
-
-static void on_frame_chunk(wslay_event_context_ptr ctx,
-                           const struct wslay_event_on_frame_recv_chunk_arg *arg, void *user)
-{
-    (void)ctx;
-    struct ws_conn *ws = user;
-    if (!ws->rx_deliver || ws->rx_failed || !arg->data_length)
-        return;
-    if (buf_reserve(&ws->acc, &ws->acc_cap, ws->acc_len + arg->data_length, 1024)) {
-        ws_fail(ws, WSLAY_CODE_INTERNAL_SERVER_ERROR, "out of memory");
-        return;
-    }
-    memcpy(ws->acc + ws->acc_len, arg->data, arg->data_length);
-    ws->acc_len += arg->data_length;
-}
-
 static const struct wslay_event_callbacks wslay_callbacks = {
     .recv_callback = on_wslay_recv,
     .send_callback = on_wslay_send,
-    .on_frame_recv_start_callback = on_frame_start,
-    .on_frame_recv_chunk_callback = on_frame_chunk,
 };
 
 static const char *close_code_text(uint16_t code)
@@ -565,28 +533,195 @@ static void ws_pump(struct mq_client *cl, struct ws_conn *ws, int recv_rc)
     close_after_flush(cl, ws);
 }
 
-static void ws_feed(struct mq_client *cl, struct ws_conn *ws, const uint8_t *raw, size_t len)
+/* XOR n bytes of src into dst (dst <= src; they may overlap) with the masking key
+ * (key2: the 4 key bytes twice) from key position phase, 8 bytes per step: libwslay
+ * unmasks a byte at a time, which cost a WebSocket publisher a third of its throughput.
+ * Returns the phase after the last byte. */
+static unsigned unmask_move(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t key2[8],
+                            unsigned phase)
 {
-    ws->rx = raw;
-    ws->rx_len = len;
-    ws->in_recv = true;
+    uint32_t k4;
+    memcpy(&k4, key2 + phase, 4);             /* the key as it lines up with src[0..4) */
+    uint64_t k8 = k4 * 0x0000000100000001ull; /* the same 4 bytes twice, either byte order */
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v; /* loaded before the store: dst + 8 never passes unread bytes */
+        memcpy(&v, src + i, 8);
+        v ^= k8;
+        memcpy(dst + i, &v, 8);
+    }
+    if (i + 4 <= n) {
+        uint32_t v;
+        memcpy(&v, src + i, 4);
+        v ^= k4;
+        memcpy(dst + i, &v, 4);
+        i += 4;
+    }
+    for (unsigned j = phase; i < n; i++, j++)
+        dst[i] = src[i] ^ key2[j];
+    return (unsigned)((phase + n) & 3);
+}
+
+/* A frame header at p[0..n): its size with the masking key, or 0 when incomplete. */
+struct frame_head {
+    uint8_t b0;         /* FIN, RSV1-3, opcode */
+    bool masked;        /* MASK bit */
+    bool minimal;       /* the length is in its shortest form, below 2^63 */
+    uint64_t len;       /* payload length */
+    const uint8_t *key; /* masking key (in p), when masked */
+};
+
+static size_t parse_head(const uint8_t *p, size_t n, struct frame_head *h)
+{
+    if (n < 2)
+        return 0;
+    unsigned l7 = p[1] & 0x7f;
+    size_t size = 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0) + (p[1] & 0x80 ? 4 : 0);
+    if (n < size)
+        return 0;
+    h->b0 = p[0];
+    h->masked = p[1] & 0x80;
+    if (l7 < 126) {
+        h->len = l7;
+        h->minimal = true;
+    } else if (l7 == 126) {
+        h->len = (uint64_t)p[2] << 8 | p[3];
+        h->minimal = h->len >= 126;
+    } else {
+        h->len = 0;
+        for (int i = 0; i < 8; i++)
+            h->len = h->len << 8 | p[2 + i];
+        h->minimal = h->len > 0xffff && !(h->len >> 63);
+    }
+    h->key = h->masked ? p + size - 4 : NULL;
+    return size;
+}
+
+/* Hand bytes of a control (or refused) frame to libwslay, which answers pings, runs the
+ * close handshake and refuses what RFC 6455 forbids, exactly as when it parsed every
+ * frame. Returns wslay_event_recv's result. */
+static int feed_wslay(struct ws_conn *ws, const uint8_t *p, size_t n)
+{
+    ws->rx = p;
+    ws->rx_len = n;
     int rc = wslay_event_recv(ws->ev);
     ws->rx = NULL;
     ws->rx_len = 0; /* after a close, whatever followed it is dropped */
-    if (ws->acc_len) {
-        size_t n = ws->acc_len;
-        ws->acc_len = 0;
-        client_deliver(cl, ws->acc, n); /* its answers are staged (in_recv) */
-        if (ws->acc_cap > WS_STAGE_MAX) {
-            free(ws->acc);
-            ws->acc = NULL;
-            ws->acc_cap = 0;
+    return rc;
+}
+
+/* A complete frame header: decide who takes the frame. Data frames that are well formed
+ * (masked, no RSV bit, length in shortest form) are ours; every other frame goes to
+ * libwslay whole, header included (hdr_from_ws: the header is in rx_hdr, already
+ * consumed from the read, so it is fed now). */
+static int start_frame(struct ws_conn *ws, const struct frame_head *h, size_t size,
+                       bool hdr_from_ws)
+{
+    unsigned op = h->b0 & 0x0f;
+    bool data =
+        op == WSLAY_BINARY_FRAME || op == WSLAY_CONTINUATION_FRAME || op == WSLAY_TEXT_FRAME;
+    if (!data || !h->masked || !h->minimal || (h->b0 & 0x70)) {
+        ws->rx_mode = RX_WSLAY;
+        uint64_t total = h->len > UINT64_MAX - size ? UINT64_MAX : h->len + size;
+        if (!hdr_from_ws) {
+            ws->rx_left = total; /* the header is still in the read: wslay gets it there */
+            return 0;
         }
+        ws->rx_left = total - size;
+        return feed_wslay(ws, ws->rx_hdr, size);
     }
+    /* The rules libwslay applied to data frames. */
+    if (op == WSLAY_CONTINUATION_FRAME && !ws->rx_in_msg) {
+        ws_fail(ws, WSLAY_CODE_PROTOCOL_ERROR, "continuation frame without a message");
+        return 0;
+    }
+    if (op != WSLAY_CONTINUATION_FRAME && ws->rx_in_msg) {
+        ws_fail(ws, WSLAY_CODE_PROTOCOL_ERROR, "new message inside a fragmented one");
+        return 0;
+    }
+    if (op == WSLAY_TEXT_FRAME) {
+        ws_fail(ws, WSLAY_CODE_UNSUPPORTED_DATA, "MQTT needs binary frames");
+        return 0;
+    }
+    ws->msg_len = op == WSLAY_BINARY_FRAME ? h->len : ws->msg_len + h->len;
+    if (h->len > ws->max_len || ws->msg_len > ws->max_len) {
+        ws_fail(ws, WSLAY_CODE_MESSAGE_TOO_BIG, "message too big");
+        return 0;
+    }
+    ws->rx_in_msg = !(h->b0 & 0x80);
+    memcpy(ws->rx_mask, h->key, 4);
+    memcpy(ws->rx_mask + 4, h->key, 4);
+    ws->rx_phase = 0;
+    ws->rx_left = h->len;
+    ws->rx_mode = h->len ? RX_DATA : RX_HEADER;
+    return 0;
+}
+
+/* One read after the upgrade. Data frames are parsed here and their payloads unmasked
+ * in place, moved to the front of raw, so that the MQTT bytes of the whole read reach
+ * proto in one call (as over TCP) without a copy or a buffer per connection; control
+ * frames, and frames RFC 6455 forbids, go to libwslay (see docs/websocket.md,
+ * "Throughput"). raw is the shared read buffer (or the TLS layer's plaintext in it). */
+static void ws_feed(struct mq_client *cl, struct ws_conn *ws, uint8_t *raw, size_t len)
+{
+    ws->in_recv = true;
+    uint8_t *w = raw;
+    const uint8_t *r = raw, *end = raw + len;
+    int rc = 0;
+    bool reading = wslay_event_get_read_enabled(ws->ev); /* changes only in wslay calls */
+    while (r < end && reading && rc >= 0 && !ws->rx_failed) {
+        size_t avail = (size_t)(end - r);
+        if (ws->rx_mode == RX_DATA) {
+            size_t k = ws->rx_left < avail ? (size_t)ws->rx_left : avail;
+            ws->rx_phase = (uint8_t)unmask_move(w, r, k, ws->rx_mask, ws->rx_phase);
+            w += k;
+            r += k;
+            ws->rx_left -= k;
+            if (!ws->rx_left)
+                ws->rx_mode = RX_HEADER;
+            continue;
+        }
+        if (ws->rx_mode == RX_WSLAY) {
+            size_t k = ws->rx_left < avail ? (size_t)ws->rx_left : avail;
+            rc = feed_wslay(ws, r, k);
+            reading = wslay_event_get_read_enabled(ws->ev);
+            r += k;
+            ws->rx_left -= k;
+            if (!ws->rx_left)
+                ws->rx_mode = RX_HEADER;
+            continue;
+        }
+        struct frame_head h;
+        size_t size;
+        if (!ws->rx_hdr_len && (size = parse_head(r, avail, &h))) {
+            rc = start_frame(ws, &h, size, false);
+            if (ws->rx_mode != RX_WSLAY)
+                r += size; /* a frame for wslay keeps its header in the read */
+            continue;
+        }
+        /* A header split across reads (at most 14 bytes): gather it in rx_hdr. */
+        size_t had = ws->rx_hdr_len, take = sizeof(ws->rx_hdr) - had;
+        if (take > avail)
+            take = avail;
+        memcpy(ws->rx_hdr + had, r, take);
+        size = parse_head(ws->rx_hdr, had + take, &h);
+        if (!size) {
+            ws->rx_hdr_len = (uint8_t)(had + take);
+            r += take;
+            continue;
+        }
+        ws->rx_hdr_len = 0;
+        r += size - had;
+        rc = start_frame(ws, &h, size, true);
+        reading = wslay_event_get_read_enabled(ws->ev);
+    }
+    if (w > raw)
+        client_layer_up(cl, ws->level, raw, (size_t)(w - raw)); /* answers are staged */
     ws->in_recv = false;
     if (ws->shutdown_pending) {
         ws->shutdown_pending = false;
         send_close(cl, ws);
+        client_layer_shutdown_below(cl, ws->level);
     }
     /* Control frames (pong, close) and answers before a close go out now; the rest waits
      * for the next turn so that everything this connection gets meanwhile shares one
@@ -596,7 +731,7 @@ static void ws_feed(struct mq_client *cl, struct ws_conn *ws, const uint8_t *raw
 }
 
 static void upgrade(struct mq_client *cl, struct ws_conn *ws, const struct http_request *req,
-                    const uint8_t *rest, size_t rest_len)
+                    uint8_t *rest, size_t rest_len)
 {
     const char *bad = NULL;
     size_t n = 0;
@@ -688,7 +823,7 @@ static void upgrade(struct mq_client *cl, struct ws_conn *ws, const struct http_
                       "\r\n",
                       accept, proto.n ? "Sec-WebSocket-Protocol: " : "", (int)proto.n,
                       proto.p ? proto.p : "", proto.n ? "\r\n" : "");
-    client_send_raw(cl, (const uint8_t *)head, (size_t)hn);
+    client_layer_down(cl, ws->level, (const uint8_t *)head, (size_t)hn);
     ws->phase = WS_OPEN;
     mq_log(MQ_LOG_INFO, "ws: %s: WebSocket upgrade on %.*s (subprotocol %.*s)", cl->peer,
            (int)(req->path.n > 60 ? 60 : req->path.n), req->path.p, proto.n ? (int)proto.n : 4,
@@ -699,7 +834,7 @@ static void upgrade(struct mq_client *cl, struct ws_conn *ws, const struct http_
 }
 
 static void handle_request(struct mq_client *cl, struct ws_conn *ws, const struct http_request *req,
-                           const uint8_t *rest, size_t rest_len)
+                           uint8_t *rest, size_t rest_len)
 {
     apply_forwarded_for(cl, req);
     size_t hosts = 0;
@@ -730,9 +865,9 @@ static void handle_request(struct mq_client *cl, struct ws_conn *ws, const struc
     serve_get(cl, ws, req);
 }
 
-static void http_input(struct mq_client *cl, struct ws_conn *ws, const uint8_t *raw, size_t len)
+static void http_input(struct mq_client *cl, struct ws_conn *ws, uint8_t *raw, size_t len)
 {
-    const uint8_t *buf = raw;
+    uint8_t *buf = raw;
     size_t blen = len;
     if (ws->req_len) {
         uint8_t *n = realloc(ws->req, ws->req_len + len);
@@ -779,7 +914,7 @@ static void http_input(struct mq_client *cl, struct ws_conn *ws, const uint8_t *
 
 /* ---- the transport ------------------------------------------------------------------ */
 
-static int ws_attach(struct mq_client *cl, void *listener_ctx)
+static int ws_attach(struct mq_client *cl, unsigned level, void *listener_ctx)
 {
     (void)listener_ctx;
     struct ws_conn *ws = calloc(1, sizeof(*ws));
@@ -788,14 +923,15 @@ static int ws_attach(struct mq_client *cl, void *listener_ctx)
         return -1;
     }
     ws->cl = cl;
+    ws->level = (uint8_t)level;
     ws->phase = WS_HTTP;
-    cl->transport_state = ws;
+    cl->layer[level].state = ws;
     return 0;
 }
 
-static int ws_input(struct mq_client *cl, const uint8_t *raw, size_t len)
+static int ws_input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
 {
-    struct ws_conn *ws = cl->transport_state;
+    struct ws_conn *ws = cl->layer[level].state;
     if (ws->phase == WS_HTTP)
         http_input(cl, ws, raw, len);
     else if (ws->phase == WS_OPEN)
@@ -834,9 +970,9 @@ static bool track_packets(struct ws_conn *ws, const uint8_t *p, size_t n)
 /* proto's output: staged and sent as one binary message per loop turn (see ws_feed and
  * on_idle), so a PUBLISH written as header, topic and payload, and the many packets a
  * busy subscriber gets, share a frame. Large pieces skip the staging copy. */
-static int ws_output(struct mq_client *cl, const uint8_t *data, size_t len)
+static int ws_output(struct mq_client *cl, unsigned level, const uint8_t *data, size_t len)
 {
-    struct ws_conn *ws = cl->transport_state;
+    struct ws_conn *ws = cl->layer[level].state;
     if (ws->phase != WS_OPEN || !len || cl->closing)
         return 0;
     bool boundary = track_packets(ws, data, len), now = true;
@@ -881,21 +1017,22 @@ static void send_close(struct mq_client *cl, struct ws_conn *ws)
     wslay_event_send(ws->ev);
 }
 
-static void ws_shutdown(struct mq_client *cl)
+static void ws_shutdown(struct mq_client *cl, unsigned level)
 {
-    struct ws_conn *ws = cl->transport_state;
-    if (!ws)
-        return;
-    if (ws->in_recv)
+    struct ws_conn *ws = cl->layer[level].state;
+    if (ws && ws->in_recv) {
         ws->shutdown_pending = true; /* ws_feed sends it once the input is processed */
-    else
+        return;
+    }
+    if (ws)
         send_close(cl, ws);
+    client_layer_shutdown_below(cl, level); /* TLS close_notify after the close frame */
 }
 
-static void ws_detach(struct mq_client *cl)
+static void ws_detach(struct mq_client *cl, unsigned level)
 {
-    struct ws_conn *ws = cl->transport_state;
-    cl->transport_state = NULL;
+    struct ws_conn *ws = cl->layer[level].state;
+    cl->layer[level].state = NULL;
     if (!ws)
         return;
     ws->cl = NULL;

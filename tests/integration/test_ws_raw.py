@@ -129,8 +129,11 @@ class WsConn(MqttConn):
     from binary frames; control frames are recorded. Frame-level helpers for the
     framing tests."""
 
-    def __init__(self, port, path="/mqtt", protocols=("mqtt",), extra="", pipelined=b""):
+    def __init__(self, port, path="/mqtt", protocols=("mqtt",), extra="", pipelined=b"",
+                 wrap=None):
         super().__init__(port)
+        if wrap is not None:  # wss: the caller's TLS socket around the TCP one
+            self.sock = wrap(self.sock)
         self.raw = b""
         self.frames = []  # non-data frames received: (opcode, payload)
         self.close_code = None
@@ -547,19 +550,112 @@ def test_protocol_violations_close_with_1002(start_broker, case):
     br.wait_log(r"client ws-violation disconnected: websocket protocol error \(close 1002")
 
 
-@pytest.mark.parametrize("case", ["control_frame_over_125_bytes", "non_minimal_length"])
+@pytest.mark.parametrize("case", ["control_frame_over_125_bytes", "non_minimal_length",
+                                  "non_minimal_64_bit_length", "64_bit_length_top_bit_set"])
 def test_malformed_frames_end_the_connection(start_broker, case):
     """wslay answers a malformed frame header with a close frame without status code."""
     br = ws_broker(start_broker)
     c = WsConn(br.port)
     c.connect("ws-malformed")
+    key = b"\x01\x02\x03\x04"
     raw = {"control_frame_over_125_bytes": ws_frame(PING, b"x" * 126),
-           "non_minimal_length": bytes([0x82, 0x80 | 126, 0, 5, 1, 2, 3, 4]) + b"abcde"}[case]
+           "non_minimal_length": bytes([0x82, 0x80 | 126, 0, 5]) + key + b"abcde",
+           "non_minimal_64_bit_length":
+               bytes([0x82, 0x80 | 127]) + struct.pack("!Q", 300) + key + b"a" * 300,
+           "64_bit_length_top_bit_set":
+               bytes([0x82, 0x80 | 127]) + struct.pack("!Q", (1 << 63) | 70000) + key + b"a"}[case]
     c.sock.sendall(raw)
     f = c.read_frame()
     assert f is not None and f[1] == CLOSE
     c.expect_closed()
     br.wait_log(r"client ws-malformed disconnected: websocket: protocol error")
+
+
+# --------------------------------------------------------------------------------------
+# The receive path (transport_ws.c parses data frames and unmasks them itself; control
+# frames go to libwslay): frames split across reads anywhere
+# --------------------------------------------------------------------------------------
+
+def send_pieces(sock, data, cuts):
+    """data in pieces ending at the offsets in cuts, each sent alone with a pause so the
+    broker usually reads them separately (the result must not depend on it)."""
+    start = 0
+    for end in list(cuts) + [len(data)]:
+        if end > start:
+            sock.sendall(data[start:end])
+            time.sleep(0.01)
+        start = max(start, end)
+
+
+@pytest.mark.parametrize("size", [30, 300, 70000])
+def test_frame_split_anywhere_in_its_header_and_mask(start_broker, size):
+    """7-bit, 16-bit and 64-bit lengths (headers of 6, 8 and 14 bytes with the key), split
+    after every header byte: the header and the masking key straddle reads."""
+    br = ws_broker(start_broker)
+    c = WsConn(br.port)
+    c.connect("ws-split-head")
+    c.subscribe("split/h")
+    payload = os.urandom(size)
+    frame = ws_frame(BINARY, publish_pkt("split/h", payload))
+    head = 6 if size < 100 else 8 if size < 65000 else 14
+    for cut in range(1, head + 2):
+        send_pieces(c.sock, frame, [cut])
+        assert c.recv_publish(timeout=TIMEOUT * 2).payload == payload, f"cut after {cut} bytes"
+    c.close()
+
+
+def test_payload_split_at_odd_offsets_keeps_the_mask_position(start_broker):
+    """A payload in pieces of 1, 2, 3, 5, 7, 11 and 13 bytes: each read resumes unmasking at
+    another position of the 4-byte key; and the pieces end inside 8-byte steps."""
+    br = ws_broker(start_broker)
+    c = WsConn(br.port)
+    c.connect("ws-split-mask")
+    c.subscribe("split/m")
+    payload = bytes(range(256)) * 4
+    frame = ws_frame(BINARY, publish_pkt("split/m", payload))
+    cuts, at = [], 9
+    for step in (1, 2, 3, 5, 7, 11, 13) * 4:
+        at += step
+        cuts.append(at)
+    send_pieces(c.sock, frame, cuts)
+    assert c.recv_publish().payload == payload
+    c.close()
+
+
+def test_control_and_refused_frames_split_across_reads(start_broker):
+    """A ping whose header arrives a byte at a time is answered by wslay with the same
+    payload; an unmasked frame whose header straddles reads still gets 1002."""
+    br = ws_broker(start_broker)
+    c = WsConn(br.port)
+    c.connect("ws-split-ctl")
+    ping = ws_frame(PING, b"split ping")
+    send_pieces(c.sock, ping, range(1, 8))
+    assert c.read_frame() == (1, PONG, b"split ping")
+    bad = ws_frame(BINARY, publish_pkt("t", b"x"), mask=False)
+    send_pieces(c.sock, bad, [1])
+    c.expect_close(1002)
+
+
+def test_empty_frames_and_many_frames_in_one_read(start_broker):
+    """Empty data frames are allowed anywhere in a message; a read holding many frames
+    (one packet each, a ping among them) is decoded whole and in order."""
+    br = ws_broker(start_broker)
+    c = WsConn(br.port)
+    c.connect("ws-many-frames")
+    c.subscribe("many/f")
+    pkt = publish_pkt("many/f", b"after empty frames")
+    c.sock.sendall(ws_frame(BINARY, b"", fin=False) + ws_frame(CONT, pkt[:5], fin=False) +
+                   ws_frame(CONT, b"", fin=False) + ws_frame(CONT, pkt[5:], fin=True) +
+                   ws_frame(BINARY, b""))
+    assert c.recv_publish().payload == b"after empty frames"
+    n = 300
+    frames = [ws_frame(BINARY, publish_pkt("many/f", str(i).encode())) for i in range(n)]
+    frames.insert(n // 2, ws_frame(PING, b"mid"))
+    c.sock.sendall(b"".join(frames))
+    got = [m.payload for m in c.collect(n, timeout=TIMEOUT * 2)]
+    assert got == [str(i).encode() for i in range(n)]
+    assert (PONG, b"mid") in c.frames
+    c.close()
 
 
 def test_ping_pong(start_broker):

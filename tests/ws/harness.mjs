@@ -3,7 +3,8 @@
 // startBroker() runs the real binary (MIDGE_BIN, default build/midge) on two ephemeral
 // loopback listeners, one `protocol websockets` and one plain MQTT (TCP), and reads their
 // ports from the "listening on 127.0.0.1:PORT" log lines. The WebSocket listener serves
-// the browser page at /.
+// the browser page at /. With { tls: true } a third one, `protocol websockets` with a
+// certificate (wss://), made for the run by `openssl` with a CA of its own.
 //
 // Environment:
 //   MIDGE_BIN            broker binary under test
@@ -162,12 +163,32 @@ class Broker {
   }
 }
 
+function openssl(dir, args) {
+  const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8', timeout: 60000 });
+  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')} failed (${r.status}): ${r.stderr}`);
+}
+
+/** A CA and a server certificate for 127.0.0.1 / localhost in dir; returns the paths. */
+export function makeCerts(dir) {
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  openssl(dir, ['req', '-x509', ...ec, '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '30',
+    '-subj', '/CN=midge ws test CA', '-addext', 'basicConstraints=critical,CA:TRUE',
+    '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+  openssl(dir, ['req', ...ec, '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=localhost']);
+  fs.writeFileSync(path.join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n');
+  openssl(dir, ['x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-set_serial', '1001',
+    '-days', '30', '-out', 'server.crt', '-extfile', 'server.ext']);
+  return { ca: path.join(dir, 'ca.crt'), cert: path.join(dir, 'server.crt'), key: path.join(dir, 'server.key') };
+}
+
 /**
  * Starts a broker. Options: conf (extra config lines), anonymous (default true),
- * sysInterval (seconds, default 1), users ({name: password}: writes a password file).
- * Returns the Broker with .ws (WebSocket port), .tcp (MQTT port), .pageUrl, .wsUrl(path).
+ * sysInterval (seconds, default 1), users ({name: password}: writes a password file),
+ * tls (also a wss:// listener).
+ * Returns the Broker with .ws (WebSocket port), .tcp (MQTT port), .pageUrl, .wsUrl(path),
+ * and with tls .wss (its port), .wssUrl(path) and .tlsOptions (the CA, for MQTT.js or ws).
  */
-export async function startBroker({ conf = [], anonymous = true, sysInterval = 1, users = null } = {}) {
+export async function startBroker({ conf = [], anonymous = true, sysInterval = 1, users = null, tls = false } = {}) {
   const b = new Broker();
   b.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'midge-ws-'));
   const common = [`allow_anonymous ${anonymous ? 'true' : 'false'}`, `sys_interval ${sysInterval}`];
@@ -193,22 +214,31 @@ export async function startBroker({ conf = [], anonymous = true, sysInterval = 1
     b.pageUrl = `http://127.0.0.1:${b.server.address().port}/?host=127.0.0.1&port=${ws}`;
   } else {
     if (!fs.existsSync(MIDGE_BIN)) throw new Error(`broker binary ${MIDGE_BIN} not found (set MIDGE_BIN)`);
-    fs.writeFileSync(confPath, ['listener 0 127.0.0.1', 'protocol websockets', 'listener 0 127.0.0.1',
+    const wss = [];
+    if (tls) {
+      const c = makeCerts(b.dir);
+      wss.push('listener 0 127.0.0.1', 'protocol websockets', `cafile ${c.ca}`, `certfile ${c.cert}`, `keyfile ${c.key}`);
+      b.tlsOptions = { ca: fs.readFileSync(c.ca) };
+    }
+    fs.writeFileSync(confPath, ['listener 0 127.0.0.1', 'protocol websockets', ...wss, 'listener 0 127.0.0.1',
       ...common, ...conf].join('\n') + '\n');
     b._spawn(MIDGE_BIN, ['-c', confPath, '-v']);
-    // Two "listening on 127.0.0.1:PORT (...)" lines; the WebSocket one names its protocol
-    // (websockets/ws/http), otherwise the order of the configuration decides.
-    const re = /listening on 127\.0\.0\.1:(\d+)(?:\s*\(([^)]*)\))?/;
-    const first = await b.waitLog(re, 10000 * SLOW);
-    const second = await b.waitLog(re, 10000 * SLOW, b.lines.findIndex((l) => re.test(l)) + 1);
-    const isWs = (m) => /web|ws|http/i.test(m[2] || '');
-    let wsM = first, tcpM = second;
-    if (isWs(second) && !isWs(first)) [wsM, tcpM] = [second, first];
-    b.ws = Number(wsM[1]);
-    b.tcp = Number(tcpM[1]);
+    // One "listening on 127.0.0.1:PORT (KIND)" line per listener: "websockets",
+    // "websockets over tls" or "mqtt".
+    const re = /listening on 127\.0\.0\.1:(\d+) \(([^)]*)\)/;
+    const ports = {};
+    for (let since = 0, n = 0; n < (tls ? 3 : 2); n++) {
+      const m = await b.waitLog(re, 10000 * SLOW, since);
+      since = b.lines.findIndex((l, i) => i >= since && re.test(l)) + 1;
+      ports[m[2]] = Number(m[1]);
+    }
+    b.ws = ports.websockets;
+    b.tcp = ports.mqtt;
+    b.wss = ports['websockets over tls'];
     b.pageUrl = `http://127.0.0.1:${b.ws}/`;
   }
   b.wsUrl = (p = '/mqtt') => `ws://127.0.0.1:${b.ws}${p}`;
+  b.wssUrl = (p = '/mqtt') => `wss://127.0.0.1:${b.wss}${p}`;
   return b;
 }
 
