@@ -2,7 +2,8 @@
 """bench/persistence.py - what durable state costs (issue 6), midge against Mosquitto 2.0.
 
 1. QoS 1 throughput from one publisher to one persistent subscriber (clean session 0,
-   online), 64-byte payloads, through midge-bench: midge with persistence_durability ack,
+   online), and from 16 such pairs, 64-byte payloads, through midge-bench (each publisher
+   keeps 20 QoS 1 messages in flight, libmosquitto's default): midge with persistence_durability ack,
    midge with relaxed, and Mosquitto with persistence true (which saves on shutdown and
    every autosave_interval only). Rounds alternate the three; medians with [min..max].
 2. Restart time: a database with 100,000 retained messages and one persistent session with
@@ -77,12 +78,13 @@ def stop(proc):
     proc.wait(timeout=60)
 
 
-def throughput(kind, port, workdir):
+def throughput(kind, port, workdir, pairs):
     proc = start(kind, workdir, port)
+    n = str(pairs)
     try:
         out = subprocess.run(
-            [ARGS.bench, "pubsub", "--port", str(port), "--publishers", "1", "--subscribers", "1",
-             "--topics", "1", "--qos", "1", "--size", "64", "--duration", str(ARGS.duration),
+            [ARGS.bench, "pubsub", "--port", str(port), "--publishers", n, "--subscribers", n,
+             "--topics", n, "--qos", "1", "--size", "64", "--duration", str(ARGS.duration),
              "--warmup", "1", "--sub-clean", "0", "--broker-pid", str(proc.pid)],
             capture_output=True, text=True, timeout=ARGS.duration + 60)
     finally:
@@ -180,20 +182,22 @@ def main():
     ARGS.bench = os.path.join(ARGS.build_dir, "bench", "midge-bench")
     work = tempfile.mkdtemp(prefix="midge-persist-bench-")
     kinds = ["midge-ack", "midge-relaxed", "mosquitto"]
-    res = {k: {"rate": [], "cpu": []} for k in kinds}
+    shapes = [1, 16]  # 1 publisher -> 1 subscriber; 16 such pairs (group commit across clients)
+    res = {(k, p): {"rate": [], "cpu": []} for k in kinds for p in shapes}
     try:
         for r in range(ARGS.rounds):
             order = kinds if r % 2 == 0 else kinds[::-1]
-            for k in order:
-                d = os.path.join(work, f"{k}-{r}")
-                rate, cpu, lost, _ = throughput(k, free_port(), d)
-                if lost:
-                    raise RuntimeError(f"{k}: {lost} QoS 1 messages lost")
-                res[k]["rate"].append(rate)
-                res[k]["cpu"].append(cpu)
-                shutil.rmtree(d, ignore_errors=True)
-                print(f"round {r + 1}: {k}: {rate:,.0f} msg/s, {cpu:.2f} us CPU/msg",
-                      file=sys.stderr)
+            for pairs in shapes:
+                for k in order:
+                    d = os.path.join(work, f"{k}-{pairs}-{r}")
+                    rate, cpu, lost, _ = throughput(k, free_port(), d, pairs)
+                    if lost:
+                        raise RuntimeError(f"{k}: {lost} QoS 1 messages lost")
+                    res[(k, pairs)]["rate"].append(rate)
+                    res[(k, pairs)]["cpu"].append(cpu)
+                    shutil.rmtree(d, ignore_errors=True)
+                    print(f"round {r + 1}: {k} x{pairs}: {rate:,.0f} msg/s, {cpu:.2f} us CPU/msg",
+                          file=sys.stderr)
         queued = 100_000 if ARGS.quick else 1_000_000
         d = os.path.join(work, "restart")
         size = build_state(d, free_port(), 100_000, queued)
@@ -201,14 +205,16 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print("| broker, QoS 1, 1 publisher → 1 persistent subscriber | delivered msg/s | "
-          "broker CPU µs/msg |")
-    print("| --- | --- | --- |")
+    print("| broker, QoS 1 to persistent subscribers (clean session 0), 64 B | pairs | "
+          "delivered msg/s | broker CPU µs/msg |")
+    print("| --- | --- | --- | --- |")
     names = {"midge-ack": "midge, `persistence_durability ack` (fsync before PUBACK)",
              "midge-relaxed": "midge, `persistence_durability relaxed`",
              "mosquitto": "Mosquitto 2.0, `persistence true` (saved at shutdown / autosave)"}
-    for k in kinds:
-        print(f"| {names[k]} | {fmt(res[k]['rate'])} | {fmt(res[k]['cpu'], 2)} |")
+    for pairs in shapes:
+        for k in kinds:
+            v = res[(k, pairs)]
+            print(f"| {names[k]} | {pairs} | {fmt(v['rate'])} | {fmt(v['cpu'], 2)} |")
     print()
     print(f"Restart with 100,000 retained messages and {queued:,} queued QoS 1 messages "
           f"({size / 1e6:.0f} MB database), {ARGS.rounds} starts:")
@@ -221,7 +227,8 @@ def main():
     print(f"| reconnect until the first queued message arrives | "
           f"{fmt([x[2] for x in restarts], 1)} ms |")
     print("RESULT " + " ".join(
-        [f"{k}_rate={statistics.median(res[k]['rate']):.0f}" for k in kinds] +
+        [f"{k}_x{p}_rate={statistics.median(res[(k, p)]['rate']):.0f}"
+         for k in kinds for p in shapes] +
         [f"restart_ms={statistics.median([x[0] for x in restarts]):.0f}",
          f"restart_rss_kib={statistics.median([x[1] for x in restarts]):.0f}"]))
 
