@@ -542,8 +542,19 @@ def main():
             for n in notes:
                 w(f"- {n}")
     w("")
+    text = "\n".join(out)
+    # The persistence section is written by bench/persistence.py (issue 6) between these
+    # markers; a run of this script keeps it.
+    begin, end = "<!-- persistence.py: begin -->", "<!-- persistence.py: end -->"
+    try:
+        with open(OUT) as f:
+            old = f.read()
+        if begin in old and end in old:
+            text += "\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
+    except FileNotFoundError:
+        pass
     with open(OUT, "w") as f:
-        f.write("\n".join(out))
+        f.write(text)
 
 
 if __name__ == "__main__":
