@@ -73,7 +73,7 @@ struct mq_conn *proto_conn_new(struct mq_broker *b, void *io, struct mq_listener
     c->listener = listener;
     c->created_ms = c->last_rx_ms = b->now_ms;
     b->stats.sockets_total++;
-    snprintf(c->peer, sizeof(c->peer), "%s", peer);
+    c->peer = peer;
     c->next = b->conns;
     if (b->conns)
         b->conns->prev = c;
