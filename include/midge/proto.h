@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "midge/hmap.h"
+#include "midge/imap.h"
 #include "midge/sub_tree.h"
 
 struct mq_acl;
@@ -78,7 +78,7 @@ struct mq_broker {
     uint64_t now_ms;                     /* set by the caller before every entry point */
     uint64_t start_ms;
 
-    struct mq_hmap sessions; /* client id -> struct mq_session */
+    struct mq_imap sessions; /* client id -> struct mq_session (broker_session_key) */
     struct mq_sub_tree *subs;
     struct mq_retain *retained;
     struct mq_sub_vec match_scratch; /* reused by every routing pass */

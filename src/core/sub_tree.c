@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "midge/err.h"
-#include "midge/hmap.h"
+#include "midge/imap.h"
 
 /* Above this many subscribers on one node a pointer index replaces the linear scan, so 100k
  * clients subscribing to one filter cost O(n) overall rather than O(n^2). */
@@ -33,9 +33,9 @@ struct subs {
 
 /* The links of a node that has children; a leaf has none allocated. */
 struct kids {
-    struct node *plus; /* child for a '+' level */
-    struct node *hash; /* child for a '#' level */
-    struct mq_hmap children;
+    struct node *plus;       /* child for a '+' level */
+    struct node *hash;       /* child for a '#' level */
+    struct mq_imap children; /* keyed by each child's level */
 };
 
 /* How a node holds its subscribers. */
@@ -57,6 +57,14 @@ struct node {
 /* An idle client's leaf (a level of up to 7 bytes) must stay in a 48-byte malloc chunk:
  * a field added here costs every connection 16 bytes. */
 static_assert(sizeof(struct node) <= 32, "struct node outgrew its budget");
+
+/* A child's key in its parent's children map is its own level string. */
+static const void *node_key(const void *value, size_t *len)
+{
+    const struct node *n = value;
+    *len = n->level_len;
+    return n->level;
+}
 
 struct mq_sub_tree {
     struct node *root;   /* filters not starting with '$' */
@@ -294,14 +302,14 @@ static struct node *node_new(struct node *parent, const uint8_t *level, size_t l
 
 static bool kids_empty(const struct kids *k)
 {
-    return !k->plus && !k->hash && hmap_count(&k->children) == 0;
+    return !k->plus && !k->hash && imap_count(&k->children) == 0;
 }
 
 /* Drop n's kids block once its last child is gone, so a leaf carries no child links. */
 static void kids_release_if_empty(struct node *n)
 {
     if (n->kids && kids_empty(n->kids)) {
-        hmap_destroy(&n->kids->children);
+        imap_destroy(&n->kids->children);
         free(n->kids);
         n->kids = NULL;
     }
@@ -310,7 +318,7 @@ static void kids_release_if_empty(struct node *n)
 static void node_free(struct node *n)
 {
     if (n->kids) {
-        hmap_destroy(&n->kids->children);
+        imap_destroy(&n->kids->children);
         free(n->kids);
     }
     if (n->subs_mode == SUBS_MANY)
@@ -334,7 +342,7 @@ static void prune(struct mq_sub_tree *t, struct node *n)
         else if (k->hash == n)
             k->hash = NULL;
         else
-            hmap_remove(&k->children, n->level, n->level_len);
+            imap_remove(&k->children, n->level, n->level_len, node_key);
         kids_release_if_empty(p);
         node_free(n);
         t->nodes--;
@@ -350,7 +358,7 @@ static struct node *child_find(const struct node *n, const uint8_t *level, size_
         return n->kids->plus;
     if (is_wild(level, len, '#'))
         return n->kids->hash;
-    return hmap_get(&n->kids->children, level, len);
+    return imap_get(&n->kids->children, level, len, node_key);
 }
 
 /* The child of n for level, created when missing; NULL on out of memory. */
@@ -365,7 +373,7 @@ static struct node *child_get_or_add(struct mq_sub_tree *t, struct node *n, cons
     if (!n->kids) {
         if (!(n->kids = calloc(1, sizeof(*n->kids))))
             return NULL;
-        hmap_init(&n->kids->children);
+        imap_init(&n->kids->children);
     }
     if (!(c = node_new(n, level, len)))
         goto fail;
@@ -373,7 +381,7 @@ static struct node *child_get_or_add(struct mq_sub_tree *t, struct node *n, cons
         n->kids->plus = c;
     } else if (is_wild(level, len, '#')) {
         n->kids->hash = c;
-    } else if (hmap_put(&n->kids->children, c->level, len, c) != 0) {
+    } else if (imap_put(&n->kids->children, c, node_key) != 0) {
         node_free(c);
         goto fail;
     }
@@ -428,7 +436,7 @@ void sub_tree_free(struct mq_sub_tree *t)
             list = c;
         }
         uint32_t it = 0;
-        while (k && (c = hmap_next(&k->children, &it, NULL, NULL))) {
+        while (k && (c = imap_next(&k->children, &it))) {
             c->parent = list;
             list = c;
         }
@@ -635,7 +643,7 @@ int sub_tree_match(const struct mq_sub_tree *t, const uint8_t *topic, size_t len
         if ((err = scratch_reserve(out, (sp + 2) * sizeof(struct frame))))
             goto fail;
         stack = out->scratch;
-        const struct node *c = hmap_get(&k->children, topic + f.pos, end - f.pos);
+        const struct node *c = imap_get(&k->children, topic + f.pos, end - f.pos, node_key);
         if (c)
             stack[sp++] = (struct frame){c, end + 1};
         if (k->plus)

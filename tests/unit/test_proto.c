@@ -438,10 +438,10 @@ static void test_connect_clean_session(void **state)
     expect_nothing(io);
     assert_int_equal(E.b->stats.clients_connected, 1);
     assert_true(session_of(io)->clean);
-    assert_int_equal(hmap_count(&E.b->sessions), 1);
+    assert_int_equal(imap_count(&E.b->sessions), 1);
     io_gone(io, "peer closed");
     /* A clean session ends with its connection ([MQTT-3.1.2-6]). */
-    assert_int_equal(hmap_count(&E.b->sessions), 0);
+    assert_int_equal(imap_count(&E.b->sessions), 0);
     assert_int_equal(E.b->stats.clients_connected, 0);
 }
 
@@ -455,7 +455,7 @@ static void test_connect_session_present(void **state)
     expect_close_requested(a);
     expect_nothing(a);
     io_gone(a, "closed");
-    assert_int_equal(hmap_count(&E.b->sessions), 1); /* persists offline */
+    assert_int_equal(imap_count(&E.b->sessions), 1); /* persists offline */
 
     struct fake_io *b = connect_client("p1", false, true); /* returning clean 0 → 1 */
     /* The subscription survived: no new SUBSCRIBE needed. */
@@ -493,7 +493,7 @@ static void test_first_packet_not_connect(void **state)
     send_publish(io2, "a/b", "x", 0, false, 0, false);
     expect_nothing(io2);
     expect_close_requested(io2);
-    assert_int_equal(hmap_count(&E.b->sessions), 0);
+    assert_int_equal(imap_count(&E.b->sessions), 0);
 }
 
 /* [MQTT-3.1.0-2]: a second CONNECT is a protocol violation → close. */
@@ -507,7 +507,7 @@ static void test_second_connect_closes(void **state)
     expect_close_requested(io);
     assert_int_equal(E.b->stats.protocol_errors, 1);
     io_gone(io, "closed");
-    assert_int_equal(hmap_count(&E.b->sessions), 0);
+    assert_int_equal(imap_count(&E.b->sessions), 0);
 }
 
 /* [MQTT-3.1.2-2]: unsupported protocol level → CONNACK 0x01, then close. */
@@ -521,7 +521,7 @@ static void test_connect_protocol_level_5(void **state)
     EXPECT_BYTES(io, 0x20, 0x02, 0x00, 0x01);
     expect_nothing(io);
     expect_close_requested(io);
-    assert_int_equal(hmap_count(&E.b->sessions), 0);
+    assert_int_equal(imap_count(&E.b->sessions), 0);
 
     /* A real MQTT 5 CONNECT carries properties after the keepalive (here Receive
      * Maximum), which a 3.1.1 parser would misread; it still gets 0x01. Fed one byte
@@ -559,7 +559,7 @@ static void test_connect_empty_id_clean0(void **state)
     (void)state;
     struct mq_packet p = connect_pkt("", false, 0, NULL);
     connect_refused(&p, 0x02);
-    assert_int_equal(hmap_count(&E.b->sessions), 0);
+    assert_int_equal(imap_count(&E.b->sessions), 0);
     assert_int_equal(E.b->stats.clients_connected, 0);
 }
 
@@ -574,7 +574,7 @@ static void test_connect_empty_id_assigned(void **state)
     assert_true(strncmp(idb, "auto-", 5) == 0);
     assert_string_not_equal(ida, idb);
     expect_open(a); /* the second is not a takeover of the first */
-    assert_int_equal(hmap_count(&E.b->sessions), 2);
+    assert_int_equal(imap_count(&E.b->sessions), 2);
 }
 
 /* allow_zero_length_clientid false → 0x02 even with clean session 1. */
@@ -585,7 +585,7 @@ static void test_connect_empty_id_not_allowed(void **state)
     E.listener.allow_zero_length_clientid = false;
     struct mq_packet p = connect_pkt("", true, 0, NULL);
     connect_refused(&p, 0x02);
-    assert_int_equal(hmap_count(&E.b->sessions), 0);
+    assert_int_equal(imap_count(&E.b->sessions), 0);
 }
 
 /* The listener's allow_zero_length_clientid is the effective value (config.h: it differs
@@ -650,7 +650,7 @@ static void test_connect_anonymous_refused(void **state)
     struct will w = {"will/anon", "x", 0, false};
     struct mq_packet p = connect_pkt("anon", true, 0, &w);
     struct fake_io *io = connect_refused(&p, 0x05);
-    assert_int_equal(hmap_count(&E.b->sessions), 0);
+    assert_int_equal(imap_count(&E.b->sessions), 0);
     io_gone(io, "closed");
     assert_int_equal(E.b->stats.clients_connected, 0);
 }
@@ -1406,7 +1406,7 @@ static void test_broker_close_all(void **state)
     assert_int_equal(retain_count(E.b->retained), 0);
     assert_null(E.b->conns);
     assert_int_equal(E.b->stats.clients_connected, 0);
-    assert_int_equal(hmap_count(&E.b->sessions), 1); /* b's persistent session stays */
+    assert_int_equal(imap_count(&E.b->sessions), 1); /* b's persistent session stays */
 }
 
 /* upgrade_outgoing_qos: delivered at the granted QoS, not the published one. */
