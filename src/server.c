@@ -146,6 +146,7 @@ static void on_tick(uv_timer_t *t)
     struct mq_server *srv = t->data;
     srv->broker->now_ms = uv_now(&srv->loop);
     broker_tick(srv->broker);
+    client_out_trim(srv, false);
 }
 
 /* The changes of a loop turn go to the store as one batch (group commit) before the
@@ -634,6 +635,7 @@ int server_run(struct mq_config *cfg, const struct mq_server_options *opts)
            (unsigned long long)srv->broker->stats.pub_sent);
     status = 0;
 out:
+    client_out_trim(srv, true); /* every client is closed: the pool is all that is left */
     if (uv_loop_close(&srv->loop))
         mq_log(MQ_LOG_WARNING, "event loop closed with handles still open");
 out_noloop:

@@ -51,6 +51,9 @@ void *hmap_remove(struct mq_hmap *m, const void *key, size_t len);
  * just returned. */
 void *hmap_next(const struct mq_hmap *m, uint32_t *pos, const void **key, size_t *len);
 
+/* The hash of key[0..len) this map uses; imap.c shares it. */
+uint32_t hmap_hash(const void *key, size_t len);
+
 /* Number of live entries. */
 static inline uint32_t hmap_count(const struct mq_hmap *m)
 {

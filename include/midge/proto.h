@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "midge/hmap.h"
+#include "midge/imap.h"
 #include "midge/sub_tree.h"
 
 struct mq_acl;
@@ -80,7 +81,7 @@ struct mq_broker {
     uint64_t now_ms;                     /* set by the caller before every entry point */
     uint64_t start_ms;
 
-    struct mq_hmap sessions; /* client id -> struct mq_session */
+    struct mq_imap sessions; /* client id -> struct mq_session (broker_session_key) */
     struct mq_sub_tree *subs;
     struct mq_retain *retained;
     struct mq_sub_vec match_scratch; /* reused by every routing pass */
@@ -139,7 +140,9 @@ struct mq_conn {
     bool closing;     /* close requested; input ignored, nothing more sent */
     bool not_reading; /* output backlog over twice client_output_limit: close at next tick */
     uint64_t over_limit_since_ms; /* when its backlog went over client_output_limit, or 0 */
-    char peer[64];                /* "addr:port" for logs */
+    /* Borrowed from the io, which keeps it for the connection's life: "addr:port" for
+     * logs. One copy per connection, so the io's rewrite (X-Forwarded-For) shows here. */
+    const char *peer;
     char *identity; /* owned: TLS client certificate CN (use_identity_as_username), or NULL */
     uint32_t deferred; /* acknowledgements to it waiting for the store */
 };
@@ -158,7 +161,8 @@ void broker_set_config(struct mq_broker *b, const struct mq_config *cfg);
 /* Periodic work: keepalive timeouts. Call a few times a second. */
 void broker_tick(struct mq_broker *b);
 
-/* A new network connection. peer is copied. Returns NULL on out of memory. */
+/* A new network connection. peer is borrowed: it must stay valid, and may change in
+ * place, until proto_conn_closed. Returns NULL on out of memory. */
 struct mq_conn *proto_conn_new(struct mq_broker *b, void *io, struct mq_listener_ctx *listener,
                                const char *peer);
 

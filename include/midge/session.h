@@ -41,6 +41,19 @@ struct mq_queued {
     bool retain;
 };
 
+/* What a persistent session needs only when a durable store keeps it (allocated then, so
+ * that sessions without one stay small). */
+struct mq_session_disk {
+    uint64_t next_seq; /* store number of the next QoS 1/2 message: its delivery order */
+    /* QoS 1/2 messages queued on disk only, all newer than the memory queue (a long
+     * backlog does not sit in memory); paged back in as the queue empties. */
+    uint64_t spilled;         /* how many */
+    uint64_t spilled_bytes;   /* their payload bytes (max_queued_bytes counts them) */
+    uint64_t spill_ticket;    /* the store batch holding the newest one is >= this */
+    uint64_t queued_last_seq; /* seq of the newest message that entered memory */
+    uint64_t page_token;      /* nonzero while a page read is out: its token */
+};
+
 struct mq_subscription {
     char *filter; /* owned, NUL-terminated */
     uint16_t len;
@@ -65,7 +78,6 @@ struct mq_session {
     struct mq_inflight *inflight;
     uint32_t inflight_count, inflight_cap;
     uint16_t next_packet_id;
-    uint64_t next_seq; /* next store number for a QoS 1/2 message (persistent sessions) */
 
     /* Outgoing messages waiting for window space or for the client to return (ring). */
     struct mq_queued *queue;
@@ -74,13 +86,7 @@ struct mq_session {
     uint64_t dropped;        /* messages dropped because the queue was full or it was slow */
     uint64_t drop_logged_ms; /* when the last drop line was logged (rate limit) */
 
-    /* Persistence: QoS 1/2 messages queued on disk only, all newer than the queue above
-     * (so a long backlog does not sit in memory); paged back in as the queue empties. */
-    uint64_t spilled;         /* how many */
-    uint64_t spilled_bytes;   /* their payload bytes (max_queued_bytes counts them) */
-    uint64_t spill_ticket;    /* store batch holding the newest one is >= this */
-    uint64_t queued_last_seq; /* seq of the newest message that entered the memory queue */
-    uint64_t page_token;      /* nonzero while a page read is out: its token */
+    struct mq_session_disk *disk; /* persistence state; NULL until the session is stored */
 
     /* Inbound QoS 2 packet ids received but not yet released by PUBREL (sorted). */
     uint16_t *qos2_in;
@@ -89,6 +95,19 @@ struct mq_session {
 
 /* New session for client id (copied). NULL on out of memory. Free with session_free. */
 struct mq_session *session_new(const uint8_t *client_id, uint16_t len, bool clean);
+
+/* s->disk, allocated on first use (numbering from 1); NULL on out of memory. */
+struct mq_session_disk *session_disk(struct mq_session *s);
+
+static inline uint64_t session_spilled(const struct mq_session *s)
+{
+    return s->disk ? s->disk->spilled : 0;
+}
+
+static inline uint64_t session_spilled_bytes(const struct mq_session *s)
+{
+    return s->disk ? s->disk->spilled_bytes : 0;
+}
 
 /* Free the session and drop every message reference it holds. Subscriptions
  * must already be removed from the subscription tree by the caller. */

@@ -51,6 +51,11 @@ static uint32_t hash_bytes(const uint8_t *p, size_t len)
     return (uint32_t)(h ^ (h >> 32));
 }
 
+uint32_t hmap_hash(const void *key, size_t len)
+{
+    return hash_bytes(key, len);
+}
+
 static bool slot_live(const struct mq_hmap_slot *s)
 {
     return s->key && s->key != TOMBSTONE;

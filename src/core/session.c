@@ -12,12 +12,19 @@
 #include "midge/err.h"
 #include "midge/msg.h"
 
+/* Below this many filters a linear scan beats the hash index and costs no memory;
+ * most clients subscribe to one or two (sub_tree.c uses the same threshold). */
+#define SUB_INDEX_MIN 8
+
 /* Grow an array of elem-sized items to hold at least need items. */
 static int grow(void **arr, uint32_t *cap, uint32_t need, size_t elem)
 {
     if (need <= *cap)
         return 0;
-    uint32_t ncap = *cap ? *cap * 2 : 4;
+    /* Start with what the smallest malloc chunk holds (24 bytes, at least one item):
+     * a session with one subscription is the common case, and each idle connection
+     * would otherwise carry the slack of a 4-item array. */
+    uint32_t ncap = *cap ? *cap * 2 : (elem < 24 ? (uint32_t)(24 / elem) : 1);
     while (ncap < need)
         ncap *= 2;
     void *n = realloc(*arr, (size_t)ncap * elem);
@@ -44,8 +51,14 @@ struct mq_session *session_new(const uint8_t *client_id, uint16_t len, bool clea
     s->client_id_len = len;
     s->clean = clean;
     s->next_packet_id = 1;
-    s->next_seq = 1;
     return s;
+}
+
+struct mq_session_disk *session_disk(struct mq_session *s)
+{
+    if (!s->disk && (s->disk = calloc(1, sizeof(*s->disk))))
+        s->disk->next_seq = 1;
+    return s->disk;
 }
 
 void session_free(struct mq_session *s)
@@ -64,15 +77,42 @@ void session_free(struct mq_session *s)
         msg_unref(q.msg);
     free(s->queue);
     free(s->qos2_in);
+    free(s->disk);
     free(s->username);
     free(s->client_id);
     free(s);
 }
 
+/* The index exists (holds every filter) only from SUB_INDEX_MIN filters on. */
+static bool sub_indexed(const struct mq_session *s)
+{
+    return hmap_count(&s->sub_index) > 0;
+}
+
 static struct mq_subscription *sub_find(struct mq_session *s, const uint8_t *filter, uint16_t len)
 {
-    uintptr_t pos = (uintptr_t)hmap_get(&s->sub_index, filter, len);
-    return pos ? &s->subs[pos - 1] : NULL;
+    if (sub_indexed(s)) {
+        uintptr_t pos = (uintptr_t)hmap_get(&s->sub_index, filter, len);
+        return pos ? &s->subs[pos - 1] : NULL;
+    }
+    for (uint32_t i = 0; i < s->sub_count; i++)
+        if (s->subs[i].len == len && memcmp(s->subs[i].filter, filter, len) == 0)
+            return &s->subs[i];
+    return NULL;
+}
+
+/* Index the first n filters of subs. The index only saves time, so when memory runs
+ * out it is dropped and lookups scan, rather than failing the subscription. */
+static void sub_index_build(struct mq_session *s, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (hmap_put(&s->sub_index, s->subs[i].filter, s->subs[i].len,
+                     (void *)(uintptr_t)(i + 1))) {
+            hmap_destroy(&s->sub_index);
+            hmap_init(&s->sub_index);
+            return;
+        }
+    }
 }
 
 int session_sub_set(struct mq_session *s, const uint8_t *filter, uint16_t len, uint8_t qos)
@@ -89,11 +129,15 @@ int session_sub_set(struct mq_session *s, const uint8_t *filter, uint16_t len, u
         return MQ_ERR_NOMEM;
     memcpy(copy, filter, len);
     copy[len] = '\0';
-    if (hmap_put(&s->sub_index, copy, len, (void *)(uintptr_t)(s->sub_count + 1))) {
-        free(copy);
-        return MQ_ERR_NOMEM;
-    }
     s->subs[s->sub_count++] = (struct mq_subscription){.filter = copy, .len = len, .qos = qos};
+    if (sub_indexed(s)) {
+        if (hmap_put(&s->sub_index, copy, len, (void *)(uintptr_t)s->sub_count)) {
+            hmap_destroy(&s->sub_index);
+            hmap_init(&s->sub_index);
+        }
+    } else if (s->sub_count >= SUB_INDEX_MIN) {
+        sub_index_build(s, s->sub_count);
+    }
     return 0;
 }
 
@@ -102,14 +146,19 @@ bool session_sub_remove(struct mq_session *s, const uint8_t *filter, uint16_t le
     struct mq_subscription *sub = sub_find(s, filter, len);
     if (!sub)
         return false;
-    hmap_remove(&s->sub_index, sub->filter, sub->len);
+    /* Once built, the index stays until the last filter goes (hmap_remove then frees
+     * its slots): a client hovering around the threshold does not rebuild it. */
+    bool indexed = sub_indexed(s);
+    if (indexed)
+        hmap_remove(&s->sub_index, sub->filter, sub->len);
     free(sub->filter);
     /* Order of subscriptions carries no meaning: move the last one into the hole. */
     struct mq_subscription *last = &s->subs[--s->sub_count];
     if (sub != last) {
         *sub = *last;
-        hmap_put(&s->sub_index, sub->filter, sub->len,
-                 (void *)(uintptr_t)(sub - s->subs + 1)); /* replaces: no allocation */
+        if (indexed)
+            hmap_put(&s->sub_index, sub->filter, sub->len,
+                     (void *)(uintptr_t)(sub - s->subs + 1)); /* replaces: no allocation */
     }
     return true;
 }

@@ -4,15 +4,18 @@
  * Invariants: every node except the two roots has a subscriber, a child, a '+' or a '#' link
  * (empty nodes are pruned at once); a subscriber appears at most once per node; a node's
  * children map borrows its keys from the children's own level strings; filters whose first
- * level starts with '$' live under `dollar`, all others under `root`.
+ * level starts with '$' live under `dollar`, all others under `root`. Most nodes are leaves
+ * with one subscriber (one per idle client): such a node holds its subscriber inline and
+ * has no child links, which only a node with children allocates (`kids`, NULL otherwise).
  */
 #include "midge/sub_tree.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "midge/err.h"
-#include "midge/hmap.h"
+#include "midge/imap.h"
 
 /* Above this many subscribers on one node a pointer index replaces the linear scan, so 100k
  * clients subscribing to one filter cost O(n) overall rather than O(n^2). */
@@ -28,15 +31,40 @@ struct subs {
     struct mq_sub_match e[];
 };
 
+/* The links of a node that has children; a leaf has none allocated. */
+struct kids {
+    struct node *plus;       /* child for a '+' level */
+    struct node *hash;       /* child for a '#' level */
+    struct mq_imap children; /* keyed by each child's level */
+};
+
+/* How a node holds its subscribers. */
+enum { SUBS_NONE, SUBS_ONE, SUBS_MANY };
+
 struct node {
     struct node *parent; /* NULL for a root */
-    struct node *plus;   /* child for a '+' level */
-    struct node *hash;   /* child for a '#' level */
-    struct subs *subs;   /* NULL while no subscriber */
-    struct mq_hmap children;
+    struct kids *kids;   /* NULL while the node has no child */
+    union {
+        void *one;         /* SUBS_ONE: the subscriber */
+        struct subs *many; /* SUBS_MANY: two or more */
+    } sub;
     uint32_t level_len;
-    char level[]; /* level_len bytes + NUL; the key of this node in parent->children */
+    uint8_t one_qos;   /* SUBS_ONE: its granted QoS */
+    uint8_t subs_mode; /* SUBS_* */
+    char level[];      /* level_len bytes + NUL; the key of this node in parent->children */
 };
+
+/* An idle client's leaf (a level of up to 7 bytes) must stay in a 48-byte malloc chunk:
+ * a field added here costs every connection 16 bytes. */
+static_assert(sizeof(struct node) <= 32, "struct node outgrew its budget");
+
+/* A child's key in its parent's children map is its own level string. */
+static const void *node_key(const void *value, size_t *len)
+{
+    const struct node *n = value;
+    *len = n->level_len;
+    return n->level;
+}
 
 struct mq_sub_tree {
     struct node *root;   /* filters not starting with '$' */
@@ -157,21 +185,52 @@ static void subs_free(struct subs *s)
     free(s);
 }
 
+/* Position of sub among n's subscribers, or UINT32_MAX. */
+static uint32_t node_sub_find(const struct node *n, const void *sub)
+{
+    if (n->subs_mode == SUBS_ONE)
+        return n->sub.one == sub ? 0 : UINT32_MAX;
+    if (n->subs_mode == SUBS_MANY)
+        return subs_find(n->sub.many, sub);
+    return UINT32_MAX;
+}
+
+static void node_sub_set_qos(struct node *n, uint32_t pos, uint8_t qos)
+{
+    if (n->subs_mode == SUBS_ONE)
+        n->one_qos = qos;
+    else
+        n->sub.many->e[pos].qos = qos;
+}
+
 /* Append (sub, qos) to n, which must not hold sub. On error n's subscribers are unchanged. */
 static int subs_add(struct node *n, void *sub, uint8_t qos)
 {
-    struct subs *s = n->subs;
-    if (!s || s->count == s->cap) {
-        uint32_t cap = s ? s->cap * 2 : 1;
-        if (s && s->cap >= UINT32_MAX / 4)
+    if (n->subs_mode == SUBS_NONE) {
+        n->sub.one = sub;
+        n->one_qos = qos;
+        n->subs_mode = SUBS_ONE;
+        return 0;
+    }
+    if (n->subs_mode == SUBS_ONE) {
+        struct subs *s = malloc(sizeof(*s) + 2 * sizeof(s->e[0]));
+        if (!s)
             return MQ_ERR_NOMEM;
+        *s = (struct subs){.count = 1, .cap = 2};
+        s->e[0] = (struct mq_sub_match){n->sub.one, n->one_qos};
+        n->sub.many = s;
+        n->subs_mode = SUBS_MANY;
+    }
+    struct subs *s = n->sub.many;
+    if (s->count == s->cap) {
+        if (s->cap >= UINT32_MAX / 4)
+            return MQ_ERR_NOMEM;
+        uint32_t cap = s->cap * 2;
         struct subs *grown = realloc(s, sizeof(*s) + (size_t)cap * sizeof(s->e[0]));
         if (!grown)
             return MQ_ERR_NOMEM;
-        if (!s)
-            *grown = (struct subs){0};
         grown->cap = cap;
-        n->subs = s = grown;
+        n->sub.many = s = grown;
     }
     if (s->count + 1 > INDEX_MIN && (uint64_t)(s->count + 1) * 2 > s->index_cap) {
         uint32_t cap = s->index_cap ? s->index_cap * 2 : 2 * INDEX_MIN * 2;
@@ -189,7 +248,12 @@ static int subs_add(struct node *n, void *sub, uint8_t qos)
 /* Remove the entry at pos by moving the last entry into its place. */
 static void subs_remove(struct node *n, uint32_t pos)
 {
-    struct subs *s = n->subs;
+    if (n->subs_mode == SUBS_ONE) {
+        n->sub.one = NULL;
+        n->subs_mode = SUBS_NONE;
+        return;
+    }
+    struct subs *s = n->sub.many;
     uint32_t last = s->count - 1;
     if (s->index) {
         index_delete_slot(s, index_slot(s, pos));
@@ -198,9 +262,13 @@ static void subs_remove(struct node *n, uint32_t pos)
     }
     s->e[pos] = s->e[last];
     s->count--;
-    if (s->count == 0) {
+    if (s->count == 1) {
+        /* Back to the inline form: the array would cost its 48 bytes for one entry. */
+        struct mq_sub_match only = s->e[0];
         subs_free(s);
-        n->subs = NULL;
+        n->sub.one = only.subscriber;
+        n->one_qos = only.qos;
+        n->subs_mode = SUBS_ONE;
         return;
     }
     if (s->index && s->count < INDEX_MIN / 2) {
@@ -213,7 +281,7 @@ static void subs_remove(struct node *n, uint32_t pos)
         struct subs *shrunk = realloc(s, sizeof(*s) + (size_t)(s->cap / 2) * sizeof(s->e[0]));
         if (shrunk) {
             shrunk->cap /= 2;
-            n->subs = shrunk;
+            n->sub.many = shrunk;
         }
     }
 }
@@ -226,23 +294,41 @@ static struct node *node_new(struct node *parent, const uint8_t *level, size_t l
     if (!n)
         return NULL;
     n->parent = parent;
-    hmap_init(&n->children);
     n->level_len = (uint32_t)len;
     if (len > 0)
         memcpy(n->level, level, len);
     return n;
 }
 
+static bool kids_empty(const struct kids *k)
+{
+    return !k->plus && !k->hash && imap_count(&k->children) == 0;
+}
+
+/* Drop n's kids block once its last child is gone, so a leaf carries no child links. */
+static void kids_release_if_empty(struct node *n)
+{
+    if (n->kids && kids_empty(n->kids)) {
+        imap_destroy(&n->kids->children);
+        free(n->kids);
+        n->kids = NULL;
+    }
+}
+
 static void node_free(struct node *n)
 {
-    hmap_destroy(&n->children);
-    subs_free(n->subs);
+    if (n->kids) {
+        imap_destroy(&n->kids->children);
+        free(n->kids);
+    }
+    if (n->subs_mode == SUBS_MANY)
+        subs_free(n->sub.many);
     free(n);
 }
 
 static bool node_empty(const struct node *n)
 {
-    return !n->subs && !n->plus && !n->hash && hmap_count(&n->children) == 0;
+    return n->subs_mode == SUBS_NONE && (!n->kids || kids_empty(n->kids));
 }
 
 /* Remove n and then each ancestor that became empty, stopping at a root. */
@@ -250,12 +336,14 @@ static void prune(struct mq_sub_tree *t, struct node *n)
 {
     while (n->parent && node_empty(n)) {
         struct node *p = n->parent;
-        if (p->plus == n)
-            p->plus = NULL;
-        else if (p->hash == n)
-            p->hash = NULL;
+        struct kids *k = p->kids;
+        if (k->plus == n)
+            k->plus = NULL;
+        else if (k->hash == n)
+            k->hash = NULL;
         else
-            hmap_remove(&p->children, n->level, n->level_len);
+            imap_remove(&k->children, n->level, n->level_len, node_key);
+        kids_release_if_empty(p);
         node_free(n);
         t->nodes--;
         n = p;
@@ -264,11 +352,13 @@ static void prune(struct mq_sub_tree *t, struct node *n)
 
 static struct node *child_find(const struct node *n, const uint8_t *level, size_t len)
 {
+    if (!n->kids)
+        return NULL;
     if (is_wild(level, len, '+'))
-        return n->plus;
+        return n->kids->plus;
     if (is_wild(level, len, '#'))
-        return n->hash;
-    return hmap_get(&n->children, level, len);
+        return n->kids->hash;
+    return imap_get(&n->kids->children, level, len, node_key);
 }
 
 /* The child of n for level, created when missing; NULL on out of memory. */
@@ -278,18 +368,28 @@ static struct node *child_get_or_add(struct mq_sub_tree *t, struct node *n, cons
     struct node *c = child_find(n, level, len);
     if (c)
         return c;
-    if (len > UINT32_MAX || !(c = node_new(n, level, len)))
+    if (len > UINT32_MAX)
         return NULL;
+    if (!n->kids) {
+        if (!(n->kids = calloc(1, sizeof(*n->kids))))
+            return NULL;
+        imap_init(&n->kids->children);
+    }
+    if (!(c = node_new(n, level, len)))
+        goto fail;
     if (is_wild(level, len, '+')) {
-        n->plus = c;
+        n->kids->plus = c;
     } else if (is_wild(level, len, '#')) {
-        n->hash = c;
-    } else if (hmap_put(&n->children, c->level, len, c) != 0) {
+        n->kids->hash = c;
+    } else if (imap_put(&n->kids->children, c, node_key) != 0) {
         node_free(c);
-        return NULL;
+        goto fail;
     }
     t->nodes++;
     return c;
+fail:
+    kids_release_if_empty(n);
+    return NULL;
 }
 
 /* ---- public API ---- */
@@ -325,17 +425,18 @@ void sub_tree_free(struct mq_sub_tree *t)
     while (list) {
         struct node *n = list;
         list = n->parent;
+        struct kids *k = n->kids;
         struct node *c;
-        if ((c = n->plus)) {
+        if (k && (c = k->plus)) {
             c->parent = list;
             list = c;
         }
-        if ((c = n->hash)) {
+        if (k && (c = k->hash)) {
             c->parent = list;
             list = c;
         }
         uint32_t it = 0;
-        while ((c = hmap_next(&n->children, &it, NULL, NULL))) {
+        while (k && (c = imap_next(&k->children, &it))) {
             c->parent = list;
             list = c;
         }
@@ -364,9 +465,9 @@ int sub_tree_add(struct mq_sub_tree *t, const uint8_t *filter, size_t len, void 
         pos = end + 1;
     }
 
-    uint32_t pos = subs_find(n->subs, subscriber);
+    uint32_t pos = node_sub_find(n, subscriber);
     if (pos != UINT32_MAX) {
-        n->subs->e[pos].qos = qos;
+        node_sub_set_qos(n, pos, qos);
         if (existed)
             *existed = true;
         return 0;
@@ -400,7 +501,7 @@ int sub_tree_remove(struct mq_sub_tree *t, const uint8_t *filter, size_t len, vo
             break;
         pos = end + 1;
     }
-    uint32_t pos = subs_find(n->subs, subscriber);
+    uint32_t pos = node_sub_find(n, subscriber);
     if (pos == UINT32_MAX)
         return 0;
     subs_remove(n, pos);
@@ -427,11 +528,19 @@ static int scratch_reserve(struct mq_sub_vec *v, size_t bytes)
     return 0;
 }
 
-static int collect(struct mq_sub_vec *v, const struct subs *s)
+/* Append the subscribers of n, which has some, to v. */
+static int collect(struct mq_sub_vec *v, const struct node *n)
 {
-    if (v->count + s->count > v->cap) {
+    struct mq_sub_match one = {n->sub.one, n->one_qos};
+    const struct mq_sub_match *e = &one;
+    size_t count = 1;
+    if (n->subs_mode == SUBS_MANY) {
+        e = n->sub.many->e;
+        count = n->sub.many->count;
+    }
+    if (v->count + count > v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 16;
-        while (cap < v->count + s->count)
+        while (cap < v->count + count)
             cap *= 2;
         struct mq_sub_match *items = realloc(v->items, cap * sizeof(*items));
         if (!items)
@@ -439,8 +548,8 @@ static int collect(struct mq_sub_vec *v, const struct subs *s)
         v->items = items;
         v->cap = cap;
     }
-    memcpy(v->items + v->count, s->e, s->count * sizeof(s->e[0]));
-    v->count += s->count;
+    memcpy(v->items + v->count, e, count * sizeof(*e));
+    v->count += count;
     return 0;
 }
 
@@ -513,29 +622,32 @@ int sub_tree_match(const struct mq_sub_tree *t, const uint8_t *topic, size_t len
     stack[sp++] = (struct frame){root_for(t, topic, len), 0};
     while (sp > 0) {
         struct frame f = stack[--sp];
+        const struct kids *k = f.n->kids;
         /* '#' also matches the parent level, so it matches wherever its parent does. */
-        if (f.n->hash && f.n->hash->subs) {
-            if ((err = collect(out, f.n->hash->subs)))
+        if (k && k->hash && k->hash->subs_mode != SUBS_NONE) {
+            if ((err = collect(out, k->hash)))
                 goto fail;
             sources++;
         }
         if (f.pos > len) {
-            if (f.n->subs) {
-                if ((err = collect(out, f.n->subs)))
+            if (f.n->subs_mode != SUBS_NONE) {
+                if ((err = collect(out, f.n)))
                     goto fail;
                 sources++;
             }
             continue;
         }
+        if (!k)
+            continue; /* a leaf: no deeper level can match */
         size_t end = level_end(topic, len, f.pos);
         if ((err = scratch_reserve(out, (sp + 2) * sizeof(struct frame))))
             goto fail;
         stack = out->scratch;
-        const struct node *c = hmap_get(&f.n->children, topic + f.pos, end - f.pos);
+        const struct node *c = imap_get(&k->children, topic + f.pos, end - f.pos, node_key);
         if (c)
             stack[sp++] = (struct frame){c, end + 1};
-        if (f.n->plus)
-            stack[sp++] = (struct frame){f.n->plus, end + 1};
+        if (k->plus)
+            stack[sp++] = (struct frame){k->plus, end + 1};
     }
 
     /* One node never holds a subscriber twice, so a single source needs no dedupe. */

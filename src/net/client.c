@@ -4,7 +4,10 @@
  * packet is copied into the client, so an idle connection holds no read buffer.
  * Output produced during a loop turn is gathered per client and written once by
  * client_flush_all (a uv_check handle), directly when the socket takes it and by
- * a queued uv_write only on EAGAIN. A client is freed only in its close callback.
+ * a queued uv_write only on EAGAIN. Once written, the buffer goes back to a
+ * server-wide pool, so an idle connection holds no output buffer either, while a
+ * busy one takes a pooled buffer every turn without calling malloc. A client is
+ * freed only in its close callback.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -14,8 +17,8 @@
 #include "midge/log.h"
 #include "net.h"
 
-/* Keep a small output buffer between turns; free larger ones so a burst does
- * not pin memory on an idle connection. */
+/* Pool output buffers up to this size; free larger ones so a burst does not pin
+ * memory once it has been written. */
 #define OUT_KEEP_BYTES 4096
 /* Largest partial packet we reserve room for in one go (see keep_tail). */
 #define EAGER_RESERVE_MAX (1u << 20)
@@ -23,6 +26,58 @@
 static struct mq_client *client_of(uv_handle_t *h)
 {
     return (struct mq_client *)h;
+}
+
+/* A pooled output buffer: its first bytes hold the link and its capacity (every
+ * buffer is at least 256 bytes, see client_send_raw). */
+struct mq_out_free {
+    struct mq_out_free *next;
+    size_t cap;
+};
+
+/* Give the client's output buffer (written out, or abandoned at close) back. */
+static void out_release(struct mq_client *cl)
+{
+    struct mq_server *srv = cl->srv;
+    if (cl->out && cl->out_cap <= OUT_KEEP_BYTES) {
+        struct mq_out_free *f = (struct mq_out_free *)(void *)cl->out;
+        f->next = srv->out_free;
+        f->cap = cl->out_cap;
+        srv->out_free = f;
+        srv->out_free_count++;
+    } else {
+        free(cl->out);
+    }
+    cl->out = NULL;
+    cl->out_len = cl->out_cap = 0;
+}
+
+/* Take a pooled buffer for a client that has none, when there is one. */
+static void out_acquire(struct mq_client *cl)
+{
+    struct mq_server *srv = cl->srv;
+    struct mq_out_free *f = srv->out_free;
+    if (!f)
+        return;
+    srv->out_free = f->next;
+    cl->out = (uint8_t *)f;
+    cl->out_cap = f->cap;
+    if (--srv->out_free_count < srv->out_free_low)
+        srv->out_free_low = srv->out_free_count;
+}
+
+void client_out_trim(struct mq_server *srv, bool all)
+{
+    /* The pool never went below out_free_low since the last tick: that many buffers
+     * served nobody for a whole tick, so the connections that made them are idle. */
+    size_t n = all ? srv->out_free_count : srv->out_free_low;
+    while (n--) {
+        struct mq_out_free *f = srv->out_free;
+        srv->out_free = f->next;
+        srv->out_free_count--;
+        free(f);
+    }
+    srv->out_free_low = srv->out_free_count;
 }
 
 static void mark_dirty(struct mq_client *cl)
@@ -39,6 +94,8 @@ void client_send_raw(struct mq_client *cl, const uint8_t *data, size_t len)
 {
     if (cl->closing || !len)
         return;
+    if (!cl->out)
+        out_acquire(cl);
     if (buf_reserve(&cl->out, &cl->out_cap, cl->out_len + len, 256)) {
         mq_log(MQ_LOG_ERR, "%s: out of memory for output, closing", cl->peer);
         client_close(cl, "out of memory");
@@ -118,7 +175,7 @@ static void on_close(uv_handle_t *h)
     for (unsigned i = cl->layers; i-- > 0;)
         cl->layer[i].ops->detach(cl, i);
     free(cl->in);
-    free(cl->out);
+    out_release(cl);
     free(cl);
 }
 
@@ -186,12 +243,7 @@ static void flush_client(struct mq_client *cl)
             return;
         }
         if ((size_t)n == cl->out_len) {
-            cl->out_len = 0;
-            if (cl->out_cap > OUT_KEEP_BYTES) {
-                free(cl->out);
-                cl->out = NULL;
-                cl->out_cap = 0;
-            }
+            out_release(cl);
         } else if (!cl->close_requested) {
             struct write_req *wr = malloc(sizeof(*wr));
             if (!wr) {

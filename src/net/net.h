@@ -21,6 +21,7 @@ struct mq_store;
 
 struct mq_client;
 struct mq_listen_socket;
+struct mq_out_free;
 
 /* Transport layers per connection at most (WebSocket over TLS is two). */
 #define NET_MAX_LAYERS 2
@@ -102,6 +103,11 @@ struct mq_server {
     struct mq_client *dirty;   /* clients with output or a close to carry out */
     struct mq_client *clients; /* every open client (for shutdown) */
     size_t client_count;
+    /* Output buffers given back by clients whose output was all written (client.c):
+     * busy clients take one again next turn, idle ones hold none. */
+    struct mq_out_free *out_free;
+    size_t out_free_count;
+    size_t out_free_low; /* fewest pooled since the last tick: that many went unused */
     bool stopping;
     uint8_t read_buf[NET_READ_BUF_SIZE]; /* shared: idle clients hold no read buffer */
 };
@@ -150,6 +156,9 @@ void client_accept(struct mq_listen_socket *ls);
 void client_flush_all(struct mq_server *srv);
 /* Close a client's socket now (shutdown and errors). */
 void client_close(struct mq_client *cl, const char *reason);
+/* Release the pooled output buffers no client took since the last call (the server
+ * tick), or all of them when all is true (shutdown, after the loop has stopped). */
+void client_out_trim(struct mq_server *srv, bool all);
 /* Queue bytes for the socket as they are (a transport's output). */
 void client_send_raw(struct mq_client *cl, const uint8_t *data, size_t len);
 /* Hand decoded MQTT bytes to proto, keeping an unfinished packet for later. */

@@ -269,11 +269,8 @@ static void apply_forwarded_for(struct mq_client *cl, const struct http_request 
     char peer_str[sizeof(cl->peer) + 64];
     snprintf(peer_str, sizeof(peer_str), "%.*s via %s", (int)chosen.n, chosen.p, cl->peer);
     peer_str[sizeof(cl->peer) - 1] = '\0'; /* a long IPv6 pair is cut, like any peer name */
+    /* proto's conn->peer points here: its log lines name the real client from now on. */
     memcpy(cl->peer, peer_str, sizeof(cl->peer));
-    if (cl->conn)
-        memcpy(cl->conn->peer, peer_str,
-               sizeof(cl->conn->peer) < sizeof(cl->peer) ? sizeof(cl->conn->peer)
-                                                         : sizeof(cl->peer));
 }
 
 /* Origin allow-list (websockets_origins): unset allows every origin; requests without

@@ -22,6 +22,13 @@
 #include "midge/sys.h"
 #include "proto_internal.h"
 
+const void *broker_session_key(const void *session, size_t *len)
+{
+    const struct mq_session *s = session;
+    *len = s->client_id_len;
+    return s->client_id;
+}
+
 struct mq_broker *broker_new(const struct mq_config *cfg, const struct mq_sink_ops *sink,
                              uint64_t now_ms)
 {
@@ -32,7 +39,7 @@ struct mq_broker *broker_new(const struct mq_config *cfg, const struct mq_sink_o
     b->sink = sink;
     b->now_ms = now_ms;
     b->start_ms = now_ms;
-    hmap_init(&b->sessions);
+    imap_init(&b->sessions);
     hmap_init(&b->page_wait);
     b->subs = sub_tree_new();
     b->retained = retain_new();
@@ -49,9 +56,9 @@ void broker_free(struct mq_broker *b)
         return;
     uint32_t pos = 0;
     struct mq_session *s;
-    while ((s = hmap_next(&b->sessions, &pos, NULL, NULL)))
+    while ((s = imap_next(&b->sessions, &pos)))
         session_destroy(b, s);
-    hmap_destroy(&b->sessions);
+    imap_destroy(&b->sessions);
     hmap_destroy(&b->page_wait);
     sub_tree_free(b->subs);
     retain_free(b->retained);
@@ -76,7 +83,7 @@ struct mq_conn *proto_conn_new(struct mq_broker *b, void *io, struct mq_listener
     c->listener = listener;
     c->created_ms = c->last_rx_ms = b->now_ms;
     b->stats.sockets_total++;
-    snprintf(c->peer, sizeof(c->peer), "%s", peer);
+    c->peer = peer;
     c->next = b->conns;
     if (b->conns)
         b->conns->prev = c;
@@ -320,7 +327,7 @@ static void expire_sessions(struct mq_broker *b)
     uint64_t limit_ms = (uint64_t)limit_s * 1000u;
     uint32_t pos = 0;
     struct mq_session *s;
-    while ((s = hmap_next(&b->sessions, &pos, NULL, NULL))) {
+    while ((s = imap_next(&b->sessions, &pos))) {
         if (s->conn || b->now_ms - s->last_seen_ms < limit_ms)
             continue;
         mq_log(MQ_LOG_NOTICE,
@@ -329,7 +336,7 @@ static void expire_sessions(struct mq_broker *b)
                s->client_id, (long long)limit_s, s->queue_count + s->inflight_count);
         b->stats.clients_expired++;
         persist_session_delete(b, s);
-        session_destroy(b, s); /* hmap_next allows removing the entry just returned */
+        session_destroy(b, s); /* imap_next allows removing the entry just returned */
     }
 }
 

@@ -33,7 +33,7 @@ void session_destroy(struct mq_broker *b, struct mq_session *s)
 {
     for (uint32_t i = 0; i < s->sub_count; i++)
         sub_tree_remove(b->subs, (const uint8_t *)s->subs[i].filter, s->subs[i].len, s, NULL);
-    hmap_remove(&b->sessions, s->client_id, s->client_id_len);
+    imap_remove(&b->sessions, s->client_id, s->client_id_len, broker_session_key);
     hmap_remove(&b->page_wait, s->client_id, s->client_id_len);
     session_free(s);
 }
@@ -171,7 +171,7 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
             int w = snprintf(auto_id, sizeof(auto_id), "%.32s%" PRIx64 "-%" PRIu64, prefix,
                              b->start_ms, ++b->auto_id_counter);
             n = w < (int)sizeof(auto_id) ? (size_t)w : sizeof(auto_id) - 1;
-        } while (hmap_get(&b->sessions, auto_id, n));
+        } while (imap_get(&b->sessions, auto_id, n, broker_session_key));
         client_id = (const uint8_t *)auto_id;
         client_id_len = (uint16_t)n;
         snprintf(id, sizeof(id), "%s", auto_id);
@@ -207,13 +207,14 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
 
     /* Takeover: the existing connection with this id is closed ([MQTT-3.1.4-2]); its
      * will is published because it did not send DISCONNECT. */
-    struct mq_session *s = hmap_get(&b->sessions, client_id, client_id_len);
+    struct mq_session *s = imap_get(&b->sessions, client_id, client_id_len, broker_session_key);
     if (s && s->conn) {
         struct mq_conn *old = s->conn;
         if (!cfg || cfg->connection_messages)
             mq_log(MQ_LOG_NOTICE, "client %s taken over by %s", s->client_id, c->peer);
         conn_shutdown(old, true);
-        s = hmap_get(&b->sessions, client_id, client_id_len); /* a clean one is gone */
+        s = imap_get(&b->sessions, client_id, client_id_len,
+                     broker_session_key); /* a clean one is gone */
     }
     bool session_present = false;
     if (s && cp->clean_session) {
@@ -226,7 +227,7 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
         s->clean = false;
     } else {
         s = session_new(client_id, client_id_len, cp->clean_session);
-        if (!s || hmap_put(&b->sessions, s->client_id, s->client_id_len, s)) {
+        if (!s || imap_put(&b->sessions, s, broker_session_key)) {
             session_free(s);
             refuse(c, MQ_CONNACK_UNAVAILABLE, id, "out of memory");
             return;

@@ -9,6 +9,8 @@ struct mq_session;
 struct mq_msg;
 
 /* proto.c */
+/* The key of a session in broker->sessions: its client id. */
+const void *broker_session_key(const void *session, size_t *len);
 void conn_send(struct mq_conn *c, const uint8_t *bytes, size_t len);
 void conn_send_ack(struct mq_conn *c, enum mq_packet_type type, uint16_t packet_id);
 void conn_send_publish(struct mq_conn *c, const struct mq_msg *m, uint8_t qos, bool retain,

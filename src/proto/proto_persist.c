@@ -111,7 +111,12 @@ uint64_t persist_msg_add(struct mq_broker *b, struct mq_session *s, const struct
 {
     if (!persist_session_on(b, s) || qos == 0)
         return 0;
-    uint64_t seq = s->next_seq++;
+    struct mq_session_disk *d = session_disk(s);
+    if (!d) {
+        recorded(b, MQ_ERR_NOMEM, "queued message", s->client_id);
+        return 0;
+    }
+    uint64_t seq = d->next_seq++;
     int rc = store_msg_add(b->store, s->client_id, s->client_id_len, seq, m, qos, retain);
     recorded(b, rc, "queued message", s->client_id);
     return rc ? 0 : seq;
@@ -154,13 +159,14 @@ bool persist_spill(struct mq_broker *b, struct mq_session *s, const struct mq_ms
 {
     if (!persist_msg_add(b, s, m, qos, retain))
         return false;
-    if (!s->spilled++)
+    struct mq_session_disk *d = s->disk; /* persist_msg_add made it */
+    if (!d->spilled++)
         mq_log(MQ_LOG_INFO,
                "client %s: more than %u messages queued; the newer ones wait on disk and are "
                "read back as the queue drains",
                s->client_id, s->queue_count);
-    s->spilled_bytes += m->payload_len;
-    s->spill_ticket = b->store_issued + 1; /* the batch being filled */
+    d->spilled_bytes += m->payload_len;
+    d->spill_ticket = b->store_issued + 1; /* the batch being filled */
     return true;
 }
 
@@ -168,17 +174,18 @@ bool persist_spill(struct mq_broker *b, struct mq_session *s, const struct mq_ms
 
 void persist_page_in(struct mq_broker *b, struct mq_session *s)
 {
-    if (!b->page_read || s->page_token || !s->spilled)
+    struct mq_session_disk *d = s->disk;
+    if (!b->page_read || !d || d->page_token || !d->spilled)
         return;
-    if (store_committed(b->store) < s->spill_ticket) {
+    if (store_committed(b->store) < d->spill_ticket) {
         /* A page sees committed rows only: come back when the newest spill is on disk. */
         hmap_put(&b->page_wait, s->client_id, s->client_id_len, s);
         return;
     }
     hmap_remove(&b->page_wait, s->client_id, s->client_id_len);
-    s->page_token = ++b->page_tokens;
-    b->page_read(b->page_ctx, s->client_id, s->client_id_len, s->queued_last_seq,
-                 MQ_QUEUE_IN_MEMORY - s->queue_count, s->page_token);
+    d->page_token = ++b->page_tokens;
+    b->page_read(b->page_ctx, s->client_id, s->client_id_len, d->queued_last_seq,
+                 MQ_QUEUE_IN_MEMORY - s->queue_count, d->page_token);
 }
 
 static void unref_page(struct mq_paged_msg *msgs, size_t from, size_t n)
@@ -190,26 +197,27 @@ static void unref_page(struct mq_paged_msg *msgs, size_t from, size_t n)
 void broker_store_paged(struct mq_broker *b, const char *client_id, uint16_t client_id_len,
                         uint64_t token, struct mq_paged_msg *msgs, size_t n, int err)
 {
-    struct mq_session *s = hmap_get(&b->sessions, client_id, client_id_len);
-    if (!s || s->page_token != token) {
+    struct mq_session *s = imap_get(&b->sessions, client_id, client_id_len, broker_session_key);
+    struct mq_session_disk *d = s ? s->disk : NULL;
+    if (!d || d->page_token != token) {
         unref_page(msgs, 0, n);
         return;
     }
-    s->page_token = 0;
+    d->page_token = 0;
     if (err < 0) {
         /* Reported by the store; the messages stay on disk and the next drain retries. */
         unref_page(msgs, 0, n);
         return;
     }
     size_t i = 0;
-    for (; i < n && msgs[i].seq > s->queued_last_seq; i++) {
+    for (; i < n && msgs[i].seq > d->queued_last_seq; i++) {
         struct mq_paged_msg *p = &msgs[i];
         if (session_queue_push(s, p->msg, p->qos, p->retain, p->seq))
             break; /* out of memory: the rest stays on disk for a later page */
-        s->queued_last_seq = p->seq;
-        s->spilled = s->spilled ? s->spilled - 1 : 0;
-        s->spilled_bytes =
-            s->spilled_bytes > p->msg->payload_len ? s->spilled_bytes - p->msg->payload_len : 0;
+        d->queued_last_seq = p->seq;
+        d->spilled = d->spilled ? d->spilled - 1 : 0;
+        d->spilled_bytes =
+            d->spilled_bytes > p->msg->payload_len ? d->spilled_bytes - p->msg->payload_len : 0;
         msg_unref(p->msg);
     }
     unref_page(msgs, i, n);
@@ -335,7 +343,7 @@ void broker_store_committed(struct mq_broker *b)
         uint32_t pos = 0;
         struct mq_session *s;
         while ((s = hmap_next(&b->page_wait, &pos, NULL, NULL)))
-            if (s->spill_ticket <= committed)
+            if (s->disk && s->disk->spill_ticket <= committed)
                 persist_page_in(b, s); /* removes it from page_wait */
     }
     struct mq_deferred *d;
@@ -403,7 +411,7 @@ static int load_session(void *ctx, const struct mq_store_session *ss)
     struct load_ctx *l = ctx;
     struct mq_broker *b = l->b;
     struct mq_session *s = session_new((const uint8_t *)ss->client_id, ss->client_id_len, false);
-    if (!s || hmap_put(&b->sessions, s->client_id, s->client_id_len, s)) {
+    if (!s || imap_put(&b->sessions, s, broker_session_key)) {
         session_free(s);
         return MQ_ERR_NOMEM;
     }
@@ -411,9 +419,12 @@ static int load_session(void *ctx, const struct mq_store_session *ss)
     uint64_t now_wall = wall_now(b);
     uint64_t away = now_wall > ss->last_seen_ms ? now_wall - ss->last_seen_ms : 0;
     s->last_seen_ms = b->now_ms > away ? b->now_ms - away : 0;
-    s->next_seq = ss->max_seq + 1;
+    struct mq_session_disk *d = session_disk(s);
+    if (!d)
+        return MQ_ERR_NOMEM;
+    d->next_seq = ss->max_seq + 1;
     /* What store_load leaves on disk is paged in as the queue drains (seq order). */
-    s->spilled = ss->msg_count > ss->msgs_loaded ? ss->msg_count - ss->msgs_loaded : 0;
+    d->spilled = ss->msg_count > ss->msgs_loaded ? ss->msg_count - ss->msgs_loaded : 0;
     l->s = s;
     l->sessions++;
     return 0;
@@ -446,7 +457,7 @@ static int load_msg(void *ctx, const struct mq_store_session *ss, const struct m
     int rc = 0;
     if (sm->state == MQ_STORE_QUEUED) {
         rc = session_queue_push(s, m, sm->qos, sm->retain, sm->seq);
-        s->queued_last_seq = sm->seq;
+        s->disk->queued_last_seq = sm->seq;
     } else {
         struct mq_inflight *e =
             session_inflight_add(s, m, sm->qos, sm->retain, sm->packet_id, sm->seq);

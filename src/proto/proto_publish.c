@@ -35,7 +35,7 @@ static void send_inflight(struct mq_broker *b, struct mq_session *s, struct mq_m
 {
     uint64_t before = b->store_changes;
     if (!seq && (seq = persist_msg_add(b, s, m, qos, retain)))
-        s->queued_last_seq = seq;
+        s->disk->queued_last_seq = seq; /* a stored message: disk exists */
     uint16_t pid = session_next_packet_id(s);
     struct mq_inflight *e = session_inflight_add(s, m, qos, retain, pid, seq);
     if (!e) {
@@ -67,9 +67,9 @@ static bool queue_full(const struct mq_broker *b, const struct mq_session *s,
     const struct mq_config *cfg = b->cfg;
     uint32_t max_messages = cfg ? cfg->max_queued_messages : 1000;
     uint64_t max_bytes = cfg ? cfg->max_queued_bytes : 0;
-    if (max_messages && s->queue_count + s->spilled >= max_messages)
+    if (max_messages && s->queue_count + session_spilled(s) >= max_messages)
         return true;
-    return max_bytes && s->queue_bytes + s->spilled_bytes + m->payload_len > max_bytes;
+    return max_bytes && s->queue_bytes + session_spilled_bytes(s) + m->payload_len > max_bytes;
 }
 
 static void note_drop(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m)
@@ -78,8 +78,8 @@ static void note_drop(struct mq_broker *b, struct mq_session *s, const struct mq
         mq_log(MQ_LOG_WARNING,
                "client %s: queue full (%u messages, %llu bytes), dropped message on %s "
                "(%llu dropped so far)",
-               s->client_id, (unsigned)(s->queue_count + s->spilled),
-               (unsigned long long)(s->queue_bytes + s->spilled_bytes), m->topic,
+               s->client_id, (unsigned)(s->queue_count + session_spilled(s)),
+               (unsigned long long)(s->queue_bytes + session_spilled_bytes(s)), m->topic,
                (unsigned long long)s->dropped);
 }
 
@@ -129,7 +129,7 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
          * behind queued messages only to keep order. */
         if (!online && !(cfg && cfg->queue_qos0_messages))
             return;
-    } else if (online && s->queue_count == 0 && !s->spilled && window_open(b, s)) {
+    } else if (online && s->queue_count == 0 && !session_spilled(s) && window_open(b, s)) {
         send_inflight(b, s, m, qos, retain, 0);
         return;
     }
@@ -138,7 +138,7 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
         return;
     }
     /* A persistent session's long backlog waits on disk, in order behind its memory queue. */
-    if (qos && persist_session_on(b, s) && (s->spilled || s->queue_count >= MQ_QUEUE_IN_MEMORY)) {
+    if (qos && persist_session_on(b, s) && (session_spilled(s) || s->queue_count >= MQ_QUEUE_IN_MEMORY)) {
         if (!persist_spill(b, s, m, qos, retain))
             note_drop(b, s, m);
         return;
@@ -150,7 +150,7 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
         return;
     }
     if (seq)
-        s->queued_last_seq = seq;
+        s->disk->queued_last_seq = seq; /* a stored message: disk exists */
 }
 
 /* Move queued messages into the window while it has room; page in spilled ones when the
@@ -177,7 +177,7 @@ void session_drain_queue(struct mq_broker *b, struct mq_session *s)
             send_inflight(b, s, q.msg, q.qos, q.retain, q.seq);
         msg_unref(q.msg);
     }
-    if (s->conn && s->spilled && s->queue_count < MQ_QUEUE_IN_MEMORY / 2)
+    if (s->conn && session_spilled(s) && s->queue_count < MQ_QUEUE_IN_MEMORY / 2)
         persist_page_in(b, s);
 }
 

@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "midge/hmap.h"
+#include "midge/imap.h"
 #include "midge/msg.h"
 #include "midge/retain.h"
 #include "midge/session.h"
@@ -195,10 +195,10 @@ static bool snapshot(const struct mq_broker *b, uint64_t heap_max, uint64_t v[V_
     uint64_t offline = 0, queued = 0, inflight = 0, held = 0;
     uint32_t pos = 0;
     struct mq_session *s;
-    while ((s = hmap_next(&b->sessions, &pos, NULL, NULL)) != NULL) {
+    while ((s = imap_next(&b->sessions, &pos)) != NULL) {
         if (!s->conn)
             offline++;
-        queued += s->queue_count + s->spilled; /* spilled: queued on disk (persistence) */
+        queued += s->queue_count + session_spilled(s); /* spilled: queued on disk (persistence) */
         inflight += s->inflight_count;
         held += s->queue_count;
         /* After PUBREC only the packet id is kept: the message is no longer held. */
@@ -213,7 +213,7 @@ static bool snapshot(const struct mq_broker *b, uint64_t heap_max, uint64_t v[V_
     v[V_UPTIME] = grown(b->now_ms, b->start_ms) / 1000u;
     v[V_CLIENTS_CONNECTED] = st->clients_connected;
     v[V_CLIENTS_DISCONNECTED] = offline;
-    v[V_CLIENTS_TOTAL] = v[V_SESSIONS] = hmap_count(&b->sessions);
+    v[V_CLIENTS_TOTAL] = v[V_SESSIONS] = imap_count(&b->sessions);
     v[V_CLIENTS_MAXIMUM] = st->clients_maximum;
     v[V_CLIENTS_EXPIRED] = st->clients_expired;
     v[V_MESSAGES_RECEIVED] = st->msgs_received;

@@ -441,10 +441,10 @@ static void test_connect_clean_session(void **state)
     expect_nothing(io);
     assert_int_equal(E.b->stats.clients_connected, 1);
     assert_true(session_of(io)->clean);
-    assert_int_equal(hmap_count(&E.b->sessions), 1);
+    assert_int_equal(imap_count(&E.b->sessions), 1);
     io_gone(io, "peer closed");
     /* A clean session ends with its connection ([MQTT-3.1.2-6]). */
-    assert_int_equal(hmap_count(&E.b->sessions), 0);
+    assert_int_equal(imap_count(&E.b->sessions), 0);
     assert_int_equal(E.b->stats.clients_connected, 0);
 }
 
@@ -458,7 +458,7 @@ static void test_connect_session_present(void **state)
     expect_close_requested(a);
     expect_nothing(a);
     io_gone(a, "closed");
-    assert_int_equal(hmap_count(&E.b->sessions), 1); /* persists offline */
+    assert_int_equal(imap_count(&E.b->sessions), 1); /* persists offline */
 
     struct fake_io *b = connect_client("p1", false, true); /* returning clean 0 → 1 */
     /* The subscription survived: no new SUBSCRIBE needed. */
@@ -496,7 +496,7 @@ static void test_first_packet_not_connect(void **state)
     send_publish(io2, "a/b", "x", 0, false, 0, false);
     expect_nothing(io2);
     expect_close_requested(io2);
-    assert_int_equal(hmap_count(&E.b->sessions), 0);
+    assert_int_equal(imap_count(&E.b->sessions), 0);
 }
 
 /* [MQTT-3.1.0-2]: a second CONNECT is a protocol violation → close. */
@@ -510,7 +510,7 @@ static void test_second_connect_closes(void **state)
     expect_close_requested(io);
     assert_int_equal(E.b->stats.protocol_errors, 1);
     io_gone(io, "closed");
-    assert_int_equal(hmap_count(&E.b->sessions), 0);
+    assert_int_equal(imap_count(&E.b->sessions), 0);
 }
 
 /* [MQTT-3.1.2-2]: unsupported protocol level → CONNACK 0x01, then close. */
@@ -524,7 +524,7 @@ static void test_connect_protocol_level_5(void **state)
     EXPECT_BYTES(io, 0x20, 0x02, 0x00, 0x01);
     expect_nothing(io);
     expect_close_requested(io);
-    assert_int_equal(hmap_count(&E.b->sessions), 0);
+    assert_int_equal(imap_count(&E.b->sessions), 0);
 
     /* A real MQTT 5 CONNECT carries properties after the keepalive (here Receive
      * Maximum), which a 3.1.1 parser would misread; it still gets 0x01. Fed one byte
@@ -562,7 +562,7 @@ static void test_connect_empty_id_clean0(void **state)
     (void)state;
     struct mq_packet p = connect_pkt("", false, 0, NULL);
     connect_refused(&p, 0x02);
-    assert_int_equal(hmap_count(&E.b->sessions), 0);
+    assert_int_equal(imap_count(&E.b->sessions), 0);
     assert_int_equal(E.b->stats.clients_connected, 0);
 }
 
@@ -577,7 +577,7 @@ static void test_connect_empty_id_assigned(void **state)
     assert_true(strncmp(idb, "auto-", 5) == 0);
     assert_string_not_equal(ida, idb);
     expect_open(a); /* the second is not a takeover of the first */
-    assert_int_equal(hmap_count(&E.b->sessions), 2);
+    assert_int_equal(imap_count(&E.b->sessions), 2);
 }
 
 /* allow_zero_length_clientid false → 0x02 even with clean session 1. */
@@ -588,7 +588,7 @@ static void test_connect_empty_id_not_allowed(void **state)
     E.listener.allow_zero_length_clientid = false;
     struct mq_packet p = connect_pkt("", true, 0, NULL);
     connect_refused(&p, 0x02);
-    assert_int_equal(hmap_count(&E.b->sessions), 0);
+    assert_int_equal(imap_count(&E.b->sessions), 0);
 }
 
 /* The listener's allow_zero_length_clientid is the effective value (config.h: it differs
@@ -653,7 +653,7 @@ static void test_connect_anonymous_refused(void **state)
     struct will w = {"will/anon", "x", 0, false};
     struct mq_packet p = connect_pkt("anon", true, 0, &w);
     struct fake_io *io = connect_refused(&p, 0x05);
-    assert_int_equal(hmap_count(&E.b->sessions), 0);
+    assert_int_equal(imap_count(&E.b->sessions), 0);
     io_gone(io, "closed");
     assert_int_equal(E.b->stats.clients_connected, 0);
 }
@@ -1409,7 +1409,7 @@ static void test_broker_close_all(void **state)
     assert_int_equal(retain_count(E.b->retained), 0);
     assert_null(E.b->conns);
     assert_int_equal(E.b->stats.clients_connected, 0);
-    assert_int_equal(hmap_count(&E.b->sessions), 1); /* b's persistent session stays */
+    assert_int_equal(imap_count(&E.b->sessions), 1); /* b's persistent session stays */
 }
 
 /* upgrade_outgoing_qos: delivered at the granted QoS, not the published one. */
@@ -1899,6 +1899,13 @@ static void serve_page(void)
     broker_store_paged(E.b, page_req.id, page_req.len, page_req.token, pb.msgs, pb.n, 0);
 }
 
+static const void *test_session_key(const void *session, size_t *len)
+{
+    const struct mq_session *s = session;
+    *len = s->client_id_len;
+    return s->client_id;
+}
+
 static void test_persist_long_queue_paged(void **state)
 {
     (void)state;
@@ -1925,10 +1932,10 @@ static void test_persist_long_queue_paged(void **state)
             commit_all();
     }
     commit_all();
-    struct mq_session *s = hmap_get(&E.b->sessions, "long", 4);
+    struct mq_session *s = imap_get(&E.b->sessions, "long", 4, test_session_key);
     assert_non_null(s);
     assert_int_equal(s->queue_count, MQ_QUEUE_IN_MEMORY); /* the rest is on disk only */
-    assert_int_equal(s->spilled, N - MQ_QUEUE_IN_MEMORY);
+    assert_int_equal(session_spilled(s), N - MQ_QUEUE_IN_MEMORY);
 
     sub = connect_client("long", false, true);
     int next = 0;
@@ -1947,7 +1954,7 @@ static void test_persist_long_queue_paged(void **state)
     }
     commit_all();
     expect_nothing(sub);
-    assert_int_equal(s->spilled, 0);
+    assert_int_equal(session_spilled(s), 0);
     assert_true(page_req.requests >= 2);
     assert_false(page_req.pending);
 }

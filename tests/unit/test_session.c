@@ -370,6 +370,55 @@ static void test_sub_set_replace_remove(void **state)
     session_free(s); /* frees the remaining filters */
 }
 
+/* Subscriptions are scanned below 8 filters and indexed from there on: a session
+ * driven across that threshold both ways must agree with a plain model throughout. */
+static void test_sub_index_threshold(void **state)
+{
+    (void)state;
+    enum { NAMES = 24 };
+    int model[NAMES]; /* -1: not subscribed, else the QoS */
+    for (int i = 0; i < NAMES; i++)
+        model[i] = -1;
+    struct mq_session *s = new_session("c", false);
+
+    /* One filter: no index, and an array of one (the idle-connection case). */
+    assert_int_equal(session_sub_set(s, (const uint8_t *)"t/0", 3, 1), 0);
+    model[0] = 1;
+    assert_int_equal(s->sub_cap, 1);
+    assert_int_equal(hmap_count(&s->sub_index), 0);
+
+    uint32_t rng = 12345;
+    char f[16];
+    for (int op = 0; op < 5000; op++) {
+        rng = rng * 1103515245u + 12345u;
+        int i = (int)((rng >> 16) % NAMES);
+        int len = snprintf(f, sizeof(f), "t/%d", i);
+        if ((rng >> 8) % 3 == 0) {
+            assert_int_equal(session_sub_remove(s, (const uint8_t *)f, (uint16_t)len),
+                             model[i] >= 0);
+            model[i] = -1;
+        } else {
+            uint8_t qos = (uint8_t)((rng >> 4) % 3);
+            assert_int_equal(session_sub_set(s, (const uint8_t *)f, (uint16_t)len, qos), 0);
+            model[i] = qos;
+        }
+        uint32_t want = 0;
+        for (int k = 0; k < NAMES; k++)
+            want += model[k] >= 0;
+        assert_int_equal(s->sub_count, want);
+        for (uint32_t k = 0; k < s->sub_count; k++) {
+            int n = atoi(s->subs[k].filter + 2);
+            assert_int_equal(s->subs[k].qos, model[n]);
+        }
+        /* The index, once there, holds every filter; below the threshold none is built. */
+        uint32_t indexed = hmap_count(&s->sub_index);
+        assert_true(indexed == 0 || indexed == s->sub_count);
+        if (s->sub_count >= 8)
+            assert_int_equal(indexed, s->sub_count);
+    }
+    session_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -382,6 +431,7 @@ int main(void)
         cmocka_unit_test(test_queue_full),
         cmocka_unit_test(test_qos2_in),
         cmocka_unit_test(test_sub_set_replace_remove),
+        cmocka_unit_test(test_sub_index_threshold),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

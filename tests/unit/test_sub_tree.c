@@ -310,6 +310,47 @@ static void test_resubscribe_replaces_qos(void **state)
     sub_tree_free(t);
 }
 
+/* A node keeps its only subscriber inline and a leaf has no child links: going from one
+ * subscriber to two and back, and a leaf gaining and losing a child, must lose nothing. */
+static void test_one_subscriber_inline(void **state)
+{
+    (void)state;
+    struct mq_sub_tree *t = sub_tree_new();
+    assert_non_null(t);
+    add(t, "a", 1, 1);
+    add(t, "a", 2, 2); /* second subscriber: the node moves to an array */
+    assert_int_equal(match_qos(t, "a", 1), 1);
+    assert_int_equal(match_qos(t, "a", 2), 2);
+    assert_true(del(t, "a", 1)); /* back to one, inline */
+    assert_int_equal(match_qos(t, "a", 1), -1);
+    assert_int_equal(match_qos(t, "a", 2), 2);
+    assert_int_equal(sub_tree_add(t, (const uint8_t *)"a", 1, SUB(2), 0, NULL), 0);
+    assert_int_equal(match_qos(t, "a", 2), 0); /* QoS replaced in place */
+    add(t, "a", 3, 1);
+    assert_true(del(t, "a", 3));
+    assert_false(del(t, "a", 3));
+
+    /* The leaf "a" gains children ('+', '#', an exact level) and loses them again. */
+    add(t, "a/b", 4, 1);
+    add(t, "a/+", 5, 1);
+    add(t, "a/#", 6, 2);
+    assert_int_equal(match_qos(t, "a", 6), 2); /* '#' matches its parent level */
+    assert_int_equal(match_qos(t, "a/b", 4), 1);
+    assert_int_equal(match_qos(t, "a/b", 5), 1);
+    assert_int_equal(match_qos(t, "a/b", 2), -1);
+    assert_int_equal(sub_tree_node_count(t), 4);
+    assert_true(del(t, "a/b", 4));
+    assert_true(del(t, "a/+", 5));
+    assert_true(del(t, "a/#", 6));
+    assert_int_equal(sub_tree_node_count(t), 1);
+    assert_int_equal(match_qos(t, "a", 2), 0);
+    assert_int_equal(match_qos(t, "a/b", 2), -1);
+    assert_true(del(t, "a", 2));
+    assert_int_equal(sub_tree_node_count(t), 0);
+    assert_int_equal(sub_tree_count(t), 0);
+    sub_tree_free(t);
+}
+
 static void test_remove_and_prune(void **state)
 {
     (void)state;
@@ -661,7 +702,7 @@ int main(void)
         cmocka_unit_test(test_overlap_max_qos),     cmocka_unit_test(test_resubscribe_replaces_qos),
         cmocka_unit_test(test_remove_and_prune),    cmocka_unit_test(test_many_subscribers),
         cmocka_unit_test(test_distinct_topics),     cmocka_unit_test(test_deep),
-        cmocka_unit_test(test_random_vs_reference),
+        cmocka_unit_test(test_random_vs_reference), cmocka_unit_test(test_one_subscriber_inline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,116 @@
+/* test_footprint.c - the memory an idle connection costs, pinned (issue 7, scenario F).
+ *
+ * Each idle connection with one subscription holds one struct of each kind below plus
+ * its session's subscription and a trie leaf. Every field added to them since the first
+ * benchmark raised the per-connection figure without anyone noticing: these budgets make
+ * such a change a conscious one (raise the budget in the same commit, and say why).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <malloc.h>
+
+#include "midge/imap.h"
+#include "midge/proto.h"
+#include "midge/session.h"
+#include "midge/sub_tree.h"
+#include "net/net.h"
+
+/* Budgets in bytes. glibc hands out chunks of (size + 8) rounded up to 16, so the
+ * comments give the chunk each struct lands in. */
+#define CLIENT_OWN_MAX 200 /* mq_client beyond its uv_tcp_t: 448 with libuv 1.44, chunk 464 */
+#define CONN_MAX 112       /* mq_conn: chunk 128 (peer is borrowed from the io) */
+#define SESSION_MAX 176    /* mq_session: chunk 192 */
+
+static void test_struct_sizes(void **state)
+{
+    (void)state;
+    assert_true(sizeof(struct mq_client) - sizeof(uv_tcp_t) <= CLIENT_OWN_MAX);
+    assert_true(sizeof(struct mq_conn) <= CONN_MAX);
+    assert_true(sizeof(struct mq_session) <= SESSION_MAX);
+}
+
+/* What the pure layers keep per idle connection, as the broker builds it for the
+ * scenario F benchmark (midge-bench conns): a session under a client id like
+ * "mb12345-c1234", one subscription to "mb12345/c1234", the session in the broker's
+ * table and the leaf under one shared trie node. Heap bytes per connection at 1,000
+ * connections, table shares included. */
+#define PURE_HEAP_MAX 376
+
+#if !defined(__SANITIZE_ADDRESS__)
+/* The broker's table is keyed by the session's client id (broker_session_key). */
+static const void *session_key(const void *value, size_t *len)
+{
+    const struct mq_session *s = value;
+    *len = s->client_id_len;
+    return s->client_id;
+}
+#endif
+
+static void test_pure_heap_per_connection(void **state)
+{
+    (void)state;
+#if defined(__SANITIZE_ADDRESS__)
+    skip(); /* ASan's allocator has its own layout: the budget is glibc's */
+#else
+    enum { N = 1000 };
+    static struct mq_session *sessions[N];
+    struct mq_imap table;
+    imap_init(&table);
+    struct mq_sub_tree *t = sub_tree_new();
+    assert_non_null(t);
+    /* The shared node and the tables start with a first entry, as after the broker's
+     * first connection: the budget is for the ones that follow. */
+    char id[32], filter[32];
+    struct mq_session *first = session_new((const uint8_t *)"first", 5, true);
+    assert_non_null(first);
+    assert_int_equal(imap_put(&table, first, session_key), 0);
+    assert_int_equal(sub_tree_add(t, (const uint8_t *)"mb12345/first", 13, first, 0, NULL), 0);
+
+    size_t before = mallinfo2().uordblks;
+    for (int i = 0; i < N; i++) {
+        int idlen = snprintf(id, sizeof(id), "mb12345-c%d", 1000 + i);
+        int flen = snprintf(filter, sizeof(filter), "mb12345/c%d", 1000 + i);
+        struct mq_session *s = session_new((const uint8_t *)id, (uint16_t)idlen, true);
+        assert_non_null(s);
+        assert_int_equal(imap_put(&table, s, session_key), 0);
+        assert_int_equal(session_sub_set(s, (const uint8_t *)filter, (uint16_t)flen, 0), 0);
+        assert_int_equal(sub_tree_add(t, (const uint8_t *)filter, (size_t)flen, s, 0, NULL), 0);
+        sessions[i] = s;
+    }
+    size_t per = (mallinfo2().uordblks - before) / N;
+    print_message("pure-layer heap per idle connection: %zu bytes (budget %d)\n", per,
+                  PURE_HEAP_MAX);
+    assert_true(per <= PURE_HEAP_MAX);
+
+    for (int i = 0; i < N; i++) {
+        struct mq_session *s = sessions[i];
+        assert_int_equal(
+            sub_tree_remove(t, (const uint8_t *)s->subs[0].filter, s->subs[0].len, s, NULL), 0);
+        imap_remove(&table, s->client_id, s->client_id_len, session_key);
+        session_free(s);
+    }
+    sub_tree_remove(t, (const uint8_t *)"mb12345/first", 13, first, NULL);
+    imap_remove(&table, first->client_id, first->client_id_len, session_key);
+    session_free(first);
+    assert_int_equal(sub_tree_node_count(t), 0);
+    sub_tree_free(t);
+    imap_destroy(&table);
+#endif
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_struct_sizes),
+        cmocka_unit_test(test_pure_heap_per_connection),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
