@@ -1,7 +1,9 @@
 /* client.c - one TCP connection: bytes in -> proto, proto's output -> socket.
  *
- * Reads land in the server's shared 64 KiB buffer; only the unfinished tail of a
- * packet is copied into the client, so an idle connection holds no read buffer.
+ * Reads land in the server's shared 64 KiB buffer and pass through the connection's
+ * transport layers, if any (net.h: TLS, WebSocket, or WebSocket over TLS); only the
+ * unfinished tail of a packet is copied into the client, so an idle connection holds
+ * no read buffer.
  * Output produced during a loop turn is gathered per client and written once by
  * client_flush_all (a uv_check handle), directly when the socket takes it and by
  * a queued uv_write only on EAGAIN. A client is freed only in its close callback.
@@ -345,23 +347,6 @@ void client_deliver(struct mq_client *cl, const uint8_t *data, size_t len)
     memcpy(cl->in + cl->in_len, data, len);
     cl->in_len += len;
     feed_proto(cl, cl->in, cl->in_len);
-}
-
-void client_layer_up(struct mq_client *cl, unsigned level, uint8_t *data, size_t len)
-{
-    if (level + 1 < cl->layers)
-        cl->layer[level + 1].ops->input(cl, level + 1, data, len);
-    else
-        client_deliver(cl, data, len);
-}
-
-/* level is the caller's: level == cl->layers means "from proto, above the top layer". */
-void client_layer_down(struct mq_client *cl, unsigned level, const uint8_t *data, size_t len)
-{
-    if (level)
-        cl->layer[level - 1].ops->output(cl, level - 1, data, len);
-    else
-        client_send_raw(cl, data, len);
 }
 
 void client_layer_shutdown_below(struct mq_client *cl, unsigned level)
