@@ -1,7 +1,9 @@
 /* client.c - one TCP connection: bytes in -> proto, proto's output -> socket.
  *
- * Reads land in the server's shared 64 KiB buffer; only the unfinished tail of a
- * packet is copied into the client, so an idle connection holds no read buffer.
+ * Reads land in the server's shared 64 KiB buffer and pass through the connection's
+ * transport layers, if any (net.h: TLS, WebSocket, or WebSocket over TLS); only the
+ * unfinished tail of a packet is copied into the client, so an idle connection holds
+ * no read buffer.
  * Output produced during a loop turn is gathered per client and written once by
  * client_flush_all (a uv_check handle), directly when the socket takes it and by
  * a queued uv_write only on EAGAIN. Once written, the buffer goes back to a
@@ -174,6 +176,7 @@ static void on_close(uv_handle_t *h)
         cl->lctx->clients--;
     for (unsigned i = cl->layers; i-- > 0;)
         cl->layer[i].ops->detach(cl, i);
+    free(cl->layer);
     free(cl->in);
     out_release(cl);
     free(cl);
@@ -399,23 +402,6 @@ void client_deliver(struct mq_client *cl, const uint8_t *data, size_t len)
     feed_proto(cl, cl->in, cl->in_len);
 }
 
-void client_layer_up(struct mq_client *cl, unsigned level, uint8_t *data, size_t len)
-{
-    if (level + 1 < cl->layers)
-        cl->layer[level + 1].ops->input(cl, level + 1, data, len);
-    else
-        client_deliver(cl, data, len);
-}
-
-/* level is the caller's: level == cl->layers means "from proto, above the top layer". */
-void client_layer_down(struct mq_client *cl, unsigned level, const uint8_t *data, size_t len)
-{
-    if (level)
-        cl->layer[level - 1].ops->output(cl, level - 1, data, len);
-    else
-        client_send_raw(cl, data, len);
-}
-
 void client_layer_shutdown_below(struct mq_client *cl, unsigned level)
 {
     if (!level || cl->closing)
@@ -478,6 +464,10 @@ void client_accept(struct mq_listen_socket *ls)
     srv->broker->now_ms = uv_now(&srv->loop);
     cl->conn = proto_conn_new(srv->broker, cl, ls->lctx, cl->peer);
     if (!cl->conn) {
+        client_close(cl, "out of memory");
+        return;
+    }
+    if (ls->depth && !(cl->layer = calloc(ls->depth, sizeof(*cl->layer)))) {
         client_close(cl, "out of memory");
         return;
     }

@@ -115,7 +115,9 @@ struct mq_server {
 struct mq_client {
     uv_tcp_t tcp; /* first */
     struct mq_server *srv;
-    struct mq_layer layer[NET_MAX_LAYERS]; /* layer[0] next to the socket */
+    /* The transport layers, layer[0] next to the socket; allocated (layers entries) only
+     * for TLS and WebSocket connections, so a plain TCP one pays a pointer. */
+    struct mq_layer *layer;
     struct mq_listener_ctx *lctx;          /* counted in lctx->clients once admitted; else NULL */
     struct mq_conn *conn;          /* NULL once proto has been told the connection is gone */
     struct mq_client *prev, *next; /* srv->clients */
@@ -165,11 +167,24 @@ void client_send_raw(struct mq_client *cl, const uint8_t *data, size_t len);
 void client_deliver(struct mq_client *cl, const uint8_t *data, size_t len);
 /* What layer `level` decoded: to the input of the layer above (which may decode it in
  * place), or to client_deliver from the top layer. data is borrowed for the call. */
-void client_layer_up(struct mq_client *cl, unsigned level, uint8_t *data, size_t len);
+static inline void client_layer_up(struct mq_client *cl, unsigned level, uint8_t *data, size_t len)
+{
+    if (level + 1 < cl->layers)
+        cl->layer[level + 1].ops->input(cl, level + 1, data, len);
+    else
+        client_deliver(cl, data, len);
+}
 /* What layer `level` encoded: to the output of the layer below, or to client_send_raw
  * from level 0; proto's output enters at level cl->layers. data is borrowed for the
  * call. */
-void client_layer_down(struct mq_client *cl, unsigned level, const uint8_t *data, size_t len);
+static inline void client_layer_down(struct mq_client *cl, unsigned level, const uint8_t *data,
+                                     size_t len)
+{
+    if (level)
+        cl->layer[level - 1].ops->output(cl, level - 1, data, len);
+    else
+        client_send_raw(cl, data, len);
+}
 /* Layer `level` has queued its goodbye: the layer below says its own (see
  * mq_transport_ops.shutdown). */
 void client_layer_shutdown_below(struct mq_client *cl, unsigned level);

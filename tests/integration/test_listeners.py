@@ -1,7 +1,8 @@
 """test_listeners.py - listener configuration through the real binary (issue 3): several
 listeners on IPv4 and IPv6 loopback, wildcard listeners (0.0.0.0 and ::, reached only via
 loopback here), socket_domain, -p, per-listener security, addresses not configured yet
-(IP_FREEBIND), and the start-up errors: wss not yet supported, port in use.
+(IP_FREEBIND), and the start-up errors: a wss certificate that cannot be loaded, port in
+use.
 
 All ports are ephemeral (listener 0 ...), read back from the "listening on" lines.
 """
@@ -240,19 +241,18 @@ def test_max_connections_per_listener(start_broker, tmp_path):
 # start-up errors
 # --------------------------------------------------------------------------------------
 
-def test_websockets_over_tls_not_yet_supported(tmp_path):
-    """protocol websockets with TLS options (wss): exit 1 with a clear "not yet supported"
-    line naming the listener, never served unencrypted; --test-config says the same."""
+def test_websockets_over_tls_never_served_unencrypted(tmp_path):
+    """protocol websockets with TLS options (wss, tests in test_wss.py) whose certificate
+    cannot be loaded: exit 1 with a line naming the file, never served unencrypted."""
     conf = write(tmp_path / "wss.conf", ["listener 0 127.0.0.1", "allow_anonymous true",
                                          "listener 0 127.0.0.1", "protocol websockets",
                                          f"certfile {tmp_path}/cert.pem",
                                          f"keyfile {tmp_path}/key.pem"])
     rc, out, err = run(conf)
     assert rc == 1, err
-    assert re.search(r"error: .*listener 0: websockets over TLS \(wss\) is not yet supported",
-                     err), err
-    rc, out, err = run(conf, "--test-config")
-    assert rc == 1 and "not yet supported" in err and "is valid" not in out, (out, err)
+    assert re.search(rf"error: listener 0: certfile {re.escape(str(tmp_path))}/cert\.pem: "
+                     r"No such file or directory", err), err
+    assert "(websockets" not in err + out, (out, err)  # no listening line for it
 
 
 @pytest.mark.parametrize("host,name", [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")])

@@ -36,6 +36,10 @@ export const ARTIFACTS = process.env.MIDGE_ARTIFACTS || path.join(os.tmpdir(), '
 
 const SANITIZER_MARKERS = ['AddressSanitizer', 'LeakSanitizer', 'runtime error:'];
 
+// mosquitto_sub processes still running: Broker.stop() ends them, so a test that failed
+// before its own stop() reports instead of leaving node waiting on a reconnecting child.
+const children = new Set();
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls cond() until it returns something truthy; returns that or throws after timeout.
@@ -149,6 +153,7 @@ class Broker {
   async stop() {
     if (this.stopped) return;
     this.stopped = true;
+    for (const c of children) c.kill('SIGTERM');
     if (this.server) await new Promise((r) => this.server.close(r));
     if (!this.exited) this.proc.kill('SIGTERM');
     const killer = setTimeout(() => this.proc.kill('SIGKILL'), 10000 * SLOW);
@@ -302,6 +307,8 @@ export function tcpSubscriber(port, topic, { qos = 1, extra = [] } = {}) {
   p.stderr.on('data', (d) => { s.stderr += d; });
   s.ready = waitFor(() => s.debug.some((l) => l.includes('received SUBACK')), 'mosquitto_sub SUBACK');
   s.waitLines = (n, timeout = TIMEOUT) => waitFor(() => s.lines.length >= n && s.lines, `${n} line(s) from mosquitto_sub; got ${JSON.stringify(s.lines)} ${s.stderr}`, timeout);
+  children.add(p);
+  p.on('exit', () => children.delete(p));
   s.stop = () => { if (p.exitCode === null) p.kill('SIGTERM'); };
   return s;
 }
