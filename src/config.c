@@ -577,39 +577,33 @@ static void parse_socket_domain(struct parser *p, const struct option *o, const 
     *(int *)field(p, o) = v;
 }
 
+/* The one value of an option that takes one of two keywords: 0 for the first, 1 for the
+ * second, -1 after reporting anything else. */
+static int two_keywords(struct parser *p, const struct line *l, const char *option,
+                        const char *first, const char *second)
+{
+    if (!one_value(p, l))
+        return -1;
+    if (span_is(&l->val[0], first))
+        return 0;
+    if (span_is(&l->val[0], second))
+        return 1;
+    error_at(p, "%s: expected %s or %s, got \"%.*s\"", option, first, second, QS(&l->val[0]));
+    return -1;
+}
+
 static void parse_protocol(struct parser *p, const struct option *o, const struct line *l)
 {
-    enum mq_listener_protocol v;
-
-    if (!one_value(p, l))
-        return;
-    if (span_is(&l->val[0], "mqtt")) {
-        v = MQ_LISTENER_MQTT;
-    } else if (span_is(&l->val[0], "websockets")) {
-        v = MQ_LISTENER_WEBSOCKETS;
-    } else {
-        error_at(p, "protocol: expected mqtt or websockets, got \"%.*s\"", QS(&l->val[0]));
-        return;
-    }
-    *(enum mq_listener_protocol *)field(p, o) = v;
+    int k = two_keywords(p, l, "protocol", "mqtt", "websockets");
+    if (k >= 0)
+        *(enum mq_listener_protocol *)field(p, o) = k ? MQ_LISTENER_WEBSOCKETS : MQ_LISTENER_MQTT;
 }
 
 static void parse_durability(struct parser *p, const struct option *o, const struct line *l)
 {
-    enum mq_durability v;
-
-    if (!one_value(p, l))
-        return;
-    if (span_is(&l->val[0], "ack")) {
-        v = MQ_DURABILITY_ACK;
-    } else if (span_is(&l->val[0], "relaxed")) {
-        v = MQ_DURABILITY_RELAXED;
-    } else {
-        error_at(p, "persistence_durability: expected ack or relaxed, got \"%.*s\"",
-                 QS(&l->val[0]));
-        return;
-    }
-    *(enum mq_durability *)field(p, o) = v;
+    int k = two_keywords(p, l, "persistence_durability", "ack", "relaxed");
+    if (k >= 0)
+        *(enum mq_durability *)field(p, o) = k ? MQ_DURABILITY_RELAXED : MQ_DURABILITY_ACK;
 }
 
 static const struct {

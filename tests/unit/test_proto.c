@@ -1718,18 +1718,24 @@ static void restart(enum mq_store_durability durability)
     store_attach(durability);
 }
 
+/* SUBSCRIBE from a persistent session under durability ack: the SUBACK comes only once
+ * the subscription is on disk. */
+static void subscribe_durable(struct fake_io *io, uint16_t packet_id, const char *filter,
+                              uint8_t qos)
+{
+    uint8_t buf[512];
+    feed(io, buf, topic_list_pkt(MQ_SUBSCRIBE, packet_id, 1, &filter, &qos, buf, sizeof(buf)));
+    expect_nothing(io);
+    commit_all();
+    EXPECT_BYTES(io, 0x90, 0x03, (uint8_t)(packet_id >> 8), (uint8_t)packet_id, qos);
+}
+
 static void test_persist_puback_waits_for_commit(void **state)
 {
     (void)state;
     store_attach(MQ_STORE_DURABILITY_ACK);
     struct fake_io *sub = connect_client("keeper", false, false);
-    uint8_t buf[64];
-    const char *filter = "led/#";
-    uint8_t qos = 1;
-    feed(sub, buf, topic_list_pkt(MQ_SUBSCRIBE, 3, 1, &filter, &qos, buf, sizeof(buf)));
-    expect_nothing(sub); /* SUBACK of a persistent session: only once the filter is on disk */
-    commit_all();
-    EXPECT_BYTES(sub, 0x90, 0x03, 0x00, 0x03, 0x01);
+    subscribe_durable(sub, 3, "led/#", 1);
     io_gone(sub, "gone");
 
     struct fake_io *pub = connect_client("pub", true, false);
@@ -1808,12 +1814,7 @@ static void test_persist_deferred_dropped_on_close(void **state)
     (void)state;
     store_attach(MQ_STORE_DURABILITY_ACK);
     struct fake_io *sub = connect_client("keeper", false, false);
-    uint8_t buf[64];
-    const char *filter = "t";
-    uint8_t qos = 2;
-    feed(sub, buf, topic_list_pkt(MQ_SUBSCRIBE, 1, 1, &filter, &qos, buf, sizeof(buf)));
-    commit_all();
-    EXPECT_BYTES(sub, 0x90, 0x03, 0x00, 0x01, 0x02);
+    subscribe_durable(sub, 1, "t", 2);
     store_hold(store, true);
     struct fake_io *pub = connect_client("pub", false, false);
     send_publish(pub, "t", "1", 2, false, 11, false);
@@ -1916,11 +1917,7 @@ static void test_persist_long_queue_paged(void **state)
     store_attach(MQ_STORE_DURABILITY_ACK);
     E.b->page_read = fake_page_read;
     struct fake_io *sub = connect_client("long", false, false);
-    uint8_t buf[64];
-    const char *filter = "q";
-    uint8_t qos = 1;
-    feed(sub, buf, topic_list_pkt(MQ_SUBSCRIBE, 1, 1, &filter, &qos, buf, sizeof(buf)));
-    commit_all();
+    subscribe_durable(sub, 1, "q", 1);
     io_gone(sub, "away");
 
     struct fake_io *pub = connect_client("pub", true, false);
