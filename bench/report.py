@@ -299,6 +299,41 @@ def chart(runs, scenarios):
     return True
 
 
+def memory_section(w):
+    """Where one idle connection's memory goes (scenario F), measured with a malloc census
+    (build-mem/memory-analysis.md of the session that shrank it) and pinned by
+    tests/unit/test_footprint.c; kept here because the target is not met yet."""
+    w("## Memory per idle connection (F): where it goes")
+    w("")
+    w("One idle connection with one subscription, glibc chunks (size + 8, rounded to 16), "
+      "from a heap census of 10,000 such connections; `tests/unit/test_footprint.c` pins the "
+      "struct sizes:")
+    w("")
+    w("| what | bytes |")
+    w("| --- | --- |")
+    w("| `struct mq_client`: libuv's `uv_tcp_t` (248) + midge's socket state (192) | 448 |")
+    w("| `struct mq_session` (subscriptions, window, queue, QoS 2 ids) | 192 |")
+    w("| `struct mq_conn` (protocol state of the connection) | 128 |")
+    w("| subscription-tree leaf with its one subscriber inline | 48 |")
+    w("| the session's subscription array, client id and filter copy | 3 × 32 |")
+    w("| shares of the sessions table, the tree's children map, libuv's watcher array | "
+      "≈ 13 each |")
+    w("| total | ≈ 950, measured 0.93 KiB |")
+    w("")
+    w("What it took from 1.50 KiB: idle connections keep no output buffer (a pool, trimmed "
+      "each tick), subscription bookkeeping sized for one filter, one peer string, trie "
+      "leaves with one subscriber inline, 8-byte hash slots (value pointer only), and "
+      "transport layers allocated only for TLS/WebSocket connections. What stands between "
+      "midge and 0.5 KiB, by size: `uv_tcp_t` itself (a `uv_poll_t` with midge's own "
+      "read/writev is 88 bytes smaller, midge's own epoll set 248), merging `mq_conn` into "
+      "`mq_client` with 32-bit lengths and a binary peer address (≈ 160), moving the "
+      "session's window, queue and QoS 2 state into a block allocated on first QoS 1/2 use "
+      "(≈ 96), and a subscription stored as a leaf handle instead of a filter copy (≈ 64). "
+      "Together about 0.48 KiB; each changes the connection's core structures, so they are "
+      "left for a change of their own.")
+    w("")
+
+
 def scaling_section(w, runs, scenarios, commands):
     """How CPU per delivered message grows with subscribers per topic and with topics."""
     cmds = {sc: cmd for sc, _, cmd in commands}
@@ -509,6 +544,8 @@ def main():
     else:
         w("No run failed, no broker died, and no message was lost or duplicated.")
     w("")
+    if "F" in scenarios:
+        memory_section(w)
     scaling_section(w, runs, scenarios, commands)
     w("## Scenarios")
     for sc, title, cmd in commands:
