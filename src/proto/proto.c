@@ -128,9 +128,8 @@ void conn_send(struct mq_conn *c, const uint8_t *bytes, size_t len)
 
 void conn_send_ack(struct mq_conn *c, enum mq_packet_type type, uint16_t packet_id)
 {
-    /* PUBREL is the only acknowledgement with flags (0b0010, [MQTT-3.6.1-1]). */
-    uint8_t pkt[4] = {(uint8_t)(type << 4 | (type == MQ_PUBREL ? 2 : 0)), 2,
-                      (uint8_t)(packet_id >> 8), (uint8_t)packet_id};
+    uint8_t pkt[4];
+    ack_packet(pkt, type, packet_id);
     conn_send(c, pkt, sizeof(pkt));
 }
 

@@ -13,6 +13,15 @@ struct mq_msg;
 const void *broker_session_key(const void *session, size_t *len);
 void conn_send(struct mq_conn *c, const uint8_t *bytes, size_t len);
 void conn_send_ack(struct mq_conn *c, enum mq_packet_type type, uint16_t packet_id);
+/* The 4 bytes of PUBACK, PUBREC, PUBREL, PUBCOMP or UNSUBACK for packet_id. */
+static inline void ack_packet(uint8_t pkt[4], enum mq_packet_type type, uint16_t packet_id)
+{
+    /* PUBREL is the only acknowledgement with flags (0b0010, [MQTT-3.6.1-1]). */
+    pkt[0] = (uint8_t)(type << 4 | (type == MQ_PUBREL ? 2 : 0));
+    pkt[1] = 2;
+    pkt[2] = (uint8_t)(packet_id >> 8);
+    pkt[3] = (uint8_t)packet_id;
+}
 void conn_send_publish(struct mq_conn *c, const struct mq_msg *m, uint8_t qos, bool retain,
                        bool dup, uint16_t packet_id);
 /* Close c: log "client ID disconnected: reason" (or the pre-CONNECT form), publish

@@ -286,9 +286,8 @@ void conn_send_durable(struct mq_conn *c, const uint8_t *bytes, size_t len,
 void conn_ack_durable(struct mq_conn *c, enum mq_packet_type type, uint16_t packet_id,
                       uint64_t changes_before)
 {
-    /* PUBREL is the only acknowledgement with flags (0b0010, [MQTT-3.6.1-1]). */
-    uint8_t pkt[4] = {(uint8_t)(type << 4 | (type == MQ_PUBREL ? 2 : 0)), 2,
-                      (uint8_t)(packet_id >> 8), (uint8_t)packet_id};
+    uint8_t pkt[4];
+    ack_packet(pkt, type, packet_id);
     conn_send_durable(c, pkt, sizeof(pkt), changes_before);
 }
 
