@@ -25,8 +25,6 @@
  * subscriber (realloc and its copies were 15% of the broker's CPU in scenario D). The
  * pool is trimmed by the tick, so idle connections still hold nothing. */
 #define OUT_KEEP_BYTES (64 * 1024)
-/* How long output gathered in a loop turn may wait for the turn's other reads. */
-#define FLUSH_BOUND_NS 25000u
 /* Largest partial packet we reserve room for in one go (see keep_tail). */
 #define EAGER_RESERVE_MAX (1u << 20)
 
@@ -283,7 +281,6 @@ static void flush_client(struct mq_client *cl)
 
 void client_flush_all(struct mq_server *srv)
 {
-    srv->turn_start_ns = 0;
     struct mq_client *cl = srv->dirty;
     srv->dirty = NULL;
     while (cl) {
@@ -358,20 +355,6 @@ static void feed_proto(struct mq_client *cl, const uint8_t *data, size_t len)
         client_close(cl, "out of memory for input");
 }
 
-/* Output is written once per loop turn, so a turn that reads many sockets makes the first
- * message read wait for every later read. Past FLUSH_BOUND_NS since the turn's first read,
- * what is gathered goes out at once: under load a turn still writes each connection
- * about once per bound, and a burst from many publishers (at a fixed rate they send
- * together) no longer waits for the whole turn (p50 at 8,000 msg/s: ~100 -> ~40 us). */
-static void bound_turn_latency(struct mq_server *srv)
-{
-    uint64_t now = uv_hrtime();
-    if (!srv->turn_start_ns)
-        srv->turn_start_ns = now;
-    else if (srv->dirty && now - srv->turn_start_ns >= FLUSH_BOUND_NS)
-        client_flush_all(srv);
-}
-
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct mq_client *cl = client_of((uv_handle_t *)stream);
@@ -402,7 +385,6 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     }
     if (cl->close_requested && !cl->closing)
         uv_read_stop(stream);
-    bound_turn_latency(srv); /* last: it may close cl */
 }
 
 void client_deliver(struct mq_client *cl, const uint8_t *data, size_t len)

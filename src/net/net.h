@@ -101,7 +101,6 @@ struct mq_server {
     struct mq_store *store;    /* persistence true: the durable store; else NULL */
     uv_async_t store_wake;     /* the store thread committed a batch */
     struct mq_client *dirty;   /* clients with output or a close to carry out */
-    uint64_t turn_start_ns;    /* uv_hrtime of the first read since the last flush, or 0 */
     struct mq_client *clients; /* every open client (for shutdown) */
     size_t client_count;
     /* Output buffers given back by clients whose output was all written (client.c):
