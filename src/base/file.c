@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "midge/err.h"
 
@@ -66,5 +67,20 @@ fail:
     if (f)
         fclose(f);
     free(buf);
+    return rc;
+}
+
+int file_read_whole(const char *path, size_t max, const char *kind, char **out, size_t *len,
+                    char *why, size_t cap)
+{
+    const char *op = "read";
+    int err = 0;
+    int rc = file_read_all(path, max, out, len, &op, &err);
+    if (rc == MQ_ERR_IO && err == EFBIG)
+        snprintf(why, cap, "%s larger than %zu MiB", kind, max >> 20);
+    else if (rc == MQ_ERR_IO)
+        snprintf(why, cap, "cannot %s %s: %s", op, kind, strerror(err));
+    else if (rc)
+        snprintf(why, cap, "%s", mq_strerror(rc));
     return rc;
 }

@@ -485,21 +485,10 @@ struct mq_acl *acl_parse(const char *text, size_t len, const char *name, mq_acl_
 struct mq_acl *acl_load(const char *path, mq_acl_report_fn report_fn, void *ctx)
 {
     struct parser ps = {.name = path, .report = report_fn, .ctx = ctx};
-    char *buf = NULL;
+    char *buf = NULL, why[256];
     size_t len = 0;
-    const char *op = "read";
-    int err = 0;
-    int rc = file_read_all(path, MAX_FILE_SIZE, &buf, &len, &op, &err);
-    if (rc == MQ_ERR_IO && err == EFBIG) {
-        report(&ps, true, "ACL file larger than %u MiB", MAX_FILE_SIZE >> 20);
-        return NULL;
-    }
-    if (rc == MQ_ERR_IO) {
-        report(&ps, true, "cannot %s ACL file: %s", op, strerror(err));
-        return NULL;
-    }
-    if (rc) {
-        report(&ps, true, "%s", mq_strerror(rc));
+    if (file_read_whole(path, MAX_FILE_SIZE, "ACL file", &buf, &len, why, sizeof(why))) {
+        report(&ps, true, "%s", why);
         return NULL;
     }
     struct mq_acl *acl = acl_parse(buf, len, path, report_fn, ctx);
