@@ -307,10 +307,9 @@ static int store_start(struct mq_server *srv)
         mq_log(MQ_LOG_ERR, "out of memory");
         return -1;
     }
+    bool ack = cfg->persistence_durability == MQ_DURABILITY_ACK;
     struct mq_store_options o = {
-        .durability = cfg->persistence_durability == MQ_DURABILITY_RELAXED
-                          ? MQ_STORE_DURABILITY_RELAXED
-                          : MQ_STORE_DURABILITY_ACK,
+        .durability = ack ? MQ_STORE_DURABILITY_ACK : MQ_STORE_DURABILITY_RELAXED,
         .wake = store_wake,
         .wake_ctx = &srv->store_wake,
     };
@@ -321,8 +320,7 @@ static int store_start(struct mq_server *srv)
         return -1;
     }
     srv->broker->now_ms = uv_now(&srv->loop);
-    if (broker_store_attach(srv->broker, srv->store,
-                            cfg->persistence_durability == MQ_DURABILITY_ACK,
+    if (broker_store_attach(srv->broker, srv->store, ack,
                             wall_clock_ms() - (int64_t)srv->broker->now_ms)) {
         mq_log(MQ_LOG_ERR, "persistence: %s could not be loaded (above); not starting, so "
                            "that nothing in it is lost",
@@ -332,8 +330,7 @@ static int store_start(struct mq_server *srv)
     }
     srv->broker->page_read = page_read;
     srv->broker->page_ctx = srv;
-    mq_log(MQ_LOG_INFO, "persistence: %s, durability %s", path,
-           cfg->persistence_durability == MQ_DURABILITY_ACK ? "ack" : "relaxed");
+    mq_log(MQ_LOG_INFO, "persistence: %s, durability %s", path, ack ? "ack" : "relaxed");
     free(path);
     return 0;
 }
