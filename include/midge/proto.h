@@ -104,8 +104,8 @@ struct mq_broker {
     struct mq_deferred *deferred_head, *deferred_tail, *deferred_unticketed;
     uint64_t deferred_count;
     /* Paging spilled messages back in: the server reads them off the loop. */
-    void (*page_read)(void *ctx, const char *client_id, uint16_t client_id_len,
-                      uint64_t after_seq, uint32_t max, uint64_t token);
+    void (*page_read)(void *ctx, const char *client_id, uint16_t client_id_len, uint64_t after_seq,
+                      uint32_t max, uint64_t token);
     void *page_ctx;
     uint64_t page_tokens;     /* last token handed out */
     struct mq_hmap page_wait; /* client id -> session waiting for its spill to commit */
@@ -131,9 +131,10 @@ struct mq_conn {
     struct mq_session *session;       /* NULL until CONNECT is accepted */
     struct mq_msg *will;              /* reference; NULL when no will */
     struct mq_conn *prev, *next;
-    uint64_t created_ms;
+    /* Until CONNECT is accepted: when the connection was made (connect_timeout counts
+     * from there, so a byte a minute cannot hold a slot). Then: when the last packet
+     * arrived (keepalive). One field, as the two are never needed at once. */
     uint64_t last_rx_ms;
-    uint64_t connected_ms;
     uint16_t keepalive;
     uint8_t protocol_level;
     bool connected;   /* CONNACK 0 sent */
@@ -143,7 +144,7 @@ struct mq_conn {
     /* Borrowed from the io, which keeps it for the connection's life: "addr:port" for
      * logs. One copy per connection, so the io's rewrite (X-Forwarded-For) shows here. */
     const char *peer;
-    char *identity; /* owned: TLS client certificate CN (use_identity_as_username), or NULL */
+    char *identity;    /* owned: TLS client certificate CN (use_identity_as_username), or NULL */
     uint32_t deferred; /* acknowledgements to it waiting for the store */
 };
 

@@ -81,7 +81,7 @@ struct mq_conn *proto_conn_new(struct mq_broker *b, void *io, struct mq_listener
     c->broker = b;
     c->io = io;
     c->listener = listener;
-    c->created_ms = c->last_rx_ms = b->now_ms;
+    c->last_rx_ms = b->now_ms;
     b->stats.sockets_total++;
     c->peer = peer;
     c->next = b->conns;
@@ -307,7 +307,8 @@ size_t proto_conn_input(struct mq_conn *c, const uint8_t *buf, size_t len, size_
             return len;
         }
         size_t size = n > 0 ? (size_t)n : len - off;
-        c->last_rx_ms = b->now_ms;
+        if (c->connected)
+            c->last_rx_ms = b->now_ms;
         b->stats.msgs_received++;
         b->stats.bytes_received += size;
         dispatch(c, &p, n < 0 ? n : 0);
@@ -385,7 +386,7 @@ void broker_tick(struct mq_broker *b)
         /* A socket that never completes CONNECT (or sends it a byte a minute) holds a
          * connection slot and memory: give it connect_timeout seconds. */
         if (!c->connected) {
-            if (connect_ms && b->now_ms - c->created_ms >= connect_ms)
+            if (connect_ms && b->now_ms - c->last_rx_ms >= connect_ms)
                 conn_close(c, false, "no CONNECT within %llu s",
                            (unsigned long long)(connect_ms / 1000));
             continue;

@@ -258,7 +258,7 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
     c->keepalive = cp->keepalive;
     c->protocol_level = cp->protocol_level;
     c->connected = true;
-    c->connected_ms = b->now_ms;
+    c->last_rx_ms = b->now_ms; /* keepalive counts from here */
     b->stats.clients_total++;
     b->stats.clients_connected++;
     if (b->stats.clients_connected > b->stats.clients_maximum)

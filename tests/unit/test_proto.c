@@ -1270,6 +1270,25 @@ static void test_keepalive_reset_by_traffic(void **state)
     expect_close_requested(io);
 }
 
+/* connect_timeout counts from the connection, not from its last byte: a CONNECT sent a
+ * byte at a time cannot hold a connection slot forever. */
+static void test_connect_timeout_not_reset_by_partial_bytes(void **state)
+{
+    (void)state;
+    E.cfg.connect_timeout = 10;
+    struct fake_io *io = io_open();
+    for (uint64_t t = 1000; t < 10000; t += 3000) {
+        E.b->now_ms = T0 + t;
+        /* A CONNECT's first byte, never finished: nothing consumed, kept by the io. */
+        assert_int_equal(proto_conn_input(io->conn, (const uint8_t[]){0x10}, 1, NULL), 0);
+        broker_tick(E.b);
+        expect_open(io);
+    }
+    E.b->now_ms = T0 + 10000;
+    broker_tick(E.b);
+    expect_close_requested(io);
+}
+
 /* [MQTT-3.1.2-10]: keepalive 0 turns the mechanism off. */
 static void test_keepalive_zero_never_expires(void **state)
 {
@@ -2002,6 +2021,7 @@ int main(void)
         T(test_takeover),
         T(test_will_on_keepalive_expiry),
         T(test_keepalive_reset_by_traffic),
+        T(test_connect_timeout_not_reset_by_partial_bytes),
         T(test_keepalive_zero_never_expires),
         T(test_will_on_connection_lost),
         T(test_will_on_protocol_error),
