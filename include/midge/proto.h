@@ -32,7 +32,7 @@ struct mq_iov {
     size_t len;
 };
 
-/* What proto needs from the transport. `io` is the opaque handle given to proto_conn_new. */
+/* What proto needs from the transport. `io` is the opaque handle given to proto_conn_open. */
 struct mq_sink_ops {
     /* Queue bytes for the connection (copied before returning). */
     void (*write)(void *io, const struct mq_iov *iov, size_t n);
@@ -71,7 +71,7 @@ struct mq_stats {
     uint64_t bytes_received, bytes_sent;
     uint64_t protocol_errors;
     uint64_t clients_expired; /* persistent sessions removed by persistent_client_expiration */
-    uint64_t sockets_total;   /* network connections opened ever (proto_conn_new) */
+    uint64_t sockets_total;   /* network connections opened ever (proto_conn_open) */
 };
 
 struct mq_broker {
@@ -162,10 +162,12 @@ void broker_set_config(struct mq_broker *b, const struct mq_config *cfg);
 /* Periodic work: keepalive timeouts. Call a few times a second. */
 void broker_tick(struct mq_broker *b);
 
-/* A new network connection. peer is borrowed: it must stay valid, and may change in
- * place, until proto_conn_closed. Returns NULL on out of memory. */
-struct mq_conn *proto_conn_new(struct mq_broker *b, void *io, struct mq_listener_ctx *listener,
-                               const char *peer);
+/* A new network connection, in storage the io owns (usually inside its own connection
+ * struct, so a connection costs one allocation): c is initialised and stays in proto's
+ * hands until proto_conn_closed returns. peer is borrowed: it must stay valid, and may
+ * change in place, until then. */
+void proto_conn_open(struct mq_conn *c, struct mq_broker *b, void *io,
+                     struct mq_listener_ctx *listener, const char *peer);
 
 /* The transport authenticated the peer (TLS client certificate): with
  * use_identity_as_username this becomes the client's user name. id is copied.
@@ -184,7 +186,7 @@ void proto_conn_drained(struct mq_conn *c);
 
 /* The network connection is gone (peer closed, error, or after sink close).
  * reason is used for the log line when proto did not close it itself.
- * Frees c; the caller must not use it afterwards. */
+ * Proto holds no pointer to c afterwards: the io may free or reuse its storage. */
 void proto_conn_closed(struct mq_conn *c, const char *reason);
 
 /*

@@ -465,11 +465,8 @@ void client_accept(struct mq_listen_socket *ls)
     cl->lctx = ls->lctx;
     cl->lctx->clients++;
     srv->broker->now_ms = uv_now(&srv->loop);
-    cl->conn = proto_conn_new(srv->broker, cl, ls->lctx, cl->peer);
-    if (!cl->conn) {
-        client_close(cl, "out of memory");
-        return;
-    }
+    cl->conn = &cl->conn_state;
+    proto_conn_open(cl->conn, srv->broker, cl, ls->lctx, cl->peer);
     if (ls->depth && !(cl->layer = calloc(ls->depth, sizeof(*cl->layer)))) {
         client_close(cl, "out of memory");
         return;

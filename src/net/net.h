@@ -118,8 +118,8 @@ struct mq_client {
     /* The transport layers, layer[0] next to the socket; allocated (layers entries) only
      * for TLS and WebSocket connections, so a plain TCP one pays a pointer. */
     struct mq_layer *layer;
-    struct mq_listener_ctx *lctx;          /* counted in lctx->clients once admitted; else NULL */
-    struct mq_conn *conn;          /* NULL once proto has been told the connection is gone */
+    struct mq_listener_ctx *lctx; /* counted in lctx->clients once admitted; else NULL */
+    struct mq_conn *conn; /* &conn_state, or NULL once proto has been told the connection is gone */
     struct mq_client *prev, *next; /* srv->clients */
     struct mq_client *dirty_next;
     uint8_t layers; /* in use in layer[]; 0: plain TCP */
@@ -136,6 +136,7 @@ struct mq_client {
     size_t out_len, out_cap;
     const char *close_reason; /* static string for proto when the socket dies */
     char peer[64];
+    struct mq_conn conn_state; /* proto's state of this connection (see conn) */
 };
 
 /* listener.c */

@@ -2,7 +2,8 @@
  * place that maps a protocol error to its action.
  *
  * Owns struct mq_broker and struct mq_conn. A connection moves: new -> connected
- * (CONNACK 0 sent) -> closing (sink asked to close) -> freed in proto_conn_closed.
+ * (CONNACK 0 sent) -> closing (sink asked to close) -> given back to the io by proto_conn_closed
+ * (the io owns the storage).
  * Once closing, input is ignored and nothing more is sent to it.
  */
 #include "midge/proto.h"
@@ -72,12 +73,10 @@ void broker_set_config(struct mq_broker *b, const struct mq_config *cfg)
     b->cfg = cfg;
 }
 
-struct mq_conn *proto_conn_new(struct mq_broker *b, void *io, struct mq_listener_ctx *listener,
-                               const char *peer)
+void proto_conn_open(struct mq_conn *c, struct mq_broker *b, void *io,
+                     struct mq_listener_ctx *listener, const char *peer)
 {
-    struct mq_conn *c = calloc(1, sizeof(*c));
-    if (!c)
-        return NULL;
+    *c = (struct mq_conn){0};
     c->broker = b;
     c->io = io;
     c->listener = listener;
@@ -88,7 +87,6 @@ struct mq_conn *proto_conn_new(struct mq_broker *b, void *io, struct mq_listener
     if (b->conns)
         b->conns->prev = c;
     b->conns = c;
-    return c;
 }
 
 bool topic_too_deep(const struct mq_broker *b, const uint8_t *topic, size_t len)
@@ -211,7 +209,7 @@ void proto_conn_closed(struct mq_conn *c, const char *reason)
     if (c->deferred)
         conn_forget_deferred(c);
     free(c->identity);
-    free(c);
+    c->identity = NULL;
 }
 
 int proto_conn_set_identity(struct mq_conn *c, const char *id)

@@ -33,9 +33,10 @@
 /* ---- fake sink ---------------------------------------------------------------------- */
 
 struct fake_io {
-    struct mq_conn *conn; /* NULL once proto_conn_closed was called */
-    uint8_t *out;         /* append-only, so decoded packets stay valid for the whole test */
-    size_t len, rd;       /* bytes written by the broker / consumed by the test */
+    struct mq_conn *conn; /* &conn_state; NULL once proto_conn_closed was called */
+    struct mq_conn conn_state;
+    uint8_t *out;   /* append-only, so decoded packets stay valid for the whole test */
+    size_t len, rd; /* bytes written by the broker / consumed by the test */
     int close_requests;
 };
 
@@ -111,8 +112,8 @@ static struct fake_io *io_open(void)
     struct fake_io *io = &E.ios[E.nios++];
     io->out = malloc(IO_CAP);
     assert_non_null(io->out);
-    io->conn = proto_conn_new(E.b, io, &E.lctx, "127.0.0.1:50000");
-    assert_non_null(io->conn);
+    io->conn = &io->conn_state;
+    proto_conn_open(io->conn, E.b, io, &E.lctx, "127.0.0.1:50000");
     return io;
 }
 
