@@ -141,7 +141,7 @@ struct mq_conn {
     bool not_reading; /* output backlog over twice client_output_limit: close at next tick */
     uint64_t over_limit_since_ms; /* when its backlog went over client_output_limit, or 0 */
     /* Borrowed from the io, which keeps it for the connection's life: "addr:port" for
-     * logs. One copy per connection, so the io's rewrite (X-Forwarded-For) shows here. */
+     * logs. The io may point it at a new name (X-Forwarded-For) that it keeps as long. */
     const char *peer;
     char *identity; /* owned: TLS client certificate CN (use_identity_as_username), or NULL */
     uint32_t deferred; /* acknowledgements to it waiting for the store */
@@ -161,8 +161,9 @@ void broker_set_config(struct mq_broker *b, const struct mq_config *cfg);
 /* Periodic work: keepalive timeouts. Call a few times a second. */
 void broker_tick(struct mq_broker *b);
 
-/* A new network connection. peer is borrowed: it must stay valid, and may change in
- * place, until proto_conn_closed. Returns NULL on out of memory. */
+/* A new network connection. peer is borrowed: it must stay valid until
+ * proto_conn_closed (the io may replace it, see mq_conn.peer). Returns NULL on out of
+ * memory. */
 struct mq_conn *proto_conn_new(struct mq_broker *b, void *io, struct mq_listener_ctx *listener,
                                const char *peer);
 
