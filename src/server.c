@@ -3,9 +3,9 @@
  *
  * Owns the uv loop, every server-wide handle and the running configuration.
  * Shutdown order: stop accepting, ask proto to close every connection (their
- * output is flushed once), close the server's handles, run the loop until every
- * close callback has run, then free the broker: nothing is freed inside a
- * callback that still needs it.
+ * output is flushed once), close and free the clients, close the server's handles,
+ * run the loop until every close callback has run, then free the broker: nothing is
+ * freed inside a callback that still needs it.
  */
 #include "midge/server.h"
 
@@ -472,6 +472,10 @@ static void begin_shutdown(struct mq_server *srv, const char *why)
     /* Close what remains: sockets proto never saw, and any left mid-close. */
     for (struct mq_client *cl = srv->clients; cl; cl = cl->next)
         client_close(cl, "broker shutting down");
+    while (srv->dirty) /* frees every client: all are closed, so this ends */
+        client_flush_all(srv);
+    poller_stop(srv);
+    uv_close((uv_handle_t *)&srv->accept_pause, NULL);
     uv_close((uv_handle_t *)&srv->tick, NULL);
     uv_close((uv_handle_t *)&srv->watchdog, NULL);
     uv_close((uv_handle_t *)&srv->sys, NULL);
@@ -536,6 +540,7 @@ static void init_handles(struct mq_server *srv)
     uv_timer_init(&srv->loop, &srv->tick);
     uv_timer_init(&srv->loop, &srv->watchdog);
     uv_timer_init(&srv->loop, &srv->sys);
+    uv_timer_init(&srv->loop, &srv->accept_pause);
     uv_check_init(&srv->loop, &srv->flush);
     uv_prepare_init(&srv->loop, &srv->flush_pre);
     uv_signal_init(&srv->loop, &srv->sig_int);
@@ -544,7 +549,7 @@ static void init_handles(struct mq_server *srv)
     uv_signal_init(&srv->loop, &srv->sig_usr1);
     uv_signal_init(&srv->loop, &srv->sig_usr2);
     srv->sig_usr1.data = srv->sig_usr2.data = srv;
-    srv->tick.data = srv->watchdog.data = srv->sys.data = srv;
+    srv->tick.data = srv->watchdog.data = srv->sys.data = srv->accept_pause.data = srv;
     srv->flush.data = srv->flush_pre.data = srv;
     srv->sig_int.data = srv->sig_term.data = srv->sig_hup.data = srv;
 }
@@ -576,6 +581,7 @@ int server_run(struct mq_config *cfg, const struct mq_server_options *opts)
     int status = 1;
     srv->cfg = cfg;
     srv->opts = opts;
+    srv->epfd = -1;
     if (uv_loop_init(&srv->loop)) {
         mq_log(MQ_LOG_ERR, "cannot create the event loop");
         goto out_noloop;
@@ -608,12 +614,13 @@ int server_run(struct mq_config *cfg, const struct mq_server_options *opts)
     /* Mosquitto users may send these (save / dump); they must not kill the broker. */
     uv_signal_start(&srv->sig_usr1, on_signal, SIGUSR1);
     uv_signal_start(&srv->sig_usr2, on_signal, SIGUSR2);
-    if (listeners_start(srv) ||
+    if (poller_start(srv) || listeners_start(srv) ||
         daemon_drop_privileges(cfg->user, cfg->log_dest & MQ_LOG_DEST_FILE ? cfg->log_file : NULL,
                                cfg->pid_file)) {
         mq_log(MQ_LOG_ERR, "start-up failed: %s",
                srv->socket_count ? "see above" : "not every listener could be opened");
         listeners_stop(srv);
+        poller_stop(srv);
         store_stop(srv);
         uv_walk(&srv->loop, close_walk, NULL);
         uv_run(&srv->loop, UV_RUN_DEFAULT);

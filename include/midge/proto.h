@@ -25,6 +25,7 @@ struct mq_msg;
 struct mq_session;
 struct mq_store;
 struct mq_deferred;
+struct mq_conn;
 
 /* One piece of output, for gather writes. */
 struct mq_iov {
@@ -32,14 +33,16 @@ struct mq_iov {
     size_t len;
 };
 
-/* What proto needs from the transport. `io` is the opaque handle given to proto_conn_open. */
+/* What proto needs from the transport. Each call names the connection by the mq_conn the
+ * transport gave proto_conn_open; as that struct lives inside the transport's own
+ * connection struct, the transport finds its state from it (container_of). */
 struct mq_sink_ops {
     /* Queue bytes for the connection (copied before returning). */
-    void (*write)(void *io, const struct mq_iov *iov, size_t n);
+    void (*write)(struct mq_conn *c, const struct mq_iov *iov, size_t n);
     /* Flush what is queued, then close the connection. proto_conn_closed follows later. */
-    void (*close)(void *io);
+    void (*close)(struct mq_conn *c);
     /* Bytes written for the connection but not yet taken by the socket (optional). */
-    size_t (*backlog)(void *io);
+    size_t (*backlog)(const struct mq_conn *c);
 };
 
 /* What one configured listener means to the protocol: its current settings and the
@@ -126,7 +129,6 @@ struct mq_paged_msg {
 /* A connection as proto sees it. */
 struct mq_conn {
     struct mq_broker *broker;
-    void *io;
     struct mq_listener_ctx *listener; /* borrowed from the server (lives as long) */
     struct mq_session *session;       /* NULL until CONNECT is accepted */
     struct mq_msg *will;              /* reference; NULL when no will */
@@ -142,7 +144,7 @@ struct mq_conn {
     bool not_reading; /* output backlog over twice client_output_limit: close at next tick */
     uint64_t over_limit_since_ms; /* when its backlog went over client_output_limit, or 0 */
     /* Borrowed from the io, which keeps it for the connection's life: "addr:port" for
-     * logs. One copy per connection, so the io's rewrite (X-Forwarded-For) shows here. */
+     * logs. The io may point it at a new name (X-Forwarded-For) that it keeps as long. */
     const char *peer;
     char *identity;    /* owned: TLS client certificate CN (use_identity_as_username), or NULL */
     uint32_t deferred; /* acknowledgements to it waiting for the store */
@@ -164,10 +166,10 @@ void broker_tick(struct mq_broker *b);
 
 /* A new network connection, in storage the io owns (usually inside its own connection
  * struct, so a connection costs one allocation): c is initialised and stays in proto's
- * hands until proto_conn_closed returns. peer is borrowed: it must stay valid, and may
- * change in place, until then. */
-void proto_conn_open(struct mq_conn *c, struct mq_broker *b, void *io,
-                     struct mq_listener_ctx *listener, const char *peer);
+ * hands until proto_conn_closed returns. peer is borrowed: it must stay valid until
+ * then (the io may replace it, see mq_conn.peer). */
+void proto_conn_open(struct mq_conn *c, struct mq_broker *b, struct mq_listener_ctx *listener,
+                     const char *peer);
 
 /* The transport authenticated the peer (TLS client certificate): with
  * use_identity_as_username this becomes the client's user name. id is copied.

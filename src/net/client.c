@@ -1,18 +1,27 @@
 /* client.c - one TCP connection: bytes in -> proto, proto's output -> socket.
  *
- * Reads land in the server's shared 64 KiB buffer and pass through the connection's
- * transport layers, if any (net.h: TLS, WebSocket, or WebSocket over TLS); only the
- * unfinished tail of a packet is copied into the client, so an idle connection holds
- * no read buffer.
+ * Client sockets are not libuv handles: they sit in poller.c's epoll set, which calls
+ * client_readable and client_writable. A read lands in the server's shared 64 KiB buffer
+ * and passes through the connection's transport layers, if any (net.h: TLS, WebSocket,
+ * or WebSocket over TLS); only the unfinished tail of a packet is copied into the
+ * client, so an idle connection holds no read buffer.
  * Output produced during a loop turn is gathered per client and written once by
- * client_flush_all (a uv_check handle), directly when the socket takes it and by
- * a queued uv_write only on EAGAIN. Once written, the buffer goes back to a
- * server-wide pool, so an idle connection holds no output buffer either, while a
- * busy one takes a pooled buffer every turn without calling malloc. A client is
- * freed only in its close callback.
+ * client_flush_all (a uv_check and a uv_prepare handle) with one send(); what the socket
+ * does not take stays in the client's buffer, written when epoll reports room
+ * (EPOLLOUT). Once all is written, the buffer goes back to a server-wide pool, so an idle
+ * connection holds no output buffer either, while a busy one takes a pooled buffer every
+ * turn without calling malloc. A closed client is freed only by client_flush_all, never
+ * inside a callback that may still use it.
  */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "midge/buf.h"
 #include "midge/config.h"
@@ -28,45 +37,36 @@
 /* Largest partial packet we reserve room for in one go (see keep_tail). */
 #define EAGER_RESERVE_MAX (1u << 20)
 
-static struct mq_client *client_of(uv_handle_t *h)
-{
-    return (struct mq_client *)h;
-}
-
-/* A pooled output buffer: its first bytes hold the link and its capacity (every
- * buffer is at least 256 bytes, see client_send_raw). */
-struct mq_out_free {
-    struct mq_out_free *next;
-    size_t cap;
-};
+/* Output buffers start at this size (header included) and double. */
+#define OUT_MIN_BYTES 256
 
 /* Give the client's output buffer (written out, or abandoned at close) back. */
 static void out_release(struct mq_client *cl)
 {
     struct mq_server *srv = cl->srv;
-    if (cl->out && cl->out_cap <= OUT_KEEP_BYTES) {
-        struct mq_out_free *f = (struct mq_out_free *)(void *)cl->out;
-        f->next = srv->out_free;
-        f->cap = cl->out_cap;
-        srv->out_free = f;
-        srv->out_free_count++;
-    } else {
-        free(cl->out);
-    }
+    struct mq_out *o = cl->out;
+    if (!o)
+        return;
     cl->out = NULL;
-    cl->out_len = cl->out_cap = 0;
+    if (sizeof(*o) + o->cap > OUT_KEEP_BYTES) {
+        free(o);
+        return;
+    }
+    o->next_free = srv->out_free;
+    srv->out_free = o;
+    srv->out_free_count++;
 }
 
 /* Take a pooled buffer for a client that has none, when there is one. */
 static void out_acquire(struct mq_client *cl)
 {
     struct mq_server *srv = cl->srv;
-    struct mq_out_free *f = srv->out_free;
-    if (!f)
+    struct mq_out *o = srv->out_free;
+    if (!o)
         return;
-    srv->out_free = f->next;
-    cl->out = (uint8_t *)f;
-    cl->out_cap = f->cap;
+    srv->out_free = o->next_free;
+    o->len = o->sent = 0;
+    cl->out = o;
     if (--srv->out_free_count < srv->out_free_low)
         srv->out_free_low = srv->out_free_count;
 }
@@ -77,17 +77,51 @@ void client_out_trim(struct mq_server *srv, bool all)
      * served nobody for a whole tick, so the connections that made them are idle. */
     size_t n = all ? srv->out_free_count : srv->out_free_low;
     while (n--) {
-        struct mq_out_free *f = srv->out_free;
-        srv->out_free = f->next;
+        struct mq_out *o = srv->out_free;
+        srv->out_free = o->next_free;
         srv->out_free_count--;
-        free(f);
+        free(o);
     }
     srv->out_free_low = srv->out_free_count;
 }
 
+/* Make room for n more bytes of output. -1 on out of memory (or beyond 32-bit lengths). */
+static int out_reserve(struct mq_client *cl, size_t n)
+{
+    if (!cl->out)
+        out_acquire(cl);
+    struct mq_out *o = cl->out;
+    if (o && o->cap - o->len >= n)
+        return 0;
+    if (o && o->sent) {
+        /* What the socket already took goes before growing: a slow reader's buffer is
+         * compacted only when it fills, not at every partial write. */
+        memmove(o->data, o->data + o->sent, o->len - o->sent);
+        o->len -= o->sent;
+        o->sent = 0;
+        if (o->cap - o->len >= n)
+            return 0;
+    }
+    size_t used = o ? o->len : 0;
+    size_t total = o ? sizeof(*o) + o->cap : OUT_MIN_BYTES;
+    while (total - sizeof(*o) < used + n) {
+        if (total > UINT32_MAX)
+            return -1;
+        total *= 2;
+    }
+    struct mq_out *grown = realloc(o, total);
+    if (!grown)
+        return -1;
+    if (!o)
+        grown->len = grown->sent = 0;
+    grown->cap = (uint32_t)(total - sizeof(*grown));
+    cl->out = grown;
+    return 0;
+}
+
 static void mark_dirty(struct mq_client *cl)
 {
-    /* A closing client may be freed before the next flush: never list it. */
+    /* A closed client is listed by client_close, to be freed: no output for it. */
     if (cl->in_dirty || cl->closing)
         return;
     cl->in_dirty = true;
@@ -99,21 +133,19 @@ void client_send_raw(struct mq_client *cl, const uint8_t *data, size_t len)
 {
     if (cl->closing || !len)
         return;
-    if (!cl->out)
-        out_acquire(cl);
-    if (buf_reserve(&cl->out, &cl->out_cap, cl->out_len + len, 256)) {
-        mq_log(MQ_LOG_ERR, "%s: out of memory for output, closing", cl->peer);
+    if (out_reserve(cl, len)) {
+        mq_log(MQ_LOG_ERR, "%s: out of memory for output, closing", client_peer(cl));
         client_close(cl, "out of memory");
         return;
     }
-    memcpy(cl->out + cl->out_len, data, len);
-    cl->out_len += len;
+    memcpy(cl->out->data + cl->out->len, data, len);
+    cl->out->len += (uint32_t)len;
     mark_dirty(cl);
 }
 
-static void sink_write(void *io, const struct mq_iov *iov, size_t n)
+static void sink_write(struct mq_conn *c, const struct mq_iov *iov, size_t n)
 {
-    struct mq_client *cl = io;
+    struct mq_client *cl = client_of_conn(c);
     if (cl->closing)
         return;
     if (cl->layers && n > 1) {
@@ -141,32 +173,38 @@ static void sink_write(void *io, const struct mq_iov *iov, size_t n)
     }
 }
 
-static void sink_close(void *io)
+void client_request_close(struct mq_client *cl)
 {
-    struct mq_client *cl = io;
     if (!cl->close_requested && !cl->closing)
         client_layer_shutdown_below(cl, cl->layers); /* the top layer's goodbye first */
     cl->close_requested = true;
     mark_dirty(cl);
 }
 
-static size_t sink_backlog(void *io)
+static void sink_close(struct mq_conn *c)
 {
-    struct mq_client *cl = io;
-    return cl->out_len + cl->write_pending_bytes;
+    client_request_close(client_of_conn(c));
+}
+
+static size_t sink_backlog(const struct mq_conn *c)
+{
+    const struct mq_client *cl = client_of_conn((struct mq_conn *)c); /* read only */
+    return cl->out ? cl->out->len - cl->out->sent : 0;
 }
 
 const struct mq_sink_ops client_sink = {
     .write = sink_write, .close = sink_close, .backlog = sink_backlog};
 
-static void on_close(uv_handle_t *h)
+/* The end of a closed client: tell proto, release everything. Only from
+ * client_flush_all, where no callback of the client is up the stack. */
+static void client_free(struct mq_client *cl)
 {
-    struct mq_client *cl = client_of(h);
     struct mq_server *srv = cl->srv;
-    if (cl->conn) {
+    if (cl->conn_open) {
+        cl->conn.listener->clients--; /* counted from admission, which opened conn */
         srv->broker->now_ms = uv_now(&srv->loop);
-        proto_conn_closed(cl->conn, cl->close_reason ? cl->close_reason : "connection closed");
-        cl->conn = NULL;
+        proto_conn_closed(&cl->conn, cl->close_reason ? cl->close_reason : "connection closed");
+        cl->conn_open = false;
     }
     if (cl->prev)
         cl->prev->next = cl->next;
@@ -175,8 +213,6 @@ static void on_close(uv_handle_t *h)
     if (cl->next)
         cl->next->prev = cl->prev;
     srv->client_count--;
-    if (cl->lctx)
-        cl->lctx->clients--;
     for (unsigned i = cl->layers; i-- > 0;)
         cl->layer[i].ops->detach(cl, i);
     free(cl->layer);
@@ -189,88 +225,51 @@ void client_close(struct mq_client *cl, const char *reason)
 {
     if (cl->closing)
         return;
-    cl->closing = true;
     if (!cl->close_reason)
         cl->close_reason = reason;
-    /* Pending uv_write requests are cancelled by uv_close; their callbacks free
-     * their buffers. */
-    uv_close((uv_handle_t *)&cl->tcp, on_close);
+    poller_remove(cl->srv, cl);
+    close(cl->fd);
+    cl->fd = -1;
+    /* Listed (once) so that client_flush_all frees it; mark_dirty lists no closed client. */
+    mark_dirty(cl);
+    cl->closing = true;
 }
 
-struct write_req {
-    uv_write_t req;
-    struct mq_client *cl;
-    uint8_t *buf; /* owned */
-};
-
-static void on_write(uv_write_t *req, int status)
+/* Write what the socket takes of the client's output, with one send(). Returns 0 when all
+ * of it went, 1 when some is left (the socket is full), -1 after closing the client. */
+static int write_out(struct mq_client *cl)
 {
-    struct write_req *wr = (struct write_req *)req;
-    struct mq_client *cl = wr->cl;
-    free(wr->buf);
-    free(wr);
-    if (status == UV_ECANCELED)
-        return; /* the client is closing; it may already be gone */
-    cl->write_pending = false;
-    cl->write_pending_bytes = 0;
-    if (status < 0) {
+    struct mq_out *o = cl->out;
+    size_t left = o->len - o->sent;
+    /* MSG_NOSIGNAL: a peer that vanished is a write error, not a SIGPIPE. */
+    ssize_t n = send(cl->fd, o->data + o->sent, left, MSG_NOSIGNAL);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return 1;
         client_close(cl, "write error");
-        return;
+        return -1;
     }
-    /* Messages held back while this client was slow can go now. */
-    if (cl->conn) {
-        cl->srv->broker->now_ms = uv_now(&cl->srv->loop);
-        proto_conn_drained(cl->conn);
-    }
-    if (cl->out_len || cl->close_requested)
-        mark_dirty(cl);
+    o->sent += (uint32_t)n;
+    return (size_t)n == left ? 0 : 1;
 }
 
-/* Write what the client has gathered: straight to the socket when it takes it,
- * otherwise hand the rest to a uv_write and start a fresh buffer. */
+/* Write what the client has gathered, keeping what the socket does not take for
+ * EPOLLOUT; carry out a requested close. */
 static void flush_client(struct mq_client *cl)
 {
-    if (cl->closing)
-        return;
-    if (cl->write_pending) {
-        /* A close waits for nobody: a peer that stopped reading would otherwise hold
-         * its socket and buffers forever (uv_close cancels the pending write). */
-        if (cl->close_requested)
-            client_close(cl, "closed by broker");
-        return;
-    }
-    if (cl->out_len) {
-        uv_buf_t b = uv_buf_init((char *)cl->out, (unsigned)cl->out_len);
-        int n = uv_try_write((uv_stream_t *)&cl->tcp, &b, 1);
-        if (n == UV_EAGAIN || n == UV_ENOSYS)
-            n = 0;
-        if (n < 0) {
-            client_close(cl, "write error");
+    if (cl->out && (!cl->want_out || cl->close_requested)) {
+        /* While the socket is full only EPOLLOUT writes, except once before a close. */
+        int rc = write_out(cl);
+        if (rc < 0)
             return;
-        }
-        if ((size_t)n == cl->out_len) {
+        if (rc == 0 && !cl->want_out) {
             out_release(cl);
-        } else if (!cl->close_requested) {
-            struct write_req *wr = malloc(sizeof(*wr));
-            if (!wr) {
-                client_close(cl, "out of memory");
-                return;
-            }
-            size_t rest = cl->out_len - (size_t)n;
-            memmove(cl->out, cl->out + n, rest);
-            wr->cl = cl;
-            wr->buf = cl->out;
-            cl->out = NULL;
-            cl->out_len = cl->out_cap = 0;
-            uv_buf_t rb = uv_buf_init((char *)wr->buf, (unsigned)rest);
-            if (uv_write(&wr->req, (uv_stream_t *)&cl->tcp, &rb, 1, on_write)) {
-                free(wr->buf);
-                free(wr);
+        } else if (rc && !cl->want_out && !cl->close_requested) {
+            if (poller_want_out(cl->srv, cl, true)) {
                 client_close(cl, "write error");
                 return;
             }
-            cl->write_pending = true;
-            cl->write_pending_bytes = rest;
+            cl->want_out = true;
         }
     }
     /* A close is carried out after one attempt to send what precedes it (CONNACK
@@ -279,36 +278,59 @@ static void flush_client(struct mq_client *cl)
         client_close(cl, "closed by broker");
 }
 
+void client_writable(struct mq_client *cl)
+{
+    if (cl->closing || !cl->want_out)
+        return;
+    if (write_out(cl))
+        return; /* still full, or closed */
+    if (poller_want_out(cl->srv, cl, false)) {
+        client_close(cl, "write error");
+        return;
+    }
+    cl->want_out = false;
+    out_release(cl);
+    /* Messages held back while this client was slow can go now. */
+    if (cl->conn_open) {
+        cl->srv->broker->now_ms = uv_now(&cl->srv->loop);
+        proto_conn_drained(&cl->conn);
+    }
+    if (cl->close_requested)
+        mark_dirty(cl);
+}
+
 void client_flush_all(struct mq_server *srv)
 {
-    struct mq_client *cl = srv->dirty;
-    srv->dirty = NULL;
-    while (cl) {
-        struct mq_client *next = cl->dirty_next;
-        cl->in_dirty = false;
-        cl->dirty_next = NULL;
-        flush_client(cl);
-        cl = next;
+    /* Freeing a closed client tells proto, which may give others output (its will) or
+     * close them: go round again, a bounded number of times, so that the loop does not
+     * block with output waiting. */
+    for (int round = 0; srv->dirty && round < 8; round++) {
+        struct mq_client *cl = srv->dirty;
+        srv->dirty = NULL;
+        while (cl) {
+            struct mq_client *next = cl->dirty_next;
+            cl->in_dirty = false;
+            cl->dirty_next = NULL;
+            if (!cl->closing)
+                flush_client(cl);
+            /* Closed by its own flush, it is listed again: freed in the next round. */
+            if (cl->closing && !cl->in_dirty)
+                client_free(cl);
+            cl = next;
+        }
     }
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+/* Room for a read of at least 32-bit in_cap bytes: buf_reserve on 32-bit lengths. */
+static int in_reserve(struct mq_client *cl, size_t need)
 {
-    (void)suggested;
-    struct mq_client *cl = client_of(h);
-    /* A transport decodes from the shared buffer; only plain TCP reads straight into
-     * the tail of a half-received packet. */
-    if (!cl->in_len || cl->layers) {
-        *buf = uv_buf_init((char *)cl->srv->read_buf, sizeof(cl->srv->read_buf));
-        return;
-    }
-    /* A packet is half here: read the rest straight after it. */
-    if (cl->in_cap - cl->in_len < 4096 &&
-        buf_reserve(&cl->in, &cl->in_cap, cl->in_len + NET_READ_BUF_SIZE, 256)) {
-        *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
-        return;
-    }
-    *buf = uv_buf_init((char *)cl->in + cl->in_len, (unsigned)(cl->in_cap - cl->in_len));
+    if (need > UINT32_MAX)
+        return -1;
+    size_t cap = cl->in_cap;
+    if (buf_reserve(&cl->in, &cap, need, 256))
+        return -1;
+    cl->in_cap = cap > UINT32_MAX ? UINT32_MAX : (uint32_t)cap;
+    return 0;
 }
 
 /* Keep the unconsumed tail [data+consumed, data+len) for the next read. */
@@ -327,17 +349,17 @@ static int keep_tail(struct mq_client *cl, const uint8_t *data, size_t len, size
     }
     if (data == cl->in) {
         memmove(cl->in, cl->in + consumed, rest);
-        cl->in_len = rest;
+        cl->in_len = (uint32_t)rest;
     } else {
-        if (buf_reserve(&cl->in, &cl->in_cap, rest, 256))
+        if (in_reserve(cl, rest))
             return -1;
         memcpy(cl->in, data + consumed, rest);
-        cl->in_len = rest;
+        cl->in_len = (uint32_t)rest;
     }
     /* When the header told us the packet's size, make room for it at once, up to a
      * point: a huge announced size is only believed as the bytes actually arrive. */
     size_t want = need < EAGER_RESERVE_MAX ? need : cl->in_len + NET_READ_BUF_SIZE;
-    if (need > cl->in_len && buf_reserve(&cl->in, &cl->in_cap, want, 256))
+    if (need > cl->in_len && in_reserve(cl, want))
         return -1;
     return 0;
 }
@@ -346,7 +368,7 @@ static int keep_tail(struct mq_client *cl, const uint8_t *data, size_t len, size
 static void feed_proto(struct mq_client *cl, const uint8_t *data, size_t len)
 {
     size_t need = 0;
-    size_t used = proto_conn_input(cl->conn, data, len, &need);
+    size_t used = proto_conn_input(&cl->conn, data, len, &need);
     if (cl->close_requested) {
         cl->in_len = 0;
         return;
@@ -355,53 +377,65 @@ static void feed_proto(struct mq_client *cl, const uint8_t *data, size_t len)
         client_close(cl, "out of memory for input");
 }
 
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+void client_readable(struct mq_client *cl)
 {
-    struct mq_client *cl = client_of((uv_handle_t *)stream);
     struct mq_server *srv = cl->srv;
-    if (nread == 0)
+    /* After a close request nothing more is read (the close follows at this turn's
+     * flush); a closed client's event is a stale one of this batch. */
+    if (cl->closing || cl->close_requested)
         return;
-    if (nread < 0) {
-        if (nread == UV_EOF)
-            client_close(cl, "connection closed by peer");
-        else if (nread == UV_ENOBUFS)
+    /* A transport decodes from the shared buffer; only plain TCP reads straight into
+     * the tail of a half-received packet. */
+    uint8_t *buf = srv->read_buf;
+    size_t cap = sizeof(srv->read_buf);
+    if (cl->in_len && !cl->layers) {
+        /* A packet is half here: read the rest straight after it. */
+        if (cl->in_cap - cl->in_len < 4096 &&
+            in_reserve(cl, (size_t)cl->in_len + NET_READ_BUF_SIZE)) {
             client_close(cl, "out of memory for input");
-        else
-            client_close(cl, nread == UV_ECONNRESET ? "connection reset by peer" : "read error");
+            return;
+        }
+        buf = cl->in + cl->in_len;
+        cap = cl->in_cap - cl->in_len;
+    }
+    ssize_t nread = read(cl->fd, buf, cap);
+    if (nread <= 0) {
+        if (nread == 0)
+            client_close(cl, "connection closed by peer");
+        else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            client_close(cl, errno == ECONNRESET ? "connection reset by peer" : "read error");
         return;
     }
-    if (!cl->conn || cl->close_requested)
+    if (!cl->conn_open)
         return;
     srv->broker->now_ms = uv_now(&srv->loop);
 
     if (cl->layers) {
-        cl->layer[0].ops->input(cl, 0, (uint8_t *)buf->base, (size_t)nread);
-    } else if ((uint8_t *)buf->base == srv->read_buf) {
-        client_deliver(cl, srv->read_buf, (size_t)nread);
+        cl->layer[0].ops->input(cl, 0, buf, (size_t)nread);
+    } else if (buf == srv->read_buf) {
+        client_deliver(cl, buf, (size_t)nread);
     } else {
         /* The bytes landed right after the partial packet kept in cl->in. */
-        cl->in_len += (size_t)nread;
+        cl->in_len += (uint32_t)nread;
         feed_proto(cl, cl->in, cl->in_len);
     }
-    if (cl->close_requested && !cl->closing)
-        uv_read_stop(stream);
 }
 
 void client_deliver(struct mq_client *cl, const uint8_t *data, size_t len)
 {
-    if (!cl->conn || cl->close_requested || cl->closing || !len)
+    if (!cl->conn_open || cl->close_requested || cl->closing || !len)
         return;
     if (!cl->in_len) {
         feed_proto(cl, data, len);
         return;
     }
     /* Complete the kept partial packet first. */
-    if (buf_reserve(&cl->in, &cl->in_cap, cl->in_len + len, 256)) {
+    if (in_reserve(cl, (size_t)cl->in_len + len)) {
         client_close(cl, "out of memory for input");
         return;
     }
     memcpy(cl->in + cl->in_len, data, len);
-    cl->in_len += len;
+    cl->in_len += (uint32_t)len;
     feed_proto(cl, cl->in, cl->in_len);
 }
 
@@ -416,57 +450,59 @@ void client_layer_shutdown_below(struct mq_client *cl, unsigned level)
         client_layer_shutdown_below(cl, level - 1);
 }
 
-void client_accept(struct mq_listen_socket *ls)
+/* "host:port" ("[host]:port" for IPv6) of an accepted peer. */
+static void peer_name(const struct sockaddr *sa, char *out, size_t size)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)(const void *)sa;
+        inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+        port = ntohs(a->sin6_port);
+    } else if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)(const void *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+        port = ntohs(a->sin_port);
+    }
+    snprintf(out, size, sa->sa_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);
+}
+
+void client_accept(struct mq_listen_socket *ls, int fd, const struct sockaddr *sa)
 {
     struct mq_server *srv = ls->srv;
-    struct mq_client *cl = calloc(1, sizeof(*cl));
+    char peer[INET6_ADDRSTRLEN + 16];
+    peer_name(sa, peer, sizeof(peer));
+    /* The peer's name is allocated with the struct, at its exact size. */
+    size_t size = offsetof(struct mq_client, peer_addr) + strlen(peer) + 1;
+    struct mq_client *cl = calloc(1, size > sizeof(*cl) ? size : sizeof(*cl));
     if (!cl) {
         mq_log(MQ_LOG_ERR, "out of memory accepting a connection on %s", ls->name);
+        close(fd);
         return;
     }
+    memcpy(cl->peer_addr, peer, strlen(peer) + 1);
     cl->srv = srv;
-    uv_tcp_init(&srv->loop, &cl->tcp);
+    cl->fd = fd;
     cl->next = srv->clients;
     if (srv->clients)
         srv->clients->prev = cl;
     srv->clients = cl;
     srv->client_count++;
-    if (uv_accept((uv_stream_t *)&ls->tcp, (uv_stream_t *)&cl->tcp)) {
-        client_close(cl, "accept failed");
-        return;
-    }
-    uv_tcp_nodelay(&cl->tcp, 1);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
-    struct sockaddr_storage ss;
-    int sslen = sizeof(ss);
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (uv_tcp_getpeername(&cl->tcp, (struct sockaddr *)&ss, &sslen) == 0) {
-        if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-            uv_ip6_name(a, host, sizeof(host));
-            port = ntohs(a->sin6_port);
-        } else {
-            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-            uv_ip4_name(a, host, sizeof(host));
-            port = ntohs(a->sin_port);
-        }
-    }
-    snprintf(cl->peer, sizeof(cl->peer), ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host,
-             port);
     int max = ls->lctx->cfg->max_connections;
     if (max >= 0 && ls->lctx->clients >= (unsigned)max) {
         /* Refused before any byte is read: a full listener costs nothing more. */
         mq_log(MQ_LOG_WARNING, "connection from %s on %s refused: max_connections %d reached",
-               cl->peer, ls->name, max);
+               cl->peer_addr, ls->name, max);
         client_close(cl, "max_connections reached");
         return;
     }
-    cl->lctx = ls->lctx;
-    cl->lctx->clients++;
+    ls->lctx->clients++;
     srv->broker->now_ms = uv_now(&srv->loop);
-    cl->conn = &cl->conn_state;
-    proto_conn_open(cl->conn, srv->broker, cl, ls->lctx, cl->peer);
+    proto_conn_open(&cl->conn, srv->broker, ls->lctx, cl->peer_addr);
+    cl->conn_open = true;
     if (ls->depth && !(cl->layer = calloc(ls->depth, sizeof(*cl->layer)))) {
         client_close(cl, "out of memory");
         return;
@@ -477,8 +513,8 @@ void client_accept(struct mq_listen_socket *ls)
             client_close(cl, "transport set-up failed");
             return;
         }
-        cl->layers = (uint8_t)(i + 1); /* detached in on_close */
+        cl->layers = (uint8_t)(i + 1); /* detached in client_free */
     }
-    if (uv_read_start((uv_stream_t *)&cl->tcp, on_alloc, on_read))
+    if (poller_add(srv, cl))
         client_close(cl, "read failed");
 }

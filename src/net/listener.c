@@ -4,14 +4,20 @@
  * v6-only) like Mosquitto; a host name may resolve to several addresses. Port 0
  * means "any free port": the first socket of a listener picks it and the others
  * of the same listener share it, so tests can run on ephemeral ports.
+ * A listening socket is a plain socket watched by a uv_poll_t: accept4 hands the new
+ * socket straight to client.c, which keeps it out of libuv (see poller.c). Running out
+ * of file descriptors pauses accepting for a moment instead of spinning on a socket
+ * that stays readable.
  */
+#include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "midge/config.h"
 #include "midge/log.h"
@@ -19,23 +25,142 @@
 #include "tls.h"
 #include "ws.h"
 
-static void on_connection(uv_stream_t *server, int status)
+/* Connections accepted per wake-up at most: a storm of them still lets the loop serve
+ * the connected clients (the rest are accepted at the next turn). */
+#define ACCEPT_BATCH 128
+/* How long accepting pauses when the process or system is out of descriptors (or
+ * memory), and how often that is logged at most. */
+#define ACCEPT_PAUSE_MS 100
+#define ACCEPT_LOG_EVERY_MS 10000
+
+static void on_readable(uv_poll_t *h, int status, int events);
+
+void listeners_resume(uv_timer_t *t)
 {
-    struct mq_listen_socket *ls = (struct mq_listen_socket *)server;
+    struct mq_server *srv = t->data;
+    if (srv->stopping)
+        return;
+    for (size_t i = 0; i < srv->socket_count; i++)
+        uv_poll_start(&srv->sockets[i]->poll, UV_READABLE, on_readable);
+}
+
+/* accept4 failed with err, which a retry right away would repeat (no descriptors or
+ * memory left): stop watching every listening socket for a moment. A connection that
+ * waits in the backlog meanwhile is accepted when descriptors are free again. */
+static void pause_accepting(struct mq_listen_socket *ls, int err)
+{
+    struct mq_server *srv = ls->srv;
+    uint64_t now = uv_now(&srv->loop);
+    if (!srv->accept_err_ms || now - srv->accept_err_ms >= ACCEPT_LOG_EVERY_MS) {
+        mq_log(MQ_LOG_WARNING,
+               "accept on %s failed: %s; not accepting for %d ms (logged once per %d s)", ls->name,
+               uv_strerror(-err), ACCEPT_PAUSE_MS, ACCEPT_LOG_EVERY_MS / 1000);
+        srv->accept_err_ms = now ? now : 1;
+    }
+    for (size_t i = 0; i < srv->socket_count; i++)
+        uv_poll_stop(&srv->sockets[i]->poll);
+    uv_timer_start(&srv->accept_pause, listeners_resume, ACCEPT_PAUSE_MS, 0);
+}
+
+static void on_readable(uv_poll_t *h, int status, int events)
+{
+    (void)events;
+    struct mq_listen_socket *ls = (struct mq_listen_socket *)h;
     if (status < 0) {
         mq_log(MQ_LOG_WARNING, "accept on %s failed: %s", ls->name, uv_strerror(status));
         return;
     }
-    client_accept(ls);
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept4(ls->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            client_accept(ls, fd, (struct sockaddr *)&ss);
+            continue;
+        }
+        switch (errno) {
+        case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+        case EWOULDBLOCK:
+#endif
+            return;
+        /* The connection died in the backlog, or a network error was pending on it
+         * (accept(2), "Error handling"): the next one may be fine. */
+        case EINTR:
+        case ECONNABORTED:
+        case EPROTO:
+        case ENETDOWN:
+        case ENOPROTOOPT:
+        case EHOSTDOWN:
+        case ENONET:
+        case EHOSTUNREACH:
+        case EOPNOTSUPP:
+        case ENETUNREACH:
+        case EPERM: continue;
+        default: pause_accepting(ls, errno); return;
+        }
+    }
+}
+
+/* The last of a listening socket: its transport contexts, its fd, itself. */
+static void socket_free(struct mq_listen_socket *ls)
+{
+    for (unsigned i = 0; i < ls->depth; i++)
+        if (ls->stack[i]->ctx_free)
+            ls->stack[i]->ctx_free(ls->stack_ctx[i]);
+    if (ls->fd >= 0)
+        close(ls->fd);
+    free(ls);
 }
 
 static void on_socket_closed(uv_handle_t *h)
 {
-    struct mq_listen_socket *ls = (struct mq_listen_socket *)h;
-    for (unsigned i = 0; i < ls->depth; i++)
-        if (ls->stack[i]->ctx_free)
-            ls->stack[i]->ctx_free(ls->stack_ctx[i]);
-    free(ls);
+    socket_free((struct mq_listen_socket *)h);
+}
+
+static void socket_close(struct mq_listen_socket *ls)
+{
+    uv_close((uv_handle_t *)&ls->poll, on_socket_closed);
+}
+
+/* A bound, listening, non-blocking socket for addr (name: for logs); -1 after logging. */
+static int open_socket(const struct sockaddr_storage *addr, const struct mq_listener_config *lc,
+                       const char *name)
+{
+    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        mq_log(MQ_LOG_ERR, "cannot listen on %s: %s", name, uv_strerror(-errno));
+        return -1;
+    }
+    int one = 1;
+    /* A restart can rebind at once (libuv's uv_tcp_bind did the same). */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    /* The IPv6 socket of a wildcard listener leaves IPv4 to its own socket. */
+    if (addr->ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    /* A specific address may not exist yet when systemd starts us before the network
+     * is up: IP_FREEBIND lets the bind succeed and traffic flows once it appears. */
+    if (lc->bind_address) {
+        if (addr->ss_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_FREEBIND, &one, sizeof(one));
+        else
+            setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one));
+    }
+    if (lc->bind_interface && setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, lc->bind_interface,
+                                         (socklen_t)strlen(lc->bind_interface)) < 0) {
+        mq_log(MQ_LOG_ERR, "listener %u: bind_interface %s: %s", lc->port, lc->bind_interface,
+               strerror(errno));
+        close(fd);
+        return -1;
+    }
+    socklen_t len =
+        addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (bind(fd, (const struct sockaddr *)addr, len) || listen(fd, 511)) {
+        mq_log(MQ_LOG_ERR, "cannot listen on %s: %s", name, uv_strerror(-errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
 }
 
 static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
@@ -51,9 +176,9 @@ static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
 
     char host[INET6_ADDRSTRLEN] = "?";
     if (addr.ss_family == AF_INET6)
-        uv_ip6_name((struct sockaddr_in6 *)&addr, host, sizeof(host));
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&addr)->sin6_addr, host, sizeof(host));
     else
-        uv_ip4_name((struct sockaddr_in *)&addr, host, sizeof(host));
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&addr)->sin_addr, host, sizeof(host));
 
     struct mq_listen_socket *ls = calloc(1, sizeof(*ls));
     struct mq_listen_socket **grown =
@@ -69,7 +194,7 @@ static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
     ls->srv = srv;
     ls->lctx = lctx;
     /* The layers of its connections, bottom first: TLS under WebSocket for wss. Set
-     * before uv_listen: no connection is ever accepted in plaintext. */
+     * before listen(): no connection is ever accepted in plaintext. */
     if (tls) {
         ls->stack[ls->depth] = &tls_transport;
         ls->stack_ctx[ls->depth++] = tls_ctx_ref(tls);
@@ -77,50 +202,29 @@ static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
     const struct mq_listener_config *lc = lctx->cfg;
     if (lc->protocol == MQ_LISTENER_WEBSOCKETS)
         ls->stack[ls->depth++] = &ws_transport; /* no context: it reads lctx per request */
-    uv_tcp_init_ex(&srv->loop, &ls->tcp, addr.ss_family);
-    srv->sockets[srv->socket_count++] = ls;
-
-    uv_os_fd_t fd = -1;
-    uv_fileno((uv_handle_t *)&ls->tcp, &fd);
-    /* A specific address may not exist yet when systemd starts us before the network
-     * is up: IP_FREEBIND lets the bind succeed and traffic flows once it appears. */
-    int one = 1;
-    if (lc->bind_address && fd >= 0) {
-        if (addr.ss_family == AF_INET6)
-            setsockopt(fd, IPPROTO_IPV6, IPV6_FREEBIND, &one, sizeof(one));
-        else
-            setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof(one));
-    }
-    if (lc->bind_interface && fd >= 0 &&
-        setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, lc->bind_interface,
-                   (socklen_t)strlen(lc->bind_interface)) < 0) {
-        mq_log(MQ_LOG_ERR, "listener %u: bind_interface %s: %s", lc->port, lc->bind_interface,
-               strerror(errno));
-        srv->socket_count--;
-        uv_close((uv_handle_t *)&ls->tcp, on_socket_closed);
-        return -1;
-    }
-
-    /* libuv sets SO_REUSEADDR on TCP binds, so a restart can rebind at once. */
-    unsigned flags = addr.ss_family == AF_INET6 ? UV_TCP_IPV6ONLY : 0;
-    int rc = uv_tcp_bind(&ls->tcp, (struct sockaddr *)&addr, flags);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&ls->tcp, 511, on_connection);
+    ls->fd = -1;
     const char *fmt = addr.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u";
-    if (rc) {
-        char name[80];
-        snprintf(name, sizeof(name), fmt, host, *port);
-        mq_log(MQ_LOG_ERR, "cannot listen on %s: %s", name, uv_strerror(rc));
-        srv->socket_count--;
-        uv_close((uv_handle_t *)&ls->tcp, on_socket_closed);
+    snprintf(ls->name, sizeof(ls->name), fmt, host, *port);
+    int rc = 0;
+    if ((ls->fd = open_socket(&addr, lc, ls->name)) < 0) {
+        socket_free(ls);
         return -1;
     }
     struct sockaddr_storage bound;
-    int blen = sizeof(bound);
-    if (*port == 0 && uv_tcp_getsockname(&ls->tcp, (struct sockaddr *)&bound, &blen) == 0)
+    socklen_t blen = sizeof(bound);
+    if (*port == 0 && getsockname(ls->fd, (struct sockaddr *)&bound, &blen) == 0)
         *port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                   : ((struct sockaddr_in *)&bound)->sin_port);
     snprintf(ls->name, sizeof(ls->name), fmt, host, *port);
+    if ((rc = uv_poll_init(&srv->loop, &ls->poll, ls->fd))) {
+        mq_log(MQ_LOG_ERR, "cannot listen on %s: %s", ls->name, uv_strerror(rc));
+        socket_free(ls);
+        return -1;
+    }
+    srv->sockets[srv->socket_count++] = ls;
+    /* Paused for lack of descriptors: this one waits for the same timer. */
+    if (!uv_is_active((uv_handle_t *)&srv->accept_pause))
+        uv_poll_start(&ls->poll, UV_READABLE, on_readable);
     bool ws = lc->protocol == MQ_LISTENER_WEBSOCKETS;
     mq_log(MQ_LOG_NOTICE, "listening on %s (%s)", ls->name,
            ws ? (tls ? "websockets over tls" : "websockets") : (tls ? "mqtt over tls" : "mqtt"));
@@ -263,7 +367,7 @@ int listeners_reload(struct mq_server *srv, const struct mq_config *ncfg,
             srv->sockets[kept++] = ls;
         } else {
             mq_log(MQ_LOG_NOTICE, "no longer listening on %s", ls->name);
-            uv_close((uv_handle_t *)&ls->tcp, on_socket_closed);
+            socket_close(ls);
         }
     }
     srv->socket_count = kept;
@@ -286,7 +390,7 @@ int listeners_reload(struct mq_server *srv, const struct mq_config *ncfg,
 void listeners_stop(struct mq_server *srv)
 {
     for (size_t i = 0; i < srv->socket_count; i++)
-        uv_close((uv_handle_t *)&srv->sockets[i]->tcp, on_socket_closed);
+        socket_close(srv->sockets[i]);
     free(srv->sockets);
     srv->sockets = NULL;
     srv->socket_count = 0;

@@ -1,5 +1,6 @@
 /* net.h - what the files of src/net and server.c share: the server object and a
- * client connection. Every libuv handle of midge lives in these structs.
+ * client connection. Every libuv handle of midge lives in these structs; a client has
+ * none (its socket is in poller.c's epoll set).
  */
 #ifndef MIDGE_NET_H
 #define MIDGE_NET_H
@@ -21,7 +22,21 @@ struct mq_store;
 
 struct mq_client;
 struct mq_listen_socket;
-struct mq_out_free;
+
+/* A client's unsent output (client.c): what it got during a loop turn, written at the
+ * turn's end; what the socket did not take waits here for EPOLLOUT. Given back to the
+ * server's pool (srv->out_free) once all of it is written, so an idle client holds none. */
+struct mq_out {
+    union {
+        struct {
+            uint32_t len;  /* bytes in data */
+            uint32_t sent; /* of them already written (the socket took part) */
+        };
+        struct mq_out *next_free; /* in the pool */
+    };
+    uint32_t cap; /* bytes data can hold */
+    uint8_t data[];
+};
 
 /* Transport layers per connection at most (WebSocket over TLS is two). */
 #define NET_MAX_LAYERS 2
@@ -62,9 +77,11 @@ struct mq_layer {
     void *state; /* owned by ops (detach) */
 };
 
-/* One bound socket of a configured listener. */
+/* One bound socket of a configured listener: a plain socket that libuv watches for
+ * connections to accept (listener.c). */
 struct mq_listen_socket {
-    uv_tcp_t tcp; /* first: handle pointers convert back to the struct */
+    uv_poll_t poll; /* first: handle pointers convert back to the struct */
+    int fd;         /* owned: closed with the poll handle */
     struct mq_server *srv;
     struct mq_listener_ctx *lctx; /* the listener's settings; server-owned */
     /* The transports of its connections, bottom first (TLS, then WebSocket), each with
@@ -96,48 +113,72 @@ struct mq_server {
     uv_timer_t sys;      /* $SYS publication every sys_interval seconds */
     struct mq_sys sys_state;
     uint32_t sys_interval;     /* what the sys timer runs at (0 = stopped) */
+    uv_timer_t accept_pause;   /* out of file descriptors: accepting resumes after a pause */
+    uint64_t accept_err_ms;    /* when the last accept error was logged (rate limit), or 0 */
+    int epfd;                  /* poller.c: every client socket; -1 before poller_start */
+    uv_poll_t poller;          /* ...and the one libuv handle that watches it */
     uv_check_t flush;          /* writes out what each client got during a loop turn... */
     uv_prepare_t flush_pre;    /* ...and what timers and close callbacks produced */
     struct mq_store *store;    /* persistence true: the durable store; else NULL */
     uv_async_t store_wake;     /* the store thread committed a batch */
-    struct mq_client *dirty;   /* clients with output or a close to carry out */
+    struct mq_client *dirty;   /* clients with output, a close to carry out, or closed */
     struct mq_client *clients; /* every open client (for shutdown) */
     size_t client_count;
     /* Output buffers given back by clients whose output was all written (client.c):
      * busy clients take one again next turn, idle ones hold none. */
-    struct mq_out_free *out_free;
+    struct mq_out *out_free;
     size_t out_free_count;
     size_t out_free_low; /* fewest pooled since the last tick: that many went unused */
     bool stopping;
     uint8_t read_buf[NET_READ_BUF_SIZE]; /* shared: idle clients hold no read buffer */
 };
 
+/* One connection. Sized for the idle case (issue 7, scenario F): no libuv handle, no
+ * buffers while idle, 32-bit lengths, and the peer's name allocated with the struct. */
 struct mq_client {
-    uv_tcp_t tcp; /* first */
     struct mq_server *srv;
     /* The transport layers, layer[0] next to the socket; allocated (layers entries) only
      * for TLS and WebSocket connections, so a plain TCP one pays a pointer. */
     struct mq_layer *layer;
-    struct mq_listener_ctx *lctx; /* counted in lctx->clients once admitted; else NULL */
-    struct mq_conn *conn; /* &conn_state, or NULL once proto has been told the connection is gone */
     struct mq_client *prev, *next; /* srv->clients */
-    struct mq_client *dirty_next;
+    struct mq_client *dirty_next;  /* srv->dirty */
+    /* The unprocessed tail of the input (a partial packet); NULL when none. */
+    uint8_t *in;
+    struct mq_out *out;       /* unsent output; NULL when none */
+    const char *close_reason; /* static (or layer-owned) string for proto when the socket dies */
+    int fd;                   /* in the poller while open; -1 once closed */
+    uint32_t in_len, in_cap;
     uint8_t layers; /* in use in layer[]; 0: plain TCP */
     bool in_dirty;
     bool close_requested;
-    bool closing; /* uv_close called */
-    bool write_pending;
-    size_t write_pending_bytes; /* handed to uv_write, not yet confirmed */
-    /* The unprocessed tail of the input (a partial packet); NULL when none. */
-    uint8_t *in;
-    size_t in_len, in_cap;
-    /* Output gathered during this loop turn. */
-    uint8_t *out;
-    size_t out_len, out_cap;
-    const char *close_reason; /* static string for proto when the socket dies */
-    char peer[64];
-    struct mq_conn conn_state; /* proto's state of this connection (see conn) */
+    bool closing;        /* socket closed; freed at the next flush (client_flush_all) */
+    bool want_out;       /* EPOLLOUT is on: out holds what the socket did not take */
+    bool conn_open;      /* conn is proto's: from admission until proto_conn_closed */
+    struct mq_conn conn; /* proto's state of this connection, in the same allocation */
+    /* "host:port" as accepted; use client_peer(), which follows a rewrite. */
+    char peer_addr[];
 };
+
+/* The peer's name for log lines: "host:port" as accepted, or what a WebSocket
+ * X-Forwarded-For from a trusted proxy made of it (transport_ws.c points proto's borrowed
+ * conn->peer at the new name, which that layer keeps for the connection's life). */
+static inline const char *client_peer(const struct mq_client *cl)
+{
+    return cl->conn_open ? cl->conn.peer : cl->peer_addr;
+}
+
+/* The listener's settings, once the connection is admitted (counted in its clients and
+ * handed to proto, which keeps them in conn.listener); NULL before and after. */
+static inline struct mq_listener_ctx *client_lctx(const struct mq_client *cl)
+{
+    return cl->conn_open ? cl->conn.listener : NULL;
+}
+
+/* The client whose proto state c is (the sink's calls name the mq_conn). */
+static inline struct mq_client *client_of_conn(struct mq_conn *c)
+{
+    return (struct mq_client *)((char *)c - offsetof(struct mq_client, conn));
+}
 
 /* listener.c */
 int listeners_start(struct mq_server *srv);
@@ -151,14 +192,42 @@ void listeners_stop(struct mq_server *srv);
  * an unchanged listener) and free fresh. */
 void listener_ctx_adopt(struct mq_listener_ctx *kept, struct mq_listener_ctx *fresh);
 
+/* Resume accepting on every listening socket (the accept_pause timer). */
+void listeners_resume(uv_timer_t *t);
+
+/* poller.c */
+/* Create the epoll set of client sockets and watch it from srv->loop. Call once, before
+ * listeners_start. Returns 0, or -1 after logging. */
+int poller_start(struct mq_server *srv);
+/* Stop watching the set and close it once every client is gone (shutdown; start-up
+ * failure). Harmless when poller_start failed or was not called. */
+void poller_stop(struct mq_server *srv);
+/* Watch cl->fd for input (and hangups, errors). cl is borrowed: client.c removes the
+ * socket before it frees the client. Returns 0, or -1 with errno set. */
+int poller_add(struct mq_server *srv, struct mq_client *cl);
+/* Watch cl->fd for room to write too (on) or no longer (off). Returns 0, or -1 with errno. */
+int poller_want_out(struct mq_server *srv, struct mq_client *cl, bool on);
+/* Stop watching cl->fd (before it is closed). */
+void poller_remove(struct mq_server *srv, struct mq_client *cl);
+
 /* client.c */
 extern const struct mq_sink_ops client_sink;
-/* Accept a pending connection on the listening socket. */
-void client_accept(struct mq_listen_socket *ls);
-/* Write out the output of every dirty client; carry out requested closes. */
+/* A connection accepted on ls: fd (owned from now on, non-blocking) from peer sa. */
+void client_accept(struct mq_listen_socket *ls, int fd, const struct sockaddr *sa);
+/* The poller saw input, a hangup or an error on cl's socket: read once and pass it on. */
+void client_readable(struct mq_client *cl);
+/* The poller saw room to write on cl's socket: write what is waiting. */
+void client_writable(struct mq_client *cl);
+/* Write out the output of every dirty client; carry out requested closes and free the
+ * clients that were closed (the one safe point for that: no callback of theirs is up
+ * the stack). Called once per loop turn, and at shutdown. */
 void client_flush_all(struct mq_server *srv);
-/* Close a client's socket now (shutdown and errors). */
+/* Close a client's socket now (shutdown and errors); the struct is freed at the next
+ * client_flush_all, so callers up the stack may still look at it. */
 void client_close(struct mq_client *cl, const char *reason);
+/* Close gracefully, as proto's sink close does: each layer's goodbye (top first), the last
+ * output, then the socket, at the end of the turn. */
+void client_request_close(struct mq_client *cl);
 /* Release the pooled output buffers no client took since the last call (the server
  * tick), or all of them when all is true (shutdown, after the loop has stopped). */
 void client_out_trim(struct mq_server *srv, bool all);

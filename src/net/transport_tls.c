@@ -387,14 +387,15 @@ static void fail(struct mq_client *cl, struct tls_conn *t, int ssl_err)
     else if (!t->established && t->first_byte != TLS_HANDSHAKE_BYTE)
         snprintf(extra, sizeof(extra), " (the client is not speaking TLS)");
     if (t->established)
-        mq_log(MQ_LOG_NOTICE, "TLS error on the connection from %s: %s%s", cl->peer, why, extra);
+        mq_log(MQ_LOG_NOTICE, "TLS error on the connection from %s: %s%s", client_peer(cl), why,
+               extra);
     else
-        mq_log(MQ_LOG_NOTICE, "TLS handshake with %s failed: %s%s", cl->peer, why, extra);
+        mq_log(MQ_LOG_NOTICE, "TLS handshake with %s failed: %s%s", client_peer(cl), why, extra);
     t->failed = true;
     flush_wbio(cl, t);
     if (!cl->close_reason)
         cl->close_reason = t->established ? "TLS error" : "TLS handshake failed";
-    client_sink.close(cl);
+    client_request_close(cl);
 }
 
 static int attach(struct mq_client *cl, unsigned level, void *listener_ctx)
@@ -404,7 +405,7 @@ static int attach(struct mq_client *cl, unsigned level, void *listener_ctx)
     BIO *wbio = BIO_new(BIO_s_mem());
     SSL *ssl = SSL_new(listener_ctx);
     if (!t || !rbio || !wbio || !ssl) {
-        mq_log(MQ_LOG_ERR, "%s: out of memory setting up TLS", cl->peer);
+        mq_log(MQ_LOG_ERR, "%s: out of memory setting up TLS", client_peer(cl));
         SSL_free(ssl);
         BIO_free(rbio);
         BIO_free(wbio);
@@ -490,18 +491,19 @@ static int established(struct mq_client *cl, struct tls_conn *t)
     t->established = true;
     char cn[256];
     const char *no_cn = peer_cn(t->ssl, cn, sizeof(cn));
-    const struct mq_listener_config *lc = cl->lctx ? cl->lctx->cfg : NULL;
+    const struct mq_listener_config *lc = client_lctx(cl) ? client_lctx(cl)->cfg : NULL;
     bool identity = lc && lc->use_identity_as_username;
-    mq_log(MQ_LOG_INFO, "TLS connection from %s: %s, %s%s%s%s", cl->peer, SSL_get_version(t->ssl),
-           SSL_get_cipher_name(t->ssl), no_cn ? "" : ", client certificate CN=", no_cn ? "" : cn,
+    mq_log(MQ_LOG_INFO, "TLS connection from %s: %s, %s%s%s%s", client_peer(cl),
+           SSL_get_version(t->ssl), SSL_get_cipher_name(t->ssl),
+           no_cn ? "" : ", client certificate CN=", no_cn ? "" : cn,
            identity && !no_cn ? " (its user name)" : "");
     if (identity) {
         if (no_cn)
             mq_log(MQ_LOG_NOTICE,
                    "%s: use_identity_as_username is set but %s: its CONNECT will be refused",
-                   cl->peer, no_cn);
-        else if (cl->conn && proto_conn_set_identity(cl->conn, cn)) {
-            mq_log(MQ_LOG_ERR, "%s: out of memory for the TLS identity, closing", cl->peer);
+                   client_peer(cl), no_cn);
+        else if (cl->conn_open && proto_conn_set_identity(&cl->conn, cn)) {
+            mq_log(MQ_LOG_ERR, "%s: out of memory for the TLS identity, closing", client_peer(cl));
             client_close(cl, "out of memory");
             return -1;
         }
@@ -532,7 +534,7 @@ static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
         int chunk = len > INT_MAX ? INT_MAX : (int)len;
         int n = BIO_write(t->rbio, raw, chunk);
         if (n <= 0) {
-            mq_log(MQ_LOG_ERR, "%s: out of memory for TLS input, closing", cl->peer);
+            mq_log(MQ_LOG_ERR, "%s: out of memory for TLS input, closing", client_peer(cl));
             ERR_clear_error();
             client_close(cl, "out of memory");
             return -1;
@@ -585,7 +587,7 @@ static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
             t->failed = true;
             if (!cl->close_reason)
                 cl->close_reason = "connection closed by peer (TLS close_notify)";
-            client_sink.close(cl);
+            client_request_close(cl);
         } else {
             fail(cl, t, e);
         }
@@ -614,7 +616,7 @@ static int output(struct mq_client *cl, unsigned level, const uint8_t *data, siz
             ncap *= 2;
         uint8_t *n = realloc(t->early, ncap);
         if (!n) {
-            mq_log(MQ_LOG_ERR, "%s: out of memory for TLS output, closing", cl->peer);
+            mq_log(MQ_LOG_ERR, "%s: out of memory for TLS output, closing", client_peer(cl));
             client_close(cl, "out of memory");
             return -1;
         }

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <wslay/wslay.h>
 
 #include "http.h"
@@ -53,6 +54,7 @@ struct ws_conn {
     uint8_t level;         /* in the connection's layers (1 over TLS) */
     bool shutdown_pending; /* the broker closed us during input: close frame after it */
     enum ws_phase phase;
+    char *peer;       /* owned: the peer's name from X-Forwarded-For (proto borrows it) */
     char reason[112]; /* why the connection ended, for proto's closing log line */
 
     /* HTTP: the request head when it spans reads (else parsed straight from the read). */
@@ -101,6 +103,7 @@ static void ws_free(struct ws_conn *ws)
         wslay_event_context_free(ws->ev);
     free(ws->req);
     free(ws->stage);
+    free(ws->peer);
     free(ws);
 }
 
@@ -122,10 +125,10 @@ static void on_idle(uv_idle_t *h)
     if (ws->phase == WS_OPEN)
         ws_pump(cl, ws, 0);
     /* A close is asked for only now, after the flush that followed the response: the
-     * client.c sink close then waits for a pending uv_write instead of cutting a
-     * response the socket did not take at once. */
+     * response has had a write of its own, and the client.c sink close gives what the
+     * socket did not take then one more write before closing. */
     if (ws->close_pending && !uv_is_active((uv_handle_t *)h))
-        client_sink.close(cl);
+        client_request_close(cl);
 }
 
 /* Run on_idle at the start of the next loop turn. -1 when the handle cannot be set up. */
@@ -149,7 +152,7 @@ static void close_after_flush(struct mq_client *cl, struct ws_conn *ws)
     if (!cl->close_reason && ws->reason[0])
         cl->close_reason = ws->reason;
     if (defer(cl, ws))
-        client_sink.close(cl);
+        client_request_close(cl);
 }
 
 static bool span_eq(const struct http_span *s, const char *z)
@@ -217,8 +220,8 @@ static bool ip_in_list(const char *list, const struct ip_addr *a)
 static bool peer_ip(struct mq_client *cl, struct ip_addr *a)
 {
     struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    if (uv_tcp_getpeername(&cl->tcp, (struct sockaddr *)&ss, &len))
+    socklen_t len = sizeof(ss);
+    if (getpeername(cl->fd, (struct sockaddr *)&ss, &len))
         return false;
     if (ss.ss_family == AF_INET) {
         a->family = AF_INET;
@@ -235,9 +238,10 @@ static bool peer_ip(struct mq_client *cl, struct ip_addr *a)
 
 /* X-Forwarded-For from a trusted proxy names the real client: the rightmost address
  * that is not itself a trusted proxy. The peer becomes "CLIENT via PROXY" for logs. */
-static void apply_forwarded_for(struct mq_client *cl, const struct http_request *req)
+static void apply_forwarded_for(struct mq_client *cl, struct ws_conn *ws,
+                                const struct http_request *req)
 {
-    const char *proxies = cl->lctx ? cl->lctx->cfg->http_trusted_proxies : NULL;
+    const char *proxies = client_lctx(cl) ? client_lctx(cl)->cfg->http_trusted_proxies : NULL;
     size_t count = 0;
     const struct http_span *xff = http_header(req, "X-Forwarded-For", &count);
     struct ip_addr peer;
@@ -256,7 +260,8 @@ static void apply_forwarded_for(struct mq_client *cl, const struct http_request 
             b--;
         struct ip_addr ip;
         if (!parse_ip(a, (size_t)(b - a), &ip)) {
-            mq_log(MQ_LOG_WARNING, "http: %s: ignoring a malformed X-Forwarded-For", cl->peer);
+            mq_log(MQ_LOG_WARNING, "http: %s: ignoring a malformed X-Forwarded-For",
+                   client_peer(cl));
             return;
         }
         chosen = (struct http_span){a, (size_t)(b - a)};
@@ -266,11 +271,20 @@ static void apply_forwarded_for(struct mq_client *cl, const struct http_request 
     }
     if (!chosen.n)
         return;
-    char peer_str[sizeof(cl->peer) + 64];
-    snprintf(peer_str, sizeof(peer_str), "%.*s via %s", (int)chosen.n, chosen.p, cl->peer);
-    peer_str[sizeof(cl->peer) - 1] = '\0'; /* a long IPv6 pair is cut, like any peer name */
-    /* proto's conn->peer points here: its log lines name the real client from now on. */
-    memcpy(cl->peer, peer_str, sizeof(cl->peer));
+    /* The new name replaces the old one in every log line, proto's included: proto
+     * borrows conn->peer, so it points at this layer's copy, kept until ws_detach (after
+     * proto_conn_closed). */
+    const char *old = client_peer(cl);
+    size_t n = chosen.n + strlen(" via ") + strlen(old) + 1;
+    char *name = malloc(n);
+    if (!name || !cl->conn_open) {
+        free(name);
+        return; /* the connection keeps its socket's name */
+    }
+    snprintf(name, n, "%.*s via %s", (int)chosen.n, chosen.p, old);
+    free(ws->peer);
+    ws->peer = name;
+    cl->conn.peer = name;
 }
 
 /* Origin allow-list (websockets_origins): unset allows every origin; requests without
@@ -278,7 +292,7 @@ static void apply_forwarded_for(struct mq_client *cl, const struct http_request 
  * embedded page) are always allowed. */
 static bool origin_allowed(struct mq_client *cl, const struct http_request *req)
 {
-    const char *list = cl->lctx ? cl->lctx->cfg->websockets_origins : NULL;
+    const char *list = client_lctx(cl) ? client_lctx(cl)->cfg->websockets_origins : NULL;
     const struct http_span *origin = http_header(req, "Origin", NULL);
     if (!list || !origin)
         return true;
@@ -350,7 +364,7 @@ static void respond(struct mq_client *cl, struct ws_conn *ws, const struct http_
 static void refuse(struct mq_client *cl, struct ws_conn *ws, const struct http_request *req,
                    int status, const char *what, const char *why, const char *extra)
 {
-    mq_log(MQ_LOG_NOTICE, "http: %s: %s: %s", cl->peer, what, why);
+    mq_log(MQ_LOG_NOTICE, "http: %s: %s: %s", client_peer(cl), what, why);
     char body[256];
     int n = snprintf(body, sizeof(body), "%d %s: %s\n", status, http_status_text(status), why);
     struct response r = {status, "text/plain; charset=utf-8", (const uint8_t *)body,
@@ -792,7 +806,7 @@ static void upgrade(struct mq_client *cl, struct ws_conn *ws, const struct http_
         return;
     }
 
-    uint64_t limit = cl->lctx ? cl->lctx->cfg->websockets_max_frame_size : 0;
+    uint64_t limit = client_lctx(cl) ? client_lctx(cl)->cfg->websockets_max_frame_size : 0;
     if (!limit) {
         uint32_t mps = cl->srv->cfg->max_packet_size;
         limit = (uint64_t)(mps ? mps : MQTT_MAX_PACKET) + WS_FRAME_SLACK;
@@ -822,7 +836,7 @@ static void upgrade(struct mq_client *cl, struct ws_conn *ws, const struct http_
                       proto.p ? proto.p : "", proto.n ? "\r\n" : "");
     client_layer_down(cl, ws->level, (const uint8_t *)head, (size_t)hn);
     ws->phase = WS_OPEN;
-    mq_log(MQ_LOG_INFO, "ws: %s: WebSocket upgrade on %.*s (subprotocol %.*s)", cl->peer,
+    mq_log(MQ_LOG_INFO, "ws: %s: WebSocket upgrade on %.*s (subprotocol %.*s)", client_peer(cl),
            (int)(req->path.n > 60 ? 60 : req->path.n), req->path.p, proto.n ? (int)proto.n : 4,
            proto.n ? proto.p : "none");
     /* Frames the client sent right behind its request. */
@@ -833,7 +847,7 @@ static void upgrade(struct mq_client *cl, struct ws_conn *ws, const struct http_
 static void handle_request(struct mq_client *cl, struct ws_conn *ws, const struct http_request *req,
                            uint8_t *rest, size_t rest_len)
 {
-    apply_forwarded_for(cl, req);
+    apply_forwarded_for(cl, ws, req);
     size_t hosts = 0;
     http_header(req, "Host", &hosts);
     if (hosts > 1 || (req->minor_version == 1 && hosts == 0)) {
@@ -916,7 +930,7 @@ static int ws_attach(struct mq_client *cl, unsigned level, void *listener_ctx)
     (void)listener_ctx;
     struct ws_conn *ws = calloc(1, sizeof(*ws));
     if (!ws) {
-        mq_log(MQ_LOG_ERR, "ws: %s: out of memory", cl->peer);
+        mq_log(MQ_LOG_ERR, "ws: %s: out of memory", client_peer(cl));
         return -1;
     }
     ws->cl = cl;

@@ -73,12 +73,11 @@ void broker_set_config(struct mq_broker *b, const struct mq_config *cfg)
     b->cfg = cfg;
 }
 
-void proto_conn_open(struct mq_conn *c, struct mq_broker *b, void *io,
-                     struct mq_listener_ctx *listener, const char *peer)
+void proto_conn_open(struct mq_conn *c, struct mq_broker *b, struct mq_listener_ctx *listener,
+                     const char *peer)
 {
     *c = (struct mq_conn){0};
     c->broker = b;
-    c->io = io;
     c->listener = listener;
     c->last_rx_ms = b->now_ms;
     b->stats.sockets_total++;
@@ -119,7 +118,7 @@ void conn_send(struct mq_conn *c, const uint8_t *bytes, size_t len)
     if (c->closing)
         return;
     struct mq_iov iov = {bytes, len};
-    c->broker->sink->write(c->io, &iov, 1);
+    c->broker->sink->write(c, &iov, 1);
     c->broker->stats.msgs_sent++;
     c->broker->stats.bytes_sent += len;
 }
@@ -147,7 +146,7 @@ void conn_send_publish(struct mq_conn *c, const struct mq_msg *m, uint8_t qos, b
     uint8_t pid[2] = {(uint8_t)(packet_id >> 8), (uint8_t)packet_id};
     struct mq_iov iov[4] = {
         {hdr, n}, {m->topic, m->topic_len}, {pid, qos ? 2u : 0u}, {m->payload, m->payload_len}};
-    c->broker->sink->write(c->io, iov, 4);
+    c->broker->sink->write(c, iov, 4);
     c->broker->stats.msgs_sent++;
     c->broker->stats.pub_sent++;
     c->broker->stats.bytes_sent += n + remaining - 2u;
@@ -193,7 +192,7 @@ void conn_shutdown(struct mq_conn *c, bool publish_will)
             broker_publish(c->broker, will);
         msg_unref(will);
     }
-    c->broker->sink->close(c->io);
+    c->broker->sink->close(c);
 }
 
 void proto_conn_closed(struct mq_conn *c, const char *reason)
@@ -370,7 +369,7 @@ void broker_tick(struct mq_broker *b)
          * stopped reading, even if it is only ever sent QoS 0 (which is dropped, so its
          * backlog never reaches twice the limit). */
         if (c->over_limit_since_ms && b->sink->backlog && b->cfg && b->cfg->client_output_limit) {
-            if (b->sink->backlog(c->io) <= b->cfg->client_output_limit)
+            if (b->sink->backlog(c) <= b->cfg->client_output_limit)
                 c->over_limit_since_ms = 0;
             else if (b->now_ms - c->over_limit_since_ms >= 5000)
                 c->not_reading = true;

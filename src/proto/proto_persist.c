@@ -75,8 +75,8 @@ void persist_session_put(struct mq_broker *b, struct mq_session *s)
 {
     if (!persist_session_on(b, s))
         return;
-    recorded(b, store_session_put(b->store, s->client_id, s->client_id_len, wall_now(b)),
-             "session", s->client_id);
+    recorded(b, store_session_put(b->store, s->client_id, s->client_id_len, wall_now(b)), "session",
+             s->client_id);
 }
 
 void persist_session_delete(struct mq_broker *b, struct mq_session *s)
@@ -92,9 +92,9 @@ void persist_sub(struct mq_broker *b, struct mq_session *s, const uint8_t *filte
 {
     if (!persist_session_on(b, s))
         return;
-    recorded(b,
-             store_sub_add(b->store, s->client_id, s->client_id_len, (const char *)filter, len, qos),
-             "subscription", s->client_id);
+    recorded(
+        b, store_sub_add(b->store, s->client_id, s->client_id_len, (const char *)filter, len, qos),
+        "subscription", s->client_id);
 }
 
 void persist_unsub(struct mq_broker *b, struct mq_session *s, const uint8_t *filter, uint16_t len)
@@ -126,10 +126,10 @@ void persist_msg_state(struct mq_broker *b, struct mq_session *s, const struct m
 {
     if (!e->seq || !persist_session_on(b, s))
         return;
-    recorded(b,
-             store_msg_state(b->store, s->client_id, s->client_id_len, e->seq, e->packet_id,
-                             e->state),
-             "message state", s->client_id);
+    recorded(
+        b,
+        store_msg_state(b->store, s->client_id, s->client_id_len, e->seq, e->packet_id, e->state),
+        "message state", s->client_id);
 }
 
 void persist_msg_done(struct mq_broker *b, struct mq_session *s, uint64_t seq)
@@ -154,8 +154,8 @@ static bool is_sys_topic(const char *topic, size_t len)
     return len >= 5 && memcmp(topic, "$SYS/", 5) == 0;
 }
 
-bool persist_spill(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m,
-                   uint8_t qos, bool retain)
+bool persist_spill(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m, uint8_t qos,
+                   bool retain)
 {
     if (!persist_msg_add(b, s, m, qos, retain))
         return false;
@@ -269,8 +269,7 @@ static struct mq_deferred *defer(struct mq_conn *c, size_t len)
     return d;
 }
 
-void conn_send_durable(struct mq_conn *c, const uint8_t *bytes, size_t len,
-                       uint64_t changes_before)
+void conn_send_durable(struct mq_conn *c, const uint8_t *bytes, size_t len, uint64_t changes_before)
 {
     if (c->closing)
         return;
@@ -394,8 +393,8 @@ struct load_ctx {
 static int load_retained(void *ctx, const struct mq_store_retained *r)
 {
     struct load_ctx *l = ctx;
-    struct mq_msg *m = msg_new((const uint8_t *)r->topic, r->topic_len, r->payload,
-                               r->payload_len, r->qos, true);
+    struct mq_msg *m =
+        msg_new((const uint8_t *)r->topic, r->topic_len, r->payload, r->payload_len, r->qos, true);
     if (!m || retain_set(l->b->retained, m)) {
         msg_unref(m);
         return MQ_ERR_NOMEM;
@@ -429,8 +428,8 @@ static int load_session(void *ctx, const struct mq_store_session *ss)
     return 0;
 }
 
-static int load_sub(void *ctx, const struct mq_store_session *ss, const char *filter,
-                    uint16_t len, uint8_t qos)
+static int load_sub(void *ctx, const struct mq_store_session *ss, const char *filter, uint16_t len,
+                    uint8_t qos)
 {
     (void)ss;
     struct load_ctx *l = ctx;

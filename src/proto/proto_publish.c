@@ -90,7 +90,7 @@ static int output_pressure(const struct mq_broker *b, const struct mq_conn *c)
     uint64_t limit = b->cfg ? b->cfg->client_output_limit : 0;
     if (!limit || !b->sink->backlog)
         return 0;
-    size_t backlog = b->sink->backlog(c->io);
+    size_t backlog = b->sink->backlog(c);
     return backlog > 2 * limit ? 2 : backlog > limit ? 1 : 0;
 }
 
@@ -138,7 +138,8 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
         return;
     }
     /* A persistent session's long backlog waits on disk, in order behind its memory queue. */
-    if (qos && persist_session_on(b, s) && (session_spilled(s) || s->queue_count >= MQ_QUEUE_IN_MEMORY)) {
+    if (qos && persist_session_on(b, s) &&
+        (session_spilled(s) || s->queue_count >= MQ_QUEUE_IN_MEMORY)) {
         if (!persist_spill(b, s, m, qos, retain))
             note_drop(b, s, m);
         return;

@@ -97,7 +97,7 @@ void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l)
         }
     } else if (!c->closing) {
         struct mq_iov iov[2] = {{hdr, n}, {codes, l->count}};
-        b->sink->write(c->io, iov, 2);
+        b->sink->write(c, iov, 2);
         b->stats.msgs_sent++;
         b->stats.bytes_sent += n + l->count;
     }

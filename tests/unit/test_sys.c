@@ -52,9 +52,15 @@ static struct env {
 
 static char default_prefix[] = "auto-";
 
-static void fake_write(void *opaque, const struct mq_iov *iov, size_t n)
+/* The fake io whose conn_state proto names (as client.c does with container_of). */
+static struct fake_io *io_of(struct mq_conn *c)
 {
-    struct fake_io *io = opaque;
+    return (struct fake_io *)((char *)c - offsetof(struct fake_io, conn_state));
+}
+
+static void fake_write(struct mq_conn *c, const struct mq_iov *iov, size_t n)
+{
+    struct fake_io *io = io_of(c);
     for (size_t i = 0; i < n; i++) {
         assert_true(io->len + iov[i].len <= IO_CAP);
         if (iov[i].len)
@@ -64,9 +70,9 @@ static void fake_write(void *opaque, const struct mq_iov *iov, size_t n)
 }
 
 /* Must not call proto_conn_closed: the real network layer does that later. */
-static void fake_close(void *opaque)
+static void fake_close(struct mq_conn *c)
 {
-    struct fake_io *io = opaque;
+    struct fake_io *io = io_of(c);
     io->close_requests++;
 }
 
@@ -113,7 +119,7 @@ static struct fake_io *io_open(void)
     io->out = malloc(IO_CAP);
     assert_non_null(io->out);
     io->conn = &io->conn_state;
-    proto_conn_open(io->conn, E.b, io, &E.lctx, "127.0.0.1:50000");
+    proto_conn_open(io->conn, E.b, &E.lctx, "127.0.0.1:50000");
     return io;
 }
 
