@@ -60,6 +60,33 @@ struct mq_subscription {
     uint8_t qos;
 };
 
+/* Outgoing and inbound QoS state: what a session needs once a QoS 1/2 message or a queued
+ * message passes through it, allocated then (session_flow), so that an idle session that
+ * only ever saw QoS 0 carries none of it. Kept until the session is freed: a client that
+ * used QoS 1/2 once is likely to use it again, and freeing it on every acknowledgement
+ * would cost an allocation per message. */
+struct mq_session_flow {
+    /* Outgoing QoS 1/2 in flight, in the order they were first sent. */
+    struct mq_inflight *inflight;
+    uint32_t inflight_count, inflight_cap;
+    uint16_t next_packet_id;
+
+    /* Outgoing messages waiting for window space or for the client to return (ring). */
+    struct mq_queued *queue;
+    uint32_t queue_head, queue_count, queue_cap;
+    uint64_t queue_bytes;
+    uint64_t dropped;        /* messages dropped because the queue was full or it was slow */
+    uint64_t drop_logged_ms; /* when the last drop line was logged (rate limit) */
+
+    /* Inbound QoS 2 packet ids received but not yet released by PUBREL (sorted). */
+    uint16_t *qos2_in;
+    uint32_t qos2_in_count, qos2_in_cap;
+
+    /* The numbering of this session's messages in the durable store; NULL until the
+     * session is stored (it is about the same QoS 1/2 messages, hence here). */
+    struct mq_session_disk *disk;
+};
+
 struct mq_session {
     char *client_id; /* owned, NUL-terminated */
     uint16_t client_id_len;
@@ -74,39 +101,76 @@ struct mq_session {
     struct mq_hmap sub_index; /* filter -> position in subs + 1, so a client with
                                  thousands of filters is not quadratic */
 
-    /* Outgoing QoS 1/2 in flight, in the order they were first sent. */
-    struct mq_inflight *inflight;
-    uint32_t inflight_count, inflight_cap;
-    uint16_t next_packet_id;
-
-    /* Outgoing messages waiting for window space or for the client to return (ring). */
-    struct mq_queued *queue;
-    uint32_t queue_head, queue_count, queue_cap;
-    uint64_t queue_bytes;
-    uint64_t dropped;        /* messages dropped because the queue was full or it was slow */
-    uint64_t drop_logged_ms; /* when the last drop line was logged (rate limit) */
-
-    struct mq_session_disk *disk; /* persistence state; NULL until the session is stored */
-
-    /* Inbound QoS 2 packet ids received but not yet released by PUBREL (sorted). */
-    uint16_t *qos2_in;
-    uint32_t qos2_in_count, qos2_in_cap;
+    struct mq_session_flow *flow; /* NULL until the first QoS 1/2 or queued message */
 };
 
 /* New session for client id (copied). NULL on out of memory. Free with session_free. */
 struct mq_session *session_new(const uint8_t *client_id, uint16_t len, bool clean);
 
-/* s->disk, allocated on first use (numbering from 1); NULL on out of memory. */
+/* s->flow, allocated on first use (packet ids from 1); NULL on out of memory. Functions
+ * that record state call it; readers use the accessors below, which read "no flow" as
+ * empty. */
+struct mq_session_flow *session_flow(struct mq_session *s);
+
+/* s->flow->disk, allocated on first use (numbering from 1) with the flow block if need
+ * be; NULL on out of memory. */
 struct mq_session_disk *session_disk(struct mq_session *s);
+
+/* The persistence state, or NULL when the session has none (never stored). */
+static inline struct mq_session_disk *session_disk_peek(const struct mq_session *s)
+{
+    return s->flow ? s->flow->disk : NULL;
+}
 
 static inline uint64_t session_spilled(const struct mq_session *s)
 {
-    return s->disk ? s->disk->spilled : 0;
+    const struct mq_session_disk *d = session_disk_peek(s);
+    return d ? d->spilled : 0;
 }
 
 static inline uint64_t session_spilled_bytes(const struct mq_session *s)
 {
-    return s->disk ? s->disk->spilled_bytes : 0;
+    const struct mq_session_disk *d = session_disk_peek(s);
+    return d ? d->spilled_bytes : 0;
+}
+
+static inline uint32_t session_inflight_count(const struct mq_session *s)
+{
+    return s->flow ? s->flow->inflight_count : 0;
+}
+
+/* The i-th in-flight entry in send order; i < session_inflight_count(s). */
+static inline struct mq_inflight *session_inflight_at(const struct mq_session *s, uint32_t i)
+{
+    return &s->flow->inflight[i];
+}
+
+static inline uint32_t session_queue_count(const struct mq_session *s)
+{
+    return s->flow ? s->flow->queue_count : 0;
+}
+
+/* Payload bytes of the queued messages. */
+static inline uint64_t session_queue_bytes(const struct mq_session *s)
+{
+    return s->flow ? s->flow->queue_bytes : 0;
+}
+
+/* The oldest queued message (still queued), or NULL when the queue is empty. */
+static inline const struct mq_queued *session_queue_peek(const struct mq_session *s)
+{
+    return session_queue_count(s) ? &s->flow->queue[s->flow->queue_head] : NULL;
+}
+
+/* Messages dropped for this session so far (queue full, or a slow reader's QoS 0). */
+static inline uint64_t session_dropped(const struct mq_session *s)
+{
+    return s->flow ? s->flow->dropped : 0;
+}
+
+static inline uint32_t session_qos2_in_count(const struct mq_session *s)
+{
+    return s->flow ? s->flow->qos2_in_count : 0;
 }
 
 /* Free the session and drop every message reference it holds. Subscriptions
@@ -119,8 +183,9 @@ int session_sub_set(struct mq_session *s, const uint8_t *filter, uint16_t len, u
 /* Forget a subscription; true when it existed. */
 bool session_sub_remove(struct mq_session *s, const uint8_t *filter, uint16_t len);
 
-/* Allocate a packet id not used by any in-flight message ([MQTT-2.3.1-4]).
- * Only valid when the window has fewer than 65535 entries. */
+/* Allocate a packet id not used by any in-flight message ([MQTT-2.3.1-4]); 0 when the
+ * flow block cannot be allocated. Only valid when the window has fewer than 65535
+ * entries. */
 uint16_t session_next_packet_id(struct mq_session *s);
 
 /* Append an in-flight entry (takes a new reference on msg, which may be NULL only for an

@@ -50,15 +50,38 @@ struct mq_session *session_new(const uint8_t *client_id, uint16_t len, bool clea
     s->client_id[len] = '\0';
     s->client_id_len = len;
     s->clean = clean;
-    s->next_packet_id = 1;
     return s;
+}
+
+struct mq_session_flow *session_flow(struct mq_session *s)
+{
+    if (!s->flow && (s->flow = calloc(1, sizeof(*s->flow))))
+        s->flow->next_packet_id = 1;
+    return s->flow;
 }
 
 struct mq_session_disk *session_disk(struct mq_session *s)
 {
-    if (!s->disk && (s->disk = calloc(1, sizeof(*s->disk))))
-        s->disk->next_seq = 1;
-    return s->disk;
+    struct mq_session_flow *f = session_flow(s);
+    if (f && !f->disk && (f->disk = calloc(1, sizeof(*f->disk))))
+        f->disk->next_seq = 1;
+    return f ? f->disk : NULL;
+}
+
+/* Drop every message reference the flow block holds, then the block. */
+static void flow_free(struct mq_session_flow *f)
+{
+    if (!f)
+        return;
+    for (uint32_t i = 0; i < f->inflight_count; i++)
+        msg_unref(f->inflight[i].msg);
+    free(f->inflight);
+    for (uint32_t i = 0; i < f->queue_count; i++)
+        msg_unref(f->queue[(f->queue_head + i) % f->queue_cap].msg);
+    free(f->queue);
+    free(f->qos2_in);
+    free(f->disk);
+    free(f);
 }
 
 void session_free(struct mq_session *s)
@@ -69,15 +92,7 @@ void session_free(struct mq_session *s)
         free(s->subs[i].filter);
     free(s->subs);
     hmap_destroy(&s->sub_index);
-    for (uint32_t i = 0; i < s->inflight_count; i++)
-        msg_unref(s->inflight[i].msg);
-    free(s->inflight);
-    struct mq_queued q;
-    while (session_queue_pop(s, &q))
-        msg_unref(q.msg);
-    free(s->queue);
-    free(s->qos2_in);
-    free(s->disk);
+    flow_free(s->flow);
     free(s->username);
     free(s->client_id);
     free(s);
@@ -165,11 +180,14 @@ bool session_sub_remove(struct mq_session *s, const uint8_t *filter, uint16_t le
 
 uint16_t session_next_packet_id(struct mq_session *s)
 {
+    struct mq_session_flow *f = session_flow(s);
+    if (!f)
+        return 0;
     /* Ids are handed out in sequence; one is reused only after the counter wraps,
      * so the scan below almost always succeeds on its first candidate. */
     for (;;) {
-        uint16_t id = s->next_packet_id;
-        s->next_packet_id = (uint16_t)(id == 65535 ? 1 : id + 1);
+        uint16_t id = f->next_packet_id;
+        f->next_packet_id = (uint16_t)(id == 65535 ? 1 : id + 1);
         if (!session_inflight_find(s, id))
             return id;
     }
@@ -178,9 +196,11 @@ uint16_t session_next_packet_id(struct mq_session *s)
 struct mq_inflight *session_inflight_add(struct mq_session *s, struct mq_msg *msg, uint8_t qos,
                                          bool retain, uint16_t packet_id, uint64_t seq)
 {
-    if (grow((void **)&s->inflight, &s->inflight_cap, s->inflight_count + 1, sizeof(*s->inflight)))
+    struct mq_session_flow *f = session_flow(s);
+    if (!f ||
+        grow((void **)&f->inflight, &f->inflight_cap, f->inflight_count + 1, sizeof(*f->inflight)))
         return NULL;
-    struct mq_inflight *e = &s->inflight[s->inflight_count++];
+    struct mq_inflight *e = &f->inflight[f->inflight_count++];
     *e = (struct mq_inflight){.msg = msg ? msg_ref(msg) : NULL,
                               .seq = seq,
                               .packet_id = packet_id,
@@ -192,72 +212,79 @@ struct mq_inflight *session_inflight_add(struct mq_session *s, struct mq_msg *ms
 
 struct mq_inflight *session_inflight_find(struct mq_session *s, uint16_t packet_id)
 {
-    for (uint32_t i = 0; i < s->inflight_count; i++)
-        if (s->inflight[i].packet_id == packet_id)
-            return &s->inflight[i];
+    struct mq_session_flow *f = s->flow;
+    for (uint32_t i = 0; f && i < f->inflight_count; i++)
+        if (f->inflight[i].packet_id == packet_id)
+            return &f->inflight[i];
     return NULL;
 }
 
 void session_inflight_remove(struct mq_session *s, struct mq_inflight *e)
 {
-    size_t idx = (size_t)(e - s->inflight);
+    struct mq_session_flow *f = s->flow; /* e is one of its entries */
+    size_t idx = (size_t)(e - f->inflight);
     msg_unref(e->msg);
     /* Keep send order: redelivery after reconnect must follow the original order. */
-    memmove(e, e + 1, (s->inflight_count - idx - 1) * sizeof(*e));
-    s->inflight_count--;
+    memmove(e, e + 1, (f->inflight_count - idx - 1) * sizeof(*e));
+    f->inflight_count--;
 }
 
 int session_queue_push(struct mq_session *s, struct mq_msg *msg, uint8_t qos, bool retain,
                        uint64_t seq)
 {
-    if (s->queue_count == s->queue_cap) {
-        uint32_t ncap = s->queue_cap ? s->queue_cap * 2 : 8;
+    struct mq_session_flow *f = session_flow(s);
+    if (!f)
+        return MQ_ERR_NOMEM;
+    if (f->queue_count == f->queue_cap) {
+        uint32_t ncap = f->queue_cap ? f->queue_cap * 2 : 8;
         struct mq_queued *n = malloc((size_t)ncap * sizeof(*n));
         if (!n)
             return MQ_ERR_NOMEM;
         /* Unroll the ring into the new array so head starts at 0. */
-        for (uint32_t i = 0; i < s->queue_count; i++)
-            n[i] = s->queue[(s->queue_head + i) % s->queue_cap];
-        free(s->queue);
-        s->queue = n;
-        s->queue_cap = ncap;
-        s->queue_head = 0;
+        for (uint32_t i = 0; i < f->queue_count; i++)
+            n[i] = f->queue[(f->queue_head + i) % f->queue_cap];
+        free(f->queue);
+        f->queue = n;
+        f->queue_cap = ncap;
+        f->queue_head = 0;
     }
-    uint32_t tail = (s->queue_head + s->queue_count) % s->queue_cap;
-    s->queue[tail] = (struct mq_queued){.msg = msg_ref(msg), .seq = seq, .qos = qos, .retain = retain};
-    s->queue_count++;
-    s->queue_bytes += msg->payload_len;
+    uint32_t tail = (f->queue_head + f->queue_count) % f->queue_cap;
+    f->queue[tail] =
+        (struct mq_queued){.msg = msg_ref(msg), .seq = seq, .qos = qos, .retain = retain};
+    f->queue_count++;
+    f->queue_bytes += msg->payload_len;
     return 0;
 }
 
 bool session_queue_full(const struct mq_session *s, uint32_t max_messages, uint64_t max_bytes,
                         uint32_t next_bytes)
 {
-    if (max_messages && s->queue_count >= max_messages)
+    if (max_messages && session_queue_count(s) >= max_messages)
         return true;
-    if (max_bytes && s->queue_bytes + next_bytes > max_bytes)
+    if (max_bytes && session_queue_bytes(s) + next_bytes > max_bytes)
         return true;
     return false;
 }
 
 bool session_queue_pop(struct mq_session *s, struct mq_queued *out)
 {
-    if (!s->queue_count)
+    struct mq_session_flow *f = s->flow;
+    if (!f || !f->queue_count)
         return false;
-    *out = s->queue[s->queue_head];
-    s->queue_head = (s->queue_head + 1) % s->queue_cap;
-    s->queue_count--;
-    s->queue_bytes -= out->msg->payload_len;
+    *out = f->queue[f->queue_head];
+    f->queue_head = (f->queue_head + 1) % f->queue_cap;
+    f->queue_count--;
+    f->queue_bytes -= out->msg->payload_len;
     return true;
 }
 
 /* Index of the first id >= packet_id in the sorted qos2_in array. */
-static uint32_t qos2_lower_bound(const struct mq_session *s, uint16_t packet_id)
+static uint32_t qos2_lower_bound(const struct mq_session_flow *f, uint16_t packet_id)
 {
-    uint32_t lo = 0, hi = s->qos2_in_count;
+    uint32_t lo = 0, hi = f->qos2_in_count;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
-        if (s->qos2_in[mid] < packet_id)
+        if (f->qos2_in[mid] < packet_id)
             lo = mid + 1;
         else
             hi = mid;
@@ -267,23 +294,29 @@ static uint32_t qos2_lower_bound(const struct mq_session *s, uint16_t packet_id)
 
 int session_qos2_in_add(struct mq_session *s, uint16_t packet_id)
 {
-    uint32_t i = qos2_lower_bound(s, packet_id);
-    if (i < s->qos2_in_count && s->qos2_in[i] == packet_id)
-        return false;
-    if (grow((void **)&s->qos2_in, &s->qos2_in_cap, s->qos2_in_count + 1, sizeof(*s->qos2_in)))
+    struct mq_session_flow *f = session_flow(s);
+    if (!f)
         return -1;
-    memmove(&s->qos2_in[i + 1], &s->qos2_in[i], (s->qos2_in_count - i) * sizeof(*s->qos2_in));
-    s->qos2_in[i] = packet_id;
-    s->qos2_in_count++;
+    uint32_t i = qos2_lower_bound(f, packet_id);
+    if (i < f->qos2_in_count && f->qos2_in[i] == packet_id)
+        return false;
+    if (grow((void **)&f->qos2_in, &f->qos2_in_cap, f->qos2_in_count + 1, sizeof(*f->qos2_in)))
+        return -1;
+    memmove(&f->qos2_in[i + 1], &f->qos2_in[i], (f->qos2_in_count - i) * sizeof(*f->qos2_in));
+    f->qos2_in[i] = packet_id;
+    f->qos2_in_count++;
     return true;
 }
 
 bool session_qos2_in_release(struct mq_session *s, uint16_t packet_id)
 {
-    uint32_t i = qos2_lower_bound(s, packet_id);
-    if (i >= s->qos2_in_count || s->qos2_in[i] != packet_id)
+    struct mq_session_flow *f = s->flow;
+    if (!f)
         return false;
-    memmove(&s->qos2_in[i], &s->qos2_in[i + 1], (s->qos2_in_count - i - 1) * sizeof(*s->qos2_in));
-    s->qos2_in_count--;
+    uint32_t i = qos2_lower_bound(f, packet_id);
+    if (i >= f->qos2_in_count || f->qos2_in[i] != packet_id)
+        return false;
+    memmove(&f->qos2_in[i], &f->qos2_in[i + 1], (f->qos2_in_count - i - 1) * sizeof(*f->qos2_in));
+    f->qos2_in_count--;
     return true;
 }

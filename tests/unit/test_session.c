@@ -44,9 +44,12 @@ static void test_new(void **state)
     assert_false(s->clean);
     assert_null(s->conn);
     assert_int_equal(s->sub_count, 0);
-    assert_int_equal(s->inflight_count, 0);
-    assert_int_equal(s->queue_count, 0);
-    assert_int_equal(s->qos2_in_count, 0);
+    assert_int_equal(session_inflight_count(s), 0);
+    assert_int_equal(session_queue_count(s), 0);
+    assert_int_equal(session_qos2_in_count(s), 0);
+    assert_null(s->flow); /* no QoS state until a QoS 1/2 or queued message needs it */
+    assert_null(session_disk_peek(s));
+    assert_int_equal(session_spilled(s), 0);
     session_free(s);
 
     /* A client id is bytes with a length, not a C string. */
@@ -56,6 +59,35 @@ static void test_new(void **state)
     assert_true(s->clean);
     session_free(s);
     session_free(NULL);
+}
+
+/* The QoS state block appears on first use; every reader takes "none" as empty. */
+static void test_flow_lazy(void **state)
+{
+    (void)state;
+    struct mq_session *s = new_session("c", true);
+    struct mq_queued q;
+    assert_null(session_inflight_find(s, 1));
+    assert_false(session_queue_pop(s, &q));
+    assert_null(session_queue_peek(s));
+    assert_false(session_qos2_in_release(s, 1));
+    assert_false(session_queue_full(s, 1, 1, 0));
+    assert_int_equal(session_dropped(s), 0);
+    assert_null(s->flow); /* reading allocated nothing */
+
+    assert_int_equal(session_qos2_in_add(s, 7), 1);
+    assert_non_null(s->flow);
+    assert_int_equal(session_next_packet_id(s), 1); /* numbering starts with the block */
+    session_free(s);
+
+    /* Persistence state hangs off the same block. */
+    s = new_session("d", false);
+    struct mq_session_disk *d = session_disk(s);
+    assert_non_null(d);
+    assert_ptr_equal(session_disk_peek(s), d);
+    assert_int_equal(d->next_seq, 1);
+    assert_int_equal(session_queue_count(s), 0);
+    session_free(s);
 }
 
 static void test_packet_id_sequence(void **state)
@@ -82,7 +114,7 @@ static void test_packet_id_skips_inflight(void **state)
     assert_int_equal(session_next_packet_id(s), 6);
     /* Once released, an id may be used again when the counter comes round. */
     session_inflight_remove(s, session_inflight_find(s, 3));
-    s->next_packet_id = 2;
+    session_flow(s)->next_packet_id = 2;
     assert_int_equal(session_next_packet_id(s), 3);
     session_free(s);
     assert_int_equal(m->refcount, 1);
@@ -95,7 +127,7 @@ static void test_packet_id_wraps_never_zero(void **state)
     (void)state;
     struct mq_session *s = new_session("c", true);
     struct mq_msg *m = new_msg("t", "p", 1);
-    s->next_packet_id = 65534;
+    session_flow(s)->next_packet_id = 65534;
     assert_int_equal(session_next_packet_id(s), 65534);
     assert_int_equal(session_next_packet_id(s), 65535);
     assert_int_equal(session_next_packet_id(s), 1);
@@ -104,11 +136,11 @@ static void test_packet_id_wraps_never_zero(void **state)
     assert_non_null(session_inflight_add(s, m, 1, false, 65535, 0));
     assert_non_null(session_inflight_add(s, m, 1, false, 1, 0));
     assert_non_null(session_inflight_add(s, m, 1, false, 2, 0));
-    s->next_packet_id = 65535;
+    session_flow(s)->next_packet_id = 65535;
     assert_int_equal(session_next_packet_id(s), 3);
 
     /* A full cycle of allocations never yields 0 and never an id in flight. */
-    s->next_packet_id = 65000;
+    session_flow(s)->next_packet_id = 65000;
     for (int i = 0; i < 70000; i++) {
         uint16_t id = session_next_packet_id(s);
         assert_int_not_equal(id, 0);
@@ -135,7 +167,7 @@ static void test_inflight_order_and_refs(void **state)
         assert_int_equal(e->state, i % 2 ? MQ_OUT_WAIT_PUBACK : MQ_OUT_WAIT_PUBREC);
         assert_int_equal(m[i]->refcount, 2);
     }
-    assert_int_equal(s->inflight_count, 5);
+    assert_int_equal(session_inflight_count(s), 5);
     assert_null(session_inflight_find(s, 9));
     assert_true(session_inflight_find(s, 13)->retain);
     assert_false(session_inflight_find(s, 12)->retain);
@@ -144,11 +176,11 @@ static void test_inflight_order_and_refs(void **state)
     session_inflight_remove(s, session_inflight_find(s, 12));
     assert_int_equal(m[2]->refcount, 1);
     session_inflight_remove(s, session_inflight_find(s, 10));
-    assert_int_equal(s->inflight_count, 3);
-    assert_int_equal(s->inflight[0].packet_id, 11);
-    assert_int_equal(s->inflight[1].packet_id, 13);
-    assert_int_equal(s->inflight[2].packet_id, 14);
-    assert_ptr_equal(s->inflight[2].msg, m[4]);
+    assert_int_equal(session_inflight_count(s), 3);
+    assert_int_equal(session_inflight_at(s, 0)->packet_id, 11);
+    assert_int_equal(session_inflight_at(s, 1)->packet_id, 13);
+    assert_int_equal(session_inflight_at(s, 2)->packet_id, 14);
+    assert_ptr_equal(session_inflight_at(s, 2)->msg, m[4]);
 
     /* An entry whose message was already released (QoS 2 after PUBREC) is removable. */
     struct mq_inflight *e = session_inflight_find(s, 14);
@@ -156,7 +188,7 @@ static void test_inflight_order_and_refs(void **state)
     e->msg = NULL;
     e->state = MQ_OUT_WAIT_PUBCOMP;
     session_inflight_remove(s, e);
-    assert_int_equal(s->inflight_count, 2);
+    assert_int_equal(session_inflight_count(s), 2);
 
     session_free(s); /* drops the references of 11 and 13 */
     for (int i = 0; i < 5; i++) {
@@ -207,7 +239,7 @@ static void test_queue_ring_growth_wraparound(void **state)
         pop_expect(s, msgs, head);
         bytes -= msgs[head]->payload_len;
     }
-    assert_int_equal(s->queue_bytes, bytes);
+    assert_int_equal(session_queue_bytes(s), bytes);
     while (tail < N) {
         /* push three, pop one: the queue keeps growing while the head moves */
         for (int k = 0; k < 3 && tail < N; k++, tail++) {
@@ -218,15 +250,15 @@ static void test_queue_ring_growth_wraparound(void **state)
         pop_expect(s, msgs, head);
         bytes -= msgs[head]->payload_len;
         head++;
-        assert_int_equal(s->queue_count, (uint32_t)(tail - head));
-        assert_int_equal(s->queue_bytes, bytes);
-        assert_true(s->queue_cap >= s->queue_count);
+        assert_int_equal(session_queue_count(s), (uint32_t)(tail - head));
+        assert_int_equal(session_queue_bytes(s), bytes);
+        assert_true(s->flow->queue_cap >= session_queue_count(s));
     }
     while (head < N)
         pop_expect(s, msgs, head++);
     assert_false(session_queue_pop(s, &q));
-    assert_int_equal(s->queue_count, 0);
-    assert_int_equal(s->queue_bytes, 0);
+    assert_int_equal(session_queue_count(s), 0);
+    assert_int_equal(session_queue_bytes(s), 0);
 
     /* Fill again and free with messages still queued: session_free drops them. */
     for (int i = 0; i < 20; i++)
@@ -250,7 +282,7 @@ static void test_queue_full(void **state)
 
     for (int i = 0; i < 3; i++)
         assert_int_equal(session_queue_push(s, m, 1, false, 0), 0);
-    assert_int_equal(s->queue_bytes, 15);
+    assert_int_equal(session_queue_bytes(s), 15);
 
     /* Message cap. */
     assert_true(session_queue_full(s, 3, 0, 5));
@@ -270,7 +302,7 @@ static void test_queue_full(void **state)
     struct mq_queued q;
     assert_true(session_queue_pop(s, &q));
     msg_unref(q.msg);
-    assert_int_equal(s->queue_bytes, 10);
+    assert_int_equal(session_queue_bytes(s), 10);
     assert_false(session_queue_full(s, 3, 15, 5));
 
     session_free(s);
@@ -288,13 +320,13 @@ static void test_qos2_in(void **state)
     /* A retransmission before PUBREL is recognised ([MQTT-4.3.3-2]). */
     assert_int_equal(session_qos2_in_add(s, 5), 0);
     assert_int_equal(session_qos2_in_add(s, 3), 0);
-    assert_int_equal(s->qos2_in_count, 2);
-    assert_int_equal(s->qos2_in[0], 3);
-    assert_int_equal(s->qos2_in[1], 5);
+    assert_int_equal(session_qos2_in_count(s), 2);
+    assert_int_equal(s->flow->qos2_in[0], 3);
+    assert_int_equal(s->flow->qos2_in[1], 5);
 
     assert_true(session_qos2_in_release(s, 5));
     assert_false(session_qos2_in_release(s, 5));
-    assert_int_equal(s->qos2_in_count, 1);
+    assert_int_equal(session_qos2_in_count(s), 1);
     /* After PUBREL the same id is a new message. */
     assert_int_equal(session_qos2_in_add(s, 5), 1);
 
@@ -304,16 +336,16 @@ static void test_qos2_in(void **state)
         int fresh = session_qos2_in_add(s, id);
         assert_int_equal(fresh, id == 3 || id == 5 ? 0 : 1);
     }
-    for (uint32_t i = 1; i < s->qos2_in_count; i++)
-        assert_true(s->qos2_in[i - 1] < s->qos2_in[i]);
+    for (uint32_t i = 1; i < session_qos2_in_count(s); i++)
+        assert_true(s->flow->qos2_in[i - 1] < s->flow->qos2_in[i]);
     assert_true(session_qos2_in_add(s, 65535) >= 0);
-    assert_int_equal(s->qos2_in[s->qos2_in_count - 1], 65535);
-    uint32_t n = s->qos2_in_count;
+    assert_int_equal(s->flow->qos2_in[session_qos2_in_count(s) - 1], 65535);
+    uint32_t n = session_qos2_in_count(s);
     for (uint32_t i = 0; i < 1000; i++) {
         uint16_t id = (uint16_t)(1 + (i * 7919u) % 65535u);
         assert_true(session_qos2_in_release(s, id));
     }
-    assert_int_equal(s->qos2_in_count, n - 1000);
+    assert_int_equal(session_qos2_in_count(s), n - 1000);
     session_free(s);
 }
 
@@ -423,6 +455,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_new),
+        cmocka_unit_test(test_flow_lazy),
         cmocka_unit_test(test_packet_id_sequence),
         cmocka_unit_test(test_packet_id_skips_inflight),
         cmocka_unit_test(test_packet_id_wraps_never_zero),
