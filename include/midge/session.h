@@ -88,9 +88,6 @@ struct mq_session_flow {
 };
 
 struct mq_session {
-    char *client_id; /* owned, NUL-terminated */
-    uint16_t client_id_len;
-    bool clean;
     char *username; /* owned; from the last CONNECT, NULL when none (ACL checks) */
     struct mq_listener_ctx *listener; /* borrowed: whose ACL applies, also while offline */
     struct mq_conn *conn;             /* borrowed; NULL while offline */
@@ -102,6 +99,10 @@ struct mq_session {
                                  thousands of filters is not quadratic */
 
     struct mq_session_flow *flow; /* NULL until the first QoS 1/2 or queued message */
+
+    uint16_t client_id_len;
+    bool clean;
+    char client_id[]; /* NUL-terminated, in the session's own allocation: never changes */
 };
 
 /* New session for client id (copied). NULL on out of memory. Free with session_free. */

@@ -37,15 +37,11 @@ static int grow(void **arr, uint32_t *cap, uint32_t need, size_t elem)
 
 struct mq_session *session_new(const uint8_t *client_id, uint16_t len, bool clean)
 {
-    struct mq_session *s = calloc(1, sizeof(*s));
+    /* One allocation with the id: it is the session's key for its whole life. */
+    struct mq_session *s = calloc(1, offsetof(struct mq_session, client_id) + (size_t)len + 1);
     if (!s)
         return NULL;
     hmap_init(&s->sub_index);
-    s->client_id = malloc((size_t)len + 1);
-    if (!s->client_id) {
-        free(s);
-        return NULL;
-    }
     memcpy(s->client_id, client_id, len);
     s->client_id[len] = '\0';
     s->client_id_len = len;
@@ -94,7 +90,6 @@ void session_free(struct mq_session *s)
     hmap_destroy(&s->sub_index);
     flow_free(s->flow);
     free(s->username);
-    free(s->client_id);
     free(s);
 }
 
