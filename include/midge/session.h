@@ -4,6 +4,9 @@
  * Pure bookkeeping with no I/O and no protocol decisions: proto decides what
  * to send and calls these to record it. A session outlives its connections
  * when clean session is 0. Every stored message is a counted reference.
+ * Most sessions are idle connections with one subscription, so what only QoS
+ * 1/2 traffic needs lives in a block allocated on first use (struct
+ * mq_session_flow) and the session itself is one small allocation.
  */
 #ifndef MIDGE_SESSION_H
 #define MIDGE_SESSION_H
@@ -12,11 +15,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "midge/hmap.h"
-
 struct mq_msg;
 struct mq_conn;
 struct mq_listener_ctx;
+struct mq_sub_leaf;
+struct mq_sub_set;
 
 /* Where an outgoing QoS 1/2 message stands. */
 enum mq_out_state {
@@ -54,12 +57,6 @@ struct mq_session_disk {
     uint64_t page_token;      /* nonzero while a page read is out: its token */
 };
 
-struct mq_subscription {
-    char *filter; /* owned, NUL-terminated */
-    uint16_t len;
-    uint8_t qos;
-};
-
 /* Outgoing and inbound QoS state: what a session needs once a QoS 1/2 message or a queued
  * message passes through it, allocated then (session_flow), so that an idle session that
  * only ever saw QoS 0 carries none of it. Kept until the session is freed: a client that
@@ -93,13 +90,21 @@ struct mq_session {
     struct mq_conn *conn;             /* borrowed; NULL while offline */
     uint64_t last_seen_ms;            /* for persistent_client_expiration */
 
-    struct mq_subscription *subs;
-    uint32_t sub_count, sub_cap;
-    struct mq_hmap sub_index; /* filter -> position in subs + 1, so a client with
-                                 thousands of filters is not quadratic */
+    /* The subscriptions, as the handles of their leaves in the broker's subscription tree
+     * (sub_tree.h), which holds each filter and its granted QoS: the session only needs
+     * to find them again when it ends. One is held inline (the common case: an idle
+     * client with one filter costs no allocation here), two or more in a hash set, so a
+     * client with thousands of filters is not quadratic. */
+    union {
+        struct mq_sub_leaf *one; /* sub_count == 1 */
+        struct mq_sub_set *many; /* sub_count >= 2 */
+    } subs;
 
     struct mq_session_flow *flow; /* NULL until the first QoS 1/2 or queued message */
 
+    /* The small fields last, packed against the id: an idle session with a 13-byte id
+     * fits a 72-byte request, glibc's 80-byte chunk (test_footprint.c). */
+    uint32_t sub_count;
     uint16_t client_id_len;
     bool clean;
     char client_id[]; /* NUL-terminated, in the session's own allocation: never changes */
@@ -178,11 +183,17 @@ static inline uint32_t session_qos2_in_count(const struct mq_session *s)
  * must already be removed from the subscription tree by the caller. */
 void session_free(struct mq_session *s);
 
-/* Record a subscription (replacing the QoS of an identical filter). 0 or MQ_ERR_NOMEM. */
-int session_sub_set(struct mq_session *s, const uint8_t *filter, uint16_t len, uint8_t qos);
+/* Record a subscription by its leaf in the subscription tree (borrowed: the caller keeps
+ * the tree and the session in step), which the session must not hold yet. Returns 0 or
+ * MQ_ERR_NOMEM. */
+int session_sub_add(struct mq_session *s, struct mq_sub_leaf *leaf);
 
-/* Forget a subscription; true when it existed. */
-bool session_sub_remove(struct mq_session *s, const uint8_t *filter, uint16_t len);
+/* Forget the subscription at leaf; true when the session held it. */
+bool session_sub_remove(struct mq_session *s, const struct mq_sub_leaf *leaf);
+
+/* Iterate the subscriptions' leaves: start with *pos = 0; returns the next one or NULL at
+ * the end, in no particular order. The session must not change during iteration. */
+struct mq_sub_leaf *session_sub_next(const struct mq_session *s, uint32_t *pos);
 
 /* Allocate a packet id not used by any in-flight message ([MQTT-2.3.1-4]); 0 when the
  * flow block cannot be allocated. Only valid when the window has fewer than 65535

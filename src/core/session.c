@@ -1,8 +1,9 @@
 /* session.c - per-client-id MQTT state: subscriptions, in-flight window, queue,
  * packet ids and inbound QoS 2 ids.
  *
- * Owns every message reference stored in the in-flight array and the queue.
- * Never decides policy (window size, queue caps, what to send): proto does.
+ * Owns every message reference stored in the in-flight array and the queue. Holds the
+ * subscriptions only as leaf handles it never dereferences (the tree owns filters and
+ * QoS). Never decides policy (window size, queue caps, what to send): proto does.
  */
 #include "midge/session.h"
 
@@ -11,10 +12,6 @@
 
 #include "midge/err.h"
 #include "midge/msg.h"
-
-/* Below this many filters a linear scan beats the hash index and costs no memory;
- * most clients subscribe to one or two (sub_tree.c uses the same threshold). */
-#define SUB_INDEX_MIN 8
 
 /* Grow an array of elem-sized items to hold at least need items. */
 static int grow(void **arr, uint32_t *cap, uint32_t need, size_t elem)
@@ -41,7 +38,6 @@ struct mq_session *session_new(const uint8_t *client_id, uint16_t len, bool clea
     struct mq_session *s = calloc(1, offsetof(struct mq_session, client_id) + (size_t)len + 1);
     if (!s)
         return NULL;
-    hmap_init(&s->sub_index);
     memcpy(s->client_id, client_id, len);
     s->client_id[len] = '\0';
     s->client_id_len = len;
@@ -80,97 +76,157 @@ static void flow_free(struct mq_session_flow *f)
     free(f);
 }
 
+/* ---- subscriptions: a set of leaf handles ---- */
+
+/* Two or more subscriptions: open addressing with linear probing, at most half full, and
+ * removal by shifting later members of a probe run back (no tombstones), so adding or
+ * removing one of a client's 100,000 filters costs O(1). */
+struct mq_sub_set {
+    uint32_t cap;               /* power of two, >= SUB_SET_MIN */
+    struct mq_sub_leaf *slot[]; /* NULL = empty */
+};
+
+#define SUB_SET_MIN 4u
+
+/* Fibonacci hashing, as sub_tree.c does for subscriber pointers. */
+static uint32_t leaf_hash(const struct mq_sub_leaf *leaf, uint32_t mask)
+{
+    return (uint32_t)(((uint64_t)(uintptr_t)leaf * 0x9e3779b97f4a7c15ull) >> 32) & mask;
+}
+
+static void set_insert(struct mq_sub_set *set, struct mq_sub_leaf *leaf)
+{
+    uint32_t mask = set->cap - 1, i = leaf_hash(leaf, mask);
+    while (set->slot[i])
+        i = (i + 1) & mask;
+    set->slot[i] = leaf;
+}
+
+/* Empty slot i, then move back each later member of its probe run whose home is not
+ * cyclically in (i, j]: a lookup never meets a gap before its leaf. */
+static void set_delete_slot(struct mq_sub_set *set, uint32_t i)
+{
+    uint32_t mask = set->cap - 1;
+    for (;;) {
+        set->slot[i] = NULL;
+        uint32_t j = i;
+        for (;;) {
+            j = (j + 1) & mask;
+            if (!set->slot[j])
+                return;
+            uint32_t home = leaf_hash(set->slot[j], mask);
+            bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+            if (!stays)
+                break;
+        }
+        set->slot[i] = set->slot[j];
+        i = j;
+    }
+}
+
+/* A set of cap slots holding the session's current leaves. NULL on out of memory. */
+static struct mq_sub_set *set_new(uint32_t cap, const struct mq_session *s)
+{
+    struct mq_sub_set *set = calloc(1, sizeof(*set) + (size_t)cap * sizeof(set->slot[0]));
+    if (!set)
+        return NULL;
+    set->cap = cap;
+    uint32_t pos = 0;
+    struct mq_sub_leaf *leaf;
+    while ((leaf = session_sub_next(s, &pos)))
+        set_insert(set, leaf);
+    return set;
+}
+
+static void set_free(struct mq_session *s)
+{
+    if (s->sub_count >= 2)
+        free(s->subs.many);
+}
+
+int session_sub_add(struct mq_session *s, struct mq_sub_leaf *leaf)
+{
+    if (s->sub_count == 0) {
+        s->subs.one = leaf;
+        s->sub_count = 1;
+        return 0;
+    }
+    uint32_t cap = s->sub_count == 1 ? SUB_SET_MIN : s->subs.many->cap;
+    if ((uint64_t)(s->sub_count + 1) * 2 > cap) /* keep it at most half full */
+        cap *= 2;
+    if (s->sub_count == 1 || cap != s->subs.many->cap) {
+        struct mq_sub_set *set = set_new(cap, s);
+        if (!set)
+            return MQ_ERR_NOMEM;
+        set_free(s);
+        s->subs.many = set;
+    }
+    set_insert(s->subs.many, leaf);
+    s->sub_count++;
+    return 0;
+}
+
+bool session_sub_remove(struct mq_session *s, const struct mq_sub_leaf *leaf)
+{
+    if (s->sub_count <= 1) {
+        if (s->sub_count == 0 || s->subs.one != leaf)
+            return false;
+        s->subs.one = NULL;
+        s->sub_count = 0;
+        return true;
+    }
+    struct mq_sub_set *set = s->subs.many;
+    uint32_t mask = set->cap - 1, i = leaf_hash(leaf, mask);
+    while (set->slot[i] != leaf) {
+        if (!set->slot[i])
+            return false;
+        i = (i + 1) & mask;
+    }
+    set_delete_slot(set, i);
+    s->sub_count--;
+    if (s->sub_count == 1) {
+        /* Back inline: the set would cost its allocation for one leaf. */
+        uint32_t k = 0;
+        while (!set->slot[k])
+            k++;
+        s->subs.one = set->slot[k];
+        free(set);
+    } else if (set->cap > SUB_SET_MIN && (uint64_t)s->sub_count * 8 <= set->cap) {
+        /* Shrinking is best effort: on failure the larger set simply stays. */
+        struct mq_sub_set *smaller = set_new(set->cap / 2, s);
+        if (smaller) {
+            free(set);
+            s->subs.many = smaller;
+        }
+    }
+    return true;
+}
+
+struct mq_sub_leaf *session_sub_next(const struct mq_session *s, uint32_t *pos)
+{
+    if (s->sub_count <= 1) {
+        if (s->sub_count == 0 || *pos > 0)
+            return NULL;
+        *pos = 1;
+        return s->subs.one;
+    }
+    const struct mq_sub_set *set = s->subs.many;
+    while (*pos < set->cap) {
+        struct mq_sub_leaf *leaf = set->slot[(*pos)++];
+        if (leaf)
+            return leaf;
+    }
+    return NULL;
+}
+
 void session_free(struct mq_session *s)
 {
     if (!s)
         return;
-    for (uint32_t i = 0; i < s->sub_count; i++)
-        free(s->subs[i].filter);
-    free(s->subs);
-    hmap_destroy(&s->sub_index);
+    set_free(s);
     flow_free(s->flow);
     free(s->username);
     free(s);
-}
-
-/* The index exists (holds every filter) only from SUB_INDEX_MIN filters on. */
-static bool sub_indexed(const struct mq_session *s)
-{
-    return hmap_count(&s->sub_index) > 0;
-}
-
-static struct mq_subscription *sub_find(struct mq_session *s, const uint8_t *filter, uint16_t len)
-{
-    if (sub_indexed(s)) {
-        uintptr_t pos = (uintptr_t)hmap_get(&s->sub_index, filter, len);
-        return pos ? &s->subs[pos - 1] : NULL;
-    }
-    for (uint32_t i = 0; i < s->sub_count; i++)
-        if (s->subs[i].len == len && memcmp(s->subs[i].filter, filter, len) == 0)
-            return &s->subs[i];
-    return NULL;
-}
-
-/* Index the first n filters of subs. The index only saves time, so when memory runs
- * out it is dropped and lookups scan, rather than failing the subscription. */
-static void sub_index_build(struct mq_session *s, uint32_t n)
-{
-    for (uint32_t i = 0; i < n; i++) {
-        if (hmap_put(&s->sub_index, s->subs[i].filter, s->subs[i].len,
-                     (void *)(uintptr_t)(i + 1))) {
-            hmap_destroy(&s->sub_index);
-            hmap_init(&s->sub_index);
-            return;
-        }
-    }
-}
-
-int session_sub_set(struct mq_session *s, const uint8_t *filter, uint16_t len, uint8_t qos)
-{
-    struct mq_subscription *sub = sub_find(s, filter, len);
-    if (sub) {
-        sub->qos = qos;
-        return 0;
-    }
-    if (grow((void **)&s->subs, &s->sub_cap, s->sub_count + 1, sizeof(*s->subs)))
-        return MQ_ERR_NOMEM;
-    char *copy = malloc((size_t)len + 1);
-    if (!copy)
-        return MQ_ERR_NOMEM;
-    memcpy(copy, filter, len);
-    copy[len] = '\0';
-    s->subs[s->sub_count++] = (struct mq_subscription){.filter = copy, .len = len, .qos = qos};
-    if (sub_indexed(s)) {
-        if (hmap_put(&s->sub_index, copy, len, (void *)(uintptr_t)s->sub_count)) {
-            hmap_destroy(&s->sub_index);
-            hmap_init(&s->sub_index);
-        }
-    } else if (s->sub_count >= SUB_INDEX_MIN) {
-        sub_index_build(s, s->sub_count);
-    }
-    return 0;
-}
-
-bool session_sub_remove(struct mq_session *s, const uint8_t *filter, uint16_t len)
-{
-    struct mq_subscription *sub = sub_find(s, filter, len);
-    if (!sub)
-        return false;
-    /* Once built, the index stays until the last filter goes (hmap_remove then frees
-     * its slots): a client hovering around the threshold does not rebuild it. */
-    bool indexed = sub_indexed(s);
-    if (indexed)
-        hmap_remove(&s->sub_index, sub->filter, sub->len);
-    free(sub->filter);
-    /* Order of subscriptions carries no meaning: move the last one into the hole. */
-    struct mq_subscription *last = &s->subs[--s->sub_count];
-    if (sub != last) {
-        *sub = *last;
-        if (indexed)
-            hmap_put(&s->sub_index, sub->filter, sub->len,
-                     (void *)(uintptr_t)(sub - s->subs + 1)); /* replaces: no allocation */
-    }
-    return true;
 }
 
 uint16_t session_next_packet_id(struct mq_session *s)

@@ -436,9 +436,15 @@ static int load_sub(void *ctx, const struct mq_store_session *ss, const char *fi
 {
     (void)ss;
     struct load_ctx *l = ctx;
-    const uint8_t *f = (const uint8_t *)filter;
-    if (sub_tree_add(l->b->subs, f, len, l->s, qos, NULL) || session_sub_set(l->s, f, len, qos))
+    bool existed;
+    struct mq_sub_leaf *leaf =
+        sub_tree_add(l->b->subs, (const uint8_t *)filter, len, l->s, qos, &existed);
+    if (!leaf)
         return MQ_ERR_NOMEM;
+    if (!existed && session_sub_add(l->s, leaf)) {
+        sub_tree_leaf_remove(l->b->subs, leaf, l->s);
+        return MQ_ERR_NOMEM;
+    }
     l->subs++;
     return 0;
 }

@@ -72,7 +72,10 @@ static void test_pure_heap_per_connection(void **state)
     struct mq_session *first = session_new((const uint8_t *)"first", 5, true);
     assert_non_null(first);
     assert_int_equal(imap_put(&table, first, session_key), 0);
-    assert_int_equal(sub_tree_add(t, (const uint8_t *)"mb12345/first", 13, first, 0, NULL), 0);
+    struct mq_sub_leaf *leaf =
+        sub_tree_add(t, (const uint8_t *)"mb12345/first", 13, first, 0, NULL);
+    assert_non_null(leaf);
+    assert_int_equal(session_sub_add(first, leaf), 0);
 
     size_t before = mallinfo2().uordblks;
     for (int i = 0; i < N; i++) {
@@ -81,8 +84,9 @@ static void test_pure_heap_per_connection(void **state)
         struct mq_session *s = session_new((const uint8_t *)id, (uint16_t)idlen, true);
         assert_non_null(s);
         assert_int_equal(imap_put(&table, s, session_key), 0);
-        assert_int_equal(session_sub_set(s, (const uint8_t *)filter, (uint16_t)flen, 0), 0);
-        assert_int_equal(sub_tree_add(t, (const uint8_t *)filter, (size_t)flen, s, 0, NULL), 0);
+        leaf = sub_tree_add(t, (const uint8_t *)filter, (size_t)flen, s, 0, NULL);
+        assert_non_null(leaf);
+        assert_int_equal(session_sub_add(s, leaf), 0);
         sessions[i] = s;
     }
     size_t per = (mallinfo2().uordblks - before) / N;
@@ -92,8 +96,8 @@ static void test_pure_heap_per_connection(void **state)
 
     for (int i = 0; i < N; i++) {
         struct mq_session *s = sessions[i];
-        assert_int_equal(
-            sub_tree_remove(t, (const uint8_t *)s->subs[0].filter, s->subs[0].len, s, NULL), 0);
+        uint32_t pos = 0;
+        assert_true(sub_tree_leaf_remove(t, session_sub_next(s, &pos), s));
         imap_remove(&table, s->client_id, s->client_id_len, session_key);
         session_free(s);
     }

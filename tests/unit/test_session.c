@@ -349,105 +349,111 @@ static void test_qos2_in(void **state)
     session_free(s);
 }
 
-static void test_sub_set_replace_remove(void **state)
+/* The session holds subscriptions as leaf handles it never dereferences: any distinct
+ * addresses stand in for leaves here. */
+static char leaves[4096];
+#define LEAF(i) ((struct mq_sub_leaf *)(void *)&leaves[i])
+
+/* The leaves iteration yields, as a bitmap over leaves[]; each exactly once. */
+static uint32_t iterate(const struct mq_session *s, uint8_t *seen, size_t n)
 {
-    (void)state;
-    struct mq_session *s = new_session("c", false);
-    const uint8_t *ab = (const uint8_t *)"a/bXYZ"; /* only the first 3 bytes are the filter */
-    assert_int_equal(session_sub_set(s, ab, 3, 1), 0);
-    assert_int_equal(s->sub_count, 1);
-    assert_string_equal(s->subs[0].filter, "a/b");
-    assert_int_equal(s->subs[0].len, 3);
-    assert_int_equal(s->subs[0].qos, 1);
-
-    /* [MQTT-3.8.4-3]: an identical filter replaces, it does not add. */
-    assert_int_equal(session_sub_set(s, (const uint8_t *)"a/b", 3, 2), 0);
-    assert_int_equal(s->sub_count, 1);
-    assert_int_equal(s->subs[0].qos, 2);
-    assert_int_equal(session_sub_set(s, (const uint8_t *)"a/b", 3, 0), 0);
-    assert_int_equal(s->subs[0].qos, 0);
-
-    /* Prefixes and wildcards are different filters. */
-    assert_int_equal(session_sub_set(s, (const uint8_t *)"a/+", 3, 1), 0);
-    assert_int_equal(session_sub_set(s, (const uint8_t *)"a/b/c", 5, 2), 0);
-    assert_int_equal(session_sub_set(s, (const uint8_t *)"a", 1, 1), 0);
-    assert_int_equal(s->sub_count, 4);
-
-    /* Removal compares byte for byte, no wildcard matching ([MQTT-3.10.4-1]). */
-    assert_false(session_sub_remove(s, (const uint8_t *)"a/#", 3));
-    assert_false(session_sub_remove(s, (const uint8_t *)"a/", 2));
-    assert_true(session_sub_remove(s, (const uint8_t *)"a/b", 3));
-    assert_false(session_sub_remove(s, (const uint8_t *)"a/b", 3));
-    assert_int_equal(s->sub_count, 3);
-    bool seen_plus = false, seen_abc = false, seen_a = false;
-    for (uint32_t i = 0; i < s->sub_count; i++) {
-        seen_plus |= strcmp(s->subs[i].filter, "a/+") == 0 && s->subs[i].qos == 1;
-        seen_abc |= strcmp(s->subs[i].filter, "a/b/c") == 0 && s->subs[i].qos == 2;
-        seen_a |= strcmp(s->subs[i].filter, "a") == 0 && s->subs[i].qos == 1;
+    memset(seen, 0, n);
+    uint32_t pos = 0, count = 0;
+    struct mq_sub_leaf *leaf;
+    while ((leaf = session_sub_next(s, &pos))) {
+        size_t i = (size_t)((char *)(void *)leaf - leaves);
+        assert_true(i < n);
+        assert_int_equal(seen[i], 0);
+        seen[i] = 1;
+        count++;
     }
-    assert_true(seen_plus && seen_abc && seen_a);
-
-    /* Many filters: growth, then remove all in reverse. */
-    char f[32];
-    for (int i = 0; i < 100; i++) {
-        snprintf(f, sizeof(f), "x/%d", i);
-        assert_int_equal(session_sub_set(s, (const uint8_t *)f, (uint16_t)strlen(f), 1), 0);
-    }
-    assert_int_equal(s->sub_count, 103);
-    for (int i = 99; i >= 0; i--) {
-        snprintf(f, sizeof(f), "x/%d", i);
-        assert_true(session_sub_remove(s, (const uint8_t *)f, (uint16_t)strlen(f)));
-    }
-    assert_int_equal(s->sub_count, 3);
-    session_free(s); /* frees the remaining filters */
+    assert_null(session_sub_next(s, &pos)); /* stays at the end */
+    return count;
 }
 
-/* Subscriptions are scanned below 8 filters and indexed from there on: a session
- * driven across that threshold both ways must agree with a plain model throughout. */
-static void test_sub_index_threshold(void **state)
+static void test_sub_inline_then_set(void **state)
 {
     (void)state;
-    enum { NAMES = 24 };
-    int model[NAMES]; /* -1: not subscribed, else the QoS */
-    for (int i = 0; i < NAMES; i++)
-        model[i] = -1;
+    uint8_t seen[8];
     struct mq_session *s = new_session("c", false);
+    assert_int_equal(iterate(s, seen, sizeof(seen)), 0);
+    assert_false(session_sub_remove(s, LEAF(0)));
 
-    /* One filter: no index, and an array of one (the idle-connection case). */
-    assert_int_equal(session_sub_set(s, (const uint8_t *)"t/0", 3, 1), 0);
-    model[0] = 1;
-    assert_int_equal(s->sub_cap, 1);
-    assert_int_equal(hmap_count(&s->sub_index), 0);
+    /* One subscription: held inline (the idle-connection case allocates nothing). */
+    assert_int_equal(session_sub_add(s, LEAF(0)), 0);
+    assert_int_equal(s->sub_count, 1);
+    assert_ptr_equal(s->subs.one, LEAF(0));
+    assert_false(session_sub_remove(s, LEAF(1)));
+    assert_int_equal(iterate(s, seen, sizeof(seen)), 1);
+    assert_true(seen[0]);
 
+    /* Two: a set; back to one: inline again; then none. */
+    assert_int_equal(session_sub_add(s, LEAF(1)), 0);
+    assert_int_equal(s->sub_count, 2);
+    assert_int_equal(iterate(s, seen, sizeof(seen)), 2);
+    assert_true(seen[0] && seen[1]);
+    assert_true(session_sub_remove(s, LEAF(0)));
+    assert_false(session_sub_remove(s, LEAF(0)));
+    assert_int_equal(s->sub_count, 1);
+    assert_ptr_equal(s->subs.one, LEAF(1));
+    assert_true(session_sub_remove(s, LEAF(1)));
+    assert_int_equal(s->sub_count, 0);
+    assert_int_equal(iterate(s, seen, sizeof(seen)), 0);
+
+    /* Freed with several still held (ASan: the set is released). */
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(session_sub_add(s, LEAF(i)), 0);
+    session_free(s);
+}
+
+/* Random adds and removes across every size the set passes through (inline, growth,
+ * shrinking, back inline) must agree with a plain model throughout; then many more
+ * leaves than that, removed in an order unrelated to their insertion. */
+static void test_sub_set_vs_model(void **state)
+{
+    (void)state;
+    enum { NAMES = 40, MANY = 4096 };
+    static uint8_t model[MANY], seen[MANY];
+    memset(model, 0, sizeof(model));
+    struct mq_session *s = new_session("c", false);
     uint32_t rng = 12345;
-    char f[16];
-    for (int op = 0; op < 5000; op++) {
+    for (int op = 0; op < 20000; op++) {
         rng = rng * 1103515245u + 12345u;
         int i = (int)((rng >> 16) % NAMES);
-        int len = snprintf(f, sizeof(f), "t/%d", i);
-        if ((rng >> 8) % 3 == 0) {
-            assert_int_equal(session_sub_remove(s, (const uint8_t *)f, (uint16_t)len),
-                             model[i] >= 0);
-            model[i] = -1;
-        } else {
-            uint8_t qos = (uint8_t)((rng >> 4) % 3);
-            assert_int_equal(session_sub_set(s, (const uint8_t *)f, (uint16_t)len, qos), 0);
-            model[i] = qos;
+        /* Phases: mostly adding, then mostly removing, so the count sweeps 0..NAMES. */
+        bool removing = (op / 500) % 2 ? (rng >> 8) % 4 != 0 : (rng >> 8) % 4 == 0;
+        if (removing) {
+            assert_int_equal(session_sub_remove(s, LEAF(i)), model[i]);
+            model[i] = 0;
+        } else if (!model[i]) {
+            assert_int_equal(session_sub_add(s, LEAF(i)), 0);
+            model[i] = 1;
         }
         uint32_t want = 0;
         for (int k = 0; k < NAMES; k++)
-            want += model[k] >= 0;
+            want += model[k];
         assert_int_equal(s->sub_count, want);
-        for (uint32_t k = 0; k < s->sub_count; k++) {
-            int n = atoi(s->subs[k].filter + 2);
-            assert_int_equal(s->subs[k].qos, model[n]);
-        }
-        /* The index, once there, holds every filter; below the threshold none is built. */
-        uint32_t indexed = hmap_count(&s->sub_index);
-        assert_true(indexed == 0 || indexed == s->sub_count);
-        if (s->sub_count >= 8)
-            assert_int_equal(indexed, s->sub_count);
+        assert_int_equal(iterate(s, seen, NAMES), want);
+        assert_memory_equal(seen, model, NAMES);
     }
+
+    for (int i = 0; i < MANY; i++)
+        if (!model[i]) {
+            assert_int_equal(session_sub_add(s, LEAF(i)), 0);
+            model[i] = 1;
+        }
+    assert_int_equal(s->sub_count, MANY);
+    assert_int_equal(iterate(s, seen, MANY), MANY);
+    for (uint32_t k = 0; k < MANY; k++) {
+        uint32_t i = (k * 2654435761u) % MANY; /* a permutation: MANY is a power of two */
+        assert_true(session_sub_remove(s, LEAF(i)));
+        model[i] = 0;
+        if (k % 512 == 0) {
+            assert_int_equal(iterate(s, seen, MANY), MANY - k - 1);
+            assert_memory_equal(seen, model, MANY);
+        }
+    }
+    assert_int_equal(s->sub_count, 0);
     session_free(s);
 }
 
@@ -463,8 +469,8 @@ int main(void)
         cmocka_unit_test(test_queue_ring_growth_wraparound),
         cmocka_unit_test(test_queue_full),
         cmocka_unit_test(test_qos2_in),
-        cmocka_unit_test(test_sub_set_replace_remove),
-        cmocka_unit_test(test_sub_index_threshold),
+        cmocka_unit_test(test_sub_inline_then_set),
+        cmocka_unit_test(test_sub_set_vs_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
