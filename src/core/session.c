@@ -19,8 +19,8 @@ static int grow(void **arr, uint32_t *cap, uint32_t need, size_t elem)
     if (need <= *cap)
         return 0;
     /* Start with what the smallest malloc chunk holds (24 bytes, at least one item):
-     * a session with one subscription is the common case, and each idle connection
-     * would otherwise carry the slack of a 4-item array. */
+     * a session that saw one QoS 1/2 message keeps its array, and a light client would
+     * otherwise carry the slack of a 4-item array. */
     uint32_t ncap = *cap ? *cap * 2 : (elem < 24 ? (uint32_t)(24 / elem) : 1);
     while (ncap < need)
         ncap *= 2;
