@@ -4,6 +4,9 @@
  * Pure bookkeeping with no I/O and no protocol decisions: proto decides what
  * to send and calls these to record it. A session outlives its connections
  * when clean session is 0. Every stored message is a counted reference.
+ * Most sessions are idle connections with one subscription, so what only QoS
+ * 1/2 traffic needs lives in a block allocated on first use (struct
+ * mq_session_flow) and the session itself is one small allocation.
  */
 #ifndef MIDGE_SESSION_H
 #define MIDGE_SESSION_H
@@ -12,11 +15,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "midge/hmap.h"
-
 struct mq_msg;
 struct mq_conn;
 struct mq_listener_ctx;
+struct mq_sub_leaf;
+struct mq_sub_set;
 
 /* Where an outgoing QoS 1/2 message stands. */
 enum mq_out_state {
@@ -54,26 +57,12 @@ struct mq_session_disk {
     uint64_t page_token;      /* nonzero while a page read is out: its token */
 };
 
-struct mq_subscription {
-    char *filter; /* owned, NUL-terminated */
-    uint16_t len;
-    uint8_t qos;
-};
-
-struct mq_session {
-    char *client_id; /* owned, NUL-terminated */
-    uint16_t client_id_len;
-    bool clean;
-    char *username; /* owned; from the last CONNECT, NULL when none (ACL checks) */
-    struct mq_listener_ctx *listener; /* borrowed: whose ACL applies, also while offline */
-    struct mq_conn *conn;             /* borrowed; NULL while offline */
-    uint64_t last_seen_ms;            /* for persistent_client_expiration */
-
-    struct mq_subscription *subs;
-    uint32_t sub_count, sub_cap;
-    struct mq_hmap sub_index; /* filter -> position in subs + 1, so a client with
-                                 thousands of filters is not quadratic */
-
+/* Outgoing and inbound QoS state: what a session needs once a QoS 1/2 message or a queued
+ * message passes through it, allocated then (session_flow), so that an idle session that
+ * only ever saw QoS 0 carries none of it. Kept until the session is freed: a client that
+ * used QoS 1/2 once is likely to use it again, and freeing it on every acknowledgement
+ * would cost an allocation per message. */
+struct mq_session_flow {
     /* Outgoing QoS 1/2 in flight, in the order they were first sent. */
     struct mq_inflight *inflight;
     uint32_t inflight_count, inflight_cap;
@@ -86,41 +75,129 @@ struct mq_session {
     uint64_t dropped;        /* messages dropped because the queue was full or it was slow */
     uint64_t drop_logged_ms; /* when the last drop line was logged (rate limit) */
 
-    struct mq_session_disk *disk; /* persistence state; NULL until the session is stored */
-
     /* Inbound QoS 2 packet ids received but not yet released by PUBREL (sorted). */
     uint16_t *qos2_in;
     uint32_t qos2_in_count, qos2_in_cap;
+
+    /* The numbering of this session's messages in the durable store; NULL until the
+     * session is stored (it is about the same QoS 1/2 messages, hence here). */
+    struct mq_session_disk *disk;
+};
+
+struct mq_session {
+    char *username; /* owned; from the last CONNECT, NULL when none (ACL checks) */
+    struct mq_listener_ctx *listener; /* borrowed: whose ACL applies, also while offline */
+    struct mq_conn *conn;             /* borrowed; NULL while offline */
+    uint64_t last_seen_ms;            /* for persistent_client_expiration */
+
+    /* The subscriptions, as the handles of their leaves in the broker's subscription tree
+     * (sub_tree.h), which holds each filter and its granted QoS: the session only needs
+     * to find them again when it ends. One is held inline (the common case: an idle
+     * client with one filter costs no allocation here), two or more in a hash set, so a
+     * client with thousands of filters is not quadratic. */
+    union {
+        struct mq_sub_leaf *one; /* sub_count == 1 */
+        struct mq_sub_set *many; /* sub_count >= 2 */
+    } subs;
+
+    struct mq_session_flow *flow; /* NULL until the first QoS 1/2 or queued message */
+
+    /* The small fields last, packed against the id: an idle session with a 13-byte id
+     * fits a 72-byte request, glibc's 80-byte chunk (test_footprint.c). */
+    uint32_t sub_count;
+    uint16_t client_id_len;
+    bool clean;
+    char client_id[]; /* NUL-terminated, in the session's own allocation: never changes */
 };
 
 /* New session for client id (copied). NULL on out of memory. Free with session_free. */
 struct mq_session *session_new(const uint8_t *client_id, uint16_t len, bool clean);
 
-/* s->disk, allocated on first use (numbering from 1); NULL on out of memory. */
+/* s->flow, allocated on first use (packet ids from 1); NULL on out of memory. Functions
+ * that record state call it; readers use the accessors below, which read "no flow" as
+ * empty. */
+struct mq_session_flow *session_flow(struct mq_session *s);
+
+/* s->flow->disk, allocated on first use (numbering from 1) with the flow block if need
+ * be; NULL on out of memory. */
 struct mq_session_disk *session_disk(struct mq_session *s);
+
+/* The persistence state, or NULL when the session has none (never stored). */
+static inline struct mq_session_disk *session_disk_peek(const struct mq_session *s)
+{
+    return s->flow ? s->flow->disk : NULL;
+}
 
 static inline uint64_t session_spilled(const struct mq_session *s)
 {
-    return s->disk ? s->disk->spilled : 0;
+    const struct mq_session_disk *d = session_disk_peek(s);
+    return d ? d->spilled : 0;
 }
 
 static inline uint64_t session_spilled_bytes(const struct mq_session *s)
 {
-    return s->disk ? s->disk->spilled_bytes : 0;
+    const struct mq_session_disk *d = session_disk_peek(s);
+    return d ? d->spilled_bytes : 0;
+}
+
+static inline uint32_t session_inflight_count(const struct mq_session *s)
+{
+    return s->flow ? s->flow->inflight_count : 0;
+}
+
+/* The i-th in-flight entry in send order; i < session_inflight_count(s). */
+static inline struct mq_inflight *session_inflight_at(const struct mq_session *s, uint32_t i)
+{
+    return &s->flow->inflight[i];
+}
+
+static inline uint32_t session_queue_count(const struct mq_session *s)
+{
+    return s->flow ? s->flow->queue_count : 0;
+}
+
+/* Payload bytes of the queued messages. */
+static inline uint64_t session_queue_bytes(const struct mq_session *s)
+{
+    return s->flow ? s->flow->queue_bytes : 0;
+}
+
+/* The oldest queued message (still queued), or NULL when the queue is empty. */
+static inline const struct mq_queued *session_queue_peek(const struct mq_session *s)
+{
+    return session_queue_count(s) ? &s->flow->queue[s->flow->queue_head] : NULL;
+}
+
+/* Messages dropped for this session so far (queue full, or a slow reader's QoS 0). */
+static inline uint64_t session_dropped(const struct mq_session *s)
+{
+    return s->flow ? s->flow->dropped : 0;
+}
+
+static inline uint32_t session_qos2_in_count(const struct mq_session *s)
+{
+    return s->flow ? s->flow->qos2_in_count : 0;
 }
 
 /* Free the session and drop every message reference it holds. Subscriptions
  * must already be removed from the subscription tree by the caller. */
 void session_free(struct mq_session *s);
 
-/* Record a subscription (replacing the QoS of an identical filter). 0 or MQ_ERR_NOMEM. */
-int session_sub_set(struct mq_session *s, const uint8_t *filter, uint16_t len, uint8_t qos);
+/* Record a subscription by its leaf in the subscription tree (borrowed: the caller keeps
+ * the tree and the session in step), which the session must not hold yet. Returns 0 or
+ * MQ_ERR_NOMEM. */
+int session_sub_add(struct mq_session *s, struct mq_sub_leaf *leaf);
 
-/* Forget a subscription; true when it existed. */
-bool session_sub_remove(struct mq_session *s, const uint8_t *filter, uint16_t len);
+/* Forget the subscription at leaf; true when the session held it. */
+bool session_sub_remove(struct mq_session *s, const struct mq_sub_leaf *leaf);
 
-/* Allocate a packet id not used by any in-flight message ([MQTT-2.3.1-4]).
- * Only valid when the window has fewer than 65535 entries. */
+/* Iterate the subscriptions' leaves: start with *pos = 0; returns the next one or NULL at
+ * the end, in no particular order. The session must not change during iteration. */
+struct mq_sub_leaf *session_sub_next(const struct mq_session *s, uint32_t *pos);
+
+/* Allocate a packet id not used by any in-flight message ([MQTT-2.3.1-4]); 0 when the
+ * flow block cannot be allocated. Only valid when the window has fewer than 65535
+ * entries. */
 uint16_t session_next_packet_id(struct mq_session *s);
 
 /* Append an in-flight entry (takes a new reference on msg, which may be NULL only for an

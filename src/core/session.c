@@ -1,8 +1,9 @@
 /* session.c - per-client-id MQTT state: subscriptions, in-flight window, queue,
  * packet ids and inbound QoS 2 ids.
  *
- * Owns every message reference stored in the in-flight array and the queue.
- * Never decides policy (window size, queue caps, what to send): proto does.
+ * Owns every message reference stored in the in-flight array and the queue. Holds the
+ * subscriptions only as leaf handles it never dereferences (the tree owns filters and
+ * QoS). Never decides policy (window size, queue caps, what to send): proto does.
  */
 #include "midge/session.h"
 
@@ -12,18 +13,14 @@
 #include "midge/err.h"
 #include "midge/msg.h"
 
-/* Below this many filters a linear scan beats the hash index and costs no memory;
- * most clients subscribe to one or two (sub_tree.c uses the same threshold). */
-#define SUB_INDEX_MIN 8
-
 /* Grow an array of elem-sized items to hold at least need items. */
 static int grow(void **arr, uint32_t *cap, uint32_t need, size_t elem)
 {
     if (need <= *cap)
         return 0;
     /* Start with what the smallest malloc chunk holds (24 bytes, at least one item):
-     * a session with one subscription is the common case, and each idle connection
-     * would otherwise carry the slack of a 4-item array. */
+     * a session that saw one QoS 1/2 message keeps its array, and a light client would
+     * otherwise carry the slack of a 4-item array. */
     uint32_t ncap = *cap ? *cap * 2 : (elem < 24 ? (uint32_t)(24 / elem) : 1);
     while (ncap < need)
         ncap *= 2;
@@ -37,139 +34,211 @@ static int grow(void **arr, uint32_t *cap, uint32_t need, size_t elem)
 
 struct mq_session *session_new(const uint8_t *client_id, uint16_t len, bool clean)
 {
-    struct mq_session *s = calloc(1, sizeof(*s));
+    /* One allocation with the id: it is the session's key for its whole life. */
+    struct mq_session *s = calloc(1, offsetof(struct mq_session, client_id) + (size_t)len + 1);
     if (!s)
         return NULL;
-    hmap_init(&s->sub_index);
-    s->client_id = malloc((size_t)len + 1);
-    if (!s->client_id) {
-        free(s);
-        return NULL;
-    }
     memcpy(s->client_id, client_id, len);
     s->client_id[len] = '\0';
     s->client_id_len = len;
     s->clean = clean;
-    s->next_packet_id = 1;
     return s;
+}
+
+struct mq_session_flow *session_flow(struct mq_session *s)
+{
+    if (!s->flow && (s->flow = calloc(1, sizeof(*s->flow))))
+        s->flow->next_packet_id = 1;
+    return s->flow;
 }
 
 struct mq_session_disk *session_disk(struct mq_session *s)
 {
-    if (!s->disk && (s->disk = calloc(1, sizeof(*s->disk))))
-        s->disk->next_seq = 1;
-    return s->disk;
+    struct mq_session_flow *f = session_flow(s);
+    if (f && !f->disk && (f->disk = calloc(1, sizeof(*f->disk))))
+        f->disk->next_seq = 1;
+    return f ? f->disk : NULL;
+}
+
+/* Drop every message reference the flow block holds, then the block. */
+static void flow_free(struct mq_session_flow *f)
+{
+    if (!f)
+        return;
+    for (uint32_t i = 0; i < f->inflight_count; i++)
+        msg_unref(f->inflight[i].msg);
+    free(f->inflight);
+    for (uint32_t i = 0; i < f->queue_count; i++)
+        msg_unref(f->queue[(f->queue_head + i) % f->queue_cap].msg);
+    free(f->queue);
+    free(f->qos2_in);
+    free(f->disk);
+    free(f);
+}
+
+/* ---- subscriptions: a set of leaf handles ---- */
+
+/* Two or more subscriptions: open addressing with linear probing, at most half full, and
+ * removal by shifting later members of a probe run back (no tombstones), so adding or
+ * removing one of a client's 100,000 filters costs O(1). */
+struct mq_sub_set {
+    uint32_t cap;               /* power of two, >= SUB_SET_MIN */
+    struct mq_sub_leaf *slot[]; /* NULL = empty */
+};
+
+#define SUB_SET_MIN 4u
+
+/* Fibonacci hashing, as sub_tree.c does for subscriber pointers. */
+static uint32_t leaf_hash(const struct mq_sub_leaf *leaf, uint32_t mask)
+{
+    return (uint32_t)(((uint64_t)(uintptr_t)leaf * 0x9e3779b97f4a7c15ull) >> 32) & mask;
+}
+
+static void set_insert(struct mq_sub_set *set, struct mq_sub_leaf *leaf)
+{
+    uint32_t mask = set->cap - 1, i = leaf_hash(leaf, mask);
+    while (set->slot[i])
+        i = (i + 1) & mask;
+    set->slot[i] = leaf;
+}
+
+/* Empty slot i, then move back each later member of its probe run whose home is not
+ * cyclically in (i, j]: a lookup never meets a gap before its leaf. */
+static void set_delete_slot(struct mq_sub_set *set, uint32_t i)
+{
+    uint32_t mask = set->cap - 1;
+    for (;;) {
+        set->slot[i] = NULL;
+        uint32_t j = i;
+        for (;;) {
+            j = (j + 1) & mask;
+            if (!set->slot[j])
+                return;
+            uint32_t home = leaf_hash(set->slot[j], mask);
+            bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+            if (!stays)
+                break;
+        }
+        set->slot[i] = set->slot[j];
+        i = j;
+    }
+}
+
+/* A set of cap slots holding the session's current leaves. NULL on out of memory. */
+static struct mq_sub_set *set_new(uint32_t cap, const struct mq_session *s)
+{
+    struct mq_sub_set *set = calloc(1, sizeof(*set) + (size_t)cap * sizeof(set->slot[0]));
+    if (!set)
+        return NULL;
+    set->cap = cap;
+    uint32_t pos = 0;
+    struct mq_sub_leaf *leaf;
+    while ((leaf = session_sub_next(s, &pos)))
+        set_insert(set, leaf);
+    return set;
+}
+
+static void set_free(struct mq_session *s)
+{
+    if (s->sub_count >= 2)
+        free(s->subs.many);
+}
+
+int session_sub_add(struct mq_session *s, struct mq_sub_leaf *leaf)
+{
+    if (s->sub_count == 0) {
+        s->subs.one = leaf;
+        s->sub_count = 1;
+        return 0;
+    }
+    uint32_t cap = s->sub_count == 1 ? SUB_SET_MIN : s->subs.many->cap;
+    if ((uint64_t)(s->sub_count + 1) * 2 > cap) /* keep it at most half full */
+        cap *= 2;
+    if (s->sub_count == 1 || cap != s->subs.many->cap) {
+        struct mq_sub_set *set = set_new(cap, s);
+        if (!set)
+            return MQ_ERR_NOMEM;
+        set_free(s);
+        s->subs.many = set;
+    }
+    set_insert(s->subs.many, leaf);
+    s->sub_count++;
+    return 0;
+}
+
+bool session_sub_remove(struct mq_session *s, const struct mq_sub_leaf *leaf)
+{
+    if (s->sub_count <= 1) {
+        if (s->sub_count == 0 || s->subs.one != leaf)
+            return false;
+        s->subs.one = NULL;
+        s->sub_count = 0;
+        return true;
+    }
+    struct mq_sub_set *set = s->subs.many;
+    uint32_t mask = set->cap - 1, i = leaf_hash(leaf, mask);
+    while (set->slot[i] != leaf) {
+        if (!set->slot[i])
+            return false;
+        i = (i + 1) & mask;
+    }
+    set_delete_slot(set, i);
+    s->sub_count--;
+    if (s->sub_count == 1) {
+        /* Back inline: the set would cost its allocation for one leaf. */
+        uint32_t k = 0;
+        while (!set->slot[k])
+            k++;
+        s->subs.one = set->slot[k];
+        free(set);
+    } else if (set->cap > SUB_SET_MIN && (uint64_t)s->sub_count * 8 <= set->cap) {
+        /* Shrinking is best effort: on failure the larger set simply stays. */
+        struct mq_sub_set *smaller = set_new(set->cap / 2, s);
+        if (smaller) {
+            free(set);
+            s->subs.many = smaller;
+        }
+    }
+    return true;
+}
+
+struct mq_sub_leaf *session_sub_next(const struct mq_session *s, uint32_t *pos)
+{
+    if (s->sub_count <= 1) {
+        if (s->sub_count == 0 || *pos > 0)
+            return NULL;
+        *pos = 1;
+        return s->subs.one;
+    }
+    const struct mq_sub_set *set = s->subs.many;
+    while (*pos < set->cap) {
+        struct mq_sub_leaf *leaf = set->slot[(*pos)++];
+        if (leaf)
+            return leaf;
+    }
+    return NULL;
 }
 
 void session_free(struct mq_session *s)
 {
     if (!s)
         return;
-    for (uint32_t i = 0; i < s->sub_count; i++)
-        free(s->subs[i].filter);
-    free(s->subs);
-    hmap_destroy(&s->sub_index);
-    for (uint32_t i = 0; i < s->inflight_count; i++)
-        msg_unref(s->inflight[i].msg);
-    free(s->inflight);
-    struct mq_queued q;
-    while (session_queue_pop(s, &q))
-        msg_unref(q.msg);
-    free(s->queue);
-    free(s->qos2_in);
-    free(s->disk);
+    set_free(s);
+    flow_free(s->flow);
     free(s->username);
-    free(s->client_id);
     free(s);
-}
-
-/* The index exists (holds every filter) only from SUB_INDEX_MIN filters on. */
-static bool sub_indexed(const struct mq_session *s)
-{
-    return hmap_count(&s->sub_index) > 0;
-}
-
-static struct mq_subscription *sub_find(struct mq_session *s, const uint8_t *filter, uint16_t len)
-{
-    if (sub_indexed(s)) {
-        uintptr_t pos = (uintptr_t)hmap_get(&s->sub_index, filter, len);
-        return pos ? &s->subs[pos - 1] : NULL;
-    }
-    for (uint32_t i = 0; i < s->sub_count; i++)
-        if (s->subs[i].len == len && memcmp(s->subs[i].filter, filter, len) == 0)
-            return &s->subs[i];
-    return NULL;
-}
-
-/* Index the first n filters of subs. The index only saves time, so when memory runs
- * out it is dropped and lookups scan, rather than failing the subscription. */
-static void sub_index_build(struct mq_session *s, uint32_t n)
-{
-    for (uint32_t i = 0; i < n; i++) {
-        if (hmap_put(&s->sub_index, s->subs[i].filter, s->subs[i].len,
-                     (void *)(uintptr_t)(i + 1))) {
-            hmap_destroy(&s->sub_index);
-            hmap_init(&s->sub_index);
-            return;
-        }
-    }
-}
-
-int session_sub_set(struct mq_session *s, const uint8_t *filter, uint16_t len, uint8_t qos)
-{
-    struct mq_subscription *sub = sub_find(s, filter, len);
-    if (sub) {
-        sub->qos = qos;
-        return 0;
-    }
-    if (grow((void **)&s->subs, &s->sub_cap, s->sub_count + 1, sizeof(*s->subs)))
-        return MQ_ERR_NOMEM;
-    char *copy = malloc((size_t)len + 1);
-    if (!copy)
-        return MQ_ERR_NOMEM;
-    memcpy(copy, filter, len);
-    copy[len] = '\0';
-    s->subs[s->sub_count++] = (struct mq_subscription){.filter = copy, .len = len, .qos = qos};
-    if (sub_indexed(s)) {
-        if (hmap_put(&s->sub_index, copy, len, (void *)(uintptr_t)s->sub_count)) {
-            hmap_destroy(&s->sub_index);
-            hmap_init(&s->sub_index);
-        }
-    } else if (s->sub_count >= SUB_INDEX_MIN) {
-        sub_index_build(s, s->sub_count);
-    }
-    return 0;
-}
-
-bool session_sub_remove(struct mq_session *s, const uint8_t *filter, uint16_t len)
-{
-    struct mq_subscription *sub = sub_find(s, filter, len);
-    if (!sub)
-        return false;
-    /* Once built, the index stays until the last filter goes (hmap_remove then frees
-     * its slots): a client hovering around the threshold does not rebuild it. */
-    bool indexed = sub_indexed(s);
-    if (indexed)
-        hmap_remove(&s->sub_index, sub->filter, sub->len);
-    free(sub->filter);
-    /* Order of subscriptions carries no meaning: move the last one into the hole. */
-    struct mq_subscription *last = &s->subs[--s->sub_count];
-    if (sub != last) {
-        *sub = *last;
-        if (indexed)
-            hmap_put(&s->sub_index, sub->filter, sub->len,
-                     (void *)(uintptr_t)(sub - s->subs + 1)); /* replaces: no allocation */
-    }
-    return true;
 }
 
 uint16_t session_next_packet_id(struct mq_session *s)
 {
+    struct mq_session_flow *f = session_flow(s);
+    if (!f)
+        return 0;
     /* Ids are handed out in sequence; one is reused only after the counter wraps,
      * so the scan below almost always succeeds on its first candidate. */
     for (;;) {
-        uint16_t id = s->next_packet_id;
-        s->next_packet_id = (uint16_t)(id == 65535 ? 1 : id + 1);
+        uint16_t id = f->next_packet_id;
+        f->next_packet_id = (uint16_t)(id == 65535 ? 1 : id + 1);
         if (!session_inflight_find(s, id))
             return id;
     }
@@ -178,9 +247,11 @@ uint16_t session_next_packet_id(struct mq_session *s)
 struct mq_inflight *session_inflight_add(struct mq_session *s, struct mq_msg *msg, uint8_t qos,
                                          bool retain, uint16_t packet_id, uint64_t seq)
 {
-    if (grow((void **)&s->inflight, &s->inflight_cap, s->inflight_count + 1, sizeof(*s->inflight)))
+    struct mq_session_flow *f = session_flow(s);
+    if (!f ||
+        grow((void **)&f->inflight, &f->inflight_cap, f->inflight_count + 1, sizeof(*f->inflight)))
         return NULL;
-    struct mq_inflight *e = &s->inflight[s->inflight_count++];
+    struct mq_inflight *e = &f->inflight[f->inflight_count++];
     *e = (struct mq_inflight){.msg = msg ? msg_ref(msg) : NULL,
                               .seq = seq,
                               .packet_id = packet_id,
@@ -192,72 +263,79 @@ struct mq_inflight *session_inflight_add(struct mq_session *s, struct mq_msg *ms
 
 struct mq_inflight *session_inflight_find(struct mq_session *s, uint16_t packet_id)
 {
-    for (uint32_t i = 0; i < s->inflight_count; i++)
-        if (s->inflight[i].packet_id == packet_id)
-            return &s->inflight[i];
+    struct mq_session_flow *f = s->flow;
+    for (uint32_t i = 0; f && i < f->inflight_count; i++)
+        if (f->inflight[i].packet_id == packet_id)
+            return &f->inflight[i];
     return NULL;
 }
 
 void session_inflight_remove(struct mq_session *s, struct mq_inflight *e)
 {
-    size_t idx = (size_t)(e - s->inflight);
+    struct mq_session_flow *f = s->flow; /* e is one of its entries */
+    size_t idx = (size_t)(e - f->inflight);
     msg_unref(e->msg);
     /* Keep send order: redelivery after reconnect must follow the original order. */
-    memmove(e, e + 1, (s->inflight_count - idx - 1) * sizeof(*e));
-    s->inflight_count--;
+    memmove(e, e + 1, (f->inflight_count - idx - 1) * sizeof(*e));
+    f->inflight_count--;
 }
 
 int session_queue_push(struct mq_session *s, struct mq_msg *msg, uint8_t qos, bool retain,
                        uint64_t seq)
 {
-    if (s->queue_count == s->queue_cap) {
-        uint32_t ncap = s->queue_cap ? s->queue_cap * 2 : 8;
+    struct mq_session_flow *f = session_flow(s);
+    if (!f)
+        return MQ_ERR_NOMEM;
+    if (f->queue_count == f->queue_cap) {
+        uint32_t ncap = f->queue_cap ? f->queue_cap * 2 : 8;
         struct mq_queued *n = malloc((size_t)ncap * sizeof(*n));
         if (!n)
             return MQ_ERR_NOMEM;
         /* Unroll the ring into the new array so head starts at 0. */
-        for (uint32_t i = 0; i < s->queue_count; i++)
-            n[i] = s->queue[(s->queue_head + i) % s->queue_cap];
-        free(s->queue);
-        s->queue = n;
-        s->queue_cap = ncap;
-        s->queue_head = 0;
+        for (uint32_t i = 0; i < f->queue_count; i++)
+            n[i] = f->queue[(f->queue_head + i) % f->queue_cap];
+        free(f->queue);
+        f->queue = n;
+        f->queue_cap = ncap;
+        f->queue_head = 0;
     }
-    uint32_t tail = (s->queue_head + s->queue_count) % s->queue_cap;
-    s->queue[tail] = (struct mq_queued){.msg = msg_ref(msg), .seq = seq, .qos = qos, .retain = retain};
-    s->queue_count++;
-    s->queue_bytes += msg->payload_len;
+    uint32_t tail = (f->queue_head + f->queue_count) % f->queue_cap;
+    f->queue[tail] =
+        (struct mq_queued){.msg = msg_ref(msg), .seq = seq, .qos = qos, .retain = retain};
+    f->queue_count++;
+    f->queue_bytes += msg->payload_len;
     return 0;
 }
 
 bool session_queue_full(const struct mq_session *s, uint32_t max_messages, uint64_t max_bytes,
                         uint32_t next_bytes)
 {
-    if (max_messages && s->queue_count >= max_messages)
+    if (max_messages && session_queue_count(s) >= max_messages)
         return true;
-    if (max_bytes && s->queue_bytes + next_bytes > max_bytes)
+    if (max_bytes && session_queue_bytes(s) + next_bytes > max_bytes)
         return true;
     return false;
 }
 
 bool session_queue_pop(struct mq_session *s, struct mq_queued *out)
 {
-    if (!s->queue_count)
+    struct mq_session_flow *f = s->flow;
+    if (!f || !f->queue_count)
         return false;
-    *out = s->queue[s->queue_head];
-    s->queue_head = (s->queue_head + 1) % s->queue_cap;
-    s->queue_count--;
-    s->queue_bytes -= out->msg->payload_len;
+    *out = f->queue[f->queue_head];
+    f->queue_head = (f->queue_head + 1) % f->queue_cap;
+    f->queue_count--;
+    f->queue_bytes -= out->msg->payload_len;
     return true;
 }
 
 /* Index of the first id >= packet_id in the sorted qos2_in array. */
-static uint32_t qos2_lower_bound(const struct mq_session *s, uint16_t packet_id)
+static uint32_t qos2_lower_bound(const struct mq_session_flow *f, uint16_t packet_id)
 {
-    uint32_t lo = 0, hi = s->qos2_in_count;
+    uint32_t lo = 0, hi = f->qos2_in_count;
     while (lo < hi) {
         uint32_t mid = lo + (hi - lo) / 2;
-        if (s->qos2_in[mid] < packet_id)
+        if (f->qos2_in[mid] < packet_id)
             lo = mid + 1;
         else
             hi = mid;
@@ -267,23 +345,29 @@ static uint32_t qos2_lower_bound(const struct mq_session *s, uint16_t packet_id)
 
 int session_qos2_in_add(struct mq_session *s, uint16_t packet_id)
 {
-    uint32_t i = qos2_lower_bound(s, packet_id);
-    if (i < s->qos2_in_count && s->qos2_in[i] == packet_id)
-        return false;
-    if (grow((void **)&s->qos2_in, &s->qos2_in_cap, s->qos2_in_count + 1, sizeof(*s->qos2_in)))
+    struct mq_session_flow *f = session_flow(s);
+    if (!f)
         return -1;
-    memmove(&s->qos2_in[i + 1], &s->qos2_in[i], (s->qos2_in_count - i) * sizeof(*s->qos2_in));
-    s->qos2_in[i] = packet_id;
-    s->qos2_in_count++;
+    uint32_t i = qos2_lower_bound(f, packet_id);
+    if (i < f->qos2_in_count && f->qos2_in[i] == packet_id)
+        return false;
+    if (grow((void **)&f->qos2_in, &f->qos2_in_cap, f->qos2_in_count + 1, sizeof(*f->qos2_in)))
+        return -1;
+    memmove(&f->qos2_in[i + 1], &f->qos2_in[i], (f->qos2_in_count - i) * sizeof(*f->qos2_in));
+    f->qos2_in[i] = packet_id;
+    f->qos2_in_count++;
     return true;
 }
 
 bool session_qos2_in_release(struct mq_session *s, uint16_t packet_id)
 {
-    uint32_t i = qos2_lower_bound(s, packet_id);
-    if (i >= s->qos2_in_count || s->qos2_in[i] != packet_id)
+    struct mq_session_flow *f = s->flow;
+    if (!f)
         return false;
-    memmove(&s->qos2_in[i], &s->qos2_in[i + 1], (s->qos2_in_count - i - 1) * sizeof(*s->qos2_in));
-    s->qos2_in_count--;
+    uint32_t i = qos2_lower_bound(f, packet_id);
+    if (i >= f->qos2_in_count || f->qos2_in[i] != packet_id)
+        return false;
+    memmove(&f->qos2_in[i], &f->qos2_in[i + 1], (f->qos2_in_count - i - 1) * sizeof(*f->qos2_in));
+    f->qos2_in_count--;
     return true;
 }

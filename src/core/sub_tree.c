@@ -7,6 +7,7 @@
  * level starts with '$' live under `dollar`, all others under `root`. Most nodes are leaves
  * with one subscriber (one per idle client): such a node holds its subscriber inline and
  * has no child links, which only a node with children allocates (`kids`, NULL otherwise).
+ * A node never moves while it exists: its address is the leaf handle subscribers keep.
  */
 #include "midge/sub_tree.h"
 
@@ -53,6 +54,18 @@ struct node {
     uint8_t subs_mode; /* SUBS_* */
     char level[];      /* level_len bytes + NUL; the key of this node in parent->children */
 };
+
+/* The public handle of a node (sub_tree.h): the node's own address, never dereferenced
+ * outside this file. */
+static struct node *leaf_node(const struct mq_sub_leaf *leaf)
+{
+    return (struct node *)(uintptr_t)leaf;
+}
+
+static struct mq_sub_leaf *node_leaf(struct node *n)
+{
+    return (struct mq_sub_leaf *)(void *)n;
+}
 
 /* An idle client's leaf (a level of up to 7 bytes) must stay in a 48-byte malloc chunk:
  * a field added here costs every connection 16 bytes. */
@@ -445,20 +458,17 @@ void sub_tree_free(struct mq_sub_tree *t)
     free(t);
 }
 
-int sub_tree_add(struct mq_sub_tree *t, const uint8_t *filter, size_t len, void *subscriber,
-                 uint8_t qos, bool *existed)
+struct mq_sub_leaf *sub_tree_add(struct mq_sub_tree *t, const uint8_t *filter, size_t len,
+                                 void *subscriber, uint8_t qos, bool *existed)
 {
     if (!filter)
         filter = empty_str;
     struct node *n = root_for(t, filter, len);
-    int err = 0;
     for (size_t pos = 0;;) {
         size_t end = level_end(filter, len, pos);
         struct node *c = child_get_or_add(t, n, filter + pos, end - pos);
-        if (!c) {
-            err = MQ_ERR_NOMEM;
+        if (!c)
             goto fail;
-        }
         n = c;
         if (end == len)
             break;
@@ -470,25 +480,21 @@ int sub_tree_add(struct mq_sub_tree *t, const uint8_t *filter, size_t len, void 
         node_sub_set_qos(n, pos, qos);
         if (existed)
             *existed = true;
-        return 0;
+        return node_leaf(n);
     }
-    err = subs_add(n, subscriber, qos);
-    if (err)
+    if (subs_add(n, subscriber, qos))
         goto fail;
     t->count++;
     if (existed)
         *existed = false;
-    return 0;
+    return node_leaf(n);
 fail:
     prune(t, n); /* only nodes created by this call can be empty */
-    return err;
+    return NULL;
 }
 
-int sub_tree_remove(struct mq_sub_tree *t, const uint8_t *filter, size_t len, void *subscriber,
-                    bool *removed)
+struct mq_sub_leaf *sub_tree_find(const struct mq_sub_tree *t, const uint8_t *filter, size_t len)
 {
-    if (removed)
-        *removed = false;
     if (!filter)
         filter = empty_str;
     struct node *n = root_for(t, filter, len);
@@ -496,20 +502,55 @@ int sub_tree_remove(struct mq_sub_tree *t, const uint8_t *filter, size_t len, vo
         size_t end = level_end(filter, len, pos);
         n = child_find(n, filter + pos, end - pos);
         if (!n)
-            return 0;
+            return NULL;
         if (end == len)
             break;
         pos = end + 1;
     }
+    /* A node on the way to deeper filters is no subscriber's leaf. */
+    return n->subs_mode != SUBS_NONE ? node_leaf(n) : NULL;
+}
+
+bool sub_tree_leaf_remove(struct mq_sub_tree *t, struct mq_sub_leaf *leaf, void *subscriber)
+{
+    struct node *n = leaf_node(leaf);
     uint32_t pos = node_sub_find(n, subscriber);
     if (pos == UINT32_MAX)
-        return 0;
+        return false;
     subs_remove(n, pos);
     t->count--;
     prune(t, n);
+    return true;
+}
+
+int sub_tree_remove(struct mq_sub_tree *t, const uint8_t *filter, size_t len, void *subscriber,
+                    bool *removed)
+{
+    struct mq_sub_leaf *leaf = sub_tree_find(t, filter, len);
+    bool done = leaf && sub_tree_leaf_remove(t, leaf, subscriber);
     if (removed)
-        *removed = true;
+        *removed = done;
     return 0;
+}
+
+size_t sub_tree_leaf_filter(const struct mq_sub_leaf *leaf, char *buf, size_t size)
+{
+    /* Levels are joined by '/'; a node whose parent is a root holds the first level. */
+    const struct node *n = leaf_node(leaf);
+    size_t len = 0;
+    for (const struct node *p = n; p->parent; p = p->parent)
+        len += p->level_len + (p->parent->parent ? 1 : 0);
+    if (len >= size)
+        return len;
+    size_t end = len;
+    buf[end] = '\0';
+    for (const struct node *p = n; p->parent; p = p->parent) {
+        end -= p->level_len;
+        memcpy(buf + end, p->level, p->level_len);
+        if (p->parent->parent)
+            buf[--end] = '/';
+    }
+    return len;
 }
 
 /* Grow scratch to at least `bytes`, keeping its contents. */

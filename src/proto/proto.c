@@ -330,7 +330,8 @@ static void expire_sessions(struct mq_broker *b)
         mq_log(MQ_LOG_NOTICE,
                "client %s expired: away for more than %lld s "
                "(persistent_client_expiration); %u queued messages discarded",
-               s->client_id, (long long)limit_s, s->queue_count + s->inflight_count);
+               s->client_id, (long long)limit_s,
+               session_queue_count(s) + session_inflight_count(s));
         b->stats.clients_expired++;
         persist_session_delete(b, s);
         session_destroy(b, s); /* imap_next allows removing the entry just returned */

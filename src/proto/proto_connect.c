@@ -31,8 +31,10 @@ static void refuse(struct mq_conn *c, uint8_t code, const char *client_id, const
 
 void session_destroy(struct mq_broker *b, struct mq_session *s)
 {
-    for (uint32_t i = 0; i < s->sub_count; i++)
-        sub_tree_remove(b->subs, (const uint8_t *)s->subs[i].filter, s->subs[i].len, s, NULL);
+    uint32_t pos = 0;
+    struct mq_sub_leaf *leaf;
+    while ((leaf = session_sub_next(s, &pos)))
+        sub_tree_leaf_remove(b->subs, leaf, s); /* prunes only leaves nobody else holds */
     imap_remove(&b->sessions, s->client_id, s->client_id_len, broker_session_key);
     hmap_remove(&b->page_wait, s->client_id, s->client_id_len);
     session_free(s);

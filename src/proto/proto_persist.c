@@ -159,12 +159,12 @@ bool persist_spill(struct mq_broker *b, struct mq_session *s, const struct mq_ms
 {
     if (!persist_msg_add(b, s, m, qos, retain))
         return false;
-    struct mq_session_disk *d = s->disk; /* persist_msg_add made it */
+    struct mq_session_disk *d = session_disk_peek(s); /* persist_msg_add made it */
     if (!d->spilled++)
         mq_log(MQ_LOG_INFO,
                "client %s: more than %u messages queued; the newer ones wait on disk and are "
                "read back as the queue drains",
-               s->client_id, s->queue_count);
+               s->client_id, session_queue_count(s));
     d->spilled_bytes += m->payload_len;
     d->spill_ticket = b->store_issued + 1; /* the batch being filled */
     return true;
@@ -174,7 +174,7 @@ bool persist_spill(struct mq_broker *b, struct mq_session *s, const struct mq_ms
 
 void persist_page_in(struct mq_broker *b, struct mq_session *s)
 {
-    struct mq_session_disk *d = s->disk;
+    struct mq_session_disk *d = session_disk_peek(s);
     if (!b->page_read || !d || d->page_token || !d->spilled)
         return;
     if (store_committed(b->store) < d->spill_ticket) {
@@ -185,7 +185,7 @@ void persist_page_in(struct mq_broker *b, struct mq_session *s)
     hmap_remove(&b->page_wait, s->client_id, s->client_id_len);
     d->page_token = ++b->page_tokens;
     b->page_read(b->page_ctx, s->client_id, s->client_id_len, d->queued_last_seq,
-                 MQ_QUEUE_IN_MEMORY - s->queue_count, d->page_token);
+                 MQ_QUEUE_IN_MEMORY - session_queue_count(s), d->page_token);
 }
 
 static void unref_page(struct mq_paged_msg *msgs, size_t from, size_t n)
@@ -198,7 +198,7 @@ void broker_store_paged(struct mq_broker *b, const char *client_id, uint16_t cli
                         uint64_t token, struct mq_paged_msg *msgs, size_t n, int err)
 {
     struct mq_session *s = imap_get(&b->sessions, client_id, client_id_len, broker_session_key);
-    struct mq_session_disk *d = s ? s->disk : NULL;
+    struct mq_session_disk *d = s ? session_disk_peek(s) : NULL;
     if (!d || d->page_token != token) {
         unref_page(msgs, 0, n);
         return;
@@ -340,9 +340,11 @@ void broker_store_committed(struct mq_broker *b)
     if (b->page_wait.count) {
         uint32_t pos = 0;
         struct mq_session *s;
-        while ((s = hmap_next(&b->page_wait, &pos, NULL, NULL)))
-            if (s->disk && s->disk->spill_ticket <= committed)
+        while ((s = hmap_next(&b->page_wait, &pos, NULL, NULL))) {
+            const struct mq_session_disk *sd = session_disk_peek(s);
+            if (sd && sd->spill_ticket <= committed)
                 persist_page_in(b, s); /* removes it from page_wait */
+        }
     }
     struct mq_deferred *d;
     while ((d = b->deferred_head) && d->ticket && d->ticket <= committed) {
@@ -433,9 +435,15 @@ static int load_sub(void *ctx, const struct mq_store_session *ss, const char *fi
 {
     (void)ss;
     struct load_ctx *l = ctx;
-    const uint8_t *f = (const uint8_t *)filter;
-    if (sub_tree_add(l->b->subs, f, len, l->s, qos, NULL) || session_sub_set(l->s, f, len, qos))
+    bool existed;
+    struct mq_sub_leaf *leaf =
+        sub_tree_add(l->b->subs, (const uint8_t *)filter, len, l->s, qos, &existed);
+    if (!leaf)
         return MQ_ERR_NOMEM;
+    if (!existed && session_sub_add(l->s, leaf)) {
+        sub_tree_leaf_remove(l->b->subs, leaf, l->s);
+        return MQ_ERR_NOMEM;
+    }
     l->subs++;
     return 0;
 }
@@ -455,7 +463,7 @@ static int load_msg(void *ctx, const struct mq_store_session *ss, const struct m
     int rc = 0;
     if (sm->state == MQ_STORE_QUEUED) {
         rc = session_queue_push(s, m, sm->qos, sm->retain, sm->seq);
-        s->disk->queued_last_seq = sm->seq;
+        s->flow->disk->queued_last_seq = sm->seq; /* load_session made it */
     } else {
         struct mq_inflight *e =
             session_inflight_add(s, m, sm->qos, sm->retain, sm->packet_id, sm->seq);
@@ -463,8 +471,8 @@ static int load_msg(void *ctx, const struct mq_store_session *ss, const struct m
             rc = MQ_ERR_NOMEM;
         else
             e->state = sm->state; /* equal values: see enum mq_store_msg_state */
-        if (e && sm->packet_id >= s->next_packet_id)
-            s->next_packet_id = (uint16_t)(sm->packet_id == 65535 ? 1 : sm->packet_id + 1);
+        if (e && sm->packet_id >= s->flow->next_packet_id)
+            s->flow->next_packet_id = (uint16_t)(sm->packet_id == 65535 ? 1 : sm->packet_id + 1);
     }
     msg_unref(m);
     if (!rc)

@@ -25,7 +25,7 @@ static uint32_t max_inflight(const struct mq_broker *b)
 
 static bool window_open(const struct mq_broker *b, const struct mq_session *s)
 {
-    return s->inflight_count < max_inflight(b);
+    return session_inflight_count(s) < max_inflight(b);
 }
 
 /* Send a QoS 1/2 message now, recording it in the window. seq: its number in the store
@@ -35,9 +35,9 @@ static void send_inflight(struct mq_broker *b, struct mq_session *s, struct mq_m
 {
     uint64_t before = b->store_changes;
     if (!seq && (seq = persist_msg_add(b, s, m, qos, retain)))
-        s->disk->queued_last_seq = seq; /* a stored message: disk exists */
+        s->flow->disk->queued_last_seq = seq; /* a stored message: disk exists */
     uint16_t pid = session_next_packet_id(s);
-    struct mq_inflight *e = session_inflight_add(s, m, qos, retain, pid, seq);
+    struct mq_inflight *e = pid ? session_inflight_add(s, m, qos, retain, pid, seq) : NULL;
     if (!e) {
         mq_log(MQ_LOG_ERR, "client %s: out of memory, message on %s dropped", s->client_id,
                m->topic);
@@ -54,9 +54,12 @@ static void send_inflight(struct mq_broker *b, struct mq_session *s, struct mq_m
 static bool count_drop(struct mq_broker *b, struct mq_session *s)
 {
     b->stats.pub_dropped++;
-    if (s->dropped++ && b->now_ms - s->drop_logged_ms < 10000)
+    struct mq_session_flow *f = session_flow(s);
+    if (!f)
+        return true; /* out of memory: not counted per client, logged */
+    if (f->dropped++ && b->now_ms - f->drop_logged_ms < 10000)
         return false;
-    s->drop_logged_ms = b->now_ms;
+    f->drop_logged_ms = b->now_ms;
     return true;
 }
 
@@ -67,9 +70,10 @@ static bool queue_full(const struct mq_broker *b, const struct mq_session *s,
     const struct mq_config *cfg = b->cfg;
     uint32_t max_messages = cfg ? cfg->max_queued_messages : 1000;
     uint64_t max_bytes = cfg ? cfg->max_queued_bytes : 0;
-    if (max_messages && s->queue_count + session_spilled(s) >= max_messages)
+    if (max_messages && session_queue_count(s) + session_spilled(s) >= max_messages)
         return true;
-    return max_bytes && s->queue_bytes + session_spilled_bytes(s) + m->payload_len > max_bytes;
+    return max_bytes &&
+           session_queue_bytes(s) + session_spilled_bytes(s) + m->payload_len > max_bytes;
 }
 
 static void note_drop(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m)
@@ -78,9 +82,9 @@ static void note_drop(struct mq_broker *b, struct mq_session *s, const struct mq
         mq_log(MQ_LOG_WARNING,
                "client %s: queue full (%u messages, %llu bytes), dropped message on %s "
                "(%llu dropped so far)",
-               s->client_id, (unsigned)(s->queue_count + session_spilled(s)),
-               (unsigned long long)(s->queue_bytes + session_spilled_bytes(s)), m->topic,
-               (unsigned long long)s->dropped);
+               s->client_id, (unsigned)(session_queue_count(s) + session_spilled(s)),
+               (unsigned long long)(session_queue_bytes(s) + session_spilled_bytes(s)), m->topic,
+               (unsigned long long)session_dropped(s));
 }
 
 /* How far the client is behind in reading: 0 fine, 1 over the limit (hold QoS 0),
@@ -109,7 +113,7 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
     if (pressure && !s->conn->over_limit_since_ms)
         s->conn->over_limit_since_ms = b->now_ms ? b->now_ms : 1;
     if (qos == 0) {
-        if (online && s->queue_count == 0 && !pressure) {
+        if (online && session_queue_count(s) == 0 && !pressure) {
             conn_send_publish(s->conn, m, 0, retain, false, 0);
             return;
         }
@@ -122,14 +126,14 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
                 mq_log(MQ_LOG_WARNING,
                        "client %s: not keeping up (over client_output_limit), dropped QoS 0 "
                        "message on %s (%llu dropped so far)",
-                       s->client_id, m->topic, (unsigned long long)s->dropped);
+                       s->client_id, m->topic, (unsigned long long)session_dropped(s));
             return;
         }
         /* Offline QoS 0 is dropped unless asked for, as in Mosquitto; online it waits
          * behind queued messages only to keep order. */
         if (!online && !(cfg && cfg->queue_qos0_messages))
             return;
-    } else if (online && s->queue_count == 0 && !session_spilled(s) && window_open(b, s)) {
+    } else if (online && session_queue_count(s) == 0 && !session_spilled(s) && window_open(b, s)) {
         send_inflight(b, s, m, qos, retain, 0);
         return;
     }
@@ -139,7 +143,7 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
     }
     /* A persistent session's long backlog waits on disk, in order behind its memory queue. */
     if (qos && persist_session_on(b, s) &&
-        (session_spilled(s) || s->queue_count >= MQ_QUEUE_IN_MEMORY)) {
+        (session_spilled(s) || session_queue_count(s) >= MQ_QUEUE_IN_MEMORY)) {
         if (!persist_spill(b, s, m, qos, retain))
             note_drop(b, s, m);
         return;
@@ -151,15 +155,16 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
         return;
     }
     if (seq)
-        s->disk->queued_last_seq = seq; /* a stored message: disk exists */
+        s->flow->disk->queued_last_seq = seq; /* a stored message: disk exists */
 }
 
 /* Move queued messages into the window while it has room; page in spilled ones when the
  * memory queue runs low. */
 void session_drain_queue(struct mq_broker *b, struct mq_session *s)
 {
-    while (s->conn && !s->conn->closing && s->queue_count) {
-        struct mq_queued q = s->queue[s->queue_head];
+    const struct mq_queued *front;
+    while (s->conn && !s->conn->closing && (front = session_queue_peek(s))) {
+        struct mq_queued q = *front;
         if (q.qos > 0 && !window_open(b, s))
             break;
         if (q.qos == 0 && output_pressure(b, s->conn))
@@ -178,13 +183,13 @@ void session_drain_queue(struct mq_broker *b, struct mq_session *s)
             send_inflight(b, s, q.msg, q.qos, q.retain, q.seq);
         msg_unref(q.msg);
     }
-    if (s->conn && session_spilled(s) && s->queue_count < MQ_QUEUE_IN_MEMORY / 2)
+    if (s->conn && session_spilled(s) && session_queue_count(s) < MQ_QUEUE_IN_MEMORY / 2)
         persist_page_in(b, s);
 }
 
 void proto_conn_drained(struct mq_conn *c)
 {
-    if (c->session && !c->closing && c->session->queue_count)
+    if (c->session && !c->closing && session_queue_count(c->session))
         session_drain_queue(c->broker, c->session);
 }
 
@@ -193,8 +198,8 @@ void session_resume_delivery(struct mq_broker *b, struct mq_session *s)
     /* [MQTT-4.4.0-1]: resend unacknowledged PUBLISH (DUP set, [MQTT-3.3.1-1]) and
      * PUBREL packets, in their original order. */
     uint64_t before = b->store_changes;
-    for (uint32_t i = 0; i < s->inflight_count; i++) {
-        struct mq_inflight *e = &s->inflight[i];
+    for (uint32_t i = 0; i < session_inflight_count(s); i++) {
+        struct mq_inflight *e = session_inflight_at(s, i);
         /* The session may come back under another user name, or the rules changed:
          * an unacknowledged message it may no longer read is dropped, not resent. */
         if (e->msg &&

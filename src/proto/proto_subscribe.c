@@ -63,11 +63,13 @@ void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l)
             codes[i] = MQ_SUBACK_FAILURE;
             continue;
         }
-        /* [MQTT-3.8.4-3]: an identical filter replaces the old subscription's QoS. */
-        if (sub_tree_add(b->subs, filter.ptr, filter.len, s, qos, NULL) ||
-            session_sub_set(s, filter.ptr, filter.len, qos)) {
-            sub_tree_remove(b->subs, filter.ptr, filter.len, s, NULL);
-            session_sub_remove(s, filter.ptr, filter.len);
+        /* [MQTT-3.8.4-3]: an identical filter replaces the old subscription's QoS (in the
+         * tree; the session already holds its leaf). */
+        bool existed;
+        struct mq_sub_leaf *leaf = sub_tree_add(b->subs, filter.ptr, filter.len, s, qos, &existed);
+        if (!leaf || (!existed && session_sub_add(s, leaf))) {
+            if (leaf)
+                sub_tree_leaf_remove(b->subs, leaf, s);
             codes[i] = MQ_SUBACK_FAILURE;
             continue;
         }
@@ -123,10 +125,12 @@ void handle_unsubscribe(struct mq_conn *c, const struct mq_topic_list *l)
     struct mq_bytes filter;
     uint8_t qos;
     while (codec_topic_list_next(&it, &filter, &qos)) {
-        /* [MQTT-3.10.4-1]: compared character by character, no wildcard matching. */
-        sub_tree_remove(b->subs, filter.ptr, filter.len, s, NULL);
-        if (!session_sub_remove(s, filter.ptr, filter.len))
+        /* [MQTT-3.10.4-1]: compared character by character, no wildcard matching. The
+         * session forgets the leaf before the tree may prune it. */
+        struct mq_sub_leaf *leaf = sub_tree_find(b->subs, filter.ptr, filter.len);
+        if (!leaf || !session_sub_remove(s, leaf))
             continue;
+        sub_tree_leaf_remove(b->subs, leaf, s);
         persist_unsub(b, s, filter.ptr, filter.len);
         if (log_enabled(MQ_LOG_UNSUBSCRIBE))
             mq_log(MQ_LOG_UNSUBSCRIBE, "client %s unsubscribed from %.*s", s->client_id,

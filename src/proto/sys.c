@@ -198,12 +198,13 @@ static bool snapshot(const struct mq_broker *b, uint64_t heap_max, uint64_t v[V_
     while ((s = imap_next(&b->sessions, &pos)) != NULL) {
         if (!s->conn)
             offline++;
-        queued += s->queue_count + session_spilled(s); /* spilled: queued on disk (persistence) */
-        inflight += s->inflight_count;
-        held += s->queue_count;
+        /* spilled: queued on disk (persistence) */
+        queued += session_queue_count(s) + session_spilled(s);
+        inflight += session_inflight_count(s);
+        held += session_queue_count(s);
         /* After PUBREC only the packet id is kept: the message is no longer held. */
-        for (uint32_t i = 0; i < s->inflight_count; i++)
-            held += s->inflight[i].msg != NULL;
+        for (uint32_t i = 0; i < session_inflight_count(s); i++)
+            held += session_inflight_at(s, i)->msg != NULL;
     }
     uint64_t retained = retain_count(b->retained);
     uint64_t heap = 0;

@@ -754,16 +754,16 @@ static void test_publish_qos1(void **state)
     expect_nothing(pub);
     EXPECT_BYTES(sub, 0x32, 0x09, 0x00, 0x03, 'a', '/', 'b', 0x00, 0x01, 'h', 'i');
     expect_nothing(sub);
-    assert_int_equal(session_of(sub)->inflight_count, 1);
-    assert_int_equal(session_of(sub)->inflight[0].state, MQ_OUT_WAIT_PUBACK);
+    assert_int_equal(session_inflight_count(session_of(sub)), 1);
+    assert_int_equal(session_inflight_at(session_of(sub), 0)->state, MQ_OUT_WAIT_PUBACK);
 
     /* An acknowledgement of an unknown id is ignored, not fatal. */
     send_ack(sub, MQ_PUBACK, 99);
     expect_open(sub);
-    assert_int_equal(session_of(sub)->inflight_count, 1);
+    assert_int_equal(session_inflight_count(session_of(sub)), 1);
     send_ack(sub, MQ_PUBACK, 1);
     expect_nothing(sub);
-    assert_int_equal(session_of(sub)->inflight_count, 0);
+    assert_int_equal(session_inflight_count(session_of(sub)), 0);
 }
 
 /* [MQTT-4.3.3-2], [MQTT-4.3.3-3]: PUBLISH → PUBREC → PUBREL → PUBCOMP in both directions. */
@@ -776,22 +776,22 @@ static void test_publish_qos2(void **state)
     send_publish(pub, "a/b", "hi", 2, false, 9, false);
     EXPECT_BYTES(pub, 0x50, 0x02, 0x00, 0x09);
     expect_nothing(pub);
-    assert_int_equal(session_of(pub)->qos2_in_count, 1);
+    assert_int_equal(session_qos2_in_count(session_of(pub)), 1);
     EXPECT_BYTES(sub, 0x34, 0x09, 0x00, 0x03, 'a', '/', 'b', 0x00, 0x01, 'h', 'i');
     expect_nothing(sub);
 
     send_ack(sub, MQ_PUBREC, 1);
     EXPECT_BYTES(sub, 0x62, 0x02, 0x00, 0x01); /* PUBREL has flags 0010 [MQTT-3.6.1-1] */
     expect_nothing(sub);
-    assert_int_equal(session_of(sub)->inflight[0].state, MQ_OUT_WAIT_PUBCOMP);
+    assert_int_equal(session_inflight_at(session_of(sub), 0)->state, MQ_OUT_WAIT_PUBCOMP);
     send_ack(sub, MQ_PUBCOMP, 1);
     expect_nothing(sub);
-    assert_int_equal(session_of(sub)->inflight_count, 0);
+    assert_int_equal(session_inflight_count(session_of(sub)), 0);
 
     send_ack(pub, MQ_PUBREL, 9);
     EXPECT_BYTES(pub, 0x70, 0x02, 0x00, 0x09);
     expect_nothing(pub);
-    assert_int_equal(session_of(pub)->qos2_in_count, 0);
+    assert_int_equal(session_qos2_in_count(session_of(pub)), 0);
     expect_nothing(sub); /* PUBREL does not deliver a second copy */
 }
 
@@ -996,7 +996,7 @@ static void test_inflight_window(void **state)
     uint16_t id2 = expect_publish(sub, "w", "2", 1, false, false);
     expect_nothing(sub);
     assert_int_not_equal(id1, id2);
-    assert_int_equal(session_of(sub)->queue_count, 1);
+    assert_int_equal(session_queue_count(session_of(sub)), 1);
 
     /* QoS 0 keeps its place behind the queued QoS 1 (per-topic order). */
     publish(pub, "w", "4", 0, false, 0);
@@ -1010,7 +1010,7 @@ static void test_inflight_window(void **state)
     send_ack(sub, MQ_PUBACK, id2);
     send_ack(sub, MQ_PUBACK, id3);
     expect_nothing(sub);
-    assert_int_equal(session_of(sub)->inflight_count, 0);
+    assert_int_equal(session_inflight_count(session_of(sub)), 0);
     assert_int_equal(E.b->stats.pub_dropped, 0);
 }
 
@@ -1034,7 +1034,7 @@ static void test_inflight_window_qos2(void **state)
     send_ack(sub, MQ_PUBCOMP, id1);
     complete_qos2(sub, expect_publish(sub, "w", "2", 2, false, false));
     expect_nothing(sub);
-    assert_int_equal(session_of(sub)->inflight_count, 0);
+    assert_int_equal(session_inflight_count(session_of(sub)), 0);
 }
 
 /* max_queued_messages: overflow is dropped (newest first) and counted in pub_dropped. */
@@ -1052,8 +1052,8 @@ static void test_queue_cap_messages(void **state)
         publish(pub, "q", p, 1, false, (uint16_t)(i + 1));
     }
     assert_int_equal(E.b->stats.pub_dropped, 6);
-    assert_int_equal(session_of(sub)->dropped, 6);
-    assert_int_equal(session_of(sub)->queue_count, 3);
+    assert_int_equal(session_dropped(session_of(sub)), 6);
+    assert_int_equal(session_queue_count(session_of(sub)), 3);
     for (int i = 0; i < 4; i++) {
         snprintf(p, sizeof(p), "%d", i);
         uint16_t id = expect_publish(sub, "q", p, 1, false, false);
@@ -1132,8 +1132,8 @@ static void test_offline_queue_and_redelivery(void **state)
     complete_qos2(back, ide);
     send_ack(back, MQ_PUBACK, idg);
     expect_nothing(back);
-    assert_int_equal(session_of(back)->inflight_count, 0);
-    assert_int_equal(session_of(back)->queue_count, 0);
+    assert_int_equal(session_inflight_count(session_of(back)), 0);
+    assert_int_equal(session_queue_count(session_of(back)), 0);
 
     /* Reconnecting again finds nothing left to resend. */
     io_gone(back, "connection reset");
@@ -1662,8 +1662,8 @@ static void test_retained_flood_small_window(void **state)
     for (int i = 0; i < N; i++)
         assert_true(seen[i]);
     assert_int_equal(E.b->stats.pub_dropped, 0);
-    assert_int_equal(session_of(sub)->queue_count, 0);
-    assert_int_equal(session_of(sub)->inflight_count, 0);
+    assert_int_equal(session_queue_count(session_of(sub)), 0);
+    assert_int_equal(session_inflight_count(session_of(sub)), 0);
 }
 
 /* ---- persistence: proto over a real store in a temporary directory ------------------- */
@@ -1957,7 +1957,7 @@ static void test_persist_long_queue_paged(void **state)
     commit_all();
     struct mq_session *s = imap_get(&E.b->sessions, "long", 4, test_session_key);
     assert_non_null(s);
-    assert_int_equal(s->queue_count, MQ_QUEUE_IN_MEMORY); /* the rest is on disk only */
+    assert_int_equal(session_queue_count(s), MQ_QUEUE_IN_MEMORY); /* the rest is on disk only */
     assert_int_equal(session_spilled(s), N - MQ_QUEUE_IN_MEMORY);
 
     sub = connect_client("long", false, true);
@@ -1973,7 +1973,7 @@ static void test_persist_long_queue_paged(void **state)
         uint16_t pid = expect_publish(sub, "q", payload, 1, false, false);
         send_ack(sub, MQ_PUBACK, pid);
         next++;
-        assert_true(s->queue_count <= MQ_QUEUE_IN_MEMORY);
+        assert_true(session_queue_count(s) <= MQ_QUEUE_IN_MEMORY);
     }
     commit_all();
     expect_nothing(sub);

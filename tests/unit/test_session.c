@@ -44,9 +44,12 @@ static void test_new(void **state)
     assert_false(s->clean);
     assert_null(s->conn);
     assert_int_equal(s->sub_count, 0);
-    assert_int_equal(s->inflight_count, 0);
-    assert_int_equal(s->queue_count, 0);
-    assert_int_equal(s->qos2_in_count, 0);
+    assert_int_equal(session_inflight_count(s), 0);
+    assert_int_equal(session_queue_count(s), 0);
+    assert_int_equal(session_qos2_in_count(s), 0);
+    assert_null(s->flow); /* no QoS state until a QoS 1/2 or queued message needs it */
+    assert_null(session_disk_peek(s));
+    assert_int_equal(session_spilled(s), 0);
     session_free(s);
 
     /* A client id is bytes with a length, not a C string. */
@@ -56,6 +59,35 @@ static void test_new(void **state)
     assert_true(s->clean);
     session_free(s);
     session_free(NULL);
+}
+
+/* The QoS state block appears on first use; every reader takes "none" as empty. */
+static void test_flow_lazy(void **state)
+{
+    (void)state;
+    struct mq_session *s = new_session("c", true);
+    struct mq_queued q;
+    assert_null(session_inflight_find(s, 1));
+    assert_false(session_queue_pop(s, &q));
+    assert_null(session_queue_peek(s));
+    assert_false(session_qos2_in_release(s, 1));
+    assert_false(session_queue_full(s, 1, 1, 0));
+    assert_int_equal(session_dropped(s), 0);
+    assert_null(s->flow); /* reading allocated nothing */
+
+    assert_int_equal(session_qos2_in_add(s, 7), 1);
+    assert_non_null(s->flow);
+    assert_int_equal(session_next_packet_id(s), 1); /* numbering starts with the block */
+    session_free(s);
+
+    /* Persistence state hangs off the same block. */
+    s = new_session("d", false);
+    struct mq_session_disk *d = session_disk(s);
+    assert_non_null(d);
+    assert_ptr_equal(session_disk_peek(s), d);
+    assert_int_equal(d->next_seq, 1);
+    assert_int_equal(session_queue_count(s), 0);
+    session_free(s);
 }
 
 static void test_packet_id_sequence(void **state)
@@ -82,7 +114,7 @@ static void test_packet_id_skips_inflight(void **state)
     assert_int_equal(session_next_packet_id(s), 6);
     /* Once released, an id may be used again when the counter comes round. */
     session_inflight_remove(s, session_inflight_find(s, 3));
-    s->next_packet_id = 2;
+    session_flow(s)->next_packet_id = 2;
     assert_int_equal(session_next_packet_id(s), 3);
     session_free(s);
     assert_int_equal(m->refcount, 1);
@@ -95,7 +127,7 @@ static void test_packet_id_wraps_never_zero(void **state)
     (void)state;
     struct mq_session *s = new_session("c", true);
     struct mq_msg *m = new_msg("t", "p", 1);
-    s->next_packet_id = 65534;
+    session_flow(s)->next_packet_id = 65534;
     assert_int_equal(session_next_packet_id(s), 65534);
     assert_int_equal(session_next_packet_id(s), 65535);
     assert_int_equal(session_next_packet_id(s), 1);
@@ -104,11 +136,11 @@ static void test_packet_id_wraps_never_zero(void **state)
     assert_non_null(session_inflight_add(s, m, 1, false, 65535, 0));
     assert_non_null(session_inflight_add(s, m, 1, false, 1, 0));
     assert_non_null(session_inflight_add(s, m, 1, false, 2, 0));
-    s->next_packet_id = 65535;
+    session_flow(s)->next_packet_id = 65535;
     assert_int_equal(session_next_packet_id(s), 3);
 
     /* A full cycle of allocations never yields 0 and never an id in flight. */
-    s->next_packet_id = 65000;
+    session_flow(s)->next_packet_id = 65000;
     for (int i = 0; i < 70000; i++) {
         uint16_t id = session_next_packet_id(s);
         assert_int_not_equal(id, 0);
@@ -135,7 +167,7 @@ static void test_inflight_order_and_refs(void **state)
         assert_int_equal(e->state, i % 2 ? MQ_OUT_WAIT_PUBACK : MQ_OUT_WAIT_PUBREC);
         assert_int_equal(m[i]->refcount, 2);
     }
-    assert_int_equal(s->inflight_count, 5);
+    assert_int_equal(session_inflight_count(s), 5);
     assert_null(session_inflight_find(s, 9));
     assert_true(session_inflight_find(s, 13)->retain);
     assert_false(session_inflight_find(s, 12)->retain);
@@ -144,11 +176,11 @@ static void test_inflight_order_and_refs(void **state)
     session_inflight_remove(s, session_inflight_find(s, 12));
     assert_int_equal(m[2]->refcount, 1);
     session_inflight_remove(s, session_inflight_find(s, 10));
-    assert_int_equal(s->inflight_count, 3);
-    assert_int_equal(s->inflight[0].packet_id, 11);
-    assert_int_equal(s->inflight[1].packet_id, 13);
-    assert_int_equal(s->inflight[2].packet_id, 14);
-    assert_ptr_equal(s->inflight[2].msg, m[4]);
+    assert_int_equal(session_inflight_count(s), 3);
+    assert_int_equal(session_inflight_at(s, 0)->packet_id, 11);
+    assert_int_equal(session_inflight_at(s, 1)->packet_id, 13);
+    assert_int_equal(session_inflight_at(s, 2)->packet_id, 14);
+    assert_ptr_equal(session_inflight_at(s, 2)->msg, m[4]);
 
     /* An entry whose message was already released (QoS 2 after PUBREC) is removable. */
     struct mq_inflight *e = session_inflight_find(s, 14);
@@ -156,7 +188,7 @@ static void test_inflight_order_and_refs(void **state)
     e->msg = NULL;
     e->state = MQ_OUT_WAIT_PUBCOMP;
     session_inflight_remove(s, e);
-    assert_int_equal(s->inflight_count, 2);
+    assert_int_equal(session_inflight_count(s), 2);
 
     session_free(s); /* drops the references of 11 and 13 */
     for (int i = 0; i < 5; i++) {
@@ -207,7 +239,7 @@ static void test_queue_ring_growth_wraparound(void **state)
         pop_expect(s, msgs, head);
         bytes -= msgs[head]->payload_len;
     }
-    assert_int_equal(s->queue_bytes, bytes);
+    assert_int_equal(session_queue_bytes(s), bytes);
     while (tail < N) {
         /* push three, pop one: the queue keeps growing while the head moves */
         for (int k = 0; k < 3 && tail < N; k++, tail++) {
@@ -218,15 +250,15 @@ static void test_queue_ring_growth_wraparound(void **state)
         pop_expect(s, msgs, head);
         bytes -= msgs[head]->payload_len;
         head++;
-        assert_int_equal(s->queue_count, (uint32_t)(tail - head));
-        assert_int_equal(s->queue_bytes, bytes);
-        assert_true(s->queue_cap >= s->queue_count);
+        assert_int_equal(session_queue_count(s), (uint32_t)(tail - head));
+        assert_int_equal(session_queue_bytes(s), bytes);
+        assert_true(s->flow->queue_cap >= session_queue_count(s));
     }
     while (head < N)
         pop_expect(s, msgs, head++);
     assert_false(session_queue_pop(s, &q));
-    assert_int_equal(s->queue_count, 0);
-    assert_int_equal(s->queue_bytes, 0);
+    assert_int_equal(session_queue_count(s), 0);
+    assert_int_equal(session_queue_bytes(s), 0);
 
     /* Fill again and free with messages still queued: session_free drops them. */
     for (int i = 0; i < 20; i++)
@@ -250,7 +282,7 @@ static void test_queue_full(void **state)
 
     for (int i = 0; i < 3; i++)
         assert_int_equal(session_queue_push(s, m, 1, false, 0), 0);
-    assert_int_equal(s->queue_bytes, 15);
+    assert_int_equal(session_queue_bytes(s), 15);
 
     /* Message cap. */
     assert_true(session_queue_full(s, 3, 0, 5));
@@ -270,7 +302,7 @@ static void test_queue_full(void **state)
     struct mq_queued q;
     assert_true(session_queue_pop(s, &q));
     msg_unref(q.msg);
-    assert_int_equal(s->queue_bytes, 10);
+    assert_int_equal(session_queue_bytes(s), 10);
     assert_false(session_queue_full(s, 3, 15, 5));
 
     session_free(s);
@@ -288,13 +320,13 @@ static void test_qos2_in(void **state)
     /* A retransmission before PUBREL is recognised ([MQTT-4.3.3-2]). */
     assert_int_equal(session_qos2_in_add(s, 5), 0);
     assert_int_equal(session_qos2_in_add(s, 3), 0);
-    assert_int_equal(s->qos2_in_count, 2);
-    assert_int_equal(s->qos2_in[0], 3);
-    assert_int_equal(s->qos2_in[1], 5);
+    assert_int_equal(session_qos2_in_count(s), 2);
+    assert_int_equal(s->flow->qos2_in[0], 3);
+    assert_int_equal(s->flow->qos2_in[1], 5);
 
     assert_true(session_qos2_in_release(s, 5));
     assert_false(session_qos2_in_release(s, 5));
-    assert_int_equal(s->qos2_in_count, 1);
+    assert_int_equal(session_qos2_in_count(s), 1);
     /* After PUBREL the same id is a new message. */
     assert_int_equal(session_qos2_in_add(s, 5), 1);
 
@@ -304,118 +336,124 @@ static void test_qos2_in(void **state)
         int fresh = session_qos2_in_add(s, id);
         assert_int_equal(fresh, id == 3 || id == 5 ? 0 : 1);
     }
-    for (uint32_t i = 1; i < s->qos2_in_count; i++)
-        assert_true(s->qos2_in[i - 1] < s->qos2_in[i]);
+    for (uint32_t i = 1; i < session_qos2_in_count(s); i++)
+        assert_true(s->flow->qos2_in[i - 1] < s->flow->qos2_in[i]);
     assert_true(session_qos2_in_add(s, 65535) >= 0);
-    assert_int_equal(s->qos2_in[s->qos2_in_count - 1], 65535);
-    uint32_t n = s->qos2_in_count;
+    assert_int_equal(s->flow->qos2_in[session_qos2_in_count(s) - 1], 65535);
+    uint32_t n = session_qos2_in_count(s);
     for (uint32_t i = 0; i < 1000; i++) {
         uint16_t id = (uint16_t)(1 + (i * 7919u) % 65535u);
         assert_true(session_qos2_in_release(s, id));
     }
-    assert_int_equal(s->qos2_in_count, n - 1000);
+    assert_int_equal(session_qos2_in_count(s), n - 1000);
     session_free(s);
 }
 
-static void test_sub_set_replace_remove(void **state)
+/* The session holds subscriptions as leaf handles it never dereferences: any distinct
+ * addresses stand in for leaves here. */
+static char leaves[4096];
+#define LEAF(i) ((struct mq_sub_leaf *)(void *)&leaves[i])
+
+/* The leaves iteration yields, as a bitmap over leaves[]; each exactly once. */
+static uint32_t iterate(const struct mq_session *s, uint8_t *seen, size_t n)
 {
-    (void)state;
-    struct mq_session *s = new_session("c", false);
-    const uint8_t *ab = (const uint8_t *)"a/bXYZ"; /* only the first 3 bytes are the filter */
-    assert_int_equal(session_sub_set(s, ab, 3, 1), 0);
-    assert_int_equal(s->sub_count, 1);
-    assert_string_equal(s->subs[0].filter, "a/b");
-    assert_int_equal(s->subs[0].len, 3);
-    assert_int_equal(s->subs[0].qos, 1);
-
-    /* [MQTT-3.8.4-3]: an identical filter replaces, it does not add. */
-    assert_int_equal(session_sub_set(s, (const uint8_t *)"a/b", 3, 2), 0);
-    assert_int_equal(s->sub_count, 1);
-    assert_int_equal(s->subs[0].qos, 2);
-    assert_int_equal(session_sub_set(s, (const uint8_t *)"a/b", 3, 0), 0);
-    assert_int_equal(s->subs[0].qos, 0);
-
-    /* Prefixes and wildcards are different filters. */
-    assert_int_equal(session_sub_set(s, (const uint8_t *)"a/+", 3, 1), 0);
-    assert_int_equal(session_sub_set(s, (const uint8_t *)"a/b/c", 5, 2), 0);
-    assert_int_equal(session_sub_set(s, (const uint8_t *)"a", 1, 1), 0);
-    assert_int_equal(s->sub_count, 4);
-
-    /* Removal compares byte for byte, no wildcard matching ([MQTT-3.10.4-1]). */
-    assert_false(session_sub_remove(s, (const uint8_t *)"a/#", 3));
-    assert_false(session_sub_remove(s, (const uint8_t *)"a/", 2));
-    assert_true(session_sub_remove(s, (const uint8_t *)"a/b", 3));
-    assert_false(session_sub_remove(s, (const uint8_t *)"a/b", 3));
-    assert_int_equal(s->sub_count, 3);
-    bool seen_plus = false, seen_abc = false, seen_a = false;
-    for (uint32_t i = 0; i < s->sub_count; i++) {
-        seen_plus |= strcmp(s->subs[i].filter, "a/+") == 0 && s->subs[i].qos == 1;
-        seen_abc |= strcmp(s->subs[i].filter, "a/b/c") == 0 && s->subs[i].qos == 2;
-        seen_a |= strcmp(s->subs[i].filter, "a") == 0 && s->subs[i].qos == 1;
+    memset(seen, 0, n);
+    uint32_t pos = 0, count = 0;
+    struct mq_sub_leaf *leaf;
+    while ((leaf = session_sub_next(s, &pos))) {
+        size_t i = (size_t)((char *)(void *)leaf - leaves);
+        assert_true(i < n);
+        assert_int_equal(seen[i], 0);
+        seen[i] = 1;
+        count++;
     }
-    assert_true(seen_plus && seen_abc && seen_a);
-
-    /* Many filters: growth, then remove all in reverse. */
-    char f[32];
-    for (int i = 0; i < 100; i++) {
-        snprintf(f, sizeof(f), "x/%d", i);
-        assert_int_equal(session_sub_set(s, (const uint8_t *)f, (uint16_t)strlen(f), 1), 0);
-    }
-    assert_int_equal(s->sub_count, 103);
-    for (int i = 99; i >= 0; i--) {
-        snprintf(f, sizeof(f), "x/%d", i);
-        assert_true(session_sub_remove(s, (const uint8_t *)f, (uint16_t)strlen(f)));
-    }
-    assert_int_equal(s->sub_count, 3);
-    session_free(s); /* frees the remaining filters */
+    assert_null(session_sub_next(s, &pos)); /* stays at the end */
+    return count;
 }
 
-/* Subscriptions are scanned below 8 filters and indexed from there on: a session
- * driven across that threshold both ways must agree with a plain model throughout. */
-static void test_sub_index_threshold(void **state)
+static void test_sub_inline_then_set(void **state)
 {
     (void)state;
-    enum { NAMES = 24 };
-    int model[NAMES]; /* -1: not subscribed, else the QoS */
-    for (int i = 0; i < NAMES; i++)
-        model[i] = -1;
+    uint8_t seen[8];
     struct mq_session *s = new_session("c", false);
+    assert_int_equal(iterate(s, seen, sizeof(seen)), 0);
+    assert_false(session_sub_remove(s, LEAF(0)));
 
-    /* One filter: no index, and an array of one (the idle-connection case). */
-    assert_int_equal(session_sub_set(s, (const uint8_t *)"t/0", 3, 1), 0);
-    model[0] = 1;
-    assert_int_equal(s->sub_cap, 1);
-    assert_int_equal(hmap_count(&s->sub_index), 0);
+    /* One subscription: held inline (the idle-connection case allocates nothing). */
+    assert_int_equal(session_sub_add(s, LEAF(0)), 0);
+    assert_int_equal(s->sub_count, 1);
+    assert_ptr_equal(s->subs.one, LEAF(0));
+    assert_false(session_sub_remove(s, LEAF(1)));
+    assert_int_equal(iterate(s, seen, sizeof(seen)), 1);
+    assert_true(seen[0]);
 
+    /* Two: a set; back to one: inline again; then none. */
+    assert_int_equal(session_sub_add(s, LEAF(1)), 0);
+    assert_int_equal(s->sub_count, 2);
+    assert_int_equal(iterate(s, seen, sizeof(seen)), 2);
+    assert_true(seen[0] && seen[1]);
+    assert_true(session_sub_remove(s, LEAF(0)));
+    assert_false(session_sub_remove(s, LEAF(0)));
+    assert_int_equal(s->sub_count, 1);
+    assert_ptr_equal(s->subs.one, LEAF(1));
+    assert_true(session_sub_remove(s, LEAF(1)));
+    assert_int_equal(s->sub_count, 0);
+    assert_int_equal(iterate(s, seen, sizeof(seen)), 0);
+
+    /* Freed with several still held (ASan: the set is released). */
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(session_sub_add(s, LEAF(i)), 0);
+    session_free(s);
+}
+
+/* Random adds and removes across every size the set passes through (inline, growth,
+ * shrinking, back inline) must agree with a plain model throughout; then many more
+ * leaves than that, removed in an order unrelated to their insertion. */
+static void test_sub_set_vs_model(void **state)
+{
+    (void)state;
+    enum { NAMES = 40, MANY = 4096 };
+    static uint8_t model[MANY], seen[MANY];
+    memset(model, 0, sizeof(model));
+    struct mq_session *s = new_session("c", false);
     uint32_t rng = 12345;
-    char f[16];
-    for (int op = 0; op < 5000; op++) {
+    for (int op = 0; op < 20000; op++) {
         rng = rng * 1103515245u + 12345u;
         int i = (int)((rng >> 16) % NAMES);
-        int len = snprintf(f, sizeof(f), "t/%d", i);
-        if ((rng >> 8) % 3 == 0) {
-            assert_int_equal(session_sub_remove(s, (const uint8_t *)f, (uint16_t)len),
-                             model[i] >= 0);
-            model[i] = -1;
-        } else {
-            uint8_t qos = (uint8_t)((rng >> 4) % 3);
-            assert_int_equal(session_sub_set(s, (const uint8_t *)f, (uint16_t)len, qos), 0);
-            model[i] = qos;
+        /* Phases: mostly adding, then mostly removing, so the count sweeps 0..NAMES. */
+        bool removing = (op / 500) % 2 ? (rng >> 8) % 4 != 0 : (rng >> 8) % 4 == 0;
+        if (removing) {
+            assert_int_equal(session_sub_remove(s, LEAF(i)), model[i]);
+            model[i] = 0;
+        } else if (!model[i]) {
+            assert_int_equal(session_sub_add(s, LEAF(i)), 0);
+            model[i] = 1;
         }
         uint32_t want = 0;
         for (int k = 0; k < NAMES; k++)
-            want += model[k] >= 0;
+            want += model[k];
         assert_int_equal(s->sub_count, want);
-        for (uint32_t k = 0; k < s->sub_count; k++) {
-            int n = atoi(s->subs[k].filter + 2);
-            assert_int_equal(s->subs[k].qos, model[n]);
-        }
-        /* The index, once there, holds every filter; below the threshold none is built. */
-        uint32_t indexed = hmap_count(&s->sub_index);
-        assert_true(indexed == 0 || indexed == s->sub_count);
-        if (s->sub_count >= 8)
-            assert_int_equal(indexed, s->sub_count);
+        assert_int_equal(iterate(s, seen, NAMES), want);
+        assert_memory_equal(seen, model, NAMES);
     }
+
+    for (int i = 0; i < MANY; i++)
+        if (!model[i]) {
+            assert_int_equal(session_sub_add(s, LEAF(i)), 0);
+            model[i] = 1;
+        }
+    assert_int_equal(s->sub_count, MANY);
+    assert_int_equal(iterate(s, seen, MANY), MANY);
+    for (uint32_t k = 0; k < MANY; k++) {
+        uint32_t i = (k * 2654435761u) % MANY; /* a permutation: MANY is a power of two */
+        assert_true(session_sub_remove(s, LEAF(i)));
+        model[i] = 0;
+        if (k % 512 == 0) {
+            assert_int_equal(iterate(s, seen, MANY), MANY - k - 1);
+            assert_memory_equal(seen, model, MANY);
+        }
+    }
+    assert_int_equal(s->sub_count, 0);
     session_free(s);
 }
 
@@ -423,6 +461,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_new),
+        cmocka_unit_test(test_flow_lazy),
         cmocka_unit_test(test_packet_id_sequence),
         cmocka_unit_test(test_packet_id_skips_inflight),
         cmocka_unit_test(test_packet_id_wraps_never_zero),
@@ -430,8 +469,8 @@ int main(void)
         cmocka_unit_test(test_queue_ring_growth_wraparound),
         cmocka_unit_test(test_queue_full),
         cmocka_unit_test(test_qos2_in),
-        cmocka_unit_test(test_sub_set_replace_remove),
-        cmocka_unit_test(test_sub_index_threshold),
+        cmocka_unit_test(test_sub_inline_then_set),
+        cmocka_unit_test(test_sub_set_vs_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,8 +23,8 @@ static char subscribers[NSUBS];
 static void add(struct mq_sub_tree *t, const char *filter, int sub, uint8_t qos)
 {
     bool existed = true;
-    assert_int_equal(
-        sub_tree_add(t, (const uint8_t *)filter, strlen(filter), SUB(sub), qos, &existed), 0);
+    assert_non_null(
+        sub_tree_add(t, (const uint8_t *)filter, strlen(filter), SUB(sub), qos, &existed));
     assert_false(existed);
 }
 
@@ -235,9 +235,8 @@ static void test_spec_examples(void **state)
     assert_non_null(t);
     for (size_t i = 0; i < n; i++) {
         bool existed;
-        assert_int_equal(sub_tree_add(t, (const uint8_t *)spec_rows[i].filter,
-                                      strlen(spec_rows[i].filter), SUB(i), 0, &existed),
-                         0);
+        assert_non_null(sub_tree_add(t, (const uint8_t *)spec_rows[i].filter,
+                                     strlen(spec_rows[i].filter), SUB(i), 0, &existed));
     }
     struct mq_sub_vec v = {0};
     for (size_t i = 0; i < n; i++) {
@@ -298,12 +297,12 @@ static void test_resubscribe_replaces_qos(void **state)
     assert_non_null(t);
     add(t, "a/b", 3, 0);
     bool existed = false;
-    assert_int_equal(sub_tree_add(t, (const uint8_t *)"a/b", 3, SUB(3), 2, &existed), 0);
+    assert_non_null(sub_tree_add(t, (const uint8_t *)"a/b", 3, SUB(3), 2, &existed));
     assert_true(existed);
     assert_int_equal(sub_tree_count(t), 1);
     assert_int_equal(match_qos(t, "a/b", 3), 2);
     /* Replace, not max: a lower QoS sticks too. */
-    assert_int_equal(sub_tree_add(t, (const uint8_t *)"a/b", 3, SUB(3), 1, NULL), 0);
+    assert_non_null(sub_tree_add(t, (const uint8_t *)"a/b", 3, SUB(3), 1, NULL));
     assert_int_equal(match_qos(t, "a/b", 3), 1);
     assert_int_equal(sub_tree_count(t), 1);
     assert_int_equal(sub_tree_node_count(t), 2);
@@ -324,7 +323,7 @@ static void test_one_subscriber_inline(void **state)
     assert_true(del(t, "a", 1)); /* back to one, inline */
     assert_int_equal(match_qos(t, "a", 1), -1);
     assert_int_equal(match_qos(t, "a", 2), 2);
-    assert_int_equal(sub_tree_add(t, (const uint8_t *)"a", 1, SUB(2), 0, NULL), 0);
+    assert_non_null(sub_tree_add(t, (const uint8_t *)"a", 1, SUB(2), 0, NULL));
     assert_int_equal(match_qos(t, "a", 2), 0); /* QoS replaced in place */
     add(t, "a", 3, 1);
     assert_true(del(t, "a", 3));
@@ -348,6 +347,59 @@ static void test_one_subscriber_inline(void **state)
     assert_true(del(t, "a", 2));
     assert_int_equal(sub_tree_node_count(t), 0);
     assert_int_equal(sub_tree_count(t), 0);
+    sub_tree_free(t);
+}
+
+/* A leaf is the handle subscribers keep instead of their filter: the same address for
+ * every subscriber of a filter while any stays, its filter rebuilt from its levels, and
+ * removal through it equivalent to removal by filter. */
+static void test_leaf_handles(void **state)
+{
+    (void)state;
+    static const char *filters[] = {"a/b/c",  "a/b", "a/+/c", "a/#", "#",
+                                    "$SYS/x", "+",   "//",    "/a",  ""};
+    enum { NF = sizeof(filters) / sizeof(filters[0]) };
+    struct mq_sub_tree *t = sub_tree_new();
+    assert_non_null(t);
+    struct mq_sub_leaf *leaf[NF];
+    char buf[16];
+    for (int i = 0; i < NF; i++) {
+        size_t len = strlen(filters[i]);
+        bool existed = true;
+        leaf[i] = sub_tree_add(t, (const uint8_t *)filters[i], len, SUB(1), 1, &existed);
+        assert_non_null(leaf[i]);
+        assert_false(existed);
+        assert_ptr_equal(sub_tree_find(t, (const uint8_t *)filters[i], len), leaf[i]);
+        assert_int_equal(sub_tree_leaf_filter(leaf[i], buf, sizeof(buf)), len);
+        assert_string_equal(buf, filters[i]);
+        /* Another subscriber of the same filter gets the same leaf. */
+        assert_ptr_equal(sub_tree_add(t, (const uint8_t *)filters[i], len, SUB(2), 0, NULL),
+                         leaf[i]);
+    }
+    /* Too small a buffer: the length is still told, nothing written (snprintf-like). */
+    buf[0] = 'X';
+    assert_int_equal(sub_tree_leaf_filter(leaf[0], buf, 5), 5);
+    assert_int_equal(buf[0], 'X');
+
+    /* Exact filters only: a node on the way, a wildcard that would match, no such filter. */
+    assert_null(sub_tree_find(t, (const uint8_t *)"a", 1)); /* "a" only leads to "a/..." */
+    assert_null(sub_tree_find(t, (const uint8_t *)"a/x/c", 5));
+    assert_null(sub_tree_find(t, (const uint8_t *)"$SYS/+", 6));
+
+    /* Removing one subscriber keeps the leaf for the other; the last removal prunes. */
+    size_t nodes = sub_tree_node_count(t);
+    for (int i = 0; i < NF; i++) {
+        assert_true(sub_tree_leaf_remove(t, leaf[i], SUB(1)));
+        assert_false(sub_tree_leaf_remove(t, leaf[i], SUB(1)));
+        assert_ptr_equal(sub_tree_find(t, (const uint8_t *)filters[i], strlen(filters[i])),
+                         leaf[i]);
+    }
+    assert_int_equal(sub_tree_node_count(t), nodes);
+    assert_int_equal(sub_tree_count(t), NF);
+    for (int i = 0; i < NF; i++)
+        assert_true(sub_tree_leaf_remove(t, leaf[i], SUB(2)));
+    assert_int_equal(sub_tree_count(t), 0);
+    assert_int_equal(sub_tree_node_count(t), 0);
     sub_tree_free(t);
 }
 
@@ -417,10 +469,10 @@ static void test_many_subscribers(void **state)
     assert_int_equal(sub_tree_count(t), K + K / 2 + K / 5);
     /* Re-adding is found through the index, not duplicated. */
     bool existed = false;
-    assert_int_equal(sub_tree_add(t, (const uint8_t *)"news/#", 6, SUB(K - 1), 2, &existed), 0);
+    assert_non_null(sub_tree_add(t, (const uint8_t *)"news/#", 6, SUB(K - 1), 2, &existed));
     assert_true(existed);
-    assert_int_equal(
-        sub_tree_add(t, (const uint8_t *)"news/#", 6, SUB(K - 1), (K - 1) % 3, &existed), 0);
+    assert_non_null(
+        sub_tree_add(t, (const uint8_t *)"news/#", 6, SUB(K - 1), (K - 1) % 3, &existed));
 
     struct mq_sub_vec v = {0};
     match(t, "news/today", &v);
@@ -668,9 +720,8 @@ static void test_random_vs_reference(void **state)
                 r.sub = (int)rnd(RSUBS);
                 r.qos = (uint8_t)rnd(3);
                 bool existed;
-                assert_int_equal(sub_tree_add(t, (const uint8_t *)r.filter, strlen(r.filter),
-                                              SUB(r.sub), r.qos, &existed),
-                                 0);
+                assert_non_null(sub_tree_add(t, (const uint8_t *)r.filter, strlen(r.filter),
+                                             SUB(r.sub), r.qos, &existed));
                 size_t i = 0;
                 while (i < nref && !(ref[i].sub == r.sub && strcmp(ref[i].filter, r.filter) == 0))
                     i++;
@@ -698,11 +749,17 @@ static void test_random_vs_reference(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_empty_tree),          cmocka_unit_test(test_spec_examples),
-        cmocka_unit_test(test_overlap_max_qos),     cmocka_unit_test(test_resubscribe_replaces_qos),
-        cmocka_unit_test(test_remove_and_prune),    cmocka_unit_test(test_many_subscribers),
-        cmocka_unit_test(test_distinct_topics),     cmocka_unit_test(test_deep),
-        cmocka_unit_test(test_random_vs_reference), cmocka_unit_test(test_one_subscriber_inline),
+        cmocka_unit_test(test_leaf_handles),
+        cmocka_unit_test(test_empty_tree),
+        cmocka_unit_test(test_spec_examples),
+        cmocka_unit_test(test_overlap_max_qos),
+        cmocka_unit_test(test_resubscribe_replaces_qos),
+        cmocka_unit_test(test_remove_and_prune),
+        cmocka_unit_test(test_many_subscribers),
+        cmocka_unit_test(test_distinct_topics),
+        cmocka_unit_test(test_deep),
+        cmocka_unit_test(test_random_vs_reference),
+        cmocka_unit_test(test_one_subscriber_inline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
