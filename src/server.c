@@ -1,5 +1,6 @@
 /* server.c - the event loop: listeners, signals, reload, the keepalive tick, the
- * per-turn output flush, systemd notification, and an orderly shutdown.
+ * per-turn output flush, systemd notification, and an orderly shutdown. The loop's wait
+ * is poller.c's (poller_run), which embeds libuv's loop.
  *
  * Owns the uv loop, every server-wide handle and the running configuration.
  * Shutdown order: stop accepting, ask proto to close every connection (their
@@ -151,20 +152,23 @@ static void on_tick(uv_timer_t *t)
 
 /* The changes of a loop turn go to the store as one batch (group commit) before the
  * output is written, so acknowledgements already covered go out in the same write. */
-static void on_flush(uv_check_t *h)
+void server_flush_turn(struct mq_server *srv)
 {
-    struct mq_server *srv = h->data;
     broker_store_flush(srv->broker);
     client_flush_all(srv);
 }
 
-/* Output made outside I/O callbacks (keepalive timeouts, wills published from a
- * close callback) is flushed before the loop blocks again. */
+/* Inside libuv's turn (poller_run): after its I/O callbacks (listeners, signals,
+ * uv_async of the store, thread-pool completions)... */
+static void on_flush(uv_check_t *h)
+{
+    server_flush_turn(h->data);
+}
+
+/* ...and after its timers (keepalive timeouts, $SYS), before its own poll. */
 static void on_flush_pre(uv_prepare_t *h)
 {
-    struct mq_server *srv = h->data;
-    broker_store_flush(srv->broker);
-    client_flush_all(srv);
+    server_flush_turn(h->data);
 }
 
 /* ---- the durable store ------------------------------------------------------------- */
@@ -474,7 +478,7 @@ static void begin_shutdown(struct mq_server *srv, const char *why)
         client_close(cl, "broker shutting down");
     while (srv->dirty) /* frees every client: all are closed, so this ends */
         client_flush_all(srv);
-    poller_stop(srv);
+    /* The epoll set stays open: poller_run waits on it until the loop has drained. */
     uv_close((uv_handle_t *)&srv->accept_pause, NULL);
     uv_close((uv_handle_t *)&srv->tick, NULL);
     uv_close((uv_handle_t *)&srv->watchdog, NULL);
@@ -623,7 +627,7 @@ int server_run(struct mq_config *cfg, const struct mq_server_options *opts)
         poller_stop(srv);
         store_stop(srv);
         uv_walk(&srv->loop, close_walk, NULL);
-        uv_run(&srv->loop, UV_RUN_DEFAULT);
+        uv_run(&srv->loop, UV_RUN_DEFAULT); /* no client yet: nothing was accepted */
         goto out;
     }
     log_summary(srv);
@@ -631,7 +635,10 @@ int server_run(struct mq_config *cfg, const struct mq_server_options *opts)
     daemon_ready(opts->ready_fd, true);
     notify_status(srv, "READY=1\n"); /* only now: every listener is bound */
 
-    uv_run(&srv->loop, UV_RUN_DEFAULT);
+    poller_run(srv);
+    /* Every client is gone (begin_shutdown freed them) and no listener is left: libuv's
+     * own loop can drain what the store's closing leaves. */
+    poller_stop(srv);
     store_stop(srv);
     uv_run(&srv->loop, UV_RUN_DEFAULT);
     mq_log(MQ_LOG_NOTICE, "midge stopped (%llu messages received, %llu sent)",

@@ -1,14 +1,14 @@
 /* client.c - one TCP connection: bytes in -> proto, proto's output -> socket.
  *
- * Client sockets are not libuv handles: they sit in poller.c's epoll set, which calls
+ * Client sockets are not libuv handles: they sit in poller.c's epoll set, whose loop calls
  * client_readable and client_writable. A read lands in the server's shared 64 KiB buffer
  * and passes through the connection's transport layers, if any (net.h: TLS, WebSocket,
  * or WebSocket over TLS); only the unfinished tail of a packet is copied into the
  * client, so an idle connection holds no read buffer.
  * Output produced during a loop turn is gathered per client and written once by
- * client_flush_all (a uv_check and a uv_prepare handle) with one send(); what the socket
- * does not take stays in the client's buffer, written when epoll reports room
- * (EPOLLOUT). Once all is written, the buffer goes back to a server-wide pool, so an idle
+ * client_flush_all (at the end of each turn of poller_run, and in libuv's uv_check and
+ * uv_prepare) with one send(); what the socket does not take stays in the client's
+ * buffer, written when epoll reports room (EPOLLOUT). Once all is written, the buffer goes back to a server-wide pool, so an idle
  * connection holds no output buffer either, while a busy one takes a pooled buffer every
  * turn without calling malloc. A closed client is freed only by client_flush_all, never
  * inside a callback that may still use it.

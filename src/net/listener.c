@@ -5,7 +5,8 @@
  * means "any free port": the first socket of a listener picks it and the others
  * of the same listener share it, so tests can run on ephemeral ports.
  * A listening socket is a plain socket watched by a uv_poll_t: accept4 hands the new
- * socket straight to client.c, which keeps it out of libuv (see poller.c). Running out
+ * socket straight to client.c, which keeps it out of libuv (see poller.c; a uv_poll started
+ * sets srv->uv_turn_due, as libuv registers its fd only inside uv_run). Running out
  * of file descriptors pauses accepting for a moment instead of spinning on a socket
  * that stays readable.
  */
@@ -42,6 +43,7 @@ void listeners_resume(uv_timer_t *t)
         return;
     for (size_t i = 0; i < srv->socket_count; i++)
         uv_poll_start(&srv->sockets[i]->poll, UV_READABLE, on_readable);
+    srv->uv_turn_due = true; /* see poller_run */
 }
 
 /* accept4 failed with err, which a retry right away would repeat (no descriptors or
@@ -223,8 +225,10 @@ static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
     }
     srv->sockets[srv->socket_count++] = ls;
     /* Paused for lack of descriptors: this one waits for the same timer. */
-    if (!uv_is_active((uv_handle_t *)&srv->accept_pause))
+    if (!uv_is_active((uv_handle_t *)&srv->accept_pause)) {
         uv_poll_start(&ls->poll, UV_READABLE, on_readable);
+        srv->uv_turn_due = true; /* libuv watches its fd from its next turn on */
+    }
     bool ws = lc->protocol == MQ_LISTENER_WEBSOCKETS;
     mq_log(MQ_LOG_NOTICE, "listening on %s (%s)", ls->name,
            ws ? (tls ? "websockets over tls" : "websockets") : (tls ? "mqtt over tls" : "mqtt"));

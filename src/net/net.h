@@ -115,8 +115,10 @@ struct mq_server {
     uint32_t sys_interval;     /* what the sys timer runs at (0 = stopped) */
     uv_timer_t accept_pause;   /* out of file descriptors: accepting resumes after a pause */
     uint64_t accept_err_ms;    /* when the last accept error was logged (rate limit), or 0 */
-    int epfd;                  /* poller.c: every client socket; -1 before poller_start */
-    uv_poll_t poller;          /* ...and the one libuv handle that watches it */
+    int epfd;                  /* poller.c: every client socket and libuv's fd; or -1 */
+    /* libuv must run a turn before the loop blocks: a uv_poll was started, and libuv
+     * hands a watcher's fd to the kernel only inside uv_run. */
+    bool uv_turn_due;
     uv_check_t flush;          /* writes out what each client got during a loop turn... */
     uv_prepare_t flush_pre;    /* ...and what timers and close callbacks produced */
     struct mq_store *store;    /* persistence true: the durable store; else NULL */
@@ -188,6 +190,11 @@ int listeners_reload(struct mq_server *srv, const struct mq_config *ncfg,
                      struct mq_listener_ctx **nlctx);
 void listeners_stop(struct mq_server *srv);
 
+/* server.c: the end of a loop turn: hand the turn's changes to the store (one group
+ * commit), then write every client's output (client_flush_all). Called by poller_run
+ * after the client events of a wake-up and after libuv's turn. */
+void server_flush_turn(struct mq_server *srv);
+
 /* server.c: move the settings and security files of fresh into kept (a reload of
  * an unchanged listener) and free fresh. */
 void listener_ctx_adopt(struct mq_listener_ctx *kept, struct mq_listener_ctx *fresh);
@@ -196,11 +203,16 @@ void listener_ctx_adopt(struct mq_listener_ctx *kept, struct mq_listener_ctx *fr
 void listeners_resume(uv_timer_t *t);
 
 /* poller.c */
-/* Create the epoll set of client sockets and watch it from srv->loop. Call once, before
- * listeners_start. Returns 0, or -1 after logging. */
+/* Create the epoll set of client sockets, with srv->loop's backend fd in it. Call once,
+ * before listeners_start. Returns 0, or -1 after logging. */
 int poller_start(struct mq_server *srv);
-/* Stop watching the set and close it once every client is gone (shutdown; start-up
- * failure). Harmless when poller_start failed or was not called. */
+/* The event loop, in place of uv_run(UV_RUN_DEFAULT): block in one epoll_wait on the set
+ * (timeout: libuv's next timer), dispatch client events, flush, run a non-blocking libuv
+ * turn when its fd is ready or a timer is due, flush again. Returns when srv->loop has
+ * no live handle left (after shutdown, as uv_run would). */
+void poller_run(struct mq_server *srv);
+/* Close the set once poller_run has returned and every client is gone (shutdown;
+ * start-up failure). Harmless when poller_start failed or was not called. */
 void poller_stop(struct mq_server *srv);
 /* Watch cl->fd for input (and hangups, errors). cl is borrowed: client.c removes the
  * socket before it frees the client. Returns 0, or -1 with errno set. */
