@@ -120,9 +120,16 @@ static void on_socket_closed(uv_handle_t *h)
     socket_free((struct mq_listen_socket *)h);
 }
 
+/* Stop accepting at once: uv_close stops the poll handle and takes the fd out of libuv's
+ * epoll set before returning, so the socket is closed here, not in the close callback
+ * (which only frees): once "no longer listening" is logged, connections are refused. */
 static void socket_close(struct mq_listen_socket *ls)
 {
     uv_close((uv_handle_t *)&ls->poll, on_socket_closed);
+    if (ls->fd >= 0) {
+        close(ls->fd);
+        ls->fd = -1;
+    }
 }
 
 /* A bound, listening, non-blocking socket for addr (name: for logs); -1 after logging. */
@@ -370,8 +377,8 @@ int listeners_reload(struct mq_server *srv, const struct mq_config *ncfg,
                     swap_tls(ls, k, &ncfg->listeners[found], &tls[found]);
             srv->sockets[kept++] = ls;
         } else {
-            mq_log(MQ_LOG_NOTICE, "no longer listening on %s", ls->name);
             socket_close(ls);
+            mq_log(MQ_LOG_NOTICE, "no longer listening on %s", ls->name);
         }
     }
     srv->socket_count = kept;
