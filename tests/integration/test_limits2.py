@@ -7,15 +7,17 @@ As in test_hostile.py (whose helpers are used): in each scenario the broker stay
 reference pair keeps its round trips under LATENCY while the limit is being hit, memory
 stays within explicit bounds read from /proc, and each limit leaves a precise log line.
 """
+import os
 import re
+import resource
 import socket
 import threading
 import time
 
 import midge_harness as h
 from midge_harness import PUBACK
-from test_hostile import (LOG_PREFIX, client_closed_re, hostile, log_lines,  # noqa: F401
-                          wait_all_closed, wait_log_count)
+from test_hostile import (LOG_PREFIX, client_closed_re, fd_count, hostile,  # noqa: F401
+                          log_lines, wait_all_closed, wait_log_count)
 
 pytestmark = h.midge_only
 
@@ -363,3 +365,49 @@ def test_max_queued_bytes_offline_subscriber(hostile):
         assert [len(m.payload) for m in got] == [sizes[i] for i in fits]
         back.expect_no_packet(h.QUIET)
     mem.check(rss_mb=(16, 96), data_mb=(64, 256))
+
+
+def _cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_descriptors_exhausted_pauses_accepting(hostile):
+    """The broker runs out of file descriptors (its RLIMIT_NOFILE lowered while it runs):
+    accept fails with EMFILE, logged once ("not accepting for 100 ms"); the broker pauses
+    accepting instead of spinning on a listening socket that stays readable; connected
+    clients are served all along; once descriptors are free, the connections that waited
+    in the backlog are accepted, and a new client connects."""
+    br, ref, mem = hostile()
+    pid = br.proc.pid
+    old = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (fd_count(pid) + 4, old[1]))
+    mark = br.mark()
+    emfile = (rf"{LOG_PREFIX}warning: accept on \S+ failed: too many open files; "
+              r"not accepting for 100 ms \(logged once per 10 s\)$")
+    waiting = []
+    try:
+        with ref.during():
+            # The kernel completes these handshakes into the listen backlog; the broker
+            # accepts 4 and then meets EMFILE.
+            waiting = [h.MqttConn(br.port) for _ in range(20)]
+            br.wait_log(emfile, since=mark)
+            # Pausing, not spinning: a broker retrying a readable listening socket would
+            # burn a whole core. A second of wall time must cost well under half of one.
+            before = _cpu_seconds(pid)
+            time.sleep(1.0)
+            assert _cpu_seconds(pid) - before < 0.5, "broker spins on the listening socket"
+            assert len(log_lines(br, emfile, mark)) == 1, "EMFILE not rate-limited"
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, old)
+    # Descriptors again: every connection that waited is accepted and served.
+    for i, c in enumerate(waiting):
+        c.send(h.connect_pkt(f"waited-{i}"))
+    for c in waiting:
+        assert c.expect(h.CONNACK).body[1] == 0, "connection refused after the pause"
+    late = h.client(br, "late")
+    late.ping()
+    ref.trips(5)
+    mem.check(rss_mb=(24, 192), data_mb=(64, 512))
