@@ -60,9 +60,10 @@ void poller_run(struct mq_server *srv)
     while (uv_loop_alive(loop)) {
         /* The loop's clock is stale when only clients woke us: timers would fire late. */
         uv_update_time(loop);
-        /* 0 when libuv has work it must not wait for: a timer due, handles closing or
-         * idle, callbacks pending. */
-        int timeout = srv->uv_turn_due ? 0 : uv_backend_timeout(loop);
+        /* 0 when libuv has work it must not wait for (a timer due, handles closing or
+         * idle, callbacks pending), or when the flush left clients to free or write
+         * (it stops after a bounded number of rounds of wills and closes). */
+        int timeout = srv->uv_turn_due || srv->dirty ? 0 : uv_backend_timeout(loop);
         int n = epoll_wait(srv->epfd, ev, POLLER_BATCH, timeout);
         if (n < 0) {
             if (errno != EINTR)
