@@ -339,12 +339,13 @@ static int keep_tail(struct mq_client *cl, const uint8_t *data, size_t len, size
 {
     size_t rest = len - consumed;
     if (!rest) {
+        /* Every packet complete: give the buffer back now, so a client that goes idle
+         * after a packet split across reads does not hold up to 128 KiB until its next
+         * read (a busy one pays a malloc per split packet, not per read). */
         cl->in_len = 0;
-        if (cl->in_cap > NET_READ_BUF_SIZE * 2 || data != cl->in) {
-            free(cl->in);
-            cl->in = NULL;
-            cl->in_cap = 0;
-        }
+        free(cl->in);
+        cl->in = NULL;
+        cl->in_cap = 0;
         return 0;
     }
     if (data == cl->in) {
