@@ -254,10 +254,13 @@ static void complete_without_delivery(struct mq_conn *c, const struct mq_publish
         conn_ack_durable(c, MQ_PUBACK, p->packet_id, before);
     } else if (p->qos == 2) {
         int fresh = session_qos2_in_add(c->session, p->packet_id);
+        if (fresh < 0) {
+            conn_close(c, true, "out of memory"); /* as handle_publish: never a silent drop */
+            return;
+        }
         if (fresh > 0)
             persist_qos2_in(b, c->session, p->packet_id, true);
-        if (fresh >= 0)
-            conn_ack_durable(c, MQ_PUBREC, p->packet_id, before);
+        conn_ack_durable(c, MQ_PUBREC, p->packet_id, before);
     }
 }
 
