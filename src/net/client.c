@@ -8,10 +8,10 @@
  * Output produced during a loop turn is gathered per client and written once by
  * client_flush_all (at the end of each turn of poller_run, and in libuv's uv_check and
  * uv_prepare) with one send(); what the socket does not take stays in the client's
- * buffer, written when epoll reports room (EPOLLOUT). Once all is written, the buffer goes back to a server-wide pool, so an idle
- * connection holds no output buffer either, while a busy one takes a pooled buffer every
- * turn without calling malloc. A closed client is freed only by client_flush_all, never
- * inside a callback that may still use it.
+ * buffer, written when epoll reports room (EPOLLOUT). Once all is written, the buffer goes back to
+ * a server-wide pool, so an idle connection holds no output buffer either, while a busy one takes a
+ * pooled buffer every turn without calling malloc. A closed client is freed only by
+ * client_flush_all, never inside a callback that may still use it.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -451,8 +451,7 @@ void client_layer_shutdown_below(struct mq_client *cl, unsigned level)
         client_layer_shutdown_below(cl, level - 1);
 }
 
-/* "host:port" ("[host]:port" for IPv6) of an accepted peer. */
-static void peer_name(const struct sockaddr *sa, char *out, size_t size)
+void net_addr_name(const struct sockaddr *sa, char *out, size_t size)
 {
     char host[INET6_ADDRSTRLEN] = "?";
     int port = 0;
@@ -471,8 +470,8 @@ static void peer_name(const struct sockaddr *sa, char *out, size_t size)
 void client_accept(struct mq_listen_socket *ls, int fd, const struct sockaddr *sa)
 {
     struct mq_server *srv = ls->srv;
-    char peer[INET6_ADDRSTRLEN + 16];
-    peer_name(sa, peer, sizeof(peer));
+    char peer[NET_ADDR_NAME_MAX];
+    net_addr_name(sa, peer, sizeof(peer));
     /* The peer's name is allocated with the struct, at its exact size. */
     size_t size = offsetof(struct mq_client, peer_addr) + strlen(peer) + 1;
     struct mq_client *cl = calloc(1, size > sizeof(*cl) ? size : sizeof(*cl));

@@ -183,12 +183,6 @@ static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
     else
         ((struct sockaddr_in *)&addr)->sin_port = htons(*port);
 
-    char host[INET6_ADDRSTRLEN] = "?";
-    if (addr.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&addr)->sin6_addr, host, sizeof(host));
-    else
-        inet_ntop(AF_INET, &((struct sockaddr_in *)&addr)->sin_addr, host, sizeof(host));
-
     struct mq_listen_socket *ls = calloc(1, sizeof(*ls));
     struct mq_listen_socket **grown =
         realloc(srv->sockets, (srv->socket_count + 1) * sizeof(*srv->sockets));
@@ -212,8 +206,7 @@ static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
     if (lc->protocol == MQ_LISTENER_WEBSOCKETS)
         ls->stack[ls->depth++] = &ws_transport; /* no context: it reads lctx per request */
     ls->fd = -1;
-    const char *fmt = addr.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u";
-    snprintf(ls->name, sizeof(ls->name), fmt, host, *port);
+    net_addr_name((const struct sockaddr *)&addr, ls->name, sizeof(ls->name));
     int rc = 0;
     if ((ls->fd = open_socket(&addr, lc, ls->name)) < 0) {
         socket_free(ls);
@@ -221,10 +214,11 @@ static int add_socket(struct mq_server *srv, struct mq_listener_ctx *lctx,
     }
     struct sockaddr_storage bound;
     socklen_t blen = sizeof(bound);
-    if (*port == 0 && getsockname(ls->fd, (struct sockaddr *)&bound, &blen) == 0)
+    if (*port == 0 && getsockname(ls->fd, (struct sockaddr *)&bound, &blen) == 0) {
         *port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                   : ((struct sockaddr_in *)&bound)->sin_port);
-    snprintf(ls->name, sizeof(ls->name), fmt, host, *port);
+        net_addr_name((const struct sockaddr *)&bound, ls->name, sizeof(ls->name));
+    }
     if ((rc = uv_poll_init(&srv->loop, &ls->poll, ls->fd))) {
         mq_log(MQ_LOG_ERR, "cannot listen on %s: %s", ls->name, uv_strerror(rc));
         socket_free(ls);

@@ -112,10 +112,10 @@ struct mq_server {
     uv_timer_t watchdog; /* systemd WATCHDOG=1 and STATUS= */
     uv_timer_t sys;      /* $SYS publication every sys_interval seconds */
     struct mq_sys sys_state;
-    uint32_t sys_interval;     /* what the sys timer runs at (0 = stopped) */
-    uv_timer_t accept_pause;   /* out of file descriptors: accepting resumes after a pause */
-    uint64_t accept_err_ms;    /* when the last accept error was logged (rate limit), or 0 */
-    int epfd;                  /* poller.c: every client socket and libuv's fd; or -1 */
+    uint32_t sys_interval;   /* what the sys timer runs at (0 = stopped) */
+    uv_timer_t accept_pause; /* out of file descriptors: accepting resumes after a pause */
+    uint64_t accept_err_ms;  /* when the last accept error was logged (rate limit), or 0 */
+    int epfd;                /* poller.c: every client socket and libuv's fd; or -1 */
     /* libuv must run a turn before the loop blocks: a uv_poll was started, and libuv
      * hands a watcher's fd to the kernel only inside uv_run. */
     bool uv_turn_due;
@@ -224,6 +224,10 @@ void poller_remove(struct mq_server *srv, struct mq_client *cl);
 
 /* client.c */
 extern const struct mq_sink_ops client_sink;
+/* Room for the longest net_addr_name: "[" IPv6 "]:" port. */
+#define NET_ADDR_NAME_MAX 64
+/* "host:port" ("[host]:port" for IPv6) of a socket address: peers and listeners. */
+void net_addr_name(const struct sockaddr *sa, char *out, size_t size);
 /* A connection accepted on ls: fd (owned from now on, non-blocking) from peer sa. */
 void client_accept(struct mq_listen_socket *ls, int fd, const struct sockaddr *sa);
 /* The poller saw input, a hangup or an error on cl's socket: read once and pass it on. */
