@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "midge/err.h"
+
 enum mq_packet_type {
     MQ_CONNECT = 1,
     MQ_CONNACK = 2,
@@ -57,7 +59,8 @@ struct mq_bytes {
 
 struct mq_connect {
     struct mq_bytes protocol_name; /* "MQTT" (level 4) or "MQIsdp" (level 3) */
-    uint8_t protocol_level;        /* 3 or 4 */
+    uint8_t protocol_level;        /* 3 or 4, without the bridge bit */
+    bool bridge; /* the level's top bit (0x83, 0x84): a bridge asking for loop prevention */
     bool clean_session;
     uint16_t keepalive; /* seconds; 0 disables */
     struct mq_bytes client_id;
@@ -135,14 +138,23 @@ struct mq_decode_limits {
  * MQ_ERR_TOO_LARGE is returned as soon as the fixed header is complete, so
  * the caller never buffers the body of an oversized packet.
  * *out borrows from buf. limits may be NULL (spec maximum). *out is untouched
- * when 0 is returned and unspecified after an error, except MQ_ERR_BAD_PROTOCOL_LEVEL:
- * then out->type is MQ_CONNECT and u.connect holds every field that could be read
- * (at least protocol_name and protocol_level) so proto can answer CONNACK 0x01.
+ * when 0 is returned and unspecified after an error, except the two that proto answers
+ * with a CONNACK (codec_connect_answerable): MQ_ERR_BAD_PROTOCOL_LEVEL (CONNACK 0x01) and
+ * MQ_ERR_NO_CLIENT_ID (an MQTT 3.1 CONNECT that ends before its client id: CONNACK 0x02).
+ * Then out->type is MQ_CONNECT and u.connect holds every field that could be read (at
+ * least protocol_name and protocol_level).
  * Fixed-size packets with another remaining length are MQ_ERR_MALFORMED; in the
  * others a field running past the end is MQ_ERR_TRUNCATED and bytes after the last
  * CONNECT field are MQ_ERR_TRAILING. */
 int codec_decode(const uint8_t *buf, size_t len, const struct mq_decode_limits *limits,
                  struct mq_packet *out);
+
+/* True for the decode errors of a CONNECT that are answered with a CONNACK refusal rather
+ * than by closing the connection (see codec_decode). */
+static inline bool codec_connect_answerable(int err)
+{
+    return err == MQ_ERR_BAD_PROTOCOL_LEVEL || err == MQ_ERR_NO_CLIENT_ID;
+}
 
 /* Total size (fixed header + remaining length) of the packet starting at buf when its
  * fixed header is complete and well-formed; 0 otherwise. Lets a reader size its buffer

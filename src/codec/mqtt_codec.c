@@ -132,7 +132,13 @@ static int decode_connect_rest(struct rd *r, struct mq_connect *c)
         return MQ_ERR_QOS3; /* [MQTT-3.1.2-14] */
     if (c->has_password && !c->has_username)
         return MQ_ERR_PASSWORD_WITHOUT_USER; /* [MQTT-3.1.2-22] */
-    if ((rc = rd_u16(r, &c->keepalive)) || (rc = rd_bytes(r, &c->client_id)) ||
+    if ((rc = rd_u16(r, &c->keepalive)))
+        return rc;
+    /* MQTT 3.1 has no empty client id; a body that ends before the field is answered with
+     * CONNACK 2 like an empty one, so it gets its own code (see codec.h). */
+    if (c->protocol_level == 3 && rd_left(r) == 0)
+        return MQ_ERR_NO_CLIENT_ID;
+    if ((rc = rd_bytes(r, &c->client_id)) ||
         (rc = topic_check_utf8(c->client_id.ptr, c->client_id.len)))
         return rc;
     if (c->will_flag) {
@@ -165,6 +171,9 @@ static int decode_connect(struct rd *r, struct mq_connect *c)
         return MQ_ERR_BAD_PROTOCOL_NAME;
     if ((rc = rd_u8(r, &c->protocol_level)))
         return rc;
+    /* The top bit is the bridge flag (Mosquitto's try_private): the level is the rest. */
+    c->bridge = c->protocol_level & 0x80;
+    c->protocol_level &= 0x7F;
     rc = decode_connect_rest(r, c);
     /* [MQTT-3.1.2-2]: an unsupported level wins over whatever follows, because the server must
      * answer it with CONNACK 0x01 (a newer client's body may not parse as 3.1.1 at all). */
@@ -495,7 +504,7 @@ static uint8_t *write_connect(const struct mq_connect *c, uint8_t *p)
     uint8_t level;
     connect_protocol(c, &name, &level);
     p = put_bytes(p, name);
-    *p++ = level;
+    *p++ = (uint8_t)(level | (c->bridge ? 0x80 : 0));
     *p++ = (uint8_t)((c->has_username ? 0x80 : 0) | (c->has_password ? 0x40 : 0) |
                      (c->will_retain ? 0x20 : 0) | c->will_qos << 3 | (c->will_flag ? 0x04 : 0) |
                      (c->clean_session ? 0x02 : 0));

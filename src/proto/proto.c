@@ -299,7 +299,7 @@ size_t proto_conn_input(struct mq_conn *c, const uint8_t *buf, size_t len, size_
         }
         if (n == MQ_ERR_TOO_LARGE && connect_cap)
             n = MQ_ERR_CONNECT_TOO_LARGE; /* our bound, not the configured one */
-        if (n < 0 && !(n == MQ_ERR_BAD_PROTOCOL_LEVEL && !c->connected)) {
+        if (n < 0 && !(codec_connect_answerable(n) && !c->connected)) {
             protocol_error(c, n, buf[off] >> 4);
             return len;
         }

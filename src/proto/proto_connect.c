@@ -67,6 +67,15 @@ static int make_will(struct mq_conn *c, const struct mq_connect *cp)
     return c->will ? 0 : MQ_ERR_NOMEM;
 }
 
+/* Characters (code points) in a validated UTF-8 field: bytes that do not continue one. */
+static size_t utf8_chars(struct mq_bytes b)
+{
+    size_t n = 0;
+    for (uint16_t i = 0; i < b.len; i++)
+        n += (b.ptr[i] & 0xC0) != 0x80;
+    return n;
+}
+
 static bool has_allowed_prefix(const struct mq_config *cfg, struct mq_bytes id)
 {
     for (char **p = cfg->clientid_prefixes; *p; p++) {
@@ -141,6 +150,19 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
         char why[64];
         snprintf(why, sizeof(why), "unsupported protocol level %u", cp->protocol_level);
         refuse(c, MQ_CONNACK_BAD_PROTOCOL, "(unknown)", why);
+        return;
+    }
+    /* MQTT 3.1 requires an id of 1 to 23 characters and has no assigned ids (3.1.1
+     * relaxed both): refused with CONNACK 2, as Mosquitto does for an empty one. */
+    if (decode_err == MQ_ERR_NO_CLIENT_ID || (cp->protocol_level == 3 && cp->client_id.len == 0)) {
+        refuse(c, MQ_CONNACK_ID_REJECTED, "(empty)",
+               decode_err ? "MQTT 3.1 CONNECT without a client id"
+                          : "zero-length client id (MQTT 3.1 requires 1 to 23 characters)");
+        return;
+    }
+    if (cp->protocol_level == 3 && utf8_chars(cp->client_id) > 23) {
+        refuse(c, MQ_CONNACK_ID_REJECTED, id,
+               "client id longer than 23 characters (MQTT 3.1 allows 1 to 23; use MQTT 3.1.1)");
         return;
     }
 

@@ -581,6 +581,50 @@ static void test_connect_protocol_level_fills_fields(void **state)
     assert_err(decode_err(BYTES(0x10, 7, 0, 4, 'M', 'Q', 'T', 'T', 5)), MQ_ERR_BAD_PROTOCOL_LEVEL);
 }
 
+/* Mosquitto's bridges set the top bit of the level (try_private): the same protocol, with
+ * loop prevention asked for. The bit is reported apart and re-encoded. */
+static void test_connect_bridge_bit(void **state)
+{
+    (void)state;
+    uint8_t wire[600], again[600];
+    struct mq_packet p;
+    size_t n = connect_packet(wire, "MQTT", 0x84, 0x02, "bridge", NULL, NULL, NULL, NULL);
+    decode_valid(wire, n, &p);
+    assert_int_equal(p.u.connect.protocol_level, 4);
+    assert_true(p.u.connect.bridge);
+    assert_int_equal(codec_encode(&p, again, sizeof again), (long)n);
+    assert_memory_equal(again, wire, n);
+
+    n = connect_packet(wire, "MQIsdp", 0x83, 0x02, "bridge", NULL, NULL, NULL, NULL);
+    decode_valid(wire, n, &p);
+    assert_int_equal(p.u.connect.protocol_level, 3);
+    assert_true(p.u.connect.bridge);
+
+    n = connect_packet(wire, "MQTT", 4, 0x02, "plain", NULL, NULL, NULL, NULL);
+    decode_valid(wire, n, &p);
+    assert_false(p.u.connect.bridge);
+    /* The bit does not make another level acceptable. */
+    n = connect_packet(wire, "MQIsdp", 0x84, 0x02, "x", NULL, NULL, NULL, NULL);
+    assert_err(decode(wire, n, &p), MQ_ERR_BAD_PROTOCOL_LEVEL);
+}
+
+/* MQTT 3.1 has no empty client id: a body that stops after the keepalive is answered with
+ * CONNACK 2, so the decoder says so with the fields it read; in 3.1.1 it is malformed. */
+static void test_connect_31_without_client_id(void **state)
+{
+    (void)state;
+    struct mq_packet p;
+    static const uint8_t v31[] = {0x10, 12, 0, 6, 'M', 'Q', 'I', 's', 'd', 'p', 3, 0x02, 0, 10};
+    assert_err(decode(v31, sizeof v31, &p), MQ_ERR_NO_CLIENT_ID);
+    assert_true(codec_connect_answerable(MQ_ERR_NO_CLIENT_ID));
+    assert_int_equal(p.type, MQ_CONNECT);
+    assert_int_equal(p.u.connect.protocol_level, 3);
+    assert_int_equal(p.u.connect.keepalive, 10);
+    static const uint8_t v311[] = {0x10, 10, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 10};
+    assert_err(decode(v311, sizeof v311, &p), MQ_ERR_TRUNCATED);
+    assert_false(codec_connect_answerable(MQ_ERR_TRUNCATED));
+}
+
 static void test_connect_flags(void **state)
 {
     (void)state;
@@ -1094,6 +1138,8 @@ int main(void)
         cmocka_unit_test(test_connect_builder_sanity),
         cmocka_unit_test(test_connect_protocol_name),
         cmocka_unit_test(test_connect_protocol_level_fills_fields),
+        cmocka_unit_test(test_connect_bridge_bit),
+        cmocka_unit_test(test_connect_31_without_client_id),
         cmocka_unit_test(test_connect_flags),
         cmocka_unit_test(test_connect_strings),
         cmocka_unit_test(test_connect_truncated_and_trailing),
