@@ -140,6 +140,7 @@ struct mq_conn {
     uint16_t keepalive;
     uint8_t protocol_level;
     bool connected;   /* CONNACK 0 sent */
+    bool bridge;      /* CONNECT had the bridge bit: never sent back what it published */
     bool closing;     /* close requested; input ignored, nothing more sent */
     bool not_reading; /* output backlog over twice client_output_limit: close at next tick */
     uint64_t over_limit_since_ms; /* when its backlog went over client_output_limit, or 0 */
@@ -218,8 +219,10 @@ void broker_store_committed(struct mq_broker *b);
 void broker_store_paged(struct mq_broker *b, const char *client_id, uint16_t client_id_len,
                         uint64_t token, struct mq_paged_msg *msgs, size_t n, int err);
 
-/* Shutdown: ask the sink to close every connection. Wills are not published: the
- * clients did nothing wrong, the broker is going away (and Mosquitto does the same). */
+/* Shutdown: ask the sink to close every connection. Their wills are published, as
+ * Mosquitto does: the clients did not send DISCONNECT, and a retained "offline" status
+ * must be right after a restart. Call before the store's last commit, so that what the
+ * wills change (retained messages, persistent sessions' queues) is stored. */
 void broker_close_all(struct mq_broker *b);
 
 #endif

@@ -189,7 +189,7 @@ void conn_shutdown(struct mq_conn *c, bool publish_will)
     session_detach(c);
     if (will) {
         if (publish_will)
-            broker_publish(c->broker, will);
+            broker_publish(c->broker, will, NULL);
         msg_unref(will);
     }
     c->broker->sink->close(c);
@@ -400,13 +400,6 @@ void broker_tick(struct mq_broker *b)
 
 void broker_close_all(struct mq_broker *b)
 {
-    for (struct mq_conn *c = b->conns; c; c = c->next) {
-        if (c->closing)
-            continue;
-        if (c->will) {
-            msg_unref(c->will);
-            c->will = NULL;
-        }
-        conn_close(c, false, "broker shutting down");
-    }
+    for (struct mq_conn *c = b->conns; c; c = c->next)
+        conn_close(c, true, "broker shutting down"); /* a no-op for those already closing */
 }

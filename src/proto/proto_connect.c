@@ -87,8 +87,10 @@ static bool has_allowed_prefix(const struct mq_config *cfg, struct mq_bytes id)
 }
 
 /* Who may connect: password file, anonymous access, the any-password profile.
- * Refuses (and returns false) with CONNACK 4 for a bad user name or password and 5
- * for a client that is not allowed in ([MQTT-3.2.2-5]). Never logs a password. */
+ * Refuses (and returns false) with CONNACK 5 ([MQTT-3.2.2-5]), for a wrong user name or
+ * password too: 3.1.1 reserves 4 for credentials that are malformed, and Mosquitto,
+ * Adafruit IO and the course's firmware all report a wrong key as 5. Never logs a
+ * password. */
 static bool authenticate(struct mq_conn *c, const struct mq_connect *cp, const char *id)
 {
     const struct mq_listener_ctx *l = c->listener;
@@ -123,7 +125,7 @@ static bool authenticate(struct mq_conn *c, const struct mq_connect *cp, const c
         char why[160];
         snprintf(why, sizeof(why), "%s for user %s (password_file)",
                  r == 1 ? "unknown user name" : "wrong password", user);
-        refuse(c, MQ_CONNACK_BAD_CREDENTIALS, id, why);
+        refuse(c, MQ_CONNACK_NOT_AUTHORIZED, id, why);
         return false;
     }
     /* The course-firmware profile: a user name is enough, the password (an Adafruit IO
@@ -216,6 +218,17 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
         return;
     }
 
+    /* The will is a message like any other: a payload over message_size_limit is refused
+     * now rather than published later (Mosquitto answers CONNACK 5 too). */
+    if (cp->will_flag && cfg && cfg->message_size_limit &&
+        cp->will_payload.len > cfg->message_size_limit) {
+        char why[128];
+        snprintf(why, sizeof(why), "will payload of %u bytes exceeds message_size_limit %u",
+                 cp->will_payload.len, cfg->message_size_limit);
+        refuse(c, MQ_CONNACK_NOT_AUTHORIZED, id, why);
+        return;
+    }
+
     if (!authenticate(c, cp, id))
         return;
     if (b->memory_exceeded) {
@@ -229,14 +242,16 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
         return;
     }
 
-    /* Takeover: the existing connection with this id is closed ([MQTT-3.1.4-2]); its
-     * will is published because it did not send DISCONNECT. */
+    /* Takeover: the existing connection with this id is closed ([MQTT-3.1.4-2]). Its will
+     * is published when its session ends here, i.e. when the old or the new connection
+     * uses clean session 1; when both use 0 the session simply continues on the new
+     * connection and the client was never offline, so no will (as Mosquitto does). */
     struct mq_session *s = imap_get(&b->sessions, client_id, client_id_len, broker_session_key);
     if (s && s->conn) {
         struct mq_conn *old = s->conn;
         if (!cfg || cfg->connection_messages)
             mq_log(MQ_LOG_NOTICE, "client %s taken over by %s", s->client_id, c->peer);
-        conn_shutdown(old, true);
+        conn_shutdown(old, s->clean || cp->clean_session);
         s = imap_get(&b->sessions, client_id, client_id_len,
                      broker_session_key); /* a clean one is gone */
     }
@@ -288,12 +303,17 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
     if (b->stats.clients_connected > b->stats.clients_maximum)
         b->stats.clients_maximum = b->stats.clients_connected;
 
-    send_connack(c, session_present, MQ_CONNACK_ACCEPTED); /* [MQTT-3.2.0-1] */
+    c->bridge = cp->bridge;
+
+    /* MQTT 3.1 has no session-present flag: byte 1 is reserved there, always 0. */
+    send_connack(c, session_present && cp->protocol_level >= 4,
+                 MQ_CONNACK_ACCEPTED); /* [MQTT-3.2.0-1] */
     if (!cfg || cfg->connection_messages)
         mq_log(MQ_LOG_NOTICE,
-               "client %s connected from %s (MQTT %s, clean session %d, keepalive %u s%s%s)",
+               "client %s connected from %s (MQTT %s%s, clean session %d, keepalive %u s%s%s)",
                s->client_id, c->peer, cp->protocol_level == 3 ? "3.1" : "3.1.1",
-               cp->clean_session ? 1 : 0, cp->keepalive, session_present ? ", session resumed" : "",
+               cp->bridge ? " bridge" : "", cp->clean_session ? 1 : 0, cp->keepalive,
+               session_present ? ", session resumed" : "",
                cp->has_username ? ", with user name" : "");
     if (session_present)
         session_resume_delivery(b, s); /* [MQTT-4.4.0-1] */

@@ -54,12 +54,21 @@ void handle_pubrec(struct mq_conn *c, uint16_t packet_id);
 void handle_pubrel(struct mq_conn *c, uint16_t packet_id);
 void handle_pubcomp(struct mq_conn *c, uint16_t packet_id);
 /* Publish an application message to every matching subscriber (and the retained
- * store when its retain flag is set). m is borrowed. */
-void broker_publish(struct mq_broker *b, struct mq_msg *m);
+ * store when its retain flag is set). m is borrowed. from: the connection that published
+ * it, or NULL (a will, $SYS): a bridge is never sent back its own messages, and the
+ * publisher's own copy is queued rather than sent, so that the caller can acknowledge the
+ * PUBLISH first and then drain (session_drain_queue) — the order Mosquitto's clients see. */
+void broker_publish(struct mq_broker *b, struct mq_msg *m, const struct mq_conn *from);
+/* How session_deliver treats one delivery. */
+enum mq_deliver_flags {
+    MQ_DELIVER_RETAIN = 1, /* send with the retain flag (retained, on subscribe) */
+    MQ_DELIVER_FORCE = 2,  /* bypass the queue caps (retained on subscribe) */
+    MQ_DELIVER_HOLD = 4,   /* queue even when it could go out now (see broker_publish) */
+};
 /* Deliver m to session s at qos (already downgraded); queue when the window is
- * full or the client offline. force bypasses the queue cap (retained on subscribe). */
+ * full or the client offline. flags: enum mq_deliver_flags. */
 void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m, uint8_t qos,
-                     bool retain, bool force);
+                     unsigned flags);
 /* Move queued messages into the window while it has room (and page in spilled ones). */
 void session_drain_queue(struct mq_broker *b, struct mq_session *s);
 /* After (re)connect: resend in-flight messages with DUP, then drain the queue. */

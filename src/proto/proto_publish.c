@@ -99,9 +99,11 @@ static int output_pressure(const struct mq_broker *b, const struct mq_conn *c)
 }
 
 void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m, uint8_t qos,
-                     bool retain, bool force)
+                     unsigned flags)
 {
     const struct mq_config *cfg = b->cfg;
+    bool retain = flags & MQ_DELIVER_RETAIN, force = flags & MQ_DELIVER_FORCE;
+    bool hold = flags & MQ_DELIVER_HOLD;
     bool online = s->conn && !s->conn->closing;
     int pressure = online ? output_pressure(b, s->conn) : 0;
     if (pressure == 2) {
@@ -113,7 +115,7 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
     if (pressure && !s->conn->over_limit_since_ms)
         s->conn->over_limit_since_ms = b->now_ms ? b->now_ms : 1;
     if (qos == 0) {
-        if (online && session_queue_count(s) == 0 && !pressure) {
+        if (online && !hold && session_queue_count(s) == 0 && !pressure) {
             conn_send_publish(s->conn, m, 0, retain, false, 0);
             return;
         }
@@ -133,7 +135,8 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
          * behind queued messages only to keep order. */
         if (!online && !(cfg && cfg->queue_qos0_messages))
             return;
-    } else if (online && session_queue_count(s) == 0 && !session_spilled(s) && window_open(b, s)) {
+    } else if (online && !hold && session_queue_count(s) == 0 && !session_spilled(s) &&
+               window_open(b, s)) {
         send_inflight(b, s, m, qos, retain, 0);
         return;
     }
@@ -217,8 +220,9 @@ void session_resume_delivery(struct mq_broker *b, struct mq_session *s)
     session_drain_queue(b, s);
 }
 
-void broker_publish(struct mq_broker *b, struct mq_msg *m)
+void broker_publish(struct mq_broker *b, struct mq_msg *m, const struct mq_conn *from)
 {
+    const struct mq_session *own = from ? from->session : NULL;
     const struct mq_config *cfg = b->cfg;
     if (m->retain && (!cfg || cfg->retain_available)) {
         if (retain_set(b->retained, m))
@@ -235,12 +239,17 @@ void broker_publish(struct mq_broker *b, struct mq_msg *m)
     for (size_t i = 0; i < v->count; i++) {
         struct mq_session *s = v->items[i].subscriber;
         uint8_t granted = v->items[i].qos;
+        /* Loop prevention, what the bridge bit asks for (3.1.1's no-local): a message a
+         * bridge brought in must not go back out over that bridge. */
+        if (s == own && from->bridge)
+            continue;
         /* Every delivery is a read: a broad filter only gets what the ACL allows. */
         if (!session_may(s, (const uint8_t *)m->topic, m->topic_len, MQ_ACL_READ))
             continue;
         /* [MQTT-3.8.4-6]: never above the granted QoS; downgraded to the published one. */
         uint8_t qos = upgrade ? granted : (m->qos < granted ? m->qos : granted);
-        session_deliver(b, s, m, qos, false, false); /* [MQTT-3.3.1-9] retain cleared */
+        /* [MQTT-3.3.1-9] retain cleared. */
+        session_deliver(b, s, m, qos, s == own ? MQ_DELIVER_HOLD : 0);
     }
 }
 
@@ -337,22 +346,47 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *p)
         conn_close(c, true, "out of memory");
         return;
     }
-    broker_publish(b, m);
+    /* Routed before the acknowledgement, whose durability covers the copies it queued for
+     * persistent sessions; the publisher's own copy, if it is subscribed, waits in its
+     * queue until the acknowledgement is out (broker_publish). */
+    broker_publish(b, m, c);
     msg_unref(m);
 
     if (p->qos == 1)
         conn_ack_durable(c, MQ_PUBACK, p->packet_id, before); /* [MQTT-4.3.2-2] */
     else if (p->qos == 2)
         conn_ack_durable(c, MQ_PUBREC, p->packet_id, before); /* [MQTT-4.3.3-2] */
+    if (session_queue_count(s))
+        session_drain_queue(b, s);
+}
+
+/* An acknowledgement that does not fit the flow its packet id is in (PUBACK for a QoS 2
+ * message, PUBREC or PUBCOMP for a QoS 1 one, PUBCOMP before PUBREC) is a protocol
+ * violation: close ([MQTT-4.8.0-1]). One for an id not in flight at all is a late
+ * duplicate, e.g. after a reconnect, and is ignored by the callers. */
+static void wrong_ack(struct mq_conn *c, const char *type, const struct mq_inflight *e)
+{
+    static const char *const flow[] = {
+        [MQ_OUT_WAIT_PUBACK] = "in flight at QoS 1",
+        [MQ_OUT_WAIT_PUBREC] = "in flight at QoS 2 and not yet PUBREC'd",
+        [MQ_OUT_WAIT_PUBCOMP] = "in flight at QoS 2 awaiting PUBCOMP",
+    };
+    c->broker->stats.protocol_errors++;
+    conn_close(c, true, "protocol error: %s for packet id %u, which is %s", type, e->packet_id,
+               flow[e->state]);
 }
 
 void handle_puback(struct mq_conn *c, uint16_t packet_id)
 {
     struct mq_session *s = c->session;
     struct mq_inflight *e = session_inflight_find(s, packet_id);
-    if (!e || e->state != MQ_OUT_WAIT_PUBACK) {
+    if (!e) {
         mq_log(MQ_LOG_DEBUG, "client %s: PUBACK for unknown packet id %u ignored", s->client_id,
                packet_id);
+        return;
+    }
+    if (e->state != MQ_OUT_WAIT_PUBACK) {
+        wrong_ack(c, "PUBACK", e);
         return;
     }
     persist_msg_done(c->broker, s, e->seq);
@@ -366,6 +400,10 @@ void handle_pubrec(struct mq_conn *c, uint16_t packet_id)
     struct mq_session *s = c->session;
     uint64_t before = b->store_changes;
     struct mq_inflight *e = session_inflight_find(s, packet_id);
+    if (e && e->state == MQ_OUT_WAIT_PUBACK) {
+        wrong_ack(c, "PUBREC", e);
+        return;
+    }
     if (e && e->state == MQ_OUT_WAIT_PUBREC) {
         /* The message is delivered once the receiver has PUBREC'd it: release it now,
          * keeping only the packet id until PUBCOMP. */
@@ -373,8 +411,9 @@ void handle_pubrec(struct mq_conn *c, uint16_t packet_id)
         e->msg = NULL;
         e->state = MQ_OUT_WAIT_PUBCOMP;
         persist_msg_state(b, s, e);
-    } else if (!e || e->state != MQ_OUT_WAIT_PUBCOMP) {
-        mq_log(MQ_LOG_DEBUG, "client %s: PUBREC for unknown packet id %u", s->client_id, packet_id);
+    } else if (!e) {
+        mq_log(MQ_LOG_DEBUG, "client %s: PUBREC for unknown packet id %u ignored", s->client_id,
+               packet_id);
         return;
     }
     /* [MQTT-4.3.3-3]. Held back while PUBCOMP-waiting is not on disk: after a crash the
@@ -401,9 +440,13 @@ void handle_pubcomp(struct mq_conn *c, uint16_t packet_id)
 {
     struct mq_session *s = c->session;
     struct mq_inflight *e = session_inflight_find(s, packet_id);
-    if (!e || e->state != MQ_OUT_WAIT_PUBCOMP) {
+    if (!e) {
         mq_log(MQ_LOG_DEBUG, "client %s: PUBCOMP for unknown packet id %u ignored", s->client_id,
                packet_id);
+        return;
+    }
+    if (e->state != MQ_OUT_WAIT_PUBCOMP) {
+        wrong_ack(c, "PUBCOMP", e);
         return;
     }
     persist_msg_done(c->broker, s, e->seq);

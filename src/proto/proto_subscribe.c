@@ -30,7 +30,7 @@ static void deliver_retained(void *ctx, struct mq_msg *m)
         return; /* retained messages are deliveries too */
     uint8_t qos = m->qos < r->granted ? m->qos : r->granted;
     /* [MQTT-3.3.1-8]: retain flag set on messages sent because of a new subscription. */
-    session_deliver(r->broker, r->session, m, qos, true, true);
+    session_deliver(r->broker, r->session, m, qos, MQ_DELIVER_RETAIN | MQ_DELIVER_FORCE);
 }
 
 void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l)

@@ -274,7 +274,7 @@ static bool publish(struct mq_broker *b, const char *topic, const char *payload)
                                (uint32_t)strlen(payload), 0, true);
     if (!m)
         return false;
-    broker_publish(b, m);
+    broker_publish(b, m, NULL);
     msg_unref(m);
     return true;
 }

@@ -797,3 +797,93 @@ class SubProc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+# --------------------------------------------------------------------------------------
+# The real Mosquitto as a peer (a bridge into midge, or a remote midge bridges to)
+# --------------------------------------------------------------------------------------
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+
+
+def free_port():
+    """A loopback TCP port that was free a moment ago (for programs that cannot report
+    the port they bound, such as Mosquitto)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Mosquitto:
+    """/usr/sbin/mosquitto (Debian's 2.0) on a free loopback port with the given extra
+    mosquitto.conf lines, its log collected like Broker's. Anonymous access is allowed
+    unless conf says otherwise; nothing is persisted. Stop it with stop()."""
+
+    def __init__(self, conf=(), attempts=3):
+        import pwd
+        self.dir = tempfile.mkdtemp(prefix="mosq-it-")
+        self.lines = []
+        self.cond = threading.Condition()
+        for attempt in range(attempts):
+            self.port = free_port()
+            path = os.path.join(self.dir, "mosquitto.conf")
+            with open(path, "w") as f:
+                f.write("\n".join([f"listener {self.port} 127.0.0.1", "allow_anonymous true",
+                                   # As root it would switch to user mosquitto otherwise.
+                                   f"user {pwd.getpwuid(os.geteuid()).pw_name}",
+                                   "log_dest stderr", "log_type all", "persistence false",
+                                   *conf]) + "\n")
+            self.proc = subprocess.Popen([MOSQUITTO, "-c", path], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            self.reader = threading.Thread(target=self._read, daemon=True)
+            self.reader.start()
+            if self._listening():
+                return
+            self.stop()
+            self.stopped = False  # the port was taken between free_port and the bind: retry
+        raise AssertionError(f"mosquitto did not start; log:\n{self.log()}")
+
+    def _read(self):
+        for raw in iter(self.proc.stdout.readline, b""):
+            with self.cond:
+                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                self.cond.notify_all()
+        with self.cond:
+            self.cond.notify_all()
+
+    def _listening(self):
+        deadline = time.monotonic() + scaled(10)
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return True
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def log(self):
+        with self.cond:
+            return "\n".join(self.lines)
+
+    def wait_log(self, regex, timeout=TIMEOUT):
+        pat = re.compile(regex)
+        with self.cond:
+            ok = self.cond.wait_for(lambda: any(pat.search(ln) for ln in self.lines)
+                                    or self.proc.poll() is not None, timeout)
+            found = [ln for ln in self.lines if pat.search(ln)]
+        assert ok and found, f"mosquitto: no log line matching {regex!r}; log:\n{self.log()}"
+        return found[0]
+
+    def stop(self):
+        if getattr(self, "stopped", False):
+            return
+        self.stopped = True
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.reader.join(5)
+        shutil.rmtree(self.dir, ignore_errors=True)

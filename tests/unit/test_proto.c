@@ -179,6 +179,13 @@ static struct mq_session *session_of(struct fake_io *io)
     return io->conn->session;
 }
 
+static const void *test_session_key(const void *session, size_t *len)
+{
+    const struct mq_session *s = session;
+    *len = s->client_id_len;
+    return s->client_id;
+}
+
 static void feed(struct fake_io *io, const uint8_t *buf, size_t len)
 {
     size_t used = proto_conn_input(io->conn, buf, len, NULL);
@@ -1198,8 +1205,9 @@ static void test_inbound_qos2_duplicate(void **state)
 
 /* ---- takeover, will, keepalive ------------------------------------------------------ */
 
-/* [MQTT-3.1.4-2]: a second connection with the same id closes the first; the first did
- * not DISCONNECT, so its will is published ([MQTT-3.1.2-8]); a clean 0 session resumes. */
+/* [MQTT-3.1.4-2]: a second connection with the same id closes the first. Both use clean
+ * session 0, so the session continues and the client was never away: no will, as in
+ * Mosquitto (the will rules on takeover are in test_takeover_will_rules). */
 static void test_takeover(void **state)
 {
     (void)state;
@@ -1213,7 +1221,6 @@ static void test_takeover(void **state)
     struct fake_io *second = connect_client("dup", false, true);
     expect_close_requested(first);
     expect_nothing(first);
-    send_ack(watch, MQ_PUBACK, expect_publish(watch, "w/dup", "gone", 1, false, false));
     expect_nothing(watch);
     assert_int_equal(E.b->stats.clients_connected, 2);
 
@@ -1413,29 +1420,234 @@ static void test_reconnect_before_close_callback(void **state)
 }
 
 /* Shutdown: every connection is asked to close and no will is published. */
+/* Shutdown publishes every connected client's will, as Mosquitto does: a retained
+ * "offline" status is right after a restart, and a persistent subscriber that is away finds
+ * the wills queued. */
 static void test_broker_close_all(void **state)
 {
     (void)state;
-    struct will w = {"will/x", "x", 0, true};
+    struct fake_io *later = connect_client("later", false, false);
+    subscribe(later, 1, "will/#", 1);
+    send_packet(later, &(struct mq_packet){.type = MQ_DISCONNECT});
+    io_gone(later, "closed");
     struct fake_io *watch = connect_client("watch", true, false);
     subscribe(watch, 1, "will/#", 0);
-    struct fake_io *a = connect_will("a", true, 0, &w, false);
-    struct fake_io *b = connect_will("b", false, 0, &w, false);
+    struct will wa = {"will/a", "a-gone", 1, true}, wb = {"will/b", "b-gone", 1, false};
+    struct fake_io *a = connect_will("a", true, 0, &wa, false);
+    struct fake_io *b = connect_will("b", false, 0, &wb, false);
     struct fake_io *pre = io_open(); /* not yet connected */
     broker_close_all(E.b);
     expect_close_requested(watch);
     expect_close_requested(a);
     expect_close_requested(b);
     expect_close_requested(pre);
+    /* watch is the oldest connection, closed last: it still gets both, newest client's
+     * first (the broker closes its list from the newest). */
+    expect_publish(watch, "will/b", "b-gone", 0, false, false);
+    expect_publish(watch, "will/a", "a-gone", 0, false, false);
+    expect_nothing(watch);
     io_gone(a, "closed");
     io_gone(b, "closed");
     io_gone(pre, "closed");
-    expect_nothing(watch);
     io_gone(watch, "closed");
-    assert_int_equal(retain_count(E.b->retained), 0);
+    assert_int_equal(retain_count(E.b->retained), 1); /* will/a was retained */
     assert_null(E.b->conns);
     assert_int_equal(E.b->stats.clients_connected, 0);
-    assert_int_equal(imap_count(&E.b->sessions), 1); /* b's persistent session stays */
+    /* later's and b's persistent sessions stay; later holds both wills, in order. */
+    assert_int_equal(imap_count(&E.b->sessions), 2);
+    struct mq_session *s = imap_get(&E.b->sessions, "later", 5, test_session_key);
+    assert_non_null(s);
+    assert_int_equal(session_queue_count(s), 2);
+    struct fake_io *back = connect_client("later", false, true);
+    send_ack(back, MQ_PUBACK, expect_publish(back, "will/b", "b-gone", 1, false, false));
+    send_ack(back, MQ_PUBACK, expect_publish(back, "will/a", "a-gone", 1, false, false));
+    expect_nothing(back);
+}
+
+/* ---- issue 12: MQTT 3.1 ids, CONNACK flags, will size, bridges, wrong acks, order ---- */
+
+/* MQTT 3.1: a client id of 1 to 23 characters, no assigned ids: an empty one, a missing
+ * field and a 24th character are refused with CONNACK 2; 23 (counted in characters, not
+ * bytes) is fine. */
+static void test_connect_31_client_id_rules(void **state)
+{
+    (void)state;
+    struct mq_packet p = connect_pkt("", true, 0, NULL);
+    p.u.connect.protocol_level = 3;
+    connect_refused(&p, MQ_CONNACK_ID_REJECTED);
+    p = connect_pkt("abcdefghijklmnopqrstuvwx", true, 0, NULL); /* 24 */
+    p.u.connect.protocol_level = 3;
+    connect_refused(&p, MQ_CONNACK_ID_REJECTED);
+    /* The field missing altogether: the body ends after the keepalive. */
+    struct fake_io *io = io_open();
+    static const uint8_t missing[] = {0x10, 12, 0, 6, 'M', 'Q', 'I', 's', 'd', 'p', 3, 0x02, 0, 10};
+    feed(io, missing, sizeof missing);
+    EXPECT_BYTES(io, 0x20, 0x02, 0x00, MQ_CONNACK_ID_REJECTED);
+    expect_close_requested(io);
+    /* 23 characters, two of them two bytes long: accepted. */
+    io = io_open();
+    p = connect_pkt("\xc3\xa9\xc3\xa9" "abcdefghijklmnopqrstu", true, 0, NULL);
+    p.u.connect.protocol_level = 3;
+    send_packet(io, &p);
+    EXPECT_BYTES(io, 0x20, 0x02, 0x00, 0x00);
+    expect_open(io);
+    /* 3.1.1 keeps its rules: an empty id with clean session 1 is assigned one. */
+    io = io_open();
+    p = connect_pkt("", true, 0, NULL);
+    send_packet(io, &p);
+    EXPECT_BYTES(io, 0x20, 0x02, 0x00, 0x00);
+    expect_open(io);
+}
+
+/* MQTT 3.1 has no session-present flag: a resumed 3.1 session still gets 0x00 in byte 1,
+ * and its session does resume. */
+static void test_connect_31_no_session_present(void **state)
+{
+    (void)state;
+    struct mq_packet p = connect_pkt("old31", false, 0, NULL);
+    p.u.connect.protocol_level = 3;
+    struct fake_io *io = io_open();
+    send_packet(io, &p);
+    EXPECT_BYTES(io, 0x20, 0x02, 0x00, 0x00);
+    subscribe(io, 1, "q", 1);
+    send_packet(io, &(struct mq_packet){.type = MQ_DISCONNECT});
+    io_gone(io, "closed");
+    struct fake_io *pub = connect_client("pub", true, false);
+    publish(pub, "q", "kept", 1, false, 1);
+    io = io_open();
+    send_packet(io, &p);
+    EXPECT_BYTES(io, 0x20, 0x02, 0x00, 0x00);
+    expect_publish(io, "q", "kept", 1, false, false);
+}
+
+/* message_size_limit covers the will: an oversized will payload is refused with CONNACK 5
+ * at CONNECT (as Mosquitto does), not published later. */
+static void test_will_over_message_size_limit(void **state)
+{
+    (void)state;
+    E.cfg.message_size_limit = 4;
+    struct will big = {"w/big", "12345", 0, false}, fits = {"w/ok", "1234", 0, false};
+    struct mq_packet p = connect_pkt("big", true, 0, &big);
+    connect_refused(&p, MQ_CONNACK_NOT_AUTHORIZED);
+    connect_will("fits", true, 0, &fits, false);
+}
+
+/* On takeover the old connection's will is published only when its session ends: the old
+ * or the new connection uses clean session 1. */
+static void test_takeover_will_rules(void **state)
+{
+    (void)state;
+    struct fake_io *watch = connect_client("watch", true, false);
+    subscribe(watch, 1, "w/#", 0);
+    static const struct {
+        bool old_clean, new_clean, will;
+    } cases[] = {{false, false, false}, {true, false, true}, {false, true, true}, {true, true, true}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char id[16], payload[16];
+        snprintf(id, sizeof id, "tk%zu", i);
+        snprintf(payload, sizeof payload, "gone%zu", i);
+        struct will w = {"w/tk", payload, 0, false};
+        struct fake_io *old = connect_will(id, cases[i].old_clean, 0, &w, false);
+        struct fake_io *io = io_open();
+        struct mq_packet p = connect_pkt(id, cases[i].new_clean, 0, NULL);
+        send_packet(io, &p);
+        bool present = !cases[i].old_clean && !cases[i].new_clean;
+        EXPECT_BYTES(io, 0x20, 0x02, present ? 1 : 0, 0x00);
+        expect_close_requested(old);
+        if (cases[i].will)
+            expect_publish(watch, "w/tk", payload, 0, false, false);
+        expect_nothing(watch);
+        io_gone(old, "closed by broker");
+        send_packet(io, &(struct mq_packet){.type = MQ_DISCONNECT});
+        io_gone(io, "closed");
+    }
+}
+
+/* An acknowledgement of the wrong type for its packet id's flow closes the connection
+ * ([MQTT-4.8.0-1]); one for an id not in flight is ignored. */
+static void test_wrong_ack_type_closes(void **state)
+{
+    (void)state;
+    static const struct {
+        uint8_t qos;
+        enum mq_packet_type ack;
+    } cases[] = {{1, MQ_PUBREC}, {1, MQ_PUBCOMP}, {2, MQ_PUBACK}, {2, MQ_PUBCOMP}};
+    struct fake_io *pub = connect_client("pub", true, false);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "wa%zu", i);
+        struct fake_io *sub = connect_client(id, true, false);
+        subscribe(sub, 1, "wa", cases[i].qos);
+        send_ack(sub, cases[i].ack, 999); /* not in flight: ignored */
+        expect_open(sub);
+        publish(pub, "wa", "x", cases[i].qos, false, (uint16_t)(i + 1));
+        uint16_t pid = expect_publish(sub, "wa", "x", cases[i].qos, false, false);
+        uint64_t errors = E.b->stats.protocol_errors;
+        send_ack(sub, cases[i].ack, pid);
+        expect_close_requested(sub);
+        expect_nothing(sub);
+        assert_int_equal(E.b->stats.protocol_errors, errors + 1);
+        io_gone(sub, "closed by broker");
+    }
+    /* After PUBREC, a repeated PUBREC is a retransmission (PUBREL again), and PUBACK for
+     * the id now awaiting PUBCOMP is a violation. */
+    struct fake_io *sub = connect_client("wa-rec", true, false);
+    subscribe(sub, 1, "wa", 2);
+    publish(pub, "wa", "y", 2, false, 9);
+    uint16_t pid = expect_publish(sub, "wa", "y", 2, false, false);
+    send_ack(sub, MQ_PUBREC, pid);
+    expect_ack(sub, MQ_PUBREL, pid);
+    send_ack(sub, MQ_PUBREC, pid);
+    expect_ack(sub, MQ_PUBREL, pid);
+    send_ack(sub, MQ_PUBACK, pid);
+    expect_close_requested(sub);
+}
+
+/* A client subscribed to what it publishes gets its PUBACK/PUBREC before the routed copy
+ * (Mosquitto's order, which clients and test suites assume). */
+static void test_ack_before_own_copy(void **state)
+{
+    (void)state;
+    struct fake_io *io = connect_client("self", true, false);
+    subscribe(io, 1, "me/#", 2);
+    send_publish(io, "me/1", "one", 1, false, 7, false);
+    expect_ack(io, MQ_PUBACK, 7);
+    send_ack(io, MQ_PUBACK, expect_publish(io, "me/1", "one", 1, false, false));
+    send_publish(io, "me/2", "two", 2, false, 8, false);
+    expect_ack(io, MQ_PUBREC, 8);
+    complete_qos2(io, expect_publish(io, "me/2", "two", 2, false, false));
+    send_ack(io, MQ_PUBREL, 8);
+    expect_ack(io, MQ_PUBCOMP, 8);
+    send_publish(io, "me/0", "zero", 0, false, 0, false);
+    expect_publish(io, "me/0", "zero", 0, false, false);
+    expect_nothing(io);
+    assert_int_equal(session_queue_count(session_of(io)), 0);
+}
+
+/* A bridge (the protocol level's top bit) is never sent back what it published; other
+ * subscribers, and ordinary clients subscribed to their own topics, are unaffected. */
+static void test_bridge_no_local(void **state)
+{
+    (void)state;
+    struct fake_io *bridge = io_open();
+    struct mq_packet p = connect_pkt("br", false, 0, NULL);
+    p.u.connect.bridge = true;
+    send_packet(bridge, &p);
+    EXPECT_BYTES(bridge, 0x20, 0x02, 0x00, 0x00);
+    assert_true(bridge->conn->bridge);
+    subscribe(bridge, 1, "t/#", 1);
+    struct fake_io *local = connect_client("local", true, false);
+    subscribe(local, 1, "t/#", 1);
+    publish(bridge, "t/in", "from-remote", 1, false, 1);
+    expect_nothing(bridge);
+    send_ack(local, MQ_PUBACK, expect_publish(local, "t/in", "from-remote", 1, false, false));
+    /* A local message goes out over the bridge once, and back to local (its own). */
+    send_publish(local, "t/out", "to-remote", 1, false, 2, false);
+    expect_ack(local, MQ_PUBACK, 2);
+    send_ack(local, MQ_PUBACK, expect_publish(local, "t/out", "to-remote", 1, false, false));
+    send_ack(bridge, MQ_PUBACK, expect_publish(bridge, "t/out", "to-remote", 1, false, false));
+    expect_nothing(bridge);
+    expect_nothing(local);
 }
 
 /* upgrade_outgoing_qos: delivered at the granted QoS, not the published one. */
@@ -1926,13 +2138,6 @@ static void serve_page(void)
     broker_store_paged(E.b, page_req.id, page_req.len, page_req.token, pb.msgs, pb.n, 0);
 }
 
-static const void *test_session_key(const void *session, size_t *len)
-{
-    const struct mq_session *s = session;
-    *len = s->client_id_len;
-    return s->client_id;
-}
-
 static void test_persist_long_queue_paged(void **state)
 {
     (void)state;
@@ -2035,6 +2240,13 @@ int main(void)
         T(test_no_will_after_disconnect),
         T(test_clean_session_subscriptions_removed),
         T(test_takeover_of_clean_session),
+        T(test_connect_31_client_id_rules),
+        T(test_connect_31_no_session_present),
+        T(test_will_over_message_size_limit),
+        T(test_takeover_will_rules),
+        T(test_wrong_ack_type_closes),
+        T(test_ack_before_own_copy),
+        T(test_bridge_no_local),
         T(test_reconnect_before_close_callback),
         T(test_broker_close_all),
         T(test_upgrade_outgoing_qos),
