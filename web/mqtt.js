@@ -43,7 +43,7 @@ export const CONNACK_CODES = Object.freeze({
   2: 'identifier rejected',
   3: 'server unavailable',
   4: 'bad user name or password',
-  5: 'not authorized',
+  5: 'not authorized (check the user name and password or key)',
 });
 
 const encoder = new TextEncoder();
