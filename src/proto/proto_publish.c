@@ -231,14 +231,14 @@ void broker_publish(struct mq_broker *b, struct mq_msg *m, const struct mq_conn 
             persist_retain(b, m);
     }
     struct mq_sub_vec *v = &b->match_scratch;
-    if (sub_tree_match(b->subs, (const uint8_t *)m->topic, m->topic_len, v)) {
+    if (sub_tree_match(b->subs, (const uint8_t *)m->topic, m->topic_len, NULL, v)) {
         mq_log(MQ_LOG_ERR, "out of memory routing a message on %s", m->topic);
         return;
     }
     bool upgrade = cfg && cfg->upgrade_outgoing_qos;
     for (size_t i = 0; i < v->count; i++) {
         struct mq_session *s = v->items[i].subscriber;
-        uint8_t granted = v->items[i].qos;
+        uint8_t granted = MQ_GRANT_QOS(v->items[i].grant);
         /* Loop prevention, what the bridge bit asks for (3.1.1's no-local): a message a
          * bridge brought in must not go back out over that bridge. */
         if (s == own && from->bridge)
