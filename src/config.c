@@ -822,6 +822,9 @@ static const struct option options[] = {
     {"max_inflight_messages", parse_number, G(max_inflight_messages), V_U32, 0, 65535},
     {"max_keepalive", parse_number, G(max_keepalive), V_U16, 0, 65535},
     {"max_packet_size", parse_number, G(max_packet_size), V_U32, 20, MQTT_MAX_PACKET},
+    {"max_qos", parse_number, G(max_qos), V_U16, 0, 2},
+    {"max_topic_alias", parse_number, G(max_topic_alias), V_U16, 0, 65535},
+    {"max_topic_alias_broker", parse_number, G(max_topic_alias_broker), V_U16, 0, 65535},
     {"max_queued_bytes", parse_number, G(max_queued_bytes), V_U64, 0, INT64_MAX},
     {"max_queued_messages", parse_number, G(max_queued_messages), V_U32, 0, INT32_MAX},
     {"message_size_limit", parse_number, G(message_size_limit), V_U32, 0, MQTT_MAX_PAYLOAD},
@@ -833,6 +836,7 @@ static const struct option options[] = {
     {"persistent_client_expiration", parse_duration, G(persistent_client_expiration), V_NONE, 0, 0},
     {"pid_file", parse_string, G(pid_file), V_STR, 0, 0},
     {"queue_qos0_messages", parse_bool, G(queue_qos0_messages), V_BOOL, 0, 0},
+    {"response_information", parse_string, G(response_information), V_STR, 0, 0},
     {"retain_available", parse_bool, G(retain_available), V_BOOL, 0, 0},
     {"sys_interval", parse_number, G(sys_interval), V_U32, 0, 65535},
     {"upgrade_outgoing_qos", parse_bool, G(upgrade_outgoing_qos), V_BOOL, 0, 0},
@@ -886,9 +890,6 @@ static const struct option options[] = {
     UNSUPPORTED("http_dir"),
     UNSUPPORTED("log_facility"),
     UNSUPPORTED("max_inflight_bytes"),
-    UNSUPPORTED("max_qos"),
-    UNSUPPORTED("max_topic_alias"),
-    UNSUPPORTED("max_topic_alias_broker"),
     UNSUPPORTED("mount_point"),
     UNSUPPORTED("plugin"),
     UNSUPPORTED("psk_file"),
@@ -1147,6 +1148,8 @@ static void scalar_defaults(struct mq_config *cfg)
     cfg->max_inflight_messages = 20;
     cfg->max_queued_messages = 1000;
     cfg->max_keepalive = 65535;
+    cfg->max_qos = 2;
+    cfg->max_topic_alias = 10;
     cfg->connect_timeout = 10;
     cfg->max_topic_levels = 1024;
     cfg->client_output_limit = 8u << 20;
@@ -1367,5 +1370,6 @@ void config_free(struct mq_config *cfg)
     free(cfg->log_timestamp_format);
     free(cfg->user);
     free(cfg->pid_file);
+    free(cfg->response_information);
     memset(cfg, 0, sizeof *cfg);
 }

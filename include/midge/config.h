@@ -76,6 +76,14 @@ struct mq_config {
     uint32_t message_size_limit;          /* payload bytes; 0 = spec maximum */
     uint32_t max_packet_size;             /* whole packet; 0 = spec maximum */
     uint16_t max_keepalive;               /* default 65535 */
+    uint16_t max_qos;                     /* highest QoS accepted and granted; default 2 */
+    uint16_t max_topic_alias;             /* Topic Alias Maximum announced to MQTT 5
+                                             clients; default 10, 0 = none */
+    uint16_t max_topic_alias_broker;      /* topic aliases midge may send an MQTT 5 client
+                                             (at most the client's maximum); default 0 =
+                                             none (midge; Mosquitto's default is 10) */
+    char *response_information;           /* Response Information for MQTT 5 clients that
+                                             ask; NULL = none (midge) */
     uint32_t connect_timeout;             /* seconds to wait for CONNECT; default 10 (midge) */
     uint64_t memory_limit;                /* heap bytes; over it new CONNECTs and incoming
                                              PUBLISH are refused; 0 = none (Mosquitto) */
