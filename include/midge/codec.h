@@ -161,7 +161,7 @@ struct mq_bytes {
 };
 
 /* The properties of one MQTT 5 packet (or of a will), decoded. A field is valid only when
- * its MQ_PROP_BIT(id) is set in `present`: the decoder writes the first four members and
+ * its MQ_PROP_BIT(id) is set in `present`: the decoder writes the first five members and
  * the fields of the properties it meets, never the whole struct. `raw` is the property
  * block as it was on the wire (without its length), borrowed from the decode buffer: walk
  * it with codec_prop_next() for the User Properties, for every Subscription Identifier of
@@ -171,8 +171,8 @@ struct mq_props {
     uint64_t present;   /* MQ_PROP_BIT(id) of every property in the block */
     const uint8_t *raw; /* the block, without its length; NULL when raw_len is 0 */
     uint32_t raw_len;
-    uint16_t user_count;   /* User Property pairs in the block */
-    uint16_t sub_id_count; /* Subscription Identifiers (more than one only in a server PUBLISH) */
+    uint32_t user_count;   /* User Property pairs in the block */
+    uint32_t sub_id_count; /* Subscription Identifiers (more than one only in a server PUBLISH) */
     uint8_t payload_format;
     uint8_t request_problem_info;
     uint8_t request_response_info;

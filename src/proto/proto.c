@@ -297,6 +297,10 @@ size_t proto_conn_input(struct mq_conn *c, const uint8_t *buf, size_t len, size_
                 *need = codec_packet_size(buf + off, len - off);
             break;
         }
+        /* MQTT 5 is not served yet (issue 13): a level-5 CONNECT is refused with CONNACK
+         * 0x01, or closed when oversized, as before the codec could read its body. */
+        if (n != 0 && p.type == MQ_CONNECT && p.version == 5 && n != MQ_ERR_TOO_LARGE)
+            n = MQ_ERR_BAD_PROTOCOL_LEVEL;
         if (n == MQ_ERR_TOO_LARGE && connect_cap)
             n = MQ_ERR_CONNECT_TOO_LARGE; /* our bound, not the configured one */
         if (n < 0 && !(codec_connect_answerable(n) && !c->connected)) {
