@@ -15,6 +15,7 @@
 
 #include "midge/hmap.h"
 #include "midge/imap.h"
+#include "midge/session.h"
 #include "midge/sub_tree.h"
 
 struct mq_acl;
@@ -114,6 +115,7 @@ struct mq_broker {
     uint64_t auto_id_counter;
     uint64_t last_expiry_scan_ms;
     bool memory_exceeded; /* heap over memory_limit at the last tick */
+    bool shutting_down;   /* broker_close_all ran: wills are not delayed any more */
     uint64_t memory_drop_logged_ms;
     struct mq_stats stats;
 
@@ -138,7 +140,8 @@ struct mq_broker {
 /* A queued message read back from the store for broker_store_paged. */
 struct mq_paged_msg {
     uint64_t seq;
-    struct mq_msg *msg; /* reference, moved to the broker */
+    struct mq_msg *msg;        /* reference, moved to the broker */
+    struct mq_sub_ids sub_ids; /* owned, moved to the broker */
     uint8_t qos;
     bool retain;
 };

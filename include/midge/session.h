@@ -268,6 +268,9 @@ bool session_queue_pop(struct mq_session *s, struct mq_queued *out);
  * held (a retransmission that must not be delivered again). -1 on out of memory. */
 int session_qos2_in_add(struct mq_session *s, uint16_t packet_id);
 
+/* Inbound QoS 2: true when packet id is held (received, PUBREL not yet). */
+bool session_qos2_in_has(const struct mq_session *s, uint16_t packet_id);
+
 /* Inbound QoS 2: release packet id on PUBREL; true when it was held. */
 bool session_qos2_in_release(struct mq_session *s, uint16_t packet_id);
 

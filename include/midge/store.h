@@ -123,7 +123,7 @@ struct mq_store_load_cb {
     int (*retained)(void *ctx, const struct mq_store_retained *r);
     int (*session)(void *ctx, const struct mq_store_session *s);
     int (*sub)(void *ctx, const struct mq_store_session *s, const char *filter, uint16_t len,
-               uint8_t qos);
+               uint32_t grant);
     int (*msg)(void *ctx, const struct mq_store_session *s, const struct mq_store_msg *m);
     int (*qos2_in)(void *ctx, const struct mq_store_session *s, uint16_t packet_id);
     /* Load at most this many outgoing messages per session, lowest seq first (0 = all);
@@ -192,16 +192,19 @@ int store_session_put(struct mq_store *s, const char *client_id, uint16_t client
 /* Forget the session with its subscriptions, messages and QoS 2 ids. */
 int store_session_delete(struct mq_store *s, const char *client_id, uint16_t client_id_len);
 
-/* Subscription with granted QoS; adding an existing filter updates its QoS. */
+/* Subscription with its grant (sub_tree.h MQ_GRANT: QoS, No Local, Retain As Published,
+ * Subscription Identifier; an MQTT 3.1.1 grant is its QoS); adding an existing filter
+ * updates its grant. */
 int store_sub_add(struct mq_store *s, const char *client_id, uint16_t client_id_len,
-                  const char *filter, uint16_t filter_len, uint8_t qos);
+                  const char *filter, uint16_t filter_len, uint32_t grant);
 int store_sub_remove(struct mq_store *s, const char *client_id, uint16_t client_id_len,
                      const char *filter, uint16_t filter_len);
 
 /* Outgoing message number seq (caller-assigned, increasing per client: the delivery order),
  * stored as QUEUED with packet id 0. Re-adding a seq replaces it. */
 int store_msg_add(struct mq_store *s, const char *client_id, uint16_t client_id_len, uint64_t seq,
-                  const struct mq_msg *msg, uint8_t qos, bool retain);
+                  const struct mq_msg *msg, uint8_t qos, bool retain, const uint32_t *sub_ids,
+                  size_t n_sub_ids, uint64_t expires_wall_ms);
 /* Message seq was sent with packet_id and now waits in state (enum mq_store_msg_state). */
 int store_msg_state(struct mq_store *s, const char *client_id, uint16_t client_id_len, uint64_t seq,
                     uint16_t packet_id, uint8_t state);

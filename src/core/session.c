@@ -425,6 +425,15 @@ int session_qos2_in_add(struct mq_session *s, uint16_t packet_id)
     return true;
 }
 
+bool session_qos2_in_has(const struct mq_session *s, uint16_t packet_id)
+{
+    const struct mq_session_flow *f = s->flow;
+    if (!f)
+        return false;
+    uint32_t i = qos2_lower_bound(f, packet_id);
+    return i < f->qos2_in_count && f->qos2_in[i] == packet_id;
+}
+
 bool session_qos2_in_release(struct mq_session *s, uint16_t packet_id)
 {
     struct mq_session_flow *f = s->flow;

@@ -40,6 +40,7 @@ struct mq_deferred {
     struct mq_conn *conn; /* NULL once the connection is gone */
     uint64_t ticket;      /* 0 while its batch is still being filled */
     struct mq_msg *msg;   /* reference, for a PUBLISH */
+    struct mq_sub_ids sub_ids; /* owned copy, for a PUBLISH to an MQTT 5 client */
     uint16_t packet_id;
     uint8_t qos;
     bool retain, dup;
@@ -57,6 +58,13 @@ bool persist_session_on(const struct mq_broker *b, const struct mq_session *s)
 static uint64_t wall_now(const struct mq_broker *b)
 {
     return (uint64_t)((int64_t)b->now_ms + b->wall_offset_ms);
+}
+
+/* A message's expiry as wall-clock ms (0 = never), so that it still holds after a
+ * restart, whose broker clock starts anew. */
+static uint64_t wall_expiry(const struct mq_broker *b, const struct mq_msg *m)
+{
+    return m->expires_ms ? (uint64_t)((int64_t)m->expires_ms + b->wall_offset_ms) : 0;
 }
 
 /* One place that counts changes and reports the rare failure (out of memory): the change
@@ -88,12 +96,12 @@ void persist_session_delete(struct mq_broker *b, struct mq_session *s)
 }
 
 void persist_sub(struct mq_broker *b, struct mq_session *s, const uint8_t *filter, uint16_t len,
-                 uint8_t qos)
+                 uint32_t grant)
 {
     if (!persist_session_on(b, s))
         return;
     recorded(
-        b, store_sub_add(b->store, s->client_id, s->client_id_len, (const char *)filter, len, qos),
+        b, store_sub_add(b->store, s->client_id, s->client_id_len, (const char *)filter, len, grant),
         "subscription", s->client_id);
 }
 
@@ -107,7 +115,7 @@ void persist_unsub(struct mq_broker *b, struct mq_session *s, const uint8_t *fil
 }
 
 uint64_t persist_msg_add(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m,
-                         uint8_t qos, bool retain)
+                         uint8_t qos, bool retain, const uint32_t *ids, size_t n_ids)
 {
     if (!persist_session_on(b, s) || qos == 0)
         return 0;
@@ -117,7 +125,8 @@ uint64_t persist_msg_add(struct mq_broker *b, struct mq_session *s, const struct
         return 0;
     }
     uint64_t seq = d->next_seq++;
-    int rc = store_msg_add(b->store, s->client_id, s->client_id_len, seq, m, qos, retain);
+    int rc = store_msg_add(b->store, s->client_id, s->client_id_len, seq, m, qos, retain, ids,
+                           n_ids, wall_expiry(b, m));
     recorded(b, rc, "queued message", s->client_id);
     return rc ? 0 : seq;
 }
@@ -155,9 +164,9 @@ static bool is_sys_topic(const char *topic, size_t len)
 }
 
 bool persist_spill(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m, uint8_t qos,
-                   bool retain)
+                   bool retain, const uint32_t *ids, size_t n_ids)
 {
-    if (!persist_msg_add(b, s, m, qos, retain))
+    if (!persist_msg_add(b, s, m, qos, retain, ids, n_ids))
         return false;
     struct mq_session_disk *d = session_disk_peek(s); /* persist_msg_add made it */
     if (!d->spilled++)
@@ -190,8 +199,10 @@ void persist_page_in(struct mq_broker *b, struct mq_session *s)
 
 static void unref_page(struct mq_paged_msg *msgs, size_t from, size_t n)
 {
-    for (size_t i = from; i < n; i++)
+    for (size_t i = from; i < n; i++) {
         msg_unref(msgs[i].msg);
+        sub_ids_free(&msgs[i].sub_ids);
+    }
 }
 
 void broker_store_paged(struct mq_broker *b, const char *client_id, uint16_t client_id_len,
@@ -212,7 +223,7 @@ void broker_store_paged(struct mq_broker *b, const char *client_id, uint16_t cli
     size_t i = 0;
     for (; i < n && msgs[i].seq > d->queued_last_seq; i++) {
         struct mq_paged_msg *p = &msgs[i];
-        if (session_queue_push(s, p->msg, p->qos, p->retain, p->seq, NULL))
+        if (session_queue_push(s, p->msg, p->qos, p->retain, p->seq, &p->sub_ids))
             break; /* out of memory: the rest stays on disk for a later page */
         d->queued_last_seq = p->seq;
         d->spilled = d->spilled ? d->spilled - 1 : 0;
@@ -283,25 +294,29 @@ void conn_send_durable(struct mq_conn *c, const uint8_t *bytes, size_t len, uint
 }
 
 void conn_ack_durable(struct mq_conn *c, enum mq_packet_type type, uint16_t packet_id,
-                      uint64_t changes_before)
+                      uint8_t reason, const char *why, uint64_t changes_before)
 {
-    uint8_t pkt[4];
-    ack_packet(pkt, type, packet_id);
-    conn_send_durable(c, pkt, sizeof(pkt), changes_before);
+    uint8_t pkt[MQ_ACK_MAX];
+    conn_send_durable(c, pkt, ack_bytes(c, type, packet_id, reason, why, pkt, sizeof pkt),
+                      changes_before);
 }
 
 void conn_publish_durable(struct mq_conn *c, struct mq_msg *m, uint8_t qos, bool retain, bool dup,
-                          uint16_t packet_id, uint64_t changes_before)
+                          uint16_t packet_id, const uint32_t *ids, size_t n_ids,
+                          uint64_t changes_before)
 {
     if (c->closing)
         return;
     if (!must_wait(c, changes_before)) {
-        conn_send_publish(c, m, qos, retain, dup, packet_id);
+        conn_send_publish(c, m, qos, retain, dup, packet_id, ids, n_ids);
         return;
     }
     struct mq_deferred *d = defer(c, 0);
     if (!d)
         return;
+    if (n_ids && conn_v5(c) && sub_ids_set(&d->sub_ids, ids, n_ids))
+        mq_log(MQ_LOG_ERR, "client %s: out of memory, Subscription Identifiers not sent",
+               conn_name(c));
     d->msg = msg_ref(m);
     d->qos = qos;
     d->retain = retain;
@@ -311,15 +326,20 @@ void conn_publish_durable(struct mq_conn *c, struct mq_msg *m, uint8_t qos, bool
 
 static void deferred_send(struct mq_deferred *d)
 {
-    if (d->msg)
-        conn_send_publish(d->conn, d->msg, d->qos, d->retain, d->dup, d->packet_id);
-    else
+    if (d->msg) {
+        uint32_t one;
+        const uint32_t *ids;
+        size_t n = sub_ids_view(&d->sub_ids, &one, &ids);
+        conn_send_publish(d->conn, d->msg, d->qos, d->retain, d->dup, d->packet_id, ids, n);
+    } else {
         conn_send(d->conn, d->bytes, d->len);
+    }
 }
 
 static void deferred_free(struct mq_deferred *d)
 {
     msg_unref(d->msg);
+    sub_ids_free(&d->sub_ids);
     free(d);
 }
 
@@ -431,13 +451,13 @@ static int load_session(void *ctx, const struct mq_store_session *ss)
 }
 
 static int load_sub(void *ctx, const struct mq_store_session *ss, const char *filter, uint16_t len,
-                    uint8_t qos)
+                    uint32_t grant)
 {
     (void)ss;
     struct load_ctx *l = ctx;
     bool existed;
     struct mq_sub_leaf *leaf =
-        sub_tree_add(l->b->subs, (const uint8_t *)filter, len, l->s, qos, &existed);
+        sub_tree_add(l->b->subs, (const uint8_t *)filter, len, l->s, grant, &existed);
     if (!leaf)
         return MQ_ERR_NOMEM;
     if (!existed && session_sub_add(l->s, leaf)) {

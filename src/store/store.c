@@ -264,8 +264,9 @@ int store_session_delete(struct mq_store *s, const char *client_id, uint16_t cli
 }
 
 int store_sub_add(struct mq_store *s, const char *client_id, uint16_t client_id_len,
-                  const char *filter, uint16_t filter_len, uint8_t qos)
+                  const char *filter, uint16_t filter_len, uint32_t grant)
 {
+    uint8_t qos = (uint8_t)(grant & 3); /* TODO(v5 store): the whole grant */
     struct rec r = {
         .type = R_SUB_ADD, .qos = qos, .client_len = client_id_len, .str_len = filter_len};
     if (!client_id || !filter || filter_len == 0 || qos > 2)
@@ -283,8 +284,12 @@ int store_sub_remove(struct mq_store *s, const char *client_id, uint16_t client_
 }
 
 int store_msg_add(struct mq_store *s, const char *client_id, uint16_t client_id_len, uint64_t seq,
-                  const struct mq_msg *msg, uint8_t qos, bool retain)
+                  const struct mq_msg *msg, uint8_t qos, bool retain, const uint32_t *sub_ids,
+                  size_t n_sub_ids, uint64_t expires_wall_ms)
 {
+    (void)sub_ids; /* TODO(v5 store): Subscription Identifiers and expiry are not stored yet */
+    (void)n_sub_ids;
+    (void)expires_wall_ms;
     struct rec r = {.type = R_MSG_ADD,
                     .qos = qos,
                     .flag = retain,

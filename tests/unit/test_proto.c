@@ -43,6 +43,7 @@ struct fake_io {
     size_t len, rd; /* bytes written by the broker / consumed by read_packet */
     int close_requests;
     int writes_after_close;
+    uint8_t level; /* the dialect of what the broker wrote (its last protocol level) */
 };
 
 static struct env {
@@ -65,6 +66,7 @@ static struct fake_io *io_of(struct mq_conn *c)
 static void fake_write(struct mq_conn *c, const struct mq_iov *iov, size_t n)
 {
     struct fake_io *io = io_of(c);
+    io->level = c->protocol_level;
     if (io->close_requests)
         io->writes_after_close++; /* proto promises nothing is sent once closing */
     for (size_t i = 0; i < n; i++) {
@@ -116,8 +118,9 @@ static int teardown(void **state)
         bytes += io->len;
         struct mq_packet p;
         int n;
+        struct mq_decode_limits lim = {.protocol_level = io->level};
         for (size_t off = 0; off < io->len; off += (size_t)n) {
-            n = codec_decode(io->out + off, io->len - off, NULL, &p);
+            n = codec_decode(io->out + off, io->len - off, &lim, &p);
             if (n <= 0) {
                 fprintf(stderr, "io %zu: undecodable output at %zu (%d)\n", i, off, n);
                 bad = 1;
@@ -303,7 +306,8 @@ static struct mq_packet read_packet(struct fake_io *io)
     struct mq_packet p;
     if (io->rd >= io->len)
         fail_msg("expected a packet, the broker wrote nothing more");
-    int n = codec_decode(io->out + io->rd, io->len - io->rd, NULL, &p);
+    struct mq_decode_limits lim = {.protocol_level = io->level};
+    int n = codec_decode(io->out + io->rd, io->len - io->rd, &lim, &p);
     if (n <= 0)
         fail_msg("broker output does not decode (%d) at offset %zu", n, io->rd);
     io->rd += (size_t)n;
@@ -314,7 +318,8 @@ static void expect_nothing(struct fake_io *io)
 {
     if (io->rd != io->len) {
         struct mq_packet p;
-        int n = codec_decode(io->out + io->rd, io->len - io->rd, NULL, &p);
+        struct mq_decode_limits lim = {.protocol_level = io->level};
+        int n = codec_decode(io->out + io->rd, io->len - io->rd, &lim, &p);
         fail_msg("expected no output, got %zu more bytes (%s)", io->len - io->rd,
                  n > 0 ? codec_type_name(p.type) : "undecodable");
     }
@@ -531,18 +536,26 @@ static void test_second_connect_closes(void **state)
 static void test_connect_protocol_level_5(void **state)
 {
     (void)state;
+    /* A level-5 CONNECT without its property length is malformed: MQTT 5 answers that with
+     * CONNACK 0x81 (and a Reason String), never a silent close ([MQTT-3.1.4-1]). */
     struct fake_io *io = io_open();
     static const uint8_t v5[] = {0x10, 13,   0x00, 0x04, 'M',  'Q',  'T', 'T',
                                  0x05, 0x02, 0x00, 0x3c, 0x00, 0x01, 'x'};
     feed(io, v5, sizeof(v5));
-    EXPECT_BYTES(io, 0x20, 0x02, 0x00, 0x01);
+    struct mq_packet p;
+    int n = codec_decode(io->out, io->len, &(struct mq_decode_limits){.protocol_level = 5}, &p);
+    assert_true(n > 0);
+    assert_int_equal(p.type, MQ_CONNACK);
+    assert_int_equal(p.u.connack.return_code, MQ_RC_MALFORMED_PACKET);
+    assert_false(p.u.connack.session_present);
+    assert_true(codec_props_has(&p.props, MQ_PROP_REASON_STRING));
+    io->rd = (size_t)n;
     expect_nothing(io);
     expect_close_requested(io);
     assert_int_equal(imap_count(&E.b->sessions), 0);
 
-    /* A real MQTT 5 CONNECT carries properties after the keepalive (here Receive
-     * Maximum), which a 3.1.1 parser would misread; it still gets 0x01. Fed one byte
-     * at a time, as it may arrive. */
+    /* A real MQTT 5 CONNECT (with Receive Maximum 20) is accepted, fed one byte at a time
+     * as it may arrive; CONNACK tells the client its limits. */
     static const uint8_t v5props[] = {0x10, 17,   0x00, 0x04, 'M',  'Q',  'T',  'T',  0x05, 0x02,
                                       0x00, 0x3c, 0x03, 0x21, 0x00, 0x14, 0x00, 0x01, 'y'};
     struct fake_io *io2 = io_open();
@@ -552,9 +565,19 @@ static void test_connect_protocol_level_5(void **state)
         size_t used = proto_conn_input(io2->conn, v5props + i + 1 - plen, plen, NULL);
         plen -= used;
     }
-    EXPECT_BYTES(io2, 0x20, 0x02, 0x00, 0x01);
+    n = codec_decode(io2->out, io2->len, &(struct mq_decode_limits){.protocol_level = 5}, &p);
+    assert_true(n > 0);
+    assert_int_equal(p.u.connack.return_code, MQ_RC_SUCCESS);
+    assert_true(codec_props_has(&p.props, MQ_PROP_RECEIVE_MAXIMUM));
+    assert_int_equal(p.props.receive_maximum, 20);
+    assert_true(codec_props_has(&p.props, MQ_PROP_TOPIC_ALIAS_MAXIMUM));
+    assert_int_equal(p.props.topic_alias_maximum, 10);
+    assert_false(codec_props_has(&p.props, MQ_PROP_ASSIGNED_CLIENT_ID));
+    io2->rd = (size_t)n;
     expect_nothing(io2);
-    expect_close_requested(io2);
+    expect_open(io2);
+    assert_int_equal(io2->conn->protocol_level, 5);
+    assert_int_equal(E.b->stats.clients_by_version[2], 1);
 }
 
 /* MQTT 3.1 ("MQIsdp", level 3) is accepted. */
@@ -2121,7 +2144,7 @@ static int page_collect(void *ctx, const struct mq_store_msg *m)
     struct mq_msg *msg = msg_new((const uint8_t *)m->topic, m->topic_len, m->payload,
                                  m->payload_len, m->qos, m->retain);
     assert_non_null(msg);
-    pb->msgs[pb->n++] = (struct mq_paged_msg){m->seq, msg, m->qos, m->retain};
+    pb->msgs[pb->n++] = (struct mq_paged_msg){.seq = m->seq, .msg = msg, .qos = m->qos, .retain = m->retain};
     return 0;
 }
 

@@ -191,7 +191,7 @@ static void add_msg(struct mq_store *s, const char *client, uint64_t seq, const 
                     const char *payload, uint8_t qos, bool rtn)
 {
     struct mq_msg *m = mk(topic, payload, qos);
-    assert_int_equal(store_msg_add(s, ID(client), seq, m, qos, rtn), 0);
+    assert_int_equal(store_msg_add(s, ID(client), seq, m, qos, rtn, NULL, 0, 0), 0);
     msg_unref(m);
 }
 
@@ -248,7 +248,7 @@ static int d_session(void *ctx, const struct mq_store_session *s)
 }
 
 static int d_sub(void *ctx, const struct mq_store_session *s, const char *f, uint16_t len,
-                 uint8_t qos)
+                 uint32_t qos)
 {
     (void)s;
     dump_add(ctx, " s %.*s %u\n", (int)len, f, qos);
@@ -1114,12 +1114,12 @@ static void test_invalid_arguments(void **state)
     tmp_make(&t);
     struct mq_store *s = open_ok(t.db, &o);
     struct mq_msg *m = mk("t", "p", 1);
-    assert_int_equal(store_msg_add(s, ID("c"), 1, m, 3, false), MQ_ERR_INVAL);
+    assert_int_equal(store_msg_add(s, ID("c"), 1, m, 3, false, NULL, 0, 0), MQ_ERR_INVAL);
     assert_int_equal(store_msg_state(s, ID("c"), 1, 1, 4), MQ_ERR_INVAL);
     assert_int_equal(store_qos2_in_add(s, ID("c"), 0), MQ_ERR_INVAL);
     assert_int_equal(store_sub_add(s, ID("c"), "", 0, 1), MQ_ERR_INVAL);
     assert_int_equal(store_retain_delete(s, "", 0), MQ_ERR_INVAL);
-    assert_int_equal(store_msg_add(s, ID("c"), UINT64_MAX, m, 1, false), MQ_ERR_INVAL);
+    assert_int_equal(store_msg_add(s, ID("c"), UINT64_MAX, m, 1, false, NULL, 0, 0), MQ_ERR_INVAL);
     assert_int_equal(store_commit_async(s), 0); /* nothing was recorded */
     msg_unref(m);
     store_close(s);
