@@ -135,6 +135,7 @@ int will_delay(struct mq_broker *b, struct mq_session *s, struct mq_msg *will, u
                                    .due_ms = b->now_ms + (uint64_t)delay_s * 1000u};
     b->pending_wills = pw;
     s->will_pending = true;
+    persist_will_put(b, s, will, pw->due_ms);
     return 0;
 }
 
@@ -148,6 +149,7 @@ struct mq_msg *will_take(struct mq_broker *b, struct mq_session *s)
         struct mq_msg *will = pw->will;
         free(pw);
         s->will_pending = false;
+        persist_will_delete(b, s);
         return will;
     }
     s->will_pending = false;
@@ -165,6 +167,7 @@ void wills_due(struct mq_broker *b)
         }
         *pp = pw->next;
         pw->session->will_pending = false;
+        persist_will_delete(b, pw->session);
         /* Publishing routes a message: it never touches this list. */
         will_publish(b, pw->session, pw->will);
         msg_unref(pw->will);
@@ -178,6 +181,7 @@ void wills_publish_all(struct mq_broker *b)
     while ((pw = b->pending_wills)) {
         b->pending_wills = pw->next;
         pw->session->will_pending = false;
+        persist_will_delete(b, pw->session);
         will_publish(b, pw->session, pw->will);
         msg_unref(pw->will);
         free(pw);

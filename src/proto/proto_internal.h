@@ -156,6 +156,11 @@ void persist_msg_done(struct mq_broker *b, struct mq_session *s, uint64_t seq);
 /* Inbound QoS 2 packet id now held (PUBREC sent) or released (PUBREL). */
 void persist_qos2_in(struct mq_broker *b, struct mq_session *s, uint16_t packet_id, bool held);
 void persist_retain(struct mq_broker *b, const struct mq_msg *m);
+/* A will now waits for its delay (MQTT 5) for persistent session s, or no longer does
+ * (published, cancelled, or its session gone). */
+void persist_will_put(struct mq_broker *b, struct mq_session *s, const struct mq_msg *will,
+                      uint64_t due_ms);
+void persist_will_delete(struct mq_broker *b, struct mq_session *s);
 /* Send a packet that reveals the changes recorded since changes_before (a value of
  * b->store_changes): at once, or under durability ack once they are committed. */
 void conn_send_durable(struct mq_conn *c, const uint8_t *bytes, size_t len,

@@ -243,6 +243,22 @@ void persist_retain(struct mq_broker *b, const struct mq_msg *m)
     recorded(b, store_retain_set(b->store, m), "retained message", NULL);
 }
 
+void persist_will_put(struct mq_broker *b, struct mq_session *s, const struct mq_msg *will,
+                      uint64_t due_ms)
+{
+    /* TODO(v5 store): stored in the wills table, restored at start-up. */
+    (void)b;
+    (void)s;
+    (void)will;
+    (void)due_ms;
+}
+
+void persist_will_delete(struct mq_broker *b, struct mq_session *s)
+{
+    (void)b; /* TODO(v5 store) */
+    (void)s;
+}
+
 /* ---- output that waits for the store ---------------------------------------------------- */
 
 /* True when a packet made now must wait: something it reveals may not be committed yet,
