@@ -124,6 +124,7 @@ static void note_drop(struct mq_broker *b, struct mq_session *s, const struct mq
 
 static void note_too_large(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m)
 {
+    b->stats.pub_dropped_too_large++;
     if (count_drop(b, s))
         mq_log(MQ_LOG_WARNING,
                "client %s: message on %s (%u bytes) not sent: over the client's Maximum "

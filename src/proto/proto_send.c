@@ -220,7 +220,6 @@ bool conn_send_publish(struct mq_conn *c, const struct mq_msg *m, uint8_t qos, b
         if (alias && !known)
             alias_forget(c, alias);
         /* [MQTT-3.1.2-25]: not sent; the caller carries on as if it had been delivered. */
-        b->stats.pub_dropped_too_large++;
         return false;
     }
     uint8_t hdr[MQ_MAX_FIXED_HEADER + 2];

@@ -385,3 +385,127 @@ void complete_qos2(struct fake_io *io, uint16_t packet_id)
     expect_ack(io, MQ_PUBREL, packet_id);
     send_ack(io, MQ_PUBCOMP, packet_id);
 }
+
+/* ---- MQTT 5 clients ---- */
+
+void props_init(struct props *pp)
+{
+    codec_prop_writer_init(&pp->w, pp->buf, sizeof pp->buf);
+}
+
+static struct mq_props raw_props(const struct props *pp)
+{
+    struct mq_props out = {0};
+    if (pp) {
+        assert_true(codec_prop_writer_ok(&pp->w));
+        out.raw = pp->w.len ? pp->buf : NULL;
+        out.raw_len = (uint32_t)pp->w.len;
+    }
+    return out;
+}
+
+struct mq_packet connect5_pkt(const char *id, bool clean, uint16_t keepalive, const struct will *w,
+                              const struct props *props, const struct props *will_props)
+{
+    struct mq_packet p = connect_pkt(id, clean, keepalive, w);
+    p.version = 5;
+    p.u.connect.protocol_level = 5;
+    p.props = raw_props(props);
+    if (w)
+        p.u.connect.will_props = raw_props(will_props);
+    return p;
+}
+
+struct fake_io *connect5(const char *id, bool clean, uint32_t expiry, bool session_present,
+                         struct mq_packet *connack)
+{
+    struct props pp;
+    props_init(&pp);
+    if (expiry)
+        codec_prop_put_u32(&pp.w, MQ_PROP_SESSION_EXPIRY, expiry);
+    struct fake_io *io = io_open();
+    struct mq_packet p = connect5_pkt(id, clean, 0, NULL, &pp, NULL);
+    send_packet(io, &p);
+    struct mq_packet ack = expect_type(io, MQ_CONNACK);
+    assert_int_equal(ack.u.connack.return_code, MQ_RC_SUCCESS);
+    assert_int_equal(ack.u.connack.session_present, session_present);
+    expect_open(io);
+    if (connack)
+        *connack = ack;
+    return io;
+}
+
+struct mq_packet expect_type(struct fake_io *io, enum mq_packet_type type)
+{
+    struct mq_packet p = read_packet(io);
+    if (p.type != type)
+        fail_msg("expected %s, got %s", codec_type_name(type), codec_type_name(p.type));
+    return p;
+}
+
+void expect_disconnect(struct fake_io *io, uint8_t reason)
+{
+    struct mq_packet p = expect_type(io, MQ_DISCONNECT);
+    if (p.u.disconnect.reason != reason)
+        fail_msg("expected DISCONNECT 0x%02x, got 0x%02x", reason, p.u.disconnect.reason);
+    expect_nothing(io);
+    expect_close_requested(io);
+}
+
+void expect_ack5(struct fake_io *io, enum mq_packet_type type, uint16_t packet_id, uint8_t reason)
+{
+    struct mq_packet p = expect_type(io, type);
+    assert_int_equal(p.u.ack.packet_id, packet_id);
+    if (p.u.ack.reason != reason)
+        fail_msg("expected %s reason 0x%02x, got 0x%02x", codec_type_name(type), reason,
+                 p.u.ack.reason);
+}
+
+void send_publish5(struct fake_io *io, const char *topic, const char *payload, uint8_t qos,
+                   bool retain, uint16_t packet_id, const struct props *props)
+{
+    struct mq_packet p = publish_pkt(topic, payload, qos, retain, packet_id, false);
+    p.version = 5;
+    p.props = raw_props(props);
+    send_packet(io, &p);
+}
+
+uint8_t subscribe5(struct fake_io *io, uint16_t packet_id, const char *filter, uint8_t options,
+                   uint32_t sub_id)
+{
+    uint8_t entries[512];
+    size_t fl = strlen(filter), len = 0;
+    assert_true(fl + 3 <= sizeof entries);
+    entries[len++] = (uint8_t)(fl >> 8);
+    entries[len++] = (uint8_t)fl;
+    memcpy(entries + len, filter, fl);
+    len += fl;
+    entries[len++] = options;
+    struct props pp;
+    props_init(&pp);
+    if (sub_id)
+        codec_prop_put_varint(&pp.w, MQ_PROP_SUBSCRIPTION_ID, sub_id);
+    struct mq_packet p = {.type = MQ_SUBSCRIBE, .version = 5};
+    p.u.subscribe = (struct mq_topic_list){.packet_id = packet_id,
+                                           .count = 1,
+                                           .entries = entries,
+                                           .entries_len = (uint32_t)len,
+                                           .with_qos = true};
+    p.props = raw_props(&pp);
+    send_packet(io, &p);
+    struct mq_packet ack = expect_type(io, MQ_SUBACK);
+    assert_int_equal(ack.u.suback.packet_id, packet_id);
+    assert_int_equal(ack.u.suback.count, 1);
+    return ack.u.suback.codes[0];
+}
+
+size_t publish_sub_ids(const struct mq_packet *p, uint32_t *ids, size_t cap)
+{
+    size_t n = 0;
+    struct mq_prop_iter it = codec_prop_iter(p->props.raw, p->props.raw_len);
+    struct mq_prop pr;
+    while (codec_prop_next(&it, &pr) > 0)
+        if (pr.id == MQ_PROP_SUBSCRIPTION_ID && n < cap)
+            ids[n++] = pr.num;
+    return n;
+}

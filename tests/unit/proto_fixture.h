@@ -110,4 +110,38 @@ void publish(struct fake_io *io, const char *topic, const char *payload, uint8_t
              uint16_t packet_id);
 void complete_qos2(struct fake_io *io, uint16_t packet_id);
 
+/* ---- MQTT 5 clients ---- */
+
+/* A property block under construction (codec_prop_put_* on .w). */
+struct props {
+    uint8_t buf[2048];
+    struct mq_prop_writer w;
+};
+void props_init(struct props *pp);
+
+/* An MQTT 5 CONNECT: props and will_props (may be NULL) are its two property blocks. */
+struct mq_packet connect5_pkt(const char *id, bool clean, uint16_t keepalive, const struct will *w,
+                              const struct props *props, const struct props *will_props);
+/* Open a connection and send an MQTT 5 CONNECT with Session Expiry Interval expiry (0: none
+ * sent); the CONNACK must accept it with session present as given. Returns the io; *connack
+ * (optional) receives the CONNACK. */
+struct fake_io *connect5(const char *id, bool clean, uint32_t expiry, bool session_present,
+                         struct mq_packet *connack);
+/* The next packet must be of this type. */
+struct mq_packet expect_type(struct fake_io *io, enum mq_packet_type type);
+/* The next packet must be DISCONNECT with this reason code, and the connection closing. */
+void expect_disconnect(struct fake_io *io, uint8_t reason);
+/* An MQTT 5 PUBACK/PUBREC/PUBREL/PUBCOMP with this reason, and no properties but a Reason
+ * String (not checked). */
+void expect_ack5(struct fake_io *io, enum mq_packet_type type, uint16_t packet_id, uint8_t reason);
+/* Send an MQTT 5 PUBLISH with the given property block (may be NULL). */
+void send_publish5(struct fake_io *io, const char *topic, const char *payload, uint8_t qos,
+                   bool retain, uint16_t packet_id, const struct props *props);
+/* Send an MQTT 5 SUBSCRIBE of one filter with options (QoS and MQ_SUB_* bits) and a
+ * Subscription Identifier (0: none); returns the SUBACK's reason code. */
+uint8_t subscribe5(struct fake_io *io, uint16_t packet_id, const char *filter, uint8_t options,
+                   uint32_t sub_id);
+/* The Subscription Identifiers of a decoded PUBLISH, in order; returns how many. */
+size_t publish_sub_ids(const struct mq_packet *p, uint32_t *ids, size_t cap);
+
 #endif
