@@ -36,7 +36,10 @@ SLOW = 3.0 if SANITIZE else 1.0
 TIMEOUT = 5.0 * SLOW
 QUIET = 0.5
 
-SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
+# Any of these in a process's output is a sanitizer report. An ASan or UBSan abort exits
+# with status 1 by default, like an ordinary refusal: a refusal test must check both.
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer",
+                     "runtime error:")
 LISTEN_RE = r"listening on 127\.0\.0\.1:(\d+)"
 
 # Packet types.
@@ -52,6 +55,25 @@ midge_only = pytest.mark.skipif(bool(REFERENCE), reason="checks midge's own CLI/
 def scaled(t):
     """A timeout for something that must happen, stretched under sanitizers."""
     return t * SLOW
+
+
+def assert_no_sanitizer_report(text, what="midge's output"):
+    """Fail if text holds a sanitizer report (any of SANITIZER_MARKERS)."""
+    for marker in SANITIZER_MARKERS:
+        assert marker not in text, f"sanitizer report ({marker}) in {what}:\n{text}"
+
+
+def run_midge(*args, rc=1, timeout=10, env=None):
+    """Run MIDGE_BIN with args to completion (it must exit within scaled(timeout) s).
+    Its exit status must be exactly rc and neither stream may hold a sanitizer report.
+    Returns the CompletedProcess with .stdout and .stderr as text."""
+    r = subprocess.run([MIDGE_BIN] + [str(a) for a in args], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, errors="replace", env=env,
+                       timeout=scaled(timeout))
+    assert_no_sanitizer_report(r.stdout + r.stderr, f"the output of midge {args}")
+    assert r.returncode == rc, (f"midge {args} exited with status {r.returncode}, not {rc}:\n"
+                                f"{r.stdout}{r.stderr}")
+    return r
 
 
 # --------------------------------------------------------------------------------------
@@ -182,10 +204,28 @@ class Broker:
         shutil.rmtree(self.dir, ignore_errors=True)
         if check:
             text = self.log()
-            for marker in SANITIZER_MARKERS:
-                assert marker not in text, f"sanitizer report in broker stderr:\n{text}"
+            assert_no_sanitizer_report(text, "the broker's output")
             assert rc == 0, f"broker exited with status {rc}; log:\n{text}"
         return rc
+
+    def wait_exit(self, rc=1, timeout=10):
+        """For a broker that must end by itself (a refused start): wait up to
+        scaled(timeout) s for its exit; its status must be exactly rc and its output must
+        hold no sanitizer report. Its log stays readable (wait_log_always)."""
+        try:
+            got = self.proc.wait(timeout=scaled(timeout))
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"broker still running after {scaled(timeout):.0f} s; "
+                                 f"log:\n{self.log()}")
+        for t in self._readers:
+            t.join(5)
+        self.stopped = True
+        shutil.rmtree(self.dir, ignore_errors=True)
+        text = self.log()
+        assert_no_sanitizer_report(text, "the broker's output")
+        assert got == rc, f"broker exited with status {got}, not {rc}; log:\n{text}"
+        return got
 
     def kill(self):
         if self.proc.poll() is None:
