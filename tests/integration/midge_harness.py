@@ -7,7 +7,8 @@ and helpers around mosquitto_pub / mosquitto_sub. Tests synchronise on condition
 
 Environment: MIDGE_BIN (binary under test), MIDGE_SANITIZE (ON = slower timeouts),
 MIDGE_REFERENCE (non-empty = MIDGE_BIN is a stand-in such as Mosquitto: midge's own
-log lines are not checked and midge-only CLI tests are skipped).
+log lines are not checked and midge-only CLI tests are skipped), MIDGE_REQUIRE_DEPS
+(set by ctest: a test whose needs() are missing fails instead of being skipped).
 """
 import atexit
 import collections
@@ -50,6 +51,35 @@ TYPE_NAMES = {1: "CONNECT", 2: "CONNACK", 3: "PUBLISH", 4: "PUBACK", 5: "PUBREC"
               12: "PINGREQ", 13: "PINGRESP", 14: "DISCONNECT"}
 
 midge_only = pytest.mark.skipif(bool(REFERENCE), reason="checks midge's own CLI/log contract")
+
+# Skips come in two kinds. By design or by the machine: a reference run (midge_only), the
+# sanitizer build, not being root, no tmpfs mount; those stay skips, and ctest's output
+# lists them (pytest -rs). By something missing that scripts/deps installs or the build
+# makes: under ctest (CMakeLists.txt sets MIDGE_REQUIRE_DEPS=1) that is a failure, since
+# a skipped file still passes as one ctest test; by hand (plain pytest) it is a skip.
+REQUIRE_DEPS = os.environ.get("MIDGE_REQUIRE_DEPS", "").upper() not in ("", "0", "OFF", "NO")
+
+
+def needs(*paths, reason):
+    """Mark a test (or a module, as pytestmark) that needs these files: a program from a
+    Debian package of scripts/deps, or one the build makes. conftest.py checks them before
+    the test: when one is missing it fails the test under ctest (MIDGE_REQUIRE_DEPS) and
+    skips it otherwise. Not for what a machine may lack by design (use pytest.skip)."""
+    return pytest.mark.midge_needs(paths=tuple(paths), reason=reason)
+
+
+def check_needs(item):
+    """conftest.py's hook for the needs() marks of a test item: skip or fail."""
+    for mark in item.iter_markers("midge_needs"):
+        missing = [p for p in mark.kwargs["paths"] if not os.path.exists(p)]
+        if not missing:
+            continue
+        msg = f"{mark.kwargs['reason']}: {', '.join(missing)} missing"
+        if REQUIRE_DEPS:
+            pytest.fail(f"{msg} (MIDGE_REQUIRE_DEPS: under ctest a missing dependency fails "
+                        "the test; scripts/deps installs the packages, the build makes the "
+                        "programs)", pytrace=False)
+        pytest.skip(msg)
 
 
 def scaled(t):
