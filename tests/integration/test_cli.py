@@ -6,8 +6,7 @@ import socket
 
 import pytest
 
-from midge_harness import (MqttConn, client, connect_pkt, midge_only, run_midge,
-                           scaled)
+from midge_harness import MqttConn, client, connect_pkt, midge_only, run_midge
 
 pytestmark = midge_only
 
