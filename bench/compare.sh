@@ -331,5 +331,11 @@ export COMPARE_CMD="bench/compare.sh$MODE_FLAG"
 export COMPARE_CMD_EXPANDED="ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP \
 SCALE_DURATION=$SCALE_DURATION SCALE_WARMUP=$SCALE_WARMUP CONNS=$CONNS \
 SCENARIOS=\"$SCENARIOS\" bench/compare.sh"
-python3 "$ROOT/bench/report.py"
+# report.py exits 1, after writing the page, when a run's counts show lost (QoS 1/2),
+# duplicated, misrouted, corrupt or foreign messages: the comparison then fails.
+report_status=0
+python3 "$ROOT/bench/report.py" || report_status=$?
 log "wrote $OUT (and ${OUT%.md}.png) in ${ELAPSED}s of runs"
+if [[ $report_status != 0 ]]; then
+    fail "integrity problems in the runs (listed above and in the page's summary)"
+fi

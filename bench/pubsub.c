@@ -842,7 +842,8 @@ static int report(struct run *r)
     char b1[32], b2[32], b3[32], b4[32];
     printf("RESULT mode=pubsub pubs=%d subs=%d topics=%d spread=%d wildcard=%d filters=%llu "
            "ws=%d qos=%d size=%zu rate=%.0f window=%d duration=%.3f sent=%llu received=%llu lost=%llu dup=%llu reorder=%llu "
-           "unexpected=%llu corrupt=%llu stalls=%llu unacked=%llu msgs_per_s=%.0f sent_per_s=%.0f "
+           "unexpected=%llu corrupt=%llu foreign=%llu stalls=%llu unacked=%llu msgs_per_s=%.0f "
+           "sent_per_s=%.0f "
            "p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f broker_cpu_us_per_msg=%s "
            "broker_cpu_pct=%s broker_rss_kib=%s broker_hwm_kib=%s bench_cpu_pct=%.0f status=%s\n",
            o->publishers, o->subscribers, o->topics, o->spread, o->wildcard,
@@ -851,7 +852,8 @@ static int report(struct run *r)
            (unsigned long long)r->total_sent, (unsigned long long)r->total_received,
            (unsigned long long)lost, (unsigned long long)dup, (unsigned long long)reorder,
            (unsigned long long)r->unexpected, (unsigned long long)r->corrupt,
-           (unsigned long long)stalls, (unsigned long long)unacked, msgs_per_s, sent_per_s, p50,
+           (unsigned long long)r->foreign, (unsigned long long)stalls,
+           (unsigned long long)unacked, msgs_per_s, sent_per_s, p50,
            p99, p999, pmax, fmt_opt(b1, sizeof(b1), have_broker, us_per_msg, 3),
            fmt_opt(b2, sizeof(b2), have_broker, 100 * cpu_s / cpu_win_s, 1),
            fmt_opt(b3, sizeof(b3), have_broker, (double)r->broker1.rss_kib, 0),

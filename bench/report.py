@@ -125,6 +125,58 @@ def values(runs, sc, broker, key):
     return [num(r, key) for r in runs if r["sc"] == sc and r["broker"] == broker]
 
 
+# midge-bench's exit status when a run finished but its counts show a broken delivery
+# guarantee (bench/bench.h EXIT_INTEGRITY); the RESULT line then says status=integrity.
+EXIT_INTEGRITY = 6
+# What the subscribers count on every pubsub run (bench/pubsub.c on_message): messages
+# lost, received twice, routed to a subscriber whose filter does not match ("unexpected"
+# on the RESULT line), received with the wrong size, topic or contents, and received
+# without this run's tag (each run has a fresh broker, so none is another client's).
+INTEGRITY_COUNTS = ("lost", "dup", "unexpected", "corrupt", "foreign")
+
+
+def is_pubsub(run):
+    return run["kv"].get("mode") == "pubsub" or (run["sc"] != "F" and "mode" not in run["kv"])
+
+
+def counts(run):
+    """The run's integrity counts as a dict, or None when its RESULT line lacks any of
+    them (a run that failed before counting: nothing may be claimed about it)."""
+    out = {}
+    for k in INTEGRITY_COUNTS:
+        v = num(run, k)
+        if v is None:
+            return None
+        out[k] = v
+    return out
+
+
+def integrity_problems(r):
+    """What the run's counts and exit status say is wrong with its deliveries, beyond
+    what the configuration allows (QoS 0 loss). Empty for a clean run, and for a run
+    without counts (problems() notes those: a failed run, not a broken delivery)."""
+    kv = r["kv"]
+    if kv.get("status") == "unsupported" or not is_pubsub(r):
+        return []
+    out = []
+    c = counts(r)
+    if c is not None:
+        qos = num(r, "qos") or 0
+        if qos and (c["lost"] or c["dup"]):
+            out.append(f"**QoS {qos:.0f} guarantee broken**: lost {c['lost']:.0f}, "
+                       f"duplicated {c['dup']:.0f}")
+        elif c["dup"]:
+            out.append(f"**QoS 0 messages duplicated**: {c['dup']:.0f}")
+        for k, what in (("unexpected", "misrouted"), ("corrupt", "corrupt"),
+                        ("foreign", "foreign")):
+            if c[k]:
+                out.append(f"**{c[k]:.0f} {what} message(s)**")
+    if (r["rc"] == EXIT_INTEGRITY or kv.get("status") == "integrity") and not out:
+        out.append(f"**midge-bench reported an integrity failure** (exit {r['rc']}, "
+                   f"status={kv.get('status')})")
+    return out
+
+
 def problems(runs, sc):
     notes = []
     for r in runs:
@@ -136,16 +188,39 @@ def problems(runs, sc):
             continue
         if kv.get("broker_died") == "1":
             notes.append(f"**{who}: the broker died during the run**")
-        if kv.get("status") == "error" or r["rc"] not in (0, 6):
+        if kv.get("status") == "error" or r["rc"] not in (0, EXIT_INTEGRITY):
             notes.append(f"{who}: the run failed (midge-bench exit {r['rc']})")
-        lost, dup = num(r, "lost") or 0, num(r, "dup") or 0
-        qos = num(r, "qos") or 0
-        if lost or dup:
-            kind = "**QoS %d guarantee broken**" % qos if qos else "QoS 0 loss"
-            notes.append(f"{who}: {kind}: lost {lost:.0f}, duplicated {dup:.0f}")
+        for p in integrity_problems(r):
+            notes.append(f"{who}: {p}")
+        c = counts(r) if is_pubsub(r) else None
+        if is_pubsub(r) and c is None:
+            notes.append(f"{who}: no message counts: nothing is known of its deliveries")
+        if c and c["lost"] and not num(r, "qos"):
+            notes.append(f"{who}: QoS 0 loss: lost {c['lost']:.0f}")
         if kv.get("status") == "partial":
             notes.append(f"{who}: held only {kv.get('held')} of {kv.get('count')} connections")
     return notes
+
+
+def delivery_summary(runs):
+    """One sentence on what the subscribers counted over every pubsub run, from the
+    counts themselves: the claim that nothing was lost or duplicated is made only when
+    every run reported its counts and all of them are zero."""
+    pubsub = [r for r in runs if is_pubsub(r) and r["kv"].get("status") != "unsupported"]
+    if not pubsub:
+        return ""
+    uncounted = [r for r in pubsub if counts(r) is None]
+    total = {k: sum((counts(r) or {}).get(k, 0) for r in pubsub) for k in INTEGRITY_COUNTS}
+    told = (f"over the {len(pubsub) - len(uncounted)} pubsub runs that reported their counts, "
+            f"the subscribers counted {total['lost']:,.0f} lost, {total['dup']:,.0f} "
+            f"duplicated, {total['unexpected']:,.0f} misrouted, {total['corrupt']:,.0f} "
+            f"corrupt and {total['foreign']:,.0f} foreign messages")
+    if uncounted:
+        return (f"{len(uncounted)} of {len(pubsub)} pubsub runs reported no message counts; "
+                f"{told}.")
+    if not any(total.values()):
+        return f"No message was lost, duplicated, misrouted or corrupted: {told}."
+    return told[0].upper() + told[1:] + "."
 
 
 def machine():
@@ -651,7 +726,11 @@ def main():
     if all_notes:
         w("Problems seen: " + "; ".join(all_notes) + ".")
     else:
-        w("No run failed, no broker died, and no message was lost or duplicated.")
+        w("No run failed and no broker died.")
+    summary = delivery_summary(runs)
+    if summary:
+        w("")
+        w(summary)
     w("")
     if "F" in scenarios:
         memory_section(w)
@@ -681,10 +760,17 @@ def main():
         if sc != "F":
             cells = []
             for b in BROKERS:
-                mine = [r for r in runs if r["sc"] == sc and r["broker"] == b]
-                cells.append(" / ".join(f"{sum(num(r, k) or 0 for r in mine):.0f}"
-                                        for k in ("lost", "dup", "reorder")))
-            w(f"| lost / duplicated / reordered, all rounds | {cells[0]} | {cells[1]} | |")
+                mine = [r for r in runs if r["sc"] == sc and r["broker"] == b
+                        and r["kv"].get("status") != "unsupported"]
+                counted = [r for r in mine if counts(r) is not None]
+                cell = " / ".join(f"{sum(num(r, k) or 0 for r in counted):.0f}"
+                                  for k in ("lost", "dup", "reorder", "unexpected", "corrupt",
+                                            "foreign")) if counted else "–"
+                if len(counted) < len(mine):
+                    cell += f" ({len(mine) - len(counted)} run(s) without counts)"
+                cells.append(cell)
+            w(f"| lost / duplicated / reordered / misrouted / corrupt / foreign, all rounds | "
+              f"{cells[0]} | {cells[1]} | |")
         notes = problems(runs, sc)
         if notes:
             w("")
@@ -704,7 +790,15 @@ def main():
         pass
     with open(OUT, "w") as f:
         f.write(text)
+    # A broken delivery fails compare.sh (after the page is written, which says so).
+    broken = [f"{r['sc']} {r['broker']} round {r['round']}: {p}"
+              for r in runs for p in integrity_problems(r)]
+    if broken:
+        sys.stderr.write("[report] integrity problems (see the page's summary):\n  " +
+                         "\n  ".join(p.replace("**", "") for p in broken) + "\n")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

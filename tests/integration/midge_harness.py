@@ -7,7 +7,8 @@ and helpers around mosquitto_pub / mosquitto_sub. Tests synchronise on condition
 
 Environment: MIDGE_BIN (binary under test), MIDGE_SANITIZE (ON = slower timeouts),
 MIDGE_REFERENCE (non-empty = MIDGE_BIN is a stand-in such as Mosquitto: midge's own
-log lines are not checked and midge-only CLI tests are skipped).
+log lines are not checked and midge-only CLI tests are skipped), MIDGE_REQUIRE_DEPS
+(set by ctest: a test whose needs() are missing fails instead of being skipped).
 """
 import atexit
 import collections
@@ -36,7 +37,10 @@ SLOW = 3.0 if SANITIZE else 1.0
 TIMEOUT = 5.0 * SLOW
 QUIET = 0.5
 
-SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
+# Any of these in a process's output is a sanitizer report. An ASan or UBSan abort exits
+# with status 1 by default, like an ordinary refusal: a refusal test must check both.
+SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer",
+                     "runtime error:")
 LISTEN_RE = r"listening on 127\.0\.0\.1:(\d+)"
 
 # Packet types.
@@ -48,10 +52,58 @@ TYPE_NAMES = {1: "CONNECT", 2: "CONNACK", 3: "PUBLISH", 4: "PUBACK", 5: "PUBREC"
 
 midge_only = pytest.mark.skipif(bool(REFERENCE), reason="checks midge's own CLI/log contract")
 
+# Skips come in two kinds. By design or by the machine: a reference run (midge_only), the
+# sanitizer build, not being root, no tmpfs mount; those stay skips, and ctest's output
+# lists them (pytest -rs). By something missing that scripts/deps installs or the build
+# makes: under ctest (CMakeLists.txt sets MIDGE_REQUIRE_DEPS=1) that is a failure, since
+# a skipped file still passes as one ctest test; by hand (plain pytest) it is a skip.
+REQUIRE_DEPS = os.environ.get("MIDGE_REQUIRE_DEPS", "").upper() not in ("", "0", "OFF", "NO")
+
+
+def needs(*paths, reason):
+    """Mark a test (or a module, as pytestmark) that needs these files: a program from a
+    Debian package of scripts/deps, or one the build makes. conftest.py checks them before
+    the test: when one is missing it fails the test under ctest (MIDGE_REQUIRE_DEPS) and
+    skips it otherwise. Not for what a machine may lack by design (use pytest.skip)."""
+    return pytest.mark.midge_needs(paths=tuple(paths), reason=reason)
+
+
+def check_needs(item):
+    """conftest.py's hook for the needs() marks of a test item: skip or fail."""
+    for mark in item.iter_markers("midge_needs"):
+        missing = [p for p in mark.kwargs["paths"] if not os.path.exists(p)]
+        if not missing:
+            continue
+        msg = f"{mark.kwargs['reason']}: {', '.join(missing)} missing"
+        if REQUIRE_DEPS:
+            pytest.fail(f"{msg} (MIDGE_REQUIRE_DEPS: under ctest a missing dependency fails "
+                        "the test; scripts/deps installs the packages, the build makes the "
+                        "programs)", pytrace=False)
+        pytest.skip(msg)
+
 
 def scaled(t):
     """A timeout for something that must happen, stretched under sanitizers."""
     return t * SLOW
+
+
+def assert_no_sanitizer_report(text, what="midge's output"):
+    """Fail if text holds a sanitizer report (any of SANITIZER_MARKERS)."""
+    for marker in SANITIZER_MARKERS:
+        assert marker not in text, f"sanitizer report ({marker}) in {what}:\n{text}"
+
+
+def run_midge(*args, rc=1, timeout=10, env=None):
+    """Run MIDGE_BIN with args to completion (it must exit within scaled(timeout) s).
+    Its exit status must be exactly rc and neither stream may hold a sanitizer report.
+    Returns the CompletedProcess with .stdout and .stderr as text."""
+    r = subprocess.run([MIDGE_BIN] + [str(a) for a in args], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, errors="replace", env=env,
+                       timeout=scaled(timeout))
+    assert_no_sanitizer_report(r.stdout + r.stderr, f"the output of midge {args}")
+    assert r.returncode == rc, (f"midge {args} exited with status {r.returncode}, not {rc}:\n"
+                                f"{r.stdout}{r.stderr}")
+    return r
 
 
 # --------------------------------------------------------------------------------------
@@ -182,10 +234,28 @@ class Broker:
         shutil.rmtree(self.dir, ignore_errors=True)
         if check:
             text = self.log()
-            for marker in SANITIZER_MARKERS:
-                assert marker not in text, f"sanitizer report in broker stderr:\n{text}"
+            assert_no_sanitizer_report(text, "the broker's output")
             assert rc == 0, f"broker exited with status {rc}; log:\n{text}"
         return rc
+
+    def wait_exit(self, rc=1, timeout=10):
+        """For a broker that must end by itself (a refused start): wait up to
+        scaled(timeout) s for its exit; its status must be exactly rc and its output must
+        hold no sanitizer report. Its log stays readable (wait_log_always)."""
+        try:
+            got = self.proc.wait(timeout=scaled(timeout))
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"broker still running after {scaled(timeout):.0f} s; "
+                                 f"log:\n{self.log()}")
+        for t in self._readers:
+            t.join(5)
+        self.stopped = True
+        shutil.rmtree(self.dir, ignore_errors=True)
+        text = self.log()
+        assert_no_sanitizer_report(text, "the broker's output")
+        assert got == rc, f"broker exited with status {got}, not {rc}; log:\n{text}"
+        return got
 
     def kill(self):
         if self.proc.poll() is None:

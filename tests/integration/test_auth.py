@@ -34,10 +34,8 @@ MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
 MIDGE_PASSWD = os.path.join(os.path.dirname(h.MIDGE_BIN), "midge-passwd")
 MOSQUITTO_PUB = "/usr/bin/mosquitto_pub"
 
-needs_mosquitto_passwd = pytest.mark.skipif(not os.path.exists(MOSQUITTO_PASSWD),
-                                            reason="mosquitto_passwd (package mosquitto) missing")
-needs_midge_passwd = pytest.mark.skipif(not os.path.exists(MIDGE_PASSWD),
-                                        reason=f"{MIDGE_PASSWD} not built")
+needs_mosquitto_passwd = h.needs(MOSQUITTO_PASSWD, reason="Debian package mosquitto")
+needs_midge_passwd = h.needs(MIDGE_PASSWD, reason="midge-passwd not built")
 
 # Distinctive passwords, so "never in the log" is a meaningful search.
 PW_ALICE = "Alice-s3cret-PW-7d1f"

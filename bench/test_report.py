@@ -1,0 +1,109 @@
+"""test_report.py - bench/report.py's verdicts on midge-bench's integrity counts.
+
+report.py writes docs/benchmarks.md from compare.sh's raw results. What it says about
+deliveries must come from the counts midge-bench's subscribers keep (lost, dup,
+unexpected = misrouted, corrupt, foreign): a run with any of them non-zero (QoS 0 loss
+aside, which the configuration allows) is flagged on the page and makes report.py exit 1
+after writing it; a run that reported no counts is flagged and never counted as clean.
+These tests feed it made-up results and read the page. Run by ctest (bench_report).
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report.py")
+CLEAN = "lost=0 dup=0 reorder=0 unexpected=0 corrupt=0 foreign=0"
+
+
+def result(qos=1, counts=CLEAN, status="ok"):
+    return (f"RESULT mode=pubsub pubs=16 subs=16 topics=16 qos={qos} sent=1000 received=1000 "
+            f"{counts} msgs_per_s=1000 broker_cpu_us_per_msg=1.0 status={status}")
+
+
+CONNS = "RESULT mode=conns requested=10 count=10 held=10 kib_per_conn=0.5 status=ok"
+
+
+def run_report(tmp_path, rows):
+    """rows: (scenario, broker, rc, RESULT line). Returns (exit status, page, stderr)."""
+    results = tmp_path / "results.tsv"
+    results.write_text("".join(f"{sc}\t{b}\t1\t{rc}\t{line}\n" for sc, b, rc, line in rows))
+    commands = tmp_path / "commands.txt"
+    commands.write_text("".join(f"{sc}\tscenario {sc}\tmidge-bench ... --port PORT\n"
+                                for sc in dict.fromkeys(r[0] for r in rows)))
+    out = tmp_path / "benchmarks.md"
+    env = dict(os.environ, RESULTS=str(results), COMMANDS=str(commands), OUT=str(out),
+               ROUNDS="1", DURATION="1", WARMUP="0.5", SCALE_DURATION="1", SCALE_WARMUP="0.5",
+               QUICK="1", FULL="0", ELAPSED="1", GIT_REV="test", NPROC="2", FD_LIMIT="1024",
+               MOSQUITTO_WS="no", MIDGE_VERSION="midge test", MOSQUITTO_VERSION="mosquitto test",
+               PINNING="", COMPARE_CMD="bench/compare.sh", COMPARE_CMD_EXPANDED="bench/compare.sh",
+               PATH="/usr/bin:/bin")  # no gnuplot needed: the page is what is checked
+    env.pop("GNUPLOT", None)
+    p = subprocess.run([sys.executable, REPORT], env=env, capture_output=True, text=True,
+                       timeout=60)
+    return p.returncode, out.read_text() if out.exists() else "", p.stderr
+
+
+def both(sc, midge_line, rc=0, mosq_line=None):
+    return [(sc, "midge", rc, midge_line), (sc, "mosquitto", 0, mosq_line or result())]
+
+
+def test_clean_runs_claim_no_loss_from_the_counts(tmp_path):
+    rc, page, err = run_report(tmp_path, both("B", result()) + [("F", "midge", 0, CONNS),
+                                                                  ("F", "mosquitto", 0, CONNS)])
+    assert rc == 0, err
+    assert "No run failed and no broker died." in page
+    assert ("No message was lost, duplicated, misrouted or corrupted: over the 2 pubsub runs "
+            "that reported their counts, the subscribers counted 0 lost, 0 duplicated, "
+            "0 misrouted, 0 corrupt and 0 foreign messages.") in page
+
+
+@pytest.mark.parametrize("counts,rc_bench,flag", [
+    ("lost=0 dup=0 reorder=0 unexpected=0 corrupt=1 foreign=0", 6, "1 corrupt message(s)"),
+    ("lost=0 dup=0 reorder=0 unexpected=3 corrupt=0 foreign=0", 6, "3 misrouted message(s)"),
+    ("lost=0 dup=0 reorder=0 unexpected=0 corrupt=0 foreign=2", 0, "2 foreign message(s)"),
+    ("lost=4 dup=0 reorder=0 unexpected=0 corrupt=0 foreign=0", 6,
+     "QoS 1 guarantee broken**: lost 4, duplicated 0"),
+    ("lost=0 dup=5 reorder=0 unexpected=0 corrupt=0 foreign=0", 6,
+     "QoS 1 guarantee broken**: lost 0, duplicated 5"),
+])
+def test_a_nonzero_count_is_flagged_and_fails(tmp_path, counts, rc_bench, flag):
+    status = "integrity" if rc_bench == 6 else "ok"
+    rc, page, err = run_report(tmp_path, both("B", result(1, counts, status), rc_bench))
+    assert rc == 1, f"report.py exit {rc} for {counts}"
+    assert f"midge round 1: **{flag}" in page, page
+    assert "No message was lost" not in page
+    assert "integrity problems" in err and flag.replace("**", "") in err, err
+
+
+def test_qos0_loss_is_noted_but_a_qos0_duplicate_fails(tmp_path):
+    loss = "lost=7 dup=0 reorder=0 unexpected=0 corrupt=0 foreign=0"
+    rc, page, err = run_report(tmp_path, both("A", result(0, loss), mosq_line=result(0)))
+    assert rc == 0, err
+    assert "midge round 1: QoS 0 loss: lost 7" in page
+    assert "No message was lost" not in page
+    assert "counted 7 lost, 0 duplicated" in page
+    dup = "lost=0 dup=2 reorder=0 unexpected=0 corrupt=0 foreign=0"
+    rc, page, err = run_report(tmp_path, both("A", result(0, dup), mosq_line=result(0)))
+    assert rc == 1
+    assert "midge round 1: **QoS 0 messages duplicated**: 2" in page
+
+
+def test_integrity_exit_status_alone_is_not_success(tmp_path):
+    rc, page, err = run_report(tmp_path, both("B", result(1, CLEAN, "integrity"), 6))
+    assert rc == 1
+    assert "**midge-bench reported an integrity failure** (exit 6, status=integrity)" in page
+
+
+def test_a_run_without_counts_is_never_clean(tmp_path):
+    rc, page, err = run_report(tmp_path, both("B", "RESULT status=error exit=5", 5))
+    assert "midge round 1: the run failed (midge-bench exit 5)" in page
+    assert "midge round 1: no message counts" in page
+    assert "No message was lost" not in page
+    assert "1 of 2 pubsub runs reported no message counts" in page
+    # A RESULT line from before the foreign count existed is not clean either.
+    old = "lost=0 dup=0 reorder=0 unexpected=0 corrupt=0"
+    rc, page, err = run_report(tmp_path, both("B", result(1, old)))
+    assert "midge round 1: no message counts" in page
+    assert "No message was lost" not in page
