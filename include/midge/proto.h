@@ -109,6 +109,13 @@ struct mq_broker {
     struct mq_sub_tree *subs;
     struct mq_retain *retained;
     struct mq_sub_vec match_scratch; /* reused by every routing pass */
+    /* Shared subscriptions (proto_share.c): a tree of the groups' filters, whose
+     * subscribers are the groups, and the groups by "name/filter" and by id. */
+    struct mq_sub_tree *shares;
+    struct mq_sub_vec share_scratch;
+    struct mq_hmap share_groups;
+    struct mq_hmap share_by_id;
+    uint32_t share_ids; /* last group id handed out */
 
     struct mq_conn *conns; /* doubly linked list of live connections */
     struct mq_pending_will *pending_wills; /* unordered; short (rare MQTT 5 feature) */

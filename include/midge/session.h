@@ -18,6 +18,7 @@
 struct mq_msg;
 struct mq_conn;
 struct mq_listener_ctx;
+struct mq_share_group;
 struct mq_sub_leaf;
 struct mq_sub_set;
 
@@ -39,6 +40,7 @@ struct mq_inflight {
     struct mq_msg *msg; /* reference; NULL once PUBREC arrived */
     uint64_t seq;       /* number in the durable store (0: not stored) */
     struct mq_sub_ids sub_ids; /* owned */
+    uint32_t share_id;  /* its shared subscription group (0: none) */
     uint16_t packet_id;
     uint8_t qos;
     uint8_t state; /* enum mq_out_state */
@@ -49,6 +51,7 @@ struct mq_queued {
     struct mq_msg *msg;        /* reference */
     uint64_t seq;              /* number in the durable store (0: not stored) */
     struct mq_sub_ids sub_ids; /* owned */
+    uint32_t share_id;         /* its shared subscription group (0: none) */
     uint8_t qos;               /* QoS to deliver with */
     bool retain;
 };
@@ -95,6 +98,10 @@ struct mq_session_flow {
     /* An MQTT 5 Session Expiry Interval other than 0 and "never" (seconds); 0 = never.
      * Kept here rather than in the session because most sessions never set one. */
     uint32_t expiry_s;
+
+    /* The shared subscription groups (share.h) it is a member of: rare, hence here. */
+    struct mq_share_group **shares;
+    uint32_t share_count, share_cap;
 };
 
 struct mq_session {
@@ -242,7 +249,7 @@ uint16_t session_next_packet_id(struct mq_session *s);
  * NULL on out of memory (sub_ids is then still the caller's). */
 struct mq_inflight *session_inflight_add(struct mq_session *s, struct mq_msg *msg, uint8_t qos,
                                          bool retain, uint16_t packet_id, uint64_t seq,
-                                         struct mq_sub_ids *sub_ids);
+                                         struct mq_sub_ids *sub_ids, uint32_t share_id);
 
 /* Find the in-flight entry with this packet id, or NULL. */
 struct mq_inflight *session_inflight_find(struct mq_session *s, uint16_t packet_id);
@@ -254,7 +261,13 @@ void session_inflight_remove(struct mq_session *s, struct mq_inflight *e);
  * Returns 0, or MQ_ERR_NOMEM (sub_ids is then still the caller's). Caps are the caller's
  * policy (see session_queue_full). */
 int session_queue_push(struct mq_session *s, struct mq_msg *msg, uint8_t qos, bool retain,
-                       uint64_t seq, struct mq_sub_ids *sub_ids);
+                       uint64_t seq, struct mq_sub_ids *sub_ids, uint32_t share_id);
+
+/* Record that s is a member of shared subscription group g (which it must not be yet).
+ * Returns 0 or MQ_ERR_NOMEM. */
+int session_share_add(struct mq_session *s, struct mq_share_group *g);
+/* Forget g; true when s was a member. */
+bool session_share_remove(struct mq_session *s, const struct mq_share_group *g);
 
 /* True when another message would exceed max_messages or max_bytes (0 = no limit). */
 bool session_queue_full(const struct mq_session *s, uint32_t max_messages, uint64_t max_bytes,

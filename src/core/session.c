@@ -45,6 +45,26 @@ struct mq_session *session_new(const uint8_t *client_id, uint16_t len, bool clea
     return s;
 }
 
+int session_share_add(struct mq_session *s, struct mq_share_group *g)
+{
+    struct mq_session_flow *f = session_flow(s);
+    if (!f || grow((void **)&f->shares, &f->share_cap, f->share_count + 1, sizeof(*f->shares)))
+        return MQ_ERR_NOMEM;
+    f->shares[f->share_count++] = g;
+    return 0;
+}
+
+bool session_share_remove(struct mq_session *s, const struct mq_share_group *g)
+{
+    struct mq_session_flow *f = s->flow;
+    for (uint32_t i = 0; f && i < f->share_count; i++)
+        if (f->shares[i] == g) {
+            f->shares[i] = f->shares[--f->share_count];
+            return true;
+        }
+    return false;
+}
+
 int session_set_expiry(struct mq_session *s, uint32_t expiry)
 {
     if (expiry == 0) {
@@ -129,6 +149,7 @@ static void flow_free(struct mq_session_flow *f)
     free(f->queue);
     free(f->qos2_in);
     free(f->disk);
+    free(f->shares);
     free(f);
 }
 
@@ -302,7 +323,7 @@ uint16_t session_next_packet_id(struct mq_session *s)
 
 struct mq_inflight *session_inflight_add(struct mq_session *s, struct mq_msg *msg, uint8_t qos,
                                          bool retain, uint16_t packet_id, uint64_t seq,
-                                         struct mq_sub_ids *sub_ids)
+                                         struct mq_sub_ids *sub_ids, uint32_t share_id)
 {
     struct mq_session_flow *f = session_flow(s);
     if (!f ||
@@ -314,7 +335,8 @@ struct mq_inflight *session_inflight_add(struct mq_session *s, struct mq_msg *ms
                               .packet_id = packet_id,
                               .qos = qos,
                               .state = qos == 1 ? MQ_OUT_WAIT_PUBACK : MQ_OUT_WAIT_PUBREC,
-                              .retain = retain};
+                              .retain = retain,
+                              .share_id = share_id};
     if (sub_ids) {
         e->sub_ids = *sub_ids;
         sub_ids->v = 0;
@@ -343,7 +365,7 @@ void session_inflight_remove(struct mq_session *s, struct mq_inflight *e)
 }
 
 int session_queue_push(struct mq_session *s, struct mq_msg *msg, uint8_t qos, bool retain,
-                       uint64_t seq, struct mq_sub_ids *sub_ids)
+                       uint64_t seq, struct mq_sub_ids *sub_ids, uint32_t share_id)
 {
     struct mq_session_flow *f = session_flow(s);
     if (!f)
@@ -362,8 +384,8 @@ int session_queue_push(struct mq_session *s, struct mq_msg *msg, uint8_t qos, bo
         f->queue_head = 0;
     }
     uint32_t tail = (f->queue_head + f->queue_count) % f->queue_cap;
-    f->queue[tail] =
-        (struct mq_queued){.msg = msg_ref(msg), .seq = seq, .qos = qos, .retain = retain};
+    f->queue[tail] = (struct mq_queued){
+        .msg = msg_ref(msg), .seq = seq, .qos = qos, .retain = retain, .share_id = share_id};
     if (sub_ids) {
         f->queue[tail].sub_ids = *sub_ids;
         sub_ids->v = 0;

@@ -43,8 +43,11 @@ struct mq_broker *broker_new(const struct mq_config *cfg, const struct mq_sink_o
     imap_init(&b->sessions);
     hmap_init(&b->page_wait);
     b->subs = sub_tree_new();
+    b->shares = sub_tree_new();
+    hmap_init(&b->share_groups);
+    hmap_init(&b->share_by_id);
     b->retained = retain_new();
-    if (!b->subs || !b->retained) {
+    if (!b->subs || !b->shares || !b->retained) {
         broker_free(b);
         return NULL;
     }
@@ -62,9 +65,12 @@ void broker_free(struct mq_broker *b)
     imap_destroy(&b->sessions);
     wills_free(b);
     hmap_destroy(&b->page_wait);
+    share_free_all(b);
     sub_tree_free(b->subs);
+    sub_tree_free(b->shares);
     retain_free(b->retained);
     sub_vec_free(&b->match_scratch);
+    sub_vec_free(&b->share_scratch);
     persist_free(b);
     free(b);
 }

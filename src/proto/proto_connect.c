@@ -72,6 +72,7 @@ void session_destroy(struct mq_broker *b, struct mq_session *s)
     struct mq_sub_leaf *leaf;
     while ((leaf = session_sub_next(s, &pos)))
         sub_tree_leaf_remove(b->subs, leaf, s); /* prunes only leaves nobody else holds */
+    share_leave_all(b, s, false);
     if (s->will_pending)
         msg_unref(will_take(b, s));
     imap_remove(&b->sessions, s->client_id, s->client_id_len, broker_session_key);
@@ -87,6 +88,7 @@ void session_end(struct mq_broker *b, struct mq_session *s)
         will_publish(b, s, will);
         msg_unref(will);
     }
+    share_leave_all(b, s, true);
     persist_session_delete(b, s);
     session_destroy(b, s);
 }
@@ -106,10 +108,12 @@ void session_detach(struct mq_conn *c)
     }
     s->conn = NULL;
     s->last_seen_ms = b->now_ms;
-    if (s->clean)
-        session_destroy(b, s); /* [MQTT-3.1.2-6] */
-    else
+    if (s->clean) {
+        share_leave_all(b, s, true); /* what it held from shared subscriptions goes on */
+        session_destroy(b, s);       /* [MQTT-3.1.2-6] */
+    } else {
         persist_session_put(b, s); /* its last-seen time, for expiry after a restart */
+    }
 }
 
 /* ---- wills ------------------------------------------------------------------------------ */

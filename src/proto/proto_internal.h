@@ -121,17 +121,39 @@ enum mq_deliver_flags {
     MQ_DELIVER_FORCE = 2,  /* bypass the queue caps (retained on subscribe) */
     MQ_DELIVER_HOLD = 4,   /* queue even when it could go out now (see broker_publish) */
 };
-/* Deliver m to session s at qos (already downgraded); queue when the window is
- * full or the client offline. flags: enum mq_deliver_flags. ids[0..n_ids): the
- * Subscription Identifiers it carries (copied). An expired message is dropped. */
-void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m, uint8_t qos,
-                     unsigned flags, const uint32_t *ids, size_t n_ids);
+/* How one message goes to one session (session_deliver). */
+struct mq_route {
+    uint8_t qos;          /* already downgraded to the grant */
+    unsigned flags;       /* enum mq_deliver_flags */
+    const uint32_t *ids;  /* the Subscription Identifiers it carries (borrowed, copied) */
+    size_t n_ids;
+    uint32_t share_id;    /* the shared subscription group it goes through, or 0 */
+};
+/* Deliver m to session s as r says; queue when the window is full or the client offline.
+ * An expired message is dropped. */
+void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m,
+                     const struct mq_route *r);
 /* Move queued messages into the window while it has room (and page in spilled ones). */
 void session_drain_queue(struct mq_broker *b, struct mq_session *s);
 /* After (re)connect: resend in-flight messages with DUP, then drain the queue. */
 void session_resume_delivery(struct mq_broker *b, struct mq_session *s);
 
-/* proto_subscribe.c */
+/* proto_subscribe.c (and shared subscriptions: proto_share.c) */
+/* Route m through the shared subscription groups whose filter matches it: each gives it to
+ * one member (round robin over connected members, else a persistent one that queues it).
+ * Returns how many groups delivered it. */
+unsigned share_route(struct mq_broker *b, struct mq_msg *m);
+/* s leaves every shared subscription group (its session ends). Messages it held from them
+ * that no member has started to receive (queued, and QoS 1 in flight) go to another
+ * member when rehome ([MQTT-4.8.2-4], [MQTT-4.8.2-5]: QoS 2 in flight never does). */
+void share_leave_all(struct mq_broker *b, struct mq_session *s, bool rehome);
+/* s joins group "name/filter" of a "$share/name/filter" filter with grant. Returns a
+ * SUBACK-style result: 0 on success, MQ_ERR_NOMEM, MQ_ERR_INVAL for a malformed one. */
+int share_join(struct mq_broker *b, struct mq_session *s, const uint8_t *filter, uint16_t len,
+               uint32_t grant, bool *existed);
+/* s leaves the group of a "$share/..." filter; true when it was a member. */
+bool share_leave(struct mq_broker *b, struct mq_session *s, const uint8_t *filter, uint16_t len);
+void share_free_all(struct mq_broker *b);
 void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l,
                       const struct mq_props *props);
 void handle_unsubscribe(struct mq_conn *c, const struct mq_topic_list *l);

@@ -223,7 +223,7 @@ void broker_store_paged(struct mq_broker *b, const char *client_id, uint16_t cli
     size_t i = 0;
     for (; i < n && msgs[i].seq > d->queued_last_seq; i++) {
         struct mq_paged_msg *p = &msgs[i];
-        if (session_queue_push(s, p->msg, p->qos, p->retain, p->seq, &p->sub_ids))
+        if (session_queue_push(s, p->msg, p->qos, p->retain, p->seq, &p->sub_ids, 0))
             break; /* out of memory: the rest stays on disk for a later page */
         d->queued_last_seq = p->seq;
         d->spilled = d->spilled ? d->spilled - 1 : 0;
@@ -498,11 +498,11 @@ static int load_msg(void *ctx, const struct mq_store_session *ss, const struct m
     }
     int rc = 0;
     if (sm->state == MQ_STORE_QUEUED) {
-        rc = session_queue_push(s, m, sm->qos, sm->retain, sm->seq, NULL);
+        rc = session_queue_push(s, m, sm->qos, sm->retain, sm->seq, NULL, 0);
         s->flow->disk->queued_last_seq = sm->seq; /* load_session made it */
     } else {
         struct mq_inflight *e =
-            session_inflight_add(s, m, sm->qos, sm->retain, sm->packet_id, sm->seq, NULL);
+            session_inflight_add(s, m, sm->qos, sm->retain, sm->packet_id, sm->seq, NULL, 0);
         if (!e)
             rc = MQ_ERR_NOMEM;
         else

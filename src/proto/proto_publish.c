@@ -52,7 +52,7 @@ static bool forwarded_prop(uint8_t id)
  * (0: not stored yet; a persistent session's message is then stored here). ids (owned,
  * may be NULL) are its Subscription Identifiers. */
 static void send_inflight(struct mq_broker *b, struct mq_session *s, struct mq_msg *m, uint8_t qos,
-                          bool retain, uint64_t seq, struct mq_sub_ids *ids)
+                          bool retain, uint64_t seq, struct mq_sub_ids *ids, uint32_t share_id)
 {
     uint64_t before = b->store_changes;
     uint32_t one;
@@ -69,7 +69,8 @@ static void send_inflight(struct mq_broker *b, struct mq_session *s, struct mq_m
     if (!seq && (seq = persist_msg_add(b, s, m, qos, retain, list, n_ids)))
         s->flow->disk->queued_last_seq = seq; /* a stored message: disk exists */
     uint16_t pid = session_next_packet_id(s);
-    struct mq_inflight *e = pid ? session_inflight_add(s, m, qos, retain, pid, seq, ids) : NULL;
+    struct mq_inflight *e =
+        pid ? session_inflight_add(s, m, qos, retain, pid, seq, ids, share_id) : NULL;
     if (!e) {
         mq_log(MQ_LOG_ERR, "client %s: out of memory, message on %s dropped", s->client_id,
                m->topic);
@@ -153,12 +154,15 @@ static int output_pressure(const struct mq_broker *b, const struct mq_conn *c)
     return backlog > 2 * limit ? 2 : backlog > limit ? 1 : 0;
 }
 
-void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m, uint8_t qos,
-                     unsigned flags, const uint32_t *ids, size_t n_ids)
+void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m,
+                     const struct mq_route *r)
 {
     const struct mq_config *cfg = b->cfg;
-    bool retain = flags & MQ_DELIVER_RETAIN, force = flags & MQ_DELIVER_FORCE;
-    bool hold = flags & MQ_DELIVER_HOLD;
+    uint8_t qos = r->qos;
+    const uint32_t *ids = r->ids;
+    size_t n_ids = r->n_ids;
+    bool retain = r->flags & MQ_DELIVER_RETAIN, force = r->flags & MQ_DELIVER_FORCE;
+    bool hold = r->flags & MQ_DELIVER_HOLD;
     bool online = s->conn && !s->conn->closing;
     if (msg_expired(m, b->now_ms)) { /* e.g. a retained message that has run out */
         b->stats.msgs_expired++;
@@ -203,7 +207,7 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
     }
     if (qos && online && !hold && session_queue_count(s) == 0 && !session_spilled(s) &&
         window_open(b, s)) {
-        send_inflight(b, s, m, qos, retain, 0, &owned);
+        send_inflight(b, s, m, qos, retain, 0, &owned, r->share_id);
         return;
     }
     if (!force && queue_full(b, s, m)) {
@@ -220,7 +224,7 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
         return;
     }
     uint64_t seq = persist_msg_add(b, s, m, qos, retain, ids, n_ids);
-    if (session_queue_push(s, m, qos, retain, seq, &owned)) {
+    if (session_queue_push(s, m, qos, retain, seq, &owned, r->share_id)) {
         sub_ids_free(&owned);
         persist_msg_done(b, s, seq);
         note_drop(b, s, m);
@@ -257,7 +261,7 @@ void session_drain_queue(struct mq_broker *b, struct mq_session *s)
             if (!conn_send_publish(s->conn, q.msg, 0, q.retain, false, 0, ids, n))
                 note_too_large(b, s, q.msg);
         } else {
-            send_inflight(b, s, q.msg, q.qos, q.retain, q.seq, &q.sub_ids);
+            send_inflight(b, s, q.msg, q.qos, q.retain, q.seq, &q.sub_ids, q.share_id);
         }
         sub_ids_free(&q.sub_ids);
         msg_unref(q.msg);
@@ -385,9 +389,11 @@ unsigned broker_publish(struct mq_broker *b, struct mq_msg *m, const struct mq_c
         for (size_t x = 0; x < v->extra_count && n_ids < 8; x++)
             if (v->extra[x].item == i)
                 ids[n_ids++] = v->extra[x].sub_id;
-        session_deliver(b, s, m, qos, flags, ids, n_ids);
+        session_deliver(b, s, m, &(struct mq_route){qos, flags, ids, n_ids, 0});
         delivered++;
     }
+    if (sub_tree_count(b->shares))
+        delivered += share_route(b, m);
     return delivered;
 }
 

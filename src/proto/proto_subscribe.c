@@ -15,6 +15,7 @@
 #include "midge/msg.h"
 #include "midge/retain.h"
 #include "midge/session.h"
+#include "midge/share.h"
 #include "proto_internal.h"
 
 struct retained_ctx {
@@ -31,8 +32,9 @@ static void deliver_retained(void *ctx, struct mq_msg *m)
         return; /* retained messages are deliveries too */
     uint8_t qos = m->qos < r->granted ? m->qos : r->granted;
     /* [MQTT-3.3.1-8]: retain flag set on messages sent because of a new subscription. */
-    session_deliver(r->broker, r->session, m, qos, MQ_DELIVER_RETAIN | MQ_DELIVER_FORCE,
-                    &r->sub_id, r->sub_id ? 1 : 0);
+    session_deliver(r->broker, r->session, m,
+                    &(struct mq_route){qos, MQ_DELIVER_RETAIN | MQ_DELIVER_FORCE, &r->sub_id,
+                                       r->sub_id ? 1 : 0, 0});
 }
 
 /* What one entry of a SUBSCRIBE became: its reason code (the granted QoS, or a failure),
@@ -77,15 +79,30 @@ void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l,
     uint8_t opts;
     for (uint16_t i = 0; codec_topic_list_next(&it, &filter, &opts); i++) {
         res[i].existed = false;
-        if (filter.len >= 7 && memcmp(filter.ptr, "$share/", 7) == 0) {
-            /* Shared subscriptions are not served yet: say so (MQTT 5), or refuse. */
+        bool valid;
+        const uint8_t *sname, *sfilter;
+        uint16_t sname_len, sfilter_len;
+        bool shared = share_split(filter.ptr, filter.len, &valid, &sname, &sname_len, &sfilter,
+                                  &sfilter_len);
+        if (shared && !valid) {
             mq_log(MQ_LOG_NOTICE,
-                   "client %s: SUBSCRIBE to the shared subscription %.*s refused: not supported",
+                   "client %s: SUBSCRIBE to %.*s refused: a shared subscription is "
+                   "$share/<name>/<filter>, the name without '/', '+' or '#'",
                    s->client_id, (int)filter.len, (const char *)filter.ptr);
-            codes[i] = failure(c, MQ_RC_SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+            codes[i] = failure(c, MQ_RC_TOPIC_FILTER_INVALID);
             continue;
         }
-        if (topic_too_deep(b, filter.ptr, filter.len)) {
+        if (shared && v5 && (opts & MQ_SUB_NO_LOCAL)) {
+            /* [MQTT-3.8.3-4] */
+            conn_violation(c, MQ_RC_PROTOCOL_ERROR,
+                           "protocol error: No Local on the shared subscription %.*s",
+                           (int)filter.len, (const char *)filter.ptr);
+            goto out;
+        }
+        /* A shared subscription's rules apply to its topic filter, without the prefix. */
+        const uint8_t *checked = shared ? sfilter : filter.ptr;
+        uint16_t checked_len = shared ? sfilter_len : filter.len;
+        if (topic_too_deep(b, checked, checked_len)) {
             mq_log(MQ_LOG_NOTICE,
                    "client %s: SUBSCRIBE to a filter deeper than max_topic_levels "
                    "%u refused (SUBACK 0x80)",
@@ -93,7 +110,7 @@ void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l,
             codes[i] = failure(c, MQ_RC_TOPIC_FILTER_INVALID);
             continue;
         }
-        if (!session_may(s, filter.ptr, filter.len, MQ_ACL_SUBSCRIBE)) {
+        if (!session_may(s, checked, checked_len, MQ_ACL_SUBSCRIBE)) {
             mq_log(MQ_LOG_NOTICE, "client %s: SUBSCRIBE to %.*s denied by acl_file (SUBACK 0x80)",
                    s->client_id, (int)filter.len, (const char *)filter.ptr);
             codes[i] = failure(c, MQ_RC_NOT_AUTHORIZED);
@@ -104,9 +121,21 @@ void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l,
         if (cfg && qos > cfg->max_qos)
             qos = (uint8_t)cfg->max_qos;
         uint32_t grant = MQ_GRANT(qos, v5 ? opts : 0, sub_id);
+        bool existed;
+        if (shared) {
+            if (share_join(b, s, filter.ptr, filter.len, grant, &existed)) {
+                codes[i] = failure(c, MQ_RC_UNSPECIFIED_ERROR);
+                continue;
+            }
+            codes[i] = qos;
+            persist_sub(b, s, filter.ptr, filter.len, grant);
+            if (log_enabled(MQ_LOG_SUBSCRIBE))
+                mq_log(MQ_LOG_SUBSCRIBE, "client %s subscribed to %.*s (QoS %u, shared)",
+                       s->client_id, (int)filter.len, (const char *)filter.ptr, qos);
+            continue;
+        }
         /* [MQTT-3.8.4-3]: an identical filter replaces the old subscription (in the tree;
          * the session already holds its leaf). */
-        bool existed;
         struct mq_sub_leaf *leaf =
             sub_tree_add(b->subs, filter.ptr, filter.len, s, grant, &existed);
         if (!leaf || (!existed && session_sub_add(s, leaf))) {
@@ -154,9 +183,12 @@ void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l,
         uint8_t handling = v5 ? MQ_SUB_RETAIN_HANDLING(opts) : 0;
         if (handling == 2 || (handling == 1 && res[i].existed))
             continue;
+        if (filter.len >= 7 && memcmp(filter.ptr, "$share/", 7) == 0)
+            continue; /* none for shared subscriptions, as in Mosquitto */
         struct retained_ctx r = {b, s, codes[i], sub_id};
         retain_match(b->retained, filter.ptr, filter.len, deliver_retained, &r);
     }
+out:
     if (codes != codes_small)
         free(codes);
     if (res != small)
@@ -181,6 +213,14 @@ void handle_unsubscribe(struct mq_conn *c, const struct mq_topic_list *l)
     for (uint16_t i = 0; codec_topic_list_next(&it, &filter, &qos); i++) {
         /* [MQTT-3.10.4-1]: compared character by character, no wildcard matching. The
          * session forgets the leaf before the tree may prune it. */
+        if (filter.len >= 7 && memcmp(filter.ptr, "$share/", 7) == 0) {
+            bool left = share_leave(b, s, filter.ptr, filter.len);
+            if (v5)
+                codes[i] = left ? MQ_RC_SUCCESS : MQ_RC_NO_SUBSCRIPTION_EXISTED;
+            if (left)
+                persist_unsub(b, s, filter.ptr, filter.len);
+            continue;
+        }
         struct mq_sub_leaf *leaf = sub_tree_find(b->subs, filter.ptr, filter.len);
         if (!leaf || !session_sub_remove(s, leaf)) {
             if (v5)
