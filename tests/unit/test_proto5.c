@@ -6,6 +6,8 @@
  */
 #include "proto_fixture.h"
 
+#include "midge/sys.h"
+
 /* The CONNACK of an accepted MQTT 5 client tells it the limits: Receive Maximum
  * (max_inflight_messages), Topic Alias Maximum, and nothing at its default value
  * ([MQTT-3.2.2-9] and 3.2.2.3). */
@@ -639,6 +641,15 @@ static void test_v5_and_v311_together(void **state)
     send_ack(v3, MQ_PUBACK, expect_publish(v3, "mix/from5", "b", 1, false, false));
     expect_nothing(v3);
     expect_nothing(v5);
+    /* $SYS and /metrics count clients by protocol version. */
+    char text[16384];
+    sys_format_metrics(E.b, NULL, text, sizeof text);
+    assert_non_null(strstr(text, "midge_clients_connected_by_protocol{protocol=\"5.0\"} 1\n"));
+    assert_non_null(strstr(text, "midge_clients_connected_by_protocol{protocol=\"3.1.1\"} 1\n"));
+    assert_non_null(strstr(text, "midge_clients_connected_by_protocol{protocol=\"3.1\"} 0\n"));
+    io_gone(v5, "peer closed");
+    assert_int_equal(E.b->stats.clients_by_version[2], 0);
+    assert_int_equal(E.b->stats.clients_by_version[1], 1);
 }
 
 /* Shared subscriptions: one member of the group gets each message, in turn among the
