@@ -743,6 +743,52 @@ static void test_shared_member_leaving(void **state)
     expect_disconnect(nl, MQ_RC_PROTOCOL_ERROR);
 }
 
+/* Outbound topic aliases, off by default ([MQTT-3.1.2-27]: none without the client's
+ * Topic Alias Maximum either); with max_topic_alias_broker, up to the smaller of it and
+ * the client's maximum ([MQTT-3.1.2-26]): the first message on a topic sets the alias,
+ * later ones send it with an empty topic; topics beyond the table go out in full. */
+static void test_v5_topic_alias_out(void **state)
+{
+    (void)state;
+    struct props pp;
+    props_init(&pp);
+    codec_prop_put_u16(&pp.w, MQ_PROP_TOPIC_ALIAS_MAXIMUM, 5);
+    struct fake_io *off = io_open();
+    struct mq_packet c = connect5_pkt("off", true, 0, NULL, &pp, NULL);
+    send_packet(off, &c);
+    expect_type(off, MQ_CONNACK);
+    subscribe5(off, 1, "t/#", 0, 0);
+    E.cfg.max_topic_alias_broker = 2;
+    struct fake_io *on = io_open();
+    c = connect5_pkt("on", true, 0, NULL, &pp, NULL);
+    send_packet(on, &c);
+    expect_type(on, MQ_CONNACK);
+    subscribe5(on, 1, "t/#", 0, 0);
+    struct fake_io *pub = connect5("pub", true, 0, false, NULL);
+    const char *topics[] = {"t/one", "t/two", "t/three", "t/one", "t/two", "t/three"};
+    for (size_t i = 0; i < 6; i++)
+        send_publish5(pub, topics[i], "x", 0, false, 0, NULL);
+    for (size_t i = 0; i < 6; i++) {
+        struct mq_packet p = expect_type(off, MQ_PUBLISH);
+        assert_false(codec_props_has(&p.props, MQ_PROP_TOPIC_ALIAS));
+        assert_int_equal(p.u.publish.topic.len, strlen(topics[i]));
+    }
+    static const struct {
+        uint16_t alias;
+        bool empty_topic;
+    } want[] = {{1, false}, {2, false}, {0, false}, {1, true}, {2, true}, {0, false}};
+    for (size_t i = 0; i < 6; i++) {
+        struct mq_packet p = expect_type(on, MQ_PUBLISH);
+        if (want[i].alias) {
+            assert_true(codec_props_has(&p.props, MQ_PROP_TOPIC_ALIAS));
+            assert_int_equal(p.props.topic_alias, want[i].alias);
+        } else {
+            assert_false(codec_props_has(&p.props, MQ_PROP_TOPIC_ALIAS));
+        }
+        assert_int_equal(p.u.publish.topic.len, want[i].empty_topic ? 0 : strlen(topics[i]));
+    }
+}
+
 int main(void)
 {
     struct mq_log_options lo = log_default_options();
@@ -762,6 +808,7 @@ int main(void)
         T(test_v5_will_delay),
         T(test_v5_server_disconnects),
         T(test_v5_topic_alias_in),
+        T(test_v5_topic_alias_out),
         T(test_v5_receive_maximum_in),
         T(test_v5_receive_maximum_out),
         T(test_v5_maximum_packet_size_out),
