@@ -468,10 +468,16 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
             refuse(c, MQ_CONNACK_NOT_AUTHORIZED, MQ_RC_PACKET_TOO_LARGE, id, why);
             return;
         }
-        if (v5 && cp->will_qos > cfg->max_qos) { /* [MQTT-3.2.2-12] */
+        if (cp->will_qos > cfg->max_qos) { /* [MQTT-3.2.2-12] */
             snprintf(why, sizeof(why), "will QoS %u exceeds max_qos %u", cp->will_qos,
                      cfg->max_qos);
-            refuse(c, 0, MQ_RC_QOS_NOT_SUPPORTED, id, why);
+            if (v5) {
+                refuse(c, 0, MQ_RC_QOS_NOT_SUPPORTED, id, why);
+            } else {
+                /* 3.1.1 has no code for it: closed without CONNACK, as Mosquitto does. */
+                b->stats.protocol_errors++;
+                conn_close(c, false, "client %s refused: %s", id, why);
+            }
             return;
         }
         if (v5 && cp->will_retain && !cfg->retain_available) { /* [MQTT-3.2.2-13] */

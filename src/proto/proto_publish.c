@@ -474,7 +474,9 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *pub, const struc
     b->stats.pub_received++;
 
     const struct mq_config *cfg = b->cfg;
-    if (v5 && cfg && p->qos > cfg->max_qos) { /* the client was told Maximum QoS */
+    if (cfg && p->qos > cfg->max_qos) {
+        /* MQTT 5 clients were told (Maximum QoS); 3.1.1 ones cannot be, and are
+         * disconnected all the same, as Mosquitto does. */
         conn_violation(c, MQ_RC_QOS_NOT_SUPPORTED, "PUBLISH with QoS %u over max_qos %u",
                        p->qos, cfg->max_qos);
         return;
