@@ -100,9 +100,9 @@ struct mq_config {
 
     bool persistence;
     char *persistence_location;
-    char *persistence_file;     /* default "midge.db" */
+    char *persistence_file;                    /* default "midge.db" */
     enum mq_durability persistence_durability; /* default ack (midge) */
-    uint32_t autosave_interval; /* seconds; default 1800 */
+    uint32_t autosave_interval;                /* seconds; default 1800 */
 
     unsigned log_dest; /* enum mq_log_dest_mask; default stderr */
     char *log_file;    /* with MQ_LOG_DEST_FILE */

@@ -25,7 +25,7 @@
     XX(UTF8_SURROGATE, "string contains a UTF-16 surrogate code point")                            \
     XX(BAD_PROTOCOL_NAME, "unknown protocol name")                                                 \
     XX(BAD_PROTOCOL_LEVEL, "unsupported protocol level")                                           \
-    XX(NO_CLIENT_ID, "MQTT 3.1 CONNECT without a client identifier")                              \
+    XX(NO_CLIENT_ID, "MQTT 3.1 CONNECT without a client identifier")                               \
     XX(CONNECT_RESERVED, "CONNECT reserved flag is set")                                           \
     XX(WILL_FLAGS, "will QoS/retain set without will flag")                                        \
     XX(PASSWORD_WITHOUT_USER, "password flag set without user name flag")                          \

@@ -117,7 +117,7 @@ struct mq_broker {
     struct mq_hmap share_by_id;
     uint32_t share_ids; /* last group id handed out */
 
-    struct mq_conn *conns; /* doubly linked list of live connections */
+    struct mq_conn *conns;                 /* doubly linked list of live connections */
     struct mq_pending_will *pending_wills; /* unordered; short (rare MQTT 5 feature) */
     uint64_t auto_id_counter;
     uint64_t last_expiry_scan_ms;
@@ -167,16 +167,16 @@ struct mq_alias {
  * an MQTT 5 client negotiated, its topic aliases, and a TLS identity. Allocated on first
  * use (conn_ext), so an idle 3.1.1 connection pays one pointer. */
 struct mq_conn_ext {
-    char *identity;           /* owned: TLS client certificate CN (use_identity_as_username) */
-    uint32_t max_packet_out;  /* the client's Maximum Packet Size; 0 = the MQTT maximum */
-    uint16_t receive_max_out; /* the client's Receive Maximum; 0 until CONNECT (= 65535) */
-    uint16_t alias_max_out;   /* aliases midge may send: min(client's, max_topic_alias_broker) */
-    uint16_t alias_max_in;    /* the Topic Alias Maximum announced in CONNACK */
-    uint16_t inflight_in;     /* QoS 1/2 PUBLISHes received, not yet PUBACK/PUBCOMP'd */
-    uint16_t alias_out_used;  /* outbound aliases assigned so far (1..alias_out_used) */
-    bool problem_info;        /* Request Problem Information: reason strings may be sent */
-    uint32_t will_delay;      /* the will's Will Delay Interval, seconds */
-    uint32_t session_expiry;  /* the Session Expiry Interval in force for this connection */
+    char *identity;             /* owned: TLS client certificate CN (use_identity_as_username) */
+    uint32_t max_packet_out;    /* the client's Maximum Packet Size; 0 = the MQTT maximum */
+    uint16_t receive_max_out;   /* the client's Receive Maximum; 0 until CONNECT (= 65535) */
+    uint16_t alias_max_out;     /* aliases midge may send: min(client's, max_topic_alias_broker) */
+    uint16_t alias_max_in;      /* the Topic Alias Maximum announced in CONNACK */
+    uint16_t inflight_in;       /* QoS 1/2 PUBLISHes received, not yet PUBACK/PUBCOMP'd */
+    uint16_t alias_out_used;    /* outbound aliases assigned so far (1..alias_out_used) */
+    bool problem_info;          /* Request Problem Information: reason strings may be sent */
+    uint32_t will_delay;        /* the will's Will Delay Interval, seconds */
+    uint32_t session_expiry;    /* the Session Expiry Interval in force for this connection */
     struct mq_alias *alias_in;  /* alias_max_in entries, allocated at the first alias */
     struct mq_alias *alias_out; /* alias_max_out entries, allocated at the first alias */
 };

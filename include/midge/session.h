@@ -37,10 +37,10 @@ struct mq_sub_ids {
 };
 
 struct mq_inflight {
-    struct mq_msg *msg; /* reference; NULL once PUBREC arrived */
-    uint64_t seq;       /* number in the durable store (0: not stored) */
+    struct mq_msg *msg;        /* reference; NULL once PUBREC arrived */
+    uint64_t seq;              /* number in the durable store (0: not stored) */
     struct mq_sub_ids sub_ids; /* owned */
-    uint32_t share_id;  /* its shared subscription group (0: none) */
+    uint32_t share_id;         /* its shared subscription group (0: none) */
     uint16_t packet_id;
     uint8_t qos;
     uint8_t state; /* enum mq_out_state */

@@ -98,8 +98,7 @@ int sub_tree_match(const struct mq_sub_tree *t, const uint8_t *topic, size_t len
 
 /* The grant of subscriber's subscription at leaf into *grant; false when it holds none
  * there. */
-bool sub_tree_leaf_grant(const struct mq_sub_leaf *leaf, const void *subscriber,
-                         uint32_t *grant);
+bool sub_tree_leaf_grant(const struct mq_sub_leaf *leaf, const void *subscriber, uint32_t *grant);
 
 /* Number of (subscriber, filter) pairs in the tree. */
 size_t sub_tree_count(const struct mq_sub_tree *t);

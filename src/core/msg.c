@@ -1,8 +1,9 @@
 /* msg.c - creation and release of refcounted application messages.
  *
  * Owns each message's single allocation: the struct, the topic with a NUL (so it can be logged
- * as a C string), its MQTT 5 properties and the payload right after them. Invariant: payload points into that same
- * allocation, so a message is freed with one free() and never outlives its last reference.
+ * as a C string), its MQTT 5 properties and the payload right after them. Invariant: payload points
+ * into that same allocation, so a message is freed with one free() and never outlives its last
+ * reference.
  */
 #include "midge/msg.h"
 

@@ -739,8 +739,7 @@ fail:
     return err;
 }
 
-bool sub_tree_leaf_grant(const struct mq_sub_leaf *leaf, const void *subscriber,
-                         uint32_t *grant)
+bool sub_tree_leaf_grant(const struct mq_sub_leaf *leaf, const void *subscriber, uint32_t *grant)
 {
     const struct node *n = leaf_node(leaf);
     uint32_t pos = node_sub_find(n, subscriber);

@@ -130,7 +130,8 @@ static void note_ack_sent(struct mq_conn *c, const uint8_t *bytes, size_t len)
     if (!x || !x->inflight_in || len < 4)
         return;
     unsigned type = bytes[0] >> 4;
-    if (type == MQ_PUBACK || type == MQ_PUBCOMP || (type == MQ_PUBREC && len > 4 && bytes[4] >= 0x80))
+    if (type == MQ_PUBACK || type == MQ_PUBCOMP ||
+        (type == MQ_PUBREC && len > 4 && bytes[4] >= 0x80))
         x->inflight_in--;
 }
 
@@ -196,8 +197,7 @@ void conn_close(struct mq_conn *c, bool publish_will, const char *fmt, ...)
     close_logged(c, publish_will, reason);
 }
 
-static void close_rc(struct mq_conn *c, uint8_t rc, bool publish_will, const char *fmt,
-                     va_list ap)
+static void close_rc(struct mq_conn *c, uint8_t rc, bool publish_will, const char *fmt, va_list ap)
 {
     if (c->closing)
         return;
@@ -365,9 +365,9 @@ size_t proto_conn_input(struct mq_conn *c, const uint8_t *buf, size_t len, size_
          * 64 KiB strings allow: an unauthenticated peer cannot make us buffer more. Decided
          * per packet: the CONNECT and a large PUBLISH may arrive in one read. */
         bool connect_cap = !c->connected && (!configured || configured > MQ_MAX_CONNECT_PACKET);
-        struct mq_decode_limits limits = {
-            .max_packet_size = connect_cap ? MQ_MAX_CONNECT_PACKET : configured,
-            .protocol_level = c->connected ? c->protocol_level : 0};
+        struct mq_decode_limits limits = {.max_packet_size =
+                                              connect_cap ? MQ_MAX_CONNECT_PACKET : configured,
+                                          .protocol_level = c->connected ? c->protocol_level : 0};
         struct mq_packet p;
         int n = codec_decode(buf + off, len - off, &limits, &p);
         if (n == 0) {
@@ -471,7 +471,7 @@ void broker_tick(struct mq_broker *b)
             b->stats.slow_disconnects++;
             conn_close_rc(c, MQ_RC_QUOTA_EXCEEDED, true,
                           "not reading: more than %llu bytes of output waiting",
-                       (unsigned long long)(2 * (b->cfg ? b->cfg->client_output_limit : 0)));
+                          (unsigned long long)(2 * (b->cfg ? b->cfg->client_output_limit : 0)));
             continue;
         }
         /* A socket that never completes CONNECT (or sends it a byte a minute) holds a

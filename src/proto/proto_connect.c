@@ -208,9 +208,9 @@ static int make_will(struct mq_conn *c, const struct mq_connect *cp)
 {
     if (!cp->will_flag)
         return 0;
-    c->will = proto_msg_new(c->broker, cp->will_topic.ptr, cp->will_topic.len,
-                            cp->will_payload.ptr, cp->will_payload.len, cp->will_qos,
-                            cp->will_retain, conn_v5(c) ? &cp->will_props : NULL);
+    c->will = proto_msg_new(c->broker, cp->will_topic.ptr, cp->will_topic.len, cp->will_payload.ptr,
+                            cp->will_payload.len, cp->will_qos, cp->will_retain,
+                            conn_v5(c) ? &cp->will_props : NULL);
     if (!c->will)
         return MQ_ERR_NOMEM;
     if (conn_v5(c) && codec_props_has(&cp->will_props, MQ_PROP_WILL_DELAY))
@@ -315,8 +315,8 @@ static void connack_props(struct mq_conn *c, const struct mq_connect *cp,
     if (server_keepalive != cp->keepalive)
         codec_prop_put_u16(w, MQ_PROP_SERVER_KEEP_ALIVE, server_keepalive);
     /* Response Information only when asked for and configured ([MQTT-3.1.2-28]). */
-    if (cfg && cfg->response_information &&
-        codec_props_has(asked, MQ_PROP_REQUEST_RESPONSE_INFO) && asked->request_response_info)
+    if (cfg && cfg->response_information && codec_props_has(asked, MQ_PROP_REQUEST_RESPONSE_INFO) &&
+        asked->request_response_info)
         codec_prop_put_bytes(w, MQ_PROP_RESPONSE_INFO, cfg->response_information,
                              strlen(cfg->response_information));
 }
@@ -338,15 +338,16 @@ static bool take_connect_props(struct mq_conn *c, const struct mq_props *pr, con
         refuse(c, MQ_CONNACK_NOT_AUTHORIZED, MQ_RC_BAD_AUTHENTICATION_METHOD, id, why);
         return false;
     }
-    x->receive_max_out =
-        codec_props_has(pr, MQ_PROP_RECEIVE_MAXIMUM) ? pr->receive_maximum : 65535;
+    x->receive_max_out = codec_props_has(pr, MQ_PROP_RECEIVE_MAXIMUM) ? pr->receive_maximum : 65535;
     x->max_packet_out =
         codec_props_has(pr, MQ_PROP_MAXIMUM_PACKET_SIZE) ? pr->maximum_packet_size : 0;
-    uint16_t alias_max = codec_props_has(pr, MQ_PROP_TOPIC_ALIAS_MAXIMUM) ? pr->topic_alias_maximum : 0;
+    uint16_t alias_max =
+        codec_props_has(pr, MQ_PROP_TOPIC_ALIAS_MAXIMUM) ? pr->topic_alias_maximum : 0;
     uint16_t broker_max = cfg ? cfg->max_topic_alias_broker : 0;
     x->alias_max_out = alias_max < broker_max ? alias_max : broker_max;
     x->alias_max_in = cfg ? cfg->max_topic_alias : 10;
-    x->problem_info = !codec_props_has(pr, MQ_PROP_REQUEST_PROBLEM_INFO) || pr->request_problem_info;
+    x->problem_info =
+        !codec_props_has(pr, MQ_PROP_REQUEST_PROBLEM_INFO) || pr->request_problem_info;
     x->session_expiry = codec_props_has(pr, MQ_PROP_SESSION_EXPIRY) ? pr->session_expiry : 0;
     return true;
 }
@@ -510,7 +511,8 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
         struct mq_conn *old = s->conn;
         if (!cfg || cfg->connection_messages)
             mq_log(MQ_LOG_NOTICE, "client %s taken over by %s", s->client_id, c->peer);
-        conn_send_disconnect(old, MQ_RC_SESSION_TAKEN_OVER, "another connection took over the client id");
+        conn_send_disconnect(old, MQ_RC_SESSION_TAKEN_OVER,
+                             "another connection took over the client id");
         conn_shutdown(old, s->clean || cp->clean_session);
         s = imap_get(&b->sessions, client_id, client_id_len,
                      broker_session_key); /* a clean one is gone */
@@ -590,15 +592,17 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
         char how[64];
         if (v5)
             snprintf(how, sizeof(how), "clean start %d, session expiry %s%" PRIu32 " s",
-                     cp->clean_session ? 1 : 0, expiry == MQ_EXPIRY_NEVER ? "never (" : "",
-                     expiry);
+                     cp->clean_session ? 1 : 0, expiry == MQ_EXPIRY_NEVER ? "never (" : "", expiry);
         else
             snprintf(how, sizeof(how), "clean session %d", cp->clean_session ? 1 : 0);
         if (v5 && expiry == MQ_EXPIRY_NEVER)
             snprintf(how, sizeof(how), "clean start %d, session never expires",
                      cp->clean_session ? 1 : 0);
         mq_log(MQ_LOG_NOTICE, "client %s connected from %s (MQTT %s%s, %s, keepalive %u s%s%s)",
-               s->client_id, c->peer, v5 ? "5.0" : cp->protocol_level == 3 ? "3.1" : "3.1.1",
+               s->client_id, c->peer,
+               v5                        ? "5.0"
+               : cp->protocol_level == 3 ? "3.1"
+                                         : "3.1.1",
                cp->bridge ? " bridge" : "", how, keepalive,
                session_present ? ", session resumed" : "",
                cp->has_username ? ", with user name" : "");

@@ -60,8 +60,7 @@ bool conn_send_publish(struct mq_conn *c, const struct mq_msg *m, uint8_t qos, b
 /* True when m goes to c within its Maximum Packet Size whatever the per-copy properties
  * (a QoS 1/2 message is checked before it takes a packet id: one that cannot be sent is
  * dropped as if delivered, [MQTT-3.1.2-25]). */
-bool conn_publish_fits(const struct mq_conn *c, const struct mq_msg *m, uint8_t qos,
-                       size_t n_ids);
+bool conn_publish_fits(const struct mq_conn *c, const struct mq_msg *m, uint8_t qos, size_t n_ids);
 /* Printable client id (or "(not connected)"). */
 const char *conn_name(const struct mq_conn *c);
 
@@ -106,8 +105,8 @@ void handle_pubcomp(struct mq_conn *c, uint16_t packet_id);
  * Type, Response Topic, Correlation Data and User Properties in their order, and the
  * Message Expiry Interval as a deadline on b's clock. */
 struct mq_msg *proto_msg_new(const struct mq_broker *b, const uint8_t *topic, uint16_t topic_len,
-                             const uint8_t *payload, uint32_t payload_len, uint8_t qos,
-                             bool retain, const struct mq_props *props);
+                             const uint8_t *payload, uint32_t payload_len, uint8_t qos, bool retain,
+                             const struct mq_props *props);
 /* Publish an application message to every matching subscriber (and the retained
  * store when its retain flag is set). m is borrowed. from: the connection that published
  * it, or NULL (a will, $SYS): a bridge is never sent back its own messages, and the
@@ -123,11 +122,11 @@ enum mq_deliver_flags {
 };
 /* How one message goes to one session (session_deliver). */
 struct mq_route {
-    uint8_t qos;          /* already downgraded to the grant */
-    unsigned flags;       /* enum mq_deliver_flags */
-    const uint32_t *ids;  /* the Subscription Identifiers it carries (borrowed, copied) */
+    uint8_t qos;         /* already downgraded to the grant */
+    unsigned flags;      /* enum mq_deliver_flags */
+    const uint32_t *ids; /* the Subscription Identifiers it carries (borrowed, copied) */
     size_t n_ids;
-    uint32_t share_id;    /* the shared subscription group it goes through, or 0 */
+    uint32_t share_id; /* the shared subscription group it goes through, or 0 */
 };
 /* Deliver m to session s as r says; queue when the window is full or the client offline.
  * An expired message is dropped. */
@@ -197,8 +196,8 @@ void conn_forget_deferred(struct mq_conn *c);
 void persist_free(struct mq_broker *b);
 /* Store a QoS 1/2 message for s on disk only, behind its memory queue; false when it could
  * not be stored. */
-bool persist_spill(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m,
-                   uint8_t qos, bool retain, const uint32_t *ids, size_t n_ids);
+bool persist_spill(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m, uint8_t qos,
+                   bool retain, const uint32_t *ids, size_t n_ids);
 /* s's memory queue ran low: ask for the next page of its spilled messages. */
 void persist_page_in(struct mq_broker *b, struct mq_session *s);
 

@@ -37,9 +37,9 @@
 /* One packet held back: a PUBLISH (msg set) or bytes as they are. */
 struct mq_deferred {
     struct mq_deferred *next;
-    struct mq_conn *conn; /* NULL once the connection is gone */
-    uint64_t ticket;      /* 0 while its batch is still being filled */
-    struct mq_msg *msg;   /* reference, for a PUBLISH */
+    struct mq_conn *conn;      /* NULL once the connection is gone */
+    uint64_t ticket;           /* 0 while its batch is still being filled */
+    struct mq_msg *msg;        /* reference, for a PUBLISH */
     struct mq_sub_ids sub_ids; /* owned copy, for a PUBLISH to an MQTT 5 client */
     uint16_t packet_id;
     uint8_t qos;
@@ -101,7 +101,8 @@ void persist_sub(struct mq_broker *b, struct mq_session *s, const uint8_t *filte
     if (!persist_session_on(b, s))
         return;
     recorded(
-        b, store_sub_add(b->store, s->client_id, s->client_id_len, (const char *)filter, len, grant),
+        b,
+        store_sub_add(b->store, s->client_id, s->client_id_len, (const char *)filter, len, grant),
         "subscription", s->client_id);
 }
 

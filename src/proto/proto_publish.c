@@ -31,8 +31,7 @@ static bool window_open(const struct mq_broker *b, const struct mq_session *s)
 {
     uint32_t max = max_inflight(b);
     const struct mq_conn *c = s->conn;
-    if (c && conn_v5(c) && c->ext && c->ext->receive_max_out &&
-        c->ext->receive_max_out < max)
+    if (c && conn_v5(c) && c->ext && c->ext->receive_max_out && c->ext->receive_max_out < max)
         max = c->ext->receive_max_out;
     return session_inflight_count(s) < max;
 }
@@ -251,8 +250,7 @@ void session_drain_queue(struct mq_broker *b, struct mq_session *s)
          * READ check applies to who receives it now. */
         if (expired) {
             note_expired(b, s, q.seq);
-        } else if (!session_may(s, (const uint8_t *)q.msg->topic, q.msg->topic_len,
-                                MQ_ACL_READ)) {
+        } else if (!session_may(s, (const uint8_t *)q.msg->topic, q.msg->topic_len, MQ_ACL_READ)) {
             persist_msg_done(b, s, q.seq);
         } else if (q.qos == 0) {
             uint32_t one;
@@ -314,8 +312,8 @@ void session_resume_delivery(struct mq_broker *b, struct mq_session *s)
 }
 
 struct mq_msg *proto_msg_new(const struct mq_broker *b, const uint8_t *topic, uint16_t topic_len,
-                             const uint8_t *payload, uint32_t payload_len, uint8_t qos,
-                             bool retain, const struct mq_props *props)
+                             const uint8_t *payload, uint32_t payload_len, uint8_t qos, bool retain,
+                             const struct mq_props *props)
 {
     uint64_t expires = 0;
     uint32_t kept = 0;
@@ -400,8 +398,8 @@ unsigned broker_publish(struct mq_broker *b, struct mq_msg *m, const struct mq_c
 /* 3.1.1 has no negative acknowledgement: a message the broker will not deliver still
  * completes its QoS flow, so the client does not resend it forever (as Mosquitto does).
  * MQTT 5 tells it why: reason (an enum mq_reason) and why as Reason String. */
-static void complete_without_delivery(struct mq_conn *c, const struct mq_publish *p,
-                                      uint8_t reason, const char *why)
+static void complete_without_delivery(struct mq_conn *c, const struct mq_publish *p, uint8_t reason,
+                                      const char *why)
 {
     struct mq_broker *b = c->broker;
     uint64_t before = b->store_changes;
@@ -477,8 +475,8 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *pub, const struc
     if (cfg && p->qos > cfg->max_qos) {
         /* MQTT 5 clients were told (Maximum QoS); 3.1.1 ones cannot be, and are
          * disconnected all the same, as Mosquitto does. */
-        conn_violation(c, MQ_RC_QOS_NOT_SUPPORTED, "PUBLISH with QoS %u over max_qos %u",
-                       p->qos, cfg->max_qos);
+        conn_violation(c, MQ_RC_QOS_NOT_SUPPORTED, "PUBLISH with QoS %u over max_qos %u", p->qos,
+                       cfg->max_qos);
         return;
     }
     if (p->retain && cfg && !cfg->retain_available) {
@@ -510,8 +508,7 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *pub, const struc
                "client %s: message on %.*s of %u bytes exceeds message_size_limit, "
                "dropped",
                s->client_id, (int)p->topic.len, (const char *)p->topic.ptr, p->payload_len);
-        complete_without_delivery(c, p, MQ_RC_QUOTA_EXCEEDED,
-                                  "payload over message_size_limit");
+        complete_without_delivery(c, p, MQ_RC_QUOTA_EXCEEDED, "payload over message_size_limit");
         return;
     }
     if (v5 && codec_props_has(pr, MQ_PROP_PAYLOAD_FORMAT) && pr->payload_format == 1 &&
@@ -522,8 +519,7 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *pub, const struc
                "client %s: PUBLISH to %.*s with Payload Format Indicator 1 but a payload "
                "that is not UTF-8, dropped",
                s->client_id, (int)p->topic.len, (const char *)p->topic.ptr);
-        complete_without_delivery(c, p, MQ_RC_PAYLOAD_FORMAT_INVALID,
-                                  "payload is not valid UTF-8");
+        complete_without_delivery(c, p, MQ_RC_PAYLOAD_FORMAT_INVALID, "payload is not valid UTF-8");
         return;
     }
 

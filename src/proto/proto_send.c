@@ -158,8 +158,7 @@ static void alias_forget(struct mq_conn *c, uint16_t alias)
     x->alias_out_used--;
 }
 
-bool conn_publish_fits(const struct mq_conn *c, const struct mq_msg *m, uint8_t qos,
-                       size_t n_ids)
+bool conn_publish_fits(const struct mq_conn *c, const struct mq_msg *m, uint8_t qos, size_t n_ids)
 {
     uint32_t limit = packet_limit(c);
     if (!limit)
@@ -187,10 +186,8 @@ bool conn_send_publish(struct mq_conn *c, const struct mq_msg *m, uint8_t qos, b
         size_t n = codec_fixed_header(first, remaining, hdr);
         hdr[n++] = (uint8_t)(m->topic_len >> 8);
         hdr[n++] = (uint8_t)m->topic_len;
-        struct mq_iov iov[4] = {{hdr, n},
-                                {m->topic, m->topic_len},
-                                {pid, qos ? 2u : 0u},
-                                {m->payload, m->payload_len}};
+        struct mq_iov iov[4] = {
+            {hdr, n}, {m->topic, m->topic_len}, {pid, qos ? 2u : 0u}, {m->payload, m->payload_len}};
         b->sink->write(c, iov, 4);
         b->stats.msgs_sent++;
         b->stats.pub_sent++;
@@ -212,8 +209,8 @@ bool conn_send_publish(struct mq_conn *c, const struct mq_msg *m, uint8_t qos, b
         codec_prop_put_u16(&w, MQ_PROP_TOPIC_ALIAS, alias);
     uint16_t topic_len = known ? 0 : m->topic_len;
     uint32_t props_len = (uint32_t)w.len + m->props_len;
-    uint64_t remaining = 2u + (uint64_t)topic_len + (qos ? 2u : 0u) +
-                         codec_varint_size(props_len) + props_len + m->payload_len;
+    uint64_t remaining = 2u + (uint64_t)topic_len + (qos ? 2u : 0u) + codec_varint_size(props_len) +
+                         props_len + m->payload_len;
     uint64_t total = 1u + codec_varint_size((uint32_t)remaining) + remaining;
     uint32_t limit = packet_limit(c);
     if ((limit && total > limit) || remaining > MQ_MAX_REMAINING_LENGTH) {
@@ -228,13 +225,9 @@ bool conn_send_publish(struct mq_conn *c, const struct mq_msg *m, uint8_t qos, b
     hdr[n++] = (uint8_t)topic_len;
     uint8_t plen[4];
     unsigned pl = codec_varint_write(props_len, plen);
-    struct mq_iov iov[7] = {{hdr, n},
-                            {m->topic, topic_len},
-                            {pid, qos ? 2u : 0u},
-                            {plen, pl},
-                            {props, w.len},
-                            {msg_props(m), m->props_len},
-                            {m->payload, m->payload_len}};
+    struct mq_iov iov[7] = {
+        {hdr, n},       {m->topic, topic_len},        {pid, qos ? 2u : 0u},        {plen, pl},
+        {props, w.len}, {msg_props(m), m->props_len}, {m->payload, m->payload_len}};
     b->sink->write(c, iov, 7);
     b->stats.msgs_sent++;
     b->stats.pub_sent++;

@@ -95,13 +95,12 @@ bool share_leave(struct mq_broker *b, struct mq_session *s, const uint8_t *filte
 /* Whose turn it is: predicates for share_pick. */
 struct pick_ctx {
     const struct mq_msg *m;
-    const struct mq_session *not; /* a member leaving: never picked */
+    const struct mq_session * not ; /* a member leaving: never picked */
 };
 
 static bool member_reads(const struct pick_ctx *p, const struct mq_session *s)
 {
-    return s != p->not &&
-           session_may(s, (const uint8_t *)p->m->topic, p->m->topic_len, MQ_ACL_READ);
+    return s != p->not &&session_may(s, (const uint8_t *)p->m->topic, p->m->topic_len, MQ_ACL_READ);
 }
 
 static bool connected_member(void *ctx, const struct mq_share_member *mb)
@@ -118,9 +117,9 @@ static bool persistent_member(void *ctx, const struct mq_share_member *mb)
 
 /* Give m to one member of g (not `not`), at most at qos; false when none could take it. */
 static bool group_deliver(struct mq_broker *b, struct mq_share_group *g, struct mq_msg *m,
-                          uint8_t max_qos, const struct mq_session *not)
+                          uint8_t max_qos, const struct mq_session * not )
 {
-    struct pick_ctx ctx = {m, not};
+    struct pick_ctx ctx = {m, not };
     struct mq_share_member *mb = share_pick(g, connected_member, &ctx);
     if (!mb)
         mb = share_pick(g, persistent_member, &ctx);

@@ -59,7 +59,8 @@ void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l,
     bool v5 = conn_v5(c);
     /* MQTT 5: one Subscription Identifier for every filter of the packet ([MQTT-3.8.4-?]:
      * it is a property of the SUBSCRIBE). */
-    uint32_t sub_id = v5 && codec_props_has(props, MQ_PROP_SUBSCRIPTION_ID) ? props->subscription_id : 0;
+    uint32_t sub_id =
+        v5 && codec_props_has(props, MQ_PROP_SUBSCRIPTION_ID) ? props->subscription_id : 0;
     struct sub_result small[64];
     struct sub_result *res = l->count <= 64 ? small : malloc(l->count * sizeof(*res));
     uint8_t codes_small[64];
@@ -82,8 +83,8 @@ void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l,
         bool valid;
         const uint8_t *sname, *sfilter;
         uint16_t sname_len, sfilter_len;
-        bool shared = share_split(filter.ptr, filter.len, &valid, &sname, &sname_len, &sfilter,
-                                  &sfilter_len);
+        bool shared =
+            share_split(filter.ptr, filter.len, &valid, &sname, &sname_len, &sfilter, &sfilter_len);
         if (shared && !valid) {
             mq_log(MQ_LOG_NOTICE,
                    "client %s: SUBSCRIBE to %.*s refused: a shared subscription is "

@@ -387,8 +387,8 @@ size_t sys_format_metrics(const struct mq_broker *b, const struct mq_sys *s, cha
                "Clients currently connected, by MQTT protocol version.");
     static const char *const versions[3] = {"3.1", "3.1.1", "5.0"};
     for (size_t i = 0; i < 3; i++)
-        put(&o, "midge_clients_connected_by_protocol{protocol=\"%s\"} %" PRIu64 "\n",
-            versions[i], v[V_CLIENTS_V31 + i]);
+        put(&o, "midge_clients_connected_by_protocol{protocol=\"%s\"} %" PRIu64 "\n", versions[i],
+            v[V_CLIENTS_V31 + i]);
     if (s) {
         put_header(&o, "midge_publish_received_per_second", "gauge",
                    "PUBLISH packets received per second over the last $SYS interval.");

@@ -1062,7 +1062,9 @@ static void test_connect_31_client_id_rules(void **state)
     expect_close_requested(io);
     /* 23 characters, two of them two bytes long: accepted. */
     io = io_open();
-    p = connect_pkt("\xc3\xa9\xc3\xa9" "abcdefghijklmnopqrstu", true, 0, NULL);
+    p = connect_pkt("\xc3\xa9\xc3\xa9"
+                    "abcdefghijklmnopqrstu",
+                    true, 0, NULL);
     p.u.connect.protocol_level = 3;
     send_packet(io, &p);
     EXPECT_BYTES(io, 0x20, 0x02, 0x00, 0x00);
@@ -1117,7 +1119,8 @@ static void test_takeover_will_rules(void **state)
     subscribe(watch, 1, "w/#", 0);
     static const struct {
         bool old_clean, new_clean, will;
-    } cases[] = {{false, false, false}, {true, false, true}, {false, true, true}, {true, true, true}};
+    } cases[] = {
+        {false, false, false}, {true, false, true}, {false, true, true}, {true, true, true}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char id[16], payload[16];
         snprintf(id, sizeof id, "tk%zu", i);
@@ -1697,7 +1700,8 @@ static int page_collect(void *ctx, const struct mq_store_msg *m)
     struct mq_msg *msg = msg_new((const uint8_t *)m->topic, m->topic_len, m->payload,
                                  m->payload_len, m->qos, m->retain);
     assert_non_null(msg);
-    pb->msgs[pb->n++] = (struct mq_paged_msg){.seq = m->seq, .msg = msg, .qos = m->qos, .retain = m->retain};
+    pb->msgs[pb->n++] =
+        (struct mq_paged_msg){.seq = m->seq, .msg = msg, .qos = m->qos, .retain = m->retain};
     return 0;
 }
 

@@ -522,7 +522,7 @@ static void test_v5_subscription_identifiers(void **state)
     assert_int_equal(publish_sub_ids(&p, ids, 4), 2);
     assert_true((ids[0] == 7 && ids[1] == 268435455) || (ids[1] == 7 && ids[0] == 268435455));
     send_ack(c, MQ_PUBACK, p.u.publish.packet_id);
-    subscribe5(c, 3, "s/#", 1, 0); /* replaced: no identifier any more */
+    subscribe5(c, 3, "s/#", 1, 0);  /* replaced: no identifier any more */
     p = expect_type(c, MQ_PUBLISH); /* the retained s/a for the renewed s/#: no identifier */
     assert_int_equal(publish_sub_ids(&p, ids, 4), 0);
     send_publish5(pub, "s/b", "again", 0, false, 0, NULL);
@@ -737,8 +737,8 @@ static void test_shared_member_leaving(void **state)
 
     struct fake_io *nl = connect5("nl", true, 0, false, NULL);
     /* Fed as raw bytes: the encoder (like the decoder) refuses No Local on $share. */
-    static const uint8_t sub[] = {0x82, 16, 0, 1, 0, 0, 10, '$', 's', 'h', 'a', 'r', 'e',
-                                  '/', 'g', '/', 't', 0x01 | MQ_SUB_NO_LOCAL};
+    static const uint8_t sub[] = {0x82, 16,  0,   1,   0,   0,   10,  '$', 's',
+                                  'h',  'a', 'r', 'e', '/', 'g', '/', 't', 0x01 | MQ_SUB_NO_LOCAL};
     feed(nl, sub, sizeof sub);
     expect_disconnect(nl, MQ_RC_PROTOCOL_ERROR);
 }
