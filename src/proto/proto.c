@@ -307,7 +307,8 @@ static void protocol_error(struct mq_conn *c, int err, unsigned type)
 {
     /* MQTT 5 says which: Malformed Packet, Protocol Error, Packet Too Large, ... */
     uint8_t rc = codec_error_reason(err);
-    if (type >= MQ_CONNECT && type <= MQ_AUTH)
+    /* A reserved type has no name (15 is AUTH only on an MQTT 5 connection). */
+    if (type >= MQ_CONNECT && type <= MQ_AUTH && err != MQ_ERR_BAD_TYPE)
         conn_violation(c, rc, "protocol error: %s (%s)", mq_strerror(err), codec_type_name(type));
     else
         conn_violation(c, rc, "protocol error: %s", mq_strerror(err));
