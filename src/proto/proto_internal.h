@@ -60,7 +60,8 @@ bool conn_send_publish(struct mq_conn *c, const struct mq_msg *m, uint8_t qos, b
 /* True when m goes to c within its Maximum Packet Size whatever the per-copy properties
  * (a QoS 1/2 message is checked before it takes a packet id: one that cannot be sent is
  * dropped as if delivered, [MQTT-3.1.2-25]). */
-bool conn_publish_fits(const struct mq_conn *c, const struct mq_msg *m, uint8_t qos, size_t n_ids);
+bool conn_publish_fits(const struct mq_conn *c, const struct mq_msg *m, uint8_t qos,
+                       const uint32_t *ids, size_t n_ids);
 /* Printable client id (or "(not connected)"). */
 const char *conn_name(const struct mq_conn *c);
 

@@ -57,7 +57,7 @@ static void send_inflight(struct mq_broker *b, struct mq_session *s, struct mq_m
     uint32_t one;
     const uint32_t *list;
     size_t n_ids = ids ? sub_ids_view(ids, &one, &list) : 0;
-    if (!conn_publish_fits(s->conn, m, qos, n_ids)) {
+    if (!conn_publish_fits(s->conn, m, qos, list, n_ids)) {
         /* [MQTT-3.1.2-25]: as if delivered; it never takes a packet id. */
         note_too_large(b, s, m);
         persist_msg_done(b, s, seq);
@@ -298,7 +298,7 @@ void session_resume_delivery(struct mq_broker *b, struct mq_session *s)
         const uint32_t *ids;
         size_t n = sub_ids_view(&e->sub_ids, &one, &ids);
         /* The client may have come back with a smaller Maximum Packet Size. */
-        if (!conn_publish_fits(s->conn, e->msg, e->qos, n)) {
+        if (!conn_publish_fits(s->conn, e->msg, e->qos, ids, n)) {
             note_too_large(b, s, e->msg);
             persist_msg_done(b, s, e->seq);
             session_inflight_remove(s, e);

@@ -120,11 +120,11 @@ static uint32_t expiry_left(const struct mq_msg *m, uint64_t now_ms)
     return s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
 }
 
-/* The outbound alias for m's topic on c, assigning a new one while there is room; 0 when
- * none is used. *known says the client already has it (send an empty topic). */
-static uint16_t alias_out(struct mq_conn *c, const struct mq_msg *m, bool *known)
+/* The outbound alias of m's topic on c: 1.. when the client already has it (*known), or
+ * when one may be assigned now (the table has room); 0 when none is used. Assigns nothing. */
+static uint16_t alias_find(const struct mq_conn *c, const struct mq_msg *m, bool *known)
 {
-    struct mq_conn_ext *x = c->ext;
+    const struct mq_conn_ext *x = c->ext;
     *known = false;
     if (!x || !x->alias_max_out)
         return 0; /* [MQTT-3.1.2-27], [MQTT-3.1.2-26] */
@@ -135,39 +135,69 @@ static uint16_t alias_out(struct mq_conn *c, const struct mq_msg *m, bool *known
             return (uint16_t)(i + 1);
         }
     }
-    if (x->alias_out_used >= x->alias_max_out)
-        return 0; /* full: the topic goes out in full (no eviction: aliases stay stable) */
-    if (!x->alias_out && !(x->alias_out = calloc(x->alias_max_out, sizeof(*x->alias_out))))
-        return 0;
-    struct mq_alias *a = &x->alias_out[x->alias_out_used];
-    if (!(a->topic = malloc((size_t)m->topic_len + 1)))
-        return 0;
-    memcpy(a->topic, m->topic, (size_t)m->topic_len + 1);
-    a->len = m->topic_len;
-    return ++x->alias_out_used;
+    /* Full: the topic goes out in full (no eviction: aliases stay stable). */
+    return x->alias_out_used < x->alias_max_out ? (uint16_t)(x->alias_out_used + 1) : 0;
 }
 
-/* Undo the assignment of alias when its first packet was not sent. */
-static void alias_forget(struct mq_conn *c, uint16_t alias)
+/* Record alias (from alias_find, not known) for m's topic; false on out of memory (the
+ * topic then goes out in full, without the alias). */
+static bool alias_assign(struct mq_conn *c, const struct mq_msg *m, uint16_t alias)
 {
     struct mq_conn_ext *x = c->ext;
-    if (alias != x->alias_out_used)
-        return;
-    free(x->alias_out[alias - 1].topic);
-    x->alias_out[alias - 1] = (struct mq_alias){0};
-    x->alias_out_used--;
+    if (!x->alias_out && !(x->alias_out = calloc(x->alias_max_out, sizeof(*x->alias_out))))
+        return false;
+    struct mq_alias *a = &x->alias_out[alias - 1];
+    if (!(a->topic = malloc((size_t)m->topic_len + 1)))
+        return false;
+    memcpy(a->topic, m->topic, (size_t)m->topic_len + 1);
+    a->len = m->topic_len;
+    x->alias_out_used = alias;
+    return true;
 }
 
-bool conn_publish_fits(const struct mq_conn *c, const struct mq_msg *m, uint8_t qos, size_t n_ids)
+/* How an MQTT 5 PUBLISH of m goes to c: its per-copy property length and its whole size. */
+struct publish5_shape {
+    uint16_t alias;      /* 0: no alias */
+    bool alias_known;    /* the client has it: an empty topic */
+    uint32_t own_props;  /* expiry, identifiers, alias */
+    uint32_t props_len;  /* own_props + the message's */
+    uint64_t remaining;  /* remaining length */
+    uint64_t total;      /* whole packet */
+};
+
+static void publish5_shape(const struct mq_conn *c, const struct mq_msg *m, uint8_t qos,
+                           const uint32_t *ids, size_t n_ids, bool aliasing,
+                           struct publish5_shape *sh)
+{
+    sh->alias_known = false;
+    sh->alias = aliasing ? alias_find(c, m, &sh->alias_known) : 0;
+    uint32_t own = m->expires_ms ? 5u : 0u;
+    for (size_t i = 0; i < n_ids; i++)
+        own += 1u + codec_varint_size(ids[i]);
+    if (sh->alias)
+        own += 3u;
+    sh->own_props = own;
+    sh->props_len = own + m->props_len;
+    uint16_t topic_len = sh->alias_known ? 0 : m->topic_len;
+    sh->remaining = 2u + (uint64_t)topic_len + (qos ? 2u : 0u) +
+                    codec_varint_size(sh->props_len) + sh->props_len + m->payload_len;
+    sh->total = 1u + codec_varint_size((uint32_t)sh->remaining) + sh->remaining;
+}
+
+static bool shape_fits(const struct mq_conn *c, const struct publish5_shape *sh)
 {
     uint32_t limit = packet_limit(c);
-    if (!limit)
+    return sh->remaining <= MQ_MAX_REMAINING_LENGTH && (!limit || sh->total <= limit);
+}
+
+bool conn_publish_fits(const struct mq_conn *c, const struct mq_msg *m, uint8_t qos,
+                       const uint32_t *ids, size_t n_ids)
+{
+    if (!conn_v5(c) || !packet_limit(c))
         return true;
-    /* The largest form: expiry (5), ids (5 each), alias (3), the whole topic. */
-    uint32_t props_len = (m->expires_ms ? 5u : 0u) + 5u * (uint32_t)n_ids + 3u + m->props_len;
-    uint64_t remaining = 2u + (uint64_t)m->topic_len + (qos ? 2u : 0u) +
-                         codec_varint_size(props_len) + props_len + m->payload_len;
-    return 1u + codec_varint_size((uint32_t)remaining) + remaining <= limit;
+    struct publish5_shape sh;
+    publish5_shape(c, m, qos, ids, n_ids, true, &sh);
+    return shape_fits(c, &sh);
 }
 
 bool conn_send_publish(struct mq_conn *c, const struct mq_msg *m, uint8_t qos, bool retain,
@@ -196,29 +226,26 @@ bool conn_send_publish(struct mq_conn *c, const struct mq_msg *m, uint8_t qos, b
     }
 
     /* MQTT 5: the properties of this copy, then those the message carries for everyone. */
+    struct publish5_shape sh;
+    publish5_shape(c, m, qos, ids, n_ids, true, &sh);
+    if (!shape_fits(c, &sh))
+        return false; /* [MQTT-3.1.2-25]: not sent; the caller goes on as if delivered */
+    if (sh.alias && !sh.alias_known && !alias_assign(c, m, sh.alias))
+        publish5_shape(c, m, qos, ids, n_ids, false, &sh); /* smaller: it fits too */
     uint8_t props[128];
     struct mq_prop_writer w;
     codec_prop_writer_init(&w, props, sizeof props);
     if (m->expires_ms)
         codec_prop_put_u32(&w, MQ_PROP_MESSAGE_EXPIRY, expiry_left(m, b->now_ms));
-    for (size_t i = 0; i < n_ids && w.len + 5 <= sizeof props - 8; i++)
+    for (size_t i = 0; i < n_ids; i++)
         codec_prop_put_varint(&w, MQ_PROP_SUBSCRIPTION_ID, ids[i]);
-    bool known = false;
-    uint16_t alias = alias_out(c, m, &known);
-    if (alias)
-        codec_prop_put_u16(&w, MQ_PROP_TOPIC_ALIAS, alias);
-    uint16_t topic_len = known ? 0 : m->topic_len;
-    uint32_t props_len = (uint32_t)w.len + m->props_len;
-    uint64_t remaining = 2u + (uint64_t)topic_len + (qos ? 2u : 0u) + codec_varint_size(props_len) +
-                         props_len + m->payload_len;
-    uint64_t total = 1u + codec_varint_size((uint32_t)remaining) + remaining;
-    uint32_t limit = packet_limit(c);
-    if ((limit && total > limit) || remaining > MQ_MAX_REMAINING_LENGTH) {
-        if (alias && !known)
-            alias_forget(c, alias);
-        /* [MQTT-3.1.2-25]: not sent; the caller carries on as if it had been delivered. */
-        return false;
-    }
+    if (sh.alias)
+        codec_prop_put_u16(&w, MQ_PROP_TOPIC_ALIAS, sh.alias);
+    if (!codec_prop_writer_ok(&w) || w.len != sh.own_props)
+        return false; /* more identifiers than the buffer holds: never in practice */
+    uint16_t topic_len = sh.alias_known ? 0 : m->topic_len;
+    uint32_t props_len = sh.props_len;
+    uint64_t remaining = sh.remaining, total = sh.total;
     uint8_t hdr[MQ_MAX_FIXED_HEADER + 2];
     size_t n = codec_fixed_header(first, (uint32_t)remaining, hdr);
     hdr[n++] = (uint8_t)(topic_len >> 8);
