@@ -183,7 +183,7 @@ static struct mq_msg *mk(const char *topic, const char *payload, uint8_t qos)
 static void retain(struct mq_store *s, const char *topic, const char *payload, uint8_t qos)
 {
     struct mq_msg *m = mk(topic, payload, qos);
-    assert_int_equal(store_retain_set(s, m), 0);
+    assert_int_equal(store_retain_set(s, m, 0), 0);
     msg_unref(m);
 }
 
@@ -381,7 +381,7 @@ static void test_round_trip(void **state)
     retain(s, "gone2", "x", 1);
     retain(s, "gone2", "", 1); /* empty payload deletes */
 
-    assert_int_equal(store_session_put(s, ID("alice"), 1700000000123ull), 0);
+    assert_int_equal(store_session_put(s, ID("alice"), 1700000000123ull, MQ_STORE_EXPIRY_NEVER), 0);
     assert_int_equal(store_sub_add(s, ID("alice"), ID("x/#"), 1), 0);
     assert_int_equal(store_sub_add(s, ID("alice"), ID("y/+"), 0), 0);
     assert_int_equal(store_sub_add(s, ID("alice"), ID("y/+"), 2), 0); /* updates QoS */
@@ -406,7 +406,7 @@ static void test_round_trip(void **state)
 
     /* A second batch: a session created implicitly, one deleted with everything it had. */
     add_msg(s, "bob", 10, "t", "b10", 1, false);
-    assert_int_equal(store_session_put(s, ID("carol"), 5), 0);
+    assert_int_equal(store_session_put(s, ID("carol"), 5, MQ_STORE_EXPIRY_NEVER), 0);
     assert_int_equal(store_sub_add(s, ID("carol"), ID("#"), 1), 0);
     add_msg(s, "carol", 1, "t", "c1", 1, false);
     assert_int_equal(store_qos2_in_add(s, ID("carol"), 1), 0);
@@ -415,7 +415,7 @@ static void test_round_trip(void **state)
     /* Changes for a session that is not stored are no-ops, not errors. */
     assert_int_equal(store_msg_delete(s, ID("nobody"), 1), 0);
     assert_int_equal(store_sub_remove(s, ID("nobody"), ID("a")), 0);
-    assert_int_equal(store_session_put(s, ID("bob"), 42), 0);
+    assert_int_equal(store_session_put(s, ID("bob"), 42, MQ_STORE_EXPIRY_NEVER), 0);
     commit_wait(s);
 
     const char *want = "R a/b 2 three\n"
