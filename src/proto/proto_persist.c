@@ -509,10 +509,15 @@ static int load_session(void *ctx, const struct mq_store_session *ss)
         session_free(s);
         return MQ_ERR_NOMEM;
     }
-    /* Away time counts across the restart, so persistent_client_expiration still works. */
+    /* Away time counts across the restart, so the Session Expiry Interval and
+     * persistent_client_expiration still work. The broker clock may have started after the
+     * client left (uv_now after a reboot is small): last_seen_ms is then "before zero",
+     * i.e. wrapped, which is right because it is only ever used as now_ms - last_seen_ms
+     * (unsigned, modulo 2^64). Clamping it to 0 would give the session the time the
+     * machine was down for free. */
     uint64_t now_wall = wall_now(b);
     uint64_t away = now_wall > ss->last_seen_ms ? now_wall - ss->last_seen_ms : 0;
-    s->last_seen_ms = b->now_ms > away ? b->now_ms - away : 0;
+    s->last_seen_ms = b->now_ms - away;
     /* Its Session Expiry Interval counts from last_seen (expire_sessions). */
     struct mq_session_disk *d = session_set_expiry(s, ss->expiry) ? NULL : session_disk(s);
     if (!d)
