@@ -212,8 +212,9 @@ int64_t store_msg_page(struct mq_store *s, const char *client_id, uint16_t clien
  * Changes. Each appends one record to the current batch in memory: no disk I/O, no lock,
  * loop thread only. Strings and payloads are COPIED into the batch (the caller keeps its
  * references; msg is borrowed). Records apply in call order. Each returns 0, MQ_ERR_NOMEM
- * (the change is not recorded) or MQ_ERR_INVAL. Adding a subscription, message or QoS 2 id
- * for a client without a stored session creates the session (last_seen = now).
+ * (the change is not recorded) or MQ_ERR_INVAL. Adding a subscription, message, QoS 2 id
+ * or will for a client without a stored session creates the session (last_seen = now, never
+ * expires).
  */
 
 /* Store msg (its topic, payload, QoS and MQTT 5 properties) as the topic's retained message,
