@@ -192,6 +192,7 @@ struct page_work {
     struct mq_server *srv;
     struct mq_store *store;
     uint64_t after_seq, token;
+    int64_t wall_offset_ms; /* the broker's, read on the loop: expiries come back on its clock */
     uint32_t max;
     int64_t err;
     struct mq_paged_msg *msgs;
@@ -211,13 +212,27 @@ static int page_collect(void *ctx, const struct mq_store_msg *m)
         w->msgs = v;
         w->cap = ncap;
     }
-    /* The message object is new and not shared yet, so building it here is safe. */
-    struct mq_msg *msg = msg_new((const uint8_t *)m->topic, m->topic_len, m->payload,
-                                 m->payload_len, m->qos, m->retain);
+    /* The message object is new and not shared yet, so building it here is safe. Its
+     * properties and Subscription Identifiers come back with it, its expiry on the broker's
+     * clock (one that passed is dropped and counted by proto when it would be sent). */
+    uint64_t expires = 0;
+    if (m->expires_wall_ms) {
+        int64_t t = (int64_t)m->expires_wall_ms - w->wall_offset_ms;
+        expires = t > 0 ? (uint64_t)t : 1;
+    }
+    struct mq_msg *msg = msg_new_props((const uint8_t *)m->topic, m->topic_len, m->payload,
+                                       m->payload_len, m->qos, m->retain, m->props_len, expires);
     if (!msg)
         return MQ_ERR_NOMEM;
-    w->msgs[w->n++] = (struct mq_paged_msg){.seq = m->seq, .msg = msg, .qos = m->qos,
-                                            .retain = m->retain};
+    if (m->props_len)
+        memcpy(msg_props(msg), m->props, m->props_len);
+    struct mq_paged_msg *p = &w->msgs[w->n];
+    *p = (struct mq_paged_msg){.seq = m->seq, .msg = msg, .qos = m->qos, .retain = m->retain};
+    if (sub_ids_set(&p->sub_ids, m->sub_ids, m->n_sub_ids)) {
+        msg_unref(msg);
+        return MQ_ERR_NOMEM;
+    }
+    w->n++;
     return 0;
 }
 
@@ -249,6 +264,7 @@ static void page_read(void *ctx, const char *client_id, uint16_t client_id_len,
         w->store = srv->store;
         w->after_seq = after_seq;
         w->token = token;
+        w->wall_offset_ms = srv->broker->wall_offset_ms;
         w->max = max;
         w->client_id_len = client_id_len;
         memcpy(w->client_id, client_id, client_id_len);

@@ -176,6 +176,7 @@ struct mq_conn_ext {
     uint16_t alias_out_used;    /* outbound aliases assigned so far (1..alias_out_used) */
     bool problem_info;          /* Request Problem Information: reason strings may be sent */
     uint32_t will_delay;        /* the will's Will Delay Interval, seconds */
+    uint32_t will_expiry;       /* the will's Message Expiry Interval, seconds (0: none) */
     uint32_t session_expiry;    /* the Session Expiry Interval in force for this connection */
     struct mq_alias *alias_in;  /* alias_max_in entries, allocated at the first alias */
     struct mq_alias *alias_out; /* alias_max_out entries, allocated at the first alias */

@@ -250,6 +250,10 @@ void conn_shutdown(struct mq_conn *c, bool publish_will)
      * connection, for the client to come back ([MQTT-3.1.2-8]); at shutdown it goes now. */
     uint32_t delay = c->ext && conn_v5(c) ? c->ext->will_delay : 0;
     bool delayed = will && publish_will && delay && s && !s->clean && !b->shutting_down;
+    /* The will is still the connection's alone: its expiry counts from when it is due. */
+    if (will && publish_will && c->ext && c->ext->will_expiry)
+        will->expires_ms = b->now_ms + (delayed ? (uint64_t)delay * 1000u : 0) +
+                           (uint64_t)c->ext->will_expiry * 1000u;
     /* Detach before publishing the will so it is never delivered back to this
      * connection, which is going away (a clean session is freed here). */
     session_detach(c);

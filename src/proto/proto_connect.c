@@ -215,6 +215,12 @@ static int make_will(struct mq_conn *c, const struct mq_connect *cp)
         return MQ_ERR_NOMEM;
     if (conn_v5(c) && codec_props_has(&cp->will_props, MQ_PROP_WILL_DELAY))
         c->ext->will_delay = cp->will_props.will_delay;
+    /* Its Message Expiry Interval counts from when it is published, not from CONNECT:
+     * conn_shutdown sets the deadline. */
+    if (conn_v5(c) && codec_props_has(&cp->will_props, MQ_PROP_MESSAGE_EXPIRY)) {
+        c->ext->will_expiry = cp->will_props.message_expiry;
+        c->will->expires_ms = 0;
+    }
     return 0;
 }
 
@@ -538,6 +544,8 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
     /* The Session Expiry Interval: 3.1.1's clean session 0 never expires (but for
      * persistent_client_expiration), 1 ends with the connection. */
     uint32_t expiry = v5 ? c->ext->session_expiry : cp->clean_session ? 0 : MQ_EXPIRY_NEVER;
+    if (!expiry)
+        persist_session_delete(b, s); /* a stored session that now ends with its connection */
     if (session_set_expiry(s, expiry)) {
         session_end(b, s);
         refuse(c, MQ_CONNACK_UNAVAILABLE, MQ_RC_SERVER_UNAVAILABLE, id, "out of memory");
@@ -624,6 +632,8 @@ void handle_disconnect(struct mq_conn *c, uint8_t reason, const struct mq_props 
             return;
         }
         c->ext->session_expiry = pr->session_expiry;
+        if (!pr->session_expiry)
+            persist_session_delete(c->broker, s); /* it now ends with this connection */
         if (session_set_expiry(s, pr->session_expiry)) {
             conn_close(c, true, "out of memory");
             return;

@@ -789,6 +789,28 @@ static void test_v5_topic_alias_out(void **state)
     }
 }
 
+/* A will's Message Expiry Interval counts from when it is published, not from CONNECT:
+ * a board connected longer than the interval still has its will delivered, with the
+ * whole interval. */
+static void test_v5_will_expiry_counts_from_publication(void **state)
+{
+    (void)state;
+    struct fake_io *watch = connect5("watch", true, 0, false, NULL);
+    subscribe5(watch, 1, "w/#", 1, 0);
+    struct will w = {"w/exp", "offline", 1, false};
+    struct props wp;
+    props_init(&wp);
+    codec_prop_put_u32(&wp.w, MQ_PROP_MESSAGE_EXPIRY, 10);
+    struct fake_io *io = io_open();
+    struct mq_packet c = connect5_pkt("exp", true, 0, &w, NULL, &wp);
+    send_packet(io, &c);
+    expect_type(io, MQ_CONNACK);
+    E.b->now_ms = T0 + 20000;
+    io_gone(io, "peer closed");
+    struct mq_packet p = expect_type(watch, MQ_PUBLISH);
+    assert_int_equal(p.props.message_expiry, 10);
+}
+
 int main(void)
 {
     struct mq_log_options lo = log_default_options();
@@ -806,6 +828,7 @@ int main(void)
         T(test_v5_disconnect_session_expiry),
         T(test_v5_disconnect_with_will),
         T(test_v5_will_delay),
+        T(test_v5_will_expiry_counts_from_publication),
         T(test_v5_server_disconnects),
         T(test_v5_topic_alias_in),
         T(test_v5_topic_alias_out),
