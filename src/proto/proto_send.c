@@ -109,15 +109,16 @@ void conn_send_disconnect(struct mq_conn *c, uint8_t reason, const char *why)
     conn_send(c, pkt, n + plen);
 }
 
-/* Seconds of Message Expiry Interval left at now_ms, at least 1 (a message already being
- * delivered, e.g. resent after a reconnect, is not expired by the resend:
- * [MQTT-4.3.3-7]). */
+/* Seconds of Message Expiry Interval left at now_ms, to the nearest second (a deadline
+ * restored after a restart may lie a few milliseconds beyond the interval: rounding up
+ * would announce more than the publisher gave), and at least 1 (a message already being
+ * delivered, e.g. resent after a reconnect, is not expired by the resend: [MQTT-4.3.3-7]). */
 static uint32_t expiry_left(const struct mq_msg *m, uint64_t now_ms)
 {
     if (now_ms >= m->expires_ms)
         return 1;
-    uint64_t s = (m->expires_ms - now_ms + 999) / 1000;
-    return s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
+    uint64_t s = (m->expires_ms - now_ms + 500) / 1000;
+    return s == 0 ? 1 : s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
 }
 
 /* The outbound alias of m's topic on c: 1.. when the client already has it (*known), or
