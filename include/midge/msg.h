@@ -45,10 +45,12 @@ static inline uint8_t *msg_props(const struct mq_msg *m)
     return (uint8_t *)m->topic + m->topic_len + 1;
 }
 
-/* True when m has an expiry and it has passed at now_ms. */
+/* True when m has an expiry and it has passed at now_ms. A message published with a
+ * Message Expiry Interval of 0 is not expired in the instant it arrives: it may still start
+ * its delivery to subscribers that are connected then ([MQTT-3.3.2-5]), never later. */
 static inline bool msg_expired(const struct mq_msg *m, uint64_t now_ms)
 {
-    return m->expires_ms && now_ms >= m->expires_ms;
+    return m->expires_ms && now_ms > m->expires_ms;
 }
 
 /* Take another reference; returns m. */

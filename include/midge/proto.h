@@ -109,6 +109,8 @@ struct mq_broker {
     struct mq_sub_tree *subs;
     struct mq_retain *retained;
     struct mq_sub_vec match_scratch; /* reused by every routing pass */
+    uint32_t *id_scratch;            /* one copy's Subscription Identifiers, when several */
+    size_t id_scratch_cap;
     /* Shared subscriptions (proto_share.c): a tree of the groups' filters, whose
      * subscribers are the groups, and the groups by "name/filter" and by id. */
     struct mq_sub_tree *shares;

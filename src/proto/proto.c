@@ -70,6 +70,7 @@ void broker_free(struct mq_broker *b)
     sub_tree_free(b->shares);
     retain_free(b->retained);
     sub_vec_free(&b->match_scratch);
+    free(b->id_scratch);
     sub_vec_free(&b->share_scratch);
     persist_free(b);
     free(b);

@@ -343,6 +343,31 @@ struct mq_msg *proto_msg_new(const struct mq_broker *b, const uint8_t *topic, ui
     return m;
 }
 
+/* The Subscription Identifiers of match i of v, its first (`first`, may be 0) and the extra
+ * ones, into b->id_scratch; returns how many. On out of memory only `first` is returned, and
+ * the caller then sends that one (still in its grant). */
+static size_t gather_ids(struct mq_broker *b, const struct mq_sub_vec *v, size_t i,
+                         uint32_t first)
+{
+    size_t want = first ? 1 : 0;
+    for (size_t x = 0; x < v->extra_count; x++)
+        want += v->extra[x].item == i;
+    if (want > b->id_scratch_cap) {
+        uint32_t *grown = realloc(b->id_scratch, want * sizeof(*grown));
+        if (!grown)
+            return first ? 1 : 0;
+        b->id_scratch = grown;
+        b->id_scratch_cap = want;
+    }
+    size_t n = 0;
+    if (first)
+        b->id_scratch[n++] = first;
+    for (size_t x = 0; x < v->extra_count; x++)
+        if (v->extra[x].item == i)
+            b->id_scratch[n++] = v->extra[x].sub_id;
+    return n;
+}
+
 unsigned broker_publish(struct mq_broker *b, struct mq_msg *m, const struct mq_conn *from)
 {
     const struct mq_config *cfg = b->cfg;
@@ -380,13 +405,11 @@ unsigned broker_publish(struct mq_broker *b, struct mq_msg *m, const struct mq_c
             flags |= MQ_DELIVER_RETAIN;
         /* Every matching subscription's identifier travels with the one copy
          * ([MQTT-3.3.4-3], [MQTT-3.3.4-4]). */
-        uint32_t ids[8];
-        size_t n_ids = 0;
-        if (MQ_GRANT_SUB_ID(grant))
-            ids[n_ids++] = MQ_GRANT_SUB_ID(grant);
-        for (size_t x = 0; x < v->extra_count && n_ids < 8; x++)
-            if (v->extra[x].item == i)
-                ids[n_ids++] = v->extra[x].sub_id;
+        uint32_t one = MQ_GRANT_SUB_ID(grant);
+        const uint32_t *ids = &one;
+        size_t n_ids = one ? 1 : 0;
+        if (v->extra_count && (n_ids = gather_ids(b, v, i, one)) > 1)
+            ids = b->id_scratch; /* several: they were gathered there */
         session_deliver(b, s, m, &(struct mq_route){qos, flags, ids, n_ids, 0});
         delivered++;
     }

@@ -109,16 +109,17 @@ void conn_send_disconnect(struct mq_conn *c, uint8_t reason, const char *why)
     conn_send(c, pkt, n + plen);
 }
 
-/* Seconds of Message Expiry Interval left at now_ms, to the nearest second (a deadline
- * restored after a restart may lie a few milliseconds beyond the interval: rounding up
- * would announce more than the publisher gave), and at least 1 (a message already being
- * delivered, e.g. resent after a reconnect, is not expired by the resend: [MQTT-4.3.3-7]). */
+/* Seconds of Message Expiry Interval left at now_ms ([MQTT-3.3.2-6]), to the nearest
+ * second: a deadline restored after a restart may lie a few milliseconds beyond the
+ * interval, and rounding up would announce more than the publisher gave. 0 once it has run
+ * out (an interval of 0, or a message resent after a reconnect, which the expiry no longer
+ * stops: [MQTT-4.3.3-7]). */
 static uint32_t expiry_left(const struct mq_msg *m, uint64_t now_ms)
 {
     if (now_ms >= m->expires_ms)
-        return 1;
+        return 0;
     uint64_t s = (m->expires_ms - now_ms + 500) / 1000;
-    return s == 0 ? 1 : s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
+    return s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
 }
 
 /* The outbound alias of m's topic on c: 1.. when the client already has it (*known), or
@@ -233,17 +234,20 @@ bool conn_send_publish(struct mq_conn *c, const struct mq_msg *m, uint8_t qos, b
         return false; /* [MQTT-3.1.2-25]: not sent; the caller goes on as if delivered */
     if (sh.alias && !sh.alias_known && !alias_assign(c, m, sh.alias))
         publish5_shape(c, m, qos, ids, n_ids, false, &sh); /* smaller: it fits too */
-    uint8_t props[128];
+    /* The per-copy properties: on the stack, unless a message matches dozens of identified
+     * subscriptions of one client. */
+    uint8_t small[128];
+    uint8_t *props = sh.own_props <= sizeof small ? small : malloc(sh.own_props);
+    if (!props)
+        return false;
     struct mq_prop_writer w;
-    codec_prop_writer_init(&w, props, sizeof props);
+    codec_prop_writer_init(&w, props, sh.own_props <= sizeof small ? sizeof small : sh.own_props);
     if (m->expires_ms)
         codec_prop_put_u32(&w, MQ_PROP_MESSAGE_EXPIRY, expiry_left(m, b->now_ms));
     for (size_t i = 0; i < n_ids; i++)
         codec_prop_put_varint(&w, MQ_PROP_SUBSCRIPTION_ID, ids[i]);
     if (sh.alias)
         codec_prop_put_u16(&w, MQ_PROP_TOPIC_ALIAS, sh.alias);
-    if (!codec_prop_writer_ok(&w) || w.len != sh.own_props)
-        return false; /* more identifiers than the buffer holds: never in practice */
     uint16_t topic_len = sh.alias_known ? 0 : m->topic_len;
     uint32_t props_len = sh.props_len;
     uint64_t remaining = sh.remaining, total = sh.total;
@@ -256,7 +260,9 @@ bool conn_send_publish(struct mq_conn *c, const struct mq_msg *m, uint8_t qos, b
     struct mq_iov iov[7] = {
         {hdr, n},       {m->topic, topic_len},        {pid, qos ? 2u : 0u},        {plen, pl},
         {props, w.len}, {msg_props(m), m->props_len}, {m->payload, m->payload_len}};
-    b->sink->write(c, iov, 7);
+    b->sink->write(c, iov, 7); /* copies */
+    if (props != small)
+        free(props);
     b->stats.msgs_sent++;
     b->stats.pub_sent++;
     b->stats.bytes_sent += total;
