@@ -13,7 +13,7 @@ import subprocess
 
 import midge_harness as h
 from midge_harness import (P_MAXIMUM_PACKET_SIZE, P_REASON_STRING, P_RECEIVE_MAXIMUM, PINGRESP,
-                           PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, SUBACK, MqttConn5, Paho5,
+                           PUBACK, PUBCOMP, PUBREC, PUBREL, SUBACK, MqttConn5, Paho5,
                            ack5_pkt, client5, connect5_pkt, parse_ack5, parse_publish5,
                            pingreq_pkt, publish5_pkt, subscribe5_pkt)
 
