@@ -509,3 +509,35 @@ def test_v5_publish_no_local_publisher_holds_own(broker):
     p = c.recv()
     assert p.type == PUBLISH and parse_publish5(p).payload == b"mine"
 
+
+
+def test_v5_publish_client_acks_with_properties_accepted(broker):
+    """[MQTT-3.4.2-1] [MQTT-3.5.2-1] [MQTT-3.7.2-1] acknowledgements a client sends with a
+    reason code and properties (Reason String, User Properties) are read like the short
+    forms: the QoS 1 and QoS 2 exchanges end and the next messages come (Receive Maximum 1
+    proves each slot was freed)."""
+    sub = client5(broker, "sub", props=[(h.P_RECEIVE_MAXIMUM, 1)])
+    sub.subscribe([("ackp/#", 2)])
+    pub = client5(broker, "pub")
+    for q in (1, 2, 1):
+        pub.publish("ackp/t", str(q).encode(), qos=q)
+    extra = [(P_REASON_STRING, "fine"), (P_USER, ("k", "v"))]
+    m = sub.recv_publish(ack=False)
+    sub.send(ack5_pkt(PUBACK, m.pid, 0x00, extra))
+    m = sub.recv_publish(ack=False)
+    assert m.qos == 2
+    sub.send(ack5_pkt(PUBREC, m.pid, 0x00, extra))
+    assert parse_ack5(sub.expect(PUBREL)).pid == m.pid
+    sub.send(ack5_pkt(PUBCOMP, m.pid, 0x00, extra))
+    assert sub.recv_publish().payload == b"1"
+
+
+def test_v5_publish_topic_alias_refused_when_maximum_is_0(start_broker):
+    """[MQTT-3.2.2-18] (client obligation) with max_topic_alias 0 the CONNACK carries no Topic
+    Alias Maximum (0: aliases forbidden) and a PUBLISH with Topic Alias 1 is DISCONNECT 0x94
+    Topic Alias invalid."""
+    br = start_broker(["max_topic_alias 0"])
+    c = client5(br, "noalias")
+    assert P_TOPIC_ALIAS_MAXIMUM not in c.connack.props
+    c.send(publish5_pkt("na/t", b"x", props=[(P_TOPIC_ALIAS, 1)]))
+    c.expect_disconnect(0x94)

@@ -415,3 +415,19 @@ def test_v5_will_delayed_published_at_shutdown(start_broker, tmp_path):
     fresh.subscribe([("sd/#", 1)])
     m = fresh.recv_publish()
     assert (m.topic, m.payload, m.retain) == ("sd/board", b"offline", True)
+
+
+def test_v5_will_message_expiry_counts_from_publication(broker):
+    """[MQTT-3.1.2-8] [MQTT-3.3.2-6] a will's Message Expiry Interval is "the lifetime of the
+    Will Message in seconds and is sent as the Publication Expiry Interval when the Server
+    publishes the Will Message" (3.1.3.2.4): a will with 2 s, whose client stayed connected
+    for 3 s, is still published when the connection drops, with (about) 2 s left."""
+    w = watcher(broker, "wexp/#")
+    c = client5(broker, "wexp", will=("wexp/status", b"offline", 1, False),
+                will_props=[(P_MESSAGE_EXPIRY, 2)])
+    time.sleep(3.0)  # connected longer than the will's lifetime
+    c.ping()
+    c.close()
+    m = w.recv_publish()
+    assert (m.topic, m.payload) == ("wexp/status", b"offline")
+    assert m.props.get(P_MESSAGE_EXPIRY) in (1, 2)

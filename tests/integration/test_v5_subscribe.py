@@ -346,3 +346,20 @@ def test_v5_subscribe_longest_topic(broker):
     m = c.recv_publish()
     assert (len(m.topic), m.payload) == (65535, b"y")
 
+
+
+def test_v5_subscribe_all_subscription_identifiers_of_many_overlaps(broker):
+    """[MQTT-3.3.4-4] when one copy of a message goes out for several matching subscriptions
+    it carries the Subscription Identifiers of all of them: twelve overlapping filters
+    matching a/b/c, subscribed with identifiers 1 to 12, give one PUBLISH with the twelve
+    identifiers."""
+    filters = ["a/b/c", "a/b/+", "a/+/c", "+/b/c", "a/+/+", "+/b/+", "+/+/c", "+/+/+", "a/#",
+               "a/b/#", "#", "+/#"]
+    c = client5(broker, "many")
+    for i, flt in enumerate(filters, 1):
+        assert c.subscribe([(flt, 1)], props=[(P_SUBSCRIPTION_ID, i)]) == [1]
+    client5(broker, "pub").publish("a/b/c", b"x", qos=1, expect_reason=0)
+    m = c.recv_publish()
+    assert sorted(m.props.all(P_SUBSCRIPTION_ID)) == list(range(1, 13))
+    c.ping()
+    c.expect_no_packet()
