@@ -291,3 +291,11 @@ def test_v5_malformed_server_disconnect_uses_table(broker):
     assert p.type == DISCONNECT and p.body[0] == 0x81
     d = h.parse_disconnect5(p)
     assert d.props.get(0x1F)
+
+
+def test_v5_malformed_auth_as_first_packet(broker):
+    """[MQTT-3.1.0-1] [MQTT-3.14.0-1] an AUTH before any CONNECT is a protocol violation: the
+    connection is closed without CONNACK or DISCONNECT."""
+    c = MqttConn5(broker.port)
+    c.send(auth_pkt(0x18, [(P_AUTH_METHOD, "SCRAM-SHA-1")]))
+    assert c.expect_closed() == []

@@ -431,3 +431,23 @@ def test_v5_will_message_expiry_counts_from_publication(broker):
     m = w.recv_publish()
     assert (m.topic, m.payload) == ("wexp/status", b"offline")
     assert m.props.get(P_MESSAGE_EXPIRY) in (1, 2)
+
+
+def test_v5_session_queued_messages_keep_subscription_ids(broker):
+    """[MQTT-3.3.4-3] a message queued for a persistent session while its client is away
+    carries the Subscription Identifier of the subscription it matched when it is finally
+    sent, and so does one resent after a reconnect."""
+    c = client5(broker, "sidq", clean=False, props=EXP)
+    c.subscribe([("sidq/#", 1)], props=[(h.P_SUBSCRIPTION_ID, 5)])
+    pub = client5(broker, "pub")
+    pub.publish("sidq/a", b"in-flight", qos=1)
+    first = c.recv_publish(ack=False)
+    assert first.props.all(h.P_SUBSCRIPTION_ID) == [5]
+    mark = broker.mark()
+    c.close()
+    wait_gone(broker, "sidq", mark)
+    pub.publish("sidq/b", b"queued", qos=1)
+    back = client5(broker, "sidq", clean=False, props=EXP, expect_sp=True)
+    got = back.collect(2)
+    assert [(m.payload, m.dup, m.props.all(h.P_SUBSCRIPTION_ID)) for m in got] == \
+        [(b"in-flight", True, [5]), (b"queued", False, [5])]
