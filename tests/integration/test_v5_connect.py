@@ -356,6 +356,18 @@ def test_v5_connect_keepalive_timeout_disconnect_0x8d(start_broker):
     assert (m.topic, m.payload) == ("ka/will", b"timeout")
 
 
+def test_v5_connect_pings_keep_connection_alive(broker):
+    """[MQTT-3.1.2-22] [MQTT-3.1.2-20] (the client's side: a packet within every keep alive
+    period) a client with keep alive 1 that sends PINGREQ every half second stays connected
+    for 3 s, each PINGREQ answered ([MQTT-3.12.4-1])."""
+    c = client5(broker, "pinger", keepalive=1)
+    end = time.monotonic() + 3.0
+    while time.monotonic() < end:
+        c.ping()
+        time.sleep(0.5)  # the client's own pace, well inside its keep alive
+    c.ping()
+
+
 def test_v5_connect_server_keep_alive_enforced(start_broker):
     """[MQTT-3.1.2-22] with max_keepalive 1 a client asking for 60 is told Server Keep Alive
     1 (the client must use it, [MQTT-3.2.2-21]) and is held to it: DISCONNECT 0x8D once 1.5

@@ -12,8 +12,8 @@ for its "Subscribed" line before publishing.
 """
 import midge_harness as h
 from midge_harness import (P_CONTENT_TYPE, P_CORRELATION_DATA, P_MESSAGE_EXPIRY,
-                           P_PAYLOAD_FORMAT, P_RESPONSE_TOPIC, P_SESSION_EXPIRY, P_USER, Paho5,
-                           client5, publish_pkt)
+                           P_PAYLOAD_FORMAT, P_RESPONSE_TOPIC, P_SESSION_EXPIRY, P_USER, MqttConn5,
+                           Paho5, client5, publish_pkt)
 
 PROPS = [(P_PAYLOAD_FORMAT, 1), (P_CONTENT_TYPE, "text/plain"), (P_RESPONSE_TOPIC, "mx/reply"),
          (P_CORRELATION_DATA, b"cd-1"), (P_USER, ("k1", "v1")), (P_USER, ("k2", "v2"))]
@@ -191,3 +191,33 @@ def test_v5_interop_many_paho_v5_publishers(broker):
     finally:
         for p in pubs:
             p.close()
+
+
+@h.midge_only
+def test_v5_interop_mqtt5_over_websocket(start_broker):
+    """[MQTT-6.0.0-1] [MQTT-6.0.0-2] [MQTT-6.0.0-4] MQTT 5 over a `protocol websockets`
+    listener: the 'mqtt' subprotocol is chosen, a CONNECT split across three binary frames and
+    a SUBSCRIBE and a PUBLISH (with User Properties) in one frame are read, and the broker's
+    packets (CONNACK with properties, SUBACK, PUBACK, the PUBLISH with its properties) come
+    back in binary frames only."""
+    from test_ws_raw import WsConn
+
+    class WsConn5(WsConn, MqttConn5):
+        pass
+
+    br = start_broker(["protocol websockets"])
+    c = WsConn5(br.port)
+    assert c.protocol == "mqtt"
+    pkt = h.connect5_pkt("ws5", props=[(P_SESSION_EXPIRY, 0)])
+    c.send(pkt[:2])
+    c.send(pkt[2:9])
+    c.send(pkt[9:])
+    ack = h.parse_connack5(c.expect(h.CONNACK))
+    assert ack.reason == 0 and h.P_RECEIVE_MAXIMUM in ack.props
+    c.send(h.subscribe5_pkt(1, [("ws5/#", 1)])
+           + h.publish5_pkt("ws5/t", b"over ws", qos=1, pid=2, props=[(P_USER, ("k", "v"))]))
+    assert h.parse_suback5(c.expect(h.SUBACK)).codes == [1]
+    assert h.parse_ack5(c.expect(h.PUBACK)).pid == 2
+    m = c.recv_publish()
+    assert (m.topic, m.payload, m.props.user) == ("ws5/t", b"over ws", [("k", "v")])
+    c.disconnect()

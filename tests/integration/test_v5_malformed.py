@@ -122,6 +122,7 @@ AFTER_CONNECT = [
     ("publish_qos0_dup", pub_raw(block(), flags=0x08), 0x81),
     ("publish_topic_wildcard", publish5_pkt("a/+", b"x"), 0x81),
     ("publish_topic_nul", publish5_pkt(b"a\x00b", b"x"), 0x81),
+    ("publish_topic_invalid_utf8", publish5_pkt(b"a\xc3(", b"x"), 0x81),
     ("publish_packet_id_zero", publish5_pkt("a", b"x", qos=1, pid=0), 0x82),
     # Reason codes a client's packet may not carry, and packets a client may not send.
     ("puback_reason_not_in_table", ack5_pkt(PUBACK, 1, 0x05), 0x82),

@@ -258,16 +258,16 @@ def test_v5_will_properties_forwarded(broker):
 
 
 def test_v5_will_retained(broker):
-    """[MQTT-3.1.2-15] a will with Will Retain 1 is published as a retained message: a later
-    subscriber gets it with RETAIN 1."""
-    c = client5(broker, "wr", will=("wr/status", b"offline", 1, True))
+    """[MQTT-3.1.2-15] [MQTT-3.1.2-12] a will with Will Retain 1 and Will QoS 2 is published
+    as a retained message: a later subscriber gets it with RETAIN 1 at QoS 2."""
+    c = client5(broker, "wr", will=("wr/status", b"offline", 2, True))
     mark = broker.mark()
     c.close()
     wait_gone(broker, "wr", mark)
     late = client5(broker, "late")
-    late.subscribe([("wr/#", 1)])
+    late.subscribe([("wr/#", 2)])
     m = late.recv_publish()
-    assert (m.topic, m.payload, m.retain) == ("wr/status", b"offline", True)
+    assert (m.topic, m.payload, m.retain, m.qos) == ("wr/status", b"offline", True, 2)
 
 
 def test_v5_will_disconnect_reason_codes(broker):
