@@ -1330,6 +1330,20 @@ class MqttConn5(MqttConn):
 
     connack = None
 
+    def _parse_one(self):
+        """MqttConn's reader, also checking that the broker wrote the remaining length in
+        its shortest form ([MQTT-1.5.5-1])."""
+        head = self.buf[1:5]
+        n, i = 0, 0
+        while i < len(head):
+            n |= (head[i] & 0x7F) << (7 * i)
+            i += 1
+            if not head[i - 1] & 0x80:
+                assert i == len(enc_len(n)), \
+                    f"[MQTT-1.5.5-1] non-minimal remaining length {head[:i].hex()}"
+                break
+        return super()._parse_one()
+
     def connect(self, client_id="", expect_rc=0, expect_sp=None, **kw):
         """Send CONNECT (connect5_pkt arguments) and read CONNACK; returns the Connack5."""
         self.send(connect5_pkt(client_id, **kw))

@@ -150,6 +150,22 @@ def test_v5_connect_client_id_refused_0x85(start_broker, conf, cid):
     assert ack.session_present is False
 
 
+def test_v5_connect_refused_session_present_0_with_stored_session(broker):
+    """[MQTT-3.2.2-6] a refused CONNECT gets Session Present 0 even though a session for its
+    client id is stored (refused here for its Authentication Method); the session is still
+    there afterwards (Session Present 1)."""
+    exp = [(P_SESSION_EXPIRY, 300)]
+    c = client5(broker, "stored", clean=False, props=exp)
+    c.subscribe([("stored/t", 1)])
+    mark = broker.mark()
+    c.disconnect()
+    broker.wait_log(r"client stored disconnected", since=mark)
+    r = MqttConn5(broker.port)
+    r.send(connect5_pkt("stored", clean=False, props=exp + [(P_AUTH_METHOD, "X")]))
+    assert r.expect_refused(0x8C).session_present is False
+    client5(broker, "stored", clean=False, props=exp, expect_sp=True)
+
+
 # -- authentication -----------------------------------------------------------------------
 
 @h.needs(MOSQUITTO_PASSWD, reason="Debian package mosquitto")
