@@ -488,14 +488,36 @@ def test_v5_publish_no_aliases_to_mosquitto_sub(start_broker):
 
 
 def test_v5_publish_ack_order_and_puback_only_sent(broker):
-    """[MQTT-4.6.0-6] a burst of QoS 1 PUBLISHes (ids 1..20 in one write) is acknowledged in
-    order with PUBACKs only (no other packet to the publisher, which subscribes to
-    nothing)."""
+    """[MQTT-4.6.0-6] acknowledgements go out in the order of the packets they answer: a burst
+    of QoS 1 PUBLISHes (ids 1..20 in one write) gets PUBACKs 1..20, a burst of QoS 2 ones
+    (ids 21..30) PUBRECs 21..30, and their PUBRELs in one write PUBCOMPs in that order;
+    nothing else is sent to the publisher, which subscribes to nothing."""
     pub = client5(broker, "pub")
     pub.send(b"".join(publish5_pkt("burst/t", b"x", qos=1, pid=i) for i in range(1, 21)))
-    acks = [parse_ack5(pub.expect(PUBACK)) for _ in range(20)]
-    assert [a.pid for a in acks] == list(range(1, 21))
+    assert [parse_ack5(pub.expect(PUBACK)).pid for _ in range(20)] == list(range(1, 21))
+    pub.send(b"".join(publish5_pkt("burst/t", b"y", qos=2, pid=i) for i in range(21, 31)))
+    assert [parse_ack5(pub.expect(PUBREC)).pid for _ in range(10)] == list(range(21, 31))
+    pub.send(b"".join(ack5_pkt(PUBREL, i) for i in range(21, 31)))
+    assert [parse_ack5(pub.expect(PUBCOMP)).pid for _ in range(10)] == list(range(21, 31))
     pub.expect_no_packet()
+
+
+def test_v5_publish_pubrels_follow_pubrec_order(broker):
+    """[MQTT-4.3.3-4] the server as QoS 2 sender answers PUBRECs in the order they arrive: three
+    QoS 2 messages PUBREC'd in reverse order in one write get their PUBRELs in that reverse
+    order, each with its message's packet id."""
+    sub = client5(broker, "sub")
+    sub.subscribe([("rel/#", 2)])
+    pub = client5(broker, "pub")
+    for i in range(3):
+        pub.publish("rel/t", str(i).encode(), qos=2)
+    ms = [sub.recv_publish(ack=False) for _ in range(3)]
+    order = [m.pid for m in reversed(ms)]
+    sub.send(b"".join(ack5_pkt(PUBREC, pid) for pid in order))
+    assert [parse_ack5(sub.expect(PUBREL)).pid for _ in range(3)] == order
+    sub.send(b"".join(ack5_pkt(PUBCOMP, pid) for pid in order))
+    sub.ping()
+    sub.expect_no_packet()
 
 
 def test_v5_publish_no_local_publisher_holds_own(broker):
