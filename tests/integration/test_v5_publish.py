@@ -563,3 +563,27 @@ def test_v5_publish_topic_alias_refused_when_maximum_is_0(start_broker):
     assert P_TOPIC_ALIAS_MAXIMUM not in c.connack.props
     c.send(publish5_pkt("na/t", b"x", props=[(P_TOPIC_ALIAS, 1)]))
     c.expect_disconnect(0x94)
+
+
+def test_v5_publish_message_expiry_zero_delivered_to_connected_subscriber(broker):
+    """[MQTT-3.3.2-5] deletes a copy only when "the Message Expiry Interval has passed and the
+    Server has not managed to start onward delivery to a matching subscriber". A message
+    published with Message Expiry Interval 0 to a connected subscriber can start its onward
+    delivery at once: it is delivered (Mosquitto 2.0 delivers it, without the property);
+    the PUBACK says 0x00 success, so dropping it loses it silently. A subscriber that is
+    away does not get it."""
+    away = client5(broker, "away", clean=False, props=[(P_SESSION_EXPIRY, 300)])
+    away.subscribe([("ez/#", 1)])
+    away.disconnect()
+    sub = client5(broker, "sub")
+    sub.subscribe([("ez/#", 1)])
+    pub = client5(broker, "pub")
+    pub.publish("ez/t", b"now", qos=1, props=[(P_MESSAGE_EXPIRY, 0)], expect_reason=0)
+    m = sub.recv_publish()
+    assert (m.topic, m.payload) == ("ez/t", b"now")
+    assert m.props.get(P_MESSAGE_EXPIRY, 0) == 0
+    back = client5(broker, "away", clean=False, props=[(P_SESSION_EXPIRY, 300)],
+                   expect_sp=True)
+    back.ping()
+    back.expect_no_packet()
+

@@ -451,3 +451,16 @@ def test_v5_session_queued_messages_keep_subscription_ids(broker):
     got = back.collect(2)
     assert [(m.payload, m.dup, m.props.all(h.P_SUBSCRIPTION_ID)) for m in got] == \
         [(b"in-flight", True, [5]), (b"queued", False, [5])]
+
+
+def test_v5_will_delay_applies_after_disconnect_with_will(broker):
+    """[MQTT-3.1.2-8] [MQTT-3.14.4-3] DISCONNECT 0x04 (Disconnect with Will Message) keeps the
+    will and its Will Delay Interval (1 s): nothing in the first half second, then the
+    will."""
+    w = watcher(broker, "d4/#")
+    c = client5(broker, "d4", clean=False, props=EXP, will=("d4/w", b"later", 0, False),
+                will_props=[(P_WILL_DELAY, 1)])
+    c.send(disconnect5_pkt(0x04))
+    assert c.expect_closed() == []
+    h.expect_quiet([w], 0.5)
+    assert w.recv_publish(timeout=h.scaled(5)).payload == b"later"

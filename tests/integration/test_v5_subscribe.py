@@ -363,3 +363,15 @@ def test_v5_subscribe_all_subscription_identifiers_of_many_overlaps(broker):
     assert sorted(m.props.all(P_SUBSCRIPTION_ID)) == list(range(1, 13))
     c.ping()
     c.expect_no_packet()
+
+
+def test_v5_subscribe_many_filters_in_one_packet(broker):
+    """[MQTT-3.8.4-5] [MQTT-3.8.4-6] [MQTT-3.10.4-6] 100 filters in one SUBSCRIBE get one SUBACK
+    with 100 codes, and 100 in one UNSUBSCRIBE one UNSUBACK with 100 codes (more than the
+    broker's 64-entry fast path)."""
+    c = client5(broker, "hundred")
+    filters = [f"h/{i}" for i in range(100)]
+    assert c.subscribe([(f, i % 3) for i, f in enumerate(filters)]) == [i % 3 for i in range(100)]
+    client5(broker, "pub").publish("h/99", b"x", qos=1, expect_reason=0)
+    assert c.recv_publish().topic == "h/99"
+    assert c.unsubscribe(filters + ["h/none"]) == [0] * 100 + [0x11]
