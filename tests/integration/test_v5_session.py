@@ -464,3 +464,30 @@ def test_v5_will_delay_applies_after_disconnect_with_will(broker):
     assert c.expect_closed() == []
     h.expect_quiet([w], 0.5)
     assert w.recv_publish(timeout=h.scaled(5)).payload == b"later"
+
+
+def test_v5_session_restart_keeps_mqtt5_state(start_broker, tmp_path):
+    """[MQTT-3.1.2-23] [MQTT-3.3.4-3] [MQTT-3.3.2-17] [MQTT-3.3.2-6] with persistence true a
+    persistent MQTT 5 session survives a restart whole: its Session Expiry Interval, its
+    subscription's Subscription Identifier (on live messages afterwards), and the queued
+    message with its User Property, its Subscription Identifier and its remaining Message
+    Expiry Interval."""
+    conf = ["persistence true", f"persistence_location {tmp_path}/"]
+    br = start_broker(conf)
+    c = client5(br, "pers", clean=False, props=EXP)
+    c.subscribe([("pr/#", 1)], props=[(h.P_SUBSCRIPTION_ID, 4)])
+    mark = br.mark()
+    c.disconnect()
+    wait_gone(br, "pers", mark)
+    client5(br, "pub").publish("pr/t", b"queued", qos=1,
+                               props=[(P_USER, ("k", "v")), (P_MESSAGE_EXPIRY, 100)])
+    assert br.stop() == 0
+    br2 = start_broker(conf)
+    back = client5(br2, "pers", clean=False, props=EXP, expect_sp=True)
+    m = back.recv_publish()
+    assert (m.payload, m.props.user, m.props.all(h.P_SUBSCRIPTION_ID)) == \
+        (b"queued", [("k", "v")], [4])
+    assert 1 <= m.props.get(P_MESSAGE_EXPIRY, 0) <= 100
+    client5(br2, "pub").publish("pr/t", b"live", qos=1)
+    m = back.recv_publish()
+    assert (m.payload, m.props.all(h.P_SUBSCRIPTION_ID)) == (b"live", [4])
