@@ -199,13 +199,20 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
         if (!online && !(cfg && cfg->queue_qos0_messages))
             return;
     }
+    bool send_now = qos && online && !hold && session_queue_count(s) == 0 &&
+                    !session_spilled(s) && window_open(b, s);
+    /* Only a copy that starts its delivery now escapes an expiry that runs out now (an
+     * interval of 0): one that would wait in the queue is deleted ([MQTT-3.3.2-5]). */
+    if (!send_now && m->expires_ms && b->now_ms >= m->expires_ms) {
+        b->stats.msgs_expired++;
+        return;
+    }
     struct mq_sub_ids owned = {0};
     if (n_ids && sub_ids_set(&owned, ids, n_ids)) {
         note_drop(b, s, m);
         return;
     }
-    if (qos && online && !hold && session_queue_count(s) == 0 && !session_spilled(s) &&
-        window_open(b, s)) {
+    if (send_now) {
         send_inflight(b, s, m, qos, retain, 0, &owned, r->share_id);
         return;
     }
