@@ -82,7 +82,7 @@ describe('the page served by the broker', () => {
     // MQTT 3.1.1 unless 5.0 is chosen.
     assert.equal(await page.inputValue('#connect-form [name="protocol"]'), '4');
     const id = await page.inputValue('#connect-form [name="clientId"]');
-    await broker.waitLog(new RegExp(`client ${id} connected .*\\(MQTT 3\\.1\\.1, clean session 1`));
+    if (!REFERENCE) await broker.waitLog(new RegExp(`client ${id} connected .*\\(MQTT 3\\.1\\.1, clean session 1`));
     assert.equal(await page.isVisible('#connect-form [name="sessionExpiry"]'), false);
     assert.equal(await page.isVisible('#publish-v5'), false);
     // $SYS figures arrive (retained at once, then every sys_interval).
@@ -260,7 +260,10 @@ describe('the page against a broker that needs passwords', () => {
   });
 });
 
-describe('the page with MQTT 5.0', () => {
+// midge's reason strings and log lines: not run against the reference broker.
+const V5_SKIP = { skip: REFERENCE ? 'checks midge\'s own reason strings and log lines' : false };
+
+describe('the page with MQTT 5.0', V5_SKIP, () => {
   let broker, ctx, page, js;
   before(async () => {
     broker = await startBroker({ sysInterval: 1 });
@@ -378,7 +381,7 @@ describe('the page with MQTT 5.0', () => {
   });
 });
 
-describe('the page with MQTT 5.0 against a broker with passwords and an acl_file', () => {
+describe('the page with MQTT 5.0 against a broker with passwords and an acl_file', V5_SKIP, () => {
   let broker, ctx, acl;
   before(async () => {
     acl = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'midge-acl-page-')), 'acl');
