@@ -43,7 +43,8 @@
 //   4.13   a malformed packet or protocol error from the broker is answered with DISCONNECT
 //          and its reason code (0x81, 0x82, ...), then the connection is closed.
 //   Not supported: topic aliases (Topic Alias Maximum 0 is what we tell the broker) and
-//   enhanced authentication (an AUTH packet from the broker is a protocol error).
+//   enhanced authentication (an Authentication Method may be sent, for brokers that accept
+//   it in one step; an AUTH packet from the broker is a protocol error).
 // A WebSocket message may hold part of a packet or several packets (MQTT over WebSocket,
 // section 6): received bytes are buffered and cut into packets by their length.
 
@@ -788,6 +789,7 @@ export class MqttClient {
 
   /** The CONNACK (3.2), checked. */
   _connack(p) {
+    if (p.type === PACKET.AUTH && this.v5) throw protocolError('AUTH: this client does not take part in enhanced authentication');
     if (p.type !== PACKET.CONNACK) throw protocolError(`${NAMES[p.type] ?? 'packet type ' + p.type} before CONNACK`);
     if (p.flags) throw malformed('reserved flags of CONNACK');
     const r = new Cursor(p.body);
@@ -901,8 +903,8 @@ export class MqttClient {
         return;
       }
       case PACKET.AUTH:
-        // Only a client that sent an Authentication Method may get one ([MQTT-4.12.0-6]).
-        if (v5) throw protocolError('AUTH, but no authentication method was asked for');
+        // After CONNACK only in answer to a re-authentication, which this client never starts.
+        if (v5) throw protocolError('AUTH without a re-authentication asked for');
       // falls through: type 15 is reserved in 3.1.1
       default:
         throw protocolError(`unexpected ${name ?? 'packet type ' + p.type}`);

@@ -673,6 +673,7 @@ describe('web/mqtt.js against malformed or unexpected packets from a fake broker
       [Uint8Array.of(0x20, 0xff, 0xff, 0xff, 0xff, 0x01), 0x81, 'remaining length of 5 bytes'],
       [pkt(0x20, 0, 0, 3, 0x12, 0, 5), 0x81, 'a truncated property'],
       [pkt(0x20, 0, 0, 0, 9), 0x81, 'trailing bytes'],
+      [pkt(0xf0, 0x18, 0), 0x82, 'AUTH (continue authentication): no enhanced authentication here'],
     ]) {
       const { got, error } = await against(bytes);
       assert.ok(error, what);
