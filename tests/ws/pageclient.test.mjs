@@ -346,7 +346,7 @@ describe('web/mqtt.js MQTT 5 against the broker', V5_SKIP, () => {
     await end(js);
   });
 
-  test('reason codes: PUBACK and PUBREC 0x10 no matching subscribers, UNSUBACK 0x11', async () => {
+  test('reason codes: PUBACK and PUBREC 0x10 no matching subscribers, UNSUBACK 0x11, PUBACK 0x99', async () => {
     const c = pageClient5(broker.wsUrl());
     await c.connect();
     assert.equal((await c.publish('nobody/here', 'x', { qos: 1 })).reasonCode, 0x10);
@@ -356,6 +356,10 @@ describe('web/mqtt.js MQTT 5 against the broker', V5_SKIP, () => {
     await c.subscribe('now/subscribed', 0);
     assert.equal(await c.unsubscribe('now/subscribed'), 0);
     assert.equal((await c.publish('nobody/here', 'x', { qos: 1 })).reasonCode, 0x10);
+    // A payload that says it is UTF-8 and is not: 0x99, and the connection stays.
+    const e = await c.publish('nobody/here', Uint8Array.of(0xff), { qos: 1, properties: { payloadFormatIndicator: 1 } }).catch((x) => x);
+    assert.equal(e.reasonCode, 0x99, e.message);
+    assert.ok(c.connected);
     c.end();
   });
 
@@ -501,14 +505,18 @@ describe('web/mqtt.js MQTT 5 against the broker', V5_SKIP, () => {
   });
 
   test("the client's Maximum Packet Size and Receive Maximum are sent to the broker", async () => {
+    // (A broker sending a second QoS 2 message before the first one's PUBREL would be
+    // answered with DISCONNECT 0x93 receive maximum exceeded by this client.)
     const small = pageClient5(broker.wsUrl(), { properties: { maximumPacketSize: 100, receiveMaximum: 1 } });
     await small.connect();
-    await small.subscribe('mps/#', 1);
+    await small.subscribe('mps/#', 2);
     const js = await mqttConnect(broker.wsUrl(), { protocolVersion: 5 });
-    await publish(js, 'mps/big', Buffer.alloc(200), { qos: 1 });
-    for (let i = 0; i < 5; i++) await publish(js, 'mps/small', String(i), { qos: 1 });
-    const got = await small.waitMessages(5);
-    assert.deepEqual(got.map((m) => m.topic + ' ' + m.text), [0, 1, 2, 3, 4].map((i) => `mps/small ${i}`), 'the 200-byte message is not sent to it');
+    await publish(js, 'mps/big', Buffer.alloc(200), { qos: 2 });
+    await Promise.all(Array.from({ length: 20 }, (_, i) => publish(js, 'mps/small', String(i), { qos: 2 })));
+    const got = await small.waitMessages(20);
+    assert.deepEqual(got.map((m) => m.topic + ' ' + m.text), Array.from({ length: 20 }, (_, i) => `mps/small ${i}`),
+      'the 200-byte message is not sent to it');
+    assert.ok(small.connected, 'never more than one QoS 2 message unacknowledged');
     small.end();
     await end(js);
   });
