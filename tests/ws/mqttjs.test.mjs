@@ -371,6 +371,26 @@ for (const scheme of REFERENCE ? ['ws'] : ['ws', 'wss']) describe(`over ${scheme
       await Promise.all([s, p].map(end));
     });
 
+    // Known broker bug (src/proto/proto_publish.c, broker_publish: `uint32_t ids[8]`; and
+    // conn_send_publish in proto_send.c builds the ids into a 128-byte block): of 32
+    // matching subscriptions' identifiers only 8 reach the one copy, the rest are dropped
+    // without a word. [MQTT-3.3.4-4] wants them all. Large identifiers (4-byte variable
+    // byte integers, 5 bytes each with their property id) also need more than 128 bytes.
+    test('subscription identifiers: all 32 of 32 overlapping subscriptions on the one copy', async () => {
+      const s = await c5(here(broker));
+      const filters = [];
+      for (let m = 0; m < 32; m++) filters.push(['v5', 'b', 'c', 'd', 'e'].map((x, i) => ((m >> i) & 1 ? '+' : x)).join('/'));
+      for (const [i, f] of filters.entries()) await sub5(s, f, { qos: 0, properties: { subscriptionIdentifier: 268435455 - i } });
+      const p = await c5(there(broker));
+      await pub5(p, 'v5/b/c/d/e', 'x', { qos: 1 });
+      const [m] = await s.waitMessages(1);
+      const ids = [m.properties.subscriptionIdentifier].flat();
+      assert.equal(s.received.length, 1, 'one copy');
+      assert.deepEqual(ids.sort((a, b) => a - b), filters.map((_, i) => 268435455 - i).sort((a, b) => a - b),
+        `all 32 identifiers (got ${ids.length})`);
+      await Promise.all([s, p].map(end));
+    });
+
     test('No Local: a client does not get its own messages back', async () => {
       const c = await c5(here(broker));
       await sub5(c, 'v5/nl', { qos: 1, nl: true });
