@@ -55,7 +55,7 @@ def test_v5_interop_mosquitto_properties_end_to_end(broker):
 
 
 def test_v5_interop_mosquitto_sub_v311_gets_v5_messages(broker):
-    """A message published with properties by mosquitto_pub -V mqttv5 reaches
+    """[MQTT-4.5.0-1] a message published with properties by mosquitto_pub -V mqttv5 reaches
     mosquitto_sub -V mqttv311 as a plain 3.1.1 message (payload intact, no properties to
     print)."""
     sub = h.SubProc(broker.port, "-V", "mqttv311", "-t", "m3/#", "-q", "2", "-v")
@@ -99,7 +99,8 @@ def test_v5_interop_mosquitto_sub_retain_as_published(broker):
 
 
 def test_v5_interop_raw_v311_and_v5_both_ways(broker):
-    """3.1.1 and 5.0 clients on the same topics, QoS 0, 1 and 2 both ways: what the MQTT 5
+    """[MQTT-2.2.2-1] [MQTT-4.5.0-1] 3.1.1 and 5.0 clients on the same topics, QoS 0, 1 and 2
+    both ways: what the MQTT 5
     client publishes (with properties) reaches the 3.1.1 subscriber as the exact 3.1.1
     PUBLISH with no properties; what the 3.1.1 client publishes reaches the MQTT 5 subscriber
     with an empty property block ([MQTT-2.2.2-1]); retained messages too."""
@@ -135,7 +136,8 @@ def test_v5_interop_raw_v311_and_v5_both_ways(broker):
 
 
 def test_v5_interop_wills_across_versions(broker):
-    """A 5.0 client's will (with properties) reaches a 3.1.1 subscriber without them; a 3.1.1
+    """[MQTT-3.1.2-7] [MQTT-3.1.3-10] a 5.0 client's will (with properties) reaches a 3.1.1
+    subscriber without them (and a 5.0 one with them); a 3.1.1
     client's will reaches a 5.0 subscriber with an empty property block."""
     w3 = h.client(broker, "w3")
     w3.subscribe([("xw/#", 1)])
@@ -155,7 +157,8 @@ def test_v5_interop_wills_across_versions(broker):
 
 
 def test_v5_interop_paho_v311_and_v5(broker):
-    """paho-mqtt's MQTTv311 and MQTTv5 clients exchange messages at QoS 0, 1 and 2 both
+    """[MQTT-4.5.0-1] [MQTT-3.8.4-8] paho-mqtt's MQTTv311 and MQTTv5 clients exchange messages
+    at QoS 0, 1 and 2 both
     ways; the v5 side's User Properties do not disturb the 3.1.1 side."""
     p3 = h.PahoClient(broker.port, "paho3")
     p5 = Paho5(broker.port, "paho5")

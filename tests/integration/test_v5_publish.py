@@ -521,7 +521,8 @@ def test_v5_publish_pubrels_follow_pubrec_order(broker):
 
 
 def test_v5_publish_no_local_publisher_holds_own(broker):
-    """A publisher subscribed to its own topic (without No Local) gets its message back,
+    """[MQTT-4.5.0-1] a publisher subscribed to its own topic (without No Local) gets its
+    message back,
     after its own PUBACK (the publisher's copy waits for the acknowledgement)."""
     c = client5(broker, "self")
     c.subscribe([("own/#", 1)])

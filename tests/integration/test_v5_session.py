@@ -399,7 +399,8 @@ def test_v5_will_on_takeover_only_when_session_ends(broker):
 
 
 def test_v5_will_delayed_published_at_shutdown(start_broker, tmp_path):
-    """midge's choice at shutdown (as for 3.1.1): wills still waiting for their Will Delay
+    """No numbered statement (what happens to wills at shutdown is left open); midge's choice,
+    as for 3.1.1: wills still waiting for their Will Delay
     Interval are published before the broker exits, so a retained "offline" status is
     there after a restart (persistence true)."""
     conf = ["persistence true", f"persistence_location {tmp_path}/"]

@@ -1,9 +1,10 @@
 """v5_shared_*: shared subscriptions ($share/{ShareName}/{filter}, 4.8.2 of MQTT 5.0) through
 the real binary (issue 13).
 
-Written ahead of the implementation: until the broker serves shared subscriptions it
+Written ahead of the implementation: a broker that does not serve shared subscriptions
 refuses them (SUBACK 0x9E Shared Subscriptions not supported to MQTT 5 clients, 0x80 to
-3.1.1 ones) and most of these tests fail at their first SUBSCRIBE. What they expect:
+3.1.1 ones) and most of these tests fail at their first SUBSCRIBE (so on the v5tests branch);
+they all pass against v5 since 08586da. What they expect:
 
 - a SUBSCRIBE to $share/g/f is granted like any other (MQTT 5 and 3.1.1 clients alike);
 - each message matching the group's filter goes to exactly one connected member, in turn
@@ -95,7 +96,8 @@ def test_v5_shared_round_robin(broker):
 
 
 def test_v5_shared_mixed_versions(broker):
-    """Shared subscription members of both protocol versions: a 3.1.1 member, a raw MQTT 5
+    """[MQTT-4.8.2-3] shared subscription members of both protocol versions: a 3.1.1 member, a
+    raw MQTT 5
     member and a paho-mqtt MQTTv5 member of one group share 9 messages, 3 each, each
     delivered once."""
     c3 = h.client(broker, "three")
@@ -137,7 +139,7 @@ def test_v5_shared_respects_each_members_granted_qos(broker):
 
 
 def test_v5_shared_no_retained_on_subscribe(broker):
-    """3.3.1.3: "When a new Non-shared Subscription is made, the last retained message, if any,
+    """No numbered statement; 3.3.1.3: "When a new Non-shared Subscription is made, the last retained message, if any,
     on each matching topic name is sent to the Client"; nothing says so of shared ones, and
     this test takes the reading that a shared subscription gets none on subscribe (a live
     retained message is still delivered to one member). Ambiguous: Mosquitto 2.0.11 does
@@ -162,7 +164,8 @@ def test_v5_shared_subscription_identifier(broker):
 
 
 def test_v5_shared_unsubscribe_leaves_group(broker):
-    """A member that unsubscribes gets nothing more; the remaining member gets every message."""
+    """[MQTT-3.10.4-2] a member that unsubscribes gets nothing more; the remaining member gets
+    every message."""
     a, b = members(broker, 2, flt="$share/u/us/t")
     assert a.unsubscribe(["$share/u/us/t"]) == [0]
     pub = client5(broker, "pub")
@@ -173,7 +176,7 @@ def test_v5_shared_unsubscribe_leaves_group(broker):
 
 
 def test_v5_shared_member_leaving_does_not_lose_inflight_qos1(broker):
-    """4.8.2: a QoS 1 message in flight to a member whose connection breaks before it
+    """No numbered statement (a SHOULD of 4.8.2): a QoS 1 message in flight to a member whose connection breaks before it
     acknowledged, and whose session then ends (Session Expiry 0), is sent to another member
     of the group ("the Server SHOULD send the Application Message to another Client"): it
     is not lost."""
@@ -269,7 +272,8 @@ def test_v5_shared_invalid_share_names_not_granted(broker):
 
 
 def test_v5_shared_mosquitto_sub_group(broker):
-    """Two mosquitto_sub -V mqttv5 processes in one group ($share/ms/ms/t) share 10 QoS 1
+    """[MQTT-4.8.2-3] two mosquitto_sub -V mqttv5 processes in one group ($share/ms/ms/t) share
+    10 QoS 1
     messages: each printed once across both, both getting some."""
     subs = [h.SubProc(broker.port, "-V", "mqttv5", "-t", "$share/ms/ms/t", "-q", "1")
             for _ in range(2)]
