@@ -104,17 +104,17 @@ void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l,
         const uint8_t *checked = shared ? sfilter : filter.ptr;
         uint16_t checked_len = shared ? sfilter_len : filter.len;
         if (topic_too_deep(b, checked, checked_len)) {
+            codes[i] = failure(c, MQ_RC_TOPIC_FILTER_INVALID);
             mq_log(MQ_LOG_NOTICE,
                    "client %s: SUBSCRIBE to a filter deeper than max_topic_levels "
-                   "%u refused (SUBACK 0x80)",
-                   s->client_id, b->cfg->max_topic_levels);
-            codes[i] = failure(c, MQ_RC_TOPIC_FILTER_INVALID);
+                   "%u refused (SUBACK 0x%02x)",
+                   s->client_id, b->cfg->max_topic_levels, codes[i]);
             continue;
         }
         if (!session_may(s, checked, checked_len, MQ_ACL_SUBSCRIBE)) {
-            mq_log(MQ_LOG_NOTICE, "client %s: SUBSCRIBE to %.*s denied by acl_file (SUBACK 0x80)",
-                   s->client_id, (int)filter.len, (const char *)filter.ptr);
             codes[i] = failure(c, MQ_RC_NOT_AUTHORIZED);
+            mq_log(MQ_LOG_NOTICE, "client %s: SUBSCRIBE to %.*s denied by acl_file (SUBACK 0x%02x)",
+                   s->client_id, (int)filter.len, (const char *)filter.ptr, codes[i]);
             continue;
         }
         /* [MQTT-3.2.2-10]: a request above max_qos is granted at max_qos, not refused. */
