@@ -468,7 +468,7 @@ struct mq_prop_iter {
 
 static inline struct mq_prop_iter codec_prop_iter(const uint8_t *block, size_t len)
 {
-    struct mq_prop_iter it = {block, block + len};
+    struct mq_prop_iter it = {block, len ? block + len : block}; /* NULL + 0 is undefined */
     return it;
 }
 
