@@ -11,6 +11,7 @@
  */
 #include "midge/codec.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "codec_int.h"
@@ -20,6 +21,11 @@
 /* ---------------------------------------------------------------------------------------------
  * Decoding
  * ------------------------------------------------------------------------------------------- */
+
+/* u.packet_id names the packet id of u.ack and u.suback, which older callers use. */
+_Static_assert(offsetof(struct mq_ack, packet_id) == 0 &&
+                   offsetof(struct mq_suback, packet_id) == 0,
+               "u.packet_id must alias u.ack.packet_id and u.suback.packet_id");
 
 /* Rules that depend on the first byte alone, so they fire before the length arrives
  * ([MQTT-2.2.2-1], [MQTT-2.2.2-2], [MQTT-3.3.1-2], [MQTT-3.3.1-4]; MQTT 5: [MQTT-2.1.3-1],
