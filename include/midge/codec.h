@@ -294,8 +294,8 @@ enum mq_omitted {
 struct mq_packet {
     enum mq_packet_type type;
     uint8_t flags; /* low nibble of the first byte */
-    uint8_t
-        version; /* protocol level of the dialect: 3, 4 or 5 after decode; 0 means 4 for encode */
+    /* The dialect's protocol level: 3, 4 or 5 after decode; for encode 0 means 4. */
+    uint8_t version;
     uint8_t omitted; /* enum mq_omitted; 0 for every other packet and in 3.x */
     union {
         struct mq_connect connect;
@@ -468,7 +468,7 @@ struct mq_prop_iter {
 
 static inline struct mq_prop_iter codec_prop_iter(const uint8_t *block, size_t len)
 {
-    struct mq_prop_iter it = {block, block + len};
+    struct mq_prop_iter it = {block, len ? block + len : block}; /* NULL + 0 is undefined */
     return it;
 }
 

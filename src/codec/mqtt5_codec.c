@@ -21,6 +21,12 @@
 /* A property length and its block, validated for packet type `where` (2.2.2.1). */
 static int rd_props(struct rd *r, unsigned where, struct mq_props *props)
 {
+    /* Most packets carry no properties: a length of 0 is one byte, and nothing to check. */
+    if (r->p < r->end && *r->p == 0) {
+        r->p++;
+        props_none(props);
+        return 0;
+    }
     uint32_t n;
     int rc = codec_varint_read(r->p, rd_left(r), true, &n);
     if (rc <= 0)

@@ -11,6 +11,7 @@
  */
 #include "midge/codec.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "codec_int.h"
@@ -20,6 +21,11 @@
 /* ---------------------------------------------------------------------------------------------
  * Decoding
  * ------------------------------------------------------------------------------------------- */
+
+/* u.packet_id names the packet id of u.ack and u.suback, which older callers use. */
+_Static_assert(offsetof(struct mq_ack, packet_id) == 0 &&
+                   offsetof(struct mq_suback, packet_id) == 0,
+               "u.packet_id must alias u.ack.packet_id and u.suback.packet_id");
 
 /* Rules that depend on the first byte alone, so they fire before the length arrives
  * ([MQTT-2.2.2-1], [MQTT-2.2.2-2], [MQTT-3.3.1-2], [MQTT-3.3.1-4]; MQTT 5: [MQTT-2.1.3-1],
@@ -315,9 +321,6 @@ parse_fixed_header(const uint8_t *buf, size_t len, bool v5, size_t *header, uint
         if (i == MQ_MAX_FIXED_HEADER)
             return MQ_ERR_BAD_REMAINING_LENGTH;
     }
-    /* [MQTT-1.5.5-1]: MQTT 5 wants the shortest form (MQTT 3.1.1 does not say so). */
-    if (v5 && i - 1 > codec_varint_size(value))
-        return MQ_ERR_BAD_VARINT;
     *header = i;
     *remaining = value;
     return 1;
@@ -380,6 +383,10 @@ static __attribute__((noinline)) int decode_v5(const uint8_t *buf, size_t len,
     unsigned type = buf[0] >> 4;
     if ((type == MQ_PINGREQ || type == MQ_PINGRESP) && remaining)
         return early_error(out, MQ_ERR_MALFORMED);
+    /* [MQTT-1.5.5-1]: MQTT 5 wants the shortest form (MQTT 3.1.1 does not say so). A CONNECT
+     * checks it itself, to be answered as one. */
+    if (type != MQ_CONNECT && header - 1 > codec_varint_size(remaining))
+        return early_error(out, MQ_ERR_BAD_VARINT);
     size_t total = header + (size_t)remaining;
     if (limits->max_packet_size && total > limits->max_packet_size)
         return too_large(buf, len, header, out);
@@ -388,7 +395,7 @@ static __attribute__((noinline)) int decode_v5(const uint8_t *buf, size_t len,
     start_packet(out, buf[0]);
     struct rd r = {buf + header, buf + total};
     if (type == MQ_CONNECT) {
-        rc = decode_connect(&r, true, out);
+        rc = decode_connect(&r, header - 1 == codec_varint_size(remaining), out);
     } else {
         out->version = 5;
         rc = codec5_decode_body(&r, out);
