@@ -28,8 +28,7 @@ void qemu_plugin_register_vcpu_tb_exec_cb(struct qemu_plugin_tb *tb, vcpu_udata_
 size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
 void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, udata_cb cb, void *userdata);
 void qemu_plugin_outs(const char *string);
-int qemu_plugin_install(qemu_plugin_id_t id, const struct qemu_info_t *info, int argc,
-                        char **argv);
+int qemu_plugin_install(qemu_plugin_id_t id, const struct qemu_info_t *info, int argc, char **argv);
 
 __attribute__((visibility("default"))) int qemu_plugin_version = 1;
 
@@ -71,9 +70,8 @@ static void on_exit(qemu_plugin_id_t id, void *p)
     }
 }
 
-__attribute__((visibility("default"))) int qemu_plugin_install(qemu_plugin_id_t id,
-                                                                const struct qemu_info_t *info,
-                                                                int argc, char **argv)
+__attribute__((visibility("default"))) int
+qemu_plugin_install(qemu_plugin_id_t id, const struct qemu_info_t *info, int argc, char **argv)
 {
     (void)info;
     for (int i = 0; i < argc; i++)
