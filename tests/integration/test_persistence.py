@@ -90,10 +90,6 @@ def test_queued_messages_delivered_after_restart_in_order(start_broker, tmp_path
     m = sub.recv_publish()
     assert (m.topic, m.payload) == ("led/1/set", b"after")
     sub.disconnect()
-    # The PUBACK went before the DISCONNECT: once the broker has logged the latter, the
-    # acknowledgement is recorded. Stopping sooner may leave it unread by a slow broker
-    # (under qemu, say), which then rightly keeps the message for redelivery.
-    br2.wait_log(r"client led-1 disconnected: DISCONNECT received$")
     br2.stop()
     # Everything was acknowledged: nothing is left in the store for the session.
     assert db_rows(tmp_path, "SELECT count(*) FROM out_msg") == [(0,)]
