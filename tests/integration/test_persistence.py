@@ -89,7 +89,11 @@ def test_queued_messages_delivered_after_restart_in_order(start_broker, tmp_path
     pub.publish("led/1/set", b"after", qos=1)
     m = sub.recv_publish()
     assert (m.topic, m.payload) == ("led/1/set", b"after")
+    mark = br2.mark()
     sub.disconnect()
+    # Its PUBACK is read before its DISCONNECT: once that is logged, the PUBACK was taken
+    # (a SIGTERM before it would leave the message unacknowledged, to be resent: correct).
+    br2.wait_log(r"client led-1 disconnected: DISCONNECT received", since=mark)
     br2.stop()
     # Everything was acknowledged: nothing is left in the store for the session.
     assert db_rows(tmp_path, "SELECT count(*) FROM out_msg") == [(0,)]
