@@ -146,10 +146,19 @@ static struct mq_store *open_ok(const char *path, const struct mq_store_options 
     return s;
 }
 
+/* A deadline in microseconds from now, stretched under qemu-user (MIDGE_TEST_SLOWDOWN, set by
+ * CMake for a cross build's tests: writing 100,000 retained messages took 10 s there). */
+static uint64_t deadline_us(unsigned timeout_ms)
+{
+    const char *slow = getenv("MIDGE_TEST_SLOWDOWN");
+    uint64_t f = slow && atoi(slow) > 1 ? (uint64_t)atoi(slow) : 1;
+    return now_us() + (uint64_t)timeout_ms * 1000 * f;
+}
+
 /* Wait (driven by the wake callback) until ticket t is committed; false on timeout. */
 static bool wait_committed(struct mq_store *s, uint64_t t, unsigned timeout_ms)
 {
-    uint64_t end = now_us() + (uint64_t)timeout_ms * 1000;
+    uint64_t end = deadline_us(timeout_ms);
     pthread_mutex_lock(&wake_lock);
     while (store_committed(s) < t && now_us() < end) {
         struct timespec ts;
@@ -167,7 +176,7 @@ static bool wait_committed(struct mq_store *s, uint64_t t, unsigned timeout_ms)
 
 static bool wait_healthy(struct mq_store *s, bool want, unsigned timeout_ms)
 {
-    uint64_t end = now_us() + (uint64_t)timeout_ms * 1000;
+    uint64_t end = deadline_us(timeout_ms);
     while (store_healthy(s) != want && now_us() < end)
         sleep_ms(2);
     return store_healthy(s) == want;
