@@ -4,7 +4,8 @@
 Reads the environment compare.sh exports (RESULTS, COMMANDS, OUT, ...), writes
 the Markdown page and a PNG chart beside it via gnuplot. Medians with
 [min..max] everywhere: with three rounds on a shared machine the spread is as
-much a result as the median.
+much a result as the median. With AB=1 (compare.sh --ab) the runs are an old
+midge ("before") against this one, and only the page's A/B section is written.
 """
 import os
 import platform
@@ -34,7 +35,25 @@ REFERENCE = {
 
 def is_scale(sc):
     return sc[:1] in ("S", "T") and sc[1:2].isdigit()
-BROKERS = ("mosquitto", "midge")
+
+
+def is_conns(sc):
+    """Scenario F and its MQTT 5 twin F5: idle connections, memory per connection."""
+    return sc in ("F", "F5")
+
+
+# The reference broker, then midge. compare.sh --ab (AB=1): the old midge instead of
+# Mosquitto; every ratio is then new/old.
+AB = ENV.get("AB") == "1"
+BROKERS = ("before", "midge") if AB else ("mosquitto", "midge")
+# The page's A/B section, written by compare.sh --ab between these markers and kept by the
+# other runs.
+AB_BEGIN, AB_END = "<!-- compare.sh --ab: begin -->", "<!-- compare.sh --ab: end -->"
+PERSIST_BEGIN, PERSIST_END = "<!-- persistence.py: begin -->", "<!-- persistence.py: end -->"
+# Issue 13: MQTT 5 must not slow 3.1.1 down by more than this, row by row.
+AB_LIMIT = 1.05
+# Issue 13: memory per idle 3.1.1 connection (scenario F), KiB, at most.
+F_LIMIT_KIB = 0.40
 PUBSUB_METRICS = [
     # key, label, decimals
     ("broker_cpu_us_per_msg", "broker CPU µs per delivered message", 3),
@@ -96,22 +115,25 @@ def spread(values, decimals):
     return f"{fmt(med, decimals)} [{fmt(min(values), decimals)}..{fmt(max(values), decimals)}]", med
 
 
-def ratio_spread(runs, sc, key, den=None):
-    """midge/Mosquitto per round (the two ran back to back), as median [min..max].
-    With den=(scenario, broker): midge in sc over that broker in that scenario, same round."""
+def round_ratios(runs, sc, key, num_broker="midge", den=None):
+    """The per-round ratios behind ratio_spread: num_broker in sc over den=(scenario,
+    broker), or over BROKERS[0] in sc, for every round where both have the figure."""
+    den = den or (sc, BROKERS[0])
     by_round = {}
     for r in runs:
-        if r["sc"] == sc:
-            by_round.setdefault(r["round"], {})[r["broker"]] = num(r, key)
-    if den:
-        for r in runs:
-            if r["sc"] == den[0] and r["broker"] == den[1]:
-                by_round.setdefault(r["round"], {})["den"] = num(r, key)
-    ratios = []
-    for pair in by_round.values():
-        a, b = pair.get("midge"), pair.get("den" if den else "mosquitto")
-        if a is not None and b:
-            ratios.append(a / b)
+        if r["sc"] == sc and r["broker"] == num_broker:
+            by_round.setdefault(r["round"], {})["num"] = num(r, key)
+        if r["sc"] == den[0] and r["broker"] == den[1]:
+            by_round.setdefault(r["round"], {})["den"] = num(r, key)
+    return [p["num"] / p["den"] for _, p in sorted(by_round.items())
+            if p.get("num") is not None and p.get("den")]
+
+
+def ratio_spread(runs, sc, key, den=None):
+    """midge/Mosquitto (A/B: new/old) per round (the two ran back to back), as median
+    [min..max]. With den=(scenario, broker): midge in sc over that broker in that scenario,
+    same round."""
+    ratios = round_ratios(runs, sc, key, den=den)
     if not ratios:
         return "–", None
     med = statistics.median(ratios)
@@ -136,7 +158,8 @@ INTEGRITY_COUNTS = ("lost", "dup", "unexpected", "corrupt", "foreign")
 
 
 def is_pubsub(run):
-    return run["kv"].get("mode") == "pubsub" or (run["sc"] != "F" and "mode" not in run["kv"])
+    return run["kv"].get("mode") == "pubsub" or (not is_conns(run["sc"]) and
+                                                  "mode" not in run["kv"])
 
 
 def counts(run):
@@ -292,8 +315,8 @@ def chart(runs, scenarios):
         return path if rows else None
 
     main_sc = [s for s in scenarios if not is_scale(s) and s != "W"]
-    cpu_sc = [s for s in main_sc if s != "F"]
-    sat_sc = [s for s in main_sc if s in ("A", "B", "C", "D", "E")]
+    cpu_sc = [s for s in main_sc if not is_conns(s)]
+    sat_sc = [s for s in main_sc if s in ("A", "A5", "A5a", "B", "C", "D", "E", "SH")]
     panels = []
     if cpu_sc:
         panels.append(("bars", datafile("cpu.dat", cpu_sc, "broker_cpu_us_per_msg"),
@@ -301,8 +324,9 @@ def chart(runs, scenarios):
     if sat_sc:
         panels.append(("bars", datafile("rate.dat", sat_sc, "msgs_per_s"),
                        "delivered msg/s at saturation (log)", True))
-    if "F" in scenarios:
-        panels.append(("bars", datafile("mem.dat", ["F"], "kib_per_conn"),
+    mem_sc = [s for s in scenarios if is_conns(s)]
+    if mem_sc:
+        panels.append(("bars", datafile("mem.dat", mem_sc, "kib_per_conn"),
                        "broker RSS per idle connection (KiB)", False))
     s_path = seriesfile("subs.dat", [s for s in scenarios if s.startswith("S") and is_scale(s)],
                         "subs")
@@ -609,6 +633,168 @@ def scaling_section(w, runs, scenarios, commands):
                                           "subscriptions"))
 
 
+def mqtt5_section(w, runs, scenarios, commands):
+    """The MQTT 5 rows (issue 13) beside the 3.1.1 ones they vary, for each broker: what MQTT
+    5 costs a broker is its own ratio to its 3.1.1 figure of the same round."""
+    cmds = {sc: cmd for sc, _, cmd in commands}
+    base = {"A5": "A", "A5a": "A", "F5": "F"}
+    rows = [sc for sc in ("A5", "A5a", "SH", "F5") if sc in scenarios]
+    w("## MQTT 5 clients (issue 13)")
+    w("")
+    w("The same traffic from MQTT 5.0 clients. **A5**: scenario A's 16 pairs with MQTT 5 "
+      "CONNECT, SUBSCRIBE and PUBLISH packets (empty property blocks; acknowledgements in their "
+      "2-byte forms). **A5a**: A5 with each publisher setting topic alias 1 for its topic on "
+      "its first message and sending an empty topic with the alias after that; the broker "
+      "resolves the alias before matching and forwards the topic name, never the alias. "
+      "**SH**: 16 publishers on one topic and 4 subscribers in one shared subscription "
+      "(`$share/bench/<topic>`), QoS 1: each message goes to one member; the subscribers' "
+      "counts are kept per publisher over the whole group, so \"lost\" is a message no member "
+      "got and \"duplicated\" one that any member got twice. **F5**: scenario F's idle "
+      "connections with MQTT 5. \"× its 3.1.1 row\" divides a broker's figure by its own "
+      "figure in A (F for F5) of the same round.")
+    w("")
+    w("| scenario | figure | Mosquitto | midge | midge/Mosquitto | Mosquitto, × its 3.1.1 row "
+      "| midge, × its 3.1.1 row |")
+    w("| --- | --- | --- | --- | --- | --- | --- |")
+    for sc in rows:
+        if is_conns(sc):
+            key, label, dec = "kib_per_conn", "KiB per connection", 3
+        else:
+            key, label, dec = "broker_cpu_us_per_msg", "CPU µs/msg", 3
+        cells = [spread(values(runs, sc, b, key), dec)[0] for b in BROKERS]
+        own = []
+        for b in BROKERS:
+            rs = (round_ratios(runs, sc, key, num_broker=b, den=(base[sc], b))
+                  if base.get(sc) in scenarios else [])
+            if not rs:
+                own.append("–")
+            elif len(rs) == 1:
+                own.append(f"{rs[0]:.2f}")
+            else:
+                own.append(f"{statistics.median(rs):.2f} [{min(rs):.2f}..{max(rs):.2f}]")
+        w(f"| {sc} | {label} | {cells[0]} | {cells[1]} | {ratio_spread(runs, sc, key)[0]} | "
+          f"{own[0]} | {own[1]} |")
+    w("")
+    w("```sh")
+    for sc in rows:
+        w(f"# {sc}")
+        w(cmds[sc])
+    w("```")
+    w("")
+    if "SH" in scenarios:
+        w("SH runs with a window of 5 messages per publisher (about 20 in flight per member, "
+          "Mosquitto's `max_inflight_messages`) because Mosquitto 2.0.11 loses QoS 1 messages in "
+          "a fan-in with more, shared subscription or not. With `--window 25` and 16 publishers "
+          "→ 1 plain subscriber (`midge-bench pubsub --duration 2 --warmup 0.3 --publishers 16 "
+          "--subscribers 1 --topics 1 --qos 1 --window 25`), 15 of the 16 publishers got no "
+          "further message through after their first 67 or 68: the 25 each had in flight were "
+          "acknowledged to the publisher and never delivered (375 lost, in 1 s and 4 s runs "
+          "alike), and the 16th publisher carried the rest of the run alone; `--window 10` to "
+          "the 4 shared members lost 212 in one of two runs, `--window 20` 240 in both. With "
+          "`max_queued_messages 100000` nothing is lost, so Mosquitto counted these messages "
+          "against its queue limit of 1000 although at most 400 were outstanding (its 2.0.13 "
+          "lists \"various fixes around inflight quota management\"). midge loses none with "
+          "any window (SH's command with the default `--window 100`: 0 lost).")
+        w("")
+
+
+def ab_verdict(ratios):
+    """Whether a row stayed within AB_LIMIT: its median ratio decides; the rounds say how
+    sure that is."""
+    if not ratios:
+        return "–"
+    med = statistics.median(ratios)
+    if med <= AB_LIMIT:
+        return "yes"
+    if min(ratios) > AB_LIMIT:
+        return "**no**: slower in every round"
+    return "**no** (median; not in every round)"
+
+
+def ab_main(runs, commands):
+    """compare.sh --ab: the old midge ("before") against this one on the 3.1.1 rows. Writes
+    the A/B section between its markers in OUT, keeping the rest of the page."""
+    titles = {sc: t for sc, t, _ in commands}
+    scenarios = [sc for sc, _, _ in commands]
+    out = []
+    w = out.append
+    w(AB_BEGIN)
+    w(f"## A/B: midge {ENV['GIT_REV']} against {ENV.get('AB_REV', 'the old build')}")
+    w("")
+    w(f"Written by `bench/compare.sh --ab` on {time.strftime('%Y-%m-%d %H:%M %Z')} (issue 13: "
+      "MQTT 5 must not slow MQTT 3.1.1 down; every 3.1.1 row within 5 % of its figure before, "
+      f"memory per idle 3.1.1 connection at most {F_LIMIT_KIB:.2f} KiB). The old midge "
+      f"({ENV.get('AB_VERSION', '')}, commit {ENV.get('AB_REV', '?')}) and this one "
+      f"({ENV['MIDGE_VERSION']}, commit {ENV['GIT_REV']}) ran the rows' commands alternately, "
+      "run by run (the new one first in odd rounds), each on a fresh broker with the "
+      f"configuration above; {ENV['ROUNDS']} rounds of {ENV['WARMUP']} s warm-up + "
+      f"{ENV['DURATION']} s measured; {ENV.get('PINNING') or 'not pinned'}; {ENV['ELAPSED']} s "
+      "of runs. The ratio is new/old per round, then median [min..max]; a row is within 5 % "
+      f"when its median ratio is at most {AB_LIMIT}. Broker CPU per delivered message (F: RSS "
+      "per connection) is the figure: throughput moves with the other tenants of the machine.")
+    load = os.getloadavg()
+    w("")
+    w(f"Load average when the runs ended: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on "
+      f"{ENV['NPROC']} CPUs (the machine is shared).")
+    w("")
+    w("```sh")
+    w(ENV["COMPARE_CMD_EXPANDED"])
+    w("```")
+    w("")
+    w("| row | figure | before | after | after/before | within 5 % | msg/s after/before |")
+    w("| --- | --- | --- | --- | --- | --- | --- |")
+    for sc in scenarios:
+        if is_conns(sc):
+            key, label, dec = "kib_per_conn", "KiB per connection", 3
+        else:
+            key, label, dec = "broker_cpu_us_per_msg", "CPU µs/msg", 3
+        cells = [spread(values(runs, sc, b, key), dec)[0] for b in BROKERS]
+        ratios = round_ratios(runs, sc, key)
+        verdict = ab_verdict(ratios)
+        if is_conns(sc):
+            after = [v for v in values(runs, sc, "midge", key) if v is not None]
+            if after:
+                ok = statistics.median(after) <= F_LIMIT_KIB
+                verdict += f"; ≤ {F_LIMIT_KIB:.2f} KiB: " + ("yes" if ok else "**no**")
+        rate = "–" if is_conns(sc) else ratio_spread(runs, sc, "msgs_per_s")[0]
+        w(f"| {sc}: {titles[sc]} | {label} | {cells[0]} | {cells[1]} | "
+          f"{ratio_spread(runs, sc, key)[0]} | {verdict} | {rate} |")
+    w("")
+    notes = [n for sc in scenarios for n in problems(runs, sc)]
+    w("Problems seen: " + "; ".join(notes) + "." if notes else "No run failed and no broker died.")
+    summary = delivery_summary(runs)
+    if summary:
+        w("")
+        w(summary)
+    for line in AB_NOTES:
+        w("")
+        w(line)
+    w("")
+    w(AB_END)
+    section = "\n".join(out)
+    try:
+        with open(OUT) as f:
+            page = f.read()
+    except FileNotFoundError:
+        page = ""
+    if AB_BEGIN in page and AB_END in page:
+        page = (page[:page.index(AB_BEGIN)] + section +
+                page[page.index(AB_END) + len(AB_END):])
+    elif PERSIST_BEGIN in page:
+        at = page.index(PERSIST_BEGIN)
+        page = page[:at] + section + "\n\n" + page[at:]
+    else:
+        page = page + ("\n" if page and not page.endswith("\n") else "") + section + "\n"
+    with open(OUT, "w") as f:
+        f.write(page)
+    return fail_on_integrity(runs)
+
+
+# What the A/B runs cannot say by themselves, measured by hand (commands given): printed
+# under the A/B table. Each note names the commits it compares.
+AB_NOTES = []
+
+
 def main():
     runs = parse_results(ENV["RESULTS"])
     commands = []
@@ -616,6 +802,8 @@ def main():
         for line in f:
             sc, title, cmd = line.rstrip("\n").split("\t", 2)
             commands.append((sc, title, cmd))
+    if AB:
+        return ab_main(runs, commands)
     scenarios = [sc for sc, _, _ in commands]
     titles = {sc: t for sc, t, _ in commands}
     have_chart = chart(runs, scenarios)
@@ -695,7 +883,7 @@ def main():
       "reference, Mosquitto / FlashMQ |")
     w("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for sc in [s for s in scenarios if not is_scale(s)]:
-        if sc == "F":
+        if is_conns(sc):
             key, label, dec = "kib_per_conn", "KiB per connection", 3
         else:
             key, label, dec = "broker_cpu_us_per_msg", "CPU µs/msg", 3
@@ -718,7 +906,8 @@ def main():
                 _, p99r = ratio_spread(runs, sc, "p99_us")
                 ok = ok and p99r is not None and p99r <= 1.0
             met = "yes" if ok else "**no**"
-        ttext = f"≤ {target} ×" + (" (and p99 ≤ 1 ×)" if sc in ("R0", "R1") else "")
+        ttext = "–" if target is None else (
+            f"≤ {target} ×" + (" (and p99 ≤ 1 ×)" if sc in ("R0", "R1") else ""))
         w(f"| {sc}: {titles[sc]} | {label} | {cells[0]} | {cells[1]} | {rtext} | {ttext} | "
           f"{met} | {REFERENCE.get(sc, '')} |")
     w("")
@@ -732,6 +921,8 @@ def main():
         w("")
         w(summary)
     w("")
+    if any(sc in scenarios for sc in ("A5", "A5a", "SH", "F5")):
+        mqtt5_section(w, runs, scenarios, commands)
     if "F" in scenarios:
         memory_section(w)
     if "R0" in scenarios or "R1" in scenarios:
@@ -747,7 +938,7 @@ def main():
         w(cmd)
         w("```")
         w("")
-        metrics = CONNS_METRICS if sc == "F" else PUBSUB_METRICS
+        metrics = CONNS_METRICS if is_conns(sc) else PUBSUB_METRICS
         w("| figure | Mosquitto | midge | midge/Mosquitto |")
         w("| --- | --- | --- | --- |")
         for key, label, dec in metrics:
@@ -757,7 +948,7 @@ def main():
             for key, label, dec in PUBSUB_METRICS[:5]:
                 w(f"| midge WebSocket / midge TCP (scenario A, same round): {label} | | | "
                   f"{ratio_spread(runs, 'W', key, den=('A', 'midge'))[0]} |")
-        if sc != "F":
+        if not is_conns(sc):
             cells = []
             for b in BROKERS:
                 mine = [r for r in runs if r["sc"] == sc and r["broker"] == b
@@ -778,19 +969,26 @@ def main():
                 w(f"- {n}")
     w("")
     text = "\n".join(out)
-    # The persistence section is written by bench/persistence.py (issue 6) between these
-    # markers; a run of this script keeps it.
-    begin, end = "<!-- persistence.py: begin -->", "<!-- persistence.py: end -->"
+    # The persistence section is written by bench/persistence.py (issue 6), the A/B section
+    # by compare.sh --ab, each between its markers; a run of this script keeps them.
     try:
         with open(OUT) as f:
             old = f.read()
-        if begin in old and end in old:
-            text += "\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
     except FileNotFoundError:
-        pass
+        old = ""
+    kept = []
+    for begin, end in ((AB_BEGIN, AB_END), (PERSIST_BEGIN, PERSIST_END)):
+        if begin in old and end in old:
+            kept.append((old.index(begin), old[old.index(begin):old.index(end) + len(end)]))
+    for _, block in sorted(kept):
+        text += "\n" + block + "\n"
     with open(OUT, "w") as f:
         f.write(text)
-    # A broken delivery fails compare.sh (after the page is written, which says so).
+    return fail_on_integrity(runs)
+
+
+def fail_on_integrity(runs):
+    """A broken delivery fails compare.sh (after the page is written, which says so)."""
     broken = [f"{r['sc']} {r['broker']} round {r['round']}: {p}"
               for r in runs for p in integrity_problems(r)]
     if broken:
