@@ -306,6 +306,8 @@ fi
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 START=$(date +%s)
+# The machine may be shared: the page says how busy it was.
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 log "rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s scenarios: $SCENARIOS"
 [[ -z $AB_BIN ]] || log "A/B: $AB_BIN (before) against $MIDGE_BIN"
 log "placement: ${PINNING:-not pinned}"
@@ -348,6 +350,7 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 ELAPSED=$(( $(date +%s) - START ))
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 
 # ---- report ----
 mkdir -p "$(dirname "$OUT")"
@@ -364,7 +367,7 @@ if [[ -n $(git -C "$ROOT" status --porcelain 2>/dev/null | grep -v '^??' || true
 fi
 GIT_REV=${MIDGE_REV:-$GIT_REV}
 export RESULTS COMMANDS OUT ROUNDS DURATION WARMUP QUICK FULL ELAPSED GIT_REV NPROC FD_LIMIT
-export SCALE_DURATION SCALE_WARMUP MOSQUITTO_WS
+export SCALE_DURATION SCALE_WARMUP MOSQUITTO_WS LOAD_START LOAD_END
 export MIDGE_VERSION=$("$MIDGE_BIN" --version 2>&1 | head -1)
 export MOSQUITTO_VERSION=$("$MOSQUITTO_BIN" -h 2>&1 | head -1)
 export PINNING
