@@ -53,6 +53,10 @@ struct stream {
     struct publisher *pub;
     uint64_t next; /* highest sequence number seen + 1 */
     uint64_t unique;
+    /* What the publisher's window counts as arrived: next; for a shared subscription,
+     * unique, since its members' connections are read in no particular order and one that
+     * lags must hold the publisher back too. */
+    uint64_t progress;
     uint64_t dup;
     uint64_t reorder;
     uint64_t seen[SEEN_BITS / 64]; /* bit s % SEEN_BITS: s in [next - SEEN_BITS, next) seen */
@@ -69,7 +73,7 @@ struct publisher {
     uint32_t ntopics;
     int group;
     uint64_t sent;
-    /* End-to-end window: frontier = min over streams of next; "above" counts streams
+    /* End-to-end window: frontier = min over streams of progress; "above" counts streams
      * already past it, so the minimum is recomputed only when all of them are. */
     uint64_t frontier;
     int nstreams;
@@ -285,12 +289,17 @@ static void build_topology(struct run *r)
             struct stream *st = slot ? *slot : NULL;
             if (!st) {
                 st = calloc(1, sizeof(*st));
-                struct stream **grown =
-                    realloc(p->streams, (size_t)(p->nstreams + 1) * sizeof(*p->streams));
-                if (!st || !grown)
+                if (!st)
                     die(1, "out of memory");
                 st->pub = p;
-                p->streams = grown;
+                /* Doubled at each power of two: 10,000 subscribers of one publisher. */
+                if ((p->nstreams & (p->nstreams - 1)) == 0) {
+                    size_t cap = p->nstreams ? 2 * (size_t)p->nstreams : 1;
+                    struct stream **grown = realloc(p->streams, cap * sizeof(*p->streams));
+                    if (!grown)
+                        die(1, "out of memory");
+                    p->streams = grown;
+                }
                 p->streams[p->nstreams++] = st;
                 if (slot)
                     *slot = st;
@@ -461,16 +470,26 @@ static void frontier_recompute(struct publisher *p, uint64_t now)
 {
     uint64_t f = UINT64_MAX;
     for (int k = 0; k < p->nstreams; k++)
-        if (p->streams[k]->next < f)
-            f = p->streams[k]->next;
+        if (p->streams[k]->progress < f)
+            f = p->streams[k]->progress;
     int above = 0;
     for (int k = 0; k < p->nstreams; k++)
-        if (p->streams[k]->next > f)
+        if (p->streams[k]->progress > f)
             above++;
     if (f > p->frontier)
         p->progress_ns = now;
     p->frontier = f;
     p->above = above;
+}
+
+/* A stream's progress moved up to progress (it never moves back). */
+static void stream_progress(struct stream *st, uint64_t progress, uint64_t now)
+{
+    struct publisher *p = st->pub;
+    uint64_t old = st->progress;
+    st->progress = progress;
+    if (old <= p->frontier && progress > p->frontier && ++p->above == p->nstreams)
+        frontier_recompute(p, now);
 }
 
 static inline bool seen_test(const struct stream *s, uint64_t seq)
@@ -542,20 +561,21 @@ static void on_message(struct run *r, struct subscriber *s, const struct publish
                 seen_clear(st, x); /* skipped: not seen (yet) */
         seen_set(st, seq);
         st->unique++;
-        uint64_t old = st->next;
         st->next = seq + 1;
-        struct publisher *p = st->pub;
-        if (old <= p->frontier && st->next > p->frontier && ++p->above == p->nstreams)
-            frontier_recompute(p, now);
+        stream_progress(st, shared ? st->unique : st->next, now);
     } else if (st->next - seq > SEEN_BITS) {
         st->unique++; /* too old to tell: assume a very late first copy */
         st->reorder += !shared;
+        if (shared)
+            stream_progress(st, st->unique, now);
     } else if (seen_test(st, seq)) {
         st->dup++;
     } else {
         seen_set(st, seq);
         st->unique++;
         st->reorder += !shared;
+        if (shared)
+            stream_progress(st, st->unique, now);
     }
 }
 
