@@ -727,7 +727,7 @@ def ab_main(runs, commands):
       f"({ENV.get('AB_VERSION', '')}, commit {ENV.get('AB_REV', '?')}) and this one "
       f"({ENV['MIDGE_VERSION']}, commit {ENV['GIT_REV']}) ran the rows' commands alternately, "
       "run by run (the new one first in odd rounds), each on a fresh broker with the "
-      f"configuration above; {ENV['ROUNDS']} rounds of {ENV['WARMUP']} s warm-up + "
+      f"page's broker configuration; {ENV['ROUNDS']} rounds of {ENV['WARMUP']} s warm-up + "
       f"{ENV['DURATION']} s measured; {ENV.get('PINNING') or 'not pinned'}; {ENV['ELAPSED']} s "
       "of runs. The ratio is new/old per round, then median [min..max]; a row is within 5 % "
       f"when its median ratio is at most {AB_LIMIT}. Broker CPU per delivered message (F: RSS "
@@ -793,6 +793,15 @@ def ab_main(runs, commands):
 # printed under the A/B table, each block a paragraph or a table. They name the commits
 # they compare; measure again when those change.
 AB_NOTES = [
+    "**Two runs of the command**, 7 rounds each, on the same afternoon (the first against "
+    "e1a027e, whose instructions per message are b94cc66's within 1 %, below): their medians "
+    "disagree by more than the 5 % looked for, A 0.95 and 1.13, W 1.07 and 1.00, B 0.97 and "
+    "1.06, C 1.09 and 0.97, D 0.96 and 0.95, E 1.07 and 0.90, R0 1.05 and 1.10, R1 1.04 and "
+    "0.95 (F 1.00 and 1.00). Pooled, 14 rounds: A 1.05 [0.91..1.25], W 1.06 [0.87..1.21], B "
+    "1.06 [0.78..1.36], C 1.05 [0.92..1.33], D 0.96 [0.82..1.21], E 1.00 [0.80..1.41], R0 "
+    "1.07 [0.73..1.95], R1 1.00 [0.59..1.58]; every row but D, F and R1 had its ratio above "
+    "1.05 in 7 or 8 of the 14 rounds. On this machine, CPU time cannot tell a 5 % change "
+    "from none.",
     "**Instructions per message** (`bench/callgrind_ab.py` with the four builds below, "
     "64-byte payload, N1 = 2,000 and N2 = 12,000 messages; each figure is what one more "
     "delivered message costs, in user space): the CPU times above move by ±20 % from run to "
