@@ -17,18 +17,21 @@ REPORT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report.py")
 CLEAN = "lost=0 dup=0 reorder=0 unexpected=0 corrupt=0 foreign=0"
 
 
-def result(qos=1, counts=CLEAN, status="ok"):
-    return (f"RESULT mode=pubsub pubs=16 subs=16 topics=16 qos={qos} sent=1000 received=1000 "
-            f"{counts} msgs_per_s=1000 broker_cpu_us_per_msg=1.0 status={status}")
+def result(qos=1, counts=CLEAN, status="ok", cpu=1.0, extra=""):
+    return (f"RESULT mode=pubsub pubs=16 subs=16 topics=16 {extra}qos={qos} sent=1000 "
+            f"received=1000 {counts} msgs_per_s=1000 broker_cpu_us_per_msg={cpu} "
+            f"status={status}")
 
 
 CONNS = "RESULT mode=conns requested=10 count=10 held=10 kib_per_conn=0.5 status=ok"
 
 
-def run_report(tmp_path, rows):
-    """rows: (scenario, broker, rc, RESULT line). Returns (exit status, page, stderr)."""
+def run_report(tmp_path, rows, env_extra=None):
+    """rows: (scenario, broker, rc, RESULT line), or (scenario, broker, rc, RESULT line,
+    round). Returns (exit status, page, stderr)."""
     results = tmp_path / "results.tsv"
-    results.write_text("".join(f"{sc}\t{b}\t1\t{rc}\t{line}\n" for sc, b, rc, line in rows))
+    results.write_text("".join(f"{r[0]}\t{r[1]}\t{r[4] if len(r) > 4 else 1}\t{r[2]}\t{r[3]}\n"
+                               for r in rows))
     commands = tmp_path / "commands.txt"
     commands.write_text("".join(f"{sc}\tscenario {sc}\tmidge-bench ... --port PORT\n"
                                 for sc in dict.fromkeys(r[0] for r in rows)))
@@ -40,6 +43,8 @@ def run_report(tmp_path, rows):
                PINNING="", COMPARE_CMD="bench/compare.sh", COMPARE_CMD_EXPANDED="bench/compare.sh",
                PATH="/usr/bin:/bin")  # no gnuplot needed: the page is what is checked
     env.pop("GNUPLOT", None)
+    env.pop("AB", None)
+    env.update(env_extra or {})
     p = subprocess.run([sys.executable, REPORT], env=env, capture_output=True, text=True,
                        timeout=60)
     return p.returncode, out.read_text() if out.exists() else "", p.stderr
@@ -107,3 +112,82 @@ def test_a_run_without_counts_is_never_clean(tmp_path):
     rc, page, err = run_report(tmp_path, both("B", result(1, old)))
     assert "midge round 1: no message counts" in page
     assert "No message was lost" not in page
+
+
+MQTT5 = "mqtt=5 topic_alias=0 shared=1 "
+
+
+def test_mqtt5_and_shared_rows_are_judged_by_the_same_counts(tmp_path):
+    """A5, SH and F5 rows: the MQTT 5 and shared-subscription fields change nothing in the
+    verdict; a shared run's loss (no member got the message) fails like any QoS 1 loss."""
+    conns5 = CONNS.replace("mode=conns", "mode=conns mqtt=5")
+    rows = (both("A5", result(0, extra=MQTT5), mosq_line=result(0, extra=MQTT5)) +
+            both("SH", result(1, extra=MQTT5)) +
+            [("F5", "midge", 0, conns5), ("F5", "mosquitto", 0, conns5)])
+    rc, page, err = run_report(tmp_path, rows)
+    assert rc == 0, err
+    assert "## MQTT 5 clients (issue 13)" in page
+    assert "No message was lost, duplicated, misrouted or corrupted: over the 4 pubsub runs" in page
+    assert "F5" in page and "no message counts" not in page
+    lost = "lost=3 dup=0 reorder=0 unexpected=0 corrupt=0 foreign=0"
+    rc, page, err = run_report(tmp_path, both("SH", result(1, lost, "integrity", extra=MQTT5), 6))
+    assert rc == 1
+    assert "midge round 1: **QoS 1 guarantee broken**: lost 3, duplicated 0" in page
+
+
+def test_mqtt5_rows_give_each_broker_its_ratio_to_its_own_31_row(tmp_path):
+    rows = (both("A", result(0, cpu=0.2), mosq_line=result(0, cpu=20)) +
+            both("A5", result(0, cpu=0.22, extra=MQTT5), mosq_line=result(0, cpu=30, extra=MQTT5)))
+    rc, page, err = run_report(tmp_path, rows)
+    assert rc == 0, err
+    assert "| A5 | CPU µs/msg | 30.000 | 0.220 | 0.007 | 1.50 | 1.10 |" in page, page
+
+
+def ab_rows(sc, before, after, line=lambda cpu: result(1, cpu=cpu)):
+    """A/B rows: (before, after) figures per round."""
+    rows = []
+    for rnd, (b, a) in enumerate(zip(before, after), 1):
+        rows += [(sc, "before", 0, line(b), rnd), (sc, "midge", 0, line(a), rnd)]
+    return rows
+
+
+AB_ENV = {"AB": "1", "AB_REV": "911bbc2", "AB_VERSION": "midge old", "ROUNDS": "3"}
+
+
+def test_ab_section_says_new_over_old_and_keeps_the_page(tmp_path):
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Benchmarks\n\nthe rest of the page\n\n<!-- persistence.py: begin -->\n"
+                   "persistence\n<!-- persistence.py: end -->\n")
+    conns = lambda kib: CONNS.replace("kib_per_conn=0.5", f"kib_per_conn={kib}")
+    rows = (ab_rows("A", [1.0, 1.0, 1.0], [1.01, 0.98, 1.03]) +
+            ab_rows("B", [1.0, 1.0, 1.0], [1.10, 1.08, 1.12]) +
+            ab_rows("C", [1.0, 1.0, 1.0], [1.10, 1.00, 1.12]) +
+            ab_rows("F", [0.356, 0.356, 0.356], [0.358, 0.357, 0.36], conns))
+    rc, page, err = run_report(tmp_path, rows, AB_ENV)
+    assert rc == 0, err
+    assert page.startswith("# Benchmarks\n\nthe rest of the page\n")
+    assert page.index("<!-- compare.sh --ab: begin -->") < page.index(
+        "<!-- persistence.py: begin -->")
+    assert "## A/B: midge test against 911bbc2" in page
+    assert "| A: scenario A | CPU µs/msg | 1.000 [1.000..1.000] | 1.010 [0.980..1.030] | " \
+           "1.01 [0.98..1.03] | yes |" in page, page
+    assert "| 1.10 [1.08..1.12] | **no**: slower in every round |" in page
+    assert "| 1.10 [1.00..1.12] | **no** (median; not in every round) |" in page
+    assert "| 1.01 [1.00..1.01] | yes; ≤ 0.40 KiB: yes |" in page
+    # A second A/B run replaces the section; a midge-vs-Mosquitto run keeps it.
+    rc, page, err = run_report(tmp_path, ab_rows("A", [1.0], [1.0]), AB_ENV)
+    assert page.count("<!-- compare.sh --ab: begin -->") == 1 and "| B: scenario B" not in page
+    rc, page, err = run_report(tmp_path, both("A", result(0), mosq_line=result(0)))
+    assert rc == 0, err
+    assert "# Benchmarks: midge vs Mosquitto" in page
+    assert page.count("## A/B: midge test against 911bbc2") == 1
+    assert page.index("<!-- compare.sh --ab: end -->") < page.index(
+        "<!-- persistence.py: begin -->")
+
+
+def test_ab_integrity_problems_fail(tmp_path):
+    dup = "lost=0 dup=1 reorder=0 unexpected=0 corrupt=0 foreign=0"
+    rows = ab_rows("B", [1.0], [1.0], lambda cpu: result(1, dup, "integrity", cpu=cpu))
+    rc, page, err = run_report(tmp_path, rows, AB_ENV)
+    assert rc == 1
+    assert "before round 1: **QoS 1 guarantee broken**: lost 0, duplicated 1" in page
