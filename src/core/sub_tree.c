@@ -83,6 +83,7 @@ struct mq_sub_tree {
     struct node *root;   /* filters not starting with '$' */
     struct node *dollar; /* filters starting with '$' */
     size_t count;        /* (subscriber, filter) pairs */
+    size_t no_local;     /* of them with No Local: match looks for the publisher only if any */
     size_t nodes;        /* nodes below the roots */
 };
 
@@ -206,6 +207,11 @@ static uint32_t node_sub_find(const struct node *n, const void *sub)
     if (n->subs_mode == SUBS_MANY)
         return subs_find(n->sub.many, sub);
     return UINT32_MAX;
+}
+
+static uint32_t node_grant_at(const struct node *n, uint32_t pos)
+{
+    return n->subs_mode == SUBS_ONE ? n->one_grant : n->sub.many->e[pos].grant;
 }
 
 static void node_sub_set_grant(struct node *n, uint32_t pos, uint32_t grant)
@@ -478,6 +484,8 @@ struct mq_sub_leaf *sub_tree_add(struct mq_sub_tree *t, const uint8_t *filter, s
 
     uint32_t pos = node_sub_find(n, subscriber);
     if (pos != UINT32_MAX) {
+        t->no_local -= (node_grant_at(n, pos) & MQ_GRANT_NO_LOCAL) != 0;
+        t->no_local += (grant & MQ_GRANT_NO_LOCAL) != 0;
         node_sub_set_grant(n, pos, grant);
         if (existed)
             *existed = true;
@@ -486,6 +494,7 @@ struct mq_sub_leaf *sub_tree_add(struct mq_sub_tree *t, const uint8_t *filter, s
     if (subs_add(n, subscriber, grant))
         goto fail;
     t->count++;
+    t->no_local += (grant & MQ_GRANT_NO_LOCAL) != 0;
     if (existed)
         *existed = false;
     return node_leaf(n);
@@ -518,6 +527,7 @@ bool sub_tree_leaf_remove(struct mq_sub_tree *t, struct mq_sub_leaf *leaf, void 
     uint32_t pos = node_sub_find(n, subscriber);
     if (pos == UINT32_MAX)
         return false;
+    t->no_local -= (node_grant_at(n, pos) & MQ_GRANT_NO_LOCAL) != 0;
     subs_remove(n, pos);
     t->count--;
     prune(t, n);
@@ -690,6 +700,8 @@ int sub_tree_match(const struct mq_sub_tree *t, const uint8_t *topic, size_t len
     out->extra_count = 0;
     if (!topic)
         topic = empty_str;
+    if (!t->no_local)
+        publisher = NULL; /* nobody asked for No Local: no need to look for the publisher */
 
     /* Depth-first with an explicit stack: each pop pushes at most an exact and a '+' child
      * one level deeper, so the stack never exceeds levels + 1 frames. */

@@ -55,9 +55,10 @@ static void send_inflight(struct mq_broker *b, struct mq_session *s, struct mq_m
 {
     uint64_t before = b->store_changes;
     uint32_t one;
-    const uint32_t *list;
-    size_t n_ids = ids ? sub_ids_view(ids, &one, &list) : 0;
-    if (!conn_publish_fits(s->conn, m, qos, list, n_ids)) {
+    const uint32_t *list = NULL;
+    size_t n_ids = ids && ids->v ? sub_ids_view(ids, &one, &list) : 0;
+    /* Only an MQTT 5 client has a Maximum Packet Size. */
+    if (conn_v5(s->conn) && !conn_publish_fits(s->conn, m, qos, list, n_ids)) {
         /* [MQTT-3.1.2-25]: as if delivered; it never takes a packet id. */
         note_too_large(b, s, m);
         persist_msg_done(b, s, seq);
@@ -80,7 +81,7 @@ static void send_inflight(struct mq_broker *b, struct mq_session *s, struct mq_m
         return;
     }
     persist_msg_state(b, s, e);
-    n_ids = sub_ids_view(&e->sub_ids, &one, &list);
+    n_ids = e->sub_ids.v ? sub_ids_view(&e->sub_ids, &one, &list) : 0;
     conn_publish_durable(s->conn, m, qos, retain, false, pid, list, n_ids, before);
 }
 
@@ -163,7 +164,7 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
     bool retain = r->flags & MQ_DELIVER_RETAIN, force = r->flags & MQ_DELIVER_FORCE;
     bool hold = r->flags & MQ_DELIVER_HOLD;
     bool online = s->conn && !s->conn->closing;
-    if (msg_expired(m, b->now_ms)) { /* e.g. a retained message that has run out */
+    if (m->expires_ms && msg_expired(m, b->now_ms)) { /* e.g. a retained one that ran out */
         b->stats.msgs_expired++;
         return;
     }
@@ -420,7 +421,7 @@ unsigned broker_publish(struct mq_broker *b, struct mq_msg *m, const struct mq_c
         session_deliver(b, s, m, &(struct mq_route){qos, flags, ids, n_ids, 0});
         delivered++;
     }
-    if (sub_tree_count(b->shares))
+    if (hmap_count(&b->share_groups)) /* shared subscriptions exist */
         delivered += share_route(b, m);
     return delivered;
 }
@@ -496,8 +497,8 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *pub, const struc
 {
     struct mq_broker *b = c->broker;
     struct mq_session *s = c->session;
-    struct mq_publish pv = *pub;
-    const struct mq_publish *p = &pv;
+    const struct mq_publish *p = pub;
+    struct mq_publish aliased; /* pub with its topic alias resolved (MQTT 5) */
     bool v5 = conn_v5(c);
     b->stats.pub_received++;
 
@@ -516,8 +517,12 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *pub, const struc
                       "retained message received but retain_available is false");
         return;
     }
-    if (v5 && codec_props_has(pr, MQ_PROP_TOPIC_ALIAS) && !resolve_alias(c, &pv, pr))
-        return;
+    if (v5 && codec_props_has(pr, MQ_PROP_TOPIC_ALIAS)) {
+        aliased = *pub;
+        if (!resolve_alias(c, &aliased, pr))
+            return;
+        p = &aliased;
+    }
     if (v5 && p->qos) {
         /* The client may have at most max_inflight_messages QoS 1/2 PUBLISHes unanswered:
          * that is the Receive Maximum it was given in CONNACK. A QoS 2 retransmission
@@ -599,8 +604,13 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *pub, const struc
         persist_qos2_in(b, s, p->packet_id, true);
     }
 
-    struct mq_msg *m = proto_msg_new(b, p->topic.ptr, p->topic.len, p->payload, p->payload_len,
-                                     p->qos, p->retain, v5 ? pr : NULL);
+    /* Only an MQTT 5 PUBLISH can carry properties to forward (the 3.1.1 path stays lean). */
+    struct mq_msg *m =
+        v5 && pr->raw_len
+            ? proto_msg_new(b, p->topic.ptr, p->topic.len, p->payload, p->payload_len, p->qos,
+                            p->retain, pr)
+            : msg_new_props(p->topic.ptr, p->topic.len, p->payload, p->payload_len, p->qos,
+                            p->retain, 0, 0);
     if (!m) {
         conn_close_rc(c, MQ_RC_UNSPECIFIED_ERROR, true, "out of memory");
         return;
