@@ -200,8 +200,8 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
         if (!online && !(cfg && cfg->queue_qos0_messages))
             return;
     }
-    bool send_now = qos && online && !hold && session_queue_count(s) == 0 &&
-                    !session_spilled(s) && window_open(b, s);
+    bool send_now = qos && online && !hold && session_queue_count(s) == 0 && !session_spilled(s) &&
+                    window_open(b, s);
     /* Only a copy that starts its delivery now escapes an expiry that runs out now (an
      * interval of 0): one that would wait in the queue is deleted ([MQTT-3.3.2-5]). */
     if (!send_now && m->expires_ms && b->now_ms >= m->expires_ms) {
@@ -354,8 +354,7 @@ struct mq_msg *proto_msg_new(const struct mq_broker *b, const uint8_t *topic, ui
 /* The Subscription Identifiers of match i of v, its first (`first`, may be 0) and the extra
  * ones, into b->id_scratch; returns how many. On out of memory only `first` is returned, and
  * the caller then sends that one (still in its grant). */
-static size_t gather_ids(struct mq_broker *b, const struct mq_sub_vec *v, size_t i,
-                         uint32_t first)
+static size_t gather_ids(struct mq_broker *b, const struct mq_sub_vec *v, size_t i, uint32_t first)
 {
     size_t want = first ? 1 : 0;
     for (size_t x = 0; x < v->extra_count; x++)
@@ -605,12 +604,10 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *pub, const struc
     }
 
     /* Only an MQTT 5 PUBLISH can carry properties to forward (the 3.1.1 path stays lean). */
-    struct mq_msg *m =
-        v5 && pr->raw_len
-            ? proto_msg_new(b, p->topic.ptr, p->topic.len, p->payload, p->payload_len, p->qos,
-                            p->retain, pr)
-            : msg_new_props(p->topic.ptr, p->topic.len, p->payload, p->payload_len, p->qos,
-                            p->retain, 0, 0);
+    struct mq_msg *m = v5 && pr->raw_len ? proto_msg_new(b, p->topic.ptr, p->topic.len, p->payload,
+                                                         p->payload_len, p->qos, p->retain, pr)
+                                         : msg_new_props(p->topic.ptr, p->topic.len, p->payload,
+                                                         p->payload_len, p->qos, p->retain, 0, 0);
     if (!m) {
         conn_close_rc(c, MQ_RC_UNSPECIFIED_ERROR, true, "out of memory");
         return;

@@ -280,8 +280,9 @@ static void test_check_name_fast_path(void **state)
     static const struct {
         const char *seq;
         size_t len;
-    } odd[] = {{"+", 1}, {"#", 1}, {"\0", 1}, {"\x80", 1}, {"\xFF", 1}, {"\xC3\xA9", 2},
-               {"\xED\xA0\x80", 3}, {"\x7F", 1}, {"\x2A", 1}, {"\x24", 1}};
+    } odd[] = {{"+", 1},    {"#", 1},        {"\0", 1},           {"\x80", 1},
+               {"\xFF", 1}, {"\xC3\xA9", 2}, {"\xED\xA0\x80", 3}, {"\x7F", 1},
+               {"\x2A", 1}, {"\x24", 1}};
     for (size_t len = 1; len <= 24; len++) {
         for (size_t k = 0; k < sizeof odd / sizeof odd[0]; k++) {
             for (size_t at = 0; at + odd[k].len <= len; at++) {
