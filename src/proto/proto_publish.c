@@ -397,17 +397,20 @@ unsigned broker_publish(struct mq_broker *b, struct mq_msg *m, const struct mq_c
         struct mq_session *s = v->items[i].subscriber;
         uint32_t grant = v->items[i].grant;
         uint8_t granted = MQ_GRANT_QOS(grant);
-        /* Loop prevention, what the bridge bit asks for (3.1.1's no-local): a message a
-         * bridge brought in must not go back out over that bridge. */
-        if (s == own && from->bridge)
-            continue;
+        unsigned flags = 0;
+        if (s == own) {
+            /* Loop prevention, what the bridge bit asks for (3.1.1's no-local): a message
+             * a bridge brought in must not go back out over that bridge. */
+            if (from->bridge)
+                continue;
+            flags = MQ_DELIVER_HOLD;
+        }
         /* Every delivery is a read: a broad filter only gets what the ACL allows. */
         if (!session_may(s, (const uint8_t *)m->topic, m->topic_len, MQ_ACL_READ))
             continue;
         /* [MQTT-3.8.4-6]: never above the granted QoS; downgraded to the published one. */
         uint8_t qos = upgrade ? granted : (m->qos < granted ? m->qos : granted);
         /* [MQTT-3.3.1-9] retain cleared, unless Retain As Published ([MQTT-3.3.1-12..13]). */
-        unsigned flags = s == own ? MQ_DELIVER_HOLD : 0;
         if ((grant & MQ_GRANT_RETAIN_AS_PUBLISHED) && m->retain)
             flags |= MQ_DELIVER_RETAIN;
         /* Every matching subscription's identifier travels with the one copy
