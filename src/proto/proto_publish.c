@@ -500,6 +500,7 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *pub, const struc
     const struct mq_publish *p = &pv;
     bool v5 = conn_v5(c);
     b->stats.pub_received++;
+    c->pub_in++;
 
     const struct mq_config *cfg = b->cfg;
     if (cfg && p->qos > cfg->max_qos) {
