@@ -25,6 +25,13 @@ void retain_free(struct mq_retain *r);
  * Returns 0 or MQ_ERR_NOMEM (store unchanged). */
 int retain_set(struct mq_retain *r, struct mq_msg *msg);
 
+/* retain_set, remembering now_ms (any clock; 0 = unknown) as the time msg was stored. */
+int retain_set_at(struct mq_retain *r, struct mq_msg *msg, uint64_t now_ms);
+
+/* When the retained message of topic was stored (retain_set_at's now_ms), 0 when unknown
+ * or when topic has none. */
+uint64_t retain_stored_ms(const struct mq_retain *r, const uint8_t *topic, size_t len);
+
 /* Call fn(ctx, msg) for each retained message whose topic matches the valid
  * filter; msg is borrowed for the call (take a reference to keep it).
  * Order: depth-first by topic level. Never allocates, so it cannot fail; fn must

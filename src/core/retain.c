@@ -20,6 +20,7 @@
 struct rnode {
     struct rnode *parent; /* NULL for the root */
     struct mq_msg *msg;   /* owned reference, or NULL */
+    uint64_t stored_ms;   /* when msg was stored (retain_set_at's clock), 0 = unknown */
     struct mq_hmap children;
     uint32_t level_len;
     char level[]; /* level_len bytes + NUL; the key of this node in parent->children */
@@ -134,6 +135,30 @@ void retain_free(struct mq_retain *r)
 
 int retain_set(struct mq_retain *r, struct mq_msg *msg)
 {
+    return retain_set_at(r, msg, 0);
+}
+
+/* The node of exactly this topic, or NULL. */
+static const struct rnode *find_node(const struct mq_retain *r, const uint8_t *topic, size_t len)
+{
+    const struct rnode *n = r->root;
+    for (size_t pos = 0;;) {
+        size_t end = level_end(topic, len, pos);
+        n = hmap_get(&n->children, topic + pos, end - pos);
+        if (!n || end == len)
+            return n;
+        pos = end + 1;
+    }
+}
+
+uint64_t retain_stored_ms(const struct mq_retain *r, const uint8_t *topic, size_t len)
+{
+    const struct rnode *n = len ? find_node(r, topic, len) : NULL;
+    return n && n->msg ? n->stored_ms : 0;
+}
+
+int retain_set_at(struct mq_retain *r, struct mq_msg *msg, uint64_t now_ms)
+{
     const uint8_t *topic = (const uint8_t *)msg->topic;
     size_t len = msg->topic_len;
     struct rnode *n = r->root;
@@ -186,6 +211,7 @@ int retain_set(struct mq_retain *r, struct mq_msg *msg)
     else
         r->count++;
     n->msg = msg;
+    n->stored_ms = now_ms;
     return 0;
 fail:
     prune(r, n); /* only nodes created by this call can be empty */

@@ -379,7 +379,7 @@ unsigned broker_publish(struct mq_broker *b, struct mq_msg *m, const struct mq_c
 {
     const struct mq_config *cfg = b->cfg;
     if (m->retain && (!cfg || cfg->retain_available)) {
-        if (retain_set(b->retained, m))
+        if (retain_set_at(b->retained, m, b->now_ms))
             mq_log(MQ_LOG_ERR, "out of memory: retained message on %s not stored", m->topic);
         else
             persist_retain(b, m);
