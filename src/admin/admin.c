@@ -947,7 +947,8 @@ static void post_publish(struct call *c)
         goto out;
     }
     json_error_t err;
-    body = json_loadb((const char *)rq->body, rq->body_len, JSON_REJECT_DUPLICATES, &err);
+    body = json_loadb((const char *)rq->body, rq->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
+                      &err);
     if (!body) {
         fail(c, 400, "the body is not valid JSON: %s (line %d, column %d)", err.text, err.line,
              err.column);
