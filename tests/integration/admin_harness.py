@@ -147,3 +147,22 @@ def pages(port, path, limit=10, **kw):
             return out, seen
         cursor = meta["cursor"]
         assert re.fullmatch(r"[A-Za-z0-9_-]+", cursor), cursor
+
+
+def many_clients(port, ids, username="bob", password="builder", keepalive=600):
+    """Connect a raw MQTT 3.1.1 client per id (many more than select() can watch: the
+    harness's MqttConn cannot be used past ~1000 sockets) and read each CONNACK. Returns the
+    sockets; the caller closes them."""
+    socks = []
+    for cid in ids:
+        s = socket.create_connection(("127.0.0.1", port), timeout=h.TIMEOUT)
+        s.sendall(h.connect_pkt(cid, username=username, password=password, keepalive=keepalive))
+        socks.append(s)
+    for s in socks:
+        got = b""
+        while len(got) < 4:
+            chunk = s.recv(4 - len(got))
+            assert chunk, "closed before CONNACK"
+            got += chunk
+        assert got == b"\x20\x02\x00\x00", got
+    return socks
