@@ -20,7 +20,7 @@
 #endif
 
 #define DEFAULT_URL "http://127.0.0.1:9001"
-#define PAGE 1000
+#define PAGE 500 /* entries per request: each is one step of the broker's loop */
 #define MAX_RESPONSE (64u << 20)
 
 struct opts {

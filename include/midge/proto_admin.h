@@ -111,9 +111,11 @@ size_t broker_sub_key(const struct mq_sub_info *sub, uint8_t *buf, size_t cap);
  * '+' and '#' as MQTT matches them, a leading wildcard never matching a '$' level. */
 bool topic_filters_overlap(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);
 
-/* A page of retained messages in topic order after the topic `after` (0 = from the first)
- * whose topic matches the valid filter: out[0..n) borrowed, *total (optional) the number
- * of all matches, *more whether more follow. Returns n or MQ_ERR_NOMEM. */
+/* A page of retained messages in topic order (level by level, retain.h retain_page) after
+ * the topic `after` (0 = from the first) whose topic matches the valid filter: out[0..n)
+ * borrowed, *more whether more follow. *total (optional) receives the number of all matches
+ * when that is known without a walk of the store (the filter "#"), else SIZE_MAX. A page
+ * costs the nodes on the way to it, not the store's size. Returns n or MQ_ERR_NOMEM. */
 int broker_retained_page(const struct mq_broker *b, const uint8_t *filter, size_t filter_len,
                          const uint8_t *after, size_t after_len, size_t max,
                          struct mq_msg **out, size_t *total, bool *more);

@@ -60,6 +60,7 @@ struct mq_admin {
     struct admin_server srv;
     struct mq_hmap buckets; /* address -> struct bucket */
     struct bucket *shared;  /* when the table is full */
+    int64_t wall_offset;    /* wall_offset() of the request being answered */
 };
 
 /* One request being answered. */
@@ -163,15 +164,20 @@ static const char *quote(const char *s, size_t n, char buf[84])
 
 /* ---- time -------------------------------------------------------------------------------- */
 
+/* Wall clock minus the broker clock, in ms: read once per request. */
+static int64_t wall_offset(const struct mq_broker *b)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - (int64_t)b->now_ms;
+}
+
 /* An ISO 8601 UTC time for broker clock t (ms), or JSON null for 0 (unknown). */
-static json_t *iso_time(const struct mq_broker *b, uint64_t t)
+static json_t *iso_time(const struct mq_admin *a, uint64_t t)
 {
     if (!t)
         return json_null();
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t wall_now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    int64_t wall = wall_now - ((int64_t)b->now_ms - (int64_t)t);
+    int64_t wall = a->wall_offset + (int64_t)t;
     time_t sec = (time_t)(wall / 1000);
     struct tm tm;
     if (!gmtime_r(&sec, &tm))
@@ -538,9 +544,9 @@ static json_t *client_json(struct mq_admin *a, const struct mq_session *s)
                                                             : json_null());
     bad |= json_object_set_new(o, "bridge", json_boolean(ci.bridge));
     bad |= json_object_set_new(o, "connected_at",
-                               iso_time(a->b, ci.connected ? ci.connected_ms : 0));
+                               iso_time(a, ci.connected ? ci.connected_ms : 0));
     bad |= json_object_set_new(o, "disconnected_at",
-                               iso_time(a->b, ci.connected ? 0 : ci.last_seen_ms));
+                               iso_time(a, ci.connected ? 0 : ci.last_seen_ms));
     bad |= json_object_set_new(o, "clean_session", json_boolean(ci.clean));
     bad |= json_object_set_new(o, "session_expiry", ci.session_expiry == MQ_EXPIRY_NEVER
                                                         ? json_null()
@@ -835,7 +841,7 @@ static json_t *retained_json(struct call *c, const struct mq_msg *m, size_t prev
     bad |= json_object_set_new(o, "size", json_integer(m->payload_len));
     bad |= json_object_set_new(o, "qos", json_integer(m->qos));
     bad |= json_object_set_new(o, "stored_at",
-                               iso_time(c->a->b, broker_retained_stored_ms(c->a->b, m)));
+                               iso_time(c->a, broker_retained_stored_ms(c->a->b, m)));
     bool readable = broker_admin_may_read(c->rq->listener, c->user, m->topic, m->topic_len);
     bad |= json_object_set_new(o, "readable", json_boolean(readable));
     if (readable)
@@ -884,7 +890,8 @@ static void get_retained(struct call *c)
         }
     json_t *cur =
         n ? cursor_json((const uint8_t *)page[n - 1]->topic, page[n - 1]->topic_len) : NULL;
-    send_json(c, 200, data ? page_json(data, limit, (long)total, more, cur) : NULL);
+    send_json(c, 200, data ? page_json(data, limit, total == SIZE_MAX ? -1 : (long)total, more, cur)
+                           : NULL);
 out:
     free(page);
     free(after);
@@ -1069,7 +1076,7 @@ static void get_broker(struct call *c)
                                             l[i].protocol, "admin", l[i].admin));
     json_t *root = json_pack(
         "{s:s, s:I, s:o, s:o, s:o, s:o, s:s}", "version", MIDGE_VERSION, "uptime",
-        (json_int_t)((b->now_ms - b->start_ms) / 1000u), "started_at", iso_time(b, b->start_ms ? b->start_ms : 1),
+        (json_int_t)((b->now_ms - b->start_ms) / 1000u), "started_at", iso_time(a, b->start_ms ? b->start_ms : 1),
         "config_file", jstr(a->srv.config_file), "listeners", ls, "sys", sys, "admin_user", c->user);
     send_json(c, 200, root);
 }
@@ -1222,8 +1229,17 @@ static void dispatch(struct call *c, const char *path, size_t path_len)
     }
 }
 
+static double mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
 void admin_handle(struct mq_admin *a, const struct admin_request *rq, struct admin_response *out)
 {
+    double t0 = mono_ms();
+    a->wall_offset = wall_offset(a->b);
     memset(out, 0, sizeof(*out));
     struct call c = {.a = a, .rq = rq, .out = out};
     const char *q = memchr(rq->target, '?', rq->target_len);
@@ -1237,6 +1253,8 @@ void admin_handle(struct mq_admin *a, const struct admin_request *rq, struct adm
         fail(&c, 500, "no response");
     char m[84], p[84];
     quote(rq->method, rq->method_len, m);
-    mq_log(MQ_LOG_INFO, "admin %s: %s %s %s -> %d", c.authed ? c.user : "(not logged in)",
-           rq->peer ? rq->peer : "?", m, quote(rq->target, rq->target_len, p), out->status);
+    /* The time the loop spent on it: a page must stay a short step (docs/admin.md). */
+    mq_log(MQ_LOG_INFO, "admin %s: %s %s %s -> %d (%.1f ms)", c.authed ? c.user : "(not logged in)",
+           rq->peer ? rq->peer : "?", m, quote(rq->target, rq->target_len, p), out->status,
+           mono_ms() - t0);
 }

@@ -449,39 +449,29 @@ int broker_subs_page(const struct mq_broker *b, const uint8_t *client, size_t cl
 
 /* ---- retained messages --------------------------------------------------------------------- */
 
-struct retained_walk {
-    struct topk t;
-    const uint8_t *after;
-    size_t after_len;
-    size_t all;
+struct retained_out {
+    struct mq_msg **out;
+    size_t n;
 };
 
-static void offer_retained(void *ctx, struct mq_msg *m)
+static void take_retained(void *ctx, struct mq_msg *m)
 {
-    struct retained_walk *w = ctx;
-    w->all++;
-    const uint8_t *topic = (const uint8_t *)m->topic;
-    if (w->after_len && keycmp(topic, m->topic_len, w->after, w->after_len) <= 0)
-        return;
-    topk_offer(&w->t, (struct pick){.key = topic, .len = m->topic_len, .item = m});
+    struct retained_out *o = ctx;
+    o->out[o->n++] = m;
 }
 
 int broker_retained_page(const struct mq_broker *b, const uint8_t *filter, size_t filter_len,
                          const uint8_t *after, size_t after_len, size_t max,
                          struct mq_msg **out, size_t *total, bool *more)
 {
-    struct retained_walk w = {.after = after, .after_len = after_len};
-    if (topk_init(&w.t, page_max(max)))
-        return MQ_ERR_NOMEM;
-    retain_match(b->retained, filter, filter_len, offer_retained, &w);
-    topk_sort(&w.t);
-    for (size_t i = 0; i < w.t.n; i++)
-        out[i] = w.t.v[i].item;
-    int n = (int)w.t.n;
+    /* retain_page walks only towards the page: never the whole store (retain.h). */
+    struct retained_out o = {.out = out};
+    int n = retain_page(b->retained, filter, filter_len, after, after_len, page_max(max),
+                        take_retained, &o, more);
+    if (n < 0)
+        return n;
     if (total)
-        *total = w.all;
-    *more = w.t.offered > w.t.n;
-    topk_free(&w.t);
+        *total = filter_len == 1 && filter[0] == '#' ? retain_count_plain(b->retained) : SIZE_MAX;
     return n;
 }
 

@@ -92,7 +92,7 @@ def test_auth_missing_wrong_not_admin(broker):
     broker.wait_log(r"admin: 127\.0\.0\.1:\d+: failed login as bob \(not an admin_user\)")
     # Every request is logged with the admin's name (or that there was none).
     assert api(broker.port, "GET", "/api/v1/broker").status == 200
-    broker.wait_log(r"info: admin alice: 127\.0\.0\.1:\d+ GET /api/v1/broker -> 200")
+    broker.wait_log(r"info: admin alice: 127\.0\.0\.1:\d+ GET /api/v1/broker -> 200 \(\d+\.\d ms\)")
     broker.wait_log(r"admin \(not logged in\): 127\.0\.0\.1:\d+ GET /api/v1/clients -> 401")
     # The password never reaches the log, nor a hash.
     assert "secret" not in broker.log() and "$6$" not in broker.log()
@@ -123,7 +123,7 @@ def test_auth_cross_origin_changes_refused(broker):
         r = api(port, "POST", "/api/v1/publish", body={"topic": "a", "payload": "x"},
                 headers=hdrs)
         assert r.status == 403, (hdrs, r)
-    assert api(port, "GET", "/api/v1/retained?filter=keep/me").json["meta"]["count"] == 1
+    assert len(api(port, "GET", "/api/v1/retained?filter=keep/me").data) == 1
     # Reads are not changes (a browser keeps another site from reading the answer).
     assert api(port, "GET", "/api/v1/clients", headers={"Origin": "http://evil.example"}).status == 200
     # The page's own origin, and no Origin at all (curl), may change things.
@@ -262,7 +262,7 @@ def test_clients_kick_will_and_mqtt5_reason(broker):
     p = watcher.recv_publish()
     assert (p.topic, p.payload) == ("status/board-3", b"lost")
     broker.wait_log(r"client board-3 disconnected: disconnected by admin alice")
-    broker.wait_log(r"admin alice: 127\.0\.0\.1:\d+ DELETE /api/v1/clients/board-3 -> 200")
+    broker.wait_log(r"admin alice: 127\.0\.0\.1:\d+ DELETE /api/v1/clients/board-3 -> 200 ")
     # MQTT 5: told why (0x98 administrative action) before the close.
     v5 = h.client5(broker.tcp, "board-5", username="bob", password="builder",
                    will=("status/board-5", "lost5", 0, False))
@@ -348,7 +348,10 @@ def test_retained_list_preview_delete(broker):
     r = api(broker.port, "DELETE", "/api/v1/retained?filter=class/%2B/debug&dry_run=1")
     assert r.status == 200 and r.json == {"filter": "class/+/debug", "dry_run": True,
                                           "matched": 12, "would_delete": 12, "remaining": 12}, r
-    assert api(broker.port, "GET", "/api/v1/retained?filter=class/%23").json["meta"]["count"] == 13
+    r = api(broker.port, "GET", "/api/v1/retained?filter=class/%23")
+    # Counting a filter's matches would walk the whole store: only "#" has a count.
+    assert len(r.data) == 13 and r.json["meta"]["count"] is None, r
+    assert api(broker.port, "GET", "/api/v1/retained").json["meta"]["count"] == 14
     r = api(broker.port, "DELETE", "/api/v1/retained?filter=class/%2B/debug")
     assert r.json["deleted"] == 12 and r.json["remaining"] == 0, r
     broker.wait_log(r"admin alice: deleted 12 retained messages matching class/\+/debug")
