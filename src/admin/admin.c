@@ -101,7 +101,7 @@ static const char *status_word(int status)
 static void send_json(struct call *c, int status, json_t *root)
 {
     struct admin_response *out = c->out;
-    char *text = root ? json_dumps(root, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    char *text = root ? json_dumps(root, JSON_COMPACT) : NULL; /* UTF-8, as sent */
     json_decref(root);
     if (!text) {
         static const char oom[] =
