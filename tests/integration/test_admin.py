@@ -9,6 +9,7 @@ the admin's ACL cannot read), deleted after a dry run and still deleted after a 
 publish with a client's checks; /broker; a reload that adds an admin.
 """
 import base64
+import json
 import os
 import signal
 import tempfile
@@ -18,6 +19,7 @@ import pytest
 
 import midge_harness as h
 from admin_harness import AdminBroker, api, basic, pages, raw
+from test_tls import certs  # noqa: F401 (a fixture)
 
 pytestmark = h.midge_only
 
@@ -485,3 +487,42 @@ def test_broker_figures(broker):
     r = api(broker.port, "POST", "/api/v1/broker", body={})
     assert r.status == 405 and r.headers["allow"] == "GET, HEAD", r
     c.close()
+
+
+# ---- https --------------------------------------------------------------------------------
+
+def test_https_listener(certs):  # noqa: F811 (the fixture of test_tls)
+    import http.client as hc
+    from test_tls import client_ctx
+    b = AdminBroker(ws_conf=[f"cafile {certs.cafile}", f"certfile {certs.server[0]}",
+                             f"keyfile {certs.server[1]}"])
+    try:
+        b.wait_log_always(rf"listening on 127\.0\.0\.1:{b.port} \(websockets over tls\)")
+
+        def call(method, path, headers=None, body=None):
+            c = hc.HTTPSConnection("127.0.0.1", b.port, timeout=h.TIMEOUT,
+                                   context=client_ctx(certs))
+            hdrs = {"Authorization": basic("alice", "secret"), "Host": f"127.0.0.1:{b.port}"}
+            hdrs.update(headers or {})
+            c.request(method, path, body=body, headers=hdrs)
+            r = c.getresponse()
+            data = r.read()
+            c.close()
+            return r.status, json.loads(data)
+        status, j = call("GET", "/api/v1/broker")
+        assert status == 200 and {"address": f"127.0.0.1:{b.port}",
+                                  "protocol": "websockets over tls", "admin": True} in j["listeners"]
+        # The page's own origin is https:// here; http:// of the same host is another one.
+        body = json.dumps({"topic": "t", "payload": "x"})
+        status, j = call("POST", "/api/v1/publish", body=body,
+                         headers={"Content-Type": "application/json",
+                                  "Origin": f"https://127.0.0.1:{b.port}"})
+        assert status == 200, j
+        status, j = call("POST", "/api/v1/publish", body=body,
+                         headers={"Content-Type": "application/json",
+                                  "Origin": f"http://127.0.0.1:{b.port}"})
+        assert status == 403, j
+        # No warning for an https:// admin API.
+        b.assert_no_log(r"plain HTTP and not bound to loopback")
+    finally:
+        b.stop()
