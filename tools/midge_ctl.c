@@ -348,11 +348,11 @@ static void cmd_clients(const struct opts *o, int argc, char **argv)
         else
             die(2, "clients: unknown option %s", a);
     }
-    static const char *const heads[] = {"CLIENT ID", "CONNECTED", "ADDRESS", "USER",
-                                        "MQTT", "MSGS IN", "MSGS OUT", "QUEUED", "DROPPED"};
-    static const char *const keys[] = {"client_id", "connected", "address", "username",
-                                       "protocol", "messages_in", "messages_out", "queued",
-                                       "dropped"};
+    static const char *const heads[] = {"CLIENT ID", "CONNECTED", "ADDRESS", "USER",   "MQTT",
+                                        "MSGS IN",   "MSGS OUT",  "QUEUED",  "DROPPED"};
+    static const char *const keys[] = {"client_id",    "connected", "address",
+                                       "username",     "protocol",  "messages_in",
+                                       "messages_out", "queued",    "dropped"};
     list(o, base, heads, keys, 9);
 }
 

@@ -32,9 +32,9 @@ struct admin_listener {
 
 /* What the server tells the admin API about itself (all optional). */
 struct admin_server {
-    const char *config_file;    /* NULL: built-in defaults */
-    const struct mq_sys *sys;   /* the $SYS sampler, for rates; NULL when off */
-    void *ctx;                  /* for the callbacks */
+    const char *config_file;  /* NULL: built-in defaults */
+    const struct mq_sys *sys; /* the $SYS sampler, for rates; NULL when off */
+    void *ctx;                /* for the callbacks */
     /* The listening sockets: up to max into out; returns how many there are. */
     size_t (*listeners)(void *ctx, struct admin_listener *out, size_t max);
     /* A name for where a client connected ("127.0.0.1:1883 (mqtt)") into buf; false when
@@ -45,9 +45,9 @@ struct admin_server {
 /* What a request's body could not be (net/ read the head, not a body it refused). */
 enum admin_body_error {
     ADMIN_BODY_OK = 0,
-    ADMIN_BODY_TOO_LARGE,   /* Content-Length over ADMIN_MAX_BODY: 413 */
-    ADMIN_BODY_CHUNKED,     /* Transfer-Encoding: 411, a Content-Length is required */
-    ADMIN_BODY_BAD_LENGTH,  /* Content-Length not a number, or given twice: 400 */
+    ADMIN_BODY_TOO_LARGE,  /* Content-Length over ADMIN_MAX_BODY: 413 */
+    ADMIN_BODY_CHUNKED,    /* Transfer-Encoding: 411, a Content-Length is required */
+    ADMIN_BODY_BAD_LENGTH, /* Content-Length not a number, or given twice: 400 */
 };
 
 /* One request, as read by net/. Strings are not NUL-terminated unless said; absent

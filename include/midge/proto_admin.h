@@ -29,12 +29,12 @@ struct mq_msg;
 
 /* Which clients a listing shows; every field is optional (NULL / -1 = any). */
 struct mq_client_filter {
-    int connected;           /* 1: connected only, 0: offline sessions only, -1: both */
-    const char *username;    /* exactly this user name */
+    int connected;        /* 1: connected only, 0: offline sessions only, -1: both */
+    const char *username; /* exactly this user name */
     size_t username_len;
-    const char *address;     /* the connection's peer ("addr:port") starts with this */
+    const char *address; /* the connection's peer ("addr:port") starts with this */
     size_t address_len;
-    const char *id_prefix;   /* the client id starts with this */
+    const char *id_prefix; /* the client id starts with this */
     size_t id_prefix_len;
 };
 
@@ -99,9 +99,9 @@ struct mq_sub_info {
  * for each entry of the page in order; *more says whether more follow. Returns the number
  * of entries, or a negative MQ_ERR_NOMEM (fn was then not called). */
 int broker_subs_page(const struct mq_broker *b, const uint8_t *client, size_t client_len,
-                     const uint8_t *match, size_t match_len, const uint8_t *after,
-                     size_t after_len, size_t max,
-                     void (*fn)(void *ctx, const struct mq_sub_info *sub), void *ctx, bool *more);
+                     const uint8_t *match, size_t match_len, const uint8_t *after, size_t after_len,
+                     size_t max, void (*fn)(void *ctx, const struct mq_sub_info *sub), void *ctx,
+                     bool *more);
 
 /* The page key of a subscription: client id, a 0 byte, the filter as listed ("$share/..."
  * for a shared one), into buf (cap bytes); returns its length (> cap: did not fit). */
@@ -117,8 +117,8 @@ bool topic_filters_overlap(const uint8_t *a, size_t alen, const uint8_t *b, size
  * when that is known without a walk of the store (the filter "#"), else SIZE_MAX. A page
  * costs the nodes on the way to it, not the store's size. Returns n or MQ_ERR_NOMEM. */
 int broker_retained_page(const struct mq_broker *b, const uint8_t *filter, size_t filter_len,
-                         const uint8_t *after, size_t after_len, size_t max,
-                         struct mq_msg **out, size_t *total, bool *more);
+                         const uint8_t *after, size_t after_len, size_t max, struct mq_msg **out,
+                         size_t *total, bool *more);
 
 /* When the retained message m was stored (broker clock), 0 when unknown (loaded from the
  * store at start-up). */

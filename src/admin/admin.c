@@ -132,8 +132,8 @@ static void fail(struct call *c, int status, const char *fmt, ...)
     json_t *m = json_string(msg);
     if (!m)
         m = json_string("(request text that is not UTF-8)");
-    json_t *root = json_pack("{s:i, s:s, s:o*}", "status", status, "error", status_word(status),
-                             "message", m);
+    json_t *root =
+        json_pack("{s:i, s:s, s:o*}", "status", status, "error", status_word(status), "message", m);
     send_json(c, status, root);
 }
 
@@ -323,7 +323,9 @@ static bool authenticate(struct call *c)
     }
     k->tokens -= 1.0;
     mq_log(MQ_LOG_NOTICE, "admin: %s: failed login as %s (%s)", rq->peer, q,
-           r == 0 ? "not an admin_user" : r == 1 ? "unknown user" : "wrong password");
+           r == 0   ? "not an admin_user"
+           : r == 1 ? "unknown user"
+                    : "wrong password");
     if (r == 0)
         fail(c, 403, "user %s is not an admin_user of this listener", q);
     else
@@ -432,8 +434,8 @@ static bool param_bool(struct call *c, const struct param *p, bool dflt, bool *o
 }
 
 /* A whole number from min to max; absent = dflt. */
-static bool param_uint(struct call *c, const struct param *p, unsigned long dflt,
-                       unsigned long min, unsigned long max, unsigned long *out)
+static bool param_uint(struct call *c, const struct param *p, unsigned long dflt, unsigned long min,
+                       unsigned long max, unsigned long *out)
 {
     if (!p->val) {
         *out = dflt;
@@ -468,8 +470,9 @@ static bool param_cursor(struct call *c, const struct param *p, uint8_t **key, s
     long n = k ? enc_b64_decode(p->val, p->len, k, true) : -1;
     if (n <= 0) {
         free(k);
-        fail(c, 400, "cursor is not one this API gave (use the \"cursor\" of the last page's "
-                     "meta)");
+        fail(c, 400,
+             "cursor is not one this API gave (use the \"cursor\" of the last page's "
+             "meta)");
         return false;
     }
     *key = k;
@@ -489,8 +492,8 @@ static json_t *cursor_json(const uint8_t *key, size_t len)
 }
 
 /* A topic filter parameter (absent: dflt). */
-static bool param_filter(struct call *c, const struct param *p, const char *dflt,
-                         const char **f, size_t *len)
+static bool param_filter(struct call *c, const struct param *p, const char *dflt, const char **f,
+                         size_t *len)
 {
     *f = p->val ? p->val : dflt;
     *len = p->val ? p->len : (dflt ? strlen(dflt) : 0);
@@ -540,17 +543,16 @@ static json_t *client_json(struct mq_admin *a, const struct mq_session *s)
     bad |= json_object_set_new(o, "address", jstr(ci.peer));
     bad |= json_object_set_new(o, "listener", jstr(lname));
     bad |= json_object_set_new(o, "protocol", jstr(version_name(ci.protocol_level)));
-    bad |= json_object_set_new(o, "keepalive", ci.connected ? json_integer(ci.keepalive)
-                                                            : json_null());
+    bad |= json_object_set_new(o, "keepalive",
+                               ci.connected ? json_integer(ci.keepalive) : json_null());
     bad |= json_object_set_new(o, "bridge", json_boolean(ci.bridge));
-    bad |= json_object_set_new(o, "connected_at",
-                               iso_time(a, ci.connected ? ci.connected_ms : 0));
-    bad |= json_object_set_new(o, "disconnected_at",
-                               iso_time(a, ci.connected ? 0 : ci.last_seen_ms));
+    bad |= json_object_set_new(o, "connected_at", iso_time(a, ci.connected ? ci.connected_ms : 0));
+    bad |=
+        json_object_set_new(o, "disconnected_at", iso_time(a, ci.connected ? 0 : ci.last_seen_ms));
     bad |= json_object_set_new(o, "clean_session", json_boolean(ci.clean));
-    bad |= json_object_set_new(o, "session_expiry", ci.session_expiry == MQ_EXPIRY_NEVER
-                                                        ? json_null()
-                                                        : json_integer(ci.session_expiry));
+    bad |= json_object_set_new(
+        o, "session_expiry",
+        ci.session_expiry == MQ_EXPIRY_NEVER ? json_null() : json_integer(ci.session_expiry));
     bad |= json_object_set_new(o, "subscriptions_count", json_integer(ci.subscriptions));
     bad |= json_object_set_new(o, "inflight", json_integer(ci.inflight));
     bad |= json_object_set_new(o, "inflight_bytes", json_integer((json_int_t)ci.inflight_bytes));
@@ -578,16 +580,15 @@ static json_t *sub_json(const struct mq_sub_info *si, bool with_client)
         return NULL;
     int bad = 0;
     if (with_client)
-        bad |= json_object_set_new(o, "client_id", jstrn(si->session->client_id,
-                                                         si->session->client_id_len));
+        bad |= json_object_set_new(o, "client_id",
+                                   jstrn(si->session->client_id, si->session->client_id_len));
     bad |= json_object_set_new(o, "filter", jstrn(si->filter, si->filter_len));
     bad |= json_object_set_new(o, "qos", json_integer(MQ_GRANT_QOS(g)));
     bad |= json_object_set_new(o, "no_local", json_boolean(g & MQ_GRANT_NO_LOCAL));
     bad |= json_object_set_new(o, "retain_as_published",
                                json_boolean(g & MQ_GRANT_RETAIN_AS_PUBLISHED));
-    bad |= json_object_set_new(o, "subscription_id", MQ_GRANT_SUB_ID(g)
-                                                         ? json_integer(MQ_GRANT_SUB_ID(g))
-                                                         : json_null());
+    bad |= json_object_set_new(o, "subscription_id",
+                               MQ_GRANT_SUB_ID(g) ? json_integer(MQ_GRANT_SUB_ID(g)) : json_null());
     bad |= json_object_set_new(o, "share", jstr(si->share));
     if (bad) {
         json_decref(o);
@@ -622,9 +623,10 @@ static void collect_sub(void *ctx, const struct mq_sub_info *si)
 /* {"data": [...], "meta": {"limit", "count", "hasnext", "cursor"}} */
 static json_t *page_json(json_t *data, unsigned long limit, long total, bool more, json_t *cursor)
 {
-    json_t *meta = json_pack("{s:i, s:o, s:b, s:o}", "limit", (json_int_t)limit, "count",
-                             total >= 0 ? json_integer(total) : json_null(), "hasnext", more,
-                             "cursor", more && cursor ? cursor : (json_decref(cursor), json_null()));
+    json_t *meta =
+        json_pack("{s:i, s:o, s:b, s:o}", "limit", (json_int_t)limit, "count",
+                  total >= 0 ? json_integer(total) : json_null(), "hasnext", more, "cursor",
+                  more && cursor ? cursor : (json_decref(cursor), json_null()));
     return json_pack("{s:o, s:o*}", "data", data, "meta", meta);
 }
 
@@ -632,16 +634,16 @@ static json_t *page_json(json_t *data, unsigned long limit, long total, bool mor
 
 static void get_clients(struct call *c)
 {
-    struct param ps[] = {{"connected"}, {"username"}, {"address"}, {"prefix"}, {"limit"},
-                         {"cursor"}};
+    struct param ps[] = {{"connected"}, {"username"}, {"address"},
+                         {"prefix"},    {"limit"},    {"cursor"}};
     enum { P_CONN, P_USER, P_ADDR, P_PREFIX, P_LIMIT, P_CURSOR, P_N };
     const struct mq_session **page = NULL;
     uint8_t *after = NULL;
     size_t after_len;
     unsigned long limit;
     bool connected = false;
-    if (!parse_query(c, ps, P_N) || !param_uint(c, &ps[P_LIMIT], DEFAULT_LIMIT, 1,
-                                                MQ_ADMIN_PAGE_MAX, &limit) ||
+    if (!parse_query(c, ps, P_N) ||
+        !param_uint(c, &ps[P_LIMIT], DEFAULT_LIMIT, 1, MQ_ADMIN_PAGE_MAX, &limit) ||
         !param_cursor(c, &ps[P_CURSOR], &after, &after_len) ||
         (ps[P_CONN].val && !param_bool(c, &ps[P_CONN], true, &connected)))
         goto out;
@@ -669,9 +671,8 @@ static void get_clients(struct call *c)
             json_decref(data);
             data = NULL;
         }
-    json_t *cur = n ? cursor_json((const uint8_t *)page[n - 1]->client_id,
-                                  page[n - 1]->client_id_len)
-                    : NULL;
+    json_t *cur =
+        n ? cursor_json((const uint8_t *)page[n - 1]->client_id, page[n - 1]->client_id_len) : NULL;
     send_json(c, 200, data ? page_json(data, limit, (long)total, more, cur) : NULL);
 out:
     free(page);
@@ -748,15 +749,15 @@ static void delete_client(struct call *c, const char *rest, size_t rest_len)
     switch (r) {
     case MQ_KICK_NOT_FOUND: fail(c, 404, "no client with id \"%s\"", q); break;
     case MQ_KICK_NOT_CONNECTED:
-        fail(c, 409, "client \"%s\" is not connected (add discard_session=1 to remove its "
-                     "session)",
+        fail(c, 409,
+             "client \"%s\" is not connected (add discard_session=1 to remove its "
+             "session)",
              q);
         break;
     default:
         send_json(c, 200,
-                  json_pack("{s:o, s:b, s:b}", "client_id", json_stringn(id, len),
-                            "disconnected", r == MQ_KICK_DISCONNECTED, "session_removed",
-                            discard));
+                  json_pack("{s:o, s:b, s:b}", "client_id", json_stringn(id, len), "disconnected",
+                            r == MQ_KICK_DISCONNECTED, "session_removed", discard));
         break;
     }
 out:
@@ -788,11 +789,11 @@ static void get_subscriptions(struct call *c)
     }
     bool more = false;
     l.arr = json_array();
-    int n = l.arr ? broker_subs_page(c->a->b, (const uint8_t *)ps[P_CLIENT].val,
-                                     ps[P_CLIENT].val ? ps[P_CLIENT].len : 0,
-                                     (const uint8_t *)filter, filter ? flen : 0, after,
-                                     after_len, limit, collect_sub, &l, &more)
-                  : MQ_ERR_NOMEM;
+    int n =
+        l.arr ? broker_subs_page(c->a->b, (const uint8_t *)ps[P_CLIENT].val,
+                                 ps[P_CLIENT].val ? ps[P_CLIENT].len : 0, (const uint8_t *)filter,
+                                 filter ? flen : 0, after, after_len, limit, collect_sub, &l, &more)
+              : MQ_ERR_NOMEM;
     if (n < 0 || l.bad) {
         json_decref(l.arr);
         fail(c, 503, "out of memory");
@@ -840,8 +841,8 @@ static json_t *retained_json(struct call *c, const struct mq_msg *m, size_t prev
     bad |= json_object_set_new(o, "topic", json_stringn(m->topic, m->topic_len));
     bad |= json_object_set_new(o, "size", json_integer(m->payload_len));
     bad |= json_object_set_new(o, "qos", json_integer(m->qos));
-    bad |= json_object_set_new(o, "stored_at",
-                               iso_time(c->a, broker_retained_stored_ms(c->a->b, m)));
+    bad |=
+        json_object_set_new(o, "stored_at", iso_time(c->a, broker_retained_stored_ms(c->a->b, m)));
     bool readable = broker_admin_may_read(c->rq->listener, c->user, m->topic, m->topic_len);
     bad |= json_object_set_new(o, "readable", json_boolean(readable));
     if (readable)
@@ -890,8 +891,9 @@ static void get_retained(struct call *c)
         }
     json_t *cur =
         n ? cursor_json((const uint8_t *)page[n - 1]->topic, page[n - 1]->topic_len) : NULL;
-    send_json(c, 200, data ? page_json(data, limit, total == SIZE_MAX ? -1 : (long)total, more, cur)
-                           : NULL);
+    send_json(c, 200,
+              data ? page_json(data, limit, total == SIZE_MAX ? -1 : (long)total, more, cur)
+                   : NULL);
 out:
     free(page);
     free(after);
@@ -907,8 +909,9 @@ static void delete_retained(struct call *c)
     if (!parse_query(c, ps, 2) || !param_bool(c, &ps[1], false, &dry))
         goto out;
     if (!ps[0].val) {
-        fail(c, 400, "filter is required: the topic filter of the retained messages to delete "
-                     "(# for all)");
+        fail(c, 400,
+             "filter is required: the topic filter of the retained messages to delete "
+             "(# for all)");
         goto out;
     }
     if (!param_filter(c, &ps[0], NULL, &filter, &flen))
@@ -918,8 +921,8 @@ static void delete_retained(struct call *c)
         goto out;
     }
     size_t matched = 0;
-    int n = broker_retained_delete(c->a->b, (const uint8_t *)filter, flen, MQ_ADMIN_DELETE_MAX,
-                                   dry, c->user, &matched);
+    int n = broker_retained_delete(c->a->b, (const uint8_t *)filter, flen, MQ_ADMIN_DELETE_MAX, dry,
+                                   c->user, &matched);
     if (n < 0) {
         fail(c, 503, "out of memory");
         goto out;
@@ -954,24 +957,24 @@ static void post_publish(struct call *c)
         goto out;
     }
     json_error_t err;
-    body = json_loadb((const char *)rq->body, rq->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY,
-                      &err);
+    body = json_loadb((const char *)rq->body, rq->body_len,
+                      JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
     if (!body) {
         fail(c, 400, "the body is not valid JSON: %s (line %d, column %d)", err.text, err.line,
              err.column);
         goto out;
     }
     if (!json_is_object(body)) {
-        fail(c, 400, "the body must be a JSON object like {\"topic\": \"a/b\", \"payload\": "
-                     "\"hello\"}");
+        fail(c, 400,
+             "the body must be a JSON object like {\"topic\": \"a/b\", \"payload\": "
+             "\"hello\"}");
         goto out;
     }
     const char *key;
     json_t *v;
     json_object_foreach(body, key, v)
     {
-        static const char *const known[] = {"topic", "payload", "payload_base64", "qos",
-                                            "retain"};
+        static const char *const known[] = {"topic", "payload", "payload_base64", "qos", "retain"};
         bool ok = false;
         for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
             ok |= !strcmp(key, known[i]);
@@ -997,8 +1000,8 @@ static void post_publish(struct call *c)
         fail(c, 400, "payload and payload_base64 must be strings");
         goto out;
     }
-    if (qos && (!json_is_integer(qos) || json_integer_value(qos) < 0 ||
-                json_integer_value(qos) > 2)) {
+    if (qos &&
+        (!json_is_integer(qos) || json_integer_value(qos) < 0 || json_integer_value(qos) > 2)) {
         fail(c, 400, "qos must be 0, 1 or 2");
         goto out;
     }
@@ -1028,8 +1031,8 @@ static void post_publish(struct call *c)
     size_t tlen = json_string_length(topic);
     int q = qos ? (int)json_integer_value(qos) : 0;
     bool r = retain && json_is_true(retain);
-    int rc = broker_admin_publish(c->a->b, rq->listener, c->user, (const uint8_t *)t, tlen,
-                                  payload, plen, (uint8_t)q, r, &delivered, &why);
+    int rc = broker_admin_publish(c->a->b, rq->listener, c->user, (const uint8_t *)t, tlen, payload,
+                                  plen, (uint8_t)q, r, &delivered, &why);
     char tq[84];
     quote(t, tlen, tq);
     if (rc == MQ_ERR_INVAL) {
@@ -1074,10 +1077,11 @@ static void get_broker(struct call *c)
     for (size_t i = 0; ls && i < n && i < 64; i++)
         json_array_append_new(ls, json_pack("{s:s, s:s, s:b}", "address", l[i].name, "protocol",
                                             l[i].protocol, "admin", l[i].admin));
-    json_t *root = json_pack(
-        "{s:s, s:I, s:o, s:o, s:o, s:o, s:s}", "version", MIDGE_VERSION, "uptime",
-        (json_int_t)((b->now_ms - b->start_ms) / 1000u), "started_at", iso_time(a, b->start_ms ? b->start_ms : 1),
-        "config_file", jstr(a->srv.config_file), "listeners", ls, "sys", sys, "admin_user", c->user);
+    json_t *root =
+        json_pack("{s:s, s:I, s:o, s:o, s:o, s:o, s:s}", "version", MIDGE_VERSION, "uptime",
+                  (json_int_t)((b->now_ms - b->start_ms) / 1000u), "started_at",
+                  iso_time(a, b->start_ms ? b->start_ms : 1), "config_file",
+                  jstr(a->srv.config_file), "listeners", ls, "sys", sys, "admin_user", c->user);
     send_json(c, 200, root);
 }
 
@@ -1187,8 +1191,9 @@ static void dispatch(struct call *c, const char *path, size_t path_len)
     }
     const struct mq_listener_config *lc = rq->listener ? rq->listener->cfg : NULL;
     if (!lc || !lc->admin_users) {
-        fail(c, 404, "the admin API is off on this listener (no admin_user is configured; see "
-                     "docs/admin.md)");
+        fail(c, 404,
+             "the admin API is off on this listener (no admin_user is configured; see "
+             "docs/admin.md)");
         return;
     }
     if (rq->body_error != ADMIN_BODY_OK) {

@@ -288,14 +288,14 @@ void retain_match(const struct mq_retain *r, const uint8_t *filter, size_t len,
  * (the `want` smallest not yet visited), so a page never sorts a whole store. */
 struct pframe {
     const struct rnode *n;
-    size_t fpos;     /* filter offset of the children's level; ALL_LEVELS inside a '#' */
-    bool on_path;    /* n's path is the cursor's first levels */
-    size_t cpos;     /* cursor offset of the children's level (on_path) */
-    bool self_done;  /* n's own message was considered */
-    bool exhausted;  /* every child has been batched */
+    size_t fpos;    /* filter offset of the children's level; ALL_LEVELS inside a '#' */
+    bool on_path;   /* n's path is the cursor's first levels */
+    size_t cpos;    /* cursor offset of the children's level (on_path) */
+    bool self_done; /* n's own message was considered */
+    bool exhausted; /* every child has been batched */
     const struct rnode **batch;
     size_t bn, bi;
-    size_t last_want; /* the size asked of the previous batch: the next asks twice as much */
+    size_t last_want;  /* the size asked of the previous batch: the next asks twice as much */
     const char *lower; /* next batch: children with a level above this one */
     uint32_t lower_len;
     bool has_lower;
@@ -457,8 +457,8 @@ int retain_page(const struct mq_retain *r, const uint8_t *filter, size_t filter_
                 const uint8_t *after, size_t after_len, size_t max,
                 void (*fn)(void *ctx, struct mq_msg *msg), void *ctx, bool *more)
 {
-    struct pwalk w = {.r = r, .filter = filter, .flen = filter_len, .after = after,
-                      .alen = after_len};
+    struct pwalk w = {
+        .r = r, .filter = filter, .flen = filter_len, .after = after, .alen = after_len};
     size_t got = 0;
     int rc = 0;
     *more = false;

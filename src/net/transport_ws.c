@@ -926,8 +926,7 @@ static void serve_admin(struct mq_client *cl, struct ws_conn *ws, const struct h
     span_to(http_header(req, "Origin", NULL), &rq.origin, &rq.origin_len);
     span_to(http_header(req, "Host", NULL), &rq.host, &rq.host_len);
     span_to(http_header(req, "Content-Type", NULL), &rq.content_type, &rq.content_type_len);
-    span_to(http_header(req, "Sec-Fetch-Site", NULL), &rq.sec_fetch_site,
-            &rq.sec_fetch_site_len);
+    span_to(http_header(req, "Sec-Fetch-Site", NULL), &rq.sec_fetch_site, &rq.sec_fetch_site_len);
     size_t len = 0;
     rq.body_error = body_length(req, &len);
     if (rq.body_error == ADMIN_BODY_OK) {

@@ -153,9 +153,8 @@ static bool client_passes(const struct mq_session *s, const struct mq_client_fil
         return true;
     if (f->connected >= 0 && (s->conn != NULL) != (f->connected > 0))
         return false;
-    if (f->username &&
-        (!s->username || strlen(s->username) != f->username_len ||
-         memcmp(s->username, f->username, f->username_len) != 0))
+    if (f->username && (!s->username || strlen(s->username) != f->username_len ||
+                        memcmp(s->username, f->username, f->username_len) != 0))
         return false;
     if (f->address) {
         const char *peer = s->conn ? s->conn->peer : NULL;
@@ -311,8 +310,8 @@ static void offer_sub(struct subs_walk *w, const struct mq_session *s, const cha
                       size_t flen, const char *topic_filter, size_t tflen, uint32_t grant,
                       uint32_t share_len)
 {
-    if (w->match_len && !topic_filters_overlap((const uint8_t *)topic_filter, tflen, w->match,
-                                               w->match_len))
+    if (w->match_len &&
+        !topic_filters_overlap((const uint8_t *)topic_filter, tflen, w->match, w->match_len))
         return;
     size_t need = (size_t)s->client_id_len + 1 + flen;
     if (need > w->key_cap) {
@@ -396,14 +395,12 @@ static void walk_session_subs(struct subs_walk *w, const struct mq_session *s, c
 }
 
 int broker_subs_page(const struct mq_broker *b, const uint8_t *client, size_t client_len,
-                     const uint8_t *match, size_t match_len, const uint8_t *after,
-                     size_t after_len, size_t max,
-                     void (*fn)(void *ctx, const struct mq_sub_info *sub), void *ctx, bool *more)
+                     const uint8_t *match, size_t match_len, const uint8_t *after, size_t after_len,
+                     size_t max, void (*fn)(void *ctx, const struct mq_sub_info *sub), void *ctx,
+                     bool *more)
 {
-    struct subs_walk w = {.match = match,
-                          .match_len = match_len,
-                          .after = after,
-                          .after_len = after_len};
+    struct subs_walk w = {
+        .match = match, .match_len = match_len, .after = after, .after_len = after_len};
     if (topk_init(&w.t, page_max(max)))
         return MQ_ERR_NOMEM;
     char *buf = NULL;
@@ -461,8 +458,8 @@ static void take_retained(void *ctx, struct mq_msg *m)
 }
 
 int broker_retained_page(const struct mq_broker *b, const uint8_t *filter, size_t filter_len,
-                         const uint8_t *after, size_t after_len, size_t max,
-                         struct mq_msg **out, size_t *total, bool *more)
+                         const uint8_t *after, size_t after_len, size_t max, struct mq_msg **out,
+                         size_t *total, bool *more)
 {
     /* retain_page walks only towards the page: never the whole store (retain.h). */
     struct retained_out o = {.out = out};
@@ -539,16 +536,17 @@ enum mq_kick_result broker_kick(struct mq_broker *b, const uint8_t *id, size_t l
     if (s->conn) {
         /* Closed as for a lost connection: its will goes out ([MQTT-3.1.2-8]), an MQTT 5
          * client learns why. A clean session ends here with it. */
-        conn_close_rc(s->conn, MQ_RC_ADMINISTRATIVE_ACTION, true, "disconnected by admin %s%s",
-                      who, discard_session ? ", session discarded" : "");
+        conn_close_rc(s->conn, MQ_RC_ADMINISTRATIVE_ACTION, true, "disconnected by admin %s%s", who,
+                      discard_session ? ", session discarded" : "");
         if (discard_session && (s = (struct mq_session *)broker_client_find(b, id, len)))
             session_end(b, s);
         return MQ_KICK_DISCONNECTED;
     }
     if (!discard_session)
         return MQ_KICK_NOT_CONNECTED;
-    mq_log(MQ_LOG_NOTICE, "client %s: offline session removed by admin %s (%u queued messages "
-                          "discarded)",
+    mq_log(MQ_LOG_NOTICE,
+           "client %s: offline session removed by admin %s (%u queued messages "
+           "discarded)",
            s->client_id, who, (unsigned)(session_queue_count(s) + session_inflight_count(s)));
     session_end(b, s);
     return MQ_KICK_SESSION_REMOVED;

@@ -39,8 +39,8 @@ static void sink_close(struct mq_conn *c)
 static const struct mq_sink_ops sink = {sink_write, sink_close, NULL};
 
 /* alice:pw is an admin; anything else is refused. */
-static int check_password(const void *passwd, const uint8_t *user, size_t ulen,
-                          const uint8_t *pw, size_t plen)
+static int check_password(const void *passwd, const uint8_t *user, size_t ulen, const uint8_t *pw,
+                          size_t plen)
 {
     (void)passwd;
     if (ulen != 5 || memcmp(user, "alice", 5))
@@ -80,8 +80,7 @@ static void connect_as(struct mq_conn *c, const char *id, bool clean)
     pkt[n++] = (uint8_t)b;
     memcpy(pkt + n, body, b);
     feed(c, pkt, n + b);
-    static const uint8_t sub[] = {0x82, 14, 0, 1, 0, 3, 'a', '/', '#', 1,
-                                  0,    4,  's', '/', '+', 0};
+    static const uint8_t sub[] = {0x82, 14, 0, 1, 0, 3, 'a', '/', '#', 1, 0, 4, 's', '/', '+', 0};
     feed(c, sub, sizeof(sub));
 }
 
@@ -159,8 +158,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         unsigned delivered;
         const char *why;
         broker_admin_publish(b, NULL, NULL, (const uint8_t *)topic, strlen(topic),
-                             (const uint8_t *)"\xff\0x\xe6\xb8\xa9", 5, 1, true, &delivered,
-                             &why);
+                             (const uint8_t *)"\xff\0x\xe6\xb8\xa9", 5, 1, true, &delivered, &why);
     }
 
     static const char *const methods[] = {"GET", "DELETE", "POST", "HEAD", "PUT", "OPTIONS"};

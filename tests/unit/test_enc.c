@@ -67,8 +67,8 @@ static void test_base64(void **state)
     (void)state;
     /* RFC 4648 section 10. */
     static const char *const plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
-    static const char *const std[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=",
-                                      "Zm9vYmFy"};
+    static const char *const std[] = {"",         "Zg==",     "Zm8=",    "Zm9v",
+                                      "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
     static const char *const url[] = {"", "Zg", "Zm8", "Zm9v", "Zm9vYg", "Zm9vYmE", "Zm9vYmFy"};
     char enc[32];
     uint8_t dec[32];
@@ -87,13 +87,13 @@ static void test_base64(void **state)
         /* URL-safe with its padding is accepted too. */
         assert_int_equal(enc_b64_decode(std[i], strlen(std[i]), dec, true), (long)n);
     }
-    assert_int_equal(enc_b64_decode("Zg", 2, dec, false), -1);      /* padding required */
-    assert_int_equal(enc_b64_decode("Zh==", 4, dec, false), -1);    /* stray bits */
-    assert_int_equal(enc_b64_decode("Z===", 4, dec, false), -1);    /* one char of a quad */
+    assert_int_equal(enc_b64_decode("Zg", 2, dec, false), -1);       /* padding required */
+    assert_int_equal(enc_b64_decode("Zh==", 4, dec, false), -1);     /* stray bits */
+    assert_int_equal(enc_b64_decode("Z===", 4, dec, false), -1);     /* one char of a quad */
     assert_int_equal(enc_b64_decode("Zm9v-_==", 8, dec, false), -1); /* URL alphabet */
-    assert_int_equal(enc_b64_decode("Zm+/", 4, dec, true), -1);     /* standard alphabet */
-    assert_int_equal(enc_b64_decode("Zg=", 3, dec, true), -1);      /* half padding */
-    assert_int_equal(enc_b64_decode("Zm=v", 4, dec, false), -1);    /* '=' inside */
+    assert_int_equal(enc_b64_decode("Zm+/", 4, dec, true), -1);      /* standard alphabet */
+    assert_int_equal(enc_b64_decode("Zg=", 3, dec, true), -1);       /* half padding */
+    assert_int_equal(enc_b64_decode("Zm=v", 4, dec, false), -1);     /* '=' inside */
     assert_int_equal(enc_b64_decode("/w==", 4, dec, false), 1);
     assert_int_equal(dec[0], 0xff);
 }
@@ -102,8 +102,8 @@ static bool overlap(const char *a, const char *b)
 {
     bool r = topic_filters_overlap((const uint8_t *)a, strlen(a), (const uint8_t *)b, strlen(b));
     /* Symmetric by definition. */
-    assert_true(r == topic_filters_overlap((const uint8_t *)b, strlen(b), (const uint8_t *)a,
-                                           strlen(a)));
+    assert_true(
+        r == topic_filters_overlap((const uint8_t *)b, strlen(b), (const uint8_t *)a, strlen(a)));
     return r;
 }
 

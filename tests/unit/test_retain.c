@@ -520,8 +520,8 @@ static void test_page_order_cursor_filters(void **state)
 {
     (void)state;
     static const char *const topics[] = {
-        "a",   "a/b",   "a/b/c", "a/c", "a-b",    "a//x", "b",    "b/a",   "$SYS/x",
-        "$SYS", "z/y/x", "a/b/d", "m",   "m/",   "m//", "ab",  "a/bb", "a/b/c/d",
+        "a",    "a/b",   "a/b/c", "a/c", "a-b", "a//x", "b",  "b/a",  "$SYS/x",
+        "$SYS", "z/y/x", "a/b/d", "m",   "m/",  "m//",  "ab", "a/bb", "a/b/c/d",
     };
     const size_t nt = sizeof(topics) / sizeof(topics[0]);
     struct mq_retain *r = retain_new();
@@ -531,8 +531,8 @@ static void test_page_order_cursor_filters(void **state)
         assert_int_equal(retain_set(r, m), 0);
         msg_unref(m);
     }
-    static const char *const page_filters[] = {"#", "a/#", "a/+", "+/+", "a/b/#", "$SYS/#", "+",
-                                          "m/+/+", "a/b/c", "nope/#", "+/b/#", "#/x"};
+    static const char *const page_filters[] = {"#", "a/#",   "a/+",   "+/+",    "a/b/#", "$SYS/#",
+                                               "+", "m/+/+", "a/b/c", "nope/#", "+/b/#", "#/x"};
     for (size_t fi = 0; fi < sizeof(page_filters) / sizeof(page_filters[0]); fi++) {
         const char *f = page_filters[fi];
         if (topic_check_filter((const uint8_t *)f, strlen(f)))
