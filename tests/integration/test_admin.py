@@ -100,6 +100,56 @@ def test_auth_missing_wrong_not_admin(broker):
     assert "secret" not in broker.log() and "$6$" not in broker.log()
 
 
+ENDPOINTS = [("GET", "/api/v1/clients", None), ("GET", "/api/v1/clients/x", None),
+             ("DELETE", "/api/v1/clients/x", None), ("GET", "/api/v1/subscriptions", None),
+             ("GET", "/api/v1/retained", None), ("DELETE", "/api/v1/retained?filter=a", None),
+             ("POST", "/api/v1/publish", {"topic": "a", "payload": "x"}),
+             ("GET", "/api/v1/broker", None)]
+
+
+def test_auth_matrix_every_endpoint():
+    """Each endpoint: authorised, no credentials, wrong password, not an admin,
+    cross-origin (the changing ones), not configured. Each endpoint's refusals come from an
+    address of its own (127.0.0.N), so they stay under the failed-login limit."""
+    import http.client as hc
+    b = AdminBroker()
+    off = AdminBroker(admins=None)
+    try:
+        for i, (method, path, body) in enumerate(ENDPOINTS):
+            src = (f"127.0.0.{10 + i}", 0)
+
+            def call(port, auth, headers=None):
+                c = hc.HTTPConnection("127.0.0.1", port, timeout=h.TIMEOUT, source_address=src)
+                hdrs = {"Host": f"127.0.0.1:{port}"}
+                if auth:
+                    hdrs["Authorization"] = basic(*auth)
+                data = None
+                if body is not None:
+                    data = json.dumps(body)
+                    hdrs["Content-Type"] = "application/json"
+                hdrs.update(headers or {})
+                c.request(method, path, body=data, headers=hdrs)
+                r = c.getresponse()
+                out = (r.status, json.loads(r.read()))
+                c.close()
+                return out
+            status, j = call(b.port, ("alice", "secret"))
+            assert status in (200, 404), (method, path, status, j)  # 404: no client x
+            assert call(b.port, None)[0] == 401, (method, path)
+            assert call(b.port, ("alice", "wrong"))[0] == 401, (method, path)
+            assert call(b.port, ("bob", "builder"))[0] == 403, (method, path)
+            status, j = call(off.port, ("alice", "secret"))
+            assert status == 404 and "admin API is off" in j["message"], (method, path, j)
+            status, j = call(b.port, ("alice", "secret"), {"Origin": "http://elsewhere.example"})
+            if method == "GET":
+                assert status in (200, 404), (method, path, status)
+            else:
+                assert status == 403 and "cross-origin" in j["message"], (method, path, j)
+    finally:
+        b.stop()
+        off.stop()
+
+
 def test_auth_failed_logins_rate_limited(broker):
     for i in range(10):
         assert api(broker.port, "GET", "/api/v1/broker", auth=("alice", f"bad{i}")).status == 401
