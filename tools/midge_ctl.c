@@ -611,16 +611,18 @@ int main(int argc, char **argv)
         o.user = strdup(getenv("MIDGE_ADMIN_USER"));
     if (getenv("MIDGE_ADMIN_PASSWORD"))
         o.password = strdup(getenv("MIDGE_ADMIN_PASSWORD"));
-    int i = 1;
+    int i = 1, status = 2;
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *a = argv[i];
         bool has = i + 1 < argc;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
-            return 0;
+            status = 0;
+            goto out;
         } else if (!strcmp(a, "--version")) {
             printf("midge-ctl %s\n", MIDGE_VERSION);
-            return 0;
+            status = 0;
+            goto out;
         } else if (has && (!strcmp(a, "-H") || !strcmp(a, "--host"))) {
             o.url = argv[++i];
         } else if (has && (!strcmp(a, "-u") || !strcmp(a, "--user"))) {
@@ -640,12 +642,12 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr, "%s: unknown option %s\n", prog, a);
             usage(stderr);
-            return 2;
+            goto out;
         }
     }
     if (i >= argc) {
         usage(stderr);
-        return 2;
+        goto out;
     }
     /* Options may also follow the command (midge-ctl clients --json). */
     for (int k = i + 1; k < argc; k++)
@@ -677,12 +679,15 @@ int main(int argc, char **argv)
     else {
         fprintf(stderr, "%s: unknown command or wrong arguments: %s\n", prog, cmd);
         usage(stderr);
-        return 2;
+        curl_global_cleanup();
+        goto out;
     }
     curl_global_cleanup();
+    status = 0;
+out:
     if (o.password)
         memset(o.password, 0, strlen(o.password));
     free(o.user);
     free(o.password);
-    return 0;
+    return status;
 }

@@ -443,7 +443,8 @@ static int next_batch(struct pwalk *w, struct pframe *f, size_t want)
         }
         f->exhausted = seen <= f->bn;
     }
-    qsort(f->batch, f->bn, sizeof(*f->batch), node_qsort);
+    if (f->bn > 1)
+        qsort(f->batch, f->bn, sizeof(*f->batch), node_qsort);
     if (f->bn) {
         const struct rnode *last = f->batch[f->bn - 1];
         f->lower = last->level;

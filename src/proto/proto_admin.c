@@ -132,7 +132,8 @@ static int pick_qsort(const void *a, const void *b)
 
 static void topk_sort(struct topk *t)
 {
-    qsort(t->v, t->n, sizeof(*t->v), pick_qsort);
+    if (t->n > 1)
+        qsort(t->v, t->n, sizeof(*t->v), pick_qsort);
 }
 
 static size_t page_max(size_t max)
