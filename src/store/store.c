@@ -152,8 +152,9 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_MSG_DEL] = "DELETE FROM out_msg WHERE session_id = ?1 AND seq = ?2",
     [S_QOS2_ADD] = "INSERT OR IGNORE INTO qos2_in(session_id, packet_id) VALUES(?1, ?2)",
     [S_QOS2_DEL] = "DELETE FROM qos2_in WHERE session_id = ?1 AND packet_id = ?2",
-    [S_WILL_PUT] = "INSERT OR REPLACE INTO pending_will(session_id, topic, qos, retain, payload, "
-                   "props, expires_ms, due_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    /* Parenthesised: clang's -Wstring-concatenation reads a split literal as a missing comma. */
+    [S_WILL_PUT] = ("INSERT OR REPLACE INTO pending_will(session_id, topic, qos, retain, payload, "
+                    "props, expires_ms, due_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
 };
 
 struct session_slot {
@@ -1114,15 +1115,15 @@ int store_load(struct mq_store *s, const struct mq_store_load_cb *cb, void *ctx)
 {
     static const char *const sql[] = {
         "SELECT topic, payload, qos, props, expires_ms FROM retained",
-        "SELECT id, client_id, last_seen_ms,"
-        " (SELECT count(*) FROM out_msg WHERE session_id = session.id),"
-        " (SELECT coalesce(max(seq), 0) FROM out_msg WHERE session_id = session.id),"
-        " expiry_s FROM session ORDER BY id",
+        ("SELECT id, client_id, last_seen_ms,"
+         " (SELECT count(*) FROM out_msg WHERE session_id = session.id),"
+         " (SELECT coalesce(max(seq), 0) FROM out_msg WHERE session_id = session.id),"
+         " expiry_s FROM session ORDER BY id"),
         "SELECT filter, qos, options, sub_id FROM sub WHERE session_id = ?1",
-        "SELECT " MSG_COLUMNS " FROM out_msg WHERE session_id = ?1 ORDER BY seq LIMIT ?2",
+        ("SELECT " MSG_COLUMNS " FROM out_msg WHERE session_id = ?1 ORDER BY seq LIMIT ?2"),
         "SELECT packet_id FROM qos2_in WHERE session_id = ?1 ORDER BY packet_id",
-        "SELECT topic, payload, qos, retain, props, expires_ms, due_ms FROM pending_will"
-        " WHERE session_id = ?1",
+        ("SELECT topic, payload, qos, retain, props, expires_ms, due_ms FROM pending_will"
+         " WHERE session_id = ?1"),
     };
     enum { NQ = sizeof(sql) / sizeof(sql[0]) };
     sqlite3_stmt *q[NQ] = {NULL};
