@@ -61,6 +61,10 @@ struct mq_admin {
     struct mq_hmap buckets; /* address -> struct bucket */
     struct bucket *shared;  /* when the table is full */
     int64_t wall_offset;    /* wall_offset() of the request being answered */
+    /* The last listener named during this request: a page of clients asks 1,000 times. */
+    const struct mq_listener_ctx *lname_of;
+    bool lname_ok;
+    char lname[128];
 };
 
 /* One request being answered. */
@@ -528,11 +532,11 @@ static json_t *client_json(struct mq_admin *a, const struct mq_session *s)
 {
     struct mq_client_info ci;
     broker_client_info(a->b, s, &ci);
-    char lbuf[128];
-    const char *lname = ci.listener && a->srv.listener_name &&
-                                a->srv.listener_name(a->srv.ctx, ci.listener, lbuf, sizeof(lbuf))
-                            ? lbuf
-                            : NULL;
+    if (ci.listener && ci.listener != a->lname_of && a->srv.listener_name) {
+        a->lname_of = ci.listener;
+        a->lname_ok = a->srv.listener_name(a->srv.ctx, ci.listener, a->lname, sizeof(a->lname));
+    }
+    const char *lname = ci.listener && ci.listener == a->lname_of && a->lname_ok ? a->lname : NULL;
     json_t *o = json_object();
     if (!o)
         return NULL;
@@ -1245,6 +1249,7 @@ void admin_handle(struct mq_admin *a, const struct admin_request *rq, struct adm
 {
     double t0 = mono_ms();
     a->wall_offset = wall_offset(a->b);
+    a->lname_of = NULL; /* listeners may have changed since the last request (reload) */
     memset(out, 0, sizeof(*out));
     struct call c = {.a = a, .rq = rq, .out = out};
     const char *q = memchr(rq->target, '?', rq->target_len);
