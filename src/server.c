@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "midge/acl.h"
+#include "midge/admin.h"
 #include "midge/config.h"
 #include "midge/daemon.h"
 #include "midge/err.h"
@@ -140,6 +141,45 @@ static struct mq_listener_ctx **listener_ctxs_new(const struct mq_config *cfg)
         return NULL;
     }
     return v;
+}
+
+/* ---- what the admin API asks the server --------------------------------------------- */
+
+static const char *socket_protocol(const struct mq_listen_socket *ls)
+{
+    const struct mq_listener_config *lc = ls->lctx->cfg;
+    bool tls = lc->certfile != NULL;
+    if (lc->protocol == MQ_LISTENER_WEBSOCKETS)
+        return tls ? "websockets over tls" : "websockets";
+    return tls ? "mqtt over tls" : "mqtt";
+}
+
+static size_t admin_listeners(void *ctx, struct admin_listener *out, size_t max)
+{
+    struct mq_server *srv = ctx;
+    for (size_t i = 0; i < srv->socket_count && i < max; i++) {
+        const struct mq_listen_socket *ls = srv->sockets[i];
+        const struct mq_listener_config *lc = ls->lctx->cfg;
+        out[i] = (struct admin_listener){
+            .name = ls->name,
+            .protocol = socket_protocol(ls),
+            .admin = lc->protocol == MQ_LISTENER_WEBSOCKETS && lc->admin_users,
+        };
+    }
+    return srv->socket_count;
+}
+
+static bool admin_listener_name(void *ctx, const struct mq_listener_ctx *l, char *buf, size_t size)
+{
+    struct mq_server *srv = ctx;
+    for (size_t i = 0; i < srv->socket_count; i++) {
+        const struct mq_listen_socket *ls = srv->sockets[i];
+        if (ls->lctx == l) {
+            snprintf(buf, size, "%s (%s)", ls->name, socket_protocol(ls));
+            return true;
+        }
+    }
+    return false;
 }
 
 static void on_tick(uv_timer_t *t)
@@ -612,6 +652,17 @@ int server_run(struct mq_config *cfg, const struct mq_server_options *opts)
         goto out;
     }
     srv->broker->check_password = check_password;
+    srv->admin = admin_new(srv->broker, &(struct admin_server){
+                                            .config_file = opts->config_path,
+                                            .sys = &srv->sys_state,
+                                            .ctx = srv,
+                                            .listeners = admin_listeners,
+                                            .listener_name = admin_listener_name,
+                                        });
+    if (!srv->admin) {
+        mq_log(MQ_LOG_ERR, "out of memory");
+        goto out;
+    }
     srv->lctx = listener_ctxs_new(cfg);
     if (!srv->lctx) {
         mq_log(MQ_LOG_ERR, "start-up failed: a password or ACL file could not be loaded");
@@ -668,6 +719,7 @@ out:
 out_noloop:
     if (status)
         daemon_ready(opts->ready_fd, false);
+    admin_free(srv->admin);
     broker_free(srv->broker);
     listener_ctxs_free(srv->lctx, srv->cfg->listener_count);
     listener_ctxs_free(srv->retired_lctx, srv->retired_lctx_count);

@@ -42,6 +42,10 @@ struct mq_listener_config {
                                            is believed; NULL = none */
     uint32_t websockets_max_frame_size; /* bytes per frame and per message; 0 = default:
                                            max_packet_size (or the MQTT maximum) + 64 KiB */
+    /* admin_user (midge, docs/admin.md): the users of password_file who may use the admin
+     * API of a websockets listener, one name per line ("alice\nbob"); NULL = the API is
+     * off. Effective value (global unless per_listener_settings). */
+    char *admin_users;
 };
 
 /* Where log lines go. */

@@ -207,6 +207,14 @@ struct mq_conn {
     const char *peer;
     struct mq_conn_ext *ext; /* owned; NULL until MQTT 5 or a TLS identity needs it */
     uint32_t deferred;       /* acknowledgements to it waiting for the store */
+    /* What the admin API shows of it (docs/admin.md): when CONNACK 0 went out, in seconds
+     * from the broker's start; PUBLISH packets in and out (wrapping at 2^32); bytes of MQTT
+     * packets in and out, counted where b->stats counts them. 24 bytes: inline, because a
+     * busy client is the one an administrator asks about, and allocating them on first
+     * use would give nearly every real client (they publish) a block bigger than this. */
+    uint32_t connected_s;
+    uint32_t pub_in, pub_out;
+    uint64_t bytes_in, bytes_out;
 };
 
 /* True for an MQTT 5 connection (protocol level 5, set when its CONNECT is read). */

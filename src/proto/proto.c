@@ -144,6 +144,7 @@ void conn_send(struct mq_conn *c, const uint8_t *bytes, size_t len)
     c->broker->sink->write(c, &iov, 1);
     c->broker->stats.msgs_sent++;
     c->broker->stats.bytes_sent += len;
+    c->bytes_out += len;
     if (c->ext)
         note_ack_sent(c, bytes, len);
 }
@@ -395,6 +396,7 @@ size_t proto_conn_input(struct mq_conn *c, const uint8_t *buf, size_t len, size_
             c->last_rx_ms = b->now_ms;
         b->stats.msgs_received++;
         b->stats.bytes_received += size;
+        c->bytes_in += size;
         dispatch(c, &p, n < 0 ? n : 0);
         off += size;
     }

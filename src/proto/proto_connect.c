@@ -39,6 +39,7 @@ static void send_connack(struct mq_conn *c, bool session_present, uint8_t code,
     c->broker->sink->write(c, iov, 2);
     c->broker->stats.msgs_sent++;
     c->broker->stats.bytes_sent += n + props_len;
+    c->bytes_out += n + props_len;
 }
 
 /* Answer CONNECT with a refusal and close ([MQTT-3.2.2-5], [MQTT-3.2.2-7]): code311 for
@@ -576,6 +577,7 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
     persist_session_put(b, s);
     c->keepalive = keepalive;
     c->connected = true;
+    c->connected_s = (uint32_t)((b->now_ms - b->start_ms) / 1000u);
     c->bridge = cp->bridge;
     c->last_rx_ms = b->now_ms; /* keepalive counts from here */
     b->stats.clients_total++;

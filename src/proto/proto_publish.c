@@ -379,7 +379,7 @@ unsigned broker_publish(struct mq_broker *b, struct mq_msg *m, const struct mq_c
 {
     const struct mq_config *cfg = b->cfg;
     if (m->retain && (!cfg || cfg->retain_available)) {
-        if (retain_set(b->retained, m))
+        if (retain_set_at(b->retained, m, b->now_ms))
             mq_log(MQ_LOG_ERR, "out of memory: retained message on %s not stored", m->topic);
         else
             persist_retain(b, m);
@@ -503,6 +503,7 @@ void handle_publish(struct mq_conn *c, const struct mq_publish *pub, const struc
     struct mq_publish aliased; /* pub with its topic alias resolved (MQTT 5) */
     bool v5 = conn_v5(c);
     b->stats.pub_received++;
+    c->pub_in++;
 
     const struct mq_config *cfg = b->cfg;
     if (cfg && p->qos > cfg->max_qos) {

@@ -224,6 +224,8 @@ bool conn_send_publish(struct mq_conn *c, const struct mq_msg *m, uint8_t qos, b
         b->stats.msgs_sent++;
         b->stats.pub_sent++;
         b->stats.bytes_sent += n + remaining - 2u;
+        c->pub_out++;
+        c->bytes_out += n + remaining - 2u;
         return true;
     }
 
@@ -266,5 +268,7 @@ bool conn_send_publish(struct mq_conn *c, const struct mq_msg *m, uint8_t qos, b
     b->stats.msgs_sent++;
     b->stats.pub_sent++;
     b->stats.bytes_sent += total;
+    c->pub_out++;
+    c->bytes_out += total;
     return true;
 }

@@ -173,6 +173,7 @@ void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l,
         b->sink->write(c, iov, 2);
         b->stats.msgs_sent++;
         b->stats.bytes_sent += n + l->count;
+        c->bytes_out += n + l->count;
     }
 
     /* [MQTT-3.3.1-6]: retained messages matching each new (or renewed) subscription, as

@@ -342,6 +342,20 @@ void sys_update(struct mq_sys *s, struct mq_broker *b)
     }
 }
 
+void sys_values(const struct mq_broker *b, const struct mq_sys *s,
+                void (*fn)(void *ctx, const char *name, uint64_t value), void *ctx)
+{
+    uint64_t v[V_COUNT];
+    bool heap_known = snapshot(b, s ? s->heap_max : 0, v);
+    for (size_t i = 0; i < V_COUNT; i++) {
+        if (!values[i].topic)
+            continue;
+        if (!heap_known && (i == V_HEAP_CURRENT || i == V_HEAP_MAXIMUM))
+            continue;
+        fn(ctx, values[i].topic, v[i]);
+    }
+}
+
 /* ---- Prometheus ---------------------------------------------------------------------- */
 
 struct out {

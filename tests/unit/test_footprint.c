@@ -33,12 +33,16 @@
 /* The whole mq_client, proto's mq_conn inside (one allocation per connection): it holds no
  * libuv handle (its socket is in poller.c's epoll set), its peer name is allocated with it,
  * and what proto keeps (the listener, the io) is not kept twice. With "127.0.0.1:54321"
- * it lands in chunk 208, with the longest IPv4 name in 224 (before the poller: 440 bytes,
+ * or the longest IPv4 name it lands in chunk 240 (before the admin API's counters, 24
+ * bytes of mq_conn: chunk 208, 224 for the longest name; before the poller: 440 bytes,
  * chunk 448, around a 248-byte uv_tcp_t, and mq_conn a chunk of its own). */
-#define CLIENT_MAX 208
+#define CLIENT_MAX 232
 /* mq_conn, inside mq_client: the peer is borrowed from the io, and one timestamp serves
- * connect_timeout, then keepalive. */
-#define CONN_MAX 96
+ * connect_timeout, then keepalive. The admin API's per-connection figures (issue 15: when
+ * it connected, PUBLISH and bytes in and out) are its last 24 bytes: an administrator
+ * asks "which board is flooding", and a lazily allocated block would be bigger for every
+ * client that publishes at all. */
+#define CONN_MAX 120
 /* mq_session with its client id inline: the id starts at byte 55, so an idle session under
  * a 13-byte id like "mb12345-c1234" is a 69-byte request, chunk 80 (ids up to 16 bytes fit
  * it). QoS 1/2 state, persistence state and a second subscription are separate blocks. */
