@@ -49,10 +49,11 @@
 #define SESSION_MAX 56
 #define SESSION_CHUNK_REQUEST_MAX 72 /* largest request glibc serves from an 80-byte chunk */
 #else
-/* ILP32 (armhf): glibc's chunks are (size + 4) rounded up to 8. mq_client is 120 bytes up
- * to its peer name: chunk 144 with "127.0.0.1:54321", 152 with the longest IPv4 name. */
-#define CLIENT_MAX 144
-#define CONN_MAX 64
+/* ILP32 (armhf): glibc's chunks are (size + 4) rounded up to 8. mq_client is 144 bytes up
+ * to its peer name: chunk 168 with "127.0.0.1:54321", 176 with the longest IPv4 name
+ * (before the admin API's 24 bytes of counters: 120, chunks 144 and 152). */
+#define CLIENT_MAX 168
+#define CONN_MAX 88 /* 64 before the admin API's 24 bytes of counters */
 /* The id starts at byte 39: "mb12345-c1234" makes a 53-byte request, chunk 64 (ids up to
  * 20 bytes fit it). */
 #define SESSION_MAX 40
