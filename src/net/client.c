@@ -283,8 +283,12 @@ static void flush_client(struct mq_client *cl)
     }
     /* A close is carried out after one attempt to send what precedes it (CONNACK
      * refusals, for example): a peer that does not read cannot hold it open. */
-    if (cl->close_requested)
-        close_client(cl, "closed by broker", true);
+    if (cl->close_requested) {
+        /* Lingering is for a peer that reads: one whose output is still waiting here (a
+         * client closed for not reading) is closed at once, its buffers released. */
+        bool all_written = !cl->out || cl->out->sent == cl->out->len;
+        close_client(cl, "closed by broker", all_written);
+    }
 }
 
 void client_writable(struct mq_client *cl)
