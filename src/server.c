@@ -526,6 +526,7 @@ static void begin_shutdown(struct mq_server *srv, const char *why)
     notify_send("STOPPING=1");
     mq_log(MQ_LOG_NOTICE, "%s: shutting down (%zu clients connected)", why, srv->client_count);
     listeners_stop(srv);
+    linger_stop(srv); /* and from now on a closed socket is closed at once */
     srv->broker->now_ms = uv_now(&srv->loop);
     broker_close_all(srv->broker);
     client_flush_all(srv);

@@ -221,18 +221,27 @@ static void client_free(struct mq_client *cl)
     free(cl);
 }
 
-void client_close(struct mq_client *cl, const char *reason)
+/* Close cl's socket; linger: after the broker's own goodbye (see linger.c). */
+static void close_client(struct mq_client *cl, const char *reason, bool linger)
 {
     if (cl->closing)
         return;
     if (!cl->close_reason)
         cl->close_reason = reason;
     poller_remove(cl->srv, cl);
-    close(cl->fd);
+    if (linger)
+        linger_close(cl->srv, cl->fd);
+    else
+        close(cl->fd);
     cl->fd = -1;
     /* Listed (once) so that client_flush_all frees it; mark_dirty lists no closed client. */
     mark_dirty(cl);
     cl->closing = true;
+}
+
+void client_close(struct mq_client *cl, const char *reason)
+{
+    close_client(cl, reason, false);
 }
 
 /* Write what the socket takes of the client's output, with one send(). Returns 0 when all
@@ -274,8 +283,12 @@ static void flush_client(struct mq_client *cl)
     }
     /* A close is carried out after one attempt to send what precedes it (CONNACK
      * refusals, for example): a peer that does not read cannot hold it open. */
-    if (cl->close_requested)
-        client_close(cl, "closed by broker");
+    if (cl->close_requested) {
+        /* Lingering is for a peer that reads: one whose output is still waiting here (a
+         * client closed for not reading) is closed at once, its buffers released. */
+        bool all_written = !cl->out || cl->out->sent == cl->out->len;
+        close_client(cl, "closed by broker", all_written);
+    }
 }
 
 void client_writable(struct mq_client *cl)

@@ -133,6 +133,11 @@ struct mq_server {
     size_t out_free_count;
     size_t out_free_low; /* fewest pooled since the last tick: that many went unused */
     bool stopping;
+    /* Sockets closed by the broker that linger until the peer closes too (linger.c). */
+    struct mq_linger *lingering;
+    size_t linger_count;
+    uv_timer_t linger_timer; /* closes the ones past their time; initialised on first use */
+    bool linger_timer_ready;
     uint8_t read_buf[NET_READ_BUF_SIZE]; /* shared: idle clients hold no read buffer */
 };
 
@@ -245,6 +250,15 @@ void client_close(struct mq_client *cl, const char *reason);
 /* Close gracefully, as proto's sink close does: each layer's goodbye (top first), the last
  * output, then the socket, at the end of the turn. */
 void client_request_close(struct mq_client *cl);
+
+/* ---- linger.c ---- */
+
+/* Close fd, a socket the broker has finished with, once the peer has what was sent on it:
+ * shut down for writing, then read and discarded until the peer closes, for a bounded time
+ * and amount (linger.c says why). Closes at once while the broker stops. Owns fd. */
+void linger_close(struct mq_server *srv, int fd);
+/* Shutdown: close every lingering socket now. */
+void linger_stop(struct mq_server *srv);
 /* Release the pooled output buffers no client took since the last call (the server
  * tick), or all of them when all is true (shutdown, after the loop has stopped). */
 void client_out_trim(struct mq_server *srv, bool all);
