@@ -141,6 +141,36 @@ static inline uint8_t *put_props(uint8_t *p, const struct mq_props *props)
 int codec_check_topic_entries(const uint8_t *entries, size_t len, bool with_qos, bool v5,
                               uint16_t *count);
 
+/* MQ_ERR_INVAL unless the encoder may write this SUBSCRIBE (with_qos) or UNSUBSCRIBE list in
+ * packet `type`: the kind of list matches the type, there is a packet id, and the entries are
+ * valid in the dialect (v5) and as many as it says. */
+static inline int check_topic_list(const struct mq_topic_list *tl, unsigned type, bool v5)
+{
+    uint16_t count = 0;
+    if (tl->with_qos != (type == MQ_SUBSCRIBE) || tl->packet_id == 0 ||
+        (tl->entries_len && !tl->entries) ||
+        codec_check_topic_entries(tl->entries, tl->entries_len, tl->with_qos, v5, &count) ||
+        count != tl->count)
+        return MQ_ERR_INVAL;
+    return 0;
+}
+
+/* MQ_ERR_INVAL unless the encoder may write this PUBLISH as far as both dialects agree: all
+ * but the topic name, which MQTT 5 may leave empty for a Topic Alias. */
+static inline int check_publish(const struct mq_publish *pub)
+{
+    if (pub->qos > 2 || (pub->dup && pub->qos == 0) || (pub->qos && pub->packet_id == 0) ||
+        !bytes_ok(pub->topic) || (pub->payload_len && !pub->payload))
+        return MQ_ERR_INVAL;
+    return 0;
+}
+
+/* The first byte of a PUBLISH. */
+static inline uint8_t publish_first_byte(bool dup, uint8_t qos, bool retain)
+{
+    return (uint8_t)(MQ_PUBLISH << 4 | (dup ? 0x08 : 0) | qos << 1 | (retain ? 1 : 0));
+}
+
 /* The body of an MQTT 5 packet other than CONNECT (mqtt5_codec.c): out->type and flags are
  * set; fills the rest of *out. */
 int codec5_decode_body(struct rd *r, struct mq_packet *out);

@@ -275,7 +275,6 @@ int codec5_measure(const struct mq_packet *pkt, uint8_t *first, uint64_t *remain
     const struct mq_suback *sa = &pkt->u.suback;
     struct mq_props parsed;
     uint64_t props_size = 0, tail = 0;
-    uint16_t count = 0;
     int rc;
 
     if (pkt->type < MQ_CONNECT || pkt->type > MQ_AUTH)
@@ -308,13 +307,12 @@ int codec5_measure(const struct mq_packet *pkt, uint8_t *first, uint64_t *remain
         *remaining = 2 + props_size;
         return 0;
     case MQ_PUBLISH:
-        if (pub->qos > 2 || (pub->dup && pub->qos == 0) || (pub->qos && pub->packet_id == 0) ||
-            !bytes_ok(pub->topic) || (pub->payload_len && !pub->payload))
+        if (check_publish(pub))
             return MQ_ERR_INVAL;
         if (pub->topic.len ? topic_check_name(pub->topic.ptr, pub->topic.len) != 0
                            : !codec_props_has(&parsed, MQ_PROP_TOPIC_ALIAS))
             return MQ_ERR_INVAL;
-        *first |= (uint8_t)((pub->dup ? 0x08 : 0) | pub->qos << 1 | (pub->retain ? 1 : 0));
+        *first = publish_first_byte(pub->dup, pub->qos, pub->retain);
         *remaining =
             2u + (uint64_t)pub->topic.len + (pub->qos ? 2u : 0u) + props_size + pub->payload_len;
         return 0;
@@ -332,10 +330,7 @@ int codec5_measure(const struct mq_packet *pkt, uint8_t *first, uint64_t *remain
     case MQ_SUBSCRIBE:
     case MQ_UNSUBSCRIBE:
         *first |= 0x02;
-        if (tl->with_qos != (pkt->type == MQ_SUBSCRIBE) || tl->packet_id == 0 ||
-            (tl->entries_len && !tl->entries) ||
-            codec_check_topic_entries(tl->entries, tl->entries_len, tl->with_qos, true, &count) ||
-            count != tl->count)
+        if (check_topic_list(tl, pkt->type, true))
             return MQ_ERR_INVAL;
         *remaining = 2u + props_size + tl->entries_len;
         return 0;
@@ -412,8 +407,8 @@ size_t codec_publish5_header(uint8_t qos, bool dup, bool retain, const uint8_t *
                          props_len + payload_len;
     if (remaining > MQ_MAX_REMAINING_LENGTH)
         return 0;
-    uint8_t first = (uint8_t)(MQ_PUBLISH << 4 | (dup ? 0x08 : 0) | qos << 1 | (retain ? 1 : 0));
-    uint8_t *p = out + codec_fixed_header(first, (uint32_t)remaining, out);
+    uint8_t *p =
+        out + codec_fixed_header(publish_first_byte(dup, qos, retain), (uint32_t)remaining, out);
     p = put_raw(put_u16(p, topic_len), topic, topic_len);
     if (qos)
         p = put_u16(p, packet_id);

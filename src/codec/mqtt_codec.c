@@ -510,8 +510,8 @@ size_t codec_publish_header(uint8_t qos, bool dup, bool retain, const uint8_t *t
     uint64_t remaining = 2u + (uint64_t)topic_len + (qos ? 2u : 0u) + payload_len;
     if (remaining > MQ_MAX_REMAINING_LENGTH)
         return 0;
-    uint8_t first = (uint8_t)(MQ_PUBLISH << 4 | (dup ? 0x08 : 0) | qos << 1 | (retain ? 1 : 0));
-    uint8_t *p = out + codec_fixed_header(first, (uint32_t)remaining, out);
+    uint8_t *p =
+        out + codec_fixed_header(publish_first_byte(dup, qos, retain), (uint32_t)remaining, out);
     p = put_raw(put_u16(p, topic_len), topic, topic_len);
     if (qos)
         p = put_u16(p, packet_id);
@@ -562,7 +562,6 @@ static int measure(const struct mq_packet *pkt, uint8_t *first, uint64_t *remain
     const struct mq_publish *pub = &pkt->u.publish;
     const struct mq_topic_list *tl = &pkt->u.subscribe;
     const struct mq_suback *sa = &pkt->u.suback;
-    uint16_t count = 0;
 
     if (pkt->props.raw_len || pkt->omitted)
         return MQ_ERR_INVAL;
@@ -576,11 +575,9 @@ static int measure(const struct mq_packet *pkt, uint8_t *first, uint64_t *remain
         *remaining = 2;
         return 0;
     case MQ_PUBLISH:
-        if (pub->qos > 2 || (pub->dup && pub->qos == 0) || (pub->qos && pub->packet_id == 0) ||
-            !bytes_ok(pub->topic) || topic_check_name(pub->topic.ptr, pub->topic.len) ||
-            (pub->payload_len && !pub->payload))
+        if (check_publish(pub) || topic_check_name(pub->topic.ptr, pub->topic.len))
             return MQ_ERR_INVAL;
-        *first |= (uint8_t)((pub->dup ? 0x08 : 0) | pub->qos << 1 | (pub->retain ? 1 : 0));
+        *first = publish_first_byte(pub->dup, pub->qos, pub->retain);
         *remaining = 2u + (uint64_t)pub->topic.len + (pub->qos ? 2u : 0u) + pub->payload_len;
         return 0;
     case MQ_PUBREL:
@@ -596,12 +593,9 @@ static int measure(const struct mq_packet *pkt, uint8_t *first, uint64_t *remain
         return 0;
     case MQ_SUBSCRIBE:
     case MQ_UNSUBSCRIBE:
-        *first |= 0x02;
-        if (tl->with_qos != (pkt->type == MQ_SUBSCRIBE) || tl->packet_id == 0 ||
-            (tl->entries_len && !tl->entries) ||
-            codec_check_topic_entries(tl->entries, tl->entries_len, tl->with_qos, false, &count) ||
-            count != tl->count)
+        if (check_topic_list(tl, pkt->type, false))
             return MQ_ERR_INVAL;
+        *first |= 0x02;
         *remaining = 2u + (uint64_t)tl->entries_len;
         return 0;
     case MQ_SUBACK:
