@@ -113,6 +113,22 @@ def run_midge(*args, rc=1, timeout=10, env=None):
 # Broker process
 # --------------------------------------------------------------------------------------
 
+def read_lines(stream, lines, cond):
+    """Start a daemon thread that appends each line of stream (a process's pipe; decoded,
+    newline stripped) to the list lines, notifying the Condition cond after each line and
+    at EOF. Returns the thread."""
+    def run():
+        for raw in iter(stream.readline, b""):
+            with cond:
+                lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                cond.notify_all()
+        with cond:
+            cond.notify_all()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
 class Broker:
     """The real broker binary on an ephemeral loopback port.
 
@@ -144,10 +160,8 @@ class Broker:
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:quarantine_size_mb=16")
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=env)
-        self._readers = [threading.Thread(target=self._read, args=(s,), daemon=True)
+        self._readers = [read_lines(s, self.lines, self.cond)
                          for s in (self.proc.stderr, self.proc.stdout)]
-        for t in self._readers:
-            t.start()
         if expect_listen:
             try:
                 m = self.wait_log_always(LISTEN_RE, timeout=10.0)
@@ -155,15 +169,6 @@ class Broker:
                 self.kill()
                 raise
             self.port = int(m.group(1))
-
-    def _read(self, stream):
-        for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            with self.cond:
-                self.lines.append(line)
-                self.cond.notify_all()
-        with self.cond:
-            self.cond.notify_all()
 
     # -- logs ---------------------------------------------------------------------------
     def log(self):
@@ -830,22 +835,13 @@ class SubProc:
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.lines = []
         self.cond = threading.Condition()
-        self.t = threading.Thread(target=self._read, daemon=True)
-        self.t.start()
+        self.t = read_lines(self.proc.stdout, self.lines, self.cond)
         _LIVE_SUBS.append(self)
         try:
             self.wait_line(r"^Subscribed \(mid", debug=True)
         except AssertionError:
             self.stop()
             raise
-
-    def _read(self):
-        for raw in iter(self.proc.stdout.readline, b""):
-            with self.cond:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self.cond.notify_all()
-        with self.cond:
-            self.cond.notify_all()
 
     @property
     def messages(self):
@@ -930,21 +926,12 @@ class Mosquitto:
                                    *conf]) + "\n")
             self.proc = subprocess.Popen([MOSQUITTO, "-c", path], stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            self.reader = threading.Thread(target=self._read, daemon=True)
-            self.reader.start()
+            self.reader = read_lines(self.proc.stdout, self.lines, self.cond)
             if self._listening():
                 return
             self.stop()
             self.stopped = False  # the port was taken between free_port and the bind: retry
         raise AssertionError(f"mosquitto did not start; log:\n{self.log()}")
-
-    def _read(self):
-        for raw in iter(self.proc.stdout.readline, b""):
-            with self.cond:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self.cond.notify_all()
-        with self.cond:
-            self.cond.notify_all()
 
     def _listening(self):
         deadline = time.monotonic() + scaled(10)
