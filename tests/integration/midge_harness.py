@@ -21,6 +21,7 @@ import select
 import shutil
 import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import tempfile
@@ -112,6 +113,15 @@ def run_midge(*args, rc=1, timeout=10, env=None):
 # --------------------------------------------------------------------------------------
 # Broker process
 # --------------------------------------------------------------------------------------
+
+def db_rows(dbdir, sql):
+    """The rows of sql on the broker's store in dbdir (midge.db), opened read-only."""
+    con = sqlite3.connect(f"file:{dbdir}/midge.db?mode=ro", uri=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
 
 def read_lines(stream, lines, cond):
     """Start a daemon thread that appends each line of stream (a process's pipe; decoded,
