@@ -1,7 +1,7 @@
 /* proto_fixture.h - whole MQTT conversations through the protocol layer (src/proto/) over
  * a fake sink, shared by the proto unit tests (test_proto.c for MQTT 3.1.1, test_proto5.c
- * for MQTT 5, test_persist5.c for what MQTT 5 keeps across a restart): no sockets, no event
- * loop, no stubs.
+ * for MQTT 5, test_persist5.c for what MQTT 5 keeps across a restart, test_sys.c for the $SYS
+ * publisher): no sockets, no event loop, no stubs.
  *
  * Each test gets a broker built on config_defaults() plus one hand-made listener (setup,
  * teardown). A connection's `io` is a struct fake_io that captures every byte the broker
