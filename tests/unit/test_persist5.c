@@ -118,6 +118,23 @@ static const struct mq_msg *retained(const char *topic)
     return m;
 }
 
+/* "watcher": a persistent MQTT 5 subscriber to status/# (Subscription Identifier sub_id,
+ * 0: none), gone away, for the wills to reach. */
+static void watcher_away(uint32_t sub_id)
+{
+    struct fake_io *watcher = connect5("watcher", true, 3600, false, NULL);
+    subscribe5_durable(watcher, 1, "status/#", 1, sub_id);
+    io_gone(watcher, "away");
+}
+
+/* The watcher back, with what was queued for it free to go. */
+static struct fake_io *watcher_back(void)
+{
+    struct fake_io *watcher = connect5("watcher", false, 3600, true, NULL);
+    commit_all();
+    return watcher;
+}
+
 /* ---- tests ------------------------------------------------------------------------- */
 
 /* An MQTT 5 session with a Session Expiry Interval of 120 s, subscriptions with options
@@ -245,9 +262,7 @@ static void test_persist5_inflight_resent(void **state)
 static void test_persist5_will_waits_across_restart(void **state)
 {
     (void)state;
-    struct fake_io *watcher = connect5("watcher", true, 3600, false, NULL);
-    subscribe5_durable(watcher, 1, "status/#", 1, 5);
-    io_gone(watcher, "away");
+    watcher_away(5);
 
     struct props wp;
     props_init(&wp);
@@ -283,8 +298,7 @@ static void test_persist5_will_waits_across_restart(void **state)
     assert_false(find_session("dev")->will_pending);
     assert_non_null(retained("status/dev"));
 
-    watcher = connect5("watcher", false, 3600, true, NULL);
-    commit_all();
+    struct fake_io *watcher = watcher_back();
     struct got g = expect_publish5(watcher, "status/dev", "offline", 1, false);
     assert_int_equal(g.n_sub_ids, 1);
     assert_int_equal(g.sub_ids[0], 5);
@@ -305,9 +319,7 @@ static void test_persist5_will_waits_across_restart(void **state)
 static void test_persist5_will_due_during_downtime(void **state)
 {
     (void)state;
-    struct fake_io *watcher = connect5("watcher", true, 3600, false, NULL);
-    subscribe5_durable(watcher, 1, "status/#", 1, 0);
-    io_gone(watcher, "away");
+    watcher_away(0);
     struct props wp;
     props_init(&wp);
     codec_prop_put_u32(&wp.w, MQ_PROP_WILL_DELAY, 5);
@@ -318,8 +330,7 @@ static void test_persist5_will_due_during_downtime(void **state)
     assert_true(find_session("dev")->will_pending);
     advance(0);
     assert_false(find_session("dev")->will_pending);
-    watcher = connect5("watcher", false, 3600, true, NULL);
-    commit_all();
+    struct fake_io *watcher = watcher_back();
     struct got g = expect_publish5(watcher, "status/dev", "offline", 1, false);
     assert_int_equal(g.n_sub_ids, 0);
 }
@@ -329,9 +340,7 @@ static void test_persist5_will_due_during_downtime(void **state)
 static void test_persist5_session_expires_after_restart(void **state)
 {
     (void)state;
-    struct fake_io *watcher = connect5("watcher", true, 3600, false, NULL);
-    subscribe5_durable(watcher, 1, "status/#", 1, 0);
-    io_gone(watcher, "away");
+    watcher_away(0);
     struct props wp;
     props_init(&wp);
     codec_prop_put_u32(&wp.w, MQ_PROP_WILL_DELAY, 600); /* longer than the session */
@@ -350,8 +359,7 @@ static void test_persist5_session_expires_after_restart(void **state)
     assert_true(E.b->stats.clients_expired == 1);
     restart(1000);
     assert_null(find_session("short")); /* and deleted from the store */
-    watcher = connect5("watcher", false, 3600, true, NULL);
-    commit_all();
+    struct fake_io *watcher = watcher_back();
     struct got g = expect_publish5(watcher, "status/short", "expired", 1, false);
     send_ack5(watcher, MQ_PUBACK, g.p.u.publish.packet_id);
     commit_all();
