@@ -123,6 +123,18 @@ def db_rows(dbdir, sql):
         con.close()
 
 
+def terminate(proc, timeout):
+    """SIGTERM proc (a subprocess.Popen) unless it has exited, and wait for it; SIGKILL it if
+    it is still there after timeout seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def read_lines(stream, lines, cond):
     """Start a daemon thread that appends each line of stream (a process's pipe; decoded,
     newline stripped) to the list lines, notifying the Condition cond after each line and
@@ -891,13 +903,7 @@ class SubProc:
         return rc
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 5)
 
 
 # --------------------------------------------------------------------------------------
@@ -970,13 +976,7 @@ class Mosquitto:
         if getattr(self, "stopped", False):
             return
         self.stopped = True
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 10)
         self.reader.join(5)
         shutil.rmtree(self.dir, ignore_errors=True)
 
