@@ -18,27 +18,6 @@
  * Decoding
  * ------------------------------------------------------------------------------------------- */
 
-/* A property length and its block, validated for packet type `where` (2.2.2.1). */
-static int rd_props(struct rd *r, unsigned where, struct mq_props *props)
-{
-    /* Most packets carry no properties: a length of 0 is one byte, and nothing to check. */
-    if (r->p < r->end && *r->p == 0) {
-        r->p++;
-        props_none(props);
-        return 0;
-    }
-    uint32_t n;
-    int rc = codec_varint_read(r->p, rd_left(r), true, &n);
-    if (rc <= 0)
-        return rc ? rc : MQ_ERR_TRUNCATED;
-    r->p += rc;
-    if (rd_left(r) < n)
-        return MQ_ERR_TRUNCATED;
-    const uint8_t *block = r->p;
-    r->p += n;
-    return codec_props_parse(where, block, n, props);
-}
-
 static int end_of_packet(const struct rd *r)
 {
     return rd_left(r) ? MQ_ERR_TRAILING : 0;
@@ -47,44 +26,13 @@ static int end_of_packet(const struct rd *r)
 int codec5_decode_connect(struct rd *r, struct mq_packet *out)
 {
     struct mq_connect *c = &out->u.connect; /* cleared by the caller */
-    uint8_t f;
-    int rc = rd_u8(r, &f);
-    if (rc)
-        return rc;
-    c->clean_session = f & 0x02;
-    c->will_flag = f & 0x04;
-    c->will_qos = (f >> 3) & 3;
-    c->will_retain = f & 0x20;
-    c->has_password = f & 0x40; /* 3.1.2.9: a password without a user name is allowed */
-    c->has_username = f & 0x80;
-    if (f & 0x01)
-        return MQ_ERR_CONNECT_RESERVED; /* [MQTT-3.1.2-3] */
-    if (!c->will_flag && (c->will_qos || c->will_retain))
-        return MQ_ERR_WILL_FLAGS; /* [MQTT-3.1.2-11], [MQTT-3.1.2-13] */
-    if (c->will_qos == 3)
-        return MQ_ERR_QOS3; /* 3.1.2.6: a Malformed Packet */
-    if ((rc = rd_u16(r, &c->keepalive)) || (rc = rd_props(r, MQ_CONNECT, &out->props)))
+    /* 3.1.2.9: a password without a user name is allowed. */
+    int rc = codec_connect_flags(r, c);
+    if (rc || (rc = rd_u16(r, &c->keepalive)) || (rc = rd_props(r, MQ_CONNECT, &out->props)))
         return rc;
     /* [MQTT-3.1.3-1]: client id, will properties, will topic, will payload, user name,
      * password, in that order. */
-    if ((rc = rd_bytes(r, &c->client_id)) ||
-        (rc = topic_check_utf8(c->client_id.ptr, c->client_id.len)))
-        return rc;
-    if (c->will_flag) {
-        if ((rc = rd_props(r, MQ_PROPS_WILL, &c->will_props)) ||
-            (rc = rd_bytes(r, &c->will_topic)) ||
-            (rc = topic_check_name(c->will_topic.ptr, c->will_topic.len)) ||
-            (rc = rd_bytes(r, &c->will_payload)))
-            return rc;
-    }
-    if (c->has_username) {
-        if ((rc = rd_bytes(r, &c->username)) ||
-            (rc = topic_check_utf8(c->username.ptr, c->username.len)))
-            return rc;
-    }
-    if (c->has_password && (rc = rd_bytes(r, &c->password)))
-        return rc;
-    return end_of_packet(r);
+    return codec_connect_payload(r, c, &c->will_props);
 }
 
 static int decode_connack(struct rd *r, struct mq_packet *out)
@@ -261,12 +209,6 @@ static int measure_props(unsigned where, const struct mq_props *props, struct mq
     return 0;
 }
 
-static uint8_t *put_props(uint8_t *p, const struct mq_props *props)
-{
-    p += codec_varint_write(props->raw_len, p);
-    return put_raw(p, props->raw, props->raw_len);
-}
-
 static int measure_connect(const struct mq_packet *pkt, uint64_t props_size, uint64_t *remaining)
 {
     const struct mq_connect *c = &pkt->u.connect;
@@ -275,31 +217,12 @@ static int measure_connect(const struct mq_packet *pkt, uint64_t props_size, uin
     codec_connect_protocol(c, 5, &name, &level);
     if (!bytes_ok(name) || !bytes_eq(name, "MQTT") || level != 5)
         return MQ_ERR_INVAL;
-    if (c->will_qos > 2 || (!c->will_flag && (c->will_qos || c->will_retain)))
+    uint64_t n, will_size = 0;
+    struct mq_props parsed;
+    if (codec_connect_measure(c, name, &n) ||
+        (c->will_flag && measure_props(MQ_PROPS_WILL, &c->will_props, &parsed, &will_size)))
         return MQ_ERR_INVAL;
-    if (!bytes_ok(c->client_id) || topic_check_utf8(c->client_id.ptr, c->client_id.len))
-        return MQ_ERR_INVAL;
-    uint64_t n = 2u + name.len + 1 + 1 + 2 + props_size + 2 + c->client_id.len;
-    if (c->will_flag) {
-        struct mq_props parsed;
-        uint64_t will_size;
-        if (measure_props(MQ_PROPS_WILL, &c->will_props, &parsed, &will_size) ||
-            !bytes_ok(c->will_topic) || !bytes_ok(c->will_payload) ||
-            topic_check_name(c->will_topic.ptr, c->will_topic.len))
-            return MQ_ERR_INVAL;
-        n += will_size + 2u + c->will_topic.len + 2u + c->will_payload.len;
-    }
-    if (c->has_username) {
-        if (!bytes_ok(c->username) || topic_check_utf8(c->username.ptr, c->username.len))
-            return MQ_ERR_INVAL;
-        n += 2u + c->username.len;
-    }
-    if (c->has_password) {
-        if (!bytes_ok(c->password))
-            return MQ_ERR_INVAL;
-        n += 2u + c->password.len;
-    }
-    *remaining = n;
+    *remaining = n + props_size + will_size;
     return 0;
 }
 
@@ -309,24 +232,9 @@ static uint8_t *write_connect(const struct mq_packet *pkt, uint8_t *p)
     struct mq_bytes name;
     uint8_t level;
     codec_connect_protocol(c, 5, &name, &level);
-    p = put_bytes(p, name);
-    *p++ = (uint8_t)(level | (c->bridge ? 0x80 : 0));
-    *p++ = (uint8_t)((c->has_username ? 0x80 : 0) | (c->has_password ? 0x40 : 0) |
-                     (c->will_retain ? 0x20 : 0) | c->will_qos << 3 | (c->will_flag ? 0x04 : 0) |
-                     (c->clean_session ? 0x02 : 0));
-    p = put_u16(p, c->keepalive);
+    p = codec_connect_write_header(c, name, level, p);
     p = put_props(p, &pkt->props);
-    p = put_bytes(p, c->client_id);
-    if (c->will_flag) {
-        p = put_props(p, &c->will_props);
-        p = put_bytes(p, c->will_topic);
-        p = put_bytes(p, c->will_payload);
-    }
-    if (c->has_username)
-        p = put_bytes(p, c->username);
-    if (c->has_password)
-        p = put_bytes(p, c->password);
-    return p;
+    return codec_connect_write_payload(c, &c->will_props, p);
 }
 
 /* The size of the reason code and properties that end PUBACK..PUBCOMP and DISCONNECT
@@ -367,7 +275,6 @@ int codec5_measure(const struct mq_packet *pkt, uint8_t *first, uint64_t *remain
     const struct mq_suback *sa = &pkt->u.suback;
     struct mq_props parsed;
     uint64_t props_size = 0, tail = 0;
-    uint16_t count = 0;
     int rc;
 
     if (pkt->type < MQ_CONNECT || pkt->type > MQ_AUTH)
@@ -400,13 +307,12 @@ int codec5_measure(const struct mq_packet *pkt, uint8_t *first, uint64_t *remain
         *remaining = 2 + props_size;
         return 0;
     case MQ_PUBLISH:
-        if (pub->qos > 2 || (pub->dup && pub->qos == 0) || (pub->qos && pub->packet_id == 0) ||
-            !bytes_ok(pub->topic) || (pub->payload_len && !pub->payload))
+        if (check_publish(pub))
             return MQ_ERR_INVAL;
         if (pub->topic.len ? topic_check_name(pub->topic.ptr, pub->topic.len) != 0
                            : !codec_props_has(&parsed, MQ_PROP_TOPIC_ALIAS))
             return MQ_ERR_INVAL;
-        *first |= (uint8_t)((pub->dup ? 0x08 : 0) | pub->qos << 1 | (pub->retain ? 1 : 0));
+        *first = publish_first_byte(pub->dup, pub->qos, pub->retain);
         *remaining =
             2u + (uint64_t)pub->topic.len + (pub->qos ? 2u : 0u) + props_size + pub->payload_len;
         return 0;
@@ -424,10 +330,7 @@ int codec5_measure(const struct mq_packet *pkt, uint8_t *first, uint64_t *remain
     case MQ_SUBSCRIBE:
     case MQ_UNSUBSCRIBE:
         *first |= 0x02;
-        if (tl->with_qos != (pkt->type == MQ_SUBSCRIBE) || tl->packet_id == 0 ||
-            (tl->entries_len && !tl->entries) ||
-            codec_check_topic_entries(tl->entries, tl->entries_len, tl->with_qos, true, &count) ||
-            count != tl->count)
+        if (check_topic_list(tl, pkt->type, true))
             return MQ_ERR_INVAL;
         *remaining = 2u + props_size + tl->entries_len;
         return 0;
@@ -504,8 +407,8 @@ size_t codec_publish5_header(uint8_t qos, bool dup, bool retain, const uint8_t *
                          props_len + payload_len;
     if (remaining > MQ_MAX_REMAINING_LENGTH)
         return 0;
-    uint8_t first = (uint8_t)(MQ_PUBLISH << 4 | (dup ? 0x08 : 0) | qos << 1 | (retain ? 1 : 0));
-    uint8_t *p = out + codec_fixed_header(first, (uint32_t)remaining, out);
+    uint8_t *p =
+        out + codec_fixed_header(publish_first_byte(dup, qos, retain), (uint32_t)remaining, out);
     p = put_raw(put_u16(p, topic_len), topic, topic_len);
     if (qos)
         p = put_u16(p, packet_id);

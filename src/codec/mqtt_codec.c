@@ -65,26 +65,14 @@ static int check_fixed_size(unsigned type, uint32_t remaining)
     }
 }
 
-/* Everything after the protocol level. Fields are stored before they are judged so that a
- * CONNECT with an unsupported level still yields as much as could be read. */
+/* Everything after the protocol level of an MQTT 3.x CONNECT. Fields are stored before they
+ * are judged so that a CONNECT with an unsupported level still yields as much as could be
+ * read. */
 static int decode_connect_rest(struct rd *r, struct mq_connect *c)
 {
-    uint8_t f;
-    int rc = rd_u8(r, &f);
+    int rc = codec_connect_flags(r, c);
     if (rc)
         return rc;
-    c->clean_session = f & 0x02;
-    c->will_flag = f & 0x04;
-    c->will_qos = (f >> 3) & 3;
-    c->will_retain = f & 0x20;
-    c->has_password = f & 0x40;
-    c->has_username = f & 0x80;
-    if (f & 0x01)
-        return MQ_ERR_CONNECT_RESERVED; /* [MQTT-3.1.2-3] */
-    if (!c->will_flag && (c->will_qos || c->will_retain))
-        return MQ_ERR_WILL_FLAGS; /* [MQTT-3.1.2-11], [MQTT-3.1.2-13], [MQTT-3.1.2-15] */
-    if (c->will_qos == 3)
-        return MQ_ERR_QOS3; /* [MQTT-3.1.2-14] */
     if (c->has_password && !c->has_username)
         return MQ_ERR_PASSWORD_WITHOUT_USER; /* [MQTT-3.1.2-22] */
     if ((rc = rd_u16(r, &c->keepalive)))
@@ -93,23 +81,7 @@ static int decode_connect_rest(struct rd *r, struct mq_connect *c)
      * CONNACK 2 like an empty one, so it gets its own code (see codec.h). */
     if (c->protocol_level == 3 && rd_left(r) == 0)
         return MQ_ERR_NO_CLIENT_ID;
-    if ((rc = rd_bytes(r, &c->client_id)) ||
-        (rc = topic_check_utf8(c->client_id.ptr, c->client_id.len)))
-        return rc;
-    if (c->will_flag) {
-        if ((rc = rd_bytes(r, &c->will_topic)) ||
-            (rc = topic_check_name(c->will_topic.ptr, c->will_topic.len)) ||
-            (rc = rd_bytes(r, &c->will_payload)))
-            return rc;
-    }
-    if (c->has_username) {
-        if ((rc = rd_bytes(r, &c->username)) ||
-            (rc = topic_check_utf8(c->username.ptr, c->username.len)))
-            return rc;
-    }
-    if (c->has_password && (rc = rd_bytes(r, &c->password)))
-        return rc;
-    return rd_left(r) ? MQ_ERR_TRAILING : 0;
+    return codec_connect_payload(r, c, NULL);
 }
 
 /* A CONNECT, whatever the connection's level: the protocol name and level decide how the
@@ -538,8 +510,8 @@ size_t codec_publish_header(uint8_t qos, bool dup, bool retain, const uint8_t *t
     uint64_t remaining = 2u + (uint64_t)topic_len + (qos ? 2u : 0u) + payload_len;
     if (remaining > MQ_MAX_REMAINING_LENGTH)
         return 0;
-    uint8_t first = (uint8_t)(MQ_PUBLISH << 4 | (dup ? 0x08 : 0) | qos << 1 | (retain ? 1 : 0));
-    uint8_t *p = out + codec_fixed_header(first, (uint32_t)remaining, out);
+    uint8_t *p =
+        out + codec_fixed_header(publish_first_byte(dup, qos, retain), (uint32_t)remaining, out);
     p = put_raw(put_u16(p, topic_len), topic, topic_len);
     if (qos)
         p = put_u16(p, packet_id);
@@ -568,30 +540,9 @@ static int measure_connect(const struct mq_connect *c, uint64_t *remaining)
     if (!bytes_ok(name) ||
         !(bytes_eq(name, "MQTT") ? level == 4 : bytes_eq(name, "MQIsdp") && level == 3))
         return MQ_ERR_INVAL;
-    if (c->will_qos > 2 || (!c->will_flag && (c->will_qos || c->will_retain)) ||
-        (c->has_password && !c->has_username) || c->will_props.raw_len)
+    if ((c->has_password && !c->has_username) || c->will_props.raw_len)
         return MQ_ERR_INVAL;
-    if (!bytes_ok(c->client_id) || topic_check_utf8(c->client_id.ptr, c->client_id.len))
-        return MQ_ERR_INVAL;
-    uint64_t n = 2u + name.len + 1 + 1 + 2 + 2 + c->client_id.len;
-    if (c->will_flag) {
-        if (!bytes_ok(c->will_topic) || !bytes_ok(c->will_payload) ||
-            topic_check_name(c->will_topic.ptr, c->will_topic.len))
-            return MQ_ERR_INVAL;
-        n += 2u + c->will_topic.len + 2u + c->will_payload.len;
-    }
-    if (c->has_username) {
-        if (!bytes_ok(c->username) || topic_check_utf8(c->username.ptr, c->username.len))
-            return MQ_ERR_INVAL;
-        n += 2u + c->username.len;
-    }
-    if (c->has_password) {
-        if (!bytes_ok(c->password))
-            return MQ_ERR_INVAL;
-        n += 2u + c->password.len;
-    }
-    *remaining = n;
-    return 0;
+    return codec_connect_measure(c, name, remaining);
 }
 
 static uint8_t *write_connect(const struct mq_connect *c, uint8_t *p)
@@ -599,22 +550,8 @@ static uint8_t *write_connect(const struct mq_connect *c, uint8_t *p)
     struct mq_bytes name;
     uint8_t level;
     codec_connect_protocol(c, 4, &name, &level);
-    p = put_bytes(p, name);
-    *p++ = (uint8_t)(level | (c->bridge ? 0x80 : 0));
-    *p++ = (uint8_t)((c->has_username ? 0x80 : 0) | (c->has_password ? 0x40 : 0) |
-                     (c->will_retain ? 0x20 : 0) | c->will_qos << 3 | (c->will_flag ? 0x04 : 0) |
-                     (c->clean_session ? 0x02 : 0));
-    p = put_u16(p, c->keepalive);
-    p = put_bytes(p, c->client_id);
-    if (c->will_flag) {
-        p = put_bytes(p, c->will_topic);
-        p = put_bytes(p, c->will_payload);
-    }
-    if (c->has_username)
-        p = put_bytes(p, c->username);
-    if (c->has_password)
-        p = put_bytes(p, c->password);
-    return p;
+    p = codec_connect_write_header(c, name, level, p);
+    return codec_connect_write_payload(c, NULL, p);
 }
 
 /* First byte and remaining length of an MQTT 3.x pkt, after checking it is a packet the
@@ -625,7 +562,6 @@ static int measure(const struct mq_packet *pkt, uint8_t *first, uint64_t *remain
     const struct mq_publish *pub = &pkt->u.publish;
     const struct mq_topic_list *tl = &pkt->u.subscribe;
     const struct mq_suback *sa = &pkt->u.suback;
-    uint16_t count = 0;
 
     if (pkt->props.raw_len || pkt->omitted)
         return MQ_ERR_INVAL;
@@ -639,11 +575,9 @@ static int measure(const struct mq_packet *pkt, uint8_t *first, uint64_t *remain
         *remaining = 2;
         return 0;
     case MQ_PUBLISH:
-        if (pub->qos > 2 || (pub->dup && pub->qos == 0) || (pub->qos && pub->packet_id == 0) ||
-            !bytes_ok(pub->topic) || topic_check_name(pub->topic.ptr, pub->topic.len) ||
-            (pub->payload_len && !pub->payload))
+        if (check_publish(pub) || topic_check_name(pub->topic.ptr, pub->topic.len))
             return MQ_ERR_INVAL;
-        *first |= (uint8_t)((pub->dup ? 0x08 : 0) | pub->qos << 1 | (pub->retain ? 1 : 0));
+        *first = publish_first_byte(pub->dup, pub->qos, pub->retain);
         *remaining = 2u + (uint64_t)pub->topic.len + (pub->qos ? 2u : 0u) + pub->payload_len;
         return 0;
     case MQ_PUBREL:
@@ -659,12 +593,9 @@ static int measure(const struct mq_packet *pkt, uint8_t *first, uint64_t *remain
         return 0;
     case MQ_SUBSCRIBE:
     case MQ_UNSUBSCRIBE:
-        *first |= 0x02;
-        if (tl->with_qos != (pkt->type == MQ_SUBSCRIBE) || tl->packet_id == 0 ||
-            (tl->entries_len && !tl->entries) ||
-            codec_check_topic_entries(tl->entries, tl->entries_len, tl->with_qos, false, &count) ||
-            count != tl->count)
+        if (check_topic_list(tl, pkt->type, false))
             return MQ_ERR_INVAL;
+        *first |= 0x02;
         *remaining = 2u + (uint64_t)tl->entries_len;
         return 0;
     case MQ_SUBACK:

@@ -21,6 +21,7 @@ import select
 import shutil
 import signal
 import socket
+import sqlite3
 import struct
 import subprocess
 import tempfile
@@ -113,6 +114,43 @@ def run_midge(*args, rc=1, timeout=10, env=None):
 # Broker process
 # --------------------------------------------------------------------------------------
 
+def db_rows(dbdir, sql):
+    """The rows of sql on the broker's store in dbdir (midge.db), opened read-only."""
+    con = sqlite3.connect(f"file:{dbdir}/midge.db?mode=ro", uri=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def terminate(proc, timeout):
+    """SIGTERM proc (a subprocess.Popen) unless it has exited, and wait for it; SIGKILL it if
+    it is still there after timeout seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def read_lines(stream, lines, cond):
+    """Start a daemon thread that appends each line of stream (a process's pipe; decoded,
+    newline stripped) to the list lines, notifying the Condition cond after each line and
+    at EOF. Returns the thread."""
+    def run():
+        for raw in iter(stream.readline, b""):
+            with cond:
+                lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+                cond.notify_all()
+        with cond:
+            cond.notify_all()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
 class Broker:
     """The real broker binary on an ephemeral loopback port.
 
@@ -144,10 +182,8 @@ class Broker:
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:quarantine_size_mb=16")
         self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=env)
-        self._readers = [threading.Thread(target=self._read, args=(s,), daemon=True)
+        self._readers = [read_lines(s, self.lines, self.cond)
                          for s in (self.proc.stderr, self.proc.stdout)]
-        for t in self._readers:
-            t.start()
         if expect_listen:
             try:
                 m = self.wait_log_always(LISTEN_RE, timeout=10.0)
@@ -155,15 +191,6 @@ class Broker:
                 self.kill()
                 raise
             self.port = int(m.group(1))
-
-    def _read(self, stream):
-        for raw in iter(stream.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            with self.cond:
-                self.lines.append(line)
-                self.cond.notify_all()
-        with self.cond:
-            self.cond.notify_all()
 
     # -- logs ---------------------------------------------------------------------------
     def log(self):
@@ -285,6 +312,22 @@ def enc_len(n):
             return bytes(out)
 
 
+def split_varint(data, off):
+    """A variable byte integer at data[off:]: (value, offset after it), or None while data
+    ends inside it. At most 4 bytes."""
+    n, mult, i = 0, 1, off
+    while True:
+        if i >= len(data):
+            return None
+        byte = data[i]
+        n += (byte & 0x7F) * mult
+        mult *= 128
+        i += 1
+        if not byte & 0x80:
+            return n, i
+        assert i - off < 4, "variable byte integer longer than 4 bytes"
+
+
 def enc_str(s):
     """Length-prefixed string; str is UTF-8 encoded, bytes are sent verbatim."""
     if isinstance(s, str):
@@ -304,9 +347,10 @@ def packet(ptype, flags, body):
 
 def connect_pkt(client_id="", clean=True, keepalive=60, will=None, username=None,
                 password=None, proto_name="MQTT", proto_level=4, reserved=False,
-                flags=None, will_flags=None, header_flags=0):
+                flags=None, will_flags=None, header_flags=0, props=None, will_props=()):
     """CONNECT. will = (topic, payload, qos, retain). flags overrides the whole
-    connect-flags byte; will_flags=(qos, retain) sets will bits without a will."""
+    connect-flags byte; will_flags=(qos, retain) sets will bits without a will. props: the
+    MQTT 5 property block (props_section), and will_props the will's; None: MQTT 3.x."""
     f = 0
     if clean:
         f |= 0x02
@@ -314,6 +358,8 @@ def connect_pkt(client_id="", clean=True, keepalive=60, will=None, username=None
     if will is not None:
         wtopic, wpayload, wqos, wretain = will
         f |= 0x04 | (wqos << 3) | (0x20 if wretain else 0)
+        if props is not None:
+            payload += props_section(will_props)
         payload += enc_str(wtopic) + enc_str(b(wpayload))
     if will_flags is not None:
         f |= (will_flags[0] << 3) | (0x20 if will_flags[1] else 0)
@@ -327,17 +373,23 @@ def connect_pkt(client_id="", clean=True, keepalive=60, will=None, username=None
         f |= 0x01
     if flags is not None:
         f = flags
-    body = enc_str(proto_name) + bytes([proto_level, f]) + struct.pack("!H", keepalive) + payload
-    return packet(CONNECT, header_flags, body)
+    body = enc_str(proto_name) + bytes([proto_level, f]) + struct.pack("!H", keepalive)
+    if props is not None:
+        body += props_section(props)
+    return packet(CONNECT, header_flags, body + payload)
 
 
-def publish_pkt(topic, payload=b"", qos=0, retain=False, dup=False, pid=None):
+def publish_pkt(topic, payload=b"", qos=0, retain=False, dup=False, pid=None, props=None):
+    """PUBLISH; a pid with QoS 0 is sent anyway (a malformed packet). props: the MQTT 5
+    property block (props_section); None: MQTT 3.x."""
     flags = (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
     body = enc_str(topic)
     if qos > 0:
         body += struct.pack("!H", 1 if pid is None else pid)
     elif pid is not None:
         body += struct.pack("!H", pid)
+    if props is not None:
+        body += props_section(props)
     return packet(PUBLISH, flags, body + b(payload))
 
 
@@ -357,16 +409,17 @@ def pubcomp_pkt(pid):
     return packet(PUBCOMP, 0, struct.pack("!H", pid))
 
 
-def subscribe_pkt(pid, topics, flags=2):
-    """topics: list of (filter, requested-qos-byte)."""
-    body = struct.pack("!H", pid)
+def subscribe_pkt(pid, topics, flags=2, props=None):
+    """topics: list of (filter, requested-qos-byte, or MQTT 5 subscription options). props:
+    the MQTT 5 property block (props_section); None: MQTT 3.x."""
+    body = struct.pack("!H", pid) + (b"" if props is None else props_section(props))
     for flt, q in topics:
         body += enc_str(flt) + bytes([q])
     return packet(SUBSCRIBE, flags, body)
 
 
-def unsubscribe_pkt(pid, filters, flags=2):
-    body = struct.pack("!H", pid)
+def unsubscribe_pkt(pid, filters, flags=2, props=None):
+    body = struct.pack("!H", pid) + (b"" if props is None else props_section(props))
     for flt in filters:
         body += enc_str(flt)
     return packet(UNSUBSCRIBE, flags, body)
@@ -439,25 +492,21 @@ class MqttConn:
             pass
 
     def _parse_one(self):
-        if len(self.buf) < 2:
+        """The next whole packet in buf (taken out of it), or None."""
+        length = split_varint(self.buf, 1)
+        if length is None:
             return None
-        mult, n, i = 1, 0, 1
-        while True:
-            if i >= len(self.buf):
-                return None
-            byte = self.buf[i]
-            n += (byte & 0x7F) * mult
-            mult *= 128
-            i += 1
-            if not byte & 0x80:
-                break
-            assert i < 5, "server sent a remaining length longer than 4 bytes"
+        n, i = length
+        self._check_length(n, i - 1)
         if len(self.buf) < i + n:
             return None
         first = self.buf[0]
         p = Packet(first >> 4, first & 0x0F, self.buf[i:i + n])
         self.buf = self.buf[i + n:]
         return p
+
+    def _check_length(self, n, size):
+        """The remaining length n took size bytes: any form will do in MQTT 3.1.1."""
 
     def _fill(self, deadline):
         """Read more bytes; False on timeout; raise Closed on EOF/reset."""
@@ -475,11 +524,9 @@ class MqttConn:
         self.buf += data
         return True
 
-    def read_packet(self, timeout=TIMEOUT):
-        """Next packet (pending first), None on timeout; raises Closed."""
-        if self.pending:
-            return self.pending.popleft()
-        deadline = time.monotonic() + timeout
+    def _read_fresh(self, deadline):
+        """Next packet from the socket, bypassing pending; None at the deadline; raises
+        Closed."""
         while True:
             p = self._parse_one()
             if p is not None:
@@ -488,6 +535,12 @@ class MqttConn:
                 raise Closed()
             if not self._fill(deadline):
                 return None
+
+    def read_packet(self, timeout=TIMEOUT):
+        """Next packet (pending first), None on timeout; raises Closed."""
+        if self.pending:
+            return self.pending.popleft()
+        return self._read_fresh(time.monotonic() + timeout)
 
     def recv(self, timeout=TIMEOUT):
         """Next packet; fails the test on timeout or close."""
@@ -564,18 +617,6 @@ class MqttConn:
             assert sp == int(expect_sp), f"session present {sp} != {int(expect_sp)}"
         return bool(sp)
 
-    def _read_fresh(self, deadline):
-        """Next packet from the socket, bypassing pending; raises Closed, or
-        AssertionError at the deadline."""
-        while True:
-            p = self._parse_one()
-            if p is not None:
-                return p
-            if self.closed:
-                raise Closed()
-            if not self._fill(deadline):
-                raise AssertionError("timed out")
-
     def subscribe(self, topics, pid=None, timeout=TIMEOUT):
         """topics: [(filter, qos)] or a single filter string (QoS 0). Returns SUBACK codes."""
         if isinstance(topics, (str, bytes)):
@@ -612,7 +653,7 @@ class MqttConn:
                 p = self._read_fresh(deadline)
             except Closed:
                 raise AssertionError(f"connection closed waiting for {TYPE_NAMES[ptype]}")
-            except AssertionError:
+            if p is None:
                 raise AssertionError(f"no {TYPE_NAMES[ptype]} within {timeout:.1f} s "
                                      f"(got {skipped!r})")
             if p.type == ptype:
@@ -686,12 +727,11 @@ def expect_quiet(conns, t=QUIET):
         c.expect_no_packet(0)
 
 
-def client(broker_or_port, client_id="", **kw):
-    """Open a raw connection and complete CONNECT/CONNACK (return code 0)."""
+def client(broker_or_port, client_id="", *, conn_class=MqttConn, **kw):
+    """Open a raw connection (a conn_class) and complete CONNECT/CONNACK (return code 0)."""
     port = broker_or_port.port if isinstance(broker_or_port, Broker) else broker_or_port
-    expect_sp = kw.pop("expect_sp", None)
-    c = MqttConn(port)
-    c.connect(client_id, expect_sp=expect_sp, **kw)
+    c = conn_class(port)
+    c.connect(client_id, **kw)
     return c
 
 
@@ -699,7 +739,34 @@ def client(broker_or_port, client_id="", **kw):
 # paho-mqtt (1.x API)
 # --------------------------------------------------------------------------------------
 
-class PahoClient:
+class PahoBase:
+    """What PahoClient and Paho5 share: paho's client .c on its own network thread, the
+    messages it receives in the queue .messages; NAME starts every failure message."""
+
+    NAME = "paho"
+
+    def publish(self, topic, payload, qos=0, retain=False, props=None):
+        """Publish (props: MQTT 5 Properties, Paho5 only) and, for QoS 1/2, wait until the
+        flow is complete."""
+        info = self.c.publish(topic, payload, qos, retain, properties=props)
+        info.wait_for_publish(TIMEOUT)
+        assert info.is_published(), f"{self.NAME}: publish not completed"
+
+    def get(self, timeout=TIMEOUT):
+        try:
+            return self.messages.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"{self.NAME}: no message within {timeout:.1f} s")
+
+    def expect_nothing(self, t=QUIET):
+        try:
+            m = self.messages.get(timeout=t)
+        except queue.Empty:
+            return
+        raise AssertionError(f"{self.NAME}: unexpected message {m.topic} {m.payload!r}")
+
+
+class PahoClient(PahoBase):
     """paho-mqtt client on its own network thread; received messages go to a queue."""
 
     def __init__(self, port, client_id="", clean_session=True, keepalive=60, will=None,
@@ -743,24 +810,6 @@ class PahoClient:
         with self.sub_cond:
             assert self.sub_cond.wait_for(lambda: mid in self.subacks, TIMEOUT), "paho: no SUBACK"
             return self.subacks[mid]
-
-    def publish(self, topic, payload, qos=0, retain=False):
-        info = self.c.publish(topic, payload, qos, retain)
-        info.wait_for_publish(TIMEOUT)
-        assert info.is_published(), "paho: publish not completed"
-
-    def get(self, timeout=TIMEOUT):
-        try:
-            return self.messages.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"paho: no message within {timeout:.1f} s")
-
-    def expect_nothing(self, t=QUIET):
-        try:
-            m = self.messages.get(timeout=t)
-        except queue.Empty:
-            return
-        raise AssertionError(f"paho: unexpected message {m.topic} {m.payload!r}")
 
     def close(self):
         try:
@@ -808,22 +857,13 @@ class SubProc:
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.lines = []
         self.cond = threading.Condition()
-        self.t = threading.Thread(target=self._read, daemon=True)
-        self.t.start()
+        self.t = read_lines(self.proc.stdout, self.lines, self.cond)
         _LIVE_SUBS.append(self)
         try:
             self.wait_line(r"^Subscribed \(mid", debug=True)
         except AssertionError:
             self.stop()
             raise
-
-    def _read(self):
-        for raw in iter(self.proc.stdout.readline, b""):
-            with self.cond:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self.cond.notify_all()
-        with self.cond:
-            self.cond.notify_all()
 
     @property
     def messages(self):
@@ -863,13 +903,7 @@ class SubProc:
         return rc
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 5)
 
 
 # --------------------------------------------------------------------------------------
@@ -908,21 +942,12 @@ class Mosquitto:
                                    *conf]) + "\n")
             self.proc = subprocess.Popen([MOSQUITTO, "-c", path], stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            self.reader = threading.Thread(target=self._read, daemon=True)
-            self.reader.start()
+            self.reader = read_lines(self.proc.stdout, self.lines, self.cond)
             if self._listening():
                 return
             self.stop()
             self.stopped = False  # the port was taken between free_port and the bind: retry
         raise AssertionError(f"mosquitto did not start; log:\n{self.log()}")
-
-    def _read(self):
-        for raw in iter(self.proc.stdout.readline, b""):
-            with self.cond:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self.cond.notify_all()
-        with self.cond:
-            self.cond.notify_all()
 
     def _listening(self):
         deadline = time.monotonic() + scaled(10)
@@ -951,13 +976,7 @@ class Mosquitto:
         if getattr(self, "stopped", False):
             return
         self.stopped = True
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 10)
         self.reader.join(5)
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -1066,33 +1085,14 @@ def connect5_pkt(client_id="", clean=True, keepalive=60, props=(), will=None, wi
     """MQTT 5 CONNECT. will = (topic, payload, qos, retain) with will_props its Will
     Properties. flags overrides the connect-flags byte; will_flags=(qos, retain) sets the will
     bits without a will."""
-    f = 0x02 if clean else 0
-    payload = enc_str(client_id)
-    if will is not None:
-        wtopic, wpayload, wqos, wretain = will
-        f |= 0x04 | (wqos << 3) | (0x20 if wretain else 0)
-        payload += props_section(will_props) + enc_str(wtopic) + enc_str(b(wpayload))
-    if will_flags is not None:
-        f |= (will_flags[0] << 3) | (0x20 if will_flags[1] else 0)
-    if username is not None:
-        f |= 0x80
-        payload += enc_str(username)
-    if password is not None:
-        f |= 0x40
-        payload += enc_str(b(password))
-    if flags is not None:
-        f = flags
-    body = (enc_str(proto_name) + bytes([proto_level, f]) + struct.pack("!H", keepalive)
-            + props_section(props) + payload)
-    return packet(CONNECT, 0, body)
+    return connect_pkt(client_id, clean, keepalive, will, username, password, proto_name,
+                       proto_level, flags=flags, will_flags=will_flags, props=props or (),
+                       will_props=will_props)
 
 
 def publish5_pkt(topic, payload=b"", qos=0, retain=False, dup=False, pid=None, props=()):
-    flags = (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0)
-    body = enc_str(topic)
-    if qos > 0:
-        body += struct.pack("!H", 1 if pid is None else pid)
-    return packet(PUBLISH, flags, body + props_section(props) + b(payload))
+    """MQTT 5 PUBLISH (a pid with QoS 0 is left out)."""
+    return publish_pkt(topic, payload, qos, retain, dup, pid if qos else None, props or ())
 
 
 def ack5_pkt(ptype, pid, reason=None, props=None):
@@ -1108,17 +1108,11 @@ def ack5_pkt(ptype, pid, reason=None, props=None):
 
 def subscribe5_pkt(pid, topics, props=(), flags=2):
     """topics: list of (filter, subscription-options byte)."""
-    body = struct.pack("!H", pid) + props_section(props)
-    for flt, opts in topics:
-        body += enc_str(flt) + bytes([opts])
-    return packet(SUBSCRIBE, flags, body)
+    return subscribe_pkt(pid, topics, flags, props or ())
 
 
 def unsubscribe5_pkt(pid, filters, props=(), flags=2):
-    body = struct.pack("!H", pid) + props_section(props)
-    for flt in filters:
-        body += enc_str(flt)
-    return packet(UNSUBSCRIBE, flags, body)
+    return unsubscribe_pkt(pid, filters, flags, props or ())
 
 
 def disconnect5_pkt(reason=None, props=None, flags=0):
@@ -1176,19 +1170,12 @@ class Props:
 def read_varint(data, off):
     """A variable byte integer at data[off:]: (value, offset after it). The broker must use
     the shortest form and at most 4 bytes ([MQTT-1.5.5-1])."""
-    n, mult, start = 0, 1, off
-    while True:
-        assert off < len(data), "variable byte integer runs past the packet"
-        byte = data[off]
-        n += (byte & 0x7F) * mult
-        mult *= 128
-        off += 1
-        if not byte & 0x80:
-            break
-        assert off - start < 4, "variable byte integer longer than 4 bytes"
-    assert off - start == len(enc_len(n)), \
-        f"[MQTT-1.5.5-1] non-minimal variable byte integer {data[start:off].hex()}"
-    return n, off
+    got = split_varint(data, off)
+    assert got is not None, "variable byte integer runs past the packet"
+    n, end = got
+    assert end - off == len(enc_len(n)), \
+        f"[MQTT-1.5.5-1] non-minimal variable byte integer {data[off:end].hex()}"
+    return n, end
 
 
 def _read_str(data, off, what):
@@ -1330,19 +1317,10 @@ class MqttConn5(MqttConn):
 
     connack = None
 
-    def _parse_one(self):
-        """MqttConn's reader, also checking that the broker wrote the remaining length in
-        its shortest form ([MQTT-1.5.5-1])."""
-        head = self.buf[1:5]
-        n, i = 0, 0
-        while i < len(head):
-            n |= (head[i] & 0x7F) << (7 * i)
-            i += 1
-            if not head[i - 1] & 0x80:
-                assert i == len(enc_len(n)), \
-                    f"[MQTT-1.5.5-1] non-minimal remaining length {head[:i].hex()}"
-                break
-        return super()._parse_one()
+    def _check_length(self, n, size):
+        """MQTT 5 wants the remaining length in its shortest form ([MQTT-1.5.5-1])."""
+        assert size == len(enc_len(n)), \
+            f"[MQTT-1.5.5-1] non-minimal remaining length {self.buf[1:1 + size].hex()}"
 
     def connect(self, client_id="", expect_rc=0, expect_sp=None, **kw):
         """Send CONNECT (connect5_pkt arguments) and read CONNACK; returns the Connack5."""
@@ -1363,12 +1341,7 @@ class MqttConn5(MqttConn):
             topics = [(topics, 0)]
         pid = self.alloc_pid() if pid is None else pid
         self.send(subscribe5_pkt(pid, topics, props))
-        ack = parse_suback5(self._await(SUBACK, timeout))
-        assert ack.pid == pid, f"SUBACK packet id {ack.pid} != {pid}"
-        assert len(ack.codes) == len(topics), \
-            f"SUBACK has {len(ack.codes)} codes for {len(topics)} filters"
-        self.last_ack = ack
-        return ack.codes
+        return self._codes(SUBACK, pid, len(topics), timeout)
 
     def unsubscribe(self, filters, pid=None, props=(), timeout=TIMEOUT):
         """Returns the UNSUBACK's reason codes (the SubAck5 is kept as .last_ack)."""
@@ -1376,10 +1349,14 @@ class MqttConn5(MqttConn):
             filters = [filters]
         pid = self.alloc_pid() if pid is None else pid
         self.send(unsubscribe5_pkt(pid, filters, props))
-        ack = parse_suback5(self._await(UNSUBACK, timeout))
-        assert ack.pid == pid, f"UNSUBACK packet id {ack.pid} != {pid}"
-        assert len(ack.codes) == len(filters), \
-            f"UNSUBACK has {len(ack.codes)} codes for {len(filters)} filters"
+        return self._codes(UNSUBACK, pid, len(filters), timeout)
+
+    def _codes(self, ptype, pid, n, timeout):
+        """Await the SUBACK or UNSUBACK (ptype) of pid for n filters; its reason codes."""
+        ack = parse_suback5(self._await(ptype, timeout))
+        name = TYPE_NAMES[ptype]
+        assert ack.pid == pid, f"{name} packet id {ack.pid} != {pid}"
+        assert len(ack.codes) == n, f"{name} has {len(ack.codes)} codes for {n} filters"
         self.last_ack = ack
         return ack.codes
 
@@ -1452,20 +1429,18 @@ class MqttConn5(MqttConn):
 
 def client5(broker_or_port, client_id="", **kw):
     """Open a raw MQTT 5 connection and complete CONNECT/CONNACK (reason 0x00)."""
-    port = broker_or_port.port if isinstance(broker_or_port, Broker) else broker_or_port
-    expect_sp = kw.pop("expect_sp", None)
-    c = MqttConn5(port)
-    c.connect(client_id, expect_sp=expect_sp, **kw)
-    return c
+    return client(broker_or_port, client_id, conn_class=MqttConn5, **kw)
 
 
-class Paho5:
+class Paho5(PahoBase):
     """paho-mqtt's MQTTv5 client (Debian's python3-paho-mqtt) on its own network thread,
     never reconnecting by itself. Received messages, SUBACK/UNSUBACK reason codes and
     disconnects (reason code value and properties) go to queues or dicts for the test.
 
     will = (topic, payload, qos, retain, Properties or None). props: the CONNECT's
     paho.mqtt.properties.Properties. expect_rc: the CONNACK reason code (int)."""
+
+    NAME = "paho v5"
 
     def __init__(self, port, client_id="", clean_start=True, keepalive=60, props=None,
                  will=None, username=None, password=None, expect_rc=0):
@@ -1549,25 +1524,6 @@ class Paho5:
         rc, mid = self.c.unsubscribe(topic, properties=props)
         assert rc == 0, f"paho v5: unsubscribe returned {rc}"
         return self._wait_ack(mid)
-
-    def publish(self, topic, payload, qos=0, retain=False, props=None):
-        """Publish and, for QoS 1/2, wait until the flow is complete."""
-        info = self.c.publish(topic, payload, qos, retain, properties=props)
-        info.wait_for_publish(TIMEOUT)
-        assert info.is_published(), "paho v5: publish not completed"
-
-    def get(self, timeout=TIMEOUT):
-        try:
-            return self.messages.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"paho v5: no message within {timeout:.1f} s")
-
-    def expect_nothing(self, t=QUIET):
-        try:
-            m = self.messages.get(timeout=t)
-        except queue.Empty:
-            return
-        raise AssertionError(f"paho v5: unexpected message {m.topic} {m.payload!r}")
 
     def wait_disconnect(self, timeout=TIMEOUT):
         """(reason code value, properties) of the next disconnect paho reports."""

@@ -40,16 +40,7 @@ class PahoC:
                                      stderr=subprocess.PIPE, env=env)
         self.lines = []
         self.cond = threading.Condition()
-        self.t = threading.Thread(target=self._read, daemon=True)
-        self.t.start()
-
-    def _read(self):
-        for raw in iter(self.proc.stdout.readline, b""):
-            with self.cond:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self.cond.notify_all()
-        with self.cond:
-            self.cond.notify_all()
+        self.t = h.read_lines(self.proc.stdout, self.lines, self.cond)
 
     @property
     def messages(self):

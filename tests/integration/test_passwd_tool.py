@@ -409,12 +409,7 @@ class Mosquitto:
         return p.returncode, p.stderr
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        h.terminate(self.proc, 10)
         self.log.close()
 
 

@@ -26,14 +26,6 @@ def persistent_conf(dbdir, durability=None):
     return conf
 
 
-def db_rows(dbdir, sql):
-    con = sqlite3.connect(f"file:{dbdir}/midge.db?mode=ro", uri=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 @pytest.mark.parametrize("durability", ["ack", "relaxed"])
 def test_retained_messages_survive_restart(start_broker, tmp_path, durability):
     conf = persistent_conf(tmp_path, durability)
@@ -57,7 +49,7 @@ def test_retained_messages_survive_restart(start_broker, tmp_path, durability):
                    "channels/7/publish/KEY": (b"field1=20&field2=55", 2, True)}
     sub.expect_no_packet()
     # $SYS topics are the broker's own and republished by it: never stored.
-    assert db_rows(tmp_path, "SELECT count(*) FROM retained WHERE topic LIKE '$SYS%'") == [(0,)]
+    assert h.db_rows(tmp_path, "SELECT count(*) FROM retained WHERE topic LIKE '$SYS%'") == [(0,)]
 
 
 def test_queued_messages_delivered_after_restart_in_order(start_broker, tmp_path):
@@ -97,7 +89,7 @@ def test_queued_messages_delivered_after_restart_in_order(start_broker, tmp_path
     br2.wait_log(r"client led-1 disconnected: DISCONNECT received", since=mark)
     br2.stop()
     # Everything was acknowledged: nothing is left in the store for the session.
-    assert db_rows(tmp_path, "SELECT count(*) FROM out_msg") == [(0,)]
+    assert h.db_rows(tmp_path, "SELECT count(*) FROM out_msg") == [(0,)]
 
 
 def test_unacknowledged_messages_resent_with_dup_after_restart(start_broker, tmp_path):
@@ -187,8 +179,8 @@ def test_unsubscribe_and_clean_session_are_durable(start_broker, tmp_path):
     c.subscribe([("x", 1)])
     c.disconnect()
     br.stop()
-    assert db_rows(tmp_path, "SELECT client_id FROM session ORDER BY client_id") == [("a",)]
-    assert db_rows(tmp_path, "SELECT filter, qos FROM sub") == [("y", 1)]
+    assert h.db_rows(tmp_path, "SELECT client_id FROM session ORDER BY client_id") == [("a",)]
+    assert h.db_rows(tmp_path, "SELECT filter, qos FROM sub") == [("y", 1)]
 
     br2 = start_broker(conf)
     client(br2, "b", clean=False, expect_sp=False).disconnect()
@@ -232,7 +224,7 @@ def test_session_expiry_counts_time_across_restart(start_broker, tmp_path):
     br2 = start_broker(conf)
     br2.wait_log(r"client old expired", timeout=h.scaled(6))
     br2.stop()
-    assert db_rows(tmp_path, "SELECT count(*) FROM session") == [(0,)]
+    assert h.db_rows(tmp_path, "SELECT count(*) FROM session") == [(0,)]
 
 
 # -- damaged and foreign databases -----------------------------------------------------
@@ -288,7 +280,7 @@ def test_damaged_database_is_moved_aside_and_broker_starts(start_broker, tmp_pat
     c.publish("new", b"1", qos=1, retain=True)
     c.disconnect()
     br2.stop()
-    assert db_rows(tmp_path, "SELECT topic FROM retained") == [("new",)]
+    assert h.db_rows(tmp_path, "SELECT topic FROM retained") == [("new",)]
 
 
 def test_database_from_newer_midge_is_refused(start_broker, tmp_path):
@@ -310,7 +302,7 @@ def test_database_from_newer_midge_is_refused(start_broker, tmp_path):
     br2.wait_log_always(rf" error: persistence: cannot use {db} \(above\); not starting$")
     br2.assert_no_log(r"listening on")
     # Left exactly as it was, for the newer midge.
-    assert db_rows(tmp_path, "SELECT value FROM meta WHERE key='schema_version'") == [(99,)]
+    assert h.db_rows(tmp_path, "SELECT value FROM meta WHERE key='schema_version'") == [(99,)]
     assert not [p for p in tmp_path.iterdir() if ".corrupt-" in p.name]
 
 

@@ -8,7 +8,6 @@ Every test keeps its database in its own tmp_path and starts brokers on it one a
 other, each on an ephemeral port; clients reconnect to the new port.
 """
 import queue
-import sqlite3
 import threading
 import time
 
@@ -27,14 +26,6 @@ from paho.mqtt.subscribeoptions import SubscribeOptions  # noqa: E402
 def persistent_conf(dbdir, *extra):
     return ["persistence true", f"persistence_location {dbdir}/",
             "persistence_durability ack"] + list(extra)
-
-
-def db_rows(dbdir, sql):
-    con = sqlite3.connect(f"file:{dbdir}/midge.db?mode=ro", uri=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def crash(br):
@@ -167,9 +158,9 @@ def test_v5_session_and_queue_survive(start_broker, tmp_path, how):
     pub.publish("w/x", b"wide", CorrelationData=bytes(range(200)))
     pub.publish("m/r", b"retained", retain=True)
     pub.close()
-    rows = db_rows(tmp_path, "SELECT filter, qos, options, sub_id FROM sub ORDER BY filter")
+    rows = h.db_rows(tmp_path, "SELECT filter, qos, options, sub_id FROM sub ORDER BY filter")
     assert rows == [("m/#", 1, 12, 42), ("w/#", 1, 0, 268435455)]
-    assert db_rows(tmp_path, "SELECT client_id, expiry_s FROM session") == [("v5sub", 300)]
+    assert h.db_rows(tmp_path, "SELECT client_id, expiry_s FROM session") == [("v5sub", 300)]
     stop(br, how)
 
     br2 = start_broker(conf)
@@ -193,7 +184,7 @@ def test_v5_session_and_queue_survive(start_broker, tmp_path, how):
     sub.expect_nothing()
     sub.close()
     br2.stop()
-    assert db_rows(tmp_path, "SELECT count(*) FROM out_msg") == [(0,)]
+    assert h.db_rows(tmp_path, "SELECT count(*) FROM out_msg") == [(0,)]
 
 
 def test_v5_acknowledged_messages_survive_sigkill_exactly_once(start_broker, tmp_path):
@@ -251,10 +242,10 @@ def test_v5_delayed_will(start_broker, tmp_path, how):
     left_at = time.monotonic()
     # The pending will is recorded as soon as the broker sees the connection end.
     deadline = time.monotonic() + h.TIMEOUT
-    while db_rows(tmp_path, "SELECT count(*) FROM pending_will") != [(1,)]:
+    while h.db_rows(tmp_path, "SELECT count(*) FROM pending_will") != [(1,)]:
         assert time.monotonic() < deadline, "the pending will never reached the database"
         time.sleep(0.05)
-    assert db_rows(tmp_path, "SELECT topic, qos, due_ms - (SELECT last_seen_ms FROM session "
+    assert h.db_rows(tmp_path, "SELECT topic, qos, due_ms - (SELECT last_seen_ms FROM session "
                              "WHERE client_id = 'dev') FROM pending_will") \
         == [("status/dev", 1, delay * 1000)]
     stop(br, how)
@@ -275,7 +266,7 @@ def test_v5_delayed_will(start_broker, tmp_path, how):
     watcher.expect_nothing(t=1.0)
     watcher.close()
     br2.stop()
-    assert db_rows(tmp_path, "SELECT count(*) FROM pending_will") == [(0,)]
+    assert h.db_rows(tmp_path, "SELECT count(*) FROM pending_will") == [(0,)]
 
     br3 = start_broker(conf)  # published once: never again
     watcher = V5(br3.port, "watcher", clean_start=False, expiry=3600, expect_sp=True)
@@ -297,7 +288,7 @@ def test_v5_session_expiry_counts_across_restart(start_broker, tmp_path):
     br2.wait_log(r"client short expired: away for more than 3 s \(its Session Expiry Interval\)",
                  timeout=h.scaled(6))
     br2.stop()
-    assert db_rows(tmp_path, "SELECT client_id, expiry_s FROM session") == [("long", 300)]
+    assert h.db_rows(tmp_path, "SELECT client_id, expiry_s FROM session") == [("long", 300)]
     br3 = start_broker(conf)
     c = V5(br3.port, "long", clean_start=False, expiry=300, expect_sp=True)
     c.close()

@@ -36,6 +36,15 @@ static void fake_close(struct mq_conn *c)
 
 const struct mq_sink_ops fake_sink = {fake_write, fake_close};
 
+void quiet_logs(void)
+{
+    struct mq_log_options lo = log_default_options();
+    lo.types = MQ_LOG_ERR | MQ_LOG_WARNING;
+    if (getenv("MIDGE_TEST_LOG"))
+        lo.types = MQ_LOG_ALL_TYPES;
+    log_configure(&lo);
+}
+
 int setup(void **state)
 {
     (void)state;
@@ -137,6 +146,11 @@ const void *test_session_key(const void *session, size_t *len)
     const struct mq_session *s = session;
     *len = s->client_id_len;
     return s->client_id;
+}
+
+struct mq_session *find_session(const char *id)
+{
+    return imap_get(&E.b->sessions, id, strlen(id), test_session_key);
 }
 
 void feed(struct fake_io *io, const uint8_t *buf, size_t len)
@@ -393,7 +407,7 @@ void props_init(struct props *pp)
     codec_prop_writer_init(&pp->w, pp->buf, sizeof pp->buf);
 }
 
-static struct mq_props raw_props(const struct props *pp)
+struct mq_props raw_props(const struct props *pp)
 {
     struct mq_props out = {0};
     if (pp) {
@@ -416,23 +430,38 @@ struct mq_packet connect5_pkt(const char *id, bool clean, uint16_t keepalive, co
     return p;
 }
 
-struct fake_io *connect5(const char *id, bool clean, uint32_t expiry, bool session_present,
-                         struct mq_packet *connack)
+/* connect5 and connect5_will. */
+static struct fake_io *connect5_as(const char *id, bool clean, uint32_t expiry,
+                                   const struct will *w, const struct props *will_props,
+                                   bool session_present, struct mq_packet *connack)
 {
     struct props pp;
     props_init(&pp);
     if (expiry)
         codec_prop_put_u32(&pp.w, MQ_PROP_SESSION_EXPIRY, expiry);
     struct fake_io *io = io_open();
-    struct mq_packet p = connect5_pkt(id, clean, 0, NULL, &pp, NULL);
+    struct mq_packet p = connect5_pkt(id, clean, 0, w, &pp, will_props);
     send_packet(io, &p);
     struct mq_packet ack = expect_type(io, MQ_CONNACK);
     assert_int_equal(ack.u.connack.return_code, MQ_RC_SUCCESS);
-    assert_int_equal(ack.u.connack.session_present, session_present);
+    if (ack.u.connack.session_present != session_present)
+        fail_msg("client %s: expected session present %d", id, session_present);
     expect_open(io);
     if (connack)
         *connack = ack;
     return io;
+}
+
+struct fake_io *connect5(const char *id, bool clean, uint32_t expiry, bool session_present,
+                         struct mq_packet *connack)
+{
+    return connect5_as(id, clean, expiry, NULL, NULL, session_present, connack);
+}
+
+struct fake_io *connect5_will(const char *id, bool clean, uint32_t expiry, const struct will *w,
+                              const struct props *will_props, bool session_present)
+{
+    return connect5_as(id, clean, expiry, w, will_props, session_present, NULL);
 }
 
 struct mq_packet expect_type(struct fake_io *io, enum mq_packet_type type)
@@ -470,8 +499,15 @@ void send_publish5(struct fake_io *io, const char *topic, const char *payload, u
     send_packet(io, &p);
 }
 
-uint8_t subscribe5(struct fake_io *io, uint16_t packet_id, const char *filter, uint8_t options,
-                   uint32_t sub_id)
+void send_ack5(struct fake_io *io, enum mq_packet_type type, uint16_t packet_id)
+{
+    struct mq_packet p = {.type = type, .version = 5};
+    p.u.ack.packet_id = packet_id;
+    send_packet(io, &p);
+}
+
+void send_subscribe5(struct fake_io *io, uint16_t packet_id, const char *filter, uint8_t options,
+                     uint32_t sub_id)
 {
     uint8_t entries[512];
     size_t fl = strlen(filter), len = 0;
@@ -493,10 +529,21 @@ uint8_t subscribe5(struct fake_io *io, uint16_t packet_id, const char *filter, u
                                            .with_qos = true};
     p.props = raw_props(&pp);
     send_packet(io, &p);
+}
+
+uint8_t expect_suback1(struct fake_io *io, uint16_t packet_id)
+{
     struct mq_packet ack = expect_type(io, MQ_SUBACK);
     assert_int_equal(ack.u.suback.packet_id, packet_id);
     assert_int_equal(ack.u.suback.count, 1);
     return ack.u.suback.codes[0];
+}
+
+uint8_t subscribe5(struct fake_io *io, uint16_t packet_id, const char *filter, uint8_t options,
+                   uint32_t sub_id)
+{
+    send_subscribe5(io, packet_id, filter, options, sub_id);
+    return expect_suback1(io, packet_id);
 }
 
 size_t publish_sub_ids(const struct mq_packet *p, uint32_t *ids, size_t cap)
@@ -508,4 +555,93 @@ size_t publish_sub_ids(const struct mq_packet *p, uint32_t *ids, size_t cap)
         if (pr.id == MQ_PROP_SUBSCRIPTION_ID && n < cap)
             ids[n++] = pr.num;
     return n;
+}
+
+/* ---- a real store ------------------------------------------------------------------- */
+
+struct mq_store *store;
+static char store_dir[64];
+static enum mq_store_durability store_durability; /* of the last store_attach */
+static uint64_t attach_wall_ms;                   /* the wall clock at the next store_attach */
+
+int setup_store(void **state)
+{
+    if (setup(state))
+        return -1;
+    snprintf(store_dir, sizeof(store_dir), "/tmp/midge-test-store-XXXXXX");
+    if (!mkdtemp(store_dir))
+        return -1;
+    store = NULL;
+    attach_wall_ms = WALL0;
+    return 0;
+}
+
+static void remove_store_files(void)
+{
+    static const char *const suffixes[] = {"", "-wal", "-shm"};
+    char path[160];
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/midge.db%s", store_dir, suffixes[i]);
+        unlink(path);
+    }
+    rmdir(store_dir);
+}
+
+int teardown_store(void **state)
+{
+    int rc = teardown(state); /* closes the connections and frees the broker */
+    store_close(store);
+    remove_store_files();
+    return rc;
+}
+
+void store_attach(enum mq_store_durability durability)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%s/midge.db", store_dir);
+    struct mq_store_options o = {.durability = durability};
+    store = store_open(path, &o, NULL, NULL);
+    assert_non_null(store);
+    store_durability = durability;
+    int64_t wall_offset = (int64_t)attach_wall_ms - (int64_t)E.b->now_ms;
+    assert_int_equal(
+        broker_store_attach(E.b, store, durability == MQ_STORE_DURABILITY_ACK, wall_offset), 0);
+}
+
+uint64_t wall_now(void)
+{
+    return (uint64_t)((int64_t)E.b->now_ms + E.b->wall_offset_ms);
+}
+
+void commit_all(void)
+{
+    broker_store_flush(E.b);
+    for (int i = 0; i < 5000 && store_committed(store) < E.b->store_issued; i++)
+        usleep(1000);
+    assert_true(store_committed(store) >= E.b->store_issued);
+    broker_store_committed(E.b);
+}
+
+void restart(uint64_t down_ms)
+{
+    attach_wall_ms = wall_now() + down_ms;
+    commit_all();
+    for (size_t i = 0; i < E.nios; i++) {
+        if (E.ios[i].conn)
+            io_gone(&E.ios[i], "restart");
+        free(E.ios[i].out);
+    }
+    memset(E.ios, 0, sizeof(E.ios));
+    E.nios = 0;
+    /* What the closes changed (offline sessions, delayed wills) is committed, as the
+     * server's last turn does before it stops. Then the broker goes without the store, as
+     * in the server (store_stop detaches it first): freeing sessions records nothing, so a
+     * will waiting for its delay stays in the store. */
+    commit_all();
+    E.b->store = NULL;
+    broker_free(E.b);
+    store_close(store);
+    E.b = broker_new(&E.cfg, &fake_sink, RESTART_CLOCK);
+    assert_non_null(E.b);
+    store_attach(store_durability);
 }

@@ -1,6 +1,7 @@
 /* proto_fixture.h - whole MQTT conversations through the protocol layer (src/proto/) over
  * a fake sink, shared by the proto unit tests (test_proto.c for MQTT 3.1.1, test_proto5.c
- * for MQTT 5): no sockets, no event loop, no stubs.
+ * for MQTT 5, test_persist5.c for what MQTT 5 keeps across a restart, test_sys.c for the $SYS
+ * publisher): no sockets, no event loop, no stubs.
  *
  * Each test gets a broker built on config_defaults() plus one hand-made listener (setup,
  * teardown). A connection's `io` is a struct fake_io that captures every byte the broker
@@ -9,6 +10,8 @@
  * request: as in net/, the test calls proto_conn_closed later (io_gone), standing in for the
  * close callback. teardown checks the counters against what went out and that nothing was
  * written after a close; ASan checks every reference is released when the broker is freed.
+ * setup_store/teardown_store add a real store in a temporary directory, and restart(): the
+ * test keeps one wall clock running across restarts, as the server does with the real one.
  */
 #ifndef MIDGE_TEST_PROTO_FIXTURE_H
 #define MIDGE_TEST_PROTO_FIXTURE_H
@@ -37,7 +40,9 @@
 
 #define IO_CAP (1u << 18) /* bytes of output one fake connection can capture */
 #define MAX_IOS 32
-#define T0 1000000u /* broker clock at the start of every test, in ms */
+#define T0 1000000u            /* broker clock at the start of every test, in ms */
+#define WALL0 1767225600000ull /* the wall clock when a store is first attached: 2026-01-01 */
+#define RESTART_CLOCK 50000u   /* a restarted broker's clock starts here */
 
 struct fake_io {
     struct mq_conn *conn; /* &conn_state; NULL once proto_conn_closed was called */
@@ -73,12 +78,16 @@ struct will {
         expect_bytes((io), expected_, sizeof(expected_));                                          \
     } while (0)
 
+/* Errors and warnings only on stderr, unless MIDGE_TEST_LOG is set: for main(). */
+void quiet_logs(void);
 int setup(void **state);
 int teardown(void **state);
 struct fake_io *io_open(void);
 void io_gone(struct fake_io *io, const char *reason);
 struct mq_session *session_of(struct fake_io *io);
 const void *test_session_key(const void *session, size_t *len);
+/* The session of client id (borrowed from the broker), or NULL. */
+struct mq_session *find_session(const char *id);
 void feed(struct fake_io *io, const uint8_t *buf, size_t len);
 size_t encode(const struct mq_packet *p, uint8_t *buf, size_t cap);
 void send_packet(struct fake_io *io, const struct mq_packet *p);
@@ -118,6 +127,8 @@ struct props {
     struct mq_prop_writer w;
 };
 void props_init(struct props *pp);
+/* The block pp (NULL: none) as a packet carries it. */
+struct mq_props raw_props(const struct props *pp);
 
 /* An MQTT 5 CONNECT: props and will_props (may be NULL) are its two property blocks. */
 struct mq_packet connect5_pkt(const char *id, bool clean, uint16_t keepalive, const struct will *w,
@@ -127,6 +138,9 @@ struct mq_packet connect5_pkt(const char *id, bool clean, uint16_t keepalive, co
  * (optional) receives the CONNACK. */
 struct fake_io *connect5(const char *id, bool clean, uint32_t expiry, bool session_present,
                          struct mq_packet *connack);
+/* connect5 with a will w and its property block will_props (may be NULL). */
+struct fake_io *connect5_will(const char *id, bool clean, uint32_t expiry, const struct will *w,
+                              const struct props *will_props, bool session_present);
 /* The next packet must be of this type. */
 struct mq_packet expect_type(struct fake_io *io, enum mq_packet_type type);
 /* The next packet must be DISCONNECT with this reason code, and the connection closing. */
@@ -137,11 +151,43 @@ void expect_ack5(struct fake_io *io, enum mq_packet_type type, uint16_t packet_i
 /* Send an MQTT 5 PUBLISH with the given property block (may be NULL). */
 void send_publish5(struct fake_io *io, const char *topic, const char *payload, uint8_t qos,
                    bool retain, uint16_t packet_id, const struct props *props);
+/* Send an MQTT 5 PUBACK/PUBREC/PUBREL/PUBCOMP: reason 0 and an empty property block. */
+void send_ack5(struct fake_io *io, enum mq_packet_type type, uint16_t packet_id);
 /* Send an MQTT 5 SUBSCRIBE of one filter with options (QoS and MQ_SUB_* bits) and a
- * Subscription Identifier (0: none); returns the SUBACK's reason code. */
+ * Subscription Identifier (0: none). */
+void send_subscribe5(struct fake_io *io, uint16_t packet_id, const char *filter, uint8_t options,
+                     uint32_t sub_id);
+/* The next packet must be the SUBACK of packet_id for one filter; returns its reason code. */
+uint8_t expect_suback1(struct fake_io *io, uint16_t packet_id);
+/* send_subscribe5, then expect_suback1: returns the SUBACK's reason code. */
 uint8_t subscribe5(struct fake_io *io, uint16_t packet_id, const char *filter, uint8_t options,
                    uint32_t sub_id);
 /* The Subscription Identifiers of a decoded PUBLISH, in order; returns how many. */
 size_t publish_sub_ids(const struct mq_packet *p, uint32_t *ids, size_t cap);
+
+/* ---- a real store (test_proto.c's persistence tests, test_persist5.c) ---- */
+
+/* The store attached by store_attach; owned by the fixture, closed by restart and
+ * teardown_store. NULL until the first store_attach. */
+extern struct mq_store *store;
+/* setup, plus an empty temporary directory for the store; none is attached yet. */
+int setup_store(void **state);
+/* teardown (the broker is freed with the store attached), then the store closed and its
+ * directory removed. */
+int teardown_store(void **state);
+/* Open the store in the test's directory with this durability and attach it to E.b,
+ * acknowledgements waiting for commits under MQ_STORE_DURABILITY_ACK. The wall clock reads
+ * WALL0 at the first attach, and goes on from there across restarts. */
+void store_attach(enum mq_store_durability durability);
+/* The wall clock as the broker sees it. */
+uint64_t wall_now(void);
+/* What the server does at the end of a loop turn (flush), then wait for the disk and hand
+ * the broker what was committed. */
+void commit_all(void);
+/* A crash and restart `down_ms` later: every connection gone without a word, what the closes
+ * changed committed (as the server's last turn does), the broker freed without its store (a
+ * SIGKILL publishes no will and writes nothing more), the store reopened with the same
+ * durability into a new broker whose clock starts at RESTART_CLOCK. */
+void restart(uint64_t down_ms);
 
 #endif

@@ -4,32 +4,10 @@
  * must decode, re-encode to the identical bytes and read as "incomplete" at every shorter prefix.
  * Every malformed-packet rule has a test asserting its own error code.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include <cmocka.h>
+#include "codec_fixture.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-#include "midge/codec.h"
-#include "midge/err.h"
-
-/* Compare return values, naming the errors on failure so it says which rule fired. */
-#define assert_err(got, want) check_err((got), (want), __FILE__, __LINE__)
-
-static void check_err(long got, long want, const char *file, int line)
-{
-    if (got == want)
-        return;
-    print_error("got %ld (%s), want %ld (%s)\n", got, mq_err_name((int)got), want,
-                mq_err_name((int)want));
-    _fail(file, line);
-}
-
-#define BYTES(...) ((const uint8_t[]){__VA_ARGS__}), sizeof((const uint8_t[]){__VA_ARGS__})
 
 static int decode(const uint8_t *buf, size_t len, struct mq_packet *p)
 {
@@ -43,38 +21,10 @@ static int decode_err(const uint8_t *buf, size_t len)
     return codec_decode(buf, len, NULL, &p);
 }
 
-static bool bytes_is(struct mq_bytes b, const char *s)
-{
-    return b.len == strlen(s) && memcmp(b.ptr, s, b.len) == 0;
-}
-
-/* Decode a valid packet and check everything that must hold for every valid packet:
- * the whole packet is consumed, every shorter prefix is "incomplete" without touching *p,
- * and codec_encode reproduces the exact bytes, refusing to write into a short buffer. */
+/* A valid packet on a connection with no limits: see decode_valid_at. */
 static void decode_valid(const uint8_t *wire, size_t len, struct mq_packet *p)
 {
-    struct mq_packet untouched;
-    for (size_t k = 0; k < len; k++) {
-        memset(p, 0x5A, sizeof *p);
-        memset(&untouched, 0x5A, sizeof untouched);
-        int rc = decode(wire, k, p);
-        if (rc != 0)
-            fail_msg("prefix of %zu/%zu bytes: %d (%s)", k, len, rc, mq_err_name(rc));
-        assert_memory_equal(p, &untouched, sizeof *p);
-    }
-    assert_int_equal(decode(wire, len, p), (int)len);
-
-    uint8_t *out = malloc(len + 8);
-    assert_non_null(out);
-    assert_int_equal(codec_encode(p, NULL, 0), (long)len);
-    memset(out, 0xEE, len + 8);
-    assert_int_equal(codec_encode(p, out, len - 1), (long)len);
-    for (size_t i = 0; i < len + 8; i++)
-        assert_int_equal(out[i], 0xEE); /* too small: nothing written */
-    assert_int_equal(codec_encode(p, out, len + 8), (long)len);
-    assert_memory_equal(out, wire, len);
-    assert_int_equal(out[len], 0xEE);
-    free(out);
+    decode_valid_at(NULL, wire, len, p);
 }
 
 /* ---- round trips of every packet type ----------------------------------------------------- */

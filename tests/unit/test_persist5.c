@@ -5,355 +5,19 @@
  * a restart (broker freed, store closed and reopened into a new broker whose clock starts
  * elsewhere) and then behaving as before it.
  *
- * The fake sink is a copy of test_proto.c's (every helper static, with the same names as
- * tests/unit/proto_fixture.h on the v5 branch, so this file can switch to that fixture by
- * deleting the copy). Time: each broker has its own clock (now_ms) and a wall offset; the
- * test keeps one wall clock running across restarts, as the server does with the real one.
+ * The fake sink, the MQTT 5 client helpers, the store and restart() are proto_fixture.h's.
+ * Time: each broker has its own clock (now_ms) and a wall offset; the fixture keeps one wall
+ * clock running across restarts, as the server does with the real one.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
+#include "proto_fixture.h"
 
-#include <cmocka.h>
-
-#include "midge/codec.h"
-#include "midge/config.h"
-#include "midge/hmap.h"
-#include "midge/log.h"
-#include "midge/msg.h"
-#include "midge/proto.h"
-#include "midge/retain.h"
-#include "midge/session.h"
-#include "midge/store.h"
-#include "midge/sub_tree.h"
-
-#define IO_CAP (1u << 18) /* bytes of output one fake connection can capture */
-#define MAX_IOS 32
-#define T0 1000000u            /* broker clock at the start of every test, in ms */
-#define WALL0 1767225600000ull /* the wall clock then: 2026-01-01 00:00:00 UTC */
-#define RESTART_CLOCK 50000u   /* a restarted broker's clock starts here */
-
-/* ---- fake sink (copied from test_proto.c) ------------------------------------------ */
-
-struct fake_io {
-    struct mq_conn *conn; /* &conn_state; NULL once proto_conn_closed was called */
-    struct mq_conn conn_state;
-    uint8_t *out;   /* append-only, so decoded packets stay valid for the whole test */
-    size_t len, rd; /* bytes written by the broker / consumed by read_packet */
-    int close_requests;
-    int writes_after_close;
-    uint8_t level; /* the dialect of what the broker wrote (its last protocol level) */
-};
-
-struct env {
-    struct mq_config cfg;
-    struct mq_listener_config listener;
-    struct mq_listener_ctx lctx;
-    struct mq_broker *b;
-    struct fake_io ios[MAX_IOS];
-    size_t nios;
-};
-static struct env E;
-
-static char default_prefix[] = "auto-";
-
-static struct fake_io *io_of(struct mq_conn *c)
+/* Every test starts with a store attached, durability ack. */
+static int setup_persist5(void **state)
 {
-    return (struct fake_io *)((char *)c - offsetof(struct fake_io, conn_state));
-}
-
-static void fake_write(struct mq_conn *c, const struct mq_iov *iov, size_t n)
-{
-    struct fake_io *io = io_of(c);
-    io->level = c->protocol_level;
-    if (io->close_requests)
-        io->writes_after_close++;
-    for (size_t i = 0; i < n; i++) {
-        assert_true(io->len + iov[i].len <= IO_CAP);
-        if (iov[i].len)
-            memcpy(io->out + io->len, iov[i].base, iov[i].len);
-        io->len += iov[i].len;
-    }
-}
-
-static void fake_close(struct mq_conn *c)
-{
-    io_of(c)->close_requests++;
-}
-
-static const struct mq_sink_ops fake_sink = {fake_write, fake_close};
-
-static struct fake_io *io_open(void)
-{
-    assert_true(E.nios < MAX_IOS);
-    struct fake_io *io = &E.ios[E.nios++];
-    io->out = malloc(IO_CAP);
-    assert_non_null(io->out);
-    io->conn = &io->conn_state;
-    proto_conn_open(io->conn, E.b, &E.lctx, "127.0.0.1:50000");
-    return io;
-}
-
-static void io_gone(struct fake_io *io, const char *reason)
-{
-    assert_non_null(io->conn);
-    proto_conn_closed(io->conn, reason);
-    io->conn = NULL;
-}
-
-static const void *test_session_key(const void *session, size_t *len)
-{
-    const struct mq_session *s = session;
-    *len = s->client_id_len;
-    return s->client_id;
-}
-
-static struct mq_session *find_session(const char *id)
-{
-    return imap_get(&E.b->sessions, id, strlen(id), test_session_key);
-}
-
-static void feed(struct fake_io *io, const uint8_t *buf, size_t len)
-{
-    size_t used = proto_conn_input(io->conn, buf, len, NULL);
-    assert_int_equal(used, len);
-}
-
-static void send_packet(struct fake_io *io, const struct mq_packet *p)
-{
-    uint8_t buf[4096];
-    long n = codec_encode(p, buf, sizeof buf);
-    assert_true(n > 0);
-    feed(io, buf, (size_t)n);
-}
-
-static struct mq_bytes str(const char *s)
-{
-    return (struct mq_bytes){(const uint8_t *)s, (uint16_t)strlen(s)};
-}
-
-static struct mq_packet read_packet(struct fake_io *io)
-{
-    struct mq_packet p;
-    if (io->rd >= io->len)
-        fail_msg("expected a packet, the broker wrote nothing more");
-    struct mq_decode_limits lim = {.protocol_level = io->level};
-    int n = codec_decode(io->out + io->rd, io->len - io->rd, &lim, &p);
-    if (n <= 0)
-        fail_msg("broker output does not decode (%d) at offset %zu", n, io->rd);
-    io->rd += (size_t)n;
-    return p;
-}
-
-static void expect_nothing(struct fake_io *io)
-{
-    if (io->rd != io->len) {
-        struct mq_packet p;
-        struct mq_decode_limits lim = {.protocol_level = io->level};
-        int n = codec_decode(io->out + io->rd, io->len - io->rd, &lim, &p);
-        fail_msg("expected no output, got %zu more bytes (%s)", io->len - io->rd,
-                 n > 0 ? codec_type_name(p.type) : "undecodable");
-    }
-}
-
-static struct mq_packet expect_type(struct fake_io *io, enum mq_packet_type type)
-{
-    struct mq_packet p = read_packet(io);
-    if (p.type != type)
-        fail_msg("expected %s, got %s", codec_type_name(type), codec_type_name(p.type));
-    return p;
-}
-
-/* ---- MQTT 5 clients ------------------------------------------------------------------ */
-
-struct props {
-    uint8_t buf[2048];
-    struct mq_prop_writer w;
-};
-
-static void props_init(struct props *pp)
-{
-    codec_prop_writer_init(&pp->w, pp->buf, sizeof pp->buf);
-}
-
-static struct mq_props raw_props(const struct props *pp)
-{
-    struct mq_props out = {0};
-    if (pp) {
-        assert_true(codec_prop_writer_ok(&pp->w));
-        out.raw = pp->w.len ? pp->buf : NULL;
-        out.raw_len = (uint32_t)pp->w.len;
-    }
-    return out;
-}
-
-struct will {
-    const char *topic, *payload;
-    uint8_t qos;
-    bool retain;
-};
-
-/* An MQTT 5 CONNECT with Session Expiry Interval expiry (0: none sent) and, when w is set,
- * a will with will_props. */
-static struct mq_packet connect5_pkt(const char *id, bool clean, uint32_t expiry,
-                                     const struct will *w, const struct props *will_props,
-                                     struct props *pp)
-{
-    struct mq_packet p = {.type = MQ_CONNECT, .version = 5};
-    struct mq_connect *c = &p.u.connect;
-    c->protocol_level = 5;
-    c->clean_session = clean;
-    c->client_id = str(id);
-    props_init(pp);
-    if (expiry)
-        codec_prop_put_u32(&pp->w, MQ_PROP_SESSION_EXPIRY, expiry);
-    p.props = raw_props(pp);
-    if (w) {
-        c->will_flag = true;
-        c->will_topic = str(w->topic);
-        c->will_payload = str(w->payload);
-        c->will_qos = w->qos;
-        c->will_retain = w->retain;
-        c->will_props = raw_props(will_props);
-    }
-    return p;
-}
-
-/* Connect (MQTT 5) and check the CONNACK accepts with session present as given. */
-static struct fake_io *connect5_will(const char *id, bool clean, uint32_t expiry,
-                                     const struct will *w, const struct props *will_props,
-                                     bool session_present)
-{
-    struct props pp;
-    struct fake_io *io = io_open();
-    struct mq_packet p = connect5_pkt(id, clean, expiry, w, will_props, &pp);
-    send_packet(io, &p);
-    struct mq_packet ack = expect_type(io, MQ_CONNACK);
-    assert_int_equal(ack.u.connack.return_code, MQ_RC_SUCCESS);
-    if (ack.u.connack.session_present != session_present)
-        fail_msg("client %s: expected session present %d", id, session_present);
-    assert_int_equal(io->close_requests, 0);
-    return io;
-}
-
-static struct fake_io *connect5(const char *id, bool clean, uint32_t expiry, bool session_present)
-{
-    return connect5_will(id, clean, expiry, NULL, NULL, session_present);
-}
-
-static void send_publish5(struct fake_io *io, const char *topic, const char *payload, uint8_t qos,
-                          bool retain, uint16_t packet_id, const struct props *props)
-{
-    struct mq_packet p = {.type = MQ_PUBLISH, .version = 5};
-    p.u.publish = (struct mq_publish){.qos = qos,
-                                      .retain = retain,
-                                      .topic = str(topic),
-                                      .packet_id = packet_id,
-                                      .payload = (const uint8_t *)payload,
-                                      .payload_len = (uint32_t)strlen(payload)};
-    p.props = raw_props(props);
-    send_packet(io, &p);
-}
-
-static void send_ack5(struct fake_io *io, enum mq_packet_type type, uint16_t packet_id)
-{
-    struct mq_packet p = {.type = type, .version = 5};
-    p.u.ack.packet_id = packet_id;
-    send_packet(io, &p);
-}
-
-/* ---- the store --------------------------------------------------------------------- */
-
-static char store_dir[64];
-static struct mq_store *store;
-
-static void store_attach(uint64_t wall_ms)
-{
-    char path[128];
-    snprintf(path, sizeof path, "%s/midge.db", store_dir);
-    struct mq_store_options o = {.durability = MQ_STORE_DURABILITY_ACK};
-    store = store_open(path, &o, NULL, NULL);
-    assert_non_null(store);
-    assert_int_equal(broker_store_attach(E.b, store, true, (int64_t)wall_ms - (int64_t)E.b->now_ms),
-                     0);
-}
-
-/* The wall clock as the broker sees it. */
-static uint64_t wall_now(void)
-{
-    return (uint64_t)((int64_t)E.b->now_ms + E.b->wall_offset_ms);
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    memset(&E, 0, sizeof(E));
-    if (config_defaults(&E.cfg))
+    if (setup_store(state))
         return -1;
-    E.cfg.connection_messages = false;
-    E.listener.max_connections = -1;
-    E.lctx.cfg = &E.listener;
-    E.listener.allow_anonymous = true;
-    E.listener.allow_zero_length_clientid = true;
-    E.listener.auto_id_prefix = default_prefix;
-    E.b = broker_new(&E.cfg, &fake_sink, T0);
-    if (!E.b)
-        return -1;
-    snprintf(store_dir, sizeof(store_dir), "/tmp/midge-test-persist5-XXXXXX");
-    if (!mkdtemp(store_dir))
-        return -1;
-    store_attach(WALL0);
+    store_attach(MQ_STORE_DURABILITY_ACK);
     return 0;
-}
-
-static void remove_store_files(void)
-{
-    static const char *const suffixes[] = {"", "-wal", "-shm"};
-    char path[160];
-    for (size_t i = 0; i < 3; i++) {
-        snprintf(path, sizeof(path), "%s/midge.db%s", store_dir, suffixes[i]);
-        unlink(path);
-    }
-    rmdir(store_dir);
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    int bad = 0;
-    for (size_t i = 0; i < E.nios; i++) {
-        struct fake_io *io = &E.ios[i];
-        if (io->conn)
-            proto_conn_closed(io->conn, "test over");
-        if (io->writes_after_close || io->close_requests > 1) {
-            fprintf(stderr, "io %zu: %d writes after close, %d close requests\n", i,
-                    io->writes_after_close, io->close_requests);
-            bad = 1;
-        }
-        free(io->out);
-    }
-    broker_store_flush(E.b);
-    broker_free(E.b);
-    store_close(store);
-    config_free(&E.cfg);
-    remove_store_files();
-    return bad ? -1 : 0;
-}
-
-/* What the server does at the end of a loop turn, then waits for the disk. */
-static void commit_all(void)
-{
-    broker_store_flush(E.b);
-    for (int i = 0; i < 5000 && store_committed(store) < E.b->store_issued; i++)
-        usleep(1000);
-    assert_true(store_committed(store) >= E.b->store_issued);
-    broker_store_committed(E.b);
 }
 
 /* Let ms pass on the broker's clock (and so on the wall clock), with a tick. */
@@ -364,62 +28,15 @@ static void advance(uint64_t ms)
     commit_all();
 }
 
-/* A crash and restart `down_ms` later: every connection gone without a word, the broker
- * freed (a SIGKILL publishes no will and writes nothing more: only what was committed
- * counts), the store reopened into a new broker whose clock starts at RESTART_CLOCK. */
-static void restart(uint64_t down_ms)
-{
-    uint64_t wall = wall_now() + down_ms;
-    commit_all();
-    for (size_t i = 0; i < E.nios; i++) {
-        if (E.ios[i].conn)
-            proto_conn_closed(E.ios[i].conn, "restart");
-        free(E.ios[i].out);
-    }
-    memset(E.ios, 0, sizeof(E.ios));
-    E.nios = 0;
-    /* What the closes changed (offline sessions, delayed wills) is committed, as the
-     * server's last turn does before it stops. Then the broker goes without the store, as
-     * in the server (store_stop detaches it first): freeing sessions records nothing. */
-    commit_all();
-    E.b->store = NULL;
-    broker_free(E.b);
-    store_close(store);
-    E.b = broker_new(&E.cfg, &fake_sink, RESTART_CLOCK);
-    assert_non_null(E.b);
-    store_attach(wall);
-}
-
 /* SUBSCRIBE of one filter with options and a Subscription Identifier (0: none) from a
  * persistent session: the SUBACK waits for the commit (durability ack). */
-static void subscribe5(struct fake_io *io, uint16_t packet_id, const char *filter, uint8_t options,
-                       uint32_t sub_id)
+static void subscribe5_durable(struct fake_io *io, uint16_t packet_id, const char *filter,
+                               uint8_t options, uint32_t sub_id)
 {
-    uint8_t entries[512];
-    size_t fl = strlen(filter), len = 0;
-    entries[len++] = (uint8_t)(fl >> 8);
-    entries[len++] = (uint8_t)fl;
-    memcpy(entries + len, filter, fl);
-    len += fl;
-    entries[len++] = options;
-    struct props pp;
-    props_init(&pp);
-    if (sub_id)
-        codec_prop_put_varint(&pp.w, MQ_PROP_SUBSCRIPTION_ID, sub_id);
-    struct mq_packet p = {.type = MQ_SUBSCRIBE, .version = 5};
-    p.u.subscribe = (struct mq_topic_list){.packet_id = packet_id,
-                                           .count = 1,
-                                           .entries = entries,
-                                           .entries_len = (uint32_t)len,
-                                           .with_qos = true};
-    p.props = raw_props(&pp);
-    send_packet(io, &p);
+    send_subscribe5(io, packet_id, filter, options, sub_id);
     expect_nothing(io);
     commit_all();
-    struct mq_packet ack = expect_type(io, MQ_SUBACK);
-    assert_int_equal(ack.u.suback.packet_id, packet_id);
-    assert_int_equal(ack.u.suback.count, 1);
-    assert_int_equal(ack.u.suback.codes[0], MQ_SUB_QOS(options));
+    assert_int_equal(expect_suback1(io, packet_id), MQ_SUB_QOS(options));
 }
 
 /* A QoS 1 publish from an MQTT 5 client, acknowledged once committed. */
@@ -501,6 +118,23 @@ static const struct mq_msg *retained(const char *topic)
     return m;
 }
 
+/* "watcher": a persistent MQTT 5 subscriber to status/# (Subscription Identifier sub_id,
+ * 0: none), gone away, for the wills to reach. */
+static void watcher_away(uint32_t sub_id)
+{
+    struct fake_io *watcher = connect5("watcher", true, 3600, false, NULL);
+    subscribe5_durable(watcher, 1, "status/#", 1, sub_id);
+    io_gone(watcher, "away");
+}
+
+/* The watcher back, with what was queued for it free to go. */
+static struct fake_io *watcher_back(void)
+{
+    struct fake_io *watcher = connect5("watcher", false, 3600, true, NULL);
+    commit_all();
+    return watcher;
+}
+
 /* ---- tests ------------------------------------------------------------------------- */
 
 /* An MQTT 5 session with a Session Expiry Interval of 120 s, subscriptions with options
@@ -512,14 +146,14 @@ static const struct mq_msg *retained(const char *topic)
 static void test_persist5_session_restored(void **state)
 {
     (void)state;
-    struct fake_io *sub = connect5("v5sub", true, 120, false);
-    subscribe5(sub, 1, "m/#", 1 | MQ_SUB_NO_LOCAL | MQ_SUB_RETAIN_AS_PUBLISHED,
-               MQ_GRANT_SUB_ID_MAX);
-    subscribe5(sub, 2, "n/+", 1, 7);
+    struct fake_io *sub = connect5("v5sub", true, 120, false, NULL);
+    subscribe5_durable(sub, 1, "m/#", 1 | MQ_SUB_NO_LOCAL | MQ_SUB_RETAIN_AS_PUBLISHED,
+                       MQ_GRANT_SUB_ID_MAX);
+    subscribe5_durable(sub, 2, "n/+", 1, 7);
     io_gone(sub, "gone");
     commit_all();
 
-    struct fake_io *pub = connect5("pub5", true, 0, false);
+    struct fake_io *pub = connect5("pub5", true, 0, false, NULL);
     struct props pp;
     props_init(&pp);
     codec_prop_put_u8(&pp.w, MQ_PROP_PAYLOAD_FORMAT, 1);
@@ -551,7 +185,7 @@ static void test_persist5_session_restored(void **state)
     assert_int_equal(session_queue_count(s), 4); /* loaded, expired one included */
     assert_null(find_session("pub5"));           /* its session ended with it */
 
-    sub = connect5("v5sub", false, 120, true);
+    sub = connect5("v5sub", false, 120, true, NULL);
     commit_all(); /* each PUBLISH to a persistent session waits for its "sent" state */
     struct got g = expect_publish5(sub, "m/1", "one", 1, false);
     assert_int_equal(g.n_sub_ids, 1);
@@ -595,10 +229,10 @@ static void test_persist5_session_restored(void **state)
 static void test_persist5_inflight_resent(void **state)
 {
     (void)state;
-    struct fake_io *sub = connect5("inflight", true, 600, false);
-    subscribe5(sub, 1, "a/#", 1, 11);
-    subscribe5(sub, 2, "a/+", 1, 12); /* overlapping: both identifiers travel */
-    struct fake_io *pub = connect5("p", true, 0, false);
+    struct fake_io *sub = connect5("inflight", true, 600, false, NULL);
+    subscribe5_durable(sub, 1, "a/#", 1, 11);
+    subscribe5_durable(sub, 2, "a/+", 1, 12); /* overlapping: both identifiers travel */
+    struct fake_io *pub = connect5("p", true, 0, false, NULL);
     struct props pp;
     props_init(&pp);
     codec_prop_put_pair(&pp.w, "trace", 5, "abc", 3);
@@ -608,7 +242,7 @@ static void test_persist5_inflight_resent(void **state)
     assert_int_equal(g.n_sub_ids, 2);
     /* No PUBACK: the broker crashes. */
     restart(2000);
-    sub = connect5("inflight", false, 600, true);
+    sub = connect5("inflight", false, 600, true, NULL);
     commit_all();
     g = expect_publish5(sub, "a/b", "payload", 1, false);
     assert_true(g.p.u.publish.dup);
@@ -628,9 +262,7 @@ static void test_persist5_inflight_resent(void **state)
 static void test_persist5_will_waits_across_restart(void **state)
 {
     (void)state;
-    struct fake_io *watcher = connect5("watcher", true, 3600, false);
-    subscribe5(watcher, 1, "status/#", 1, 5);
-    io_gone(watcher, "away");
+    watcher_away(5);
 
     struct props wp;
     props_init(&wp);
@@ -652,7 +284,7 @@ static void test_persist5_will_waits_across_restart(void **state)
     assert_true(s->will_pending);
     assert_true(find_session("back")->will_pending);
     /* "back" returns in time: its will is cancelled, durably. */
-    back = connect5("back", false, 300, true);
+    back = connect5("back", false, 300, true, NULL);
     assert_false(find_session("back")->will_pending);
     io_gone(back, "away again, without a will this time");
     advance(19000);
@@ -666,8 +298,7 @@ static void test_persist5_will_waits_across_restart(void **state)
     assert_false(find_session("dev")->will_pending);
     assert_non_null(retained("status/dev"));
 
-    watcher = connect5("watcher", false, 3600, true);
-    commit_all();
+    struct fake_io *watcher = watcher_back();
     struct got g = expect_publish5(watcher, "status/dev", "offline", 1, false);
     assert_int_equal(g.n_sub_ids, 1);
     assert_int_equal(g.sub_ids[0], 5);
@@ -688,9 +319,7 @@ static void test_persist5_will_waits_across_restart(void **state)
 static void test_persist5_will_due_during_downtime(void **state)
 {
     (void)state;
-    struct fake_io *watcher = connect5("watcher", true, 3600, false);
-    subscribe5(watcher, 1, "status/#", 1, 0);
-    io_gone(watcher, "away");
+    watcher_away(0);
     struct props wp;
     props_init(&wp);
     codec_prop_put_u32(&wp.w, MQ_PROP_WILL_DELAY, 5);
@@ -701,8 +330,7 @@ static void test_persist5_will_due_during_downtime(void **state)
     assert_true(find_session("dev")->will_pending);
     advance(0);
     assert_false(find_session("dev")->will_pending);
-    watcher = connect5("watcher", false, 3600, true);
-    commit_all();
+    struct fake_io *watcher = watcher_back();
     struct got g = expect_publish5(watcher, "status/dev", "offline", 1, false);
     assert_int_equal(g.n_sub_ids, 0);
 }
@@ -712,15 +340,13 @@ static void test_persist5_will_due_during_downtime(void **state)
 static void test_persist5_session_expires_after_restart(void **state)
 {
     (void)state;
-    struct fake_io *watcher = connect5("watcher", true, 3600, false);
-    subscribe5(watcher, 1, "status/#", 1, 0);
-    io_gone(watcher, "away");
+    watcher_away(0);
     struct props wp;
     props_init(&wp);
     codec_prop_put_u32(&wp.w, MQ_PROP_WILL_DELAY, 600); /* longer than the session */
     struct will w = {"status/short", "expired", 1, false};
     struct fake_io *c = connect5_will("short", true, 120, &w, &wp, false);
-    subscribe5(c, 1, "x", 1, 0);
+    subscribe5_durable(c, 1, "x", 1, 0);
     io_gone(c, "gone");
     commit_all();
 
@@ -733,8 +359,7 @@ static void test_persist5_session_expires_after_restart(void **state)
     assert_true(E.b->stats.clients_expired == 1);
     restart(1000);
     assert_null(find_session("short")); /* and deleted from the store */
-    watcher = connect5("watcher", false, 3600, true);
-    commit_all();
+    struct fake_io *watcher = watcher_back();
     struct got g = expect_publish5(watcher, "status/short", "expired", 1, false);
     send_ack5(watcher, MQ_PUBACK, g.p.u.publish.packet_id);
     commit_all();
@@ -746,15 +371,15 @@ static void test_persist5_session_expires_after_restart(void **state)
 static void test_persist5_expiry_zero_forgets(void **state)
 {
     (void)state;
-    struct fake_io *c = connect5("fickle", true, 120, false);
-    subscribe5(c, 1, "t", 1, 0);
+    struct fake_io *c = connect5("fickle", true, 120, false, NULL);
+    subscribe5_durable(c, 1, "t", 1, 0);
     io_gone(c, "gone");
-    c = connect5("fickle", false, 0, true); /* resumed, now with expiry 0 */
+    c = connect5("fickle", false, 0, true, NULL); /* resumed, now with expiry 0 */
     io_gone(c, "gone");
     assert_null(find_session("fickle"));
 
-    struct fake_io *d = connect5("onoff", true, 120, false);
-    subscribe5(d, 1, "t", 1, 0);
+    struct fake_io *d = connect5("onoff", true, 120, false, NULL);
+    subscribe5_durable(d, 1, "t", 1, 0);
     struct props pp;
     props_init(&pp);
     codec_prop_put_u32(&pp.w, MQ_PROP_SESSION_EXPIRY, 0);
@@ -774,7 +399,7 @@ static void test_persist5_expiry_zero_forgets(void **state)
 static void test_persist5_retained(void **state)
 {
     (void)state;
-    struct fake_io *pub = connect5("pub", true, 0, false);
+    struct fake_io *pub = connect5("pub", true, 0, false, NULL);
     struct props pp;
     props_init(&pp);
     codec_prop_put_pair(&pp.w, "unit", 4, "C", 1);
@@ -789,7 +414,7 @@ static void test_persist5_retained(void **state)
     const struct mq_msg *m = retained("temp/long");
     assert_non_null(m);
     assert_true(m->props_len > 0);
-    struct fake_io *late = connect5("late", true, 0, false);
+    struct fake_io *late = connect5("late", true, 0, false, NULL);
     uint8_t entries[] = {0, 6, 't', 'e', 'm', 'p', '/', '#', 1};
     struct mq_packet p = {.type = MQ_SUBSCRIBE, .version = 5};
     p.u.subscribe = (struct mq_topic_list){.packet_id = 3,
@@ -813,13 +438,8 @@ static void test_persist5_retained(void **state)
 
 int main(void)
 {
-    /* Keep the output readable: errors and warnings only, unless asked for more. */
-    struct mq_log_options lo = log_default_options();
-    lo.types = MQ_LOG_ERR | MQ_LOG_WARNING;
-    if (getenv("MIDGE_TEST_LOG"))
-        lo.types = MQ_LOG_ALL_TYPES;
-    log_configure(&lo);
-#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+    quiet_logs();
+#define T(f) cmocka_unit_test_setup_teardown(f, setup_persist5, teardown_store)
     const struct CMUnitTest tests[] = {
         T(test_persist5_session_restored),
         T(test_persist5_inflight_resent),

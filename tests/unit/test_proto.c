@@ -1459,81 +1459,7 @@ static void test_retained_flood_small_window(void **state)
 
 /* ---- persistence: proto over a real store in a temporary directory ------------------- */
 
-static char store_dir[64];
-static struct mq_store *store;
-
-static void store_path(char *buf, size_t cap)
-{
-    snprintf(buf, cap, "%s/midge.db", store_dir);
-}
-
-static void store_attach(enum mq_store_durability durability)
-{
-    char path[128];
-    store_path(path, sizeof(path));
-    struct mq_store_options o = {.durability = durability};
-    store = store_open(path, &o, NULL, NULL);
-    assert_non_null(store);
-    assert_int_equal(broker_store_attach(E.b, store, durability == MQ_STORE_DURABILITY_ACK, 0), 0);
-}
-
-static int setup_store(void **state)
-{
-    if (setup(state))
-        return -1;
-    snprintf(store_dir, sizeof(store_dir), "/tmp/midge-test-proto-XXXXXX");
-    if (!mkdtemp(store_dir))
-        return -1;
-    store = NULL;
-    return 0;
-}
-
-static void remove_store_files(void)
-{
-    static const char *const suffixes[] = {"", "-wal", "-shm"};
-    char path[160];
-    for (size_t i = 0; i < 3; i++) {
-        snprintf(path, sizeof(path), "%s/midge.db%s", store_dir, suffixes[i]);
-        unlink(path);
-    }
-    rmdir(store_dir);
-}
-
-static int teardown_store(void **state)
-{
-    int rc = teardown(state); /* closes the connections and frees the broker */
-    store_close(store);
-    remove_store_files();
-    return rc;
-}
-
-/* What the server does at the end of a loop turn, then waits for the disk. */
-static void commit_all(void)
-{
-    broker_store_flush(E.b);
-    for (int i = 0; i < 5000 && store_committed(store) < E.b->store_issued; i++)
-        usleep(1000);
-    assert_true(store_committed(store) >= E.b->store_issued);
-    broker_store_committed(E.b);
-}
-
-/* A restart: every connection gone, the store closed and reopened into a new broker. */
-static void restart(enum mq_store_durability durability)
-{
-    for (size_t i = 0; i < E.nios; i++) {
-        if (E.ios[i].conn)
-            io_gone(&E.ios[i], "restart");
-        free(E.ios[i].out);
-    }
-    memset(E.ios, 0, sizeof(E.ios));
-    E.nios = 0;
-    broker_store_flush(E.b);
-    broker_free(E.b);
-    store_close(store);
-    E.b = broker_new(&E.cfg, &fake_sink, T0 + 5000);
-    assert_non_null(E.b);
-    store_attach(durability);
-}
+/* The store, commit_all and restart are proto_fixture.h's (setup_store, teardown_store). */
 
 /* SUBSCRIBE from a persistent session under durability ack: the SUBACK comes only once
  * the subscription is on disk. */
@@ -1571,7 +1497,7 @@ static void test_persist_puback_waits_for_commit(void **state)
     expect_nothing(pub);
     assert_int_equal(E.b->deferred_count, 0);
 
-    restart(MQ_STORE_DURABILITY_ACK);
+    restart(5000);
     sub = connect_client("keeper", false, true);
     expect_nothing(sub); /* the resent message waits until "sent with id N" is on disk */
     commit_all();
@@ -1595,7 +1521,7 @@ static void test_persist_relaxed_acks_at_once(void **state)
     send_ack(sub, MQ_PUBCOMP, pid);
     store_hold(store, false);
     commit_all();
-    restart(MQ_STORE_DURABILITY_RELAXED);
+    restart(5000);
     /* The retained message and the session came back; the delivered message did not. */
     sub = connect_client("keeper", false, true);
     expect_nothing(sub);
@@ -1740,7 +1666,7 @@ static void test_persist_long_queue_paged(void **state)
             commit_all();
     }
     commit_all();
-    struct mq_session *s = imap_get(&E.b->sessions, "long", 4, test_session_key);
+    struct mq_session *s = find_session("long");
     assert_non_null(s);
     assert_int_equal(session_queue_count(s), MQ_QUEUE_IN_MEMORY); /* the rest is on disk only */
     assert_int_equal(session_spilled(s), N - MQ_QUEUE_IN_MEMORY);
@@ -1769,12 +1695,7 @@ static void test_persist_long_queue_paged(void **state)
 
 int main(void)
 {
-    /* Keep the output readable: errors and warnings only, unless asked for more. */
-    struct mq_log_options lo = log_default_options();
-    lo.types = MQ_LOG_ERR | MQ_LOG_WARNING;
-    if (getenv("MIDGE_TEST_LOG"))
-        lo.types = MQ_LOG_ALL_TYPES;
-    log_configure(&lo);
+    quiet_logs();
 
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
 #define TS(name) cmocka_unit_test_setup_teardown(name, setup_store, teardown_store)

@@ -121,11 +121,11 @@ static void test_v5_session_expiry(void **state)
     io_gone(io, "closed");
     E.b->now_ms = T0 + 9999 + 10000;
     broker_tick(E.b);
-    assert_null(imap_get(&E.b->sessions, "exp", 3, test_session_key));
+    assert_null(find_session("exp"));
     /* Expiry 0 (the default): the session ends with the connection. */
     io = connect5("zero", false, 0, false, NULL);
     io_gone(io, "peer closed");
-    assert_null(imap_get(&E.b->sessions, "zero", 4, test_session_key));
+    assert_null(find_session("zero"));
 }
 
 /* DISCONNECT may change the Session Expiry Interval, but not from 0 (a protocol error:
@@ -144,7 +144,7 @@ static void test_v5_disconnect_session_expiry(void **state)
     send_packet(io, &d);
     expect_close_requested(io);
     io_gone(io, "closed");
-    assert_null(imap_get(&E.b->sessions, "d1", 2, test_session_key)); /* now ends at once */
+    assert_null(find_session("d1")); /* now ends at once */
 
     struct fake_io *watch = connect5("watch", true, 0, false, NULL);
     subscribe5(watch, 1, "w/#", 0, 0);
@@ -246,7 +246,7 @@ static void test_v5_will_delay(void **state)
     E.b->now_ms += 2000;
     broker_tick(E.b);
     expect_type(watch, MQ_PUBLISH);
-    assert_null(imap_get(&E.b->sessions, "short", 5, test_session_key));
+    assert_null(find_session("short"));
 }
 
 /* Takeover sends the old connection DISCONNECT 0x8E ([MQTT-3.1.4-3]); shutdown sends 0x8B;
@@ -813,11 +813,7 @@ static void test_v5_will_expiry_counts_from_publication(void **state)
 
 int main(void)
 {
-    struct mq_log_options lo = log_default_options();
-    lo.types = MQ_LOG_ERR | MQ_LOG_WARNING;
-    if (getenv("MIDGE_TEST_LOG"))
-        lo.types = MQ_LOG_ALL_TYPES;
-    log_configure(&lo);
+    quiet_logs();
 
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {

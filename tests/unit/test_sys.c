@@ -4,209 +4,24 @@
  * Clients are built with codec_encode and fed to proto_conn_input; the broker's output
  * is decoded with codec_decode. A monitor client subscribes to "$SYS/#" and the values
  * it receives are checked; the broker clock (now_ms) is advanced by hand, so uptime,
- * rates and load averages are exact. ASan checks that every message is released.
+ * rates and load averages are exact. ASan checks that every message is released. The fake
+ * sink and the client helpers are proto_fixture.h's.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "proto_fixture.h"
 
-#include <cmocka.h>
-
-#include "midge/codec.h"
-#include "midge/config.h"
-#include "midge/log.h"
-#include "midge/proto.h"
-#include "midge/retain.h"
-#include "midge/session.h"
 #include "midge/sys.h"
 
-#define IO_CAP (1u << 18) /* bytes of output one fake connection can capture */
-#define MAX_IOS 16
-#define T0 1000000u /* broker clock at the start of every test, in ms */
 #define MAX_SEEN 128
 
-/* ---- fake sink ---------------------------------------------------------------------- */
+static struct mq_sys sys_state; /* the $SYS sampler of E.b */
 
-struct fake_io {
-    struct mq_conn *conn; /* &conn_state; NULL once proto_conn_closed was called */
-    struct mq_conn conn_state;
-    uint8_t *out;   /* append-only, so decoded packets stay valid for the whole test */
-    size_t len, rd; /* bytes written by the broker / consumed by the test */
-    int close_requests;
-};
-
-static struct env {
-    struct mq_config cfg;
-    struct mq_listener_config listener;
-    struct mq_listener_ctx lctx; /* what the server would hand proto: settings + security */
-    struct mq_broker *b;
-    struct mq_sys sys;
-    struct fake_io ios[MAX_IOS];
-    size_t nios;
-} E;
-
-static char default_prefix[] = "auto-";
-
-/* The fake io whose conn_state proto names (as client.c does with container_of). */
-static struct fake_io *io_of(struct mq_conn *c)
+static int setup_sys(void **state)
 {
-    return (struct fake_io *)((char *)c - offsetof(struct fake_io, conn_state));
-}
-
-static void fake_write(struct mq_conn *c, const struct mq_iov *iov, size_t n)
-{
-    struct fake_io *io = io_of(c);
-    for (size_t i = 0; i < n; i++) {
-        assert_true(io->len + iov[i].len <= IO_CAP);
-        if (iov[i].len)
-            memcpy(io->out + io->len, iov[i].base, iov[i].len);
-        io->len += iov[i].len;
-    }
-}
-
-/* Must not call proto_conn_closed: the real network layer does that later. */
-static void fake_close(struct mq_conn *c)
-{
-    struct fake_io *io = io_of(c);
-    io->close_requests++;
-}
-
-static const struct mq_sink_ops fake_sink = {fake_write, fake_close};
-
-static int setup(void **state)
-{
-    (void)state;
-    memset(&E, 0, sizeof(E));
-    if (config_defaults(&E.cfg))
+    if (setup(state))
         return -1;
-    E.cfg.connection_messages = false;
-    E.listener.max_connections = -1;
-    E.lctx.cfg = &E.listener;
-    E.listener.allow_anonymous = true;
-    E.listener.allow_zero_length_clientid = true;
-    E.listener.auto_id_prefix = default_prefix;
-    E.b = broker_new(&E.cfg, &fake_sink, T0);
-    if (!E.b)
-        return -1;
-    sys_init(&E.sys, E.b);
+    memset(&sys_state, 0, sizeof(sys_state));
+    sys_init(&sys_state, E.b);
     return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    for (size_t i = 0; i < E.nios; i++) {
-        if (E.ios[i].conn)
-            proto_conn_closed(E.ios[i].conn, "test over");
-        free(E.ios[i].out);
-    }
-    broker_free(E.b);
-    config_free(&E.cfg);
-    return 0;
-}
-
-/* ---- client side -------------------------------------------------------------------- */
-
-static struct fake_io *io_open(void)
-{
-    assert_true(E.nios < MAX_IOS);
-    struct fake_io *io = &E.ios[E.nios++];
-    io->out = malloc(IO_CAP);
-    assert_non_null(io->out);
-    io->conn = &io->conn_state;
-    proto_conn_open(io->conn, E.b, &E.lctx, "127.0.0.1:50000");
-    return io;
-}
-
-static void io_gone(struct fake_io *io)
-{
-    proto_conn_closed(io->conn, "peer closed");
-    io->conn = NULL;
-}
-
-static void send_packet(struct fake_io *io, const struct mq_packet *p)
-{
-    uint8_t buf[1024];
-    long n = codec_encode(p, buf, sizeof(buf));
-    assert_true(n > 0);
-    assert_int_equal(proto_conn_input(io->conn, buf, (size_t)n, NULL), (size_t)n);
-}
-
-static struct mq_bytes str(const char *s)
-{
-    return (struct mq_bytes){(const uint8_t *)s, (uint16_t)strlen(s)};
-}
-
-static struct mq_packet read_packet(struct fake_io *io)
-{
-    struct mq_packet p;
-    if (io->rd >= io->len)
-        fail_msg("expected a packet, the broker wrote nothing more");
-    int n = codec_decode(io->out + io->rd, io->len - io->rd, NULL, &p);
-    if (n <= 0)
-        fail_msg("broker output does not decode (%d) at offset %zu", n, io->rd);
-    io->rd += (size_t)n;
-    return p;
-}
-
-static void expect_nothing(struct fake_io *io)
-{
-    if (io->rd != io->len)
-        fail_msg("expected no output, got %zu more bytes", io->len - io->rd);
-}
-
-static struct fake_io *connect_client(const char *id, bool clean)
-{
-    struct fake_io *io = io_open();
-    struct mq_packet p = {.type = MQ_CONNECT};
-    p.u.connect.protocol_level = 4;
-    p.u.connect.clean_session = clean;
-    p.u.connect.client_id = str(id);
-    send_packet(io, &p);
-    struct mq_packet ack = read_packet(io);
-    assert_int_equal(ack.type, MQ_CONNACK);
-    assert_int_equal(ack.u.connack.return_code, 0);
-    return io;
-}
-
-static void subscribe(struct fake_io *io, const char *filter, uint8_t qos)
-{
-    uint8_t entries[256];
-    size_t fl = strlen(filter);
-    entries[0] = (uint8_t)(fl >> 8);
-    entries[1] = (uint8_t)fl;
-    memcpy(entries + 2, filter, fl);
-    entries[2 + fl] = qos;
-    struct mq_packet p = {.type = MQ_SUBSCRIBE};
-    p.u.subscribe = (struct mq_topic_list){.packet_id = 1,
-                                           .count = 1,
-                                           .entries = entries,
-                                           .entries_len = (uint32_t)(fl + 3),
-                                           .with_qos = true};
-    send_packet(io, &p);
-    assert_int_equal(read_packet(io).type, MQ_SUBACK);
-}
-
-/* Publish (QoS 0 or 1) and consume the PUBACK. */
-static void publish(struct fake_io *io, const char *topic, const char *payload, uint8_t qos,
-                    bool retain)
-{
-    static uint16_t next_id = 1;
-    struct mq_packet p = {.type = MQ_PUBLISH};
-    p.u.publish = (struct mq_publish){.qos = qos,
-                                      .retain = retain,
-                                      .topic = str(topic),
-                                      .packet_id = qos ? next_id++ : 0,
-                                      .payload = (const uint8_t *)payload,
-                                      .payload_len = (uint32_t)strlen(payload)};
-    send_packet(io, &p);
-    if (qos)
-        assert_int_equal(read_packet(io).type, MQ_PUBACK);
 }
 
 /* ---- what the monitor saw ----------------------------------------------------------- */
@@ -276,8 +91,8 @@ static void advance(uint64_t ms)
 
 static struct fake_io *monitor(void)
 {
-    struct fake_io *mon = connect_client("monitor", true);
-    subscribe(mon, "$SYS/#", 0);
+    struct fake_io *mon = connect_client("monitor", true, false);
+    subscribe(mon, 1, "$SYS/#", 0);
     return mon;
 }
 
@@ -287,10 +102,10 @@ static void test_first_update(void **state)
 {
     (void)state;
     struct fake_io *mon = monitor();
-    struct fake_io *all = connect_client("everything", true);
-    subscribe(all, "#", 0);
+    struct fake_io *all = connect_client("everything", true, false);
+    subscribe(all, 1, "#", 0);
     advance(10000);
-    sys_update(&E.sys, E.b);
+    sys_update(&sys_state, E.b);
 
     struct seen s;
     drain(mon, &s);
@@ -351,7 +166,7 @@ static void test_only_changes_are_republished(void **state)
     struct fake_io *mon = monitor();
     struct seen s;
     advance(10000);
-    sys_update(&E.sys, E.b);
+    sys_update(&sys_state, E.b);
     drain(mon, &s);
     expect_val(&s, "clients/connected", "1");
     /* The $SYS topics are retained messages too (as in Mosquitto): they count from the
@@ -361,7 +176,7 @@ static void test_only_changes_are_republished(void **state)
     /* Nothing happened but time passing: uptime changes; the version is static. The
      * monitor's own $SYS traffic moves the sent counters, so those come too. */
     advance(10000);
-    sys_update(&E.sys, E.b);
+    sys_update(&sys_state, E.b);
     drain(mon, &s);
     expect_val(&s, "uptime", "20 seconds");
     assert_null(val(&s, "version"));
@@ -370,15 +185,15 @@ static void test_only_changes_are_republished(void **state)
     assert_null(val(&s, "messages/received"));
     assert_non_null(val(&s, "messages/sent"));
 
-    struct fake_io *a = connect_client("a", true);
-    struct fake_io *b = connect_client("b", true);
-    subscribe(b, "sensors/#", 1);
-    publish(a, "sensors/t", "21.5", 1, true);
-    publish(a, "sensors/h", "40", 0, false);
+    struct fake_io *a = connect_client("a", true, false);
+    struct fake_io *b = connect_client("b", true, false);
+    subscribe(b, 1, "sensors/#", 1);
+    publish(a, "sensors/t", "21.5", 1, true, 1);
+    publish(a, "sensors/h", "40", 0, false, 0);
     read_packet(b);
     read_packet(b);
     advance(10000);
-    sys_update(&E.sys, E.b);
+    sys_update(&sys_state, E.b);
     drain(mon, &s);
     expect_val(&s, "uptime", "30 seconds");
     expect_val(&s, "clients/connected", "3");
@@ -398,9 +213,9 @@ static void test_only_changes_are_republished(void **state)
     expect_val(&s, "publish/rate/received", "0.20");
 
     /* A client leaving shows up too; maximum stays. */
-    io_gone(a);
+    io_gone(a, "peer closed");
     advance(10000);
-    sys_update(&E.sys, E.b);
+    sys_update(&sys_state, E.b);
     drain(mon, &s);
     expect_val(&s, "clients/connected", "2");
     assert_null(val(&s, "clients/maximum"));
@@ -410,13 +225,13 @@ static void test_only_changes_are_republished(void **state)
 static void test_retained_for_late_subscribers(void **state)
 {
     (void)state;
-    struct fake_io *a = connect_client("a", true);
+    struct fake_io *a = connect_client("a", true, false);
     advance(5000);
-    sys_update(&E.sys, E.b);
+    sys_update(&sys_state, E.b);
 
     /* A subscriber arriving between updates gets the retained values at once. */
-    struct fake_io *late = connect_client("late", true);
-    subscribe(late, "$SYS/broker/clients/connected", 0);
+    struct fake_io *late = connect_client("late", true, false);
+    subscribe(late, 1, "$SYS/broker/clients/connected", 0);
     struct mq_packet p = read_packet(late);
     assert_int_equal(p.type, MQ_PUBLISH);
     assert_true(p.u.publish.retain);
@@ -425,9 +240,9 @@ static void test_retained_for_late_subscribers(void **state)
     expect_nothing(late);
 
     /* '#' does not bring them back either. */
-    subscribe(a, "#", 0);
+    subscribe(a, 1, "#", 0);
     expect_nothing(a);
-    subscribe(a, "$SYS/broker/+", 0);
+    subscribe(a, 1, "$SYS/broker/+", 0);
     struct seen s;
     drain(a, &s);
     assert_non_null(val(&s, "version"));
@@ -440,15 +255,15 @@ static void test_offline_sessions_and_queue(void **state)
 {
     (void)state;
     struct fake_io *mon = monitor();
-    struct fake_io *p = connect_client("publisher", true);
-    struct fake_io *d = connect_client("durable", false);
-    subscribe(d, "jobs/+", 1);
-    io_gone(d);
-    publish(p, "jobs/1", "x", 1, false);
-    publish(p, "jobs/2", "y", 1, false);
-    publish(p, "jobs/3", "z", 0, false); /* offline QoS 0 is not queued by default */
+    struct fake_io *p = connect_client("publisher", true, false);
+    struct fake_io *d = connect_client("durable", false, false);
+    subscribe(d, 1, "jobs/+", 1);
+    io_gone(d, "peer closed");
+    publish(p, "jobs/1", "x", 1, false, 1);
+    publish(p, "jobs/2", "y", 1, false, 2);
+    publish(p, "jobs/3", "z", 0, false, 0); /* offline QoS 0 is not queued by default */
     advance(10000);
-    sys_update(&E.sys, E.b);
+    sys_update(&sys_state, E.b);
 
     struct seen s;
     drain(mon, &s);
@@ -466,14 +281,14 @@ static void test_dropped_counted(void **state)
     (void)state;
     E.cfg.max_queued_messages = 1;
     struct fake_io *mon = monitor();
-    struct fake_io *p = connect_client("publisher", true);
-    struct fake_io *d = connect_client("durable", false);
-    subscribe(d, "jobs/+", 1);
-    io_gone(d);
+    struct fake_io *p = connect_client("publisher", true, false);
+    struct fake_io *d = connect_client("durable", false, false);
+    subscribe(d, 1, "jobs/+", 1);
+    io_gone(d, "peer closed");
     for (int i = 0; i < 4; i++)
-        publish(p, "jobs/1", "x", 1, false);
+        publish(p, "jobs/1", "x", 1, false, (uint16_t)(i + 1));
     advance(60000);
-    sys_update(&E.sys, E.b);
+    sys_update(&sys_state, E.b);
     struct seen s;
     drain(mon, &s);
     expect_val(&s, "publish/messages/dropped", "3");
@@ -485,10 +300,10 @@ static void test_load_averages(void **state)
 {
     (void)state;
     struct fake_io *mon = monitor();
-    struct fake_io *p = connect_client("publisher", true);
+    struct fake_io *p = connect_client("publisher", true, false);
     struct seen s;
     /* Drop the first sample: it includes the CONNECTs and SUBSCRIBE above. */
-    sys_update(&E.sys, E.b);
+    sys_update(&sys_state, E.b);
     drain(mon, &s);
 
     /* 60 PUBLISH a minute, in one-minute steps: each average climbs towards 60, the
@@ -496,9 +311,9 @@ static void test_load_averages(void **state)
     double prev1 = 0, prev15 = 0;
     for (int minute = 1; minute <= 3; minute++) {
         for (int i = 0; i < 60; i++)
-            publish(p, "x", "1", 0, false);
+            publish(p, "x", "1", 0, false, 0);
         advance(60000);
-        sys_update(&E.sys, E.b);
+        sys_update(&sys_state, E.b);
         drain(mon, &s);
         double l1 = num(&s, "load/publish/received/1min");
         double l5 = num(&s, "load/publish/received/5min");
@@ -520,7 +335,7 @@ static void test_load_averages(void **state)
 
     /* Idle: every average decays, the one-minute one fastest; the rate drops to 0. */
     advance(60000);
-    sys_update(&E.sys, E.b);
+    sys_update(&sys_state, E.b);
     drain(mon, &s);
     double l1 = num(&s, "load/publish/received/1min");
     double l15 = num(&s, "load/publish/received/15min");
@@ -530,13 +345,13 @@ static void test_load_averages(void **state)
 
     /* The result does not depend on the sampling interval: six 10 s steps of an idle
      * minute decay exactly as one 60 s step. */
-    struct mq_sys copy = E.sys;
+    struct mq_sys copy = sys_state;
     for (int i = 0; i < 6; i++) {
         advance(10000);
-        sys_update(&E.sys, E.b);
+        sys_update(&sys_state, E.b);
     }
     double expected = copy.load[3][0] * 0.36787944117144233; /* e^-1 */
-    assert_true(E.sys.load[3][0] > expected - 1e-9 && E.sys.load[3][0] < expected + 1e-9);
+    assert_true(sys_state.load[3][0] > expected - 1e-9 && sys_state.load[3][0] < expected + 1e-9);
 }
 
 static void test_connections_and_sockets_load(void **state)
@@ -546,11 +361,11 @@ static void test_connections_and_sockets_load(void **state)
     for (int i = 0; i < 5; i++) {
         char id[16];
         snprintf(id, sizeof(id), "c%d", i);
-        connect_client(id, true);
+        connect_client(id, true, false);
     }
     E.b->stats.sockets_total = 6; /* net increments this on accept */
     advance(60000);
-    sys_update(&E.sys, E.b);
+    sys_update(&sys_state, E.b);
     struct seen s;
     drain(mon, &s);
     /* Six CONNECTs accepted in the first minute. */
@@ -564,12 +379,12 @@ static void test_same_millisecond(void **state)
     struct fake_io *mon = monitor();
     struct seen s;
     advance(1000);
-    sys_update(&E.sys, E.b);
-    struct mq_sys before = E.sys;
-    sys_update(&E.sys, E.b); /* no time passed: no division by zero, loads unchanged */
+    sys_update(&sys_state, E.b);
+    struct mq_sys before = sys_state;
+    sys_update(&sys_state, E.b); /* no time passed: no division by zero, loads unchanged */
     drain(mon, &s);
-    assert_memory_equal(E.sys.load, before.load, sizeof(before.load));
-    assert_true(E.sys.pub_in_rate == before.pub_in_rate);
+    assert_memory_equal(sys_state.load, before.load, sizeof(before.load));
+    assert_true(sys_state.pub_in_rate == before.pub_in_rate);
 }
 
 static bool contains(const char *text, const char *line)
@@ -580,15 +395,15 @@ static bool contains(const char *text, const char *line)
 static void test_prometheus(void **state)
 {
     (void)state;
-    struct fake_io *a = connect_client("a", true);
-    subscribe(a, "t", 0);
-    publish(a, "t", "hello", 0, true);
+    struct fake_io *a = connect_client("a", true, false);
+    subscribe(a, 1, "t", 0);
+    send_publish(a, "t", "hello", 0, true, 0, false);
     read_packet(a);
     advance(42000);
-    sys_update(&E.sys, E.b);
+    sys_update(&sys_state, E.b);
 
     static char buf[16384];
-    size_t n = sys_format_metrics(E.b, &E.sys, buf, sizeof(buf));
+    size_t n = sys_format_metrics(E.b, &sys_state, buf, sizeof(buf));
     assert_true(n > 0 && n < sizeof(buf));
     assert_int_equal(strlen(buf), n);
     assert_true(contains(buf, "# HELP midge_clients_connected "));
@@ -624,10 +439,10 @@ static void test_prometheus(void **state)
     /* Truncation reports the full length, like snprintf, and stays NUL-terminated. */
     char small[100];
     memset(small, 'x', sizeof(small));
-    assert_int_equal(sys_format_metrics(E.b, &E.sys, small, sizeof(small)), n);
+    assert_int_equal(sys_format_metrics(E.b, &sys_state, small, sizeof(small)), n);
     assert_int_equal(small[sizeof(small) - 1], '\0');
     assert_memory_equal(small, buf, sizeof(small) - 1);
-    assert_int_equal(sys_format_metrics(E.b, &E.sys, NULL, 0), n);
+    assert_int_equal(sys_format_metrics(E.b, &sys_state, NULL, 0), n);
 
     /* Without the $SYS sampler: counters and gauges only. */
     n = sys_format_metrics(E.b, NULL, buf, sizeof(buf));
@@ -639,12 +454,9 @@ static void test_prometheus(void **state)
 
 int main(void)
 {
-    /* Keep the output readable: errors and warnings only, unless asked for more. */
-    struct mq_log_options lo = log_default_options();
-    lo.types = getenv("MIDGE_TEST_LOG") ? MQ_LOG_ALL_TYPES : MQ_LOG_ERR | MQ_LOG_WARNING;
-    log_configure(&lo);
+    quiet_logs();
 
-#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+#define T(name) cmocka_unit_test_setup_teardown(name, setup_sys, teardown)
     const struct CMUnitTest tests[] = {
         T(test_first_update),
         T(test_only_changes_are_republished),
