@@ -37,9 +37,23 @@ void conn_violation(struct mq_conn *c, uint8_t reason, const char *fmt, ...)
 /* The bytes of PUBACK, PUBREC, PUBREL or PUBCOMP for packet_id into out (MQ_ACK_MAX bytes):
  * 4 bytes for MQTT 3.x; for MQTT 5 with reason (an enum mq_reason) and, for a failure,
  * why as Reason String when the client allows it and it fits its Maximum Packet Size.
- * Returns the size. */
-size_t ack_bytes(const struct mq_conn *c, enum mq_packet_type type, uint16_t packet_id,
-                 uint8_t reason, const char *why, uint8_t *out, size_t cap);
+ * Returns the size. ack_bytes is the call; ack5_bytes its MQTT 5 half. */
+size_t ack5_bytes(const struct mq_conn *c, enum mq_packet_type type, uint16_t packet_id,
+                  uint8_t reason, const char *why, uint8_t *out, size_t cap);
+/* Inline for MQTT 3.x, whose acknowledgements are on every QoS 1 and 2 message's path. */
+static inline size_t ack_bytes(const struct mq_conn *c, enum mq_packet_type type,
+                               uint16_t packet_id, uint8_t reason, const char *why, uint8_t *out,
+                               size_t cap)
+{
+    if (conn_v5(c))
+        return ack5_bytes(c, type, packet_id, reason, why, out, cap);
+    /* PUBREL is the only acknowledgement with flags (0b0010, [MQTT-3.6.1-1]). */
+    out[0] = (uint8_t)(type << 4 | (type == MQ_PUBREL ? 2 : 0));
+    out[1] = 2;
+    out[2] = (uint8_t)(packet_id >> 8);
+    out[3] = (uint8_t)packet_id;
+    return 4;
+}
 void conn_send_ack(struct mq_conn *c, enum mq_packet_type type, uint16_t packet_id);
 void conn_send_ack_rc(struct mq_conn *c, enum mq_packet_type type, uint16_t packet_id,
                       uint8_t reason, const char *why);

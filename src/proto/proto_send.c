@@ -51,18 +51,10 @@ static size_t reason_props(const struct mq_conn *c, const char *why, size_t fixe
     return w.len;
 }
 
-size_t ack_bytes(const struct mq_conn *c, enum mq_packet_type type, uint16_t packet_id,
-                 uint8_t reason, const char *why, uint8_t *out, size_t cap)
+size_t ack5_bytes(const struct mq_conn *c, enum mq_packet_type type, uint16_t packet_id,
+                  uint8_t reason, const char *why, uint8_t *out, size_t cap)
 {
     (void)cap; /* >= MQ_ACK_MAX */
-    if (!conn_v5(c)) {
-        /* PUBREL is the only acknowledgement with flags (0b0010, [MQTT-3.6.1-1]). */
-        out[0] = (uint8_t)(type << 4 | (type == MQ_PUBREL ? 2 : 0));
-        out[1] = 2;
-        out[2] = (uint8_t)(packet_id >> 8);
-        out[3] = (uint8_t)packet_id;
-        return 4;
-    }
     uint8_t props[MQ_ACK_MAX - MQ_ACK5_HEADER_MAX];
     /* An ack with a Reason String has at most 5 + 2 + 1 + 4 bytes around its block. */
     size_t plen = reason ? reason_props(c, why, MQ_ACK5_HEADER_MAX, props, sizeof props) : 0;
@@ -159,12 +151,12 @@ static bool alias_assign(struct mq_conn *c, const struct mq_msg *m, uint16_t ali
 
 /* How an MQTT 5 PUBLISH of m goes to c: its per-copy property length and its whole size. */
 struct publish5_shape {
-    uint16_t alias;      /* 0: no alias */
-    bool alias_known;    /* the client has it: an empty topic */
-    uint32_t own_props;  /* expiry, identifiers, alias */
-    uint32_t props_len;  /* own_props + the message's */
-    uint64_t remaining;  /* remaining length */
-    uint64_t total;      /* whole packet */
+    uint16_t alias;     /* 0: no alias */
+    bool alias_known;   /* the client has it: an empty topic */
+    uint32_t own_props; /* expiry, identifiers, alias */
+    uint32_t props_len; /* own_props + the message's */
+    uint64_t remaining; /* remaining length */
+    uint64_t total;     /* whole packet */
 };
 
 static void publish5_shape(const struct mq_conn *c, const struct mq_msg *m, uint8_t qos,
@@ -181,8 +173,8 @@ static void publish5_shape(const struct mq_conn *c, const struct mq_msg *m, uint
     sh->own_props = own;
     sh->props_len = own + m->props_len;
     uint16_t topic_len = sh->alias_known ? 0 : m->topic_len;
-    sh->remaining = 2u + (uint64_t)topic_len + (qos ? 2u : 0u) +
-                    codec_varint_size(sh->props_len) + sh->props_len + m->payload_len;
+    sh->remaining = 2u + (uint64_t)topic_len + (qos ? 2u : 0u) + codec_varint_size(sh->props_len) +
+                    sh->props_len + m->payload_len;
     sh->total = 1u + codec_varint_size((uint32_t)sh->remaining) + sh->remaining;
 }
 
