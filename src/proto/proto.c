@@ -108,11 +108,9 @@ bool topic_too_deep(const struct mq_broker *b, const uint8_t *topic, size_t len)
     return false;
 }
 
-bool session_may(const struct mq_session *s, const uint8_t *topic, size_t len, int access)
+bool session_acl_allows(const struct mq_session *s, const struct mq_acl *acl,
+                        const uint8_t *topic, size_t len, int access)
 {
-    const struct mq_acl *acl = s->listener ? s->listener->acl : NULL;
-    if (!acl)
-        return true;
     return acl_check(acl, s->username, s->client_id, topic, len, (enum mq_acl_access)access);
 }
 
