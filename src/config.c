@@ -833,10 +833,20 @@ static void bridge_free(struct mq_bridge_config *bc)
     for (size_t i = 0; i < bc->topic_count; i++)
         bridge_topic_free(&bc->topics[i]);
     free(bc->topics);
-    char **strs[] = {&bc->remote_username, &bc->remote_password, &bc->remote_clientid,
-                     &bc->local_clientid, &bc->notification_topic, &bc->bind_address,
-                     &bc->cafile, &bc->capath, &bc->certfile, &bc->keyfile, &bc->tls_version,
-                     &bc->alpn, &bc->identity, &bc->psk};
+    char **strs[] = {&bc->remote_username,
+                     &bc->remote_password,
+                     &bc->remote_clientid,
+                     &bc->local_clientid,
+                     &bc->notification_topic,
+                     &bc->bind_address,
+                     &bc->cafile,
+                     &bc->capath,
+                     &bc->certfile,
+                     &bc->keyfile,
+                     &bc->tls_version,
+                     &bc->alpn,
+                     &bc->identity,
+                     &bc->psk};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
         free(*strs[i]);
     memset(bc, 0, sizeof *bc);
@@ -847,8 +857,9 @@ static struct mq_bridge_config *cur_bridge(struct parser *p, const struct line *
 {
     if (p->cur_bridge != NO_BRIDGE)
         return &p->cfg->bridges[p->cur_bridge];
-    error_at(p, "%.*s: a bridge option outside a bridge section (start one with \"connection "
-                "NAME\")",
+    error_at(p,
+             "%.*s: a bridge option outside a bridge section (start one with \"connection "
+             "NAME\")",
              QS(&l->name));
     return NULL;
 }
@@ -903,8 +914,9 @@ static void parse_connection(struct parser *p, const struct option *o, const str
     for (size_t i = 0; i < name->n; i++) {
         char c = name->s[i];
         if (c == '+' || c == '#' || c == '/' || (unsigned char)c < 0x20) {
-            error_at(p, "connection: the name \"%.*s\" may not contain '+', '#', '/' or control "
-                        "characters (it is part of the notification topic)",
+            error_at(p,
+                     "connection: the name \"%.*s\" may not contain '+', '#', '/' or control "
+                     "characters (it is part of the notification topic)",
                      QS(name));
             return;
         }
@@ -941,8 +953,9 @@ static bool parse_one_address(struct parser *p, const struct span *v, struct mq_
         s += 6;
         port = 443;
     } else if (memmem(s, v->n, "://", 3)) {
-        error_at(p, "address: \"%.*s\": only ws:// and wss:// URLs are understood (plain MQTT "
-                    "is host[:port], TLS is host[:port] with bridge_cafile or bridge_capath)",
+        error_at(p,
+                 "address: \"%.*s\": only ws:// and wss:// URLs are understood (plain MQTT "
+                 "is host[:port], TLS is host[:port] with bridge_cafile or bridge_capath)",
                  QS(v));
         return false;
     }
@@ -952,8 +965,7 @@ static bool parse_one_address(struct parser *p, const struct span *v, struct mq_
         if (path) {
             for (const char *c = path; c < end; c++)
                 if ((unsigned char)*c <= ' ' || *c == '#') {
-                    error_at(p, "address: \"%.*s\": the path may not contain spaces or '#'",
-                             QS(v));
+                    error_at(p, "address: \"%.*s\": the path may not contain spaces or '#'", QS(v));
                     return false;
                 }
         }
@@ -999,8 +1011,9 @@ static bool parse_one_address(struct parser *p, const struct span *v, struct mq_
     a->scheme = scheme;
     a->port = port;
     a->host = strndup(host, hlen);
-    a->path = scheme == MQ_BRIDGE_MQTT ? NULL : path ? strndup(path, (size_t)(end - path))
-                                                     : strdup("/mqtt");
+    a->path = scheme == MQ_BRIDGE_MQTT ? NULL
+              : path                   ? strndup(path, (size_t)(end - path))
+                                       : strdup("/mqtt");
     if (!a->host || (scheme != MQ_BRIDGE_MQTT && !a->path)) {
         free(a->host);
         free(a->path);
@@ -1068,8 +1081,9 @@ static char *bridge_filter(struct parser *p, const char *prefix, const char *pat
     }
     snprintf(f, n + 1, "%s%s", prefix ? prefix : "", pattern ? pattern : "");
     if (!n || n > 65535 || topic_check_filter((const uint8_t *)f, n) != 0) {
-        error_at(p, "topic: the %s prefix and the pattern make \"%.*s\", which is not a valid "
-                    "topic filter",
+        error_at(p,
+                 "topic: the %s prefix and the pattern make \"%.*s\", which is not a valid "
+                 "topic filter",
                  side, QZ(f));
         free(f);
         return NULL;
@@ -1090,8 +1104,9 @@ static void parse_topic(struct parser *p, const struct option *o, const struct l
         return;
     }
     if (l->nval > 5) {
-        error_at(p, "topic: %zu values, at most 5 are allowed (pattern, direction, QoS, local "
-                    "prefix, remote prefix)",
+        error_at(p,
+                 "topic: %zu values, at most 5 are allowed (pattern, direction, QoS, local "
+                 "prefix, remote prefix)",
                  l->nval);
         return;
     }
@@ -1181,8 +1196,9 @@ static void parse_restart_timeout(struct parser *p, const struct option *o, cons
     long long base, cap = 0;
     if (!to_int(&l->val[0], 1, 86400, &base) ||
         (l->nval == 2 && !to_int(&l->val[1], 1, 86400, &cap))) {
-        error_at(p, "restart_timeout: expected seconds from 1 to 86400 (\"constant\" or \"base "
-                    "cap\"), got \"%.*s\"",
+        error_at(p,
+                 "restart_timeout: expected seconds from 1 to 86400 (\"constant\" or \"base "
+                 "cap\"), got \"%.*s\"",
                  QS(&l->rest));
         return;
     }
@@ -1248,8 +1264,7 @@ static void parse_bridge_keepalive(struct parser *p, const struct option *o, con
     bc->keepalive = (uint16_t)v;
 }
 
-static void parse_notification_topic(struct parser *p, const struct option *o,
-                                     const struct line *l)
+static void parse_notification_topic(struct parser *p, const struct option *o, const struct line *l)
 {
     if (!cur_bridge(p, l) || !one_value(p, l))
         return;
@@ -1260,14 +1275,14 @@ static void parse_notification_topic(struct parser *p, const struct option *o,
     parse_string(p, o, l);
 }
 
-static void parse_bridge_tls_version(struct parser *p, const struct option *o,
-                                     const struct line *l)
+static void parse_bridge_tls_version(struct parser *p, const struct option *o, const struct line *l)
 {
     if (!cur_bridge(p, l) || !one_value(p, l))
         return;
     const struct span *v = &l->val[0];
     if (!span_is(v, "tlsv1.3") && !span_is(v, "tlsv1.2") && !span_is(v, "tlsv1.1")) {
-        error_at(p, "bridge_tls_version: expected tlsv1.3, tlsv1.2 or tlsv1.1, got \"%.*s\"", QS(v));
+        error_at(p, "bridge_tls_version: expected tlsv1.3, tlsv1.2 or tlsv1.1, got \"%.*s\"",
+                 QS(v));
         return;
     }
     parse_string(p, o, l);
@@ -1315,12 +1330,14 @@ static void parse_bridge_refused(struct parser *p, const struct option *o, const
     if (!cur_bridge(p, l))
         return;
     if (span_is(&l->name, "local_username") || span_is(&l->name, "local_password"))
-        error_at(p, "%.*s: not supported: a bridge's local side is inside midge and is not "
-                    "checked against the password file or the ACL; remove the line",
+        error_at(p,
+                 "%.*s: not supported: a bridge's local side is inside midge and is not "
+                 "checked against the password file or the ACL; remove the line",
                  QS(&l->name));
     else
-        error_at(p, "%.*s: not implemented by midge's bridges (docs/bridge.md lists the options "
-                    "they take); remove the line",
+        error_at(p,
+                 "%.*s: not implemented by midge's bridges (docs/bridge.md lists the options "
+                 "they take); remove the line",
                  QS(&l->name));
 }
 
@@ -1352,8 +1369,9 @@ static void finish_bridges(struct parser *p)
                          bc->psk ? "bridge_psk" : "bridge_identity",
                          bc->psk ? "bridge_identity" : "bridge_psk");
         if (bc->psk && (bc->cafile || bc->capath || bc->certfile))
-            bridge_error(p, bc, "bridge_psk and certificates (bridge_cafile, bridge_capath, "
-                                "bridge_certfile) are both set: use one or the other");
+            bridge_error(p, bc,
+                         "bridge_psk and certificates (bridge_cafile, bridge_capath, "
+                         "bridge_certfile) are both set: use one or the other");
         bool wss = false;
         for (size_t k = 0; k < bc->address_count; k++)
             wss |= bc->addresses[k].scheme == MQ_BRIDGE_WSS;
@@ -1422,14 +1440,36 @@ bool config_bridge_equal(const struct mq_bridge_config *a, const struct mq_bridg
             x->qos != y->qos)
             return false;
     }
-    const char *sa[] = {a->name, a->remote_username, a->remote_password, a->remote_clientid,
-                        a->local_clientid, a->notification_topic, a->bind_address, a->cafile,
-                        a->capath, a->certfile, a->keyfile, a->tls_version, a->alpn,
-                        a->identity, a->psk};
-    const char *sb[] = {b->name, b->remote_username, b->remote_password, b->remote_clientid,
-                        b->local_clientid, b->notification_topic, b->bind_address, b->cafile,
-                        b->capath, b->certfile, b->keyfile, b->tls_version, b->alpn,
-                        b->identity, b->psk};
+    const char *sa[] = {a->name,
+                        a->remote_username,
+                        a->remote_password,
+                        a->remote_clientid,
+                        a->local_clientid,
+                        a->notification_topic,
+                        a->bind_address,
+                        a->cafile,
+                        a->capath,
+                        a->certfile,
+                        a->keyfile,
+                        a->tls_version,
+                        a->alpn,
+                        a->identity,
+                        a->psk};
+    const char *sb[] = {b->name,
+                        b->remote_username,
+                        b->remote_password,
+                        b->remote_clientid,
+                        b->local_clientid,
+                        b->notification_topic,
+                        b->bind_address,
+                        b->cafile,
+                        b->capath,
+                        b->certfile,
+                        b->keyfile,
+                        b->tls_version,
+                        b->alpn,
+                        b->identity,
+                        b->psk};
     for (size_t i = 0; i < sizeof sa / sizeof sa[0]; i++)
         if (!str_eq(sa[i], sb[i]))
             return false;
@@ -1559,8 +1599,7 @@ static const struct option options[] = {
     {"bridge_attempt_unsubscribe", parse_bridge_value, B(attempt_unsubscribe), V_BOOL, 0, 0},
     {"bridge_max_packet_size", parse_bridge_value, B(max_packet_size), V_U32, 0, MQTT_MAX_PACKET},
     {"bridge_receive_maximum", parse_bridge_value, B(receive_maximum), V_U16, 1, 65535},
-    {"bridge_session_expiry_interval", parse_bridge_value, B(session_expiry), V_U64, 0,
-     UINT32_MAX},
+    {"bridge_session_expiry_interval", parse_bridge_value, B(session_expiry), V_U64, 0, UINT32_MAX},
     {"bridge_bind_address", parse_bridge_value, B(bind_address), V_STR, 0, 0},
     {"bridge_cafile", parse_bridge_value, B(cafile), V_STR, 0, 0},
     {"bridge_capath", parse_bridge_value, B(capath), V_STR, 0, 0},

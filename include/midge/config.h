@@ -69,34 +69,34 @@ struct mq_bridge_address {
 };
 
 struct mq_bridge_config {
-    char *name;           /* `connection NAME` */
-    char *file;           /* where the section starts, for messages */
+    char *name; /* `connection NAME` */
+    char *file; /* where the section starts, for messages */
     unsigned line;
     struct mq_bridge_address *addresses;
     size_t address_count;
     struct mq_bridge_topic *topics;
     size_t topic_count;
-    bool round_robin;                 /* default false */
+    bool round_robin; /* default false */
     char *remote_username, *remote_password;
-    char *remote_clientid;            /* default "<hostname>.<name>" (filled at load) */
-    char *local_clientid;             /* default "local.<remote_clientid>" */
-    bool cleansession;                /* default false */
-    int8_t local_cleansession;        /* -1 = as cleansession */
-    uint16_t keepalive;               /* keepalive_interval, default 60, at least 5 */
+    char *remote_clientid;              /* default "<hostname>.<name>" (filled at load) */
+    char *local_clientid;               /* default "local.<remote_clientid>" */
+    bool cleansession;                  /* default false */
+    int8_t local_cleansession;          /* -1 = as cleansession */
+    uint16_t keepalive;                 /* keepalive_interval, default 60, at least 5 */
     uint32_t restart_base, restart_cap; /* restart_timeout: cap 0 = constant base; default 5 30 */
-    uint8_t start_type;               /* enum mq_bridge_start */
-    uint32_t idle_timeout;            /* lazy: seconds idle before stopping; default 60 */
-    uint32_t threshold;               /* lazy: queued messages that start it; default 10 */
-    bool notifications;               /* default true */
-    bool notifications_local_only;    /* default false */
-    char *notification_topic;         /* default $SYS/broker/connection/<name>/state */
-    bool try_private;                 /* default true */
-    uint8_t protocol_version;         /* 3, 4 (default) or 5 */
-    bool outgoing_retain;             /* default true */
-    bool attempt_unsubscribe;         /* default true */
-    uint32_t max_packet_size;         /* bridge_max_packet_size; 0 = none */
-    uint16_t receive_maximum;         /* bridge_receive_maximum; 0 = not set */
-    int64_t session_expiry;           /* bridge_session_expiry_interval; -1 = not set */
+    uint8_t start_type;                 /* enum mq_bridge_start */
+    uint32_t idle_timeout;              /* lazy: seconds idle before stopping; default 60 */
+    uint32_t threshold;                 /* lazy: queued messages that start it; default 10 */
+    bool notifications;                 /* default true */
+    bool notifications_local_only;      /* default false */
+    char *notification_topic;           /* default $SYS/broker/connection/<name>/state */
+    bool try_private;                   /* default true */
+    uint8_t protocol_version;           /* 3, 4 (default) or 5 */
+    bool outgoing_retain;               /* default true */
+    bool attempt_unsubscribe;           /* default true */
+    uint32_t max_packet_size;           /* bridge_max_packet_size; 0 = none */
+    uint16_t receive_maximum;           /* bridge_receive_maximum; 0 = not set */
+    int64_t session_expiry;             /* bridge_session_expiry_interval; -1 = not set */
     char *bind_address;
     /* TLS: on when cafile, capath or psk is set, or for wss:// addresses. */
     char *cafile, *capath, *certfile, *keyfile, *tls_version, *alpn, *identity, *psk;
