@@ -196,11 +196,19 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
         }
         /* Offline QoS 0 is dropped unless asked for, as in Mosquitto; online it waits
          * behind queued messages only to keep order. */
-        if (!online && !(cfg && cfg->queue_qos0_messages))
-            return;
+        if (!online && !(cfg && cfg->queue_qos0_messages)) {
+            if (!s->flow || !s->flow->queue_qos0)
+                return;
+            /* A session that asked for it (a bridge's local side) keeps QoS 0 only in its
+             * memory queue, and none behind spilled messages, which would overtake them. */
+            if (session_spilled(s) || session_queue_count(s) >= MQ_QUEUE_IN_MEMORY) {
+                note_drop(b, s, m);
+                return;
+            }
+        }
     }
-    bool send_now = qos && online && !hold && session_queue_count(s) == 0 &&
-                    !session_spilled(s) && window_open(b, s);
+    bool send_now = qos && online && !hold && session_queue_count(s) == 0 && !session_spilled(s) &&
+                    window_open(b, s);
     /* Only a copy that starts its delivery now escapes an expiry that runs out now (an
      * interval of 0): one that would wait in the queue is deleted ([MQTT-3.3.2-5]). */
     if (!send_now && m->expires_ms && b->now_ms >= m->expires_ms) {
@@ -353,8 +361,7 @@ struct mq_msg *proto_msg_new(const struct mq_broker *b, const uint8_t *topic, ui
 /* The Subscription Identifiers of match i of v, its first (`first`, may be 0) and the extra
  * ones, into b->id_scratch; returns how many. On out of memory only `first` is returned, and
  * the caller then sends that one (still in its grant). */
-static size_t gather_ids(struct mq_broker *b, const struct mq_sub_vec *v, size_t i,
-                         uint32_t first)
+static size_t gather_ids(struct mq_broker *b, const struct mq_sub_vec *v, size_t i, uint32_t first)
 {
     size_t want = first ? 1 : 0;
     for (size_t x = 0; x < v->extra_count; x++)
