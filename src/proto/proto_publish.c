@@ -432,6 +432,20 @@ unsigned broker_publish(struct mq_broker *b, struct mq_msg *m, const struct mq_c
     return delivered;
 }
 
+int broker_publish_local(struct mq_broker *b, const char *topic, size_t topic_len,
+                         const void *payload, size_t payload_len, uint8_t qos, bool retain)
+{
+    if (topic_len > UINT16_MAX || payload_len > MQ_MAX_REMAINING_LENGTH)
+        return MQ_ERR_INVAL;
+    struct mq_msg *m = msg_new((const uint8_t *)topic, (uint16_t)topic_len, payload,
+                               (uint32_t)payload_len, qos, retain);
+    if (!m)
+        return MQ_ERR_NOMEM;
+    broker_publish(b, m, NULL);
+    msg_unref(m);
+    return 0;
+}
+
 /* 3.1.1 has no negative acknowledgement: a message the broker will not deliver still
  * completes its QoS flow, so the client does not resend it forever (as Mosquitto does).
  * MQTT 5 tells it why: reason (an enum mq_reason) and why as Reason String. */

@@ -785,6 +785,20 @@ static void test_session_queue_qos0(void **state)
     assert_int_equal(E.b->stats.pub_dropped - dropped, 5);
 }
 
+/* broker_publish_local: the broker's own message reaches subscribers and the retained store. */
+static void test_publish_local(void **state)
+{
+    (void)state;
+    struct fake_io *sub = connect_client("sub", true, false);
+    subscribe(sub, 1, "$SYS/broker/connection/+/state", 1);
+    const char *t = "$SYS/broker/connection/b/state";
+    assert_int_equal(broker_publish_local(E.b, t, strlen(t), "1", 1, 1, true), 0);
+    send_ack(sub, MQ_PUBACK, expect_publish(sub, t, "1", 1, false, false));
+    struct fake_io *late = connect_client("late", true, false);
+    subscribe(late, 1, "$SYS/broker/connection/b/state", 0);
+    expect_publish(late, t, "1", 0, true, false);
+}
+
 /* [MQTT-4.3.3-2]: an inbound QoS 2 PUBLISH resent before PUBREL is not delivered again. */
 static void test_inbound_qos2_duplicate(void **state)
 {
@@ -1850,6 +1864,7 @@ int main(void)
         T(test_offline_queue_and_redelivery),
         T(test_offline_queue_qos0),
         T(test_session_queue_qos0),
+        T(test_publish_local),
         T(test_inbound_qos2_duplicate),
         T(test_takeover),
         T(test_will_on_keepalive_expiry),
