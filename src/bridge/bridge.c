@@ -711,7 +711,10 @@ static void remote_packet(struct mq_bridge *b, const struct mq_packet *pkt, cons
                           size_t n)
 {
     if (b->state == B_CONNECTING && pkt->type != MQ_CONNACK) {
-        remote_close(b, "the remote sent something else than CONNACK first");
+        char why[96];
+        snprintf(why, sizeof(why), "protocol error: the remote sent %s before CONNACK",
+                 codec_type_name(pkt->type));
+        remote_close(b, why);
         return;
     }
     switch (pkt->type) {
@@ -1099,10 +1102,13 @@ static uint8_t local_sub_opts(const struct mq_bridge *b, uint8_t q, enum local_m
                                : q;
 }
 
-/* The grant the local session holds for options opts (what proto records). */
-static uint32_t grant_of(uint8_t opts)
+/* The grant the local session holds for options opts (what proto records: a 3.x bridge's
+ * subscriptions are retain-as-published too). */
+static uint32_t grant_of(const struct mq_bridge *b, uint8_t opts)
 {
-    return MQ_GRANT(MQ_SUB_QOS(opts), opts & (MQ_SUB_NO_LOCAL | MQ_SUB_RETAIN_AS_PUBLISHED), 0);
+    uint8_t flags = local_level(b) == 5 ? opts & (MQ_SUB_NO_LOCAL | MQ_SUB_RETAIN_AS_PUBLISHED)
+                                        : MQ_SUB_RETAIN_AS_PUBLISHED;
+    return MQ_GRANT(MQ_SUB_QOS(opts), flags, 0);
 }
 
 /* UNSUBSCRIBE what the session holds and no out line wants; SUBSCRIBE what it lacks (or
@@ -1144,7 +1150,7 @@ static bool build_local_subscriptions(struct mq_bridge *b, struct mq_session *s,
         struct mq_sub_leaf *have =
             sub_tree_find(b->srv->broker->subs, (const uint8_t *)t->local, n);
         uint32_t grant;
-        if (s && have && sub_tree_leaf_grant(have, s, &grant) && grant == grant_of(opts))
+        if (s && have && sub_tree_leaf_grant(have, s, &grant) && grant == grant_of(b, opts))
             continue;
         uint8_t len[2] = {(uint8_t)(n >> 8), (uint8_t)n};
         ok = bytes_add(&sub, len, 2) && bytes_add(&sub, t->local, n) && bytes_add(&sub, &opts, 1);

@@ -108,12 +108,13 @@ static void on_writable(uv_poll_t *h, int status, int events)
 {
     (void)events;
     struct mq_dial *d = h->data;
+    /* libuv reports a socket error (EPOLLERR) as UV_EBADF: the socket says what it was. */
     int err = 0;
     socklen_t len = sizeof(err);
-    if (status < 0)
-        err = -status;
-    else if (getsockopt(d->fd, SOL_SOCKET, SO_ERROR, &err, &len))
+    if (getsockopt(d->fd, SOL_SOCKET, SO_ERROR, &err, &len))
         err = errno;
+    if (!err && status < 0)
+        err = -status;
     if (err == EINPROGRESS)
         return;
     if (err) {
