@@ -133,7 +133,7 @@ struct mq_bridge {
     uint16_t keepalive;
     uint32_t remote_max_packet; /* 0: none */
     uint16_t sub_pid, unsub_pid;
-    uint64_t last_tx_ms, last_rx_ms, started_ms, traffic_ms, probe_ms;
+    uint64_t last_tx_ms, last_rx_ms, started_ms, traffic_ms, probe_ms, up_ms;
     struct bytes rin;     /* remote input: an unfinished packet */
     struct bytes lin;     /* local output: an unfinished packet */
     struct bytes defer;   /* bytes for proto, delivered by the kick timer */
@@ -630,8 +630,7 @@ static void remote_up(struct mq_bridge *b, const struct mq_packet *pkt)
             b->keepalive = pr->server_keep_alive;
     }
     b->state = B_UP;
-    b->tried = 0;
-    b->sleep_ms = 0;
+    b->up_ms = now_ms(b);
     b->ping_out = false;
     b->traffic_ms = now_ms(b);
     mq_log(MQ_LOG_NOTICE, "bridge %s: connected to %s (MQTT %s%s, %s)", b->cfg->name, b->peer,
@@ -1365,8 +1364,13 @@ static uint64_t schedule_retry(struct mq_bridge *b, bool was_up)
     if (b->lazy_stopped)
         return UINT64_MAX;
     size_t n = b->cfg->address_count;
-    if (was_up)
+    /* A connection that lasted starts a new round (the next address at once); one the
+     * remote ended right away counts as a failed attempt, so a remote that accepts and then
+     * drops the bridge cannot make it reconnect in a tight loop. */
+    if (was_up && now_ms(b) - b->up_ms >= (uint64_t)b->cfg->restart_base * 1000u) {
         b->tried = 0;
+        b->sleep_ms = 0; /* the backoff starts over from the base */
+    }
     uint64_t delay;
     if (b->retry_same) {
         b->retry_same = false;

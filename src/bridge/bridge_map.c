@@ -33,7 +33,7 @@ static int map(const struct mq_bridge_topic *topics, size_t n, bool inbound, con
             if (!topic_matches((const uint8_t *)filter, strlen(filter), topic, len))
                 continue;
             size_t strip = from ? strlen(from) : 0;
-            if (strip > len || memcmp(topic, from, strip))
+            if (from && (strip > len || memcmp(topic, from, strip)))
                 strip = 0; /* a filter like "a/+" can match without the prefix: keep it all */
             size_t add = to ? strlen(to) : 0;
             size_t total = add + (len - strip);
