@@ -26,7 +26,7 @@
 
 #include "midge/buf.h"
 
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" /* RFC 6455, 1.3 */
 #define WS_HEAD_MAX 8192             /* the 101 answer's head */
 #define WS_MSG_MAX (268435460u + 64) /* an MQTT packet of the largest size, and some */
 
