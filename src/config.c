@@ -1161,6 +1161,13 @@ static void parse_topic(struct parser *p, const struct option *o, const struct l
         error_at(p, "topic: \"%.*s\" is not a valid topic filter", QZ(t.pattern));
         ok = false;
     }
+    if (ok && (t.direction & MQ_BRIDGE_OUT) &&
+        ((t.remote_prefix && !strncmp(t.remote_prefix, "$share/", 7)) ||
+         (!t.remote_prefix && t.pattern && !strncmp(t.pattern, "$share/", 7)))) {
+        error_at(p, "topic: a $share/ remote side only works for in lines (messages are not "
+                    "published to a shared subscription)");
+        ok = false;
+    }
     if (ok && !(t.local = bridge_filter(p, t.local_prefix, t.pattern, "local")))
         ok = false;
     if (ok && !(t.remote = bridge_filter(p, t.remote_prefix, t.pattern, "remote")))

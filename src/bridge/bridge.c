@@ -434,8 +434,12 @@ static void send_remote_subscriptions(struct mq_bridge *b)
         uint16_t n = (uint16_t)strlen(t->remote);
         uint8_t len[2] = {(uint8_t)(n >> 8), (uint8_t)n};
         uint8_t opts = t->qos < local_max ? t->qos : local_max;
-        if (b->level == 5) /* never our own messages back; retained flags as they are */
-            opts |= MQ_SUB_NO_LOCAL | MQ_SUB_RETAIN_AS_PUBLISHED | (1u << 4);
+        /* MQTT 5: never our own messages back, retained flags as they are, retained messages
+         * only for a new subscription; No Local is a protocol error on a shared one
+         * ([MQTT-3.8.3-4]), which never sends a message back to its publisher anyway. */
+        if (b->level == 5)
+            opts |= (strncmp(t->remote, "$share/", 7) ? MQ_SUB_NO_LOCAL : 0) |
+                    MQ_SUB_RETAIN_AS_PUBLISHED | (1u << 4);
         if (!bytes_add(&e, len, 2) || !bytes_add(&e, t->remote, n) || !bytes_add(&e, &opts, 1))
             goto nomem;
         count++;

@@ -4,7 +4,9 @@
  * told which side a topic comes from. Mosquitto looks at the lines that remap first and
  * passes a topic unchanged only when none of them matches; midge does the same, so that a
  * configuration behaves alike on both, and additionally refuses a topic no line of the
- * direction matches (a remote session's stale subscription) instead of passing it on.
+ * direction matches (a remote session's stale subscription) instead of passing it on. A
+ * remote side of the form $share/NAME/... (an in line taking its share of a shared
+ * subscription) is matched without the group, which the messages do not carry.
  */
 #include "midge/bridge_map.h"
 
@@ -12,6 +14,16 @@
 #include <string.h>
 
 #include "midge/topic.h"
+
+/* A remote filter or prefix of the form $share/NAME/REST stands for REST: a shared
+ * subscription's messages carry their own topic, without the group. */
+static const char *unshared(const char *s)
+{
+    if (!s || strncmp(s, "$share/", 7))
+        return s;
+    const char *slash = strchr(s + 7, '/');
+    return slash ? slash + 1 : s + strlen(s);
+}
 
 static int map(const struct mq_bridge_topic *topics, size_t n, bool inbound, const uint8_t *topic,
                size_t len, uint8_t *out, size_t cap, size_t *out_len)
@@ -24,14 +36,16 @@ static int map(const struct mq_bridge_topic *topics, size_t n, bool inbound, con
             const struct mq_bridge_topic *t = &topics[i];
             if (!(t->direction & want))
                 continue;
-            const char *from = inbound ? t->remote_prefix : t->local_prefix;
+            const char *from = inbound ? unshared(t->remote_prefix) : t->local_prefix;
             const char *to = inbound ? t->local_prefix : t->remote_prefix;
             bool remaps = from || to;
             if (remaps != (pass == 0))
                 continue;
-            const char *filter = inbound ? t->remote : t->local;
+            const char *filter = inbound ? unshared(t->remote) : t->local;
             if (!topic_matches((const uint8_t *)filter, strlen(filter), topic, len))
                 continue;
+            if (from && !*from)
+                from = NULL; /* "$share/NAME/" alone: nothing to remove */
             size_t strip = from ? strlen(from) : 0;
             if (from && (strip > len || memcmp(topic, from, strip)))
                 strip = 0; /* a filter like "a/+" can match without the prefix: keep it all */

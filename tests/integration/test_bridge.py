@@ -830,3 +830,26 @@ def test_round_robin_failover(start_broker):
     a.wait_log(rf"bridge rr: connected to 127\.0\.0\.1:{b1.port}")
     b1.stop()
     a.wait_log(rf"bridge rr: connected to 127\.0\.0\.1:{b2.port}", timeout=scaled(10))
+
+
+@pytest.mark.parametrize("version", ["mqttv311", "mqttv50"])
+def test_shared_subscription_at_the_remote(start_broker, version):
+    """Two sites each take their share of the remote's jobs: `topic jobs/# in 1 "" $share/
+    workers/` subscribes to a shared subscription there, and each job reaches one site only,
+    under its own topic."""
+    b = start_broker()
+    sites = []
+    for n in ("s1", "s2"):
+        site = start_broker(bridge(n, b.port, "topic jobs/# in 1 \"\" $share/workers/",
+                                   f"bridge_protocol_version {version}"))
+        b.wait_log(rf"client r-{n} subscribed to \$share/workers/jobs/#")
+        c = PahoClient(site.port, f"w-{n}")
+        c.subscribe("jobs/#", 1)
+        sites.append(c)
+    p = PahoClient(b.port, "boss")
+    for i in range(10):
+        p.publish(f"jobs/{i}", str(i).encode(), qos=1)
+    got = [drain(c, 1.0) for c in sites]
+    assert sorted(int(x) for g in got for _, x in g) == list(range(10))
+    assert all(t == f"jobs/{int(x)}" for g in got for t, x in g)
+    assert got[0] and got[1]

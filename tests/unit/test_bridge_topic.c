@@ -164,6 +164,21 @@ static void test_remapping_lines_first(void **state)
     unload(cfg);
 }
 
+/* An in line with a $share/NAME/ remote side: the bridge takes its share of a shared
+ * subscription at the remote, whose messages carry their topic without the group. */
+static void test_shared_remote(void **state)
+{
+    (void)state;
+    struct mq_config *cfg = load("topic jobs/# in 1 \"\" $share/workers/\n");
+    assert_string_equal(cfg->bridges[0].topics[0].remote, "$share/workers/jobs/#");
+    expect(cfg, true, "jobs/42", "jobs/42");
+    expect(cfg, true, "other/42", NULL);
+    unload(cfg);
+    cfg = load("topic # in 1 site/ $share/g/cloud/\n");
+    expect(cfg, true, "cloud/a", "site/a");
+    unload(cfg);
+}
+
 static void test_limits(void **state)
 {
     (void)state;
@@ -203,9 +218,9 @@ static void test_limits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_table_rows), cmocka_unit_test(test_directions),
-        cmocka_unit_test(test_trees),      cmocka_unit_test(test_remapping_lines_first),
-        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_table_rows),    cmocka_unit_test(test_directions),
+        cmocka_unit_test(test_trees),         cmocka_unit_test(test_remapping_lines_first),
+        cmocka_unit_test(test_shared_remote), cmocka_unit_test(test_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

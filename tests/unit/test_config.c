@@ -1308,6 +1308,9 @@ static void test_bridge_topic_forms(void **state)
                  "midge.conf:3: topic: 7 values, at most 5 are allowed (pattern, direction, QoS, "
                  "local prefix, remote prefix)");
     expect_error(BRIDGE_HEAD "topic\n", "midge.conf:3: topic: missing value");
+    expect_error(BRIDGE_HEAD "topic a both 0 \"\" $share/g/\n",
+                 "midge.conf:3: topic: a $share/ remote side only works for in lines (messages "
+                 "are not published to a shared subscription)");
 }
 
 static void test_bridge_errors(void **state)
