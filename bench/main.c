@@ -89,58 +89,63 @@ static void arm_watchdog(double seconds)
 
 static void usage(FILE *f)
 {
-    fputs("usage: midge-bench pubsub [options]\n"
-          "       midge-bench conns [options]\n"
-          "\n"
-          "common options:\n"
-          "  --host ADDR          broker IPv4 address (127.0.0.1)\n"
-          "  --port N             broker port (1883)\n"
-          "  --broker-pid PID     sample the broker's CPU time and RSS from /proc\n"
-          "  --keepalive SECS     MQTT keep-alive sent in CONNECT (0 = none)\n"
-          "  --prefix STR         topic and client-id prefix (mb<pid>)\n"
-          "  --ws [PATH]          MQTT over WebSocket (RFC 6455) to PATH (/mqtt): HTTP/1.1\n"
-          "                       upgrade with subprotocol mqtt, one masked binary frame per\n"
-          "                       packet, as MQTT.js sends them\n"
-          "\n"
-          "pubsub: P publishers, S subscribers, T topics; publisher i publishes on topic i%T,\n"
-          "subscriber j subscribes to topic j%T (or to every topic with --wildcard).\n"
-          "  --publishers P (1)  --subscribers S (1)  --topics T (1)  --qos 0|1|2 (0)\n"
-          "  --size BYTES (64, at least 24)  --duration SECS (5)  --warmup SECS (1)\n"
-          "  --rate MSGS_PER_SEC  total fixed rate over all publishers; 'saturation' or 0 = as\n"
-          "                       fast as the window allows (default)\n"
-          "  --window W           max messages per publisher sent but not yet received by all\n"
-          "                       its subscribers (100)\n"
-          "  --pub-inflight N     QoS 1/2 publish flows a publisher keeps open, like a client\n"
-          "                       library's max-inflight setting (20; 0 = no limit). Mosquitto\n"
-          "                       acknowledges, then drops, QoS 2 messages beyond its\n"
-          "                       max_inflight_messages, so keep this at or below it\n"
-          "  --wildcard           subscribers subscribe to PREFIX/+ (fan-in over many topics)\n"
-          "  --spread             T may exceed P: publisher i owns topics k = i, i+P, i+2P ... < T,\n"
-          "                       named PREFIX/<g>/<k>, and publishes on them in turn; with\n"
-          "                       G = min(P, S) groups, subscriber j takes every topic of the\n"
-          "                       publishers i with i%G = j%G, one exact filter per topic (or\n"
-          "                       PREFIX/<g>/+ with --wildcard)\n"
-          "  --sub-batch N        --spread: filters per SUBSCRIBE packet (100)\n"
-          "  --setup-timeout SECS connecting and subscribing everyone (10 s + 2 ms per\n"
-          "                       connection + 0.1 ms per subscription)\n"
-          "  --sub-clean 0|1      subscribers' clean session flag (1); 0 = persistent sessions,\n"
-          "                       whose QoS 1/2 state a persistent broker must store\n"
-          "  --grace SECS         max time to drain in-flight messages at the end (3)\n"
-          "  --stall SECS         QoS 0: a window with no progress for this long is written\n"
-          "                       off as lost, so dropped messages cannot stall a publisher;\n"
-          "                       the drain also ends after this long without a message (1)\n"
-          "\n"
-          "conns: K idle connections, each CONNECT + SUBSCRIBE to its own topic.\n"
-          "  --count K (1000)  --rate HANDSHAKES_PER_SEC (1000)  --hold SECS (2)\n"
-          "  --timeout SECS       give up on handshakes not done this long after the last\n"
-          "                       one started (10)\n"
-          "  --max-pending N      handshakes in progress at once (100): more would overflow\n"
-          "                       the listen backlog (Mosquitto's is 100) and time SYN retries\n"
-          "\n"
-          "Output: a human summary, then one line 'RESULT key=value ...'.\n"
-          "Exit codes: 0 ok, 2 usage, 3 connect/CONNACK refused, 4 protocol error or broker\n"
-          "closed a connection, 5 timeout, 6 QoS 1/2 messages lost or duplicated.\n",
-          f);
+    fputs(
+        "usage: midge-bench pubsub [options]\n"
+        "       midge-bench conns [options]\n"
+        "\n"
+        "common options:\n"
+        "  --host ADDR          broker IPv4 address (127.0.0.1)\n"
+        "  --port N             broker port (1883)\n"
+        "  --broker-pid PID     sample the broker's CPU time and RSS from /proc\n"
+        "  --sub-port N         pubsub: subscribers connect to this port (a broker bridged\n"
+        "                       from the publishers' one), publishers to --port\n"
+        "  --broker-pid2 PID    sample a second broker (the bridged one) too: its CPU is\n"
+        "                       added to the first's in broker_cpu_us_per_msg\n"
+        "  --keepalive SECS     MQTT keep-alive sent in CONNECT (0 = none)\n"
+        "  --prefix STR         topic and client-id prefix (mb<pid>)\n"
+        "  --ws [PATH]          MQTT over WebSocket (RFC 6455) to PATH (/mqtt): HTTP/1.1\n"
+        "                       upgrade with subprotocol mqtt, one masked binary frame per\n"
+        "                       packet, as MQTT.js sends them\n"
+        "\n"
+        "pubsub: P publishers, S subscribers, T topics; publisher i publishes on topic i%T,\n"
+        "subscriber j subscribes to topic j%T (or to every topic with --wildcard).\n"
+        "  --publishers P (1)  --subscribers S (1)  --topics T (1)  --qos 0|1|2 (0)\n"
+        "  --size BYTES (64, at least 24)  --duration SECS (5)  --warmup SECS (1)\n"
+        "  --rate MSGS_PER_SEC  total fixed rate over all publishers; 'saturation' or 0 = as\n"
+        "                       fast as the window allows (default)\n"
+        "  --window W           max messages per publisher sent but not yet received by all\n"
+        "                       its subscribers (100)\n"
+        "  --pub-inflight N     QoS 1/2 publish flows a publisher keeps open, like a client\n"
+        "                       library's max-inflight setting (20; 0 = no limit). Mosquitto\n"
+        "                       acknowledges, then drops, QoS 2 messages beyond its\n"
+        "                       max_inflight_messages, so keep this at or below it\n"
+        "  --wildcard           subscribers subscribe to PREFIX/+ (fan-in over many topics)\n"
+        "  --spread             T may exceed P: publisher i owns topics k = i, i+P, i+2P ... < T,\n"
+        "                       named PREFIX/<g>/<k>, and publishes on them in turn; with\n"
+        "                       G = min(P, S) groups, subscriber j takes every topic of the\n"
+        "                       publishers i with i%G = j%G, one exact filter per topic (or\n"
+        "                       PREFIX/<g>/+ with --wildcard)\n"
+        "  --sub-batch N        --spread: filters per SUBSCRIBE packet (100)\n"
+        "  --setup-timeout SECS connecting and subscribing everyone (10 s + 2 ms per\n"
+        "                       connection + 0.1 ms per subscription)\n"
+        "  --sub-clean 0|1      subscribers' clean session flag (1); 0 = persistent sessions,\n"
+        "                       whose QoS 1/2 state a persistent broker must store\n"
+        "  --grace SECS         max time to drain in-flight messages at the end (3)\n"
+        "  --stall SECS         QoS 0: a window with no progress for this long is written\n"
+        "                       off as lost, so dropped messages cannot stall a publisher;\n"
+        "                       the drain also ends after this long without a message (1)\n"
+        "\n"
+        "conns: K idle connections, each CONNECT + SUBSCRIBE to its own topic.\n"
+        "  --count K (1000)  --rate HANDSHAKES_PER_SEC (1000)  --hold SECS (2)\n"
+        "  --timeout SECS       give up on handshakes not done this long after the last\n"
+        "                       one started (10)\n"
+        "  --max-pending N      handshakes in progress at once (100): more would overflow\n"
+        "                       the listen backlog (Mosquitto's is 100) and time SYN retries\n"
+        "\n"
+        "Output: a human summary, then one line 'RESULT key=value ...'.\n"
+        "Exit codes: 0 ok, 2 usage, 3 connect/CONNACK refused, 4 protocol error or broker\n"
+        "closed a connection, 5 timeout, 6 QoS 1/2 messages lost or duplicated.\n",
+        f);
 }
 
 static double parse_num(const char *name, const char *v, double lo, double hi)
@@ -229,6 +234,10 @@ int main(int argc, char **argv)
             c.port = (int)parse_num(name, val, 1, 65535);
         else if (OPT("--broker-pid"))
             c.broker_pid = (int)parse_num(name, val, 1, 1e9);
+        else if (OPT("--sub-port"))
+            c.sub_port = (int)parse_num(name, val, 1, 65535);
+        else if (OPT("--broker-pid2"))
+            c.broker_pid2 = (int)parse_num(name, val, 1, 1e9);
         else if (OPT("--keepalive"))
             c.keepalive = (uint16_t)parse_num(name, val, 0, 65535);
         else if (OPT("--prefix"))
@@ -237,8 +246,7 @@ int main(int argc, char **argv)
             c.ws_path = val ? val : "/mqtt";
             if (c.ws_path[0] != '/' || strlen(c.ws_path) > 200 || strpbrk(c.ws_path, " \r\n"))
                 die(EXIT_USAGE, "--ws %s: expected a path such as /mqtt", c.ws_path);
-        }
-        else if (is_pubsub && OPT("--publishers"))
+        } else if (is_pubsub && OPT("--publishers"))
             ps.publishers = (int)parse_num(name, val, 1, 100000);
         else if (is_pubsub && OPT("--subscribers"))
             ps.subscribers = (int)parse_num(name, val, 1, 100000);
@@ -291,15 +299,19 @@ int main(int argc, char **argv)
             c.prefix);
     if (c.broker_pid && kill(c.broker_pid, 0) < 0 && errno == ESRCH)
         die(EXIT_USAGE, "--broker-pid %d: no such process", c.broker_pid);
+    if (c.broker_pid2 && kill(c.broker_pid2, 0) < 0 && errno == ESRCH)
+        die(EXIT_USAGE, "--broker-pid2 %d: no such process", c.broker_pid2);
+    if (c.broker_pid2 && !c.broker_pid)
+        die(EXIT_USAGE, "--broker-pid2 needs --broker-pid");
 
     if (is_pubsub) {
         ps.c = c;
         if (ps.setup_timeout <= 0) {
-            double subscriptions = ps.spread && !ps.wildcard
-                                       ? (double)ps.topics * (ps.subscribers > ps.publishers
-                                                                  ? ps.subscribers / ps.publishers
-                                                                  : 1)
-                                       : ps.subscribers;
+            double subscriptions =
+                ps.spread && !ps.wildcard
+                    ? (double)ps.topics *
+                          (ps.subscribers > ps.publishers ? ps.subscribers / ps.publishers : 1)
+                    : ps.subscribers;
             ps.setup_timeout =
                 10 + 0.002 * (ps.publishers + ps.subscribers) + 0.0001 * subscriptions;
         }
