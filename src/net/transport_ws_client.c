@@ -27,7 +27,7 @@
 #include "midge/buf.h"
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11" /* RFC 6455, 1.3 */
-#define WS_HEAD_MAX 8192             /* the 101 answer's head */
+#define WS_HEAD_MAX 8192                               /* the 101 answer's head */
 #define WS_MSG_MAX (268435460u + 64) /* an MQTT packet of the largest size, and some */
 
 enum phase { P_HTTP, P_OPEN, P_DONE };
@@ -224,41 +224,6 @@ static void detach(struct mq_client *cl, unsigned level)
     cl->layer[level].state = NULL;
 }
 
-/* The value of header name in the head (lines after the status line), or NULL. */
-static const char *header(const char *head, const char *name, size_t *len)
-{
-    size_t nl = strlen(name);
-    const char *p = strstr(head, "\r\n");
-    while (p && p[2] != '\r') {
-        p += 2;
-        const char *e = strstr(p, "\r\n");
-        if (!e)
-            return NULL;
-        if ((size_t)(e - p) > nl && p[nl] == ':' && !strncasecmp(p, name, nl)) {
-            const char *v = p + nl + 1;
-            while (v < e && (*v == ' ' || *v == '\t'))
-                v++;
-            const char *ve = e;
-            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-                ve--;
-            *len = (size_t)(ve - v);
-            return v;
-        }
-        p = e;
-    }
-    return NULL;
-}
-
-static bool has_token(const char *v, size_t len, const char *token)
-{
-    size_t tl = strlen(token);
-    for (size_t i = 0; i + tl <= len; i++)
-        if (!strncasecmp(v + i, token, tl) && (i == 0 || v[i - 1] == ' ' || v[i - 1] == ',') &&
-            (i + tl == len || v[i + tl] == ',' || v[i + tl] == ' '))
-            return true;
-    return false;
-}
-
 /* The 101 answer. Returns the bytes after its head, or -1 after failing the connection. */
 static long take_head(struct mq_client *cl, struct ws_client *w, const uint8_t *raw, size_t len)
 {
@@ -269,7 +234,7 @@ static long take_head(struct mq_client *cl, struct ws_client *w, const uint8_t *
     memcpy(w->head + w->head_len, raw, len);
     w->head_len += len;
     w->head[w->head_len] = '\0';
-    char *end = strstr((char *)w->head, "\r\n\r\n");
+    char *end = memmem(w->head, w->head_len, "\r\n\r\n", 4);
     if (!end) {
         if (w->head_len <= WS_HEAD_MAX)
             return (long)len; /* all of it is head so far */
@@ -277,37 +242,9 @@ static long take_head(struct mq_client *cl, struct ws_client *w, const uint8_t *
         return -1;
     }
     size_t head_len = (size_t)(end - (char *)w->head) + 4;
-    end[2] = '\0'; /* headers end with the last "\r\n" */
-    const char *h = (const char *)w->head;
-    int status = 0;
-    if (sscanf(h, "HTTP/1.%*1[01] %3d", &status) != 1) {
-        fail(cl, w, "the remote's answer to the WebSocket upgrade is not HTTP");
-        return -1;
-    }
-    if (status != 101) {
-        const char *eol = strstr(h, "\r\n");
-        fail(cl, w, "the remote refused the WebSocket upgrade: %.*s", (int)(eol ? eol - h : 60), h);
-        return -1;
-    }
-    size_t vl;
-    const char *v = header(h, "Upgrade", &vl);
-    if (!v || !has_token(v, vl, "websocket")) {
-        fail(cl, w, "the remote's 101 answer lacks Upgrade: websocket");
-        return -1;
-    }
-    v = header(h, "Connection", &vl);
-    if (!v || !has_token(v, vl, "upgrade")) {
-        fail(cl, w, "the remote's 101 answer lacks Connection: Upgrade");
-        return -1;
-    }
-    v = header(h, "Sec-WebSocket-Accept", &vl);
-    if (!v || vl != strlen(w->accept) || memcmp(v, w->accept, vl)) {
-        fail(cl, w, "the remote's Sec-WebSocket-Accept is wrong");
-        return -1;
-    }
-    v = header(h, "Sec-WebSocket-Protocol", &vl);
-    if (v && !(vl == 4 && !strncasecmp(v, "mqtt", 4))) {
-        fail(cl, w, "the remote chose WebSocket subprotocol %.*s, not mqtt", (int)vl, v);
+    char why[160];
+    if (ws_client_check_answer((const char *)w->head, head_len, w->accept, why, sizeof(why))) {
+        fail(cl, w, "%s", why);
         return -1;
     }
     w->phase = P_OPEN;

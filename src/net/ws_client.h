@@ -23,4 +23,11 @@ struct mq_ws_client_target {
  * why; the layer logs nothing itself. */
 extern const struct mq_transport_ops ws_client_transport;
 
+/* The server's answer to the upgrade request: head[0..len) is its head, up to and including
+ * the empty line; accept is the Sec-WebSocket-Accept it must carry. Returns 0 when it accepts
+ * (status 101, Upgrade: websocket, Connection: Upgrade, that accept, subprotocol mqtt or
+ * none), else -1 with why (why_size bytes) saying what is wrong. Pure (ws_handshake.c). */
+int ws_client_check_answer(const char *head, size_t len, const char *accept, char *why,
+                           size_t why_size);
+
 #endif
