@@ -67,7 +67,8 @@ def reload(br, lines, ok=True):
     if ok:
         br.wait_log(r"configuration reloaded from ", since=mark)
     else:
-        br.wait_log(r"has errors \(above\); the running configuration stays in force", since=mark)
+        br.wait_log(r"(has errors \(above\); the|reload: the) running configuration stays in force",
+                    since=mark)
     return mark
 
 
@@ -853,3 +854,64 @@ def test_shared_subscription_at_the_remote(start_broker, version):
     assert sorted(int(x) for g in got for _, x in g) == list(range(10))
     assert all(t == f"jobs/{int(x)}" for g in got for t, x in g)
     assert got[0] and got[1]
+
+
+def test_stop_tells_the_remote(start_broker):
+    """SIGTERM: the bridge publishes state 0 on the remote before its DISCONNECT (which
+    discards the will), and locally."""
+    b = start_broker()
+    sb = PahoClient(b.port, "sb")
+    sb.subscribe("$SYS/broker/connection/#", 1)
+    a = start_broker(bridge("bye", b.port, "topic t/# out 0"))
+    wait_up(a, b, "bye")
+    assert sb.get().payload == b"1"
+    a.stop()
+    m = sb.get()
+    assert (m.topic, m.payload) == ("$SYS/broker/connection/bye/state", b"0")
+    late = PahoClient(b.port, "late")
+    late.subscribe("$SYS/broker/connection/bye/state", 0)
+    assert late.get().payload == b"0"  # retained
+
+
+def test_dns_failure_and_bind_address(start_broker):
+    """A name that does not resolve is one line naming the lookup failure (the loop goes on);
+    bridge_bind_address sets the connection's local address."""
+    b = start_broker()
+    a = start_broker(bridge("dns", 1883, "topic t/# out 0", host="no-such-host.invalid") +
+                     bridge("bind", b.port, "topic u/# out 0", "bridge_bind_address 127.0.0.1"))
+    a.wait_log(r"bridge dns: DNS lookup of no-such-host\.invalid failed: .*; next attempt in",
+               timeout=scaled(15))
+    a.wait_log(r"bridge bind: connected to ")
+    b.wait_log(r"client r-bind connected from 127\.0\.0\.1:")
+    PahoClient(a.port, "still-serving").publish("x", b"1", qos=1)
+
+
+def test_psk_to_mosquitto(start_broker, tmp_path):
+    """bridge_identity and bridge_psk: TLS-PSK to a Mosquitto listener with a psk_file."""
+    psk = tmp_path / "psk"
+    psk.write_text("site-a:00112233445566778899aabbccddeeff\n")
+    os.chmod(psk, 0o644)
+    m = Mosquitto([f"psk_file {psk}", "psk_hint midge-test", "use_identity_as_username true"])
+    try:
+        a = start_broker(bridge("psk", m.port, "topic p/# out 1", "bridge_identity site-a",
+                                "bridge_psk 00112233445566778899aabbccddeeff"))
+        a.wait_log(r"bridge psk: connected to ")
+        m.wait_log(r"as r-psk")
+    finally:
+        m.stop()
+
+
+@needs(OPENSSL, reason="the tests make their certificates with openssl")
+def test_reload_refused_for_unusable_tls_file(start_broker, tmp_path):
+    """A new bridge whose TLS file cannot be used refuses the whole reload; the running
+    bridges stay as they are."""
+    b = start_broker()
+    a = start_broker(bridge("ok", b.port, "topic t/# out 0"))
+    wait_up(a, b, "ok")
+    mark = reload(a, conf_of(a) + bridge("bad", b.port, "topic u/# out 0",
+                                         f"bridge_cafile {tmp_path}/missing.pem"), ok=False)
+    a.wait_log(r"bridge bad: bridge_cafile .*missing\.pem: No such file or directory", since=mark)
+    a.wait_log(r"reload: the running configuration stays in force \(.*bridges included\)",
+               since=mark)
+    a.wait_log(r"reload: bridge bad cannot start \(above\)", since=mark)
+    a.assert_no_log(r"bridge ok:", since=mark)
