@@ -740,6 +740,11 @@ static void remote_packet(struct mq_bridge *b, const struct mq_packet *pkt, cons
             bit_set(&b->done_local, pkt->u.ack.packet_id, false);
             return;
         }
+        /* MQTT 5: a refusal ends the message's flow on both sides; it is counted here. */
+        if (pkt->type != MQ_PUBCOMP && pkt->u.ack.reason >= 0x80)
+            note_drop(b, "the remote refused a message (%s 0x%02x %s)",
+                      codec_type_name(pkt->type), pkt->u.ack.reason,
+                      codec_reason_name(pkt->u.ack.reason));
         local_feed(b, raw, n);
         return;
     case MQ_PUBREL:
