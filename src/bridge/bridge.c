@@ -742,9 +742,8 @@ static void remote_packet(struct mq_bridge *b, const struct mq_packet *pkt, cons
         }
         /* MQTT 5: a refusal ends the message's flow on both sides; it is counted here. */
         if (pkt->type != MQ_PUBCOMP && pkt->u.ack.reason >= 0x80)
-            note_drop(b, "the remote refused a message (%s 0x%02x %s)",
-                      codec_type_name(pkt->type), pkt->u.ack.reason,
-                      codec_reason_name(pkt->u.ack.reason));
+            note_drop(b, "the remote refused a message (%s 0x%02x %s)", codec_type_name(pkt->type),
+                      pkt->u.ack.reason, codec_reason_name(pkt->u.ack.reason));
         local_feed(b, raw, n);
         return;
     case MQ_PUBREL:
@@ -1620,6 +1619,12 @@ static void on_probe(void *ctx, int fd, const char *peer, const char *why)
 
 static void tick(struct mq_bridge *b, uint64_t now)
 {
+    /* An offline local session is a bridge waiting for its remote, not a client that went
+     * away: persistent_client_expiration must not end it (and its queue) during a long
+     * outage. It counts as seen while its bridge runs. */
+    struct mq_session *ls = b->local ? NULL : local_session(b);
+    if (ls && !ls->conn)
+        ls->last_seen_ms = b->srv->broker->now_ms;
     switch (b->state) {
     case B_CONNECTING:
         if (now - b->started_ms >= CONNACK_TIMEOUT_MS)

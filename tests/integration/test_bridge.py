@@ -917,3 +917,22 @@ def test_reload_refused_for_unusable_tls_file(start_broker, tmp_path):
                since=mark)
     a.wait_log(r"reload: bridge bad cannot start \(above\)", since=mark)
     a.assert_no_log(r"bridge ok:", since=mark)
+
+
+def test_outage_outlasts_persistent_client_expiration(start_broker):
+    """persistent_client_expiration ends abandoned sessions, never a bridge's: its queue waits
+    however long the remote is away."""
+    port = h.free_port()
+    a = start_broker(["persistent_client_expiration 1s", "sys_interval 1"] +
+                     bridge("long", port, "topic l/# out 1"))
+    a.wait_log(r"bridge long: connecting to .* failed")
+    PahoClient(a.port, "p").publish("l/1", b"kept", qos=1)
+    gone = PahoClient(a.port, "gone", clean_session=False)
+    gone.close()
+    a.wait_log(r"client gone expired: away for more than 1 s", timeout=scaled(10))
+    a.assert_no_log(r"client l-long expired")
+    b = start_broker()
+    sb = PahoClient(b.port, "sb")
+    sb.subscribe("l/#", 1)
+    reload(b, conf_of(b) + [f"listener {port} 127.0.0.1"])
+    assert drain(sb, 1.5) == [("l/1", b"kept")]
