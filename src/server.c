@@ -454,7 +454,7 @@ static void reload(struct mq_server *srv)
     if (!nlctx || !rl || daemon_log_options(ncfg, srv->opts->verbose, &lo) ||
         bridges_reload_prepare(srv, ncfg, &br)) {
         mq_log(MQ_LOG_ERR, "reload: the running configuration stays in force (the password "
-                           "file, ACL, log settings and bridges included)");
+                           "file, ACL and log settings included)");
         listener_ctxs_free(nlctx, ncfg->listener_count);
         config_free(ncfg);
         free(ncfg);
