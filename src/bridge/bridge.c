@@ -1483,8 +1483,8 @@ static void on_dialed(void *ctx, int fd, const char *peer, const char *why)
     void *ctxs[3];
     unsigned depth = 0;
     struct mq_tls_client_target tg = {b->tls, a->host, !b->cfg->insecure};
-    struct mq_ws_client_target wt = {a->host, a->port, a->path, a->scheme == MQ_BRIDGE_WSS,
-                                     b->level == 5 ? "mqtt" : "mqtt"};
+    /* "mqtt" is the one subprotocol MQTT 3.1.1 and 5 register for WebSocket. */
+    struct mq_ws_client_target wt = {a->host, a->port, a->path, a->scheme == MQ_BRIDGE_WSS, "mqtt"};
     bool tls = a->scheme == MQ_BRIDGE_WSS || (a->scheme == MQ_BRIDGE_MQTT && b->tls);
     if (tls) {
         stack[depth] = &tls_client_transport;
