@@ -1853,6 +1853,19 @@ void bridges_reload_abort(struct mq_bridge_reload *r)
     free(r);
 }
 
+/* A bridge that is gone: its retained $SYS figures are deleted (empty retained messages). */
+static void clear_figures(struct mq_bridge *b)
+{
+    b->srv->broker->now_ms = uv_now(&b->srv->loop);
+    for (size_t k = 0; k < S_COUNT; k++) {
+        char topic[256];
+        int n = snprintf(topic, sizeof(topic), "$SYS/broker/bridge/%s/%s", b->cfg->name,
+                         figures[k].topic);
+        if (n > 0 && (size_t)n < sizeof(topic) && b->last[k][0])
+            broker_publish_local(b->srv->broker, topic, (size_t)n, "", 0, 0, true);
+    }
+}
+
 void bridges_reload_commit(struct mq_server *srv, struct mq_bridge_reload *r)
 {
     const struct mq_config *ncfg = r->ncfg;
@@ -1878,6 +1891,11 @@ void bridges_reload_commit(struct mq_server *srv, struct mq_bridge_reload *r)
         mq_log(MQ_LOG_NOTICE, "reload: bridge %s %s", old->cfg->name,
                session_taken ? "changed: restarting it" : "removed: stopping it");
         stop(old);
+        bool renamed = true;
+        for (size_t i = 0; i < ncfg->bridge_count; i++)
+            renamed &= strcmp(ncfg->bridges[i].name, old->cfg->name) != 0;
+        if (renamed)
+            clear_figures(old);
         if (!session_taken && !old->cfg->local_cleansession) {
             old->end_session = true;
             if (!old->local)
