@@ -208,7 +208,8 @@ enum { WS_NONE, WS_HANDSHAKE, WS_OPEN };
 struct conn {
     int fd;
     enum conn_state state;
-    int role; /* owner's tag */
+    int role;                       /* owner's tag */
+    const struct sockaddr_in *addr; /* where it connects; NULL: the loop's address */
     int index;
     uint32_t epoll_events; /* what epoll currently watches */
     bool dirty;            /* on the loop's flush list */
@@ -267,9 +268,11 @@ ssize_t ws_read(struct loop *l, struct conn *c);
 struct common_opts {
     const char *host;
     int port;
-    int broker_pid; /* 0: not sampled */
+    int sub_port;    /* pubsub: subscribers connect here (a bridged broker); 0: port */
+    int broker_pid;  /* 0: not sampled */
+    int broker_pid2; /* a second broker sampled too (a bridge's remote); 0: none */
     uint16_t keepalive;
-    const char *prefix; /* topic and client-id prefix, unique per run */
+    const char *prefix;  /* topic and client-id prefix, unique per run */
     const char *ws_path; /* --ws: MQTT over WebSocket to this path; NULL: TCP */
     int version;         /* MQTT_311 or MQTT_5 (--mqtt5, --protocol) */
 };
@@ -285,8 +288,8 @@ struct pubsub_opts {
     double warmup;
     double rate; /* total msg/s; 0 = saturation */
     int window;
-    int pub_inflight; /* QoS 1/2 flows open per publisher (a client's max inflight); 0 = 65000 */
-    bool wildcard;    /* subscribers take every topic with prefix/+ */
+    int pub_inflight;    /* QoS 1/2 flows open per publisher (a client's max inflight); 0 = 65000 */
+    bool wildcard;       /* subscribers take every topic with prefix/+ */
     bool sub_persistent; /* subscribers connect with clean session 0 (--sub-clean 0) */
     bool spread;      /* publishers cycle over their share of T topics (see pubsub.c) */
     int sub_batch;    /* --spread: filters per SUBSCRIBE packet */

@@ -27,11 +27,13 @@
 #   SCALE_DURATION=S, SCALE_WARMUP=S  the same for the scaling series (2 and 0.5;
 #                   QUICK: 1 and 0.5; FULL: 5 and 1)
 #   CONNS=K         idle connections in scenario F (10000; QUICK: 2000)
-#   SCENARIOS="A B" a subset of: A A5 A5a W B C D E SH R0 R1 F F5 S10 S100 S1k S10k T10
-#                   T1k T10k T100k T100kw (W is scenario A over WebSocket; A5 scenario A
-#                   with MQTT 5 clients, A5a with a topic alias per publisher too; SH a
-#                   shared-subscription fan-in, MQTT 5; F5 scenario F with MQTT 5; S<n> n
-#                   subscribers on one topic; T<n> n topics, T100kw with wildcard filters)
+#   SCENARIOS="A B" a subset of: A A5 A5a W B C D E SH R0 R1 BR0 BR1 F F5 S10 S100 S1k
+#                   S10k T10 T1k T10k T100k T100kw (W is scenario A over WebSocket; A5
+#                   scenario A with MQTT 5 clients, A5a with a topic alias per publisher
+#                   too; SH a shared-subscription fan-in, MQTT 5; BR0/BR1: publishers on one
+#                   broker, subscribers on a second one it bridges to, QoS 0/1, the CPU of
+#                   both brokers per message; F5 scenario F with MQTT 5; S<n> n subscribers
+#                   on one topic; T<n> n topics, T100kw with wildcard filters)
 #   PIN=0           do not pin the broker and midge-bench to separate CPUs
 #   MIDGE_BIN, MOSQUITTO_BIN, BENCH_BIN, BUILD_DIR  binaries and the cmake build directory
 #   MIDGE_REV=TEXT  what the page says midge was built from (default: the checkout's commit)
@@ -85,7 +87,7 @@ if [[ -n $AB_BIN ]]; then
 else
     OTHER=mosquitto
 fi
-SCENARIOS=${SCENARIOS:-"A A5 A5a W B C D E SH R0 R1 F F5 $S_POINTS $T_POINTS"}
+SCENARIOS=${SCENARIOS:-"A A5 A5a W B C D E SH R0 R1 BR0 BR1 F F5 $S_POINTS $T_POINTS"}
 PIN=${PIN:-1}
 OUT=${OUT:-$ROOT/docs/benchmarks.md}
 MOSQUITTO_BIN=${MOSQUITTO_BIN:-/usr/sbin/mosquitto}
@@ -136,11 +138,15 @@ pin() { # pin CPU CMD...: run CMD on CPU when pinning is on
 
 WORK=$(mktemp -d /tmp/midge-compare.XXXXXX)
 BROKER_PID=""
+BROKER_PID2=""
 cleanup() {
-    if [[ -n $BROKER_PID ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
-        kill "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
-    fi
+    local pid
+    for pid in $BROKER_PID $BROKER_PID2; do
+        if kill -0 "$pid" 2>/dev/null; then
+            kill "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
     if [[ ${KEEP:-0} == 1 ]]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -154,7 +160,8 @@ print(s.getsockname()[1])'
 
 # Both brokers read the same mosquitto.conf-style file. midge warns that it ignores
 # set_tcp_nodelay: it always sets TCP_NODELAY. PROTOCOL=websockets gives a WebSocket listener;
-# EXTRA is appended (a scenario's own settings, the same for both brokers).
+# EXTRA is appended (a scenario's own settings, the same for both brokers); QUEUE (in the
+# environment) replaces max_queued_messages.
 write_conf() { # write_conf PORT FILE [PROTOCOL [EXTRA]]
     local proto=""
     [[ ${3:-mqtt} == websockets ]] && proto=$'\nprotocol websockets'
@@ -162,7 +169,7 @@ write_conf() { # write_conf PORT FILE [PROTOCOL [EXTRA]]
 listener $1 127.0.0.1$proto
 allow_anonymous true
 max_inflight_messages 20
-max_queued_messages 1000
+max_queued_messages ${QUEUE:-1000}
 set_tcp_nodelay true
 persistence false
 connection_messages false
@@ -213,6 +220,44 @@ mosquitto_has_websockets() {
     return $ok
 }
 
+# A bridged pair (BR0, BR1): broker B first, then broker A with a bridge to B forwarding
+# every topic at QOS. Both read the same lines; the queues are large enough that neither
+# broker drops what the bridge carries during a saturated run (Mosquitto did at 1,000).
+# Sets PORT/BROKER_PID (A, the publishers') and PORT2/BROKER_PID2 (B, the subscribers').
+start_bridged_pair() { # start_bridged_pair NAME TAG QOS
+    local name=$1 tag=$2 qos=$3 bin i
+    case $name in
+        midge) bin=$MIDGE_BIN ;;
+        before) bin=$AB_BIN ;;
+        *) bin=$MOSQUITTO_BIN ;;
+    esac
+    PORT2=$(free_port)
+    QUEUE=100000 write_conf "$PORT2" "$WORK/$tag.b.conf" mqtt
+    (pin "$BROKER_CPU" "$bin" -c "$WORK/$tag.b.conf") >"$WORK/logs/$tag.b.broker.log" 2>&1 &
+    BROKER_PID2=$!
+    PORT=$(free_port)
+    QUEUE=100000 write_conf "$PORT" "$WORK/$tag.conf" mqtt
+    printf 'connection bench\naddress 127.0.0.1:%s\ntopic # out %s\n' "$PORT2" "$qos" \
+        >>"$WORK/$tag.conf"
+    for i in $(seq 100); do
+        if ss -Hltn "sport = :$PORT2" 2>/dev/null | grep -q LISTEN; then break; fi
+        sleep 0.05
+    done
+    (pin "$BROKER_CPU" "$bin" -c "$WORK/$tag.conf") >"$WORK/logs/$tag.broker.log" 2>&1 &
+    BROKER_PID=$!
+    for i in $(seq 100); do
+        # The bridge's connection from A to B's port is up.
+        if ss -Htn state established "dport = :$PORT2" 2>/dev/null | grep -q .; then
+            sleep 0.2
+            return 0
+        fi
+        kill -0 "$BROKER_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    cat "$WORK/logs/$tag.broker.log" >&2
+    fail "$name: the bridge from port $PORT to $PORT2 did not come up"
+}
+
 stop_broker() { # stop_broker: returns 1 if the broker had died during the run
     local alive=0
     kill -0 "$BROKER_PID" 2>/dev/null && alive=1
@@ -253,6 +298,14 @@ ARGS[SH]="$PS --publishers 16 --subscribers 4 --topics 1 --qos 1 --mqtt5 --share
 EXTRA[SH]="max_queued_messages 100000"
 TITLE[R0]="16 pairs at 8,000 msg/s, QoS 0";  ARGS[R0]="$PS $PAIRS --qos 0 --rate 8000"
 TITLE[R1]="16 pairs at 8,000 msg/s, QoS 1";  ARGS[R1]="$PS $PAIRS --qos 1 --rate 8000"
+# BR0/BR1: 4 publishers on broker A, 4 subscribers on broker B, A bridges every topic to B;
+# the figure is the CPU of both brokers per delivered message.
+declare -A BRIDGE
+BRIDGED="--publishers 4 --subscribers 4 --topics 4 --window 50"
+TITLE[BR0]="bridge A -> B, 4 pairs, QoS 0, saturated"; ARGS[BR0]="$PS $BRIDGED --qos 0"
+BRIDGE[BR0]=0
+TITLE[BR1]="bridge A -> B, 4 pairs, QoS 1, saturated"; ARGS[BR1]="$PS $BRIDGED --qos 1"
+BRIDGE[BR1]=1
 TITLE[F]="$CONNS idle connections, one subscription each"
 ARGS[F]="conns --count $CONNS --rate $CONN_RATE --hold 2 --keepalive 600"
 TITLE[F5]="$CONNS idle MQTT 5 connections, one subscription each"
@@ -327,15 +380,25 @@ for round in $(seq "$ROUNDS"); do
                     >>"$RESULTS"
                 continue
             fi
-            start_broker "$broker" "$tag" "${PROTO[$sc]:-mqtt}" "${EXTRA[$sc]:-}"
-            # shellcheck disable=SC2086 # ARGS holds words on purpose
+            extra=""
+            if [[ -n ${BRIDGE[$sc]:-} ]]; then
+                start_bridged_pair "$broker" "$tag" "${BRIDGE[$sc]}"
+                extra="--sub-port $PORT2 --broker-pid2 $BROKER_PID2"
+            else
+                start_broker "$broker" "$tag" "${PROTO[$sc]:-mqtt}" "${EXTRA[$sc]:-}"
+            fi
+            # shellcheck disable=SC2086 # ARGS and extra hold words on purpose
             set +e
-            (pin "$BENCH_CPU" "$BENCH_BIN" ${ARGS[$sc]} --port "$PORT" --broker-pid "$BROKER_PID") \
-                >"$WORK/logs/$tag.out" 2>"$WORK/logs/$tag.err"
+            (pin "$BENCH_CPU" "$BENCH_BIN" ${ARGS[$sc]} --port "$PORT" --broker-pid "$BROKER_PID" \
+                $extra) >"$WORK/logs/$tag.out" 2>"$WORK/logs/$tag.err"
             rc=$?
             set -e
             alive=yes
             stop_broker || alive=no
+            if [[ -n ${BRIDGE[$sc]:-} ]]; then
+                BROKER_PID=$BROKER_PID2
+                stop_broker || alive=no
+            fi
             line=$(grep '^RESULT ' "$WORK/logs/$tag.out" | tail -1 || true)
             [[ -n $line ]] || line="RESULT status=error"
             [[ $alive == yes ]] || line="$line broker_died=1"
@@ -360,9 +423,14 @@ mkdir -p "$(dirname "$OUT")"
 COMMANDS=$WORK/commands.txt
 {
     for sc in $SCENARIOS; do
-        printf '%s\t%s\tmidge-bench %s --port PORT --broker-pid PID%s\n' \
-            "$sc" "${TITLE[$sc]}" "${ARGS[$sc]}" \
-            "${EXTRA[$sc]:+   # the configuration of both brokers adds: ${EXTRA[$sc]}}"
+        if [[ -n ${BRIDGE[$sc]:-} ]]; then
+            printf '%s\t%s\tmidge-bench %s --port PORT_A --broker-pid PID_A --sub-port PORT_B --broker-pid2 PID_B   # A adds: connection bench, address 127.0.0.1:PORT_B, topic # out %s; both max_queued_messages 100000\n' \
+                "$sc" "${TITLE[$sc]}" "${ARGS[$sc]}" "${BRIDGE[$sc]}"
+        else
+            printf '%s\t%s\tmidge-bench %s --port PORT --broker-pid PID%s\n' \
+                "$sc" "${TITLE[$sc]}" "${ARGS[$sc]}" \
+                "${EXTRA[$sc]:+   # the configuration of both brokers adds: ${EXTRA[$sc]}}"
+        fi
     done
 } >"$COMMANDS"
 GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)

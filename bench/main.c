@@ -96,6 +96,10 @@ static void usage(FILE *f)
           "  --host ADDR          broker IPv4 address (127.0.0.1)\n"
           "  --port N             broker port (1883)\n"
           "  --broker-pid PID     sample the broker's CPU time and RSS from /proc\n"
+          "  --sub-port N         pubsub: subscribers connect to this port (a broker bridged\n"
+          "                       from the publishers' one), publishers to --port\n"
+          "  --broker-pid2 PID    sample a second broker (the bridged one) too: its CPU is\n"
+          "                       added to the first's in broker_cpu_us_per_msg\n"
           "  --keepalive SECS     MQTT keep-alive sent in CONNECT (0 = none)\n"
           "  --prefix STR         topic and client-id prefix (mb<pid>)\n"
           "  --ws [PATH]          MQTT over WebSocket (RFC 6455) to PATH (/mqtt): HTTP/1.1\n"
@@ -243,6 +247,10 @@ int main(int argc, char **argv)
             c.port = (int)parse_num(name, val, 1, 65535);
         else if (OPT("--broker-pid"))
             c.broker_pid = (int)parse_num(name, val, 1, 1e9);
+        else if (OPT("--sub-port"))
+            c.sub_port = (int)parse_num(name, val, 1, 65535);
+        else if (OPT("--broker-pid2"))
+            c.broker_pid2 = (int)parse_num(name, val, 1, 1e9);
         else if (OPT("--keepalive"))
             c.keepalive = (uint16_t)parse_num(name, val, 0, 65535);
         else if (OPT("--prefix"))
@@ -325,17 +333,21 @@ int main(int argc, char **argv)
             c.prefix);
     if (c.broker_pid && kill(c.broker_pid, 0) < 0 && errno == ESRCH)
         die(EXIT_USAGE, "--broker-pid %d: no such process", c.broker_pid);
+    if (c.broker_pid2 && kill(c.broker_pid2, 0) < 0 && errno == ESRCH)
+        die(EXIT_USAGE, "--broker-pid2 %d: no such process", c.broker_pid2);
+    if (c.broker_pid2 && !c.broker_pid)
+        die(EXIT_USAGE, "--broker-pid2 needs --broker-pid");
 
     if (is_pubsub) {
         ps.c = c;
         if (ps.topic_alias && c.version != MQTT_5)
             die(EXIT_USAGE, "--topic-alias needs MQTT 5 (--mqtt5)");
         if (ps.setup_timeout <= 0) {
-            double subscriptions = ps.spread && !ps.wildcard
-                                       ? (double)ps.topics * (ps.subscribers > ps.publishers
-                                                                  ? ps.subscribers / ps.publishers
-                                                                  : 1)
-                                       : ps.subscribers;
+            double subscriptions =
+                ps.spread && !ps.wildcard
+                    ? (double)ps.topics *
+                          (ps.subscribers > ps.publishers ? ps.subscribers / ps.publishers : 1)
+                    : ps.subscribers;
             ps.setup_timeout =
                 10 + 0.002 * (ps.publishers + ps.subscribers) + 0.0001 * subscriptions;
         }

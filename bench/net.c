@@ -56,7 +56,8 @@ int conn_open(struct loop *l, struct conn *c)
     c->started_ns = now_ns();
     c->state = CS_CONNECTING;
     c->dirty = false;
-    if (connect(c->fd, (struct sockaddr *)&l->addr, sizeof(l->addr)) < 0 && errno != EINPROGRESS) {
+    const struct sockaddr_in *to = c->addr ? c->addr : &l->addr;
+    if (connect(c->fd, (const struct sockaddr *)to, sizeof(*to)) < 0 && errno != EINPROGRESS) {
         int err = errno;
         close(c->fd);
         c->fd = -1;

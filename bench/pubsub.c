@@ -28,6 +28,7 @@
  */
 #include "bench.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,12 +39,12 @@
 
 enum { ROLE_SUB = 1, ROLE_PUB = 2 };
 
-#define SEEN_BITS 4096u    /* per-stream duplicate detection window, in sequence numbers */
-#define HEADER_BYTES 24u   /* magic, publisher id, sequence, send time */
+#define SEEN_BITS 4096u  /* per-stream duplicate detection window, in sequence numbers */
+#define HEADER_BYTES 24u /* magic, publisher id, sequence, send time */
 /* Handshakes (TCP connect to the last SUBACK or CONNACK) in progress during setup: more
  * would overflow Mosquitto's listen backlog of 100 and time SYN retries instead. */
 #define MAX_CONNECTING 100
-#define TOPIC_STRIDE 48 /* --spread: bytes per topic name in a publisher's table */
+#define TOPIC_STRIDE 48    /* --spread: bytes per topic name in a publisher's table */
 #define MAX_UNACKED 65000u /* QoS 1/2 packet ids in use per publisher, at most */
 
 struct publisher;
@@ -118,8 +119,8 @@ struct run {
     uint32_t magic;
     enum phase phase;
     bool measuring;
-    int connecting; /* setup: handshakes in progress */
-    int groups;     /* publisher i feeds subscriber j iff their groups match */
+    int connecting;   /* setup: handshakes in progress */
+    int groups;       /* publisher i feeds subscriber j iff their groups match */
     uint64_t filters; /* subscriptions in all */
     char share[48];   /* --shared: "$share/GROUP/", put before every filter; else "" */
     uint16_t keepalive; /* the client's, or the shortest Server Keep Alive a CONNACK set */
@@ -136,6 +137,8 @@ struct run {
     uint64_t member_reorder; /* --shared: a member got a sequence below one it already had */
     uint64_t win_sent0, win_recv0, win_sent1, win_recv1;
     struct proc_sample broker0, broker1;
+    struct proc_sample peer0, peer1; /* --broker-pid2 */
+    struct sockaddr_in sub_addr;     /* --sub-port */
     struct rusage self0, self1;
 };
 
@@ -197,11 +200,12 @@ static void build_topology(struct run *r)
     /* Without --spread a group is a topic; with it, publisher i and subscriber j meet in
      * group i % G = j % G, G = min(P, S), and the topics of a publisher are named
      * PREFIX/<group>/<k>, so that PREFIX/<group>/+ is the wildcard of a group. */
-    r->groups = o->spread ? (o->publishers < o->subscribers ? o->publishers : o->subscribers)
-                          : o->topics;
+    r->groups =
+        o->spread ? (o->publishers < o->subscribers ? o->publishers : o->subscribers) : o->topics;
     if (o->spread && o->topics < o->publishers)
-        die(EXIT_USAGE, "--spread: --topics %d is below --publishers %d (every publisher owns "
-                        "at least one topic)",
+        die(EXIT_USAGE,
+            "--spread: --topics %d is below --publishers %d (every publisher owns "
+            "at least one topic)",
             o->topics, o->publishers);
     r->pubs = calloc((size_t)o->publishers, sizeof(*r->pubs));
     r->subs = calloc((size_t)o->subscribers, sizeof(*r->subs));
@@ -224,9 +228,8 @@ static void build_topology(struct run *r)
                 die(1, "out of memory");
             for (uint32_t k = 0; k < p->ntopics; k++) {
                 long topic = i + (long)k * o->publishers;
-                p->tlens[k] = (uint8_t)snprintf(p->tnames + (size_t)k * TOPIC_STRIDE,
-                                                TOPIC_STRIDE, "%s/%d/%ld", o->c.prefix, p->group,
-                                                topic);
+                p->tlens[k] = (uint8_t)snprintf(p->tnames + (size_t)k * TOPIC_STRIDE, TOPIC_STRIDE,
+                                                "%s/%d/%ld", o->c.prefix, p->group, topic);
             }
             memcpy(p->topic, p->tnames, p->tlens[0] + 1u);
             p->topic_len = p->tlens[0];
@@ -380,11 +383,12 @@ static void subscribe_exact(struct run *r, struct subscriber *s)
             continue;
         const struct publisher *p = &r->pubs[i];
         for (uint32_t k = 0; k < p->ntopics; k += (uint32_t)o->sub_batch) {
-            uint32_t n = p->ntopics - k < (uint32_t)o->sub_batch ? p->ntopics - k
-                                                                  : (uint32_t)o->sub_batch;
+            uint32_t n =
+                p->ntopics - k < (uint32_t)o->sub_batch ? p->ntopics - k : (uint32_t)o->sub_batch;
             if (s->sub_packets == 65535)
-                die(EXIT_USAGE, "subscriber %d: more than 65535 SUBSCRIBE packets: raise "
-                                "--sub-batch",
+                die(EXIT_USAGE,
+                    "subscriber %d: more than 65535 SUBSCRIBE packets: raise "
+                    "--sub-batch",
                     s->c.index);
             wire_subscribe_list(&s->c.out, o->c.version, (uint16_t)(++s->sub_packets), r->share,
                                 p->tnames + (size_t)k * TOPIC_STRIDE, TOPIC_STRIDE, p->tlens + k,
@@ -416,10 +420,12 @@ static void on_connected(struct run *r, struct conn *c)
 
 /* ---- the measured window ---- */
 
-static void sample_broker(struct run *r, struct proc_sample *s)
+static void sample_broker(struct run *r, struct proc_sample *s, struct proc_sample *peer)
 {
     if (r->o->c.broker_pid && !proc_sample(r->o->c.broker_pid, s))
         warnx_("--broker-pid %d: cannot read /proc (did the broker exit?)", r->o->c.broker_pid);
+    if (r->o->c.broker_pid2 && !proc_sample(r->o->c.broker_pid2, peer))
+        warnx_("--broker-pid2 %d: cannot read /proc (did the broker exit?)", r->o->c.broker_pid2);
 }
 
 static void start_run(struct run *r, uint64_t now)
@@ -447,7 +453,7 @@ static void start_run(struct run *r, uint64_t now)
 
 static void begin_window(struct run *r)
 {
-    sample_broker(r, &r->broker0);
+    sample_broker(r, &r->broker0, &r->peer0);
     getrusage(RUSAGE_SELF, &r->self0);
     r->win_sent0 = r->total_sent;
     r->win_recv0 = r->total_received;
@@ -456,7 +462,7 @@ static void begin_window(struct run *r)
 
 static void end_window(struct run *r)
 {
-    sample_broker(r, &r->broker1);
+    sample_broker(r, &r->broker1, &r->peer1);
     getrusage(RUSAGE_SELF, &r->self1);
     r->win_sent1 = r->total_sent;
     r->win_recv1 = r->total_received;
@@ -983,7 +989,12 @@ static int report(struct run *r)
     double msgs_per_s = (double)win_recv / secs;
     double sent_per_s = (double)win_sent / secs;
     bool have_broker = o->c.broker_pid && r->broker0.ok && r->broker1.ok;
-    double cpu_s = have_broker ? (double)proc_cpu_delta(&r->broker0, &r->broker1) / 1e9 : 0;
+    bool have_peer = have_broker && o->c.broker_pid2 && r->peer0.ok && r->peer1.ok;
+    have_broker = have_broker && (!o->c.broker_pid2 || have_peer);
+    /* Two brokers (a bridge): both spend CPU on each delivered message. */
+    double cpu_a = have_broker ? (double)proc_cpu_delta(&r->broker0, &r->broker1) / 1e9 : 0;
+    double cpu_b = have_peer ? (double)proc_cpu_delta(&r->peer0, &r->peer1) / 1e9 : 0;
+    double cpu_s = cpu_a + cpu_b;
     double cpu_win_s = have_broker ? (double)(r->broker1.taken_ns - r->broker0.taken_ns) / 1e9 : 1;
     double us_per_msg = win_recv ? cpu_s * 1e6 / (double)win_recv : 0;
     double self_s = tv_s(&r->self1.ru_utime) + tv_s(&r->self1.ru_stime) - tv_s(&r->self0.ru_utime) -
@@ -1034,6 +1045,11 @@ static int report(struct run *r)
                o->c.broker_pid, r->broker1.threads, cpu_s, cpu_win_s, 100 * cpu_s / cpu_win_s,
                us_per_msg, (unsigned long long)r->broker1.rss_kib,
                (unsigned long long)r->broker1.hwm_kib);
+    if (have_peer)
+        printf("  of which the publishers' broker (pid %d) %.3f us and the subscribers' (pid %d) "
+               "%.3f us per delivered message\n",
+               o->c.broker_pid, win_recv ? cpu_a * 1e6 / (double)win_recv : 0, o->c.broker_pid2,
+               win_recv ? cpu_b * 1e6 / (double)win_recv : 0);
     printf("  midge-bench itself: %.3f s CPU (%.0f %% of a core), %llu writes, %llu reads, "
            "%llu waits\n",
            self_s, 100 * self_s / secs, (unsigned long long)r->loop.write_calls,
@@ -1046,7 +1062,12 @@ static int report(struct run *r)
                "(max_queued_messages), or did not deliver within --grace %.1f s",
                o->qos, (unsigned long long)lost, (unsigned long long)dup,
                (unsigned long long)r->unexpected, (unsigned long long)r->corrupt, o->grace);
-    char b1[32], b2[32], b3[32], b4[32];
+    char b1[32], b2[32], b3[32], b4[32], peer_fields[96] = "";
+    if (have_peer)
+        snprintf(peer_fields, sizeof(peer_fields),
+                 " broker_a_cpu_us_per_msg=%.3f broker_b_cpu_us_per_msg=%.3f",
+                 win_recv ? cpu_a * 1e6 / (double)win_recv : 0,
+                 win_recv ? cpu_b * 1e6 / (double)win_recv : 0);
     printf("RESULT mode=pubsub pubs=%d subs=%d topics=%d spread=%d wildcard=%d filters=%llu "
            "ws=%d mqtt=%d topic_alias=%d shared=%d qos=%d size=%zu rate=%.0f window=%d "
            "duration=%.3f sent=%llu received=%llu lost=%llu dup=%llu reorder=%llu "
@@ -1054,7 +1075,7 @@ static int report(struct run *r)
            "ack_refused=%llu ack_nomatch=%llu sub_min=%llu sub_max=%llu msgs_per_s=%.0f "
            "sent_per_s=%.0f "
            "p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f broker_cpu_us_per_msg=%s "
-           "broker_cpu_pct=%s broker_rss_kib=%s broker_hwm_kib=%s bench_cpu_pct=%.0f status=%s\n",
+           "broker_cpu_pct=%s broker_rss_kib=%s broker_hwm_kib=%s bench_cpu_pct=%.0f%s status=%s\n",
            o->publishers, o->subscribers, o->topics, o->spread, o->wildcard,
            (unsigned long long)r->filters, o->c.ws_path != NULL, o->c.version, o->topic_alias,
            o->shared_group != NULL, o->qos, o->size, o->rate, o->window, secs,
@@ -1068,7 +1089,7 @@ static int report(struct run *r)
            fmt_opt(b2, sizeof(b2), have_broker, 100 * cpu_s / cpu_win_s, 1),
            fmt_opt(b3, sizeof(b3), have_broker, (double)r->broker1.rss_kib, 0),
            fmt_opt(b4, sizeof(b4), have_broker, (double)r->broker1.hwm_kib, 0), 100 * self_s / secs,
-           integrity_failed ? "integrity" : "ok");
+           peer_fields, integrity_failed ? "integrity" : "ok");
     return integrity_failed ? EXIT_INTEGRITY : 0;
 }
 
@@ -1116,6 +1137,13 @@ int run_pubsub(const struct pubsub_opts *o)
         snprintf(r->share, sizeof(r->share), "$share/%s/", o->shared_group);
     loop_init(&r->loop, o->c.host, o->c.port, o->c.ws_path);
     build_topology(r);
+    if (o->c.sub_port) {
+        /* Subscribers on another broker (bridged from the publishers' one). */
+        r->sub_addr = r->loop.addr;
+        r->sub_addr.sin_port = htons((uint16_t)o->c.sub_port);
+        for (int i = 0; i < o->subscribers; i++)
+            r->subs[i].c.addr = &r->sub_addr;
+    }
     hist_reset(&r->hist);
 
     struct epoll_event events[256];
@@ -1135,8 +1163,7 @@ int run_pubsub(const struct pubsub_opts *o)
                 die(EXIT_TIMEOUT,
                     "setup timed out after %.0f s: %d/%d subscribers subscribed, %d/%d "
                     "publishers connected (the broker accepts TCP but does not answer MQTT?)",
-                    o->setup_timeout, r->subs_ready, o->subscribers, r->pubs_ready,
-                    o->publishers);
+                    o->setup_timeout, r->subs_ready, o->subscribers, r->pubs_ready, o->publishers);
             }
         }
         if (r->phase == PH_RUN) {

@@ -23,13 +23,14 @@ PNG = os.path.splitext(OUT)[0] + ".png"
 # (W: midge over WebSocket against midge's own TCP figure, scenario A of the same round).
 TARGETS = {
     "A": 0.05, "B": 0.07, "C": 0.06, "D": 0.04, "E": 0.07, "R0": 0.8, "R1": 0.8, "F": 0.5,
-    "W": 1.25,
+    "W": 1.25, "BR0": 0.1, "BR1": 0.1,
 }
 # Issue 7's reference figures (broker CPU us/msg, or KiB/connection for F).
 REFERENCE = {
     "A": "~25 / ~1.3", "B": "~44 / ~3.0", "C": "~98 / ~5.4", "D": "~17 / ~0.54",
     "E": "~21 / ~1.5", "R0": "~20 / ~20", "R1": "~36 / ~31", "F": "~1.0 / ~4.8",
     "W": "(Mosquitto's WebSocket path is much slower)",
+    "BR0": "(issue 14: both brokers' CPU)", "BR1": "(issue 14: both brokers' CPU)",
 }
 
 

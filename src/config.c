@@ -17,12 +17,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "midge/err.h"
 #include "midge/log.h"
+#include "midge/topic.h"
 
 #define DEFAULT_PORT 1883
-#define MAX_VALUES 4               /* values kept per line; more are only counted */
+#define MAX_VALUES 5               /* values kept per line (a bridge topic has 5); more counted */
 #define MAX_FILE_SIZE (16u << 20)  /* a config file is text: refuse anything bigger */
 #define QUOTE_MAX 200              /* longest user text quoted back in a message */
 #define NO_LISTENER ((size_t)-1)   /* p->cur when options go to the default listener */
@@ -81,9 +83,13 @@ struct parser {
     bool log_dest_seen, log_type_seen;
     unsigned log_dest, log_types;
     size_t nprefixes;
+    size_t cur_bridge; /* index into cfg->bridges of the current `connection`, or NO_BRIDGE */
+    size_t bridge_cap;
 };
 
-enum scope { S_NONE, S_GLOBAL, S_LISTENER, S_SECURITY, S_DEFAULT };
+#define NO_BRIDGE ((size_t)-1)
+
+enum scope { S_NONE, S_GLOBAL, S_LISTENER, S_SECURITY, S_DEFAULT, S_BRIDGE };
 enum vtype { V_NONE, V_BOOL, V_TRI, V_U16, V_U32, V_U64, V_INT, V_STR, V_STR_LAST };
 
 struct option;
@@ -364,6 +370,7 @@ static void *field(struct parser *p, const struct option *o)
         p->def_explicit = true;
         base = (char *)&p->def.lc;
         break;
+    case S_BRIDGE: base = (char *)&p->cfg->bridges[p->cur_bridge]; break;
     case S_NONE: return NULL;
     }
     return base + o->offset;
@@ -842,6 +849,702 @@ static void parse_unsupported(struct parser *p, const struct option *o, const st
     warning_at(p, "%.*s: not supported by midge, ignored", QS(&l->name));
 }
 
+/* ---- bridges (docs/bridge.md) ------------------------------------------------------- */
+
+/* A diagnostic about a whole bridge section, at its `connection` line. */
+static void bridge_error(struct parser *p, const struct mq_bridge_config *bc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void bridge_error(struct parser *p, const struct mq_bridge_config *bc, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    file_error(p, "%s:%u: connection %.*s: %s", bc->file, bc->line, QZ(bc->name), msg);
+}
+
+static void bridge_topic_free(struct mq_bridge_topic *t)
+{
+    free(t->pattern);
+    free(t->local_prefix);
+    free(t->remote_prefix);
+    free(t->local);
+    free(t->remote);
+}
+
+static void bridge_free(struct mq_bridge_config *bc)
+{
+    free(bc->name);
+    free(bc->file);
+    for (size_t i = 0; i < bc->address_count; i++) {
+        free(bc->addresses[i].host);
+        free(bc->addresses[i].path);
+    }
+    free(bc->addresses);
+    for (size_t i = 0; i < bc->topic_count; i++)
+        bridge_topic_free(&bc->topics[i]);
+    free(bc->topics);
+    char **strs[] = {&bc->remote_username,
+                     &bc->remote_password,
+                     &bc->remote_clientid,
+                     &bc->local_clientid,
+                     &bc->notification_topic,
+                     &bc->bind_address,
+                     &bc->cafile,
+                     &bc->capath,
+                     &bc->certfile,
+                     &bc->keyfile,
+                     &bc->tls_version,
+                     &bc->alpn,
+                     &bc->identity,
+                     &bc->psk};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        free(*strs[i]);
+    memset(bc, 0, sizeof *bc);
+}
+
+/* The current bridge, or NULL after reporting that option o needs one. */
+static struct mq_bridge_config *cur_bridge(struct parser *p, const struct line *l)
+{
+    if (p->cur_bridge != NO_BRIDGE)
+        return &p->cfg->bridges[p->cur_bridge];
+    error_at(p,
+             "%.*s: a bridge option outside a bridge section (start one with \"connection "
+             "NAME\")",
+             QS(&l->name));
+    return NULL;
+}
+
+/* `connection NAME`: a new bridge section; the bridge options that follow belong to it. */
+static void parse_connection(struct parser *p, const struct option *o, const struct line *l)
+{
+    (void)o;
+    if (!one_value(p, l))
+        return;
+    struct mq_config *cfg = p->cfg;
+    const struct span *name = &l->val[0];
+    bool dup = false;
+    for (size_t i = 0; i < cfg->bridge_count && !dup; i++)
+        dup = span_is(name, cfg->bridges[i].name);
+    if (cfg->bridge_count == p->bridge_cap) {
+        size_t cap = p->bridge_cap ? p->bridge_cap * 2 : 4;
+        struct mq_bridge_config *v = realloc(cfg->bridges, cap * sizeof *v);
+        if (!v) {
+            p->nomem = true;
+            return;
+        }
+        cfg->bridges = v;
+        p->bridge_cap = cap;
+    }
+    /* Opened even when the name is bad, so the options after it do not land elsewhere. */
+    struct mq_bridge_config *bc = &cfg->bridges[cfg->bridge_count++];
+    memset(bc, 0, sizeof *bc);
+    p->cur_bridge = cfg->bridge_count - 1;
+    bc->local_cleansession = -1;
+    bc->keepalive = 60;
+    bc->restart_base = 5;
+    bc->restart_cap = 30;
+    bc->idle_timeout = 60;
+    bc->threshold = 10;
+    bc->notifications = true;
+    bc->try_private = true;
+    bc->protocol_version = 4;
+    bc->outgoing_retain = true;
+    bc->attempt_unsubscribe = true;
+    bc->session_expiry = -1;
+    bc->line = p->line;
+    if (!(bc->name = dup_span(p, name)) || !(bc->file = strdup(p->file))) {
+        p->nomem = true;
+        return;
+    }
+    if (dup) {
+        error_at(p, "connection: a bridge named \"%.*s\" is already defined", QS(name));
+        return;
+    }
+    /* The name goes into topics ($SYS/broker/connection/NAME/state) and client ids. */
+    for (size_t i = 0; i < name->n; i++) {
+        char c = name->s[i];
+        if (c == '+' || c == '#' || c == '/' || (unsigned char)c < 0x20) {
+            error_at(p,
+                     "connection: the name \"%.*s\" may not contain '+', '#', '/' or control "
+                     "characters (it is part of the notification topic)",
+                     QS(name));
+            return;
+        }
+    }
+}
+
+/* Generic bridge options: the value parsers of the global ones, into the current bridge. */
+static void parse_bridge_value(struct parser *p, const struct option *o, const struct line *l)
+{
+    if (!cur_bridge(p, l))
+        return;
+    switch (o->type) {
+    case V_BOOL:
+    case V_TRI: parse_bool(p, o, l); break;
+    case V_STR:
+    case V_STR_LAST: parse_string(p, o, l); break;
+    default: parse_number(p, o, l); break;
+    }
+}
+
+/* One address: host, host:port, [v6], [v6]:port, v6:port (Mosquitto: with an IPv6 address
+ * the port is not optional), ws://host[:port][/path], wss://... */
+static bool parse_one_address(struct parser *p, const struct span *v, struct mq_bridge_address *a)
+{
+    const char *s = v->s, *end = v->s + v->n;
+    uint8_t scheme = MQ_BRIDGE_MQTT;
+    uint16_t port = 1883;
+    if (v->n > 5 && !strncmp(s, "ws://", 5)) {
+        scheme = MQ_BRIDGE_WS;
+        s += 5;
+        port = 80;
+    } else if (v->n > 6 && !strncmp(s, "wss://", 6)) {
+        scheme = MQ_BRIDGE_WSS;
+        s += 6;
+        port = 443;
+    } else if (memmem(s, v->n, "://", 3)) {
+        error_at(p,
+                 "address: \"%.*s\": only ws:// and wss:// URLs are understood (plain MQTT "
+                 "is host[:port], TLS is host[:port] with bridge_cafile or bridge_capath)",
+                 QS(v));
+        return false;
+    }
+    const char *path = NULL;
+    if (scheme != MQ_BRIDGE_MQTT) {
+        path = memchr(s, '/', (size_t)(end - s));
+        if (path) {
+            for (const char *c = path; c < end; c++)
+                if ((unsigned char)*c <= ' ' || *c == '#') {
+                    error_at(p, "address: \"%.*s\": the path may not contain spaces or '#'", QS(v));
+                    return false;
+                }
+        }
+    }
+    const char *hend = path ? path : end;
+    const char *host = s, *colon = NULL;
+    size_t hlen;
+    if (host < hend && *host == '[') {
+        const char *close = memchr(host, ']', (size_t)(hend - host));
+        if (!close || close == host + 1) {
+            error_at(p, "address: \"%.*s\": unterminated or empty [IPv6 address]", QS(v));
+            return false;
+        }
+        if (close + 1 < hend && close[1] != ':') {
+            error_at(p, "address: \"%.*s\": expected ':' after ']'", QS(v));
+            return false;
+        }
+        colon = close + 1 < hend ? close + 1 : NULL;
+        host++;
+        hlen = (size_t)(close - host);
+    } else {
+        for (const char *c = hend; c > host; c--)
+            if (c[-1] == ':') {
+                colon = c - 1;
+                break;
+            }
+        hlen = (size_t)((colon ? colon : hend) - host);
+    }
+    if (colon) {
+        struct span ps = {colon + 1, (size_t)(hend - colon - 1)};
+        long long n;
+        if (!to_int(&ps, 1, 65535, &n)) {
+            error_at(p, "address: \"%.*s\": expected a port number from 1 to 65535 after ':'",
+                     QS(v));
+            return false;
+        }
+        port = (uint16_t)n;
+    }
+    if (!hlen) {
+        error_at(p, "address: \"%.*s\": no host", QS(v));
+        return false;
+    }
+    a->scheme = scheme;
+    a->port = port;
+    a->host = strndup(host, hlen);
+    a->path = scheme == MQ_BRIDGE_MQTT ? NULL
+              : path                   ? strndup(path, (size_t)(end - path))
+                                       : strdup("/mqtt");
+    if (!a->host || (scheme != MQ_BRIDGE_MQTT && !a->path)) {
+        free(a->host);
+        free(a->path);
+        p->nomem = true;
+        return false;
+    }
+    return true;
+}
+
+/* `address`/`addresses`: one or more addresses on one line (more lines add to them). */
+static void parse_address(struct parser *p, const struct option *o, const struct line *l)
+{
+    (void)o;
+    struct mq_bridge_config *bc = cur_bridge(p, l);
+    if (!bc)
+        return;
+    if (l->nval == 0) {
+        error_at(p, "%.*s: missing value", QS(&l->name));
+        return;
+    }
+    const char *s = l->rest.s, *end = l->rest.s + l->rest.n;
+    while (s < end) {
+        while (s < end && is_space(*s))
+            s++;
+        const char *e = s;
+        while (e < end && !is_space(*e))
+            e++;
+        if (e == s)
+            break;
+        if (*s == '#') {
+            error_at(p, "%.*s: unexpected \"%.*s\" (comments must be on a line of their own)",
+                     QS(&l->name), qlen((size_t)(end - s)), s);
+            return;
+        }
+        struct mq_bridge_address *v =
+            realloc(bc->addresses, (bc->address_count + 1) * sizeof *bc->addresses);
+        if (!v) {
+            p->nomem = true;
+            return;
+        }
+        bc->addresses = v;
+        struct span one = {s, (size_t)(e - s)};
+        memset(&v[bc->address_count], 0, sizeof *v);
+        if (!parse_one_address(p, &one, &v[bc->address_count]))
+            return;
+        bc->address_count++;
+        s = e;
+    }
+}
+
+static bool is_empty_marker(const struct span *v)
+{
+    return span_is(v, "\"\"");
+}
+
+/* A prefix + pattern as a filter on one side; NULL (after reporting) when invalid. */
+static char *bridge_filter(struct parser *p, const char *prefix, const char *pattern,
+                           const char *side)
+{
+    size_t n = (prefix ? strlen(prefix) : 0) + (pattern ? strlen(pattern) : 0);
+    char *f = malloc(n + 1);
+    if (!f) {
+        p->nomem = true;
+        return NULL;
+    }
+    snprintf(f, n + 1, "%s%s", prefix ? prefix : "", pattern ? pattern : "");
+    if (!n || n > 65535 || topic_check_filter((const uint8_t *)f, n) != 0) {
+        error_at(p,
+                 "topic: the %s prefix and the pattern make \"%.*s\", which is not a valid "
+                 "topic filter",
+                 side, QZ(f));
+        free(f);
+        return NULL;
+    }
+    return f;
+}
+
+/* `topic pattern [[[out|in|both] qos] local-prefix remote-prefix]`, every form of
+ * mosquitto.conf(5), "" standing for an empty pattern or prefix. */
+static void parse_topic(struct parser *p, const struct option *o, const struct line *l)
+{
+    (void)o;
+    struct mq_bridge_config *bc = cur_bridge(p, l);
+    if (!bc)
+        return;
+    if (l->nval == 0) {
+        error_at(p, "topic: missing value");
+        return;
+    }
+    if (l->nval > 5) {
+        error_at(p,
+                 "topic: %zu values, at most 5 are allowed (pattern, direction, QoS, local "
+                 "prefix, remote prefix)",
+                 l->nval);
+        return;
+    }
+    struct mq_bridge_topic t = {.direction = MQ_BRIDGE_OUT, .qos = 0};
+    if (l->nval >= 2) {
+        const struct span *d = &l->val[1];
+        if (span_is(d, "out"))
+            t.direction = MQ_BRIDGE_OUT;
+        else if (span_is(d, "in"))
+            t.direction = MQ_BRIDGE_IN;
+        else if (span_is(d, "both"))
+            t.direction = MQ_BRIDGE_BOTH;
+        else {
+            error_at(p, "topic: expected in, out or both after the pattern, got \"%.*s\"", QS(d));
+            return;
+        }
+    }
+    if (l->nval >= 3) {
+        long long q;
+        if (!to_int(&l->val[2], 0, 2, &q)) {
+            error_at(p, "topic: expected a QoS of 0, 1 or 2, got \"%.*s\"", QS(&l->val[2]));
+            return;
+        }
+        t.qos = (uint8_t)q;
+    }
+    const struct span *pat = &l->val[0];
+    bool ok = true;
+    if (!is_empty_marker(pat) && !(t.pattern = dup_span(p, pat)))
+        ok = false;
+    /* Prefixes are topic names: no wildcards, valid UTF-8. */
+    for (size_t i = 3; ok && i < l->nval; i++) {
+        const struct span *v = &l->val[i];
+        if (is_empty_marker(v))
+            continue;
+        if (topic_check_name((const uint8_t *)v->s, v->n) != 0) {
+            error_at(p, "topic: the %s prefix \"%.*s\" is not a valid topic name (no wildcards)",
+                     i == 3 ? "local" : "remote", QS(v));
+            ok = false;
+            break;
+        }
+        char **dst = i == 3 ? &t.local_prefix : &t.remote_prefix;
+        if (!(*dst = dup_span(p, v)))
+            ok = false;
+    }
+    if (ok && !t.pattern && (!t.local_prefix || !t.remote_prefix)) {
+        /* mosquitto.conf(5)'s table: "" as the pattern needs both prefixes. */
+        error_at(p, "topic: with \"\" as the pattern both a local and a remote prefix are "
+                    "needed (the prefixes are then the whole topics)");
+        ok = false;
+    }
+    if (ok && t.pattern && topic_check_filter((const uint8_t *)t.pattern, strlen(t.pattern))) {
+        error_at(p, "topic: \"%.*s\" is not a valid topic filter", QZ(t.pattern));
+        ok = false;
+    }
+    if (ok && (t.direction & MQ_BRIDGE_OUT) &&
+        ((t.remote_prefix && !strncmp(t.remote_prefix, "$share/", 7)) ||
+         (!t.remote_prefix && t.pattern && !strncmp(t.pattern, "$share/", 7)))) {
+        error_at(p, "topic: a $share/ remote side only works for in lines (messages are not "
+                    "published to a shared subscription)");
+        ok = false;
+    }
+    if (ok && !(t.local = bridge_filter(p, t.local_prefix, t.pattern, "local")))
+        ok = false;
+    if (ok && !(t.remote = bridge_filter(p, t.remote_prefix, t.pattern, "remote")))
+        ok = false;
+    if (ok) {
+        struct mq_bridge_topic *v = realloc(bc->topics, (bc->topic_count + 1) * sizeof *v);
+        if (!v) {
+            p->nomem = true;
+            ok = false;
+        } else {
+            bc->topics = v;
+            v[bc->topic_count++] = t;
+            return;
+        }
+    }
+    bridge_topic_free(&t);
+}
+
+/* `restart_timeout constant` or `restart_timeout base cap` (decorrelated jitter). */
+static void parse_restart_timeout(struct parser *p, const struct option *o, const struct line *l)
+{
+    (void)o;
+    struct mq_bridge_config *bc = cur_bridge(p, l);
+    if (!bc)
+        return;
+    if (l->nval == 0 || l->nval > 2) {
+        if (l->nval > 2)
+            extra_value(p, l, 2);
+        else
+            error_at(p, "restart_timeout: missing value");
+        return;
+    }
+    long long base, cap = 0;
+    if (!to_int(&l->val[0], 1, 86400, &base) ||
+        (l->nval == 2 && !to_int(&l->val[1], 1, 86400, &cap))) {
+        error_at(p,
+                 "restart_timeout: expected seconds from 1 to 86400 (\"constant\" or \"base "
+                 "cap\"), got \"%.*s\"",
+                 QS(&l->rest));
+        return;
+    }
+    if (l->nval == 2 && cap < base) {
+        error_at(p, "restart_timeout: the cap (%lld) is smaller than the base (%lld)", cap, base);
+        return;
+    }
+    bc->restart_base = (uint32_t)base;
+    bc->restart_cap = (uint32_t)cap;
+}
+
+static void parse_start_type(struct parser *p, const struct option *o, const struct line *l)
+{
+    (void)o;
+    struct mq_bridge_config *bc = cur_bridge(p, l);
+    if (!bc || !one_value(p, l))
+        return;
+    if (span_is(&l->val[0], "automatic"))
+        bc->start_type = MQ_BRIDGE_AUTOMATIC;
+    else if (span_is(&l->val[0], "lazy"))
+        bc->start_type = MQ_BRIDGE_LAZY;
+    else if (span_is(&l->val[0], "once"))
+        bc->start_type = MQ_BRIDGE_ONCE;
+    else if (span_is(&l->val[0], "manual"))
+        error_at(p, "start_type: manual is RSMB's and not supported (Mosquitto does not have it "
+                    "either); use automatic, lazy or once");
+    else
+        error_at(p, "start_type: expected automatic, lazy or once, got \"%.*s\"", QS(&l->val[0]));
+}
+
+static void parse_bridge_version(struct parser *p, const struct option *o, const struct line *l)
+{
+    (void)o;
+    struct mq_bridge_config *bc = cur_bridge(p, l);
+    if (!bc || !one_value(p, l))
+        return;
+    if (span_is(&l->val[0], "mqttv31"))
+        bc->protocol_version = 3;
+    else if (span_is(&l->val[0], "mqttv311"))
+        bc->protocol_version = 4;
+    else if (span_is(&l->val[0], "mqttv50"))
+        bc->protocol_version = 5;
+    else
+        error_at(p, "bridge_protocol_version: expected mqttv31, mqttv311 or mqttv50, got \"%.*s\"",
+                 QS(&l->val[0]));
+}
+
+/* keepalive_interval: Mosquitto raises anything under 5 seconds to 5. */
+static void parse_bridge_keepalive(struct parser *p, const struct option *o, const struct line *l)
+{
+    struct mq_bridge_config *bc = cur_bridge(p, l);
+    long long v;
+    if (!bc || !one_value(p, l))
+        return;
+    if (!to_int(&l->val[0], 0, 65535, &v)) {
+        error_at(p, "%s: expected seconds from 5 to 65535, got \"%.*s\"", o->name, QS(&l->val[0]));
+        return;
+    }
+    if (v < 5) {
+        warning_at(p, "%s: %lld is under the minimum of 5 seconds, 5 is used", o->name, v);
+        v = 5;
+    }
+    bc->keepalive = (uint16_t)v;
+}
+
+static void parse_notification_topic(struct parser *p, const struct option *o, const struct line *l)
+{
+    if (!cur_bridge(p, l) || !one_value(p, l))
+        return;
+    if (topic_check_name((const uint8_t *)l->val[0].s, l->val[0].n)) {
+        error_at(p, "notification_topic: \"%.*s\" is not a valid topic name", QS(&l->val[0]));
+        return;
+    }
+    parse_string(p, o, l);
+}
+
+static void parse_bridge_tls_version(struct parser *p, const struct option *o, const struct line *l)
+{
+    if (!cur_bridge(p, l) || !one_value(p, l))
+        return;
+    const struct span *v = &l->val[0];
+    if (!span_is(v, "tlsv1.3") && !span_is(v, "tlsv1.2") && !span_is(v, "tlsv1.1")) {
+        error_at(p, "bridge_tls_version: expected tlsv1.3, tlsv1.2 or tlsv1.1, got \"%.*s\"",
+                 QS(v));
+        return;
+    }
+    parse_string(p, o, l);
+}
+
+/* bridge_psk: the key in hexadecimal, without "0x". */
+static void parse_bridge_psk(struct parser *p, const struct option *o, const struct line *l)
+{
+    if (!cur_bridge(p, l) || !one_value(p, l))
+        return;
+    const struct span *v = &l->val[0];
+    bool hex = v->n >= 2 && v->n % 2 == 0 && v->n <= 512;
+    for (size_t i = 0; hex && i < v->n; i++)
+        hex = (v->s[i] >= '0' && v->s[i] <= '9') || (v->s[i] >= 'a' && v->s[i] <= 'f') ||
+              (v->s[i] >= 'A' && v->s[i] <= 'F');
+    if (!hex) {
+        error_at(p, "bridge_psk: expected the key in hexadecimal (an even number of 0-9a-f, at "
+                    "most 512, no \"0x\")");
+        return;
+    }
+    parse_string(p, o, l);
+}
+
+/* bridge_require_ocsp: false is what midge does; true is refused (no OCSP checking). */
+static void parse_bridge_ocsp(struct parser *p, const struct option *o, const struct line *l)
+{
+    bool v;
+    (void)o;
+    if (!cur_bridge(p, l) || !one_value(p, l))
+        return;
+    if (!to_bool(&l->val[0], &v)) {
+        error_at(p, "bridge_require_ocsp: expected true or false, got \"%.*s\"", QS(&l->val[0]));
+        return;
+    }
+    if (v)
+        error_at(p, "bridge_require_ocsp: midge's bridges do not check OCSP responses; refusing "
+                    "to start a bridge that would run without the check you asked for (remove "
+                    "the line or set it to false)");
+}
+
+/* Options midge's bridges do not implement: refused with the reason, never ignored. */
+static void parse_bridge_refused(struct parser *p, const struct option *o, const struct line *l)
+{
+    (void)o;
+    if (!cur_bridge(p, l))
+        return;
+    if (span_is(&l->name, "local_username") || span_is(&l->name, "local_password"))
+        error_at(p,
+                 "%.*s: not supported: a bridge's local side is inside midge and is not "
+                 "checked against the password file or the ACL; remove the line",
+                 QS(&l->name));
+    else
+        error_at(p,
+                 "%.*s: not implemented by midge's bridges (docs/bridge.md lists the options "
+                 "they take); remove the line",
+                 QS(&l->name));
+}
+
+/* After the last line: the defaults that depend on other options, and what a section needs. */
+static void finish_bridges(struct parser *p)
+{
+    struct mq_config *cfg = p->cfg;
+    char host[256];
+    if (gethostname(host, sizeof host))
+        snprintf(host, sizeof host, "midge");
+    host[sizeof host - 1] = '\0';
+    /* After a bad line a section may lack what that line would have given it: the checks
+     * of what is missing would only repeat that error. */
+    bool clean = !p->errors;
+    for (size_t i = 0; i < cfg->bridge_count && !p->nomem; i++) {
+        struct mq_bridge_config *bc = &cfg->bridges[i];
+        if (!bc->address_count && clean)
+            bridge_error(p, bc, "no address (add \"address host[:port]\")");
+        if (!bc->topic_count && clean)
+            bridge_error(p, bc, "no topic (add at least one \"topic pattern [in|out|both]\")");
+        if (bc->remote_password && !bc->remote_username)
+            bridge_error(p, bc, "remote_password is set but remote_username is not");
+        if (!bc->certfile != !bc->keyfile)
+            bridge_error(p, bc, "%s is set but %s is not (a client certificate needs both)",
+                         bc->certfile ? "bridge_certfile" : "bridge_keyfile",
+                         bc->certfile ? "bridge_keyfile" : "bridge_certfile");
+        if (!bc->psk != !bc->identity)
+            bridge_error(p, bc, "%s is set but %s is not (PSK needs both)",
+                         bc->psk ? "bridge_psk" : "bridge_identity",
+                         bc->psk ? "bridge_identity" : "bridge_psk");
+        if (bc->psk && (bc->cafile || bc->capath || bc->certfile))
+            bridge_error(p, bc,
+                         "bridge_psk and certificates (bridge_cafile, bridge_capath, "
+                         "bridge_certfile) are both set: use one or the other");
+        bool wss = false;
+        for (size_t k = 0; k < bc->address_count; k++)
+            wss |= bc->addresses[k].scheme == MQ_BRIDGE_WSS;
+        if (!config_bridge_tls(bc) && !wss) {
+            const char *opt = bc->certfile      ? "bridge_certfile"
+                              : bc->insecure    ? "bridge_insecure"
+                              : bc->tls_version ? "bridge_tls_version"
+                              : bc->alpn        ? "bridge_alpn"
+                                                : NULL;
+            if (opt)
+                bridge_error(p, bc,
+                             "%s is set but neither bridge_cafile nor bridge_capath is: the "
+                             "connection would not use TLS (add bridge_capath /etc/ssl/certs for "
+                             "the system's CAs, or remove %s)",
+                             opt, opt);
+        }
+        if (bc->protocol_version != 5 && (bc->receive_maximum || bc->session_expiry >= 0))
+            bridge_error(p, bc, "%s needs bridge_protocol_version mqttv50",
+                         bc->receive_maximum ? "bridge_receive_maximum"
+                                             : "bridge_session_expiry_interval");
+        if (!bc->remote_clientid &&
+            asprintf(&bc->remote_clientid, "%s.%s", host, bc->name ? bc->name : "") < 0) {
+            bc->remote_clientid = NULL;
+            p->nomem = true;
+        }
+        if (bc->remote_clientid && !bc->local_clientid &&
+            asprintf(&bc->local_clientid, "local.%s", bc->remote_clientid) < 0) {
+            bc->local_clientid = NULL;
+            p->nomem = true;
+        }
+        if (!bc->notification_topic &&
+            asprintf(&bc->notification_topic, "$SYS/broker/connection/%s/state",
+                     bc->name ? bc->name : "") < 0) {
+            bc->notification_topic = NULL;
+            p->nomem = true;
+        }
+        if (bc->local_cleansession < 0)
+            bc->local_cleansession = bc->cleansession;
+        for (size_t k = 0; k < i && bc->local_clientid && clean; k++)
+            if (cfg->bridges[k].local_clientid &&
+                !strcmp(cfg->bridges[k].local_clientid, bc->local_clientid))
+                bridge_error(p, bc, "local_clientid \"%.*s\" is also the one of connection %.*s",
+                             QZ(bc->local_clientid), QZ(cfg->bridges[k].name));
+    }
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+    return a == b || (a && b && !strcmp(a, b));
+}
+
+bool config_bridge_equal(const struct mq_bridge_config *a, const struct mq_bridge_config *b)
+{
+    if (a->address_count != b->address_count || a->topic_count != b->topic_count)
+        return false;
+    for (size_t i = 0; i < a->address_count; i++) {
+        const struct mq_bridge_address *x = &a->addresses[i], *y = &b->addresses[i];
+        if (!str_eq(x->host, y->host) || !str_eq(x->path, y->path) || x->port != y->port ||
+            x->scheme != y->scheme)
+            return false;
+    }
+    for (size_t i = 0; i < a->topic_count; i++) {
+        const struct mq_bridge_topic *x = &a->topics[i], *y = &b->topics[i];
+        if (!str_eq(x->pattern, y->pattern) || !str_eq(x->local_prefix, y->local_prefix) ||
+            !str_eq(x->remote_prefix, y->remote_prefix) || x->direction != y->direction ||
+            x->qos != y->qos)
+            return false;
+    }
+    const char *sa[] = {a->name,
+                        a->remote_username,
+                        a->remote_password,
+                        a->remote_clientid,
+                        a->local_clientid,
+                        a->notification_topic,
+                        a->bind_address,
+                        a->cafile,
+                        a->capath,
+                        a->certfile,
+                        a->keyfile,
+                        a->tls_version,
+                        a->alpn,
+                        a->identity,
+                        a->psk};
+    const char *sb[] = {b->name,
+                        b->remote_username,
+                        b->remote_password,
+                        b->remote_clientid,
+                        b->local_clientid,
+                        b->notification_topic,
+                        b->bind_address,
+                        b->cafile,
+                        b->capath,
+                        b->certfile,
+                        b->keyfile,
+                        b->tls_version,
+                        b->alpn,
+                        b->identity,
+                        b->psk};
+    for (size_t i = 0; i < sizeof sa / sizeof sa[0]; i++)
+        if (!str_eq(sa[i], sb[i]))
+            return false;
+    return a->round_robin == b->round_robin && a->cleansession == b->cleansession &&
+           a->local_cleansession == b->local_cleansession && a->keepalive == b->keepalive &&
+           a->restart_base == b->restart_base && a->restart_cap == b->restart_cap &&
+           a->start_type == b->start_type && a->idle_timeout == b->idle_timeout &&
+           a->threshold == b->threshold && a->notifications == b->notifications &&
+           a->notifications_local_only == b->notifications_local_only &&
+           a->try_private == b->try_private && a->protocol_version == b->protocol_version &&
+           a->outgoing_retain == b->outgoing_retain &&
+           a->attempt_unsubscribe == b->attempt_unsubscribe &&
+           a->max_packet_size == b->max_packet_size && a->receive_maximum == b->receive_maximum &&
+           a->session_expiry == b->session_expiry && a->insecure == b->insecure;
+}
+
 static void parse_text(struct parser *p, const char *name, const char *text, size_t len, int depth);
 static void parse_include_dir(struct parser *p, const struct option *o, const struct line *l);
 
@@ -852,6 +1555,7 @@ static void parse_include_dir(struct parser *p, const struct option *o, const st
 #define SEC(f) S_SECURITY, offsetof(struct sec, f)
 #define DEF(f) S_DEFAULT, offsetof(struct mq_listener_config, f)
 #define NOF S_NONE, 0, V_NONE
+#define B(f) S_BRIDGE, offsetof(struct mq_bridge_config, f)
 #define UNSUPPORTED(name)                                                                          \
     {                                                                                              \
         name, parse_unsupported, NOF, 0, 0                                                         \
@@ -926,6 +1630,50 @@ static const struct option options[] = {
     {"http_trusted_proxies", parse_list, L(http_trusted_proxies), V_STR, 0, 0},
     {"websockets_max_frame_size", parse_number, L(websockets_max_frame_size), V_U32, 0, UINT32_MAX},
 
+    /* Bridges: `connection NAME` starts a section; these options belong to the last one. */
+    {"connection", parse_connection, NOF, 0, 0},
+    {"address", parse_address, NOF, 0, 0},
+    {"addresses", parse_address, NOF, 0, 0},
+    {"topic", parse_topic, NOF, 0, 0},
+    {"round_robin", parse_bridge_value, B(round_robin), V_BOOL, 0, 0},
+    {"remote_username", parse_bridge_value, B(remote_username), V_STR, 0, 0},
+    {"username", parse_bridge_value, B(remote_username), V_STR, 0, 0},
+    {"remote_password", parse_bridge_value, B(remote_password), V_STR, 0, 0},
+    {"password", parse_bridge_value, B(remote_password), V_STR, 0, 0},
+    {"remote_clientid", parse_bridge_value, B(remote_clientid), V_STR, 0, 0},
+    {"clientid", parse_bridge_value, B(remote_clientid), V_STR, 0, 0},
+    {"local_clientid", parse_bridge_value, B(local_clientid), V_STR, 0, 0},
+    {"cleansession", parse_bridge_value, B(cleansession), V_BOOL, 0, 0},
+    {"local_cleansession", parse_bridge_value, B(local_cleansession), V_TRI, 0, 0},
+    {"keepalive_interval", parse_bridge_keepalive, B(keepalive), V_NONE, 0, 0},
+    {"restart_timeout", parse_restart_timeout, NOF, 0, 0},
+    {"start_type", parse_start_type, NOF, 0, 0},
+    {"idle_timeout", parse_bridge_value, B(idle_timeout), V_U32, 1, 86400 * 365},
+    {"threshold", parse_bridge_value, B(threshold), V_U32, 1, INT32_MAX},
+    {"notifications", parse_bridge_value, B(notifications), V_BOOL, 0, 0},
+    {"notifications_local_only", parse_bridge_value, B(notifications_local_only), V_BOOL, 0, 0},
+    {"notification_topic", parse_notification_topic, B(notification_topic), V_STR, 0, 0},
+    {"try_private", parse_bridge_value, B(try_private), V_BOOL, 0, 0},
+    {"bridge_protocol_version", parse_bridge_version, NOF, 0, 0},
+    {"bridge_outgoing_retain", parse_bridge_value, B(outgoing_retain), V_BOOL, 0, 0},
+    {"bridge_attempt_unsubscribe", parse_bridge_value, B(attempt_unsubscribe), V_BOOL, 0, 0},
+    {"bridge_max_packet_size", parse_bridge_value, B(max_packet_size), V_U32, 0, MQTT_MAX_PACKET},
+    {"bridge_receive_maximum", parse_bridge_value, B(receive_maximum), V_U16, 1, 65535},
+    {"bridge_session_expiry_interval", parse_bridge_value, B(session_expiry), V_U64, 0, UINT32_MAX},
+    {"bridge_bind_address", parse_bridge_value, B(bind_address), V_STR, 0, 0},
+    {"bridge_cafile", parse_bridge_value, B(cafile), V_STR, 0, 0},
+    {"bridge_capath", parse_bridge_value, B(capath), V_STR, 0, 0},
+    {"bridge_certfile", parse_bridge_value, B(certfile), V_STR, 0, 0},
+    {"bridge_keyfile", parse_bridge_value, B(keyfile), V_STR, 0, 0},
+    {"bridge_insecure", parse_bridge_value, B(insecure), V_BOOL, 0, 0},
+    {"bridge_tls_version", parse_bridge_tls_version, B(tls_version), V_STR, 0, 0},
+    {"bridge_alpn", parse_bridge_value, B(alpn), V_STR, 0, 0},
+    {"bridge_identity", parse_bridge_value, B(identity), V_STR, 0, 0},
+    {"bridge_psk", parse_bridge_psk, B(psk), V_STR, 0, 0},
+    {"bridge_require_ocsp", parse_bridge_ocsp, NOF, 0, 0},
+    {"local_username", parse_bridge_refused, NOF, 0, 0},
+    {"local_password", parse_bridge_refused, NOF, 0, 0},
+
     /* Mosquitto options midge knows but does not implement: warned about, ignored. */
     UNSUPPORTED("accept_protocol_versions"),
     UNSUPPORTED("allow_duplicate_messages"),
@@ -958,34 +1706,8 @@ static const struct option options[] = {
     UNSUPPORTED("websockets_headers_size"),
     UNSUPPORTED("websockets_log_level"),
     UNSUPPORTED("websockets_origin"),
-    /* Bridges. */
-    UNSUPPORTED("address"),
-    UNSUPPORTED("addresses"),
-    UNSUPPORTED("cleansession"),
-    UNSUPPORTED("clientid"),
-    UNSUPPORTED("connection"),
-    UNSUPPORTED("idle_timeout"),
-    UNSUPPORTED("keepalive_interval"),
-    UNSUPPORTED("local_cleansession"),
-    UNSUPPORTED("local_clientid"),
-    UNSUPPORTED("local_password"),
-    UNSUPPORTED("local_username"),
-    UNSUPPORTED("notification_topic"),
-    UNSUPPORTED("notifications"),
-    UNSUPPORTED("notifications_local_only"),
-    UNSUPPORTED("password"),
-    UNSUPPORTED("remote_clientid"),
-    UNSUPPORTED("remote_password"),
-    UNSUPPORTED("remote_username"),
-    UNSUPPORTED("restart_timeout"),
-    UNSUPPORTED("round_robin"),
-    UNSUPPORTED("start_type"),
-    UNSUPPORTED("threshold"),
-    UNSUPPORTED("topic"),
-    UNSUPPORTED("try_private"),
-    UNSUPPORTED("username"),
     /* Prefix rows last, so exact names win. */
-    UNSUPPORTED("bridge_*"),
+    {"bridge_*", parse_bridge_refused, NOF, 0, 0},
     UNSUPPORTED("auth_opt_*"),
     UNSUPPORTED("plugin_opt_*"),
 };
@@ -1314,6 +2036,9 @@ static int finish(struct parser *p)
 
     if (p->nomem)
         return MQ_ERR_NOMEM;
+    finish_bridges(p);
+    if (p->nomem)
+        return MQ_ERR_NOMEM;
     if (p->errors)
         return MQ_ERR_CONFIG;
     if (p->log_dest_seen)
@@ -1353,6 +2078,7 @@ static void parser_init(struct parser *p, struct mq_config *cfg, mq_config_repor
     p->report = report;
     p->ctx = ctx;
     p->cur = NO_LISTENER;
+    p->cur_bridge = NO_BRIDGE;
     listener_init(&p->def.lc);
     sec_init(&p->def.sec);
     sec_init(&p->gsec);
@@ -1471,5 +2197,8 @@ void config_free(struct mq_config *cfg)
     free(cfg->user);
     free(cfg->pid_file);
     free(cfg->response_information);
+    for (size_t i = 0; i < cfg->bridge_count; i++)
+        bridge_free(&cfg->bridges[i]);
+    free(cfg->bridges);
     memset(cfg, 0, sizeof *cfg);
 }

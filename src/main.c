@@ -93,9 +93,13 @@ int main(int argc, char **argv)
         return 1;
     }
     if (test_config) {
-        printf("midge: configuration %s is valid (%zu listener%s)\n",
+        char bridges[48] = "";
+        if (cfg->bridge_count)
+            snprintf(bridges, sizeof(bridges), ", %zu bridge%s", cfg->bridge_count,
+                     cfg->bridge_count == 1 ? "" : "s");
+        printf("midge: configuration %s is valid (%zu listener%s%s)\n",
                opts.config_path ? opts.config_path : "(built-in defaults)", cfg->listener_count,
-               cfg->listener_count == 1 ? "" : "s");
+               cfg->listener_count == 1 ? "" : "s", bridges);
         config_free(cfg);
         free(cfg);
         return 0;

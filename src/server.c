@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bridge/bridge.h"
 #include "midge/acl.h"
 #include "midge/admin.h"
 #include "midge/config.h"
@@ -187,6 +188,7 @@ static void on_tick(uv_timer_t *t)
     struct mq_server *srv = t->data;
     srv->broker->now_ms = uv_now(&srv->loop);
     broker_tick(srv->broker);
+    bridges_tick(srv);
     client_out_trim(srv, false);
 }
 
@@ -289,13 +291,15 @@ static void page_done(uv_work_t *req, int status)
     struct mq_server *srv = w->srv;
     srv->broker->now_ms = uv_now(&srv->loop);
     broker_store_paged(srv->broker, w->client_id, w->client_id_len, w->token, w->msgs, w->n,
-                       status < 0 ? MQ_ERR_IO : w->err < 0 ? (int)w->err : 0);
+                       status < 0   ? MQ_ERR_IO
+                       : w->err < 0 ? (int)w->err
+                                    : 0);
     free(w->msgs);
     free(w);
 }
 
-static void page_read(void *ctx, const char *client_id, uint16_t client_id_len,
-                      uint64_t after_seq, uint32_t max, uint64_t token)
+static void page_read(void *ctx, const char *client_id, uint16_t client_id_len, uint64_t after_seq,
+                      uint32_t max, uint64_t token)
 {
     struct mq_server *srv = ctx;
     struct page_work *w = calloc(1, sizeof(*w) + client_id_len + 1u);
@@ -382,8 +386,9 @@ static int store_start(struct mq_server *srv)
     srv->broker->now_ms = uv_now(&srv->loop);
     if (broker_store_attach(srv->broker, srv->store, ack,
                             wall_clock_ms() - (int64_t)srv->broker->now_ms)) {
-        mq_log(MQ_LOG_ERR, "persistence: %s could not be loaded (above); not starting, so "
-                           "that nothing in it is lost",
+        mq_log(MQ_LOG_ERR,
+               "persistence: %s could not be loaded (above); not starting, so "
+               "that nothing in it is lost",
                path);
         free(path);
         return -1;
@@ -428,6 +433,7 @@ static void on_sys(uv_timer_t *t)
     struct mq_server *srv = t->data;
     srv->broker->now_ms = uv_now(&srv->loop);
     sys_update(&srv->sys_state, srv->broker);
+    bridges_sys(srv);
 }
 
 /* (Re)start $SYS publication at the configured interval; 0 stops it. The first
@@ -484,7 +490,9 @@ static void reload(struct mq_server *srv)
         srv->retired_lctx, (srv->retired_lctx_count + srv->cfg->listener_count + 1) * sizeof(*rl));
     if (rl)
         srv->retired_lctx = rl;
-    if (!nlctx || !rl || daemon_log_options(ncfg, srv->opts->verbose, &lo)) {
+    struct mq_bridge_reload *br = NULL;
+    if (!nlctx || !rl || daemon_log_options(ncfg, srv->opts->verbose, &lo) ||
+        bridges_reload_prepare(srv, ncfg, &br)) {
         mq_log(MQ_LOG_ERR, "reload: the running configuration stays in force (the password "
                            "file, ACL and log settings included)");
         listener_ctxs_free(nlctx, ncfg->listener_count);
@@ -510,6 +518,7 @@ static void reload(struct mq_server *srv)
     srv->retired[srv->retired_count++] = srv->cfg;
     srv->cfg = ncfg;
     broker_set_config(srv->broker, ncfg);
+    bridges_reload_commit(srv, br);
     log_configure(&lo);
     sys_timer_apply(srv);
     mq_log(MQ_LOG_NOTICE, "configuration reloaded from %s (%zu listening sockets)", path,
@@ -528,6 +537,7 @@ static void begin_shutdown(struct mq_server *srv, const char *why)
     listeners_stop(srv);
     linger_stop(srv); /* and from now on a closed socket is closed at once */
     srv->broker->now_ms = uv_now(&srv->loop);
+    bridges_stop(srv); /* tells the remotes, before proto closes the bridges' local sides */
     broker_close_all(srv->broker);
     client_flush_all(srv);
     /* Close what remains: sockets proto never saw, and any left mid-close. */
@@ -686,7 +696,7 @@ int server_run(struct mq_config *cfg, const struct mq_server_options *opts)
     /* Mosquitto users may send these (save / dump); they must not kill the broker. */
     uv_signal_start(&srv->sig_usr1, on_signal, SIGUSR1);
     uv_signal_start(&srv->sig_usr2, on_signal, SIGUSR2);
-    if (poller_start(srv) || listeners_start(srv) ||
+    if (poller_start(srv) || listeners_start(srv) || bridges_start(srv) ||
         daemon_drop_privileges(cfg->user, cfg->log_dest & MQ_LOG_DEST_FILE ? cfg->log_file : NULL,
                                cfg->pid_file)) {
         mq_log(MQ_LOG_ERR, "start-up failed: %s",
@@ -722,6 +732,7 @@ out_noloop:
         daemon_ready(opts->ready_fd, false);
     admin_free(srv->admin);
     broker_free(srv->broker);
+    bridges_free(srv); /* after the broker: sessions point at the bridges' listener context */
     listener_ctxs_free(srv->lctx, srv->cfg->listener_count);
     listener_ctxs_free(srv->retired_lctx, srv->retired_lctx_count);
     for (size_t i = 0; i < srv->retired_count; i++) {

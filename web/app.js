@@ -425,7 +425,32 @@ function onSys(topic, payload) {
     case 'bytes/sent': setFig('bytesOut', fmtBytes(n)); break;
     case 'messages/queued': setFig('queued', fmtCount(n)); break;
     case 'publish/messages/dropped': setFig('dropped', fmtCount(n)); break;
-    default: break;
+    default:
+      if (key.startsWith('bridge/')) onBridge(key.slice(7), n);
+      break;
+  }
+}
+
+// Bridges: one row per $SYS/broker/bridge/NAME/..., created when its first figure arrives.
+const bridgeRows = new Map();
+const BRIDGE_COLS = ['connected', 'messages/sent', 'messages/received', 'queued', 'dropped', 'reconnects'];
+function onBridge(rest, n) {
+  const col = BRIDGE_COLS.findIndex((c) => rest.endsWith('/' + c));
+  if (col < 0) return;
+  const name = rest.slice(0, rest.length - BRIDGE_COLS[col].length - 1);
+  let row = bridgeRows.get(name);
+  if (!row) {
+    row = el('tr', {}, el('td', { class: 'mono', text: name }), ...BRIDGE_COLS.map(() => el('td', { text: '–' })));
+    bridgeRows.set(name, row);
+    $('#bridges tbody').append(row);
+    $('#bridges').hidden = false;
+  }
+  const cell = row.children[col + 1];
+  if (col === 0) {
+    cell.textContent = n ? 'connected 已連線' : 'down 未連線';
+    cell.className = n ? 'ok' : 'error';
+  } else {
+    cell.textContent = fmtCount(n);
   }
 }
 

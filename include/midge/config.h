@@ -48,6 +48,75 @@ struct mq_listener_config {
     char *admin_users;
 };
 
+/* Bridges (docs/bridge.md): a `connection` section of mosquitto.conf and the options after
+ * it. Strings are owned; NULL when not set. */
+enum mq_bridge_direction { MQ_BRIDGE_OUT = 1, MQ_BRIDGE_IN = 2, MQ_BRIDGE_BOTH = 3 };
+enum mq_bridge_start { MQ_BRIDGE_AUTOMATIC = 0, MQ_BRIDGE_LAZY = 1, MQ_BRIDGE_ONCE = 2 };
+enum mq_bridge_scheme { MQ_BRIDGE_MQTT = 0, MQ_BRIDGE_WS = 1, MQ_BRIDGE_WSS = 2 };
+
+/* One `topic pattern [[[out|in|both] qos] local-prefix remote-prefix]` line. The pattern
+ * and the prefixes are NULL for "" (or when not given); local and remote are the full
+ * filters on each side: prefix + pattern, or the prefix alone when the pattern is "". */
+struct mq_bridge_topic {
+    char *pattern, *local_prefix, *remote_prefix;
+    char *local, *remote;
+    uint8_t direction; /* enum mq_bridge_direction */
+    uint8_t qos;
+};
+
+/* One entry of `address`: host[:port], [v6]:port, or ws[s]://host[:port]/path. */
+struct mq_bridge_address {
+    char *host; /* without brackets */
+    char *path; /* WebSocket request path ("/mqtt"); NULL for MQTT over TCP */
+    uint16_t port;
+    uint8_t scheme; /* enum mq_bridge_scheme */
+};
+
+struct mq_bridge_config {
+    char *name; /* `connection NAME` */
+    char *file; /* where the section starts, for messages */
+    unsigned line;
+    struct mq_bridge_address *addresses;
+    size_t address_count;
+    struct mq_bridge_topic *topics;
+    size_t topic_count;
+    bool round_robin; /* default false */
+    char *remote_username, *remote_password;
+    char *remote_clientid;              /* default "<hostname>.<name>" (filled at load) */
+    char *local_clientid;               /* default "local.<remote_clientid>" */
+    bool cleansession;                  /* default false */
+    int8_t local_cleansession;          /* -1 = as cleansession */
+    uint16_t keepalive;                 /* keepalive_interval, default 60, at least 5 */
+    uint32_t restart_base, restart_cap; /* restart_timeout: cap 0 = constant base; default 5 30 */
+    uint8_t start_type;                 /* enum mq_bridge_start */
+    uint32_t idle_timeout;              /* lazy: seconds idle before stopping; default 60 */
+    uint32_t threshold;                 /* lazy: queued messages that start it; default 10 */
+    bool notifications;                 /* default true */
+    bool notifications_local_only;      /* default false */
+    char *notification_topic;           /* default $SYS/broker/connection/<name>/state */
+    bool try_private;                   /* default true */
+    uint8_t protocol_version;           /* 3, 4 (default) or 5 */
+    bool outgoing_retain;               /* default true */
+    bool attempt_unsubscribe;           /* default true */
+    uint32_t max_packet_size;           /* bridge_max_packet_size; 0 = none */
+    uint16_t receive_maximum;           /* bridge_receive_maximum; 0 = not set */
+    int64_t session_expiry;             /* bridge_session_expiry_interval; -1 = not set */
+    char *bind_address;
+    /* TLS: on when cafile, capath or psk is set, or for wss:// addresses. */
+    char *cafile, *capath, *certfile, *keyfile, *tls_version, *alpn, *identity, *psk;
+    bool insecure;
+};
+
+/* True when the bridge's connection runs over TLS (bridge_cafile, bridge_capath or
+ * bridge_psk set). wss:// addresses use TLS whatever this says. */
+static inline bool config_bridge_tls(const struct mq_bridge_config *bc)
+{
+    return bc->cafile || bc->capath || bc->psk;
+}
+
+/* True when a and b configure the same bridge in every respect (a reload leaves it alone). */
+bool config_bridge_equal(const struct mq_bridge_config *a, const struct mq_bridge_config *b);
+
 /* Where log lines go. */
 enum mq_log_dest_mask {
     MQ_LOG_DEST_STDERR = 1 << 0,
@@ -118,6 +187,9 @@ struct mq_config {
 
     char *user; /* drop privileges to; default NULL */
     char *pid_file;
+
+    struct mq_bridge_config *bridges; /* `connection` sections, in file order */
+    size_t bridge_count;
 };
 
 /* Report one parse diagnostic: "file:line: option: message". */

@@ -291,6 +291,13 @@ void broker_store_committed(struct mq_broker *b);
 void broker_store_paged(struct mq_broker *b, const char *client_id, uint16_t client_id_len,
                         uint64_t token, struct mq_paged_msg *msgs, size_t n, int err);
 
+/* Publish a message as the broker itself, as $SYS values and wills are (a bridge's
+ * connection state and figures): topic and payload are copied, the message goes to every
+ * matching subscriber and, with retain, into the retained store. The topic must be a valid
+ * topic name (not checked). Returns 0, or MQ_ERR_NOMEM when nothing was published. */
+int broker_publish_local(struct mq_broker *b, const char *topic, size_t topic_len,
+                         const void *payload, size_t payload_len, uint8_t qos, bool retain);
+
 /* Shutdown: ask the sink to close every connection (MQTT 5 clients get DISCONNECT 0x8B,
  * server shutting down). Their wills are published, as
  * Mosquitto does: the clients did not send DISCONNECT, and a retained "offline" status

@@ -99,6 +99,11 @@ struct mq_session_flow {
      * Kept here rather than in the session because most sessions never set one. */
     uint32_t expiry_s;
 
+    /* Queue QoS 0 messages while offline, whatever queue_qos0_messages says (a bridge's
+     * local side: what it forwards must wait while its remote is unreachable). Only up to
+     * the messages a queue keeps in memory, and never behind messages spilled to disk. */
+    bool queue_qos0;
+
     /* The shared subscription groups (share.h) it is a member of: rare, hence here. */
     struct mq_share_group **shares;
     uint32_t share_count, share_cap;

@@ -189,7 +189,11 @@ static void sink_close(struct mq_conn *c)
 static size_t sink_backlog(const struct mq_conn *c)
 {
     const struct mq_client *cl = client_of_conn((struct mq_conn *)c); /* read only */
-    return cl->out ? cl->out->len - cl->out->sent : 0;
+    size_t n = cl->out ? cl->out->len - cl->out->sent : 0;
+    for (unsigned i = 0; i < cl->layers; i++)
+        if (cl->layer[i].ops->backlog)
+            n += cl->layer[i].ops->backlog(cl, i);
+    return n;
 }
 
 const struct mq_sink_ops client_sink = {
@@ -228,12 +232,14 @@ static void close_client(struct mq_client *cl, const char *reason, bool linger)
         return;
     if (!cl->close_reason)
         cl->close_reason = reason;
-    poller_remove(cl->srv, cl);
-    if (linger)
-        linger_close(cl->srv, cl->fd);
-    else
-        close(cl->fd);
-    cl->fd = -1;
+    if (cl->fd >= 0) { /* a bridge's local side has no socket */
+        poller_remove(cl->srv, cl);
+        if (linger)
+            linger_close(cl->srv, cl->fd);
+        else
+            close(cl->fd);
+        cl->fd = -1;
+    }
     /* Listed (once) so that client_flush_all frees it; mark_dirty lists no closed client. */
     mark_dirty(cl);
     cl->closing = true;
@@ -304,10 +310,12 @@ void client_writable(struct mq_client *cl)
     cl->want_out = false;
     out_release(cl);
     /* Messages held back while this client was slow can go now. */
-    if (cl->conn_open) {
-        cl->srv->broker->now_ms = uv_now(&cl->srv->loop);
+    cl->srv->broker->now_ms = uv_now(&cl->srv->loop);
+    if (cl->conn_open)
         proto_conn_drained(&cl->conn);
-    }
+    for (unsigned i = 0; i < cl->layers && !cl->closing; i++)
+        if (cl->layer[i].ops->drained)
+            cl->layer[i].ops->drained(cl, i);
     if (cl->close_requested)
         mark_dirty(cl);
 }
@@ -420,7 +428,7 @@ void client_readable(struct mq_client *cl)
             client_close(cl, errno == ECONNRESET ? "connection reset by peer" : "read error");
         return;
     }
-    if (!cl->conn_open)
+    if (!cl->conn_open && !cl->outgoing)
         return;
     srv->broker->now_ms = uv_now(&srv->loop);
 
@@ -530,4 +538,83 @@ void client_accept(struct mq_listen_socket *ls, int fd, const struct sockaddr *s
     }
     if (poller_add(srv, cl))
         client_close(cl, "read failed");
+}
+
+/* A client struct for peer, listed in the server's clients (freed by client_free). */
+static struct mq_client *client_alloc(struct mq_server *srv, int fd, const char *peer)
+{
+    size_t size = offsetof(struct mq_client, peer_addr) + strlen(peer) + 1;
+    struct mq_client *cl = calloc(1, size > sizeof(*cl) ? size : sizeof(*cl));
+    if (!cl)
+        return NULL;
+    memcpy(cl->peer_addr, peer, strlen(peer) + 1);
+    cl->srv = srv;
+    cl->fd = fd;
+    cl->next = srv->clients;
+    if (srv->clients)
+        srv->clients->prev = cl;
+    srv->clients = cl;
+    srv->client_count++;
+    return cl;
+}
+
+/* Attach stack[0..depth) to cl; false (the client closed) when one fails. */
+static bool attach_layers(struct mq_client *cl, const struct mq_transport_ops *const *stack,
+                          void *const *ctx, unsigned depth)
+{
+    if (depth && !(cl->layer = calloc(depth, sizeof(*cl->layer)))) {
+        client_close(cl, "out of memory");
+        return false;
+    }
+    for (unsigned i = 0; i < depth; i++) {
+        cl->layer[i].ops = stack[i];
+        if (cl->layer[i].ops->attach(cl, i, ctx[i])) {
+            client_close(cl, "transport set-up failed");
+            return false;
+        }
+        cl->layers = (uint8_t)(i + 1); /* detached in client_free */
+    }
+    return true;
+}
+
+struct mq_client *client_open_outgoing(struct mq_server *srv, int fd, const char *peer,
+                                       const struct mq_transport_ops *const *stack,
+                                       void *const *ctx, unsigned depth)
+{
+    struct mq_client *cl = client_alloc(srv, fd, peer);
+    if (!cl) {
+        mq_log(MQ_LOG_ERR, "out of memory for the connection to %s", peer);
+        close(fd);
+        return NULL;
+    }
+    cl->outgoing = true;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (!attach_layers(cl, stack, ctx, depth))
+        return NULL; /* closed: freed at the flush, with the layers that were attached */
+    if (poller_add(srv, cl)) {
+        client_close(cl, "cannot watch the socket");
+        return NULL;
+    }
+    return cl;
+}
+
+struct mq_client *client_open_internal(struct mq_server *srv, struct mq_listener_ctx *lctx,
+                                       const char *peer, const struct mq_transport_ops *ops,
+                                       void *ctx)
+{
+    struct mq_client *cl = client_alloc(srv, -1, peer);
+    if (!cl) {
+        mq_log(MQ_LOG_ERR, "out of memory for the connection %s", peer);
+        return NULL;
+    }
+    lctx->clients++;
+    srv->broker->now_ms = uv_now(&srv->loop);
+    proto_conn_open(&cl->conn, srv->broker, lctx, cl->peer_addr);
+    cl->conn_open = true;
+    const struct mq_transport_ops *stack[1] = {ops};
+    void *ctxs[1] = {ctx};
+    if (!attach_layers(cl, stack, ctxs, 1))
+        return NULL;
+    return cl;
 }

@@ -22,6 +22,7 @@ struct mq_store;
 
 struct mq_client;
 struct mq_listen_socket;
+struct mq_bridges;
 
 /* A client's unsent output (client.c): what it got during a loop turn, written at the
  * turn's end; what the socket did not take waits here for EPOLLOUT. Given back to the
@@ -69,6 +70,13 @@ struct mq_transport_ops {
     void (*detach)(struct mq_client *cl, unsigned level);
     /* Free a listener context (listener closed). */
     void (*ctx_free)(void *listener_ctx);
+    /* Optional: bytes this layer holds for its peer beyond the client's own output (a
+     * bridge's local side, whose peer is the bridge's remote connection); proto counts them
+     * in the connection's backlog. */
+    size_t (*backlog)(const struct mq_client *cl, unsigned level);
+    /* Optional: the socket took every byte that was waiting for it (EPOLLOUT emptied the
+     * output), so what was held back for a slow peer can go now. */
+    void (*drained)(struct mq_client *cl, unsigned level);
 };
 
 /* One layer of a connection: its transport and that transport's state. */
@@ -138,6 +146,7 @@ struct mq_server {
     size_t linger_count;
     uv_timer_t linger_timer; /* closes the ones past their time; initialised on first use */
     bool linger_timer_ready;
+    struct mq_bridges *bridges;          /* src/bridge/: NULL until a bridge is configured */
     uint8_t read_buf[NET_READ_BUF_SIZE]; /* shared: idle clients hold no read buffer */
 };
 
@@ -162,6 +171,8 @@ struct mq_client {
     bool closing;        /* socket closed; freed at the next flush (client_flush_all) */
     bool want_out;       /* EPOLLOUT is on: out holds what the socket did not take */
     bool conn_open;      /* conn is proto's: from admission until proto_conn_closed */
+    bool outgoing;       /* midge dialled it (a bridge): no proto connection, the top layer
+                            speaks MQTT as a client */
     struct mq_conn conn; /* proto's state of this connection, in the same allocation */
     /* "host:port" as accepted; use client_peer(), which follows a rewrite. */
     char peer_addr[];
@@ -266,6 +277,23 @@ void client_out_trim(struct mq_server *srv, bool all);
 void client_send_raw(struct mq_client *cl, const uint8_t *data, size_t len);
 /* Hand decoded MQTT bytes to proto, keeping an unfinished packet for later. */
 void client_deliver(struct mq_client *cl, const uint8_t *data, size_t len);
+/* An outgoing connection: fd (connected, non-blocking, owned from now on) to peer (a name
+ * for log lines, copied), with the transport layers stack[0..depth), each attached with its
+ * ctx[i]; the top one speaks MQTT as a client (src/bridge/) and is told that the connection
+ * is gone by its detach, at the flush that frees the client. Returns the client (borrowed:
+ * valid until that detach), or NULL after logging and closing fd (no layer is then left
+ * attached: a layer whose attach failed, and those above it, were never attached). */
+struct mq_client *client_open_outgoing(struct mq_server *srv, int fd, const char *peer,
+                                       const struct mq_transport_ops *const *stack,
+                                       void *const *ctx, unsigned depth);
+/* A connection without a socket (a bridge's local side): proto's connection on listener
+ * context lctx (borrowed, must outlive the connection's sessions), named peer (copied) in
+ * log lines, whose only layer is ops, attached with ctx: it receives proto's output, and
+ * client_deliver feeds proto. Returns the client (borrowed: valid until ops->detach), or
+ * NULL on out of memory (logged). */
+struct mq_client *client_open_internal(struct mq_server *srv, struct mq_listener_ctx *lctx,
+                                       const char *peer, const struct mq_transport_ops *ops,
+                                       void *ctx);
 /* What layer `level` decoded: to the input of the layer above (which may decode it in
  * place), or to client_deliver from the top layer. data is borrowed for the call. */
 static inline void client_layer_up(struct mq_client *cl, unsigned level, uint8_t *data, size_t len)

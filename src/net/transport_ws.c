@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <wslay/wslay.h>
 
+#include "bridge/bridge.h"
 #include "http.h"
 #include "midge/admin.h"
 #include "midge/buf.h"
@@ -386,6 +387,7 @@ static void serve_metrics(struct mq_client *cl, struct ws_conn *ws, const struct
             break;
         buf = nb;
         size_t n = sys_format_metrics(srv->broker, s, buf, cap);
+        n += bridges_format_metrics(srv, buf + (n < cap ? n : cap), n < cap ? cap - n : 0);
         if (n < cap) {
             struct response r = {200, "text/plain; version=0.0.4; charset=utf-8",
                                  (const uint8_t *)buf, n, NULL};

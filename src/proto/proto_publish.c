@@ -197,8 +197,16 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
         }
         /* Offline QoS 0 is dropped unless asked for, as in Mosquitto; online it waits
          * behind queued messages only to keep order. */
-        if (!online && !(cfg && cfg->queue_qos0_messages))
-            return;
+        if (!online && !(cfg && cfg->queue_qos0_messages)) {
+            if (!s->flow || !s->flow->queue_qos0)
+                return;
+            /* A session that asked for it (a bridge's local side) keeps QoS 0 only in its
+             * memory queue, and none behind spilled messages, which would overtake them. */
+            if (session_spilled(s) || session_queue_count(s) >= MQ_QUEUE_IN_MEMORY) {
+                note_drop(b, s, m);
+                return;
+            }
+        }
     }
     bool send_now = qos && online && !hold && session_queue_count(s) == 0 && !session_spilled(s) &&
                     window_open(b, s);
@@ -426,6 +434,20 @@ unsigned broker_publish(struct mq_broker *b, struct mq_msg *m, const struct mq_c
     if (hmap_count(&b->share_groups)) /* shared subscriptions exist */
         delivered += share_route(b, m);
     return delivered;
+}
+
+int broker_publish_local(struct mq_broker *b, const char *topic, size_t topic_len,
+                         const void *payload, size_t payload_len, uint8_t qos, bool retain)
+{
+    if (topic_len > UINT16_MAX || payload_len > MQ_MAX_REMAINING_LENGTH)
+        return MQ_ERR_INVAL;
+    struct mq_msg *m = msg_new((const uint8_t *)topic, (uint16_t)topic_len, payload,
+                               (uint32_t)payload_len, qos, retain);
+    if (!m)
+        return MQ_ERR_NOMEM;
+    broker_publish(b, m, NULL);
+    msg_unref(m);
+    return 0;
 }
 
 /* 3.1.1 has no negative acknowledgement: a message the broker will not deliver still

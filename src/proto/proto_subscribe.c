@@ -121,7 +121,13 @@ void handle_subscribe(struct mq_conn *c, const struct mq_topic_list *l,
         uint8_t qos = MQ_SUB_QOS(opts);
         if (cfg && qos > cfg->max_qos)
             qos = (uint8_t)cfg->max_qos;
-        uint32_t grant = MQ_GRANT(qos, v5 ? opts : 0, sub_id);
+        /* A 3.x bridge (the bridge bit) gets retained flags as published, as Mosquitto gives
+         * them: a retained message it forwards stays retained on the other broker. */
+        uint32_t grant = MQ_GRANT(qos,
+                                  v5          ? opts
+                                  : c->bridge ? MQ_SUB_RETAIN_AS_PUBLISHED
+                                              : 0,
+                                  sub_id);
         bool existed;
         if (shared) {
             if (share_join(b, s, filter.ptr, filter.len, grant, &existed)) {

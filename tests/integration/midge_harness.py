@@ -924,18 +924,20 @@ def free_port():
 class Mosquitto:
     """/usr/sbin/mosquitto (Debian's 2.0) on a free loopback port with the given extra
     mosquitto.conf lines, its log collected like Broker's. Anonymous access is allowed
-    unless conf says otherwise; nothing is persisted. Stop it with stop()."""
+    unless anonymous is False (a password_file in conf then decides); nothing is persisted.
+    port: a fixed port (a restart of an earlier one). Stop it with stop(), or kill() it."""
 
-    def __init__(self, conf=(), attempts=3):
+    def __init__(self, conf=(), attempts=3, port=None, anonymous=True):
         import pwd
         self.dir = tempfile.mkdtemp(prefix="mosq-it-")
         self.lines = []
         self.cond = threading.Condition()
         for attempt in range(attempts):
-            self.port = free_port()
+            self.port = port or free_port()
             path = os.path.join(self.dir, "mosquitto.conf")
             with open(path, "w") as f:
-                f.write("\n".join([f"listener {self.port} 127.0.0.1", "allow_anonymous true",
+                f.write("\n".join([f"listener {self.port} 127.0.0.1",
+                                   f"allow_anonymous {'true' if anonymous else 'false'}",
                                    # As root it would switch to user mosquitto otherwise.
                                    f"user {pwd.getpwuid(os.geteuid()).pw_name}",
                                    "log_dest stderr", "log_type all", "persistence false",
@@ -971,6 +973,12 @@ class Mosquitto:
             found = [ln for ln in self.lines if pat.search(ln)]
         assert ok and found, f"mosquitto: no log line matching {regex!r}; log:\n{self.log()}"
         return found[0]
+
+    def kill(self):
+        """SIGKILL: no goodbye, no will cleanup, nothing saved."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.stop()
 
     def stop(self):
         if getattr(self, "stopped", False):

@@ -66,6 +66,8 @@ static void expect_error(const char *text, const char *expected)
     struct reports r;
     int rc = parse(text, &cfg, &r);
     assert_int_equal(rc, MQ_ERR_CONFIG);
+    if (r.n != 1)
+        print_error("reports: %zu, first: %s, second: %s\n", r.n, r.line[0], r.line[1]);
     assert_int_equal(r.n, 1);
     assert_true(r.is_error[0]);
     assert_string_equal(r.line[0], expected);
@@ -777,7 +779,7 @@ static void test_all_errors_collected(void **state)
 
     int rc = parse("listener 1883\n"
                    "max_inflight_messages x\n"
-                   "connection bridge1\n"
+                   "mount_point x/\n"
                    "unknown_thing 1\n"
                    "password_file /etc/pw\n"
                    "allow_anonymous maybe\n",
@@ -788,7 +790,7 @@ static void test_all_errors_collected(void **state)
         r.line[0],
         "midge.conf:2: max_inflight_messages: expected a number from 0 to 65535, got \"x\"");
     assert_true(r.is_error[0]);
-    assert_string_equal(r.line[1], "midge.conf:3: connection: not supported by midge, ignored");
+    assert_string_equal(r.line[1], "midge.conf:3: mount_point: not supported by midge, ignored");
     assert_false(r.is_error[1]);
     assert_string_equal(r.line[2], "midge.conf:4: unknown option \"unknown_thing\"");
     assert_string_equal(r.line[3],
@@ -816,14 +818,6 @@ static void test_long_values_are_truncated_in_messages(void **state)
 static void test_unsupported_options_warn(void **state)
 {
     static const char *const names[] = {
-        "connection",
-        "address",
-        "topic",
-        "bridge_cafile",
-        "bridge_protocol_version",
-        "cleansession",
-        "notifications",
-        "remote_username",
         "plugin",
         "auth_plugin",
         "auth_opt_db_host",
@@ -1055,6 +1049,370 @@ static void test_load_file(void **state)
     remove_tree(dir, files);
 }
 
+/* ---- bridges ------------------------------------------------------------------------- */
+
+#define BRIDGE_HEAD "connection b1\naddress 10.0.0.1\n"
+
+static void test_bridge_defaults(void **state)
+{
+    (void)state;
+    struct mq_config cfg;
+    parse_ok("connection cloud\naddress broker.example.com\ntopic sensors/#\n", &cfg);
+    assert_int_equal(cfg.bridge_count, 1);
+    const struct mq_bridge_config *bc = &cfg.bridges[0];
+    assert_string_equal(bc->name, "cloud");
+    assert_string_equal(bc->file, "midge.conf");
+    assert_int_equal(bc->line, 1);
+    assert_int_equal(bc->address_count, 1);
+    assert_string_equal(bc->addresses[0].host, "broker.example.com");
+    assert_int_equal(bc->addresses[0].port, 1883);
+    assert_int_equal(bc->addresses[0].scheme, MQ_BRIDGE_MQTT);
+    assert_null(bc->addresses[0].path);
+    assert_int_equal(bc->topic_count, 1);
+    assert_string_equal(bc->topics[0].pattern, "sensors/#");
+    assert_int_equal(bc->topics[0].direction, MQ_BRIDGE_OUT);
+    assert_int_equal(bc->topics[0].qos, 0);
+    assert_string_equal(bc->topics[0].local, "sensors/#");
+    assert_string_equal(bc->topics[0].remote, "sensors/#");
+    /* mosquitto.conf(5)'s defaults. */
+    assert_false(bc->round_robin);
+    assert_false(bc->cleansession);
+    assert_int_equal(bc->local_cleansession, 0); /* as cleansession */
+    assert_int_equal(bc->keepalive, 60);
+    assert_int_equal(bc->restart_base, 5);
+    assert_int_equal(bc->restart_cap, 30);
+    assert_int_equal(bc->start_type, MQ_BRIDGE_AUTOMATIC);
+    assert_int_equal(bc->idle_timeout, 60);
+    assert_int_equal(bc->threshold, 10);
+    assert_true(bc->notifications);
+    assert_false(bc->notifications_local_only);
+    assert_string_equal(bc->notification_topic, "$SYS/broker/connection/cloud/state");
+    assert_true(bc->try_private);
+    assert_int_equal(bc->protocol_version, 4);
+    assert_true(bc->outgoing_retain);
+    assert_true(bc->attempt_unsubscribe);
+    assert_int_equal(bc->session_expiry, -1);
+    assert_false(config_bridge_tls(bc));
+    /* remote_clientid is "<hostname>.<name>", local_clientid "local.<remote_clientid>". */
+    char host[256], want[300];
+    assert_int_equal(gethostname(host, sizeof host), 0);
+    snprintf(want, sizeof want, "%s.cloud", host);
+    assert_string_equal(bc->remote_clientid, want);
+    snprintf(want, sizeof want, "local.%s.cloud", host);
+    assert_string_equal(bc->local_clientid, want);
+    config_free(&cfg);
+}
+
+static void test_bridge_every_option(void **state)
+{
+    (void)state;
+    struct mq_config cfg;
+    parse_ok("listener 0 127.0.0.1\n"
+             "connection hive\n"
+             "addresses a.example.com:8883 [::1]:1884 ::1:1885\n"
+             "address wss://ws.example.com/mqtt ws://10.1.2.3:8080\n"
+             "round_robin true\n"
+             "topic a/# both 2\n"
+             "remote_username user\n"
+             "remote_password secret\n"
+             "remote_clientid rid\n"
+             "local_clientid lid\n"
+             "cleansession true\n"
+             "local_cleansession false\n"
+             "keepalive_interval 30\n"
+             "restart_timeout 10 60\n"
+             "start_type lazy\n"
+             "idle_timeout 120\n"
+             "threshold 5\n"
+             "notifications false\n"
+             "notifications_local_only true\n"
+             "notification_topic state/hive\n"
+             "try_private false\n"
+             "bridge_protocol_version mqttv50\n"
+             "bridge_outgoing_retain false\n"
+             "bridge_attempt_unsubscribe false\n"
+             "bridge_max_packet_size 10000\n"
+             "bridge_receive_maximum 50\n"
+             "bridge_session_expiry_interval 3600\n"
+             "bridge_bind_address 127.0.0.1\n"
+             "bridge_cafile /etc/ca.pem\n"
+             "bridge_capath /etc/ssl/certs\n"
+             "bridge_certfile /etc/c.pem\n"
+             "bridge_keyfile /etc/k.pem\n"
+             "bridge_insecure true\n"
+             "bridge_tls_version tlsv1.3\n"
+             "bridge_alpn mqtt\n"
+             "bridge_require_ocsp false\n",
+             &cfg);
+    const struct mq_bridge_config *bc = &cfg.bridges[0];
+    assert_int_equal(bc->address_count, 5);
+    assert_string_equal(bc->addresses[0].host, "a.example.com");
+    assert_int_equal(bc->addresses[0].port, 8883);
+    assert_string_equal(bc->addresses[1].host, "::1");
+    assert_int_equal(bc->addresses[1].port, 1884);
+    assert_string_equal(bc->addresses[2].host, "::1");
+    assert_int_equal(bc->addresses[2].port, 1885);
+    assert_int_equal(bc->addresses[3].scheme, MQ_BRIDGE_WSS);
+    assert_string_equal(bc->addresses[3].host, "ws.example.com");
+    assert_int_equal(bc->addresses[3].port, 443);
+    assert_string_equal(bc->addresses[3].path, "/mqtt");
+    assert_int_equal(bc->addresses[4].scheme, MQ_BRIDGE_WS);
+    assert_int_equal(bc->addresses[4].port, 8080);
+    assert_string_equal(bc->addresses[4].path, "/mqtt"); /* the default path */
+    assert_true(bc->round_robin);
+    assert_int_equal(bc->topics[0].direction, MQ_BRIDGE_BOTH);
+    assert_int_equal(bc->topics[0].qos, 2);
+    assert_string_equal(bc->remote_username, "user");
+    assert_string_equal(bc->remote_password, "secret");
+    assert_string_equal(bc->remote_clientid, "rid");
+    assert_string_equal(bc->local_clientid, "lid");
+    assert_true(bc->cleansession);
+    assert_int_equal(bc->local_cleansession, 0);
+    assert_int_equal(bc->keepalive, 30);
+    assert_int_equal(bc->restart_base, 10);
+    assert_int_equal(bc->restart_cap, 60);
+    assert_int_equal(bc->start_type, MQ_BRIDGE_LAZY);
+    assert_int_equal(bc->idle_timeout, 120);
+    assert_int_equal(bc->threshold, 5);
+    assert_false(bc->notifications);
+    assert_true(bc->notifications_local_only);
+    assert_string_equal(bc->notification_topic, "state/hive");
+    assert_false(bc->try_private);
+    assert_int_equal(bc->protocol_version, 5);
+    assert_false(bc->outgoing_retain);
+    assert_false(bc->attempt_unsubscribe);
+    assert_int_equal(bc->max_packet_size, 10000);
+    assert_int_equal(bc->receive_maximum, 50);
+    assert_int_equal(bc->session_expiry, 3600);
+    assert_string_equal(bc->bind_address, "127.0.0.1");
+    assert_string_equal(bc->cafile, "/etc/ca.pem");
+    assert_string_equal(bc->capath, "/etc/ssl/certs");
+    assert_string_equal(bc->certfile, "/etc/c.pem");
+    assert_string_equal(bc->keyfile, "/etc/k.pem");
+    assert_true(bc->insecure);
+    assert_string_equal(bc->tls_version, "tlsv1.3");
+    assert_string_equal(bc->alpn, "mqtt");
+    assert_true(config_bridge_tls(bc));
+    /* Bridge options do not touch the listener before them. */
+    assert_int_equal(cfg.listener_count, 1);
+    assert_null(cfg.listeners[0].cafile);
+    config_free(&cfg);
+
+    /* The old names and a constant restart_timeout; start types; versions. */
+    parse_ok(BRIDGE_HEAD "topic x\nclientid c\nusername u\npassword p\nrestart_timeout 20\n"
+                         "start_type once\nbridge_protocol_version mqttv31\n",
+             &cfg);
+    bc = &cfg.bridges[0];
+    assert_string_equal(bc->remote_clientid, "c");
+    assert_string_equal(bc->local_clientid, "local.c");
+    assert_string_equal(bc->remote_username, "u");
+    assert_string_equal(bc->remote_password, "p");
+    assert_int_equal(bc->restart_base, 20);
+    assert_int_equal(bc->restart_cap, 0);
+    assert_int_equal(bc->start_type, MQ_BRIDGE_ONCE);
+    assert_int_equal(bc->protocol_version, 3);
+    config_free(&cfg);
+
+    /* PSK; two bridges in order. */
+    parse_ok(BRIDGE_HEAD "topic x\nbridge_identity me\nbridge_psk 0123abcdEF\n"
+                         "connection b2\naddress h2\ntopic y in\n",
+             &cfg);
+    assert_int_equal(cfg.bridge_count, 2);
+    assert_string_equal(cfg.bridges[0].psk, "0123abcdEF");
+    assert_true(config_bridge_tls(&cfg.bridges[0]));
+    assert_string_equal(cfg.bridges[1].name, "b2");
+    assert_int_equal(cfg.bridges[1].topics[0].direction, MQ_BRIDGE_IN);
+    config_free(&cfg);
+}
+
+/* Every topic form of mosquitto.conf(5)'s table, "" markers included. */
+static void test_bridge_topic_forms(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *line, *local, *remote, *pattern, *lp, *rp;
+        uint8_t dir, qos;
+    } ok[] = {
+        {"topic a/#", "a/#", "a/#", "a/#", NULL, NULL, MQ_BRIDGE_OUT, 0},
+        {"topic a/# in", "a/#", "a/#", "a/#", NULL, NULL, MQ_BRIDGE_IN, 0},
+        {"topic a/+/c out 1", "a/+/c", "a/+/c", "a/+/c", NULL, NULL, MQ_BRIDGE_OUT, 1},
+        {"topic pattern both 2 L/ R/", "L/pattern", "R/pattern", "pattern", "L/", "R/",
+         MQ_BRIDGE_BOTH, 2},
+        {"topic pattern out 0 L/ \"\"", "L/pattern", "pattern", "pattern", "L/", NULL,
+         MQ_BRIDGE_OUT, 0},
+        {"topic pattern in 1 \"\" R/", "pattern", "R/pattern", "pattern", NULL, "R/", MQ_BRIDGE_IN,
+         1},
+        {"topic pattern in 1 \"\" \"\"", "pattern", "pattern", "pattern", NULL, NULL, MQ_BRIDGE_IN,
+         1},
+        {"topic \"\" out 1 local remote", "local", "remote", NULL, "local", "remote", MQ_BRIDGE_OUT,
+         1},
+        {"topic # both 2 local/topic/ remote/topic/", "local/topic/#", "remote/topic/#", "#",
+         "local/topic/", "remote/topic/", MQ_BRIDGE_BOTH, 2},
+        {"topic clients/total in 0 test/mosquitto/org/ $SYS/broker/",
+         "test/mosquitto/org/clients/total", "$SYS/broker/clients/total", "clients/total",
+         "test/mosquitto/org/", "$SYS/broker/", MQ_BRIDGE_IN, 0},
+        /* Four values: a local prefix, no remote one. */
+        {"topic t in 0 L/", "L/t", "t", "t", "L/", NULL, MQ_BRIDGE_IN, 0},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        char text[512];
+        snprintf(text, sizeof text, BRIDGE_HEAD "%s\n", ok[i].line);
+        struct mq_config cfg;
+        parse_ok(text, &cfg);
+        const struct mq_bridge_topic *t = &cfg.bridges[0].topics[0];
+        assert_string_equal(t->local, ok[i].local);
+        assert_string_equal(t->remote, ok[i].remote);
+        if (ok[i].pattern)
+            assert_string_equal(t->pattern, ok[i].pattern);
+        else
+            assert_null(t->pattern);
+        if (ok[i].lp)
+            assert_string_equal(t->local_prefix, ok[i].lp);
+        else
+            assert_null(t->local_prefix);
+        if (ok[i].rp)
+            assert_string_equal(t->remote_prefix, ok[i].rp);
+        else
+            assert_null(t->remote_prefix);
+        assert_int_equal(t->direction, ok[i].dir);
+        assert_int_equal(t->qos, ok[i].qos);
+        config_free(&cfg);
+    }
+    /* The invalid rows of the table, and other bad lines. */
+    expect_error(BRIDGE_HEAD "topic \"\" out 0 local \"\"\n",
+                 "midge.conf:3: topic: with \"\" as the pattern both a local and a remote prefix "
+                 "are needed (the prefixes are then the whole topics)");
+    expect_error(BRIDGE_HEAD "topic \"\" out 0 \"\" remote\n",
+                 "midge.conf:3: topic: with \"\" as the pattern both a local and a remote prefix "
+                 "are needed (the prefixes are then the whole topics)");
+    expect_error(BRIDGE_HEAD "topic \"\" out 0 \"\" \"\"\n",
+                 "midge.conf:3: topic: with \"\" as the pattern both a local and a remote prefix "
+                 "are needed (the prefixes are then the whole topics)");
+    expect_error(BRIDGE_HEAD "topic \"\"\n",
+                 "midge.conf:3: topic: with \"\" as the pattern both a local and a remote prefix "
+                 "are needed (the prefixes are then the whole topics)");
+    expect_error(BRIDGE_HEAD "topic a sideways\n",
+                 "midge.conf:3: topic: expected in, out or both after the pattern, got "
+                 "\"sideways\"");
+    expect_error(BRIDGE_HEAD "topic a in 3\n",
+                 "midge.conf:3: topic: expected a QoS of 0, 1 or 2, got \"3\"");
+    expect_error(BRIDGE_HEAD "topic a/#/b\n",
+                 "midge.conf:3: topic: \"a/#/b\" is not a valid topic filter");
+    expect_error(BRIDGE_HEAD "topic a in 0 L/+/ R/\n",
+                 "midge.conf:3: topic: the local prefix \"L/+/\" is not a valid topic name (no "
+                 "wildcards)");
+    expect_error(BRIDGE_HEAD "topic a in 0 L/ R/#\n",
+                 "midge.conf:3: topic: the remote prefix \"R/#\" is not a valid topic name (no "
+                 "wildcards)");
+    expect_error(BRIDGE_HEAD "topic a in 0 L R S T\n",
+                 "midge.conf:3: topic: 7 values, at most 5 are allowed (pattern, direction, QoS, "
+                 "local prefix, remote prefix)");
+    expect_error(BRIDGE_HEAD "topic\n", "midge.conf:3: topic: missing value");
+    expect_error(BRIDGE_HEAD "topic a both 0 \"\" $share/g/\n",
+                 "midge.conf:3: topic: a $share/ remote side only works for in lines (messages "
+                 "are not published to a shared subscription)");
+}
+
+static void test_bridge_errors(void **state)
+{
+    (void)state;
+    expect_error("topic a/#\n", "midge.conf:1: topic: a bridge option outside a bridge section "
+                                "(start one with \"connection NAME\")");
+    expect_error("cleansession true\n",
+                 "midge.conf:1: cleansession: a bridge option outside a bridge section (start "
+                 "one with \"connection NAME\")");
+    expect_error("connection a\naddress h\ntopic t\nconnection a\naddress h\ntopic t\n",
+                 "midge.conf:4: connection: a bridge named \"a\" is already defined");
+    expect_error("connection a/b\naddress h\ntopic t\n",
+                 "midge.conf:1: connection: the name \"a/b\" may not contain '+', '#', '/' or "
+                 "control characters (it is part of the notification topic)");
+    expect_error("connection a\ntopic t\n",
+                 "midge.conf:1: connection a: no address (add \"address host[:port]\")");
+    expect_error("connection a\naddress h\n",
+                 "midge.conf:1: connection a: no topic (add at least one \"topic pattern "
+                 "[in|out|both]\")");
+    expect_error(BRIDGE_HEAD "topic t\nremote_password p\n",
+                 "midge.conf:1: connection b1: remote_password is set but remote_username is "
+                 "not");
+    expect_error(BRIDGE_HEAD "topic t\nbridge_cafile ca\nbridge_certfile c\n",
+                 "midge.conf:1: connection b1: bridge_certfile is set but bridge_keyfile is not "
+                 "(a client certificate needs both)");
+    expect_error(BRIDGE_HEAD "topic t\nbridge_insecure true\n",
+                 "midge.conf:1: connection b1: bridge_insecure is set but neither bridge_cafile "
+                 "nor bridge_capath is: the connection would not use TLS (add bridge_capath "
+                 "/etc/ssl/certs for the system's CAs, or remove bridge_insecure)");
+    expect_error(BRIDGE_HEAD "topic t\nbridge_psk 00ff\n",
+                 "midge.conf:1: connection b1: bridge_psk is set but bridge_identity is not (PSK "
+                 "needs both)");
+    expect_error(BRIDGE_HEAD "topic t\nbridge_psk 00ff\nbridge_identity i\nbridge_cafile c\n",
+                 "midge.conf:1: connection b1: bridge_psk and certificates (bridge_cafile, "
+                 "bridge_capath, bridge_certfile) are both set: use one or the other");
+    expect_error(BRIDGE_HEAD "topic t\nbridge_psk 0x00\n",
+                 "midge.conf:4: bridge_psk: expected the key in hexadecimal (an even number of "
+                 "0-9a-f, at most 512, no \"0x\")");
+    expect_error(BRIDGE_HEAD "topic t\nbridge_receive_maximum 10\n",
+                 "midge.conf:1: connection b1: bridge_receive_maximum needs "
+                 "bridge_protocol_version mqttv50");
+    expect_error(BRIDGE_HEAD "topic t\nbridge_require_ocsp true\n",
+                 "midge.conf:4: bridge_require_ocsp: midge's bridges do not check OCSP "
+                 "responses; refusing to start a bridge that would run without the check you "
+                 "asked for (remove the line or set it to false)");
+    expect_error(BRIDGE_HEAD "topic t\nlocal_username u\n",
+                 "midge.conf:4: local_username: not supported: a bridge's local side is inside "
+                 "midge and is not checked against the password file or the ACL; remove the "
+                 "line");
+    expect_error(BRIDGE_HEAD "topic t\nbridge_tcp_keepalive 10\n",
+                 "midge.conf:4: bridge_tcp_keepalive: not implemented by midge's bridges "
+                 "(docs/bridge.md lists the options they take); remove the line");
+    expect_error(BRIDGE_HEAD "topic t\nrestart_timeout 30 10\n",
+                 "midge.conf:4: restart_timeout: the cap (10) is smaller than the base (30)");
+    expect_error(BRIDGE_HEAD "topic t\nrestart_timeout 0\n",
+                 "midge.conf:4: restart_timeout: expected seconds from 1 to 86400 (\"constant\" "
+                 "or \"base cap\"), got \"0\"");
+    expect_error(BRIDGE_HEAD "topic t\nstart_type manual\n",
+                 "midge.conf:4: start_type: manual is RSMB's and not supported (Mosquitto does "
+                 "not have it either); use automatic, lazy or once");
+    expect_error(BRIDGE_HEAD "topic t\nbridge_protocol_version mqttv6\n",
+                 "midge.conf:4: bridge_protocol_version: expected mqttv31, mqttv311 or mqttv50, "
+                 "got \"mqttv6\"");
+    expect_error(BRIDGE_HEAD "topic t\nbridge_tls_version tlsv1.0\n",
+                 "midge.conf:4: bridge_tls_version: expected tlsv1.3, tlsv1.2 or tlsv1.1, got "
+                 "\"tlsv1.0\"");
+    expect_error(BRIDGE_HEAD "topic t\nnotification_topic a/+\n",
+                 "midge.conf:4: notification_topic: \"a/+\" is not a valid topic name");
+    expect_error("connection a\naddress h:0\ntopic t\n",
+                 "midge.conf:2: address: \"h:0\": expected a port number from 1 to 65535 after "
+                 "':'");
+    expect_error("connection a\naddress mqtts://h\ntopic t\n",
+                 "midge.conf:2: address: \"mqtts://h\": only ws:// and wss:// URLs are "
+                 "understood (plain MQTT is host[:port], TLS is host[:port] with bridge_cafile "
+                 "or bridge_capath)");
+    expect_error("connection a\naddress [::1\ntopic t\n",
+                 "midge.conf:2: address: \"[::1\": unterminated or empty [IPv6 address]");
+    expect_error("connection a\naddress h\ntopic t\nremote_clientid a\nconnection b\naddress h\n"
+                 "topic t\nlocal_clientid local.a\n",
+                 "midge.conf:5: connection b: local_clientid \"local.a\" is also the one of "
+                 "connection a");
+    expect_warning(BRIDGE_HEAD "topic t\nkeepalive_interval 2\n",
+                   "midge.conf:4: keepalive_interval: 2 is under the minimum of 5 seconds, 5 is "
+                   "used");
+}
+
+static void test_bridge_equal(void **state)
+{
+    (void)state;
+    struct mq_config a, b, c;
+    const char *text = BRIDGE_HEAD "topic t both 1 L/ R/\nremote_clientid r\n";
+    parse_ok(text, &a);
+    parse_ok(text, &b);
+    parse_ok(BRIDGE_HEAD "topic t both 1 L/ R2/\nremote_clientid r\n", &c);
+    assert_true(config_bridge_equal(&a.bridges[0], &b.bridges[0]));
+    assert_false(config_bridge_equal(&a.bridges[0], &c.bridges[0]));
+    config_free(&a);
+    config_free(&b);
+    config_free(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1089,6 +1447,11 @@ int main(void)
         cmocka_unit_test(test_load_missing_file),
         cmocka_unit_test(test_load_directory),
         cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_bridge_defaults),
+        cmocka_unit_test(test_bridge_every_option),
+        cmocka_unit_test(test_bridge_topic_forms),
+        cmocka_unit_test(test_bridge_errors),
+        cmocka_unit_test(test_bridge_equal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -745,6 +745,60 @@ static void test_offline_queue_qos0(void **state)
     expect_nothing(back);
 }
 
+/* A session's own queue_qos0 flag (a bridge's local side) queues its offline QoS 0 with
+ * queue_qos0_messages false, in order with the rest, up to MQ_QUEUE_IN_MEMORY; other sessions
+ * still drop theirs. */
+static void test_session_queue_qos0(void **state)
+{
+    (void)state;
+    struct fake_io *sub = connect_client("bridge", false, false);
+    struct fake_io *other = connect_client("other", false, false);
+    struct fake_io *pub = connect_client("pub", true, false);
+    subscribe(sub, 1, "z", 1);
+    subscribe(other, 1, "z", 1);
+    struct mq_session_flow *f = session_flow(session_of(sub));
+    assert_non_null(f);
+    f->queue_qos0 = true;
+    io_gone(sub, "reset");
+    io_gone(other, "reset");
+    publish(pub, "z", "0a", 0, false, 0);
+    publish(pub, "z", "1b", 1, false, 1);
+    publish(pub, "z", "0c", 0, false, 0);
+    struct fake_io *back = connect_client("bridge", false, true);
+    expect_publish(back, "z", "0a", 0, false, false);
+    send_ack(back, MQ_PUBACK, expect_publish(back, "z", "1b", 1, false, false));
+    expect_publish(back, "z", "0c", 0, false, false);
+    expect_nothing(back);
+    struct fake_io *other2 = connect_client("other", false, true);
+    send_ack(other2, MQ_PUBACK, expect_publish(other2, "z", "1b", 1, false, false));
+    expect_nothing(other2);
+
+    /* Bounded: past the memory queue's size QoS 0 is dropped and counted. */
+    E.cfg.max_queued_messages = 0;
+    io_gone(back, "reset");
+    uint64_t dropped = E.b->stats.pub_dropped;
+    for (unsigned i = 0; i < MQ_QUEUE_IN_MEMORY + 5; i++)
+        publish(pub, "z", "x", 0, false, 0);
+    struct mq_session *s = imap_get(&E.b->sessions, "bridge", 6, test_session_key);
+    assert_non_null(s);
+    assert_int_equal(session_queue_count(s), MQ_QUEUE_IN_MEMORY);
+    assert_int_equal(E.b->stats.pub_dropped - dropped, 5);
+}
+
+/* broker_publish_local: the broker's own message reaches subscribers and the retained store. */
+static void test_publish_local(void **state)
+{
+    (void)state;
+    struct fake_io *sub = connect_client("sub", true, false);
+    subscribe(sub, 1, "$SYS/broker/connection/+/state", 1);
+    const char *t = "$SYS/broker/connection/b/state";
+    assert_int_equal(broker_publish_local(E.b, t, strlen(t), "1", 1, 1, true), 0);
+    send_ack(sub, MQ_PUBACK, expect_publish(sub, t, "1", 1, false, false));
+    struct fake_io *late = connect_client("late", true, false);
+    subscribe(late, 1, "$SYS/broker/connection/b/state", 0);
+    expect_publish(late, t, "1", 0, true, false);
+}
+
 /* [MQTT-4.3.3-2]: an inbound QoS 2 PUBLISH resent before PUBREL is not delivered again. */
 static void test_inbound_qos2_duplicate(void **state)
 {
@@ -1730,6 +1784,8 @@ int main(void)
         T(test_queue_cap_bytes),
         T(test_offline_queue_and_redelivery),
         T(test_offline_queue_qos0),
+        T(test_session_queue_qos0),
+        T(test_publish_local),
         T(test_inbound_qos2_duplicate),
         T(test_takeover),
         T(test_will_on_keepalive_expiry),

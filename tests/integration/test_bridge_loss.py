@@ -1,0 +1,176 @@
+"""test_bridge_loss.py - a bridge loses nothing (issue 14): QoS 1 streams of thousands of
+messages counted end to end by sequence number while the remote is SIGKILLed and restarted,
+and a bridge's queue surviving a restart (and a SIGKILL) of midge while its remote is down.
+
+The remote is a midge with persistence (durability ack), so that the remote itself loses
+nothing it acknowledged; every loss would then be the bridge's. Duplicates are allowed (QoS 1
+is at least once) and reported.
+"""
+import threading
+import time
+
+import pytest
+
+import midge_harness as h
+from midge_harness import PahoClient, midge_only, scaled
+
+pytestmark = midge_only
+
+N = 3000
+
+
+class Counter:
+    """A persistent paho subscriber that reconnects by itself and records every sequence
+    number it receives on topic filter f."""
+
+    def __init__(self, port, cid, f):
+        import paho.mqtt.client as mqtt
+        self.seen = []
+        self.cond = threading.Condition()
+        self.c = mqtt.Client(client_id=cid, clean_session=False)
+        self.c.reconnect_delay_set(min_delay=1, max_delay=1)
+        self.f = f
+        self.ready = threading.Event()
+
+        def on_connect(c, u, flags, rc):
+            if rc == 0:
+                c.subscribe(f, 1)
+                self.ready.set()
+
+        def on_message(c, u, m):
+            with self.cond:
+                self.seen.append(int(m.payload.split(b" ")[0]))
+                self.cond.notify_all()
+        self.c.on_connect = on_connect
+        self.c.on_message = on_message
+        self.c.connect("127.0.0.1", port, 30)
+        self.c.loop_start()
+        assert self.ready.wait(scaled(5))
+
+    def wait(self, n, timeout):
+        with self.cond:
+            self.cond.wait_for(lambda: len(set(self.seen)) >= n, timeout)
+            return set(self.seen), len(self.seen)
+
+    def wait_count(self, n, timeout):
+        with self.cond:
+            self.cond.wait_for(lambda: len(self.seen) >= n, timeout)
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def publish_stream(port, cid, topic, n, errors):
+    """Publish n QoS 1 messages "i payload" and wait for every PUBACK."""
+    import paho.mqtt.client as mqtt
+    c = mqtt.Client(client_id=cid, clean_session=False)  # unacknowledged ones are sent again
+    c.reconnect_delay_set(min_delay=1, max_delay=1)
+    c.max_inflight_messages_set(50)
+    c.connect("127.0.0.1", port, 30)
+    c.loop_start()
+    try:
+        infos = [c.publish(topic, f"{i} {'x' * 40}".encode(), 1) for i in range(n)]
+        for info in infos:
+            info.wait_for_publish(scaled(60))
+            if not info.is_published():
+                errors.append(f"publish {info.mid} not acknowledged")
+                return
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def remote_conf(port, store):
+    return [f"listener {port} 127.0.0.1", "allow_anonymous true", "persistence true",
+            f"persistence_location {store}/", "max_queued_messages 100000"]
+
+
+def test_remote_sigkilled_mid_stream(start_broker, tmp_path):
+    """Two QoS 1 streams of 3,000 messages, one each way across the bridge; the remote is
+    SIGKILLed a third of the way through and restarted on the same port and store: every
+    sequence number arrives on both sides."""
+    port = h.free_port()
+    store = tmp_path / "remote"
+    store.mkdir()
+    b = start_broker(remote_conf(port, store), listener=False)
+    a = start_broker(["max_queued_messages 100000", "max_inflight_messages 20",
+                      "connection b", f"address 127.0.0.1:{port}", "remote_clientid r-b",
+                      "local_clientid l-b", "topic up/# out 1", "topic down/# in 1",
+                      "restart_timeout 1", "keepalive_interval 5"])
+    a.wait_log(r"bridge b: connected to ")
+    b.wait_log(r"client r-b subscribed to down/#")
+    at_b = Counter(b.port, "count-b", "up/#")
+    at_a = Counter(a.port, "count-a", "down/#")
+    # Both streams run while the remote dies and comes back: the remote's publisher resends
+    # what the remote had not acknowledged, the remote resends what the bridge had not.
+    errors = []
+    threads = [threading.Thread(target=publish_stream, args=(b.port, "pub-b", "down/s", N, errors)),
+               threading.Thread(target=publish_stream, args=(a.port, "pub-a", "up/s", N, errors))]
+    for t in threads:
+        t.start()
+    at_b.wait_count(N // 3, scaled(30))
+    b.kill()
+    before = (len(set(at_b.seen)), len(set(at_a.seen)))
+    time.sleep(0.5)
+    b2 = start_broker(remote_conf(port, store), listener=False)
+    b2.wait_log(r"client r-b connected from ", timeout=scaled(15))
+    for t in threads:
+        t.join(scaled(90))
+    got_b, total_b = at_b.wait(N, scaled(60))
+    got_a, total_a = at_a.wait(N, scaled(60))
+    at_a.close()
+    at_b.close()
+    assert not errors, errors
+    missing_b = sorted(set(range(N)) - got_b)
+    missing_a = sorted(set(range(N)) - got_a)
+    print(f"at the kill: {before[0]} out and {before[1]} in had arrived")
+    print(f"local->remote: {len(got_b)} distinct of {N}, {total_b - len(got_b)} duplicates; "
+          f"remote->local: {len(got_a)} distinct of {N}, {total_a - len(got_a)} duplicates")
+    assert not missing_b, f"lost on the way out: {len(missing_b)}, first {missing_b[:10]}"
+    assert not missing_a, f"lost on the way in: {len(missing_a)}, first {missing_a[:10]}"
+    a.wait_log(r"bridge b: connection to 127\.0\.0\.1:\d+ lost: ")
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_queue_survives_restart_while_remote_down(start_broker, tmp_path, how):
+    """The remote is down; 2,500 QoS 1 messages wait in the bridge's session (more than a
+    queue keeps in memory: the rest on disk); midge is stopped (or SIGKILLed) and started
+    again; when the remote comes up, all of them arrive, in order."""
+    port = h.free_port()
+    rstore, lstore = tmp_path / "remote", tmp_path / "local"
+    rstore.mkdir()
+    lstore.mkdir()
+    # The remote's subscriber has a persistent session there, so that what the bridge
+    # delivers while it reconnects waits for it.
+    b = start_broker(remote_conf(port, rstore), listener=False)
+    Counter(b.port, "count", "q/#").close()
+    b.stop()
+    local = ["persistence true", f"persistence_location {lstore}/",
+             "max_queued_messages 100000", "connection b", f"address 127.0.0.1:{port}",
+             "remote_clientid r-b", "local_clientid l-b", "topic q/# out 1", "restart_timeout 1"]
+    a = start_broker(local)
+    a.wait_log(r"bridge b: connecting to .* failed")
+    errors = []
+    publish_stream(a.port, "pub", "q/s", 2500, errors)
+    assert not errors
+    if how == "SIGKILL":
+        a.kill()
+    else:
+        a.stop()
+    a2 = start_broker(local)
+    a2.wait_log(r"bridge b: connecting to .* failed")
+    b2 = start_broker(remote_conf(port, rstore), listener=False)
+    a2.wait_log(r"bridge b: connected to ", timeout=scaled(10))
+    at_b = Counter(b2.port, "count", "q/#")
+    got, total = at_b.wait(2500, scaled(60))
+    seq = list(at_b.seen)
+    at_b.close()
+    assert got == set(range(2500)), f"missing {sorted(set(range(2500)) - got)[:10]}"
+    # In order: the first copy of each number comes after the first copy of the one before.
+    first = []
+    for x in seq:
+        if x not in first[-1:] and (not first or x > first[-1]):
+            first.append(x)
+    assert first == list(range(2500)), "out of order"
+    print(f"{how}: 2500 of 2500, {total - 2500} duplicates")
