@@ -841,12 +841,12 @@ static int report(struct run *r)
                (unsigned long long)r->unexpected, (unsigned long long)r->corrupt, o->grace);
     char b1[32], b2[32], b3[32], b4[32];
     printf("RESULT mode=pubsub pubs=%d subs=%d topics=%d spread=%d wildcard=%d filters=%llu "
-           "ws=%d qos=%d size=%zu rate=%.0f window=%d duration=%.3f sent=%llu received=%llu lost=%llu dup=%llu reorder=%llu "
+           "ws=%d tls=%d qos=%d size=%zu rate=%.0f window=%d duration=%.3f sent=%llu received=%llu lost=%llu dup=%llu reorder=%llu "
            "unexpected=%llu corrupt=%llu stalls=%llu unacked=%llu msgs_per_s=%.0f sent_per_s=%.0f "
            "p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f broker_cpu_us_per_msg=%s "
            "broker_cpu_pct=%s broker_rss_kib=%s broker_hwm_kib=%s bench_cpu_pct=%.0f status=%s\n",
            o->publishers, o->subscribers, o->topics, o->spread, o->wildcard,
-           (unsigned long long)r->filters, o->c.ws_path != NULL, o->qos, o->size, o->rate,
+           (unsigned long long)r->filters, o->c.ws_path != NULL, o->c.tls, o->qos, o->size, o->rate,
            o->window, secs,
            (unsigned long long)r->total_sent, (unsigned long long)r->total_received,
            (unsigned long long)lost, (unsigned long long)dup, (unsigned long long)reorder,
@@ -900,6 +900,8 @@ int run_pubsub(const struct pubsub_opts *o)
     if (r->max_unacked > MAX_UNACKED)
         r->max_unacked = MAX_UNACKED;
     loop_init(&r->loop, o->c.host, o->c.port, o->c.ws_path);
+    if (o->c.tls)
+        tls_loop_init(&r->loop, &o->c);
     build_topology(r);
     hist_reset(&r->hist);
 
