@@ -9,10 +9,50 @@
 #define MIDGE_TLS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "net.h"
 
 struct mq_listener_config;
+struct ssl_st;
+struct tls_rec;
+
+/* Longest TLS 1.3 traffic secret (SHA-384). */
+#define TLS_SECRET_MAX 48
+
+/* What the handshake phase keeps beside OpenSSL to take the record layer over once the
+ * handshake is done (transport_tls.c, hand_over): freed then, or at once for TLS 1.2. */
+struct tls_hs {
+    uint8_t client_secret[TLS_SECRET_MAX], server_secret[TLS_SECRET_MAX];
+    uint64_t rseq, wseq; /* records under the application keys so far, each way */
+    uint32_t body_left;  /* of the record OpenSSL is reading */
+    uint8_t hdr[5], hdr_have;
+    uint8_t secret_len;
+    uint8_t secrets; /* bit 0: client secret known, bit 1: server secret */
+    bool own_finished, peer_finished;
+    bool keep_openssl; /* a KeyUpdate was seen: the keys moved on inside OpenSSL */
+};
+
+/* One TLS connection (cl->layer[level].state). During the handshake OpenSSL runs it
+ * (ssl, with hs); once it is established and idle between records, TLS 1.3 moves to
+ * tls_rec and the SSL is freed, so an idle connection holds this, rec and rec's two
+ * cipher contexts. */
+struct tls_conn {
+    struct ssl_st *ssl;  /* NULL after the hand-over */
+    struct tls_rec *rec; /* NULL before it (and for ever under TLS 1.2) */
+    struct tls_hs *hs;   /* NULL after it */
+    struct mq_client *cl;
+    const uint8_t *in; /* socket bytes OpenSSL may read (the connection's BIO), in_len of them */
+    size_t in_len;
+    /* Plaintext proto wrote before the handshake finished; sent right after it. */
+    uint8_t *early;
+    uint32_t early_len, early_cap;
+    uint8_t level; /* in the connection's layers */
+    bool established;
+    bool failed; /* fatal error logged, or close_notify sent: the close is under way */
+    bool got_input;
+    uint8_t first_byte; /* of the connection, for the "plain MQTT?" hint */
+};
 
 /* The TLS transport: attach/input/output/shutdown (close_notify)/detach per
  * connection, ctx_free for a listener context made by tls_ctx_new or tls_ctx_ref. It is

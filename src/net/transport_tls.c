@@ -25,6 +25,7 @@
 #include "midge/log.h"
 #include "midge/proto.h"
 #include "tls.h"
+#include "tls_rec.h"
 
 /* Largest plaintext handed to SSL_write at once (one TLS record), so the write BIO
  * never holds more than about a record: a 1 MB message does not leave a 1 MB buffer
@@ -34,20 +35,6 @@
 /* Bytes of the first flight that mark a plaintext MQTT client: a CONNECT packet. */
 #define MQTT_CONNECT_BYTE 0x10
 #define TLS_HANDSHAKE_BYTE 0x16
-
-struct tls_conn {
-    SSL *ssl;      /* owns both BIOs */
-    BIO *rbio;     /* socket -> OpenSSL */
-    BIO *wbio;     /* OpenSSL -> socket */
-    uint8_t level; /* in the connection's layers */
-    bool established;
-    bool failed; /* fatal error logged; the close is under way */
-    bool got_input;
-    uint8_t first_byte; /* of the connection, for the "plain MQTT?" hint */
-    /* Plaintext proto wrote before the handshake finished; sent right after it. */
-    uint8_t *early;
-    size_t early_len, early_cap;
-};
 
 /* ---- configuration -------------------------------------------------------------------- */
 
@@ -299,6 +286,11 @@ static bool load_client_verification(SSL_CTX *ctx, const struct mq_listener_conf
     return true;
 }
 
+static BIO_METHOD *conn_bio_method(void);
+static void on_msg(int write_p, int version, int content_type, const void *buf, size_t len,
+                   SSL *ssl, void *arg);
+static void on_keylog(const SSL *ssl, const char *line);
+
 void *tls_ctx_new(const struct mq_listener_config *lc)
 {
     unsigned port = lc->port;
@@ -336,6 +328,13 @@ void *tls_ctx_new(const struct mq_listener_config *lc)
     }
     if (!load_cert_and_key(ctx, lc) || !load_client_verification(ctx, lc))
         goto fail;
+    if (!conn_bio_method()) {
+        mq_log(MQ_LOG_ERR, "listener %u: cannot create a TLS context (out of memory)", port);
+        goto fail;
+    }
+    /* What the hand-over to tls_rec needs: the record counts and the traffic secrets. */
+    SSL_CTX_set_msg_callback(ctx, on_msg);
+    SSL_CTX_set_keylog_callback(ctx, on_keylog);
     ERR_clear_error();
     return ctx;
 fail:
@@ -355,30 +354,158 @@ static void tls_ctx_free(void *ctx)
     SSL_CTX_free(ctx); /* drops one reference; connections may still hold theirs */
 }
 
-/* ---- connections ---------------------------------------------------------------------- */
+/* ---- connections: OpenSSL's part (the handshake) ------------------------------------- */
 
-/* Hand what OpenSSL has written to the socket's output. */
-static void flush_wbio(struct mq_client *cl, struct tls_conn *t)
+/* The connection's BIO: OpenSSL reads the socket bytes input() is handling (t->in) and
+ * writes straight into the layer below (the connection's output buffer), so nothing is
+ * buffered here: an idle connection holds no BIO buffer (two memory BIOs kept about
+ * 2.3 KiB per connection, their largest handshake flight). */
+static int bio_write(BIO *b, const char *data, int len)
 {
-    uint8_t buf[TLS_CHUNK + 1024];
-    int n;
-    while ((n = BIO_read(t->wbio, buf, (int)sizeof(buf))) > 0)
-        client_layer_down(cl, t->level, buf, (size_t)n);
+    struct tls_conn *t = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (len > 0)
+        client_layer_down(t->cl, t->level, (const uint8_t *)data, (size_t)len);
+    return len;
 }
 
-/* A fatal TLS error: one log line with the peer and OpenSSL's reason, the alert
- * OpenSSL produced goes out, then the connection closes (after that one write,
- * through client.c's deferred close, so a peer that never reads cannot hold it). */
-static void fail(struct mq_client *cl, struct tls_conn *t, int ssl_err)
+/* Follow the record framing of what OpenSSL has consumed, so that the hand-over to
+ * tls_rec happens only between two records. */
+static void track_records(struct tls_hs *hs, const uint8_t *p, size_t n)
 {
-    char buf[256];
-    const char *why;
-    if (ssl_err == SSL_ERROR_SYSCALL && !ERR_peek_error())
-        why = "unexpected end of data";
-    else
-        why = ssl_reason(buf, sizeof(buf), NULL);
+    while (n) {
+        if (hs->body_left) {
+            size_t k = n < hs->body_left ? n : hs->body_left;
+            hs->body_left -= (uint32_t)k;
+            p += k;
+            n -= k;
+            continue;
+        }
+        hs->hdr[hs->hdr_have++] = *p++;
+        n--;
+        if (hs->hdr_have == 5) {
+            hs->body_left = (uint32_t)hs->hdr[3] << 8 | hs->hdr[4];
+            hs->hdr_have = 0;
+        }
+    }
+}
+
+static int bio_read(BIO *b, char *out, int len)
+{
+    struct tls_conn *t = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (!t->in_len || len <= 0) {
+        BIO_set_retry_read(b); /* "wait for more", never end of file */
+        return -1;
+    }
+    size_t n = t->in_len < (size_t)len ? t->in_len : (size_t)len;
+    memcpy(out, t->in, n);
+    if (t->hs)
+        track_records(t->hs, t->in, n);
+    t->in += n;
+    t->in_len -= n;
+    return (int)n;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)b;
+    (void)num;
+    (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static BIO_METHOD *conn_bio_method(void)
+{
+    /* Made once, on the loop thread, at the first TLS context: immutable afterwards
+     * (like OpenSSL's own method tables). */
+    static BIO_METHOD *method;
+    if (!method && (method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+                                          "midge connection")) != NULL) {
+        BIO_meth_set_write(method, bio_write);
+        BIO_meth_set_read(method, bio_read);
+        BIO_meth_set_ctrl(method, bio_ctrl);
+    }
+    return method;
+}
+
+/* OpenSSL reports every record header and handshake message it reads or writes: count
+ * the records protected with the application traffic keys in each direction (their
+ * sequence numbers) and notice a KeyUpdate, which rules the hand-over out. */
+static void on_msg(int write_p, int version, int content_type, const void *buf, size_t len,
+                   SSL *ssl, void *arg)
+{
+    (void)version;
+    (void)arg;
+    struct tls_conn *t = SSL_get_app_data(ssl);
+    struct tls_hs *hs = t ? t->hs : NULL;
+    if (!hs)
+        return;
+    if (content_type == SSL3_RT_HEADER) {
+        if (write_p && hs->own_finished)
+            hs->wseq++;
+        else if (!write_p && hs->peer_finished)
+            hs->rseq++;
+        return;
+    }
+    if (content_type != SSL3_RT_HANDSHAKE || len < 1)
+        return;
+    uint8_t type = *(const uint8_t *)buf;
+    if (type == SSL3_MT_FINISHED) {
+        if (write_p)
+            hs->own_finished = true;
+        else
+            hs->peer_finished = true;
+    } else if (type == SSL3_MT_KEY_UPDATE) {
+        hs->keep_openssl = true;
+    }
+}
+
+static int hex_val(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* NSS key log lines are how OpenSSL 3.0 hands out the TLS 1.3 traffic secrets: keep
+ * the two application ones (never logged, wiped at the hand-over). */
+static void on_keylog(const SSL *ssl, const char *line)
+{
+    struct tls_conn *t = SSL_get_app_data(ssl);
+    struct tls_hs *hs = t ? t->hs : NULL;
+    if (!hs)
+        return;
+    uint8_t *secret;
+    static const char client[] = "CLIENT_TRAFFIC_SECRET_0 ", server[] = "SERVER_TRAFFIC_SECRET_0 ";
+    if (!strncmp(line, client, sizeof(client) - 1)) {
+        secret = hs->client_secret;
+        line += sizeof(client) - 1;
+    } else if (!strncmp(line, server, sizeof(server) - 1)) {
+        secret = hs->server_secret;
+        line += sizeof(server) - 1;
+    } else {
+        return;
+    }
+    const char *sp = strchr(line, ' '); /* after the client random */
+    if (!sp)
+        return;
+    size_t n = 0;
+    for (const char *p = sp + 1; p[0] && p[1] && n < TLS_SECRET_MAX; p += 2) {
+        int hi = hex_val(p[0]), lo = hex_val(p[1]);
+        if (hi < 0 || lo < 0)
+            break;
+        secret[n++] = (uint8_t)(hi << 4 | lo);
+    }
+    hs->secret_len = (uint8_t)n;
+    hs->secrets |= secret == hs->client_secret ? 1 : 2;
+}
+
+/* A fatal TLS error: one log line with the peer and the reason, the alert OpenSSL (or
+ * tls_rec) produced goes out, then the connection closes (after that one write, through
+ * client.c's deferred close, so a peer that never reads cannot hold it). */
+static void fail_why(struct mq_client *cl, struct tls_conn *t, const char *why)
+{
     char extra[192] = "";
-    long vr = SSL_get_verify_result(t->ssl);
+    long vr = t->ssl ? SSL_get_verify_result(t->ssl) : X509_V_OK;
     if (vr != X509_V_OK)
         snprintf(extra, sizeof(extra), " (client certificate: %s)",
                  X509_verify_cert_error_string(vr));
@@ -392,34 +519,55 @@ static void fail(struct mq_client *cl, struct tls_conn *t, int ssl_err)
     else
         mq_log(MQ_LOG_NOTICE, "TLS handshake with %s failed: %s%s", client_peer(cl), why, extra);
     t->failed = true;
-    flush_wbio(cl, t);
     if (!cl->close_reason)
         cl->close_reason = t->established ? "TLS error" : "TLS handshake failed";
     client_request_close(cl);
 }
 
+static void fail(struct mq_client *cl, struct tls_conn *t, int ssl_err)
+{
+    char buf[256];
+    const char *why;
+    if (ssl_err == SSL_ERROR_SYSCALL && !ERR_peek_error())
+        why = "unexpected end of data";
+    else
+        why = ssl_reason(buf, sizeof(buf), NULL);
+    fail_why(cl, t, why);
+}
+
+/* The handshake bookkeeping is done with: wipe the secrets it held. */
+static void hs_free(struct tls_conn *t)
+{
+    if (!t->hs)
+        return;
+    OPENSSL_cleanse(t->hs, sizeof(*t->hs));
+    free(t->hs);
+    t->hs = NULL;
+}
+
 static int attach(struct mq_client *cl, unsigned level, void *listener_ctx)
 {
     struct tls_conn *t = calloc(1, sizeof(*t));
-    BIO *rbio = BIO_new(BIO_s_mem());
-    BIO *wbio = BIO_new(BIO_s_mem());
+    struct tls_hs *hs = calloc(1, sizeof(*hs));
+    BIO *bio = BIO_new(conn_bio_method());
     SSL *ssl = SSL_new(listener_ctx);
-    if (!t || !rbio || !wbio || !ssl) {
+    if (!t || !hs || !bio || !ssl) {
         mq_log(MQ_LOG_ERR, "%s: out of memory setting up TLS", client_peer(cl));
         SSL_free(ssl);
-        BIO_free(rbio);
-        BIO_free(wbio);
+        BIO_free(bio);
+        free(hs);
         free(t);
         ERR_clear_error();
         return -1;
     }
-    /* An empty read BIO means "wait for more", never end of file. */
-    BIO_set_mem_eof_return(rbio, -1);
-    SSL_set_bio(ssl, rbio, wbio);
+    BIO_set_data(bio, t);
+    BIO_set_init(bio, 1);
+    SSL_set_bio(ssl, bio, bio); /* the same BIO both ways: the SSL takes our one reference */
     SSL_set_accept_state(ssl);
+    SSL_set_app_data(ssl, t);
     t->ssl = ssl;
-    t->rbio = rbio;
-    t->wbio = wbio;
+    t->hs = hs;
+    t->cl = cl;
     t->level = (uint8_t)level;
     cl->layer[level].state = t;
     return 0;
@@ -430,15 +578,19 @@ static void detach(struct mq_client *cl, unsigned level)
     struct tls_conn *t = cl->layer[level].state;
     if (!t)
         return;
-    SSL_free(t->ssl); /* and both BIOs; the SSL_CTX reference goes with it */
+    SSL_free(t->ssl); /* and its BIO; the SSL_CTX reference goes with it */
+    tls_rec_free(t->rec);
+    hs_free(t);
     free(t->early);
     free(t);
     cl->layer[level].state = NULL;
 }
 
-/* Encrypt plaintext into the write BIO a record at a time, flushing as we go. */
+/* Encrypt plaintext a record at a time (OpenSSL until the hand-over, tls_rec after). */
 static int write_plain(struct mq_client *cl, struct tls_conn *t, const uint8_t *data, size_t len)
 {
+    if (t->rec)
+        return tls_rec_send(t->rec, cl, t->level, TLS_CT_APPLICATION_DATA, data, len);
     while (len) {
         int chunk = len > TLS_CHUNK ? TLS_CHUNK : (int)len;
         ERR_clear_error();
@@ -449,7 +601,6 @@ static int write_plain(struct mq_client *cl, struct tls_conn *t, const uint8_t *
         }
         data += n;
         len -= (size_t)n;
-        flush_wbio(cl, t);
     }
     return 0;
 }
@@ -493,10 +644,10 @@ static int established(struct mq_client *cl, struct tls_conn *t)
     const char *no_cn = peer_cn(t->ssl, cn, sizeof(cn));
     const struct mq_listener_config *lc = client_lctx(cl) ? client_lctx(cl)->cfg : NULL;
     bool identity = lc && lc->use_identity_as_username;
-    mq_log(MQ_LOG_INFO, "TLS connection from %s: %s, %s%s%s%s", client_peer(cl),
+    mq_log(MQ_LOG_INFO, "TLS connection from %s: %s, %s%s%s%s%s", client_peer(cl),
            SSL_get_version(t->ssl), SSL_get_cipher_name(t->ssl),
-           no_cn ? "" : ", client certificate CN=", no_cn ? "" : cn,
-           identity && !no_cn ? " (its user name)" : "");
+           SSL_session_reused(t->ssl) ? ", resumed" : "", no_cn ? "" : ", client certificate CN=",
+           no_cn ? "" : cn, identity && !no_cn ? " (its user name)" : "");
     if (identity) {
         if (no_cn)
             mq_log(MQ_LOG_NOTICE,
@@ -507,6 +658,10 @@ static int established(struct mq_client *cl, struct tls_conn *t)
             client_close(cl, "out of memory");
             return -1;
         }
+    }
+    if (SSL_version(t->ssl) != TLS1_3_VERSION && t->hs) {
+        /* The record layer stays OpenSSL's (see hand_over): no bookkeeping needed. */
+        hs_free(t);
     }
     if (t->early_len) {
         int rc = write_plain(cl, t, t->early, t->early_len);
@@ -519,49 +674,99 @@ static int established(struct mq_client *cl, struct tls_conn *t)
     return 0;
 }
 
+/* Between two records of an established TLS 1.3 connection, with nothing buffered in
+ * OpenSSL: take its record layer over (tls_rec) and free the SSL object, which is most
+ * of what an idle TLS connection costs (about 14 KiB with OpenSSL 3.0: the SSL, its
+ * session, certificate and key-exchange state). Connections that cannot be handed over
+ * (TLS 1.2, a KeyUpdate already seen, a cipher tls_rec lacks) keep OpenSSL's. */
+static void hand_over(struct mq_client *cl, struct tls_conn *t)
+{
+    struct tls_hs *hs = t->hs;
+    if (!hs || !t->established || t->failed || cl->closing || cl->close_requested ||
+        !hs->own_finished || !hs->peer_finished || hs->secrets != 3 || hs->hdr_have ||
+        hs->body_left || SSL_has_pending(t->ssl) || !SSL_is_init_finished(t->ssl))
+        return;
+    if (!hs->keep_openssl)
+        t->rec = tls_rec_new(SSL_CIPHER_get_id(SSL_get_current_cipher(t->ssl)), hs->client_secret,
+                             hs->server_secret, hs->secret_len, hs->rseq, hs->wseq);
+    hs_free(t);
+    ERR_clear_error();
+    if (!t->rec)
+        return; /* OpenSSL keeps the connection */
+    SSL_free(t->ssl);
+    t->ssl = NULL;
+}
+
+/* The peer's close_notify: answer it, then close like a TCP end of file. */
+static void peer_closed(struct mq_client *cl, struct tls_conn *t)
+{
+    if (t->ssl) {
+        SSL_shutdown(t->ssl);
+        ERR_clear_error();
+    } else {
+        tls_rec_alert(t->rec, cl, t->level, TLS_ALERT_WARNING, TLS_ALERT_CLOSE_NOTIFY);
+    }
+    t->failed = true;
+    if (!cl->close_reason)
+        cl->close_reason = "connection closed by peer (TLS close_notify)";
+    client_request_close(cl);
+}
+
+/* Input after the hand-over: tls_rec decrypts in place; what it cannot take is an error
+ * it has already answered with an alert. */
+static int rec_input(struct mq_client *cl, struct tls_conn *t, unsigned level, uint8_t *raw,
+                     size_t len)
+{
+    const char *why = NULL;
+    int rc = tls_rec_input(t->rec, cl, level, raw, len, &why);
+    if (rc == TLS_REC_CLOSE_NOTIFY) {
+        peer_closed(cl, t);
+        return -1;
+    }
+    if (rc < 0) {
+        fail_why(cl, t, why ? why : "record error");
+        return -1;
+    }
+    return 0;
+}
+
 static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
 {
     struct tls_conn *t = cl->layer[level].state;
     if (t->failed || !len)
         return 0;
+    if (t->rec)
+        return rec_input(cl, t, level, raw, len);
     if (!t->got_input) {
         t->got_input = true;
         t->first_byte = raw[0];
     }
-    /* All of raw goes into the BIO first: it may be the server's shared read buffer,
-     * which the plaintext then reuses. */
-    while (len) {
-        int chunk = len > INT_MAX ? INT_MAX : (int)len;
-        int n = BIO_write(t->rbio, raw, chunk);
-        if (n <= 0) {
-            mq_log(MQ_LOG_ERR, "%s: out of memory for TLS input, closing", client_peer(cl));
-            ERR_clear_error();
-            client_close(cl, "out of memory");
-            return -1;
-        }
-        raw += n;
-        len -= (size_t)n;
-    }
+    /* OpenSSL reads raw through the BIO as it needs it. raw may be the server's shared
+     * read buffer, into which the plaintext below is decrypted: that is safe because a
+     * record's plaintext is shorter than its ciphertext, so the plaintext written never
+     * overtakes the ciphertext still to be read. */
+    t->in = raw;
+    t->in_len = len;
+    int rc = 0;
     if (!t->established) {
         ERR_clear_error();
         int r = SSL_do_handshake(t->ssl);
         if (r != 1) {
             int e = SSL_get_error(t->ssl, r);
-            if (e == SSL_ERROR_WANT_READ) {
-                flush_wbio(cl, t); /* our part of the handshake */
-                return 0;
-            }
+            t->in_len = 0;
+            if (e == SSL_ERROR_WANT_READ)
+                return 0; /* our part of the handshake went out through the BIO */
             fail(cl, t, e);
             return -1;
         }
-        flush_wbio(cl, t);
-        if (established(cl, t))
+        if (established(cl, t)) {
+            t->in_len = 0;
             return -1;
+        }
     }
     /* Decrypt into the shared buffer, filling it before each hand-over to proto. */
     uint8_t *buf = cl->srv->read_buf;
     size_t cap = sizeof(cl->srv->read_buf), have = 0;
-    int rc = 0;
     for (;;) {
         if (cl->closing || cl->close_requested)
             break;
@@ -580,25 +785,19 @@ static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
             break;
         client_layer_up(cl, level, buf, have); /* what came before the end is still valid */
         have = 0;
-        if (e == SSL_ERROR_ZERO_RETURN) {
-            /* The peer's close_notify: answer it, then close like a TCP end of file. */
-            SSL_shutdown(t->ssl);
-            flush_wbio(cl, t);
-            t->failed = true;
-            if (!cl->close_reason)
-                cl->close_reason = "connection closed by peer (TLS close_notify)";
-            client_request_close(cl);
-        } else {
+        if (e == SSL_ERROR_ZERO_RETURN)
+            peer_closed(cl, t);
+        else
             fail(cl, t, e);
-        }
         rc = -1;
         break;
     }
     if (have)
         client_layer_up(cl, level, buf, have);
-    if (!t->failed)
-        flush_wbio(cl, t); /* key updates, session tickets */
+    t->in_len = 0; /* what is left of raw (after a close) is dropped */
     ERR_clear_error();
+    if (!rc && t->ssl)
+        hand_over(cl, t);
     return rc;
 }
 
@@ -610,6 +809,10 @@ static int output(struct mq_client *cl, unsigned level, const uint8_t *data, siz
     if (t->established)
         return write_plain(cl, t, data, len);
     /* Rare: proto only speaks after it heard CONNECT, which needs the handshake. */
+    if (len > (1u << 30) - t->early_len) {
+        client_close(cl, "too much output before the TLS handshake");
+        return -1;
+    }
     if (t->early_len + len > t->early_cap) {
         size_t ncap = t->early_cap ? t->early_cap : 256;
         while (ncap < t->early_len + len)
@@ -621,10 +824,10 @@ static int output(struct mq_client *cl, unsigned level, const uint8_t *data, siz
             return -1;
         }
         t->early = n;
-        t->early_cap = ncap;
+        t->early_cap = (uint32_t)ncap;
     }
     memcpy(t->early + t->early_len, data, len);
-    t->early_len += len;
+    t->early_len += (uint32_t)len;
     return 0;
 }
 
@@ -635,10 +838,13 @@ static void tls_shutdown(struct mq_client *cl, unsigned level)
 {
     struct tls_conn *t = cl->layer[level].state;
     if (t && !t->failed && t->established && !cl->closing) {
-        ERR_clear_error();
-        SSL_shutdown(t->ssl); /* queues close_notify; we do not wait for the peer's */
-        ERR_clear_error();
-        flush_wbio(cl, t);
+        if (t->ssl) {
+            ERR_clear_error();
+            SSL_shutdown(t->ssl); /* queues close_notify; we do not wait for the peer's */
+            ERR_clear_error();
+        } else {
+            tls_rec_alert(t->rec, cl, level, TLS_ALERT_WARNING, TLS_ALERT_CLOSE_NOTIFY);
+        }
         t->failed = true; /* nothing may follow close_notify */
     }
     client_layer_shutdown_below(cl, level);

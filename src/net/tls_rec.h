@@ -1,0 +1,62 @@
+/* tls_rec.h - the TLS 1.3 record layer of an established connection (tls_rec.c).
+ *
+ * transport_tls.c lets OpenSSL run the handshake, then hands the connection's record
+ * layer to this module (the traffic secrets and the sequence numbers reached) and frees
+ * the SSL object: what an idle TLS connection keeps is a struct tls_rec and two AEAD
+ * contexts. It seals and opens application data, alerts and KeyUpdate (RFC 8446, 5 and
+ * 4.6.3), reading and writing through client_layer_up/client_layer_down.
+ */
+#ifndef MIDGE_TLS_REC_H
+#define MIDGE_TLS_REC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct mq_client;
+struct tls_rec;
+
+enum { TLS_CT_ALERT = 21, TLS_CT_HANDSHAKE = 22, TLS_CT_APPLICATION_DATA = 23 };
+enum { TLS_ALERT_WARNING = 1, TLS_ALERT_FATAL = 2 };
+enum {
+    TLS_ALERT_CLOSE_NOTIFY = 0,
+    TLS_ALERT_UNEXPECTED_MESSAGE = 10,
+    TLS_ALERT_BAD_RECORD_MAC = 20,
+    TLS_ALERT_RECORD_OVERFLOW = 22,
+    TLS_ALERT_DECODE_ERROR = 50,
+    TLS_ALERT_INTERNAL_ERROR = 80,
+};
+
+/* tls_rec_input's result when the peer sent close_notify. */
+#define TLS_REC_CLOSE_NOTIFY 1
+
+/* A record layer for the TLS 1.3 cipher suite cipher_id (SSL_CIPHER_get_id: AES-128-GCM,
+ * AES-256-GCM, ChaCha20-Poly1305) from the client's and the server's application
+ * traffic secrets (secret_len bytes each, borrowed) and the number of records each side
+ * has already sent under them. Returns an owned object (tls_rec_free), or NULL for
+ * another suite or out of memory: the caller then keeps OpenSSL's record layer. */
+struct tls_rec *tls_rec_new(uint32_t cipher_id, const uint8_t *client_secret,
+                            const uint8_t *server_secret, size_t secret_len, uint64_t rseq,
+                            uint64_t wseq);
+
+/* Free r (NULL is fine), wiping its keys. */
+void tls_rec_free(struct tls_rec *r);
+
+/* Seal len bytes of content type type into records of at most 16 KiB and pass them to
+ * client_layer_down(cl, level). Returns 0, or -1 (a cipher failure, logged; the caller
+ * closes). */
+int tls_rec_send(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8_t type,
+                 const uint8_t *data, size_t len);
+
+/* Send an alert (alert_level TLS_ALERT_WARNING or _FATAL, description desc). */
+void tls_rec_alert(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8_t alert_level,
+                   uint8_t desc);
+
+/* Socket bytes: open each complete record in place in raw (scratch space, as a
+ * transport's input), pass application data to client_layer_up(cl, level) and keep an
+ * incomplete record for the next call. Answers KeyUpdate. Returns 0; TLS_REC_CLOSE_NOTIFY
+ * at the peer's close_notify (what preceded it was delivered); or -1 with *why set
+ * after a fatal alert went out (bad record, unexpected message, the peer's own alert). */
+int tls_rec_input(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8_t *raw,
+                  size_t len, const char **why);
+
+#endif
