@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -74,6 +75,7 @@ void tls_loop_init(struct loop *l, const struct common_opts *o)
     /* Partial writes: conn_flush hands over what is left, from wherever it now is. */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx, on_new_session);
 }
@@ -84,8 +86,15 @@ int tls_conn_start(struct loop *l, struct conn *c)
     if (!ssl || SSL_set_fd(ssl, c->fd) != 1)
         die(1, "out of memory for TLS");
     SSL_set_connect_state(ssl);
-    if (last_session)
-        SSL_set_session(ssl, last_session);
+    if (last_session) {
+        /* A copy each: OpenSSL's client treats a TLS 1.3 session as single use (it
+         * rewrites it once resumed), while the broker accepts a ticket many times. */
+        SSL_SESSION *copy = SSL_SESSION_dup(last_session);
+        if (!copy)
+            die(1, "out of memory for TLS");
+        SSL_set_session(ssl, copy);
+        SSL_SESSION_free(copy);
+    }
     c->ssl = ssl;
     c->tls_done = false;
     (void)l;
@@ -110,9 +119,7 @@ static ssize_t tls_result(struct loop *l, struct conn *c, int n)
     int e = SSL_get_error(c->ssl, n);
     switch (e) {
     case SSL_ERROR_WANT_READ: return -EAGAIN; /* EPOLLIN is always watched */
-    case SSL_ERROR_WANT_WRITE:
-        conn_set_events(l, c, EPOLLIN | EPOLLOUT);
-        return -EAGAIN;
+    case SSL_ERROR_WANT_WRITE: conn_set_events(l, c, EPOLLIN | EPOLLOUT); return -EAGAIN;
     case SSL_ERROR_ZERO_RETURN: return 0;
     case SSL_ERROR_SYSCALL:
         if (!ERR_peek_error())
@@ -128,16 +135,28 @@ static ssize_t tls_result(struct loop *l, struct conn *c, int n)
 
 ssize_t tls_read(struct loop *l, struct conn *c, void *buf, size_t cap)
 {
-    ERR_clear_error();
-    errno = 0;
-    int n = SSL_read(c->ssl, buf, cap > INT32_MAX ? INT32_MAX : (int)cap);
+    /* Fill buf with as many records as are there: with read-ahead OpenSSL may hold
+     * records the socket no longer shows to epoll. */
+    size_t have = 0;
+    ssize_t rc = 0;
+    while (have < cap) {
+        ERR_clear_error();
+        errno = 0;
+        size_t room = cap - have;
+        int n = SSL_read(c->ssl, (char *)buf + have, room > INT32_MAX ? INT32_MAX : (int)room);
+        if (n <= 0) {
+            rc = tls_result(l, c, n);
+            break;
+        }
+        have += (size_t)n;
+    }
     handshake_check(l, c);
     /* A write that waited for the handshake can go now. */
     if (c->tls_done && (c->out.len > c->out.off || c->wout.len > c->wout.off))
         conn_mark_dirty(l, c);
-    if (n > 0)
-        return n;
-    return tls_result(l, c, n);
+    if (have)
+        return (ssize_t)have; /* an error or EOF shows at the next read */
+    return rc;
 }
 
 ssize_t tls_write(struct loop *l, struct conn *c, const void *buf, size_t len)
@@ -198,8 +217,7 @@ void tls_prime_session(struct loop *l, const char *client_id)
         if (poll(&p, 1, 50) <= 0)
             continue;
         char junk[64];
-        if (SSL_read(ssl, junk, sizeof(junk)) <= 0 &&
-            SSL_get_error(ssl, -1) != SSL_ERROR_WANT_READ)
+        if (SSL_read(ssl, junk, sizeof(junk)) <= 0 && SSL_get_error(ssl, -1) != SSL_ERROR_WANT_READ)
             break;
     }
     b.len = b.off = 0;

@@ -143,6 +143,21 @@ void client_send_raw(struct mq_client *cl, const uint8_t *data, size_t len)
     mark_dirty(cl);
 }
 
+uint8_t *client_out_append(struct mq_client *cl, size_t n)
+{
+    if (cl->closing)
+        return NULL;
+    if (out_reserve(cl, n)) {
+        mq_log(MQ_LOG_ERR, "%s: out of memory for output, closing", client_peer(cl));
+        client_close(cl, "out of memory");
+        return NULL;
+    }
+    uint8_t *p = cl->out->data + cl->out->len;
+    cl->out->len += (uint32_t)n;
+    mark_dirty(cl);
+    return p;
+}
+
 static void sink_write(struct mq_conn *c, const struct mq_iov *iov, size_t n)
 {
     struct mq_client *cl = client_of_conn(c);
@@ -239,6 +254,9 @@ void client_close(struct mq_client *cl, const char *reason)
  * of it went, 1 when some is left (the socket is full), -1 after closing the client. */
 static int write_out(struct mq_client *cl)
 {
+    /* The bottom layer seals what it staged in place (a TLS record) first. */
+    if (cl->layers && cl->layer[0].ops->flush && cl->layer[0].ops->flush(cl, 0))
+        return -1;
     struct mq_out *o = cl->out;
     size_t left = o->len - o->sent;
     /* MSG_NOSIGNAL: a peer that vanished is a write error, not a SIGPIPE. */

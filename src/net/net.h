@@ -65,6 +65,10 @@ struct mq_transport_ops {
      * goodbye has really been queued, client_layer_shutdown_below(), so the layers say
      * goodbye top to bottom. Optional: without it the shutdown passes straight down. */
     void (*shutdown)(struct mq_client *cl, unsigned level);
+    /* The bottom layer's output staged in the connection's output buffer (a TLS record
+     * being filled) must be made final: called right before the buffer is written.
+     * Optional. Returns 0, or -1 after closing the connection. */
+    int (*flush)(struct mq_client *cl, unsigned level);
     /* Free cl->layer[level].state (close callback). */
     void (*detach)(struct mq_client *cl, unsigned level);
     /* Free a listener context (listener closed). */
@@ -249,6 +253,10 @@ void client_request_close(struct mq_client *cl);
 void client_out_trim(struct mq_server *srv, bool all);
 /* Queue bytes for the socket as they are (a transport's output). */
 void client_send_raw(struct mq_client *cl, const uint8_t *data, size_t len);
+/* Room for n more bytes at the end of the client's output, for the bottom layer to
+ * fill in place (and seal later: mq_transport_ops.flush). Returns where they go, valid
+ * until the next output call; NULL once the client is closed (out of memory closes it). */
+uint8_t *client_out_append(struct mq_client *cl, size_t n);
 /* Hand decoded MQTT bytes to proto, keeping an unfinished packet for later. */
 void client_deliver(struct mq_client *cl, const uint8_t *data, size_t len);
 /* What layer `level` decoded: to the input of the layer above (which may decode it in

@@ -43,6 +43,10 @@ struct tls_rec {
     struct tls_dir r, w;
     uint8_t *part; /* an incomplete incoming record (header first); NULL when none */
     uint32_t part_len, part_cap;
+    /* The record being filled in place at the end of the connection's output buffer:
+     * its header, then open_len bytes of plaintext (tls_rec_flush seals it). */
+    uint16_t open_len;
+    bool open;
     uint8_t suite, secret_len, key_len;
 };
 
@@ -149,99 +153,143 @@ static void nonce(const struct tls_dir *d, uint8_t out[REC_IV])
         out[REC_IV - 1 - i] ^= (uint8_t)(d->seq >> (8 * i));
 }
 
-/* Seal n (<= REC_MAX_PLAIN) bytes of content type type into out (room for
- * REC_HEADER + n + 1 + REC_TAG). Returns the record's length, or 0 on a cipher failure. */
-static size_t seal(struct tls_rec *r, uint8_t type, const uint8_t *data, size_t n, uint8_t *out)
+/* Seal in place the record at rec: room for its header, n (<= REC_MAX_PLAIN) bytes of
+ * plaintext, then room for the content type and the tag. Returns 0, or -1 on a cipher
+ * failure. */
+static int seal(struct tls_rec *r, uint8_t *rec, size_t n, uint8_t type)
 {
     size_t clen = n + 1 + REC_TAG;
     uint8_t iv[REC_IV];
+    uint8_t *body = rec + REC_HEADER;
     int l;
-    out[0] = TLS_CT_APPLICATION_DATA; /* the outer type of every protected record */
-    out[1] = 3;
-    out[2] = 3;
-    out[3] = (uint8_t)(clen >> 8);
-    out[4] = (uint8_t)clen;
+    rec[0] = TLS_CT_APPLICATION_DATA; /* the outer type of every protected record */
+    rec[1] = 3;
+    rec[2] = 3;
+    rec[3] = (uint8_t)(clen >> 8);
+    rec[4] = (uint8_t)clen;
+    body[n] = type;
     nonce(&r->w, iv);
     EVP_CIPHER_CTX *c = r->w.ctx;
     if (EVP_EncryptInit_ex(c, NULL, NULL, NULL, iv) != 1 ||
-        EVP_EncryptUpdate(c, NULL, &l, out, REC_HEADER) != 1 ||
-        (n && EVP_EncryptUpdate(c, out + REC_HEADER, &l, data, (int)n) != 1) ||
-        EVP_EncryptUpdate(c, out + REC_HEADER + n, &l, &type, 1) != 1 ||
-        EVP_EncryptFinal_ex(c, out + REC_HEADER + n + 1, &l) != 1 ||
-        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, REC_TAG, out + REC_HEADER + n + 1) != 1)
-        return 0;
+        EVP_EncryptUpdate(c, NULL, &l, rec, REC_HEADER) != 1 ||
+        EVP_EncryptUpdate(c, body, &l, body, (int)n + 1) != 1 ||
+        EVP_EncryptFinal_ex(c, body + n + 1, &l) != 1 ||
+        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, REC_TAG, body + n + 1) != 1)
+        return -1;
     r->w.seq++;
-    return REC_HEADER + clen;
+    return 0;
 }
 
-int tls_rec_send(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8_t type,
-                 const uint8_t *data, size_t len)
+static int seal_failed(struct mq_client *cl)
 {
-    uint8_t rec[REC_HEADER + REC_MAX_PLAIN + 1 + REC_TAG];
+    mq_log(MQ_LOG_ERR, "%s: TLS encryption failed, closing", client_peer(cl));
+    client_close(cl, "TLS error");
+    return -1;
+}
+
+int tls_rec_flush(struct tls_rec *r, struct mq_client *cl)
+{
+    if (!r->open)
+        return 0;
+    r->open = false;
+    uint8_t *tail = client_out_append(cl, 1 + REC_TAG);
+    if (!tail)
+        return -1;
+    if (seal(r, tail - r->open_len - REC_HEADER, r->open_len, TLS_CT_APPLICATION_DATA))
+        return seal_failed(cl);
+    return 0;
+}
+
+int tls_rec_write(struct tls_rec *r, struct mq_client *cl, const uint8_t *data, size_t len)
+{
+    while (len) {
+        if (!r->open) {
+            if (!client_out_append(cl, REC_HEADER))
+                return -1;
+            r->open = true;
+            r->open_len = 0;
+        }
+        size_t n = REC_MAX_PLAIN - r->open_len;
+        if (n > len)
+            n = len;
+        uint8_t *p = client_out_append(cl, n);
+        if (!p)
+            return -1;
+        memcpy(p, data, n);
+        r->open_len = (uint16_t)(r->open_len + n);
+        data += n;
+        len -= n;
+        if (r->open_len == REC_MAX_PLAIN && tls_rec_flush(r, cl))
+            return -1;
+    }
+    return 0;
+}
+
+int tls_rec_send(struct tls_rec *r, struct mq_client *cl, uint8_t type, const uint8_t *data,
+                 size_t len)
+{
+    if (tls_rec_flush(r, cl)) /* what was staged goes first */
+        return -1;
     while (len) {
         size_t n = len > REC_MAX_PLAIN ? REC_MAX_PLAIN : len;
-        size_t total = seal(r, type, data, n, rec);
-        if (!total) {
-            mq_log(MQ_LOG_ERR, "%s: TLS encryption failed, closing", client_peer(cl));
-            client_close(cl, "TLS error");
+        uint8_t *rec = client_out_append(cl, REC_HEADER + n + 1 + REC_TAG);
+        if (!rec)
             return -1;
-        }
-        client_layer_down(cl, level, rec, total);
+        memcpy(rec + REC_HEADER, data, n);
+        if (seal(r, rec, n, type))
+            return seal_failed(cl);
         data += n;
         len -= n;
     }
     return 0;
 }
 
-void tls_rec_alert(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8_t alert_level,
-                   uint8_t desc)
+void tls_rec_alert(struct tls_rec *r, struct mq_client *cl, uint8_t alert_level, uint8_t desc)
 {
     uint8_t alert[2] = {alert_level, desc};
-    tls_rec_send(r, cl, level, TLS_CT_ALERT, alert, sizeof(alert));
+    tls_rec_send(r, cl, TLS_CT_ALERT, alert, sizeof(alert));
 }
 
 /* A fatal error of ours: the alert goes out, then the caller closes. */
-static int fatal(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8_t desc,
-                 const char *sentence, const char **why)
+static int fatal(struct tls_rec *r, struct mq_client *cl, uint8_t desc, const char *sentence,
+                 const char **why)
 {
-    tls_rec_alert(r, cl, level, TLS_ALERT_FATAL, desc);
+    tls_rec_alert(r, cl, TLS_ALERT_FATAL, desc);
     *why = sentence;
     return -1;
 }
 
 /* The length of the record whose header is h, or -1 after a fatal alert. */
-static long check_header(struct tls_rec *r, struct mq_client *cl, unsigned level,
-                         const uint8_t *h, const char **why)
+static long check_header(struct tls_rec *r, struct mq_client *cl, const uint8_t *h,
+                         const char **why)
 {
     /* After the handshake every record is protected, under the outer type 23. */
     if (h[0] != TLS_CT_APPLICATION_DATA)
-        return fatal(r, cl, level, TLS_ALERT_UNEXPECTED_MESSAGE, "unexpected record", why);
+        return fatal(r, cl, TLS_ALERT_UNEXPECTED_MESSAGE, "unexpected record", why);
     long clen = (long)h[3] << 8 | h[4];
     if (clen > REC_MAX_CIPHER)
-        return fatal(r, cl, level, TLS_ALERT_RECORD_OVERFLOW, "record overflow", why);
+        return fatal(r, cl, TLS_ALERT_RECORD_OVERFLOW, "record overflow", why);
     if (clen < 1 + REC_TAG)
-        return fatal(r, cl, level, TLS_ALERT_BAD_RECORD_MAC,
-                     "decryption failed or bad record mac", why);
+        return fatal(r, cl, TLS_ALERT_BAD_RECORD_MAC, "decryption failed or bad record mac", why);
     return clen;
 }
 
 /* A KeyUpdate (RFC 8446, 4.6.3): the client's keys move on; if it asks, ours too, after
  * telling it under the old ones. */
-static int key_update(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8_t request,
-                      const char **why)
+static int key_update(struct tls_rec *r, struct mq_client *cl, uint8_t request, const char **why)
 {
     if (expand_label(r, r->r.secret, "traffic upd", r->r.secret, r->secret_len) ||
         set_keys(r, &r->r, 0))
-        return fatal(r, cl, level, TLS_ALERT_INTERNAL_ERROR, "key update failed", why);
+        return fatal(r, cl, TLS_ALERT_INTERNAL_ERROR, "key update failed", why);
     r->r.seq = 0;
     if (!request)
         return 0;
     static const uint8_t answer[5] = {HS_KEY_UPDATE, 0, 0, 1, 0}; /* update_not_requested */
-    if (tls_rec_send(r, cl, level, TLS_CT_HANDSHAKE, answer, sizeof(answer)))
+    if (tls_rec_send(r, cl, TLS_CT_HANDSHAKE, answer, sizeof(answer)))
         return -1;
     if (expand_label(r, r->w.secret, "traffic upd", r->w.secret, r->secret_len) ||
         set_keys(r, &r->w, 1))
-        return fatal(r, cl, level, TLS_ALERT_INTERNAL_ERROR, "key update failed", why);
+        return fatal(r, cl, TLS_ALERT_INTERNAL_ERROR, "key update failed", why);
     r->w.seq = 0;
     return 0;
 }
@@ -249,8 +297,8 @@ static int key_update(struct tls_rec *r, struct mq_client *cl, unsigned level, u
 /* Open the whole record rec (header + clen bytes) in place. Returns 0 with application
  * data at rec + REC_HEADER (*plen bytes), 1 for a record handled here (KeyUpdate),
  * TLS_REC_CLOSE_NOTIFY, or -1 with *why after a fatal alert (or the peer's own). */
-static int open_record(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8_t *rec,
-                       size_t clen, size_t *plen, const char **why)
+static int open_record(struct tls_rec *r, struct mq_client *cl, uint8_t *rec, size_t clen,
+                       size_t *plen, const char **why)
 {
     uint8_t iv[REC_IV];
     uint8_t *body = rec + REC_HEADER;
@@ -263,23 +311,21 @@ static int open_record(struct tls_rec *r, struct mq_client *cl, unsigned level, 
         EVP_DecryptUpdate(c, body, &l, body, (int)n) != 1 ||
         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, REC_TAG, body + n) != 1 ||
         EVP_DecryptFinal_ex(c, body + n, &l) != 1)
-        return fatal(r, cl, level, TLS_ALERT_BAD_RECORD_MAC, "decryption failed or bad record mac",
-                     why);
+        return fatal(r, cl, TLS_ALERT_BAD_RECORD_MAC, "decryption failed or bad record mac", why);
     r->r.seq++;
     /* TLSInnerPlaintext: content, the real type, then zero padding. */
     while (n && !body[n - 1])
         n--;
     if (!n)
-        return fatal(r, cl, level, TLS_ALERT_UNEXPECTED_MESSAGE, "record without a content type",
-                     why);
+        return fatal(r, cl, TLS_ALERT_UNEXPECTED_MESSAGE, "record without a content type", why);
     uint8_t type = body[--n];
     if (n > REC_MAX_PLAIN)
-        return fatal(r, cl, level, TLS_ALERT_RECORD_OVERFLOW, "record overflow", why);
+        return fatal(r, cl, TLS_ALERT_RECORD_OVERFLOW, "record overflow", why);
     switch (type) {
     case TLS_CT_APPLICATION_DATA: *plen = n; return 0;
     case TLS_CT_ALERT:
         if (n != 2)
-            return fatal(r, cl, level, TLS_ALERT_DECODE_ERROR, "bad alert record", why);
+            return fatal(r, cl, TLS_ALERT_DECODE_ERROR, "bad alert record", why);
         if (body[1] == TLS_ALERT_CLOSE_NOTIFY)
             return TLS_REC_CLOSE_NOTIFY;
         if (body[1] == 90) /* user_canceled: close_notify follows */
@@ -291,11 +337,9 @@ static int open_record(struct tls_rec *r, struct mq_client *cl, unsigned level, 
         /* After the handshake a client may only send KeyUpdate (no post-handshake
          * authentication is asked for), whole in one record. */
         if (n != 5 || body[0] != HS_KEY_UPDATE || body[1] || body[2] || body[3] != 1 || body[4] > 1)
-            return fatal(r, cl, level, TLS_ALERT_UNEXPECTED_MESSAGE,
-                         "unexpected handshake message", why);
-        return key_update(r, cl, level, body[4], why) ? -1 : 1;
-    default:
-        return fatal(r, cl, level, TLS_ALERT_UNEXPECTED_MESSAGE, "unexpected record type", why);
+            return fatal(r, cl, TLS_ALERT_UNEXPECTED_MESSAGE, "unexpected handshake message", why);
+        return key_update(r, cl, body[4], why) ? -1 : 1;
+    default: return fatal(r, cl, TLS_ALERT_UNEXPECTED_MESSAGE, "unexpected record type", why);
     }
 }
 
@@ -321,8 +365,8 @@ static void part_drop(struct tls_rec *r)
     r->part_len = r->part_cap = 0;
 }
 
-int tls_rec_input(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8_t *raw,
-                  size_t len, const char **why)
+int tls_rec_input(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8_t *raw, size_t len,
+                  const char **why)
 {
     size_t pos = 0, out = 0, plen = 0;
     int rc;
@@ -336,7 +380,7 @@ int tls_rec_input(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8
             if (r->part_len < REC_HEADER)
                 return 0;
         }
-        long clen = check_header(r, cl, level, r->part, why);
+        long clen = check_header(r, cl, r->part, why);
         if (clen < 0)
             return -1;
         size_t total = REC_HEADER + (size_t)clen;
@@ -346,7 +390,7 @@ int tls_rec_input(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8
         pos += k;
         if (r->part_len < total)
             return 0;
-        rc = open_record(r, cl, level, r->part, (size_t)clen, &plen, why);
+        rc = open_record(r, cl, r->part, (size_t)clen, &plen, why);
         if (rc == 0 && plen)
             client_layer_up(cl, level, r->part + REC_HEADER, plen);
         part_drop(r);
@@ -362,7 +406,7 @@ int tls_rec_input(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8
                 goto oom;
             break;
         }
-        long clen = check_header(r, cl, level, raw + pos, why);
+        long clen = check_header(r, cl, raw + pos, why);
         if (clen < 0)
             return -1;
         size_t total = REC_HEADER + (size_t)clen;
@@ -371,7 +415,7 @@ int tls_rec_input(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8
                 goto oom;
             break;
         }
-        rc = open_record(r, cl, level, raw + pos, (size_t)clen, &plen, why);
+        rc = open_record(r, cl, raw + pos, (size_t)clen, &plen, why);
         if (rc == 0) {
             memmove(raw + out, raw + pos + REC_HEADER, plen);
             out += plen;

@@ -4,7 +4,7 @@
  * layer to this module (the traffic secrets and the sequence numbers reached) and frees
  * the SSL object: what an idle TLS connection keeps is a struct tls_rec and two AEAD
  * contexts. It seals and opens application data, alerts and KeyUpdate (RFC 8446, 5 and
- * 4.6.3), reading and writing through client_layer_up/client_layer_down.
+ * 4.6.3), reading through client_layer_up and writing into the output buffer.
  */
 #ifndef MIDGE_TLS_REC_H
 #define MIDGE_TLS_REC_H
@@ -41,22 +41,32 @@ struct tls_rec *tls_rec_new(uint32_t cipher_id, const uint8_t *client_secret,
 /* Free r (NULL is fine), wiping its keys. */
 void tls_rec_free(struct tls_rec *r);
 
-/* Seal len bytes of content type type into records of at most 16 KiB and pass them to
- * client_layer_down(cl, level). Returns 0, or -1 (a cipher failure, logged; the caller
- * closes). */
-int tls_rec_send(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8_t type,
-                 const uint8_t *data, size_t len);
+/* TLS is the bottom layer (level 0): records go straight into the connection's output
+ * buffer (client_out_append), application data into a record filled in place across
+ * calls and sealed when full or by tls_rec_flush, so the packets of a loop turn share
+ * records instead of paying a record (and a seal) each. */
+
+/* Stage len bytes of application data. Returns 0, or -1 once the client is closed. */
+int tls_rec_write(struct tls_rec *r, struct mq_client *cl, const uint8_t *data, size_t len);
+
+/* Seal the record being filled, if any: before the output buffer is written. Returns 0,
+ * or -1 once the client is closed (a cipher failure, logged). */
+int tls_rec_flush(struct tls_rec *r, struct mq_client *cl);
+
+/* Seal len bytes of content type type (after what is staged) into records of their own.
+ * Returns 0, or -1 once the client is closed. */
+int tls_rec_send(struct tls_rec *r, struct mq_client *cl, uint8_t type, const uint8_t *data,
+                 size_t len);
 
 /* Send an alert (alert_level TLS_ALERT_WARNING or _FATAL, description desc). */
-void tls_rec_alert(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8_t alert_level,
-                   uint8_t desc);
+void tls_rec_alert(struct tls_rec *r, struct mq_client *cl, uint8_t alert_level, uint8_t desc);
 
 /* Socket bytes: open each complete record in place in raw (scratch space, as a
  * transport's input), pass application data to client_layer_up(cl, level) and keep an
  * incomplete record for the next call. Answers KeyUpdate. Returns 0; TLS_REC_CLOSE_NOTIFY
  * at the peer's close_notify (what preceded it was delivered); or -1 with *why set
  * after a fatal alert went out (bad record, unexpected message, the peer's own alert). */
-int tls_rec_input(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8_t *raw,
-                  size_t len, const char **why);
+int tls_rec_input(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8_t *raw, size_t len,
+                  const char **why);
 
 #endif

@@ -16,8 +16,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -286,6 +290,125 @@ static bool load_client_verification(SSL_CTX *ctx, const struct mq_listener_conf
     return true;
 }
 
+/* ---- session tickets ------------------------------------------------------------------ */
+
+/* Ticket keys rotate: new tickets are sealed with the current key for TICKET_ROTATE_S
+ * seconds, the previous key still opens tickets (which are then renewed), so a ticket
+ * resumes for at least TICKET_ROTATE_S and at most twice that (the session timeout).
+ * Keys live in memory with their SSL_CTX: a restart or a reload (new certificates, CA or
+ * CRL) makes every earlier ticket useless, and the next handshake is a full one. */
+#define TICKET_ROTATE_S 3600
+
+struct ticket_key {
+    unsigned char name[16], aes[32], hmac[32];
+    time_t born; /* 0: unused slot */
+};
+
+struct ticket_keys {
+    struct ticket_key key[2]; /* [cur] seals, the other one still opens */
+    unsigned cur;
+};
+
+static int ticket_index = -1; /* SSL_CTX ex_data slot, taken once (OpenSSL's own table) */
+
+static void ticket_keys_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                             void *argp)
+{
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    if (ptr) {
+        OPENSSL_cleanse(ptr, sizeof(struct ticket_keys));
+        free(ptr);
+    }
+}
+
+static int ticket_key_fill(struct ticket_key *k, time_t now)
+{
+    if (RAND_bytes(k->name, sizeof(k->name)) != 1 || RAND_bytes(k->aes, sizeof(k->aes)) != 1 ||
+        RAND_bytes(k->hmac, sizeof(k->hmac)) != 1)
+        return -1;
+    k->born = now;
+    return 0;
+}
+
+static time_t mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1; /* never 0, which marks an unused slot */
+}
+
+/* OpenSSL asks to seal (enc 1) or open (enc 0) a ticket: AES-256-CBC and HMAC-SHA256
+ * under our keys. Returns 1 (sealed), 2 (opened: issue a fresh ticket), 0 for a ticket
+ * we cannot open (a full handshake follows), -1 on failure. */
+static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[16],
+                     EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+    struct ticket_keys *tk = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ticket_index);
+    if (!tk)
+        return -1;
+    time_t now = mono_s();
+    const struct ticket_key *k = NULL;
+    int rc = 1;
+    if (enc) {
+        if (now - tk->key[tk->cur].born >= TICKET_ROTATE_S) {
+            unsigned next = tk->cur ^ 1;
+            if (ticket_key_fill(&tk->key[next], now))
+                return -1;
+            tk->cur = next;
+        }
+        k = &tk->key[tk->cur];
+        if (RAND_bytes(iv, 16) != 1)
+            return -1;
+        memcpy(key_name, k->name, 16);
+    } else {
+        for (unsigned i = 0; i < 2 && !k; i++) {
+            const struct ticket_key *c = &tk->key[(tk->cur + i) & 1];
+            /* The previous key opens tickets for one more period, then it is retired. */
+            if (c->born && !memcmp(c->name, key_name, 16) &&
+                (i == 0 || now - c->born < 2 * TICKET_ROTATE_S))
+                k = c;
+        }
+        if (!k)
+            return 0;
+        /* Renew on every resumption: clients use a TLS 1.3 ticket once (RFC 8446, C.4),
+         * so a device that reconnects needs a fresh one each time to resume again. */
+        rc = 2;
+    }
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac, sizeof(k->hmac)),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (EVP_CipherInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv, enc) != 1 ||
+        EVP_MAC_CTX_set_params(hctx, params) != 1)
+        return -1;
+    return rc;
+}
+
+/* Session resumption by tickets (TLS 1.3 and 1.2) with keys of our own, rotated. */
+static bool setup_tickets(SSL_CTX *ctx, unsigned port)
+{
+    if (ticket_index < 0)
+        ticket_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ticket_keys_free);
+    struct ticket_keys *tk = calloc(1, sizeof(*tk));
+    if (ticket_index < 0 || !tk || ticket_key_fill(&tk->key[0], mono_s()) ||
+        !SSL_CTX_set_ex_data(ctx, ticket_index, tk)) {
+        free(tk);
+        mq_log(MQ_LOG_ERR, "listener %u: cannot set up TLS session tickets", port);
+        return false;
+    }
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+    SSL_CTX_set_timeout(ctx, 2 * TICKET_ROTATE_S);
+    /* One ticket per handshake: an MQTT client keeps one connection, and each ticket
+     * costs the broker a seal and the client a few hundred bytes. */
+    SSL_CTX_set_num_tickets(ctx, 1);
+    return true;
+}
+
 static BIO_METHOD *conn_bio_method(void);
 static void on_msg(int write_p, int version, int content_type, const void *buf, size_t len,
                    SSL *ssl, void *arg);
@@ -332,6 +455,8 @@ void *tls_ctx_new(const struct mq_listener_config *lc)
         mq_log(MQ_LOG_ERR, "listener %u: cannot create a TLS context (out of memory)", port);
         goto fail;
     }
+    if (!setup_tickets(ctx, port))
+        goto fail;
     /* What the hand-over to tls_rec needs: the record counts and the traffic secrets. */
     SSL_CTX_set_msg_callback(ctx, on_msg);
     SSL_CTX_set_keylog_callback(ctx, on_keylog);
@@ -590,7 +715,7 @@ static void detach(struct mq_client *cl, unsigned level)
 static int write_plain(struct mq_client *cl, struct tls_conn *t, const uint8_t *data, size_t len)
 {
     if (t->rec)
-        return tls_rec_send(t->rec, cl, t->level, TLS_CT_APPLICATION_DATA, data, len);
+        return tls_rec_write(t->rec, cl, data, len);
     while (len) {
         int chunk = len > TLS_CHUNK ? TLS_CHUNK : (int)len;
         ERR_clear_error();
@@ -646,8 +771,9 @@ static int established(struct mq_client *cl, struct tls_conn *t)
     bool identity = lc && lc->use_identity_as_username;
     mq_log(MQ_LOG_INFO, "TLS connection from %s: %s, %s%s%s%s%s", client_peer(cl),
            SSL_get_version(t->ssl), SSL_get_cipher_name(t->ssl),
-           SSL_session_reused(t->ssl) ? ", resumed" : "", no_cn ? "" : ", client certificate CN=",
-           no_cn ? "" : cn, identity && !no_cn ? " (its user name)" : "");
+           SSL_session_reused(t->ssl) ? ", resumed" : "",
+           no_cn ? "" : ", client certificate CN=", no_cn ? "" : cn,
+           identity && !no_cn ? " (its user name)" : "");
     if (identity) {
         if (no_cn)
             mq_log(MQ_LOG_NOTICE,
@@ -704,7 +830,7 @@ static void peer_closed(struct mq_client *cl, struct tls_conn *t)
         SSL_shutdown(t->ssl);
         ERR_clear_error();
     } else {
-        tls_rec_alert(t->rec, cl, t->level, TLS_ALERT_WARNING, TLS_ALERT_CLOSE_NOTIFY);
+        tls_rec_alert(t->rec, cl, TLS_ALERT_WARNING, TLS_ALERT_CLOSE_NOTIFY);
     }
     t->failed = true;
     if (!cl->close_reason)
@@ -843,11 +969,18 @@ static void tls_shutdown(struct mq_client *cl, unsigned level)
             SSL_shutdown(t->ssl); /* queues close_notify; we do not wait for the peer's */
             ERR_clear_error();
         } else {
-            tls_rec_alert(t->rec, cl, level, TLS_ALERT_WARNING, TLS_ALERT_CLOSE_NOTIFY);
+            tls_rec_alert(t->rec, cl, TLS_ALERT_WARNING, TLS_ALERT_CLOSE_NOTIFY);
         }
         t->failed = true; /* nothing may follow close_notify */
     }
     client_layer_shutdown_below(cl, level);
+}
+
+/* Seal the record being filled before the output buffer is written. */
+static int tls_flush(struct mq_client *cl, unsigned level)
+{
+    struct tls_conn *t = cl->layer[level].state;
+    return t && t->rec ? tls_rec_flush(t->rec, cl) : 0;
 }
 
 const struct mq_transport_ops tls_transport = {
@@ -856,6 +989,7 @@ const struct mq_transport_ops tls_transport = {
     .input = input,
     .output = output,
     .shutdown = tls_shutdown,
+    .flush = tls_flush,
     .detach = detach,
     .ctx_free = tls_ctx_free,
 };
