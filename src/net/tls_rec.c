@@ -29,6 +29,8 @@
 /* RFC 8446, 5.2: TLSCiphertext.length may exceed the plaintext limit by 256. */
 #define REC_MAX_CIPHER (REC_MAX_PLAIN + 256)
 #define HS_KEY_UPDATE 24
+/* open_record: a control record, handled (never TLS_REC_CLOSE_NOTIFY's value). */
+#define REC_HANDLED 1
 
 enum suite { SUITE_AES_128_GCM, SUITE_AES_256_GCM, SUITE_CHACHA20_POLY1305 };
 
@@ -295,7 +297,7 @@ static int key_update(struct tls_rec *r, struct mq_client *cl, uint8_t request, 
 }
 
 /* Open the whole record rec (header + clen bytes) in place. Returns 0 with application
- * data at rec + REC_HEADER (*plen bytes), 1 for a record handled here (KeyUpdate),
+ * data at rec + REC_HEADER (*plen bytes), REC_HANDLED for a record handled here (KeyUpdate),
  * TLS_REC_CLOSE_NOTIFY, or -1 with *why after a fatal alert (or the peer's own). */
 static int open_record(struct tls_rec *r, struct mq_client *cl, uint8_t *rec, size_t clen,
                        size_t *plen, const char **why)
@@ -329,7 +331,7 @@ static int open_record(struct tls_rec *r, struct mq_client *cl, uint8_t *rec, si
         if (body[1] == TLS_ALERT_CLOSE_NOTIFY)
             return TLS_REC_CLOSE_NOTIFY;
         if (body[1] == 90) /* user_canceled: close_notify follows */
-            return 1;
+            return REC_HANDLED;
         *why = "the client sent a fatal alert"; /* answered by closing, not by an alert */
         mq_log(MQ_LOG_INFO, "%s: TLS alert %u from the client", client_peer(cl), body[1]);
         return -1;
@@ -338,7 +340,7 @@ static int open_record(struct tls_rec *r, struct mq_client *cl, uint8_t *rec, si
          * authentication is asked for), whole in one record. */
         if (n != 5 || body[0] != HS_KEY_UPDATE || body[1] || body[2] || body[3] != 1 || body[4] > 1)
             return fatal(r, cl, TLS_ALERT_UNEXPECTED_MESSAGE, "unexpected handshake message", why);
-        return key_update(r, cl, body[4], why) ? -1 : 1;
+        return key_update(r, cl, body[4], why) ? -1 : REC_HANDLED;
     default: return fatal(r, cl, TLS_ALERT_UNEXPECTED_MESSAGE, "unexpected record type", why);
     }
 }

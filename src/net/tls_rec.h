@@ -27,7 +27,7 @@ enum {
 };
 
 /* tls_rec_input's result when the peer sent close_notify. */
-#define TLS_REC_CLOSE_NOTIFY 1
+#define TLS_REC_CLOSE_NOTIFY 2
 
 /* A record layer for the TLS 1.3 cipher suite cipher_id (SSL_CIPHER_get_id: AES-128-GCM,
  * AES-256-GCM, ChaCha20-Poly1305) from the client's and the server's application
