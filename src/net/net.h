@@ -96,6 +96,8 @@ struct mq_listen_socket {
     char name[80];  /* "127.0.0.1:1883" */
 };
 
+struct tls_conn;
+
 struct mq_server {
     uv_loop_t loop;
     struct mq_config *cfg; /* owned; replaced by a reload */
@@ -136,6 +138,11 @@ struct mq_server {
     size_t out_free_count;
     size_t out_free_low; /* fewest pooled since the last tick: that many went unused */
     bool stopping;
+    /* TLS handshakes (transport_tls.c): the time spent in them during this wake-up, and
+     * the new ones waiting, oldest first, for a later wake-up because that time passed a
+     * budget, so that a reconnect storm cannot hold up the connected clients' traffic. */
+    uint64_t handshake_ns;
+    struct tls_conn *hs_wait_head, *hs_wait_tail;
     uint8_t read_buf[NET_READ_BUF_SIZE]; /* shared: idle clients hold no read buffer */
 };
 

@@ -31,6 +31,11 @@ struct tls_hs {
     uint8_t secrets; /* bit 0: client secret known, bit 1: server secret */
     bool own_finished, peer_finished;
     bool keep_openssl; /* a KeyUpdate was seen: the keys moved on inside OpenSSL */
+    /* Waiting for a later wake-up (srv->hs_wait_head): the first bytes, and the queue. */
+    bool waiting;
+    uint32_t wait_len;
+    uint8_t *wait_buf;
+    struct tls_conn *wait_next, *wait_prev;
 };
 
 /* One TLS connection (cl->layer[level].state). During the handshake OpenSSL runs it
@@ -80,5 +85,10 @@ void *tls_ctx_new(const struct mq_listener_config *lc);
 
 /* Take another reference to ctx (one per listening socket); returns ctx. */
 void *tls_ctx_ref(void *ctx);
+
+/* Run the first step of the TLS handshakes that wait (srv->hs_wait_head, oldest first)
+ * until this wake-up's handshake budget is spent. Called by the poller after each
+ * wake-up's events; the poller does not block while some wait. */
+void tls_handshakes_run(struct mq_server *srv);
 
 #endif

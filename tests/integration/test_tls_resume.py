@@ -287,3 +287,57 @@ def test_tls_state_freed_when_clients_leave(start_broker, certs):
         return  # no heap figures from this allocator (ASan): LeakSanitizer checks at teardown
     assert during - before > 100 * 1024, (before, during)
     assert after - before < (during - before) / 10, (before, during, after)
+
+
+def test_tls_handshake_storm(start_broker, certs):
+    """Many handshakes at once (a reconnect storm; past a time budget per wake-up the new
+    ones wait their turn, oldest first): every client gets in, clients that vanish while
+    waiting are forgotten, and a client connected before the storm keeps being served."""
+    import threading
+
+    br = start_broker(conf=tls_conf(certs))
+    ctx = client_ctx(certs)
+    steady = tls_client(br.port, ctx, "steady")
+    assert steady.subscribe([("storm/#", 0)]) == [0]
+    socks = [socket.create_connection(("127.0.0.1", br.port), timeout=TIMEOUT)
+             for _ in range(80)]
+    quitters = [socket.create_connection(("127.0.0.1", br.port), timeout=TIMEOUT)
+                for _ in range(20)]
+    errors, conns = [], [None] * len(socks)
+    start = threading.Barrier(len(socks) + 1)
+
+    def one(i):
+        try:
+            start.wait()
+            t = ctx.wrap_socket(socks[i], server_hostname="localhost")
+            t.sendall(connect_pkt(f"storm-{i}"))
+            data = b""
+            while len(data) < 4:
+                chunk = t.recv(4 - len(data))
+                if not chunk:
+                    break
+                data += chunk
+            assert data == b"\x20\x02\x00\x00", data
+            conns[i] = t
+        except Exception as e:  # reported below
+            errors.append(f"{i}: {e!r}")
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(socks))]
+    for t in threads:
+        t.start()
+    start.wait()
+    for s in quitters:  # a ClientHello's first bytes, then gone
+        s.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        s.close()
+    pub = tls_client(br.port, ctx, "storm-pub")
+    pub.publish("storm/x", b"during the storm", qos=1)
+    assert steady.recv_publish().payload == b"during the storm"
+    for t in threads:
+        t.join(scaled(60))
+    assert not errors, errors
+    for t in conns:
+        t.sendall(b"\xe0\x00")
+        t.close()
+    steady.ping()
+    steady.disconnect()
+    pub.disconnect()
