@@ -30,8 +30,9 @@ struct tls_hs {
     uint8_t secret_len;
     uint8_t secrets; /* bit 0: client secret known, bit 1: server secret */
     bool own_finished, peer_finished;
-    bool keep_openssl; /* a KeyUpdate was seen: the keys moved on inside OpenSSL */
-    /* Waiting for a later wake-up (srv->hs_wait_head): the first bytes, and the queue. */
+    bool keep_openssl;      /* a KeyUpdate was seen: the keys moved on inside OpenSSL */
+    struct ssl_ctx_st *ctx; /* a reference to the listener's context until the SSL is made */
+    /* Waiting for a later wake-up (srv->hs_wait_head): the bytes so far, and the queue. */
     bool waiting;
     uint32_t wait_len;
     uint8_t *wait_buf;
@@ -43,7 +44,7 @@ struct tls_hs {
  * tls_rec and the SSL is freed, so an idle connection holds this, rec and rec's two
  * cipher contexts. */
 struct tls_conn {
-    struct ssl_st *ssl;  /* NULL after the hand-over */
+    struct ssl_st *ssl;  /* made at the first bytes; NULL after the hand-over */
     struct tls_rec *rec; /* NULL before it (and for ever under TLS 1.2) */
     struct tls_hs *hs;   /* NULL after it */
     struct mq_client *cl;

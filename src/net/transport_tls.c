@@ -677,24 +677,25 @@ static void hs_free(struct tls_conn *t)
         return;
     if (t->hs->waiting)
         wait_unlink(t->cl->srv, t);
+    SSL_CTX_free(t->hs->ctx); /* NULL once the SSL was made */
     OPENSSL_cleanse(t->hs, sizeof(*t->hs));
     free(t->hs);
     t->hs = NULL;
 }
 
-static int attach(struct mq_client *cl, unsigned level, void *listener_ctx)
+/* The connection's SSL, made at its first bytes rather than at accept: a storm of
+ * connections costs the accept loop no SSL_new, and the budget of tls_handshakes_run
+ * covers it. -1 after closing the connection. */
+static int make_ssl(struct mq_client *cl, struct tls_conn *t)
 {
-    struct tls_conn *t = calloc(1, sizeof(*t));
-    struct tls_hs *hs = calloc(1, sizeof(*hs));
     BIO *bio = BIO_new(conn_bio_method());
-    SSL *ssl = SSL_new(listener_ctx);
-    if (!t || !hs || !bio || !ssl) {
+    SSL *ssl = SSL_new(t->hs->ctx);
+    if (!bio || !ssl) {
         mq_log(MQ_LOG_ERR, "%s: out of memory setting up TLS", client_peer(cl));
         SSL_free(ssl);
         BIO_free(bio);
-        free(hs);
-        free(t);
         ERR_clear_error();
+        client_close(cl, "out of memory");
         return -1;
     }
     BIO_set_data(bio, t);
@@ -703,6 +704,24 @@ static int attach(struct mq_client *cl, unsigned level, void *listener_ctx)
     SSL_set_accept_state(ssl);
     SSL_set_app_data(ssl, t);
     t->ssl = ssl;
+    SSL_CTX_free(t->hs->ctx); /* the SSL holds its own reference */
+    t->hs->ctx = NULL;
+    return 0;
+}
+
+static int attach(struct mq_client *cl, unsigned level, void *listener_ctx)
+{
+    struct tls_conn *t = calloc(1, sizeof(*t));
+    struct tls_hs *hs = calloc(1, sizeof(*hs));
+    if (!t || !hs) {
+        mq_log(MQ_LOG_ERR, "%s: out of memory setting up TLS", client_peer(cl));
+        free(hs);
+        free(t);
+        return -1;
+    }
+    /* The context the connection was accepted with, even if a reload swaps the
+     * listener's before the first bytes come. */
+    hs->ctx = tls_ctx_ref(listener_ctx);
     t->hs = hs;
     t->cl = cl;
     t->level = (uint8_t)level;
@@ -946,13 +965,13 @@ static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
     if (!t->got_input) {
         t->got_input = true;
         t->first_byte = raw[0];
-        /* A new handshake's first step (the ClientHello: the server's signature, most of
-         * a handshake's cost) waits, behind those already waiting, once this wake-up's
-         * budget is spent. Handshakes under way are never held back: their next step is
-         * cheap, and a client that got its ServerHello then finishes at once. */
-        if (t->hs && (cl->srv->handshake_ns >= HANDSHAKE_BUDGET_NS || cl->srv->hs_wait_head))
-            return wait_add(cl, t, raw, len);
     }
+    /* A handshake step (the ClientHello's, with the server's signature, is most of a
+     * handshake's cost) waits behind those already waiting once this wake-up's budget
+     * is spent: a wake-up runs the budget's worth, oldest first. */
+    if (!t->established && t->hs &&
+        (cl->srv->handshake_ns >= HANDSHAKE_BUDGET_NS || cl->srv->hs_wait_head))
+        return wait_add(cl, t, raw, len);
     return feed(cl, t, level, raw, len);
 }
 
@@ -962,6 +981,8 @@ static int feed(struct mq_client *cl, struct tls_conn *t, unsigned level, uint8_
      * read buffer, into which the plaintext below is decrypted: that is safe because a
      * record's plaintext is shorter than its ciphertext, so the plaintext written never
      * overtakes the ciphertext still to be read. */
+    if (!t->ssl && make_ssl(cl, t))
+        return -1;
     t->in = raw;
     t->in_len = len;
     int rc = 0;
