@@ -294,7 +294,7 @@ int run_conns(const struct conns_opts *o)
     printf("RESULT mode=conns requested=%d count=%d held=%d failed=%d refused=%d timed_out=%d "
            "dropped=%d conn_per_s=%.0f hs_p50_us=%.0f hs_p99_us=%.0f broker_rss_before_kib=%s "
            "broker_rss_kib=%s broker_hwm_kib=%s kib_per_conn=%s broker_cpu_us_per_conn=%s "
-           "fd_limit=%llu tls=%d tls_handshakes=%llu tls_resumed=%llu status=%s\n",
+           "fd_limit=%llu tls=%d tls_handshakes=%llu tls_resumed=%llu hs_secs=%.2f status=%s\n",
            o->count, s->count, s->held, s->failed - s->refused, s->refused, timed_out, s->dropped,
            conn_rate, (double)hist_percentile(&s->hs, 50) / 1e3,
            (double)hist_percentile(&s->hs, 99) / 1e3,
@@ -304,7 +304,7 @@ int run_conns(const struct conns_opts *o)
            fmt_opt(k4, sizeof(k4), have && s->held, kib_per_conn, 3),
            fmt_opt(k5, sizeof(k5), have && s->held, cpu_us_per_conn, 1),
            (unsigned long long)fd_limit, o->c.tls, (unsigned long long)s->loop.tls_handshakes,
-           (unsigned long long)s->loop.tls_resumed, s->held == s->count ? "ok" : "partial");
+           (unsigned long long)s->loop.tls_resumed, hs_secs, s->held == s->count ? "ok" : "partial");
 
     for (int i = 0; i < s->count; i++) {
         struct conn *c = &s->conns[i].c;
