@@ -264,6 +264,9 @@ void client_send_raw(struct mq_client *cl, const uint8_t *data, size_t len);
  * fill in place (and seal later: mq_transport_ops.flush). Returns where they go, valid
  * until the next output call; NULL once the client is closed (out of memory closes it). */
 uint8_t *client_out_append(struct mq_client *cl, size_t n);
+/* The client has output staged in a layer: its flush (mq_transport_ops.flush) runs at
+ * the end of the turn. */
+void client_mark_dirty(struct mq_client *cl);
 /* Hand decoded MQTT bytes to proto, keeping an unfinished packet for later. */
 void client_deliver(struct mq_client *cl, const uint8_t *data, size_t len);
 /* What layer `level` decoded: to the input of the layer above (which may decode it in

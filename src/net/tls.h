@@ -50,9 +50,10 @@ struct tls_conn {
     struct mq_client *cl;
     const uint8_t *in; /* socket bytes OpenSSL may read (the connection's BIO), in_len of them */
     size_t in_len;
-    /* Plaintext proto wrote before the handshake finished; sent right after it. */
-    uint8_t *early;
-    uint32_t early_len, early_cap;
+    /* Plaintext for OpenSSL's record layer (during the handshake, or TLS 1.2), written
+     * with SSL_write at the flush; NULL when none. */
+    uint8_t *stage;
+    uint32_t stage_len, stage_cap;
     uint8_t level; /* in the connection's layers */
     bool established;
     bool failed; /* fatal error logged, or close_notify sent: the close is under way */

@@ -737,7 +737,7 @@ static void detach(struct mq_client *cl, unsigned level)
     SSL_free(t->ssl); /* and its BIO; the SSL_CTX reference goes with it */
     tls_rec_free(t->rec);
     hs_free(t);
-    free(t->early);
+    free(t->stage);
     free(t);
     cl->layer[level].state = NULL;
 }
@@ -820,15 +820,21 @@ static int established(struct mq_client *cl, struct tls_conn *t)
         /* The record layer stays OpenSSL's (see hand_over): no bookkeeping needed. */
         hs_free(t);
     }
-    if (t->early_len) {
-        int rc = write_plain(cl, t, t->early, t->early_len);
-        free(t->early);
-        t->early = NULL;
-        t->early_len = t->early_cap = 0;
-        if (rc)
-            return -1;
-    }
+    if (t->stage_len)
+        client_mark_dirty(cl); /* what proto wrote meanwhile goes at the flush */
     return 0;
+}
+
+/* Hand what is staged to OpenSSL (established, OpenSSL's record layer). */
+static int flush_stage(struct mq_client *cl, struct tls_conn *t)
+{
+    if (!t->stage_len || !t->established || !t->ssl || t->failed)
+        return 0;
+    int rc = write_plain(cl, t, t->stage, t->stage_len);
+    free(t->stage); /* an idle connection keeps none */
+    t->stage = NULL;
+    t->stage_len = t->stage_cap = 0;
+    return rc;
 }
 
 /* Between two records of an established TLS 1.3 connection, with nothing buffered in
@@ -842,6 +848,9 @@ static void hand_over(struct mq_client *cl, struct tls_conn *t)
     if (!hs || !t->established || t->failed || cl->closing || cl->close_requested ||
         !hs->own_finished || !hs->peer_finished || hs->secrets != 3 || hs->hdr_have ||
         hs->body_left || SSL_has_pending(t->ssl) || !SSL_is_init_finished(t->ssl))
+        return;
+    /* What proto wrote so far goes out under OpenSSL's sequence numbers first. */
+    if (flush_stage(cl, t))
         return;
     if (!hs->keep_openssl)
         t->rec = tls_rec_new(SSL_CIPHER_get_id(SSL_get_current_cipher(t->ssl)), hs->client_secret,
@@ -1046,28 +1055,33 @@ static int output(struct mq_client *cl, unsigned level, const uint8_t *data, siz
     struct tls_conn *t = cl->layer[level].state;
     if (t->failed || cl->closing)
         return 0;
-    if (t->established)
-        return write_plain(cl, t, data, len);
-    /* Rare: proto only speaks after it heard CONNECT, which needs the handshake. */
-    if (len > (1u << 30) - t->early_len) {
+    if (t->rec)
+        return tls_rec_write(t->rec, cl, data, len); /* filled in place, sealed at the flush */
+    /* OpenSSL's record layer (the handshake, TLS 1.2): staged, and written with SSL_write
+     * at the flush (tls_flush), so a loop turn's packets share records there too. Before
+     * the handshake is done this is rare: proto speaks after CONNECT. */
+    if (t->stage_len >= TLS_CHUNK && t->established && flush_stage(cl, t))
+        return -1;
+    if (len > (1u << 30) - t->stage_len) {
         client_close(cl, "too much output before the TLS handshake");
         return -1;
     }
-    if (t->early_len + len > t->early_cap) {
-        size_t ncap = t->early_cap ? t->early_cap : 256;
-        while (ncap < t->early_len + len)
+    if (t->stage_len + len > t->stage_cap) {
+        size_t ncap = t->stage_cap ? t->stage_cap : 256;
+        while (ncap < t->stage_len + len)
             ncap *= 2;
-        uint8_t *n = realloc(t->early, ncap);
+        uint8_t *n = realloc(t->stage, ncap);
         if (!n) {
             mq_log(MQ_LOG_ERR, "%s: out of memory for TLS output, closing", client_peer(cl));
             client_close(cl, "out of memory");
             return -1;
         }
-        t->early = n;
-        t->early_cap = (uint32_t)ncap;
+        t->stage = n;
+        t->stage_cap = (uint32_t)ncap;
     }
-    memcpy(t->early + t->early_len, data, len);
-    t->early_len += (uint32_t)len;
+    memcpy(t->stage + t->stage_len, data, len);
+    t->stage_len += (uint32_t)len;
+    client_mark_dirty(cl);
     return 0;
 }
 
@@ -1079,6 +1093,8 @@ static void tls_shutdown(struct mq_client *cl, unsigned level)
     struct tls_conn *t = cl->layer[level].state;
     if (t && !t->failed && t->established && !cl->closing) {
         if (t->ssl) {
+            if (flush_stage(cl, t))
+                return;
             ERR_clear_error();
             SSL_shutdown(t->ssl); /* queues close_notify; we do not wait for the peer's */
             ERR_clear_error();
@@ -1090,11 +1106,14 @@ static void tls_shutdown(struct mq_client *cl, unsigned level)
     client_layer_shutdown_below(cl, level);
 }
 
-/* Seal the record being filled before the output buffer is written. */
+/* Seal the record being filled (or hand the staged plaintext to OpenSSL) before the
+ * output buffer is written. */
 static int tls_flush(struct mq_client *cl, unsigned level)
 {
     struct tls_conn *t = cl->layer[level].state;
-    return t && t->rec ? tls_rec_flush(t->rec, cl) : 0;
+    if (!t)
+        return 0;
+    return t->rec ? tls_rec_flush(t->rec, cl) : flush_stage(cl, t);
 }
 
 const struct mq_transport_ops tls_transport = {
