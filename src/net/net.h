@@ -144,6 +144,9 @@ struct mq_server {
     uint64_t handshake_ns;
     struct tls_conn *hs_wait_head, *hs_wait_tail;
     uint8_t read_buf[NET_READ_BUF_SIZE]; /* shared: idle clients hold no read buffer */
+    /* OpenSSL's plaintext (transport_tls.c): apart from read_buf, whose ciphertext OpenSSL
+     * may still be reading while a record completed from an earlier read comes out. */
+    uint8_t tls_plain_buf[NET_READ_BUF_SIZE];
 };
 
 /* One connection. Sized for the idle case (issue 7, scenario F): no libuv handle, no

@@ -23,12 +23,13 @@ struct tls_rec;
 /* What the handshake phase keeps beside OpenSSL to take the record layer over once the
  * handshake is done (transport_tls.c, hand_over): freed then, or at once for TLS 1.2. */
 struct tls_hs {
+    /* TLS 1.3: the application traffic secrets; TLS 1.2: the master secret in the first. */
     uint8_t client_secret[TLS_SECRET_MAX], server_secret[TLS_SECRET_MAX];
-    uint64_t rseq, wseq; /* records under the application keys so far, each way */
+    uint64_t rseq, wseq; /* records since each side's Finished, each way */
     uint32_t body_left;  /* of the record OpenSSL is reading */
     uint8_t hdr[5], hdr_have;
     uint8_t secret_len;
-    uint8_t secrets; /* bit 0: client secret known, bit 1: server secret */
+    uint8_t secrets; /* bit 0: client secret known, bit 1: server secret, bit 2: master */
     bool own_finished, peer_finished;
     bool keep_openssl;      /* a KeyUpdate was seen: the keys moved on inside OpenSSL */
     struct ssl_ctx_st *ctx; /* a reference to the listener's context until the SSL is made */
@@ -40,9 +41,9 @@ struct tls_hs {
 };
 
 /* One TLS connection (cl->layer[level].state). During the handshake OpenSSL runs it
- * (ssl, with hs); once it is established and idle between records, TLS 1.3 moves to
- * tls_rec and the SSL is freed, so an idle connection holds this, rec and rec's two
- * cipher contexts. */
+ * (ssl, with hs); once it is established and idle between records, the record layer moves
+ * to tls_rec (TLS 1.3, and TLS 1.2 with an AEAD suite) and the SSL is freed, so an idle
+ * connection holds this, rec and rec's two cipher contexts. */
 struct tls_conn {
     struct ssl_st *ssl;  /* made at the first bytes; NULL after the hand-over */
     struct tls_rec *rec; /* NULL before it (and for ever under TLS 1.2) */

@@ -1,7 +1,10 @@
-/* tls_rec.c - the TLS 1.3 record layer of an established connection (RFC 8446, 5).
+/* tls_rec.c - the record layer of an established TLS connection: TLS 1.3 (RFC 8446, 5)
+ * and TLS 1.2 with an AEAD cipher (RFC 5246, 6.2.3.3; RFC 5288 for AES-GCM, RFC 7905 for
+ * ChaCha20-Poly1305).
  *
- * OpenSSL runs the handshake; transport_tls.c then hands the application traffic secrets
- * and the sequence numbers reached to tls_rec_new and frees the SSL object, which with
+ * OpenSSL runs the handshake; transport_tls.c then hands the traffic secrets (TLS 1.3) or
+ * the master secret (TLS 1.2) and the sequence numbers reached to tls_rec_new or
+ * tls_rec_new12 and frees the SSL object, which with
  * its session and key-exchange state was most of an idle TLS connection's memory. What
  * is left per connection is this struct and one AEAD context per direction (OpenSSL's
  * EVP, so the ciphers are OpenSSL's own). Owns its keys (wiped when freed) and at most
@@ -13,8 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/kdf.h>
 #include <openssl/tls1.h>
 
 #include "midge/log.h"
@@ -24,9 +29,13 @@
 
 #define REC_HEADER 5
 #define REC_TAG 16
+#define REC_EXPLICIT 8 /* TLS 1.2 AES-GCM: the nonce's explicit part, before the ciphertext */
+#define HS_CLIENT_HELLO 1
+#define ALERT_NO_RENEGOTIATION 100
 #define REC_IV 12
 #define REC_MAX_PLAIN 16384
-/* RFC 8446, 5.2: TLSCiphertext.length may exceed the plaintext limit by 256. */
+/* RFC 8446, 5.2: TLSCiphertext.length may exceed the plaintext limit by 256 (TLS 1.2
+ * allows 2048: an AEAD record is at most 24 bytes longer). */
 #define REC_MAX_CIPHER (REC_MAX_PLAIN + 256)
 #define HS_KEY_UPDATE 24
 /* open_record: a control record, handled (never TLS_REC_CLOSE_NOTIFY's value). */
@@ -49,7 +58,9 @@ struct tls_rec {
      * its header, then open_len bytes of plaintext (tls_rec_flush seals it). */
     uint16_t open_len;
     bool open;
+    bool tls12;
     uint8_t suite, secret_len, key_len;
+    uint8_t pre, post; /* bytes around a record's plaintext: header (+ explicit nonce), tag */
 };
 
 static const EVP_CIPHER *suite_cipher(uint8_t suite)
@@ -133,7 +144,78 @@ struct tls_rec *tls_rec_new(uint32_t cipher_id, const uint8_t *client_secret,
     }
     r->r.seq = rseq;
     r->w.seq = wseq;
+    r->pre = REC_HEADER;
+    r->post = 1 + REC_TAG; /* the inner content type, then the tag */
     return r;
+}
+
+/* TLS 1.2's key block (RFC 5246, 6.3), PRF(master, "key expansion", server_random +
+ * client_random) with the suite's hash, into out (n bytes). */
+static int key_block(const EVP_MD *md, const uint8_t *master, size_t master_len,
+                     const uint8_t *client_random, const uint8_t *server_random, uint8_t *out,
+                     size_t n)
+{
+    uint8_t seed[13 + 32 + 32];
+    memcpy(seed, "key expansion", 13);
+    memcpy(seed + 13, server_random, 32);
+    memcpy(seed + 45, client_random, 32);
+    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "TLS1-PRF", NULL);
+    EVP_KDF_CTX *kctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+    EVP_KDF_free(kdf);
+    if (!kctx)
+        return -1;
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)EVP_MD_get0_name(md), 0),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SECRET, (void *)master, master_len),
+        OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SEED, seed, sizeof(seed)),
+        OSSL_PARAM_construct_end(),
+    };
+    int ok = EVP_KDF_derive(kctx, out, n, params) == 1;
+    EVP_KDF_CTX_free(kctx);
+    return ok ? 0 : -1;
+}
+
+struct tls_rec *tls_rec_new12(int cipher_nid, const EVP_MD *md, const uint8_t *master,
+                              size_t master_len, const uint8_t *client_random,
+                              const uint8_t *server_random, uint64_t rseq, uint64_t wseq)
+{
+    uint8_t suite, key_len, iv_len;
+    switch (cipher_nid) {
+    case NID_aes_128_gcm: suite = SUITE_AES_128_GCM, key_len = 16, iv_len = 4; break;
+    case NID_aes_256_gcm: suite = SUITE_AES_256_GCM, key_len = 32, iv_len = 4; break;
+    case NID_chacha20_poly1305: suite = SUITE_CHACHA20_POLY1305, key_len = 32, iv_len = 12; break;
+    default: return NULL; /* CBC and CCM suites stay with OpenSSL */
+    }
+    if (!md || master_len != 48)
+        return NULL;
+    uint8_t kb[2 * 32 + 2 * 12];
+    struct tls_rec *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->tls12 = true;
+    r->suite = suite;
+    r->key_len = key_len;
+    r->pre = REC_HEADER + (suite == SUITE_CHACHA20_POLY1305 ? 0 : REC_EXPLICIT);
+    r->post = REC_TAG;
+    /* client_write_key, server_write_key, client_write_IV, server_write_IV (no MAC keys
+     * for an AEAD suite); a 4-byte IV is GCM's salt, the nonce's implicit part. */
+    if (key_block(md, master, master_len, client_random, server_random, kb,
+                  2 * (size_t)key_len + 2 * (size_t)iv_len))
+        goto fail;
+    memcpy(r->r.iv, kb + 2 * key_len, iv_len);
+    memcpy(r->w.iv, kb + 2 * key_len + iv_len, iv_len);
+    if (!(r->r.ctx = EVP_CIPHER_CTX_new()) || !(r->w.ctx = EVP_CIPHER_CTX_new()) ||
+        EVP_CipherInit_ex(r->r.ctx, suite_cipher(suite), NULL, kb, NULL, 0) != 1 ||
+        EVP_CipherInit_ex(r->w.ctx, suite_cipher(suite), NULL, kb + key_len, NULL, 1) != 1)
+        goto fail;
+    OPENSSL_cleanse(kb, sizeof(kb));
+    r->r.seq = rseq;
+    r->w.seq = wseq;
+    return r;
+fail:
+    OPENSSL_cleanse(kb, sizeof(kb));
+    tls_rec_free(r);
+    return NULL;
 }
 
 void tls_rec_free(struct tls_rec *r)
@@ -147,36 +229,68 @@ void tls_rec_free(struct tls_rec *r)
     free(r);
 }
 
-/* The per-record nonce: the IV with the sequence number XORed into its last 8 bytes. */
-static void nonce(const struct tls_dir *d, uint8_t out[REC_IV])
+/* The per-record nonce: the IV with the sequence number XORed into its last 8 bytes
+ * (TLS 1.3, and TLS 1.2 ChaCha20-Poly1305); for TLS 1.2 AES-GCM the 4-byte salt, then the
+ * sequence number as the explicit part (what OpenSSL sends too). */
+static void nonce(const struct tls_rec *r, const struct tls_dir *d, uint8_t out[REC_IV])
 {
+    if (r->tls12 && r->suite != SUITE_CHACHA20_POLY1305) {
+        memcpy(out, d->iv, 4);
+        for (int i = 0; i < 8; i++)
+            out[4 + i] = (uint8_t)(d->seq >> (56 - 8 * i));
+        return;
+    }
     memcpy(out, d->iv, REC_IV);
     for (int i = 0; i < 8; i++)
         out[REC_IV - 1 - i] ^= (uint8_t)(d->seq >> (8 * i));
 }
 
-/* Seal in place the record at rec: room for its header, n (<= REC_MAX_PLAIN) bytes of
- * plaintext, then room for the content type and the tag. Returns 0, or -1 on a cipher
+/* TLS 1.2's additional data: seq_num, type, version, plaintext length. */
+static void aad12(uint64_t seq, uint8_t type, size_t plen, uint8_t out[13])
+{
+    for (int i = 0; i < 8; i++)
+        out[i] = (uint8_t)(seq >> (56 - 8 * i));
+    out[8] = type;
+    out[9] = 3;
+    out[10] = 3;
+    out[11] = (uint8_t)(plen >> 8);
+    out[12] = (uint8_t)plen;
+}
+
+/* Seal in place the record at rec: room for r->pre bytes (the header, and for TLS 1.2
+ * AES-GCM the explicit nonce), n (<= REC_MAX_PLAIN) bytes of plaintext, then room for
+ * r->post (TLS 1.3's inner content type, and the tag). Returns 0, or -1 on a cipher
  * failure. */
 static int seal(struct tls_rec *r, uint8_t *rec, size_t n, uint8_t type)
 {
-    size_t clen = n + 1 + REC_TAG;
-    uint8_t iv[REC_IV];
-    uint8_t *body = rec + REC_HEADER;
+    uint8_t *body = rec + r->pre;
+    size_t clen = r->pre - REC_HEADER + n + r->post;
+    uint8_t iv[REC_IV], aad[13];
+    const uint8_t *ad = rec;
+    size_t adlen = REC_HEADER, plen = n;
     int l;
-    rec[0] = TLS_CT_APPLICATION_DATA; /* the outer type of every protected record */
+    rec[0] = r->tls12 ? type : TLS_CT_APPLICATION_DATA; /* TLS 1.3 hides the real type */
     rec[1] = 3;
     rec[2] = 3;
     rec[3] = (uint8_t)(clen >> 8);
     rec[4] = (uint8_t)clen;
-    body[n] = type;
-    nonce(&r->w, iv);
+    nonce(r, &r->w, iv);
+    if (r->tls12) {
+        if (r->pre > REC_HEADER)
+            memcpy(rec + REC_HEADER, iv + 4, REC_EXPLICIT);
+        aad12(r->w.seq, type, n, aad);
+        ad = aad;
+        adlen = sizeof(aad);
+    } else {
+        body[n] = type;
+        plen = n + 1;
+    }
     EVP_CIPHER_CTX *c = r->w.ctx;
     if (EVP_EncryptInit_ex(c, NULL, NULL, NULL, iv) != 1 ||
-        EVP_EncryptUpdate(c, NULL, &l, rec, REC_HEADER) != 1 ||
-        EVP_EncryptUpdate(c, body, &l, body, (int)n + 1) != 1 ||
-        EVP_EncryptFinal_ex(c, body + n + 1, &l) != 1 ||
-        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, REC_TAG, body + n + 1) != 1)
+        EVP_EncryptUpdate(c, NULL, &l, ad, (int)adlen) != 1 ||
+        EVP_EncryptUpdate(c, body, &l, body, (int)plen) != 1 ||
+        EVP_EncryptFinal_ex(c, body + plen, &l) != 1 ||
+        EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, REC_TAG, body + plen) != 1)
         return -1;
     r->w.seq++;
     return 0;
@@ -194,10 +308,10 @@ int tls_rec_flush(struct tls_rec *r, struct mq_client *cl)
     if (!r->open)
         return 0;
     r->open = false;
-    uint8_t *tail = client_out_append(cl, 1 + REC_TAG);
+    uint8_t *tail = client_out_append(cl, r->post);
     if (!tail)
         return -1;
-    if (seal(r, tail - r->open_len - REC_HEADER, r->open_len, TLS_CT_APPLICATION_DATA))
+    if (seal(r, tail - r->open_len - r->pre, r->open_len, TLS_CT_APPLICATION_DATA))
         return seal_failed(cl);
     return 0;
 }
@@ -206,7 +320,7 @@ int tls_rec_write(struct tls_rec *r, struct mq_client *cl, const uint8_t *data, 
 {
     while (len) {
         if (!r->open) {
-            if (!client_out_append(cl, REC_HEADER))
+            if (!client_out_append(cl, r->pre))
                 return -1;
             r->open = true;
             r->open_len = 0;
@@ -234,10 +348,10 @@ int tls_rec_send(struct tls_rec *r, struct mq_client *cl, uint8_t type, const ui
         return -1;
     while (len) {
         size_t n = len > REC_MAX_PLAIN ? REC_MAX_PLAIN : len;
-        uint8_t *rec = client_out_append(cl, REC_HEADER + n + 1 + REC_TAG);
+        uint8_t *rec = client_out_append(cl, r->pre + n + r->post);
         if (!rec)
             return -1;
-        memcpy(rec + REC_HEADER, data, n);
+        memcpy(rec + r->pre, data, n);
         if (seal(r, rec, n, type))
             return seal_failed(cl);
         data += n;
@@ -265,13 +379,14 @@ static int fatal(struct tls_rec *r, struct mq_client *cl, uint8_t desc, const ch
 static long check_header(struct tls_rec *r, struct mq_client *cl, const uint8_t *h,
                          const char **why)
 {
-    /* After the handshake every record is protected, under the outer type 23. */
-    if (h[0] != TLS_CT_APPLICATION_DATA)
+    /* After the handshake every TLS 1.3 record is protected, under the outer type 23. */
+    if (r->tls12 ? h[0] < TLS_CT_ALERT || h[0] > TLS_CT_APPLICATION_DATA || h[1] != 3
+                 : h[0] != TLS_CT_APPLICATION_DATA)
         return fatal(r, cl, TLS_ALERT_UNEXPECTED_MESSAGE, "unexpected record", why);
     long clen = (long)h[3] << 8 | h[4];
     if (clen > REC_MAX_CIPHER)
         return fatal(r, cl, TLS_ALERT_RECORD_OVERFLOW, "record overflow", why);
-    if (clen < 1 + REC_TAG)
+    if (clen < (long)(r->pre - REC_HEADER + r->post))
         return fatal(r, cl, TLS_ALERT_BAD_RECORD_MAC, "decryption failed or bad record mac", why);
     return clen;
 }
@@ -297,30 +412,43 @@ static int key_update(struct tls_rec *r, struct mq_client *cl, uint8_t request, 
 }
 
 /* Open the whole record rec (header + clen bytes) in place. Returns 0 with application
- * data at rec + REC_HEADER (*plen bytes), REC_HANDLED for a record handled here (KeyUpdate),
- * TLS_REC_CLOSE_NOTIFY, or -1 with *why after a fatal alert (or the peer's own). */
+ * data at rec + r->pre (*plen bytes), REC_HANDLED for a record handled here (KeyUpdate,
+ * a renegotiation refused), TLS_REC_CLOSE_NOTIFY, or -1 with *why after a fatal alert (or
+ * the peer's own). */
 static int open_record(struct tls_rec *r, struct mq_client *cl, uint8_t *rec, size_t clen,
                        size_t *plen, const char **why)
 {
-    uint8_t iv[REC_IV];
-    uint8_t *body = rec + REC_HEADER;
-    size_t n = clen - REC_TAG;
+    uint8_t iv[REC_IV], aad[13];
+    uint8_t *body = rec + r->pre;
+    size_t n = clen - (r->pre - REC_HEADER) - REC_TAG; /* ciphertext without the tag */
+    const uint8_t *ad = rec;
+    size_t adlen = REC_HEADER;
     int l;
-    nonce(&r->r, iv);
+    nonce(r, &r->r, iv);
+    if (r->tls12) {
+        if (r->pre > REC_HEADER)
+            memcpy(iv + 4, rec + REC_HEADER, REC_EXPLICIT); /* the sender's explicit part */
+        aad12(r->r.seq, rec[0], n, aad);
+        ad = aad;
+        adlen = sizeof(aad);
+    }
     EVP_CIPHER_CTX *c = r->r.ctx;
     if (EVP_DecryptInit_ex(c, NULL, NULL, NULL, iv) != 1 ||
-        EVP_DecryptUpdate(c, NULL, &l, rec, REC_HEADER) != 1 ||
+        EVP_DecryptUpdate(c, NULL, &l, ad, (int)adlen) != 1 ||
         EVP_DecryptUpdate(c, body, &l, body, (int)n) != 1 ||
         EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, REC_TAG, body + n) != 1 ||
         EVP_DecryptFinal_ex(c, body + n, &l) != 1)
         return fatal(r, cl, TLS_ALERT_BAD_RECORD_MAC, "decryption failed or bad record mac", why);
     r->r.seq++;
-    /* TLSInnerPlaintext: content, the real type, then zero padding. */
-    while (n && !body[n - 1])
-        n--;
-    if (!n)
-        return fatal(r, cl, TLS_ALERT_UNEXPECTED_MESSAGE, "record without a content type", why);
-    uint8_t type = body[--n];
+    uint8_t type = rec[0];
+    if (!r->tls12) {
+        /* TLSInnerPlaintext: content, the real type, then zero padding. */
+        while (n && !body[n - 1])
+            n--;
+        if (!n)
+            return fatal(r, cl, TLS_ALERT_UNEXPECTED_MESSAGE, "record without a content type", why);
+        type = body[--n];
+    }
     if (n > REC_MAX_PLAIN)
         return fatal(r, cl, TLS_ALERT_RECORD_OVERFLOW, "record overflow", why);
     switch (type) {
@@ -330,14 +458,25 @@ static int open_record(struct tls_rec *r, struct mq_client *cl, uint8_t *rec, si
             return fatal(r, cl, TLS_ALERT_DECODE_ERROR, "bad alert record", why);
         if (body[1] == TLS_ALERT_CLOSE_NOTIFY)
             return TLS_REC_CLOSE_NOTIFY;
-        if (body[1] == 90) /* user_canceled: close_notify follows */
+        /* TLS 1.3: only user_canceled is not an error (close_notify follows); TLS 1.2:
+         * warnings are not. */
+        if (r->tls12 ? body[0] == TLS_ALERT_WARNING : body[1] == 90)
             return REC_HANDLED;
         *why = "the client sent a fatal alert"; /* answered by closing, not by an alert */
         mq_log(MQ_LOG_INFO, "%s: TLS alert %u from the client", client_peer(cl), body[1]);
         return -1;
     case TLS_CT_HANDSHAKE:
-        /* After the handshake a client may only send KeyUpdate (no post-handshake
-         * authentication is asked for), whole in one record. */
+        if (r->tls12) {
+            /* A ClientHello asking to renegotiate: refused (OpenSSL's answer with
+             * SSL_OP_NO_RENEGOTIATION), the connection goes on. */
+            if (n < 1 || body[0] != HS_CLIENT_HELLO)
+                return fatal(r, cl, TLS_ALERT_UNEXPECTED_MESSAGE, "unexpected handshake message",
+                             why);
+            tls_rec_alert(r, cl, TLS_ALERT_WARNING, ALERT_NO_RENEGOTIATION);
+            return REC_HANDLED;
+        }
+        /* After the handshake a TLS 1.3 client may only send KeyUpdate (no
+         * post-handshake authentication is asked for), whole in one record. */
         if (n != 5 || body[0] != HS_KEY_UPDATE || body[1] || body[2] || body[3] != 1 || body[4] > 1)
             return fatal(r, cl, TLS_ALERT_UNEXPECTED_MESSAGE, "unexpected handshake message", why);
         return key_update(r, cl, body[4], why) ? -1 : REC_HANDLED;
@@ -394,7 +533,7 @@ int tls_rec_input(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8
             return 0;
         rc = open_record(r, cl, r->part, (size_t)clen, &plen, why);
         if (rc == 0 && plen)
-            client_layer_up(cl, level, r->part + REC_HEADER, plen);
+            client_layer_up(cl, level, r->part + r->pre, plen);
         part_drop(r);
         if (rc < 0 || rc == TLS_REC_CLOSE_NOTIFY)
             return rc;
@@ -419,7 +558,7 @@ int tls_rec_input(struct tls_rec *r, struct mq_client *cl, unsigned level, uint8
         }
         rc = open_record(r, cl, raw + pos, (size_t)clen, &plen, why);
         if (rc == 0) {
-            memmove(raw + out, raw + pos + REC_HEADER, plen);
+            memmove(raw + out, raw + pos + r->pre, plen);
             out += plen;
         } else if (rc < 0 || rc == TLS_REC_CLOSE_NOTIFY) {
             if (out)

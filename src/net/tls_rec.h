@@ -1,4 +1,5 @@
-/* tls_rec.h - the TLS 1.3 record layer of an established connection (tls_rec.c).
+/* tls_rec.h - the record layer of an established TLS 1.3 or TLS 1.2 (AEAD) connection
+ * (tls_rec.c).
  *
  * transport_tls.c lets OpenSSL run the handshake, then hands the connection's record
  * layer to this module (the traffic secrets and the sequence numbers reached) and frees
@@ -12,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct evp_md_st;
 struct mq_client;
 struct tls_rec;
 
@@ -37,6 +39,15 @@ enum {
 struct tls_rec *tls_rec_new(uint32_t cipher_id, const uint8_t *client_secret,
                             const uint8_t *server_secret, size_t secret_len, uint64_t rseq,
                             uint64_t wseq);
+
+/* A TLS 1.2 record layer for an AEAD suite (cipher_nid: NID_aes_128_gcm, NID_aes_256_gcm
+ * or NID_chacha20_poly1305; md the suite's PRF hash) from the 48-byte master secret and
+ * the two hello randoms (32 bytes each, borrowed), with the number of records each side
+ * has already sent since its ChangeCipherSpec. Returns an owned object, or NULL for another
+ * suite or out of memory (OpenSSL then keeps the record layer). */
+struct tls_rec *tls_rec_new12(int cipher_nid, const struct evp_md_st *md, const uint8_t *master,
+                              size_t master_len, const uint8_t *client_random,
+                              const uint8_t *server_random, uint64_t rseq, uint64_t wseq);
 
 /* Free r (NULL is fine), wiping its keys. */
 void tls_rec_free(struct tls_rec *r);

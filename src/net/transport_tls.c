@@ -609,7 +609,13 @@ static void on_keylog(const SSL *ssl, const char *line)
         return;
     uint8_t *secret;
     static const char client[] = "CLIENT_TRAFFIC_SECRET_0 ", server[] = "SERVER_TRAFFIC_SECRET_0 ";
-    if (!strncmp(line, client, sizeof(client) - 1)) {
+    static const char master[] = "CLIENT_RANDOM "; /* TLS 1.2: the master secret */
+    unsigned bit = 1;
+    if (!strncmp(line, master, sizeof(master) - 1)) {
+        secret = hs->client_secret;
+        line += sizeof(master) - 1;
+        bit = 4;
+    } else if (!strncmp(line, client, sizeof(client) - 1)) {
         secret = hs->client_secret;
         line += sizeof(client) - 1;
     } else if (!strncmp(line, server, sizeof(server) - 1)) {
@@ -629,7 +635,7 @@ static void on_keylog(const SSL *ssl, const char *line)
         secret[n++] = (uint8_t)(hi << 4 | lo);
     }
     hs->secret_len = (uint8_t)n;
-    hs->secrets |= secret == hs->client_secret ? 1 : 2;
+    hs->secrets |= bit == 4 ? 4 : secret == hs->client_secret ? 1 : 2;
 }
 
 /* A fatal TLS error: one log line with the peer and the reason, the alert OpenSSL (or
@@ -816,7 +822,8 @@ static int established(struct mq_client *cl, struct tls_conn *t)
             return -1;
         }
     }
-    if (SSL_version(t->ssl) != TLS1_3_VERSION && t->hs) {
+    int version = SSL_version(t->ssl);
+    if (version != TLS1_3_VERSION && version != TLS1_2_VERSION) {
         /* The record layer stays OpenSSL's (see hand_over): no bookkeeping needed. */
         hs_free(t);
     }
@@ -837,24 +844,40 @@ static int flush_stage(struct mq_client *cl, struct tls_conn *t)
     return rc;
 }
 
-/* Between two records of an established TLS 1.3 connection, with nothing buffered in
- * OpenSSL: take its record layer over (tls_rec) and free the SSL object, which is most
- * of what an idle TLS connection costs (about 14 KiB with OpenSSL 3.0: the SSL, its
- * session, certificate and key-exchange state). Connections that cannot be handed over
- * (TLS 1.2, a KeyUpdate already seen, a cipher tls_rec lacks) keep OpenSSL's. */
+/* Between two records of an established connection, with nothing buffered in OpenSSL:
+ * take its record layer over (tls_rec) and free the SSL object, which is most of what an
+ * idle TLS connection costs (about 14 KiB with OpenSSL 3.0: the SSL, its session,
+ * certificate and key-exchange state). Connections that cannot be handed over (a TLS 1.2
+ * CBC suite, a KeyUpdate already seen, a suite tls_rec lacks) keep OpenSSL's. */
 static void hand_over(struct mq_client *cl, struct tls_conn *t)
 {
     struct tls_hs *hs = t->hs;
-    if (!hs || !t->established || t->failed || cl->closing || cl->close_requested ||
-        !hs->own_finished || !hs->peer_finished || hs->secrets != 3 || hs->hdr_have ||
+    if (!hs || !t->established || t->failed || cl->closing || cl->close_requested || hs->hdr_have ||
         hs->body_left || SSL_has_pending(t->ssl) || !SSL_is_init_finished(t->ssl))
+        return;
+    bool v13 = SSL_version(t->ssl) == TLS1_3_VERSION;
+    if (!hs->own_finished || !hs->peer_finished ||
+        (v13 ? (hs->secrets & 3) != 3 : !(hs->secrets & 4)))
         return;
     /* What proto wrote so far goes out under OpenSSL's sequence numbers first. */
     if (flush_stage(cl, t))
         return;
-    if (!hs->keep_openssl)
-        t->rec = tls_rec_new(SSL_CIPHER_get_id(SSL_get_current_cipher(t->ssl)), hs->client_secret,
-                             hs->server_secret, hs->secret_len, hs->rseq, hs->wseq);
+    const SSL_CIPHER *c = SSL_get_current_cipher(t->ssl);
+    if (hs->keep_openssl) {
+        /* the keys moved on inside OpenSSL: it keeps the record layer */
+    } else if (v13) {
+        t->rec = tls_rec_new(SSL_CIPHER_get_id(c), hs->client_secret, hs->server_secret,
+                             hs->secret_len, hs->rseq, hs->wseq);
+    } else if (SSL_CIPHER_is_aead(c) && !SSL_get_current_compression(t->ssl)) {
+        uint8_t cr[32], sr[32];
+        if (SSL_get_client_random(t->ssl, cr, sizeof(cr)) == sizeof(cr) &&
+            SSL_get_server_random(t->ssl, sr, sizeof(sr)) == sizeof(sr))
+            /* Under TLS 1.2 the Finished is the first record under the new keys
+             * (sequence number 0), itself sent after the ChangeCipherSpec. */
+            t->rec = tls_rec_new12(SSL_CIPHER_get_cipher_nid(c), SSL_CIPHER_get_handshake_digest(c),
+                                   hs->client_secret, hs->secret_len, cr, sr, hs->rseq + 1,
+                                   hs->wseq + 1);
+    }
     hs_free(t);
     ERR_clear_error();
     if (!t->rec)
@@ -986,10 +1009,9 @@ static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
 
 static int feed(struct mq_client *cl, struct tls_conn *t, unsigned level, uint8_t *raw, size_t len)
 {
-    /* OpenSSL reads raw through the BIO as it needs it. raw may be the server's shared
-     * read buffer, into which the plaintext below is decrypted: that is safe because a
-     * record's plaintext is shorter than its ciphertext, so the plaintext written never
-     * overtakes the ciphertext still to be read. */
+    /* OpenSSL reads raw through the BIO as it needs it (raw may be the server's shared
+     * read buffer); the plaintext goes to a buffer of its own, since a record begun in an
+     * earlier read can yield more plaintext than the ciphertext it takes from raw. */
     if (!t->ssl && make_ssl(cl, t))
         return -1;
     t->in = raw;
@@ -1013,9 +1035,9 @@ static int feed(struct mq_client *cl, struct tls_conn *t, unsigned level, uint8_
             return -1;
         }
     }
-    /* Decrypt into the shared buffer, filling it before each hand-over to proto. */
-    uint8_t *buf = cl->srv->read_buf;
-    size_t cap = sizeof(cl->srv->read_buf), have = 0;
+    /* Decrypt into the shared plaintext buffer, filling it before each hand-over up. */
+    uint8_t *buf = cl->srv->tls_plain_buf;
+    size_t cap = sizeof(cl->srv->tls_plain_buf), have = 0;
     for (;;) {
         if (cl->closing || cl->close_requested)
             break;

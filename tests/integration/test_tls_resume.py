@@ -14,6 +14,8 @@ import ssl
 import subprocess
 import time
 
+import pytest
+
 from midge_harness import TIMEOUT, MqttConn, connect_pkt, midge_only, publish_pkt, scaled
 from test_tls import (OPENSSL, TlsConn, certs, client_ctx, make_ca, make_cert,  # noqa: F401
                       make_crl, sighup, tls_client, tls_conf)
@@ -77,7 +79,7 @@ def test_tls_resumption_tls12(start_broker, certs):
     c.disconnect()
 
 
-def s_client(port, cafile, sess_in=None, sess_out=None, script=(), timeout=TIMEOUT):
+def s_client(port, cafile, sess_in=None, sess_out=None, script=(), timeout=TIMEOUT, extra=()):
     """openssl s_client: feed script (each item written alone, after a pause), then
     return its stdout."""
     args = [OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", cafile,
@@ -86,6 +88,7 @@ def s_client(port, cafile, sess_in=None, sess_out=None, script=(), timeout=TIMEO
         args += ["-sess_in", sess_in]
     if sess_out:
         args += ["-sess_out", sess_out]
+    args += list(extra)
     p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT)
     try:
@@ -341,3 +344,46 @@ def test_tls_handshake_storm(start_broker, certs):
     steady.ping()
     steady.disconnect()
     pub.disconnect()
+
+
+@pytest.mark.parametrize("suite", ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+                                   "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-ECDSA-AES128-SHA256"])
+def test_tls12_suites_after_the_handshake(start_broker, certs, suite):
+    """TLS 1.2 with each AEAD suite (whose records midge takes over from OpenSSL after the
+    handshake) and a CBC one (which stays OpenSSL's): messages of 10 bytes, 40 KB (several
+    records) and 200 KB both ways, a ping, a resumed connection, close_notify."""
+    br = start_broker(conf=tls_conf(certs))
+    ctx = client_ctx(certs, max_version=ssl.TLSVersion.TLSv1_2)
+    ctx.set_ciphers(suite)
+    reused, sess, c = session_round(br.port, ctx, None, "twelve")
+    assert c.sock.cipher()[0] == suite and c.sock.version() == "TLSv1.2"
+    assert c.subscribe([("t12/#", 1)]) == [1]
+    for size in (10, 40000, 200000):
+        c.publish(f"t12/{size}", bytes(range(256)) * (size // 256) + b"x" * (size % 256), qos=1)
+        m = c.recv_publish()
+        assert (m.topic, len(m.payload)) == (f"t12/{size}", size)
+        assert m.payload[:512] == (bytes(range(256)) * 2)[:min(size, 512)] or size < 256
+    c.ping()
+    c.disconnect()
+    reused, _, c = session_round(br.port, ctx, sess, "twelve")
+    assert reused
+    c.ping()
+    c.sock.settimeout(TIMEOUT)
+    c.sock.unwrap()  # close_notify, answered
+    br.wait_log(r"client twelve disconnected: connection closed by peer \(TLS close_notify\)")
+    c.close()
+
+
+@pytest.mark.parametrize("suite", ["TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256",
+                                   "TLS_AES_256_GCM_SHA384"])
+def test_tls13_suites_after_the_handshake(start_broker, certs, suite):
+    """Each TLS 1.3 suite (openssl s_client -ciphersuites): after the handshake midge's own
+    record layer reads a SUBSCRIBE and a PUBLISH and sends the message back, then a PINGRESP."""
+    br = start_broker(conf=tls_conf(certs))
+    script = [connect_pkt("s13"), b"\x82\x09\x00\x01\x00\x04s/13\x00",
+              publish_pkt("s/13", b"suite " + suite.encode()), b"\xc0\x00"]
+    out = s_client(br.port, certs.cafile, script=script, extra=["-ciphersuites", suite])
+    assert f"Cipher is {suite}".encode() in out, out[-400:]
+    assert b"suite " + suite.encode() in out, out[-400:]
+    assert b"\xd0\x00" in out
+    br.assert_no_log(r"TLS error")
