@@ -43,26 +43,6 @@
 
 enum suite { SUITE_AES_128_GCM, SUITE_AES_256_GCM, SUITE_CHACHA20_POLY1305 };
 
-struct tls_dir {
-    EVP_CIPHER_CTX *ctx; /* keyed; the nonce is set per record */
-    uint64_t seq;
-    uint8_t iv[REC_IV];
-    uint8_t secret[TLS_SECRET_MAX]; /* for KeyUpdate */
-};
-
-struct tls_rec {
-    struct tls_dir r, w;
-    uint8_t *part; /* an incomplete incoming record (header first); NULL when none */
-    uint32_t part_len, part_cap;
-    /* The record being filled in place at the end of the connection's output buffer:
-     * its header, then open_len bytes of plaintext (tls_rec_flush seals it). */
-    uint16_t open_len;
-    bool open;
-    bool tls12;
-    uint8_t suite, secret_len, key_len;
-    uint8_t pre, post; /* bytes around a record's plaintext: header (+ explicit nonce), tag */
-};
-
 static const EVP_CIPHER *suite_cipher(uint8_t suite)
 {
     return suite == SUITE_AES_128_GCM   ? EVP_aes_128_gcm()

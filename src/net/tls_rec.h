@@ -10,12 +10,38 @@
 #ifndef MIDGE_TLS_REC_H
 #define MIDGE_TLS_REC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+struct evp_cipher_ctx_st;
 struct evp_md_st;
 struct mq_client;
-struct tls_rec;
+
+/* The structs are here for tests/unit/test_footprint.c, which pins their size (an idle TLS
+ * connection holds one struct tls_rec); only tls_rec.c touches their fields. */
+
+/* One direction: its AEAD context, sequence number, IV (for TLS 1.2 AES-GCM its first 4
+ * bytes are the salt) and, for TLS 1.3, the traffic secret. */
+struct tls_dir {
+    struct evp_cipher_ctx_st *ctx; /* keyed; the nonce is set per record */
+    uint64_t seq;
+    uint8_t iv[12];
+    uint8_t secret[48]; /* TLS 1.3, for KeyUpdate */
+};
+
+struct tls_rec {
+    struct tls_dir r, w;
+    uint8_t *part; /* an incomplete incoming record (header first); NULL when none */
+    uint32_t part_len, part_cap;
+    /* The record being filled in place at the end of the connection's output buffer:
+     * its header, then open_len bytes of plaintext (tls_rec_flush seals it). */
+    uint16_t open_len;
+    bool open;
+    bool tls12;
+    uint8_t suite, secret_len, key_len;
+    uint8_t pre, post; /* bytes around a record's plaintext: header (+ explicit nonce), tag */
+};
 
 enum { TLS_CT_ALERT = 21, TLS_CT_HANDSHAKE = 22, TLS_CT_APPLICATION_DATA = 23 };
 enum { TLS_ALERT_WARNING = 1, TLS_ALERT_FATAL = 2 };
