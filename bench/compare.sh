@@ -262,7 +262,7 @@ ARGS[F]="conns --count $CONNS --rate $CONN_RATE --hold 2 --keepalive 600"
 # the broker's certificate against the test CA (CAFILE is replaced when a run starts).
 TLSC="--tls --cafile CAFILE"
 TITLE[TF]="$CONNS idle TLS connections (RSA-2048), one subscription each"
-ARGS[TF]="conns $TLSC --count $CONNS --rate $CONN_RATE --hold 2 --keepalive 600"
+ARGS[TF]="conns $TLSC --count $CONNS --rate 1000 --hold 2 --keepalive 600 --timeout 60"
 PROTO[TF]=tls-rsa
 TITLE[TH]="$HANDSHAKES full TLS handshakes, RSA-2048 certificate"
 ARGS[TH]="conns $TLSC --count $HANDSHAKES --rate 1000 --hold 0 --keepalive 600"
@@ -314,7 +314,7 @@ if [[ $FD_LIMIT != unlimited && $((CONNS + 64)) -gt $FD_LIMIT ]]; then
     TITLE[F]="$CONNS idle connections, one subscription each (fd limit $FD_LIMIT)"
     ARGS[F]="conns --count $CONNS --rate $CONN_RATE --hold 2 --keepalive 600"
     TITLE[TF]="$CONNS idle TLS connections (RSA-2048), one subscription each (fd limit $FD_LIMIT)"
-    ARGS[TF]="conns $TLSC --count $CONNS --rate $CONN_RATE --hold 2 --keepalive 600"
+    ARGS[TF]="conns $TLSC --count $CONNS --rate 1000 --hold 2 --keepalive 600 --timeout 60"
 fi
 # The brokers inherit this shell's limits: let them hold F's connections too.
 ulimit -n "$FD_LIMIT" 2>/dev/null || true

@@ -139,10 +139,11 @@ struct mq_server {
     size_t out_free_low; /* fewest pooled since the last tick: that many went unused */
     bool stopping;
     /* TLS handshakes (transport_tls.c): the time spent in them during this wake-up, and
-     * the new ones waiting, oldest first, for a later wake-up because that time passed a
+     * the handshakes waiting, oldest first, for a later wake-up because that time passed a
      * budget, so that a reconnect storm cannot hold up the connected clients' traffic. */
     uint64_t handshake_ns;
-    struct tls_conn *hs_wait_head, *hs_wait_tail;
+    struct tls_conn *hs_wait_head[2], *hs_wait_tail[2]; /* tls.h: HS_CONTINUING, HS_NEW */
+    uint64_t hs_credit_ms; /* when the waiting ones' connect_timeout was last credited */
     uint8_t read_buf[NET_READ_BUF_SIZE]; /* shared: idle clients hold no read buffer */
     /* OpenSSL's plaintext (transport_tls.c): apart from read_buf, whose ciphertext OpenSSL
      * may still be reading while a record completed from an earlier read comes out. */

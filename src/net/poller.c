@@ -64,8 +64,9 @@ void poller_run(struct mq_server *srv)
         /* 0 when libuv has work it must not wait for (a timer due, handles closing or
          * idle, callbacks pending), or when the flush left clients to free or write
          * (it stops after a bounded number of rounds of wills and closes). */
-        int timeout =
-            srv->uv_turn_due || srv->dirty || srv->hs_wait_head ? 0 : uv_backend_timeout(loop);
+        int timeout = srv->uv_turn_due || srv->dirty || tls_handshakes_waiting(srv)
+                          ? 0
+                          : uv_backend_timeout(loop);
         int n = epoll_wait(srv->epfd, ev, POLLER_BATCH, timeout);
         srv->handshake_ns = 0; /* a fresh TLS handshake budget per wake-up */
         if (n < 0) {

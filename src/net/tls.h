@@ -17,6 +17,10 @@ struct mq_listener_config;
 struct ssl_st;
 struct tls_rec;
 
+/* The queues of handshakes waiting for a later wake-up (mq_server.hs_wait_head): those
+ * under way (their SSL made), served first, and new ones. */
+enum { HS_CONTINUING, HS_NEW };
+
 /* Longest TLS 1.3 traffic secret (SHA-384). */
 #define TLS_SECRET_MAX 48
 
@@ -35,7 +39,9 @@ struct tls_hs {
     struct ssl_ctx_st *ctx; /* a reference to the listener's context until the SSL is made */
     /* Waiting for a later wake-up (srv->hs_wait_head): the bytes so far, and the queue. */
     bool waiting;
+    uint8_t wait_queue; /* HS_CONTINUING or HS_NEW */
     uint32_t wait_len;
+    uint64_t wait_since_ms; /* uv_now when it began to wait */
     uint8_t *wait_buf;
     struct tls_conn *wait_next, *wait_prev;
 };
@@ -93,5 +99,11 @@ void *tls_ctx_ref(void *ctx);
  * until this wake-up's handshake budget is spent. Called by the poller after each
  * wake-up's events; the poller does not block while some wait. */
 void tls_handshakes_run(struct mq_server *srv);
+
+/* Some handshakes wait (the poller must not block). */
+static inline bool tls_handshakes_waiting(const struct mq_server *srv)
+{
+    return srv->hs_wait_head[HS_CONTINUING] || srv->hs_wait_head[HS_NEW];
+}
 
 #endif

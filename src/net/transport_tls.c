@@ -926,14 +926,15 @@ static int feed(struct mq_client *cl, struct tls_conn *t, unsigned level, uint8_
 static void wait_unlink(struct mq_server *srv, struct tls_conn *t)
 {
     struct tls_hs *hs = t->hs;
+    unsigned q = hs->wait_queue;
     if (hs->wait_prev)
         hs->wait_prev->hs->wait_next = hs->wait_next;
     else
-        srv->hs_wait_head = hs->wait_next;
+        srv->hs_wait_head[q] = hs->wait_next;
     if (hs->wait_next)
         hs->wait_next->hs->wait_prev = hs->wait_prev;
     else
-        srv->hs_wait_tail = hs->wait_prev;
+        srv->hs_wait_tail[q] = hs->wait_prev;
     hs->wait_next = hs->wait_prev = NULL;
     hs->waiting = false;
     free(hs->wait_buf);
@@ -941,12 +942,14 @@ static void wait_unlink(struct mq_server *srv, struct tls_conn *t)
     hs->wait_len = 0;
 }
 
-/* Keep a new handshake's first bytes until a later wake-up (tls_handshakes_run). */
-static int wait_add(struct mq_client *cl, struct tls_conn *t, const uint8_t *raw, size_t len)
+/* Keep a handshake's bytes until a later wake-up (tls_handshakes_run), at the end of
+ * queue q (HS_CONTINUING or HS_NEW), or after what already waits. */
+static int wait_add(struct mq_client *cl, struct tls_conn *t, const uint8_t *raw, size_t len,
+                    unsigned q)
 {
     struct tls_hs *hs = t->hs;
     if (len > HANDSHAKE_WAIT_MAX - hs->wait_len) {
-        fail_why(cl, t, "first flight too large");
+        fail_why(cl, t, "handshake flight too large");
         return -1;
     }
     uint8_t *b = realloc(hs->wait_buf, hs->wait_len + len);
@@ -960,28 +963,55 @@ static int wait_add(struct mq_client *cl, struct tls_conn *t, const uint8_t *raw
     if (!hs->waiting) {
         struct mq_server *srv = cl->srv;
         hs->waiting = true;
-        hs->wait_prev = srv->hs_wait_tail;
-        if (srv->hs_wait_tail)
-            srv->hs_wait_tail->hs->wait_next = t;
+        hs->wait_queue = (uint8_t)q;
+        hs->wait_since_ms = uv_now(&srv->loop);
+        hs->wait_prev = srv->hs_wait_tail[q];
+        if (srv->hs_wait_tail[q])
+            srv->hs_wait_tail[q]->hs->wait_next = t;
         else
-            srv->hs_wait_head = t;
-        srv->hs_wait_tail = t;
+            srv->hs_wait_head[q] = t;
+        srv->hs_wait_tail[q] = t;
     }
     return 0;
 }
 
+/* connect_timeout is for the client to send its CONNECT, not for the time its handshake
+ * waited its turn here: proto's deadline (conn.last_rx_ms, the time the connection was
+ * made until CONNECT) moves on by the time t has waited since it last did. */
+static void wait_credit(struct tls_conn *t, uint64_t now)
+{
+    struct mq_client *cl = t->cl;
+    if (cl->conn_open && !cl->conn.connected)
+        cl->conn.last_rx_ms += now - t->hs->wait_since_ms;
+    t->hs->wait_since_ms = now;
+}
+
 void tls_handshakes_run(struct mq_server *srv)
 {
-    while (srv->hs_wait_head && srv->handshake_ns < HANDSHAKE_BUDGET_NS) {
-        struct tls_conn *t = srv->hs_wait_head;
-        struct mq_client *cl = t->cl;
-        uint8_t *data = t->hs->wait_buf;
-        size_t len = t->hs->wait_len;
-        t->hs->wait_buf = NULL; /* ours now */
-        wait_unlink(srv, t);
-        if (!cl->closing && !cl->close_requested && !t->failed)
-            feed(cl, t, 0, data, len);
-        free(data);
+    uint64_t now = uv_now(&srv->loop);
+    /* Twice a second, every waiting handshake is credited, before proto's once-a-second
+     * check of connect_timeout could count a long wait against it. */
+    if (now - srv->hs_credit_ms >= 500) {
+        srv->hs_credit_ms = now;
+        for (unsigned q = HS_CONTINUING; q <= HS_NEW; q++)
+            for (struct tls_conn *t = srv->hs_wait_head[q]; t; t = t->hs->wait_next)
+                wait_credit(t, now);
+    }
+    /* Handshakes under way first: their steps are cheap, and finishing them is what
+     * lets their clients in (and their connect_timeout stop running). */
+    for (unsigned q = HS_CONTINUING; q <= HS_NEW; q++) {
+        while (srv->hs_wait_head[q] && srv->handshake_ns < HANDSHAKE_BUDGET_NS) {
+            struct tls_conn *t = srv->hs_wait_head[q];
+            struct mq_client *cl = t->cl;
+            uint8_t *data = t->hs->wait_buf;
+            size_t len = t->hs->wait_len;
+            wait_credit(t, now);
+            t->hs->wait_buf = NULL; /* ours now */
+            wait_unlink(srv, t);
+            if (!cl->closing && !cl->close_requested && !t->failed)
+                feed(cl, t, 0, data, len);
+            free(data);
+        }
     }
 }
 
@@ -993,17 +1023,22 @@ static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
     if (t->rec)
         return rec_input(cl, t, level, raw, len);
     if (t->hs && t->hs->waiting)
-        return wait_add(cl, t, raw, len);
+        return wait_add(cl, t, raw, len, t->hs->wait_queue);
     if (!t->got_input) {
         t->got_input = true;
         t->first_byte = raw[0];
     }
     /* A handshake step (the ClientHello's, with the server's signature, is most of a
      * handshake's cost) waits behind those already waiting once this wake-up's budget
-     * is spent: a wake-up runs the budget's worth, oldest first. */
-    if (!t->established && t->hs &&
-        (cl->srv->handshake_ns >= HANDSHAKE_BUDGET_NS || cl->srv->hs_wait_head))
-        return wait_add(cl, t, raw, len);
+     * is spent: a wake-up runs the budget's worth, handshakes under way first, then new
+     * ones, each oldest first. */
+    if (!t->established && t->hs) {
+        struct mq_server *srv = cl->srv;
+        unsigned q = t->ssl ? HS_CONTINUING : HS_NEW;
+        if (srv->handshake_ns >= HANDSHAKE_BUDGET_NS || srv->hs_wait_head[HS_CONTINUING] ||
+            (q == HS_NEW && srv->hs_wait_head[HS_NEW]))
+            return wait_add(cl, t, raw, len, q);
+    }
     return feed(cl, t, level, raw, len);
 }
 
