@@ -18,7 +18,6 @@
 
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/kdf.h>
 #include <openssl/tls1.h>
 
@@ -43,16 +42,72 @@
 
 enum suite { SUITE_AES_128_GCM, SUITE_AES_256_GCM, SUITE_CHACHA20_POLY1305 };
 
+/* The algorithms, fetched from OpenSSL's default provider once, on the loop thread, then
+ * only read (like OpenSSL's own tables): the getters EVP_aes_128_gcm() and friends make
+ * OpenSSL 3.0 look the implementation up again at every use, which at a record layer's
+ * set-up per handshake was a measurable share of it. */
+struct algs {
+    EVP_CIPHER *cipher[3]; /* enum suite */
+    EVP_MD *sha256, *sha384;
+    EVP_KDF *tls1_prf;
+    bool fetched, ok;
+};
+
+static const struct algs *algs(void)
+{
+    static struct algs a;
+    if (!a.fetched) {
+        a.fetched = true;
+        a.cipher[SUITE_AES_128_GCM] = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
+        a.cipher[SUITE_AES_256_GCM] = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+        a.cipher[SUITE_CHACHA20_POLY1305] = EVP_CIPHER_fetch(NULL, "ChaCha20-Poly1305", NULL);
+        a.sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+        a.sha384 = EVP_MD_fetch(NULL, "SHA384", NULL);
+        a.tls1_prf = EVP_KDF_fetch(NULL, "TLS1-PRF", NULL);
+        a.ok = a.cipher[0] && a.cipher[1] && a.cipher[2] && a.sha256 && a.sha384 && a.tls1_prf;
+    }
+    return a.ok ? &a : NULL;
+}
+
 static const EVP_CIPHER *suite_cipher(uint8_t suite)
 {
-    return suite == SUITE_AES_128_GCM   ? EVP_aes_128_gcm()
-           : suite == SUITE_AES_256_GCM ? EVP_aes_256_gcm()
-                                        : EVP_chacha20_poly1305();
+    return algs()->cipher[suite]; /* checked by tls_rec_new and tls_rec_new12 */
 }
 
 static const EVP_MD *suite_md(uint8_t suite)
 {
-    return suite == SUITE_AES_256_GCM ? EVP_sha384() : EVP_sha256();
+    return suite == SUITE_AES_256_GCM ? algs()->sha384 : algs()->sha256;
+}
+
+/* HMAC(key, data) (RFC 2104) with md, whose block the key fits in (a traffic secret is the
+ * hash's length): two digests over the padded key, no MAC object to fetch. */
+static int hmac(const EVP_MD *md, const uint8_t *key, size_t klen, const uint8_t *data, size_t dlen,
+                uint8_t *out)
+{
+    uint8_t pad[128], inner[EVP_MAX_MD_SIZE];
+    size_t block = (size_t)EVP_MD_get_block_size(md);
+    unsigned ilen = 0, olen = 0;
+    int rc = -1;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    if (!c || block > sizeof(pad) || klen > block)
+        goto out;
+    memset(pad, 0x36, block);
+    for (size_t i = 0; i < klen; i++)
+        pad[i] ^= key[i];
+    if (EVP_DigestInit_ex(c, md, NULL) != 1 || EVP_DigestUpdate(c, pad, block) != 1 ||
+        EVP_DigestUpdate(c, data, dlen) != 1 || EVP_DigestFinal_ex(c, inner, &ilen) != 1)
+        goto out;
+    for (size_t i = 0; i < block; i++)
+        pad[i] ^= 0x36 ^ 0x5c;
+    if (EVP_DigestInit_ex(c, md, NULL) != 1 || EVP_DigestUpdate(c, pad, block) != 1 ||
+        EVP_DigestUpdate(c, inner, ilen) != 1 || EVP_DigestFinal_ex(c, out, &olen) != 1)
+        goto out;
+    rc = 0;
+out:
+    OPENSSL_cleanse(pad, sizeof(pad));
+    OPENSSL_cleanse(inner, sizeof(inner));
+    EVP_MD_CTX_free(c);
+    return rc;
 }
 
 /* HKDF-Expand-Label(secret, label, "", olen) (RFC 8446, 7.1); olen is at most the hash
@@ -62,7 +117,6 @@ static int expand_label(const struct tls_rec *r, const uint8_t *secret, const ch
 {
     uint8_t info[2 + 1 + 6 + 16 + 1 + 1], md[EVP_MAX_MD_SIZE];
     size_t llen = strlen(label), n = 0;
-    unsigned mdlen = 0;
     info[n++] = (uint8_t)(olen >> 8);
     info[n++] = (uint8_t)olen;
     info[n++] = (uint8_t)(6 + llen);
@@ -72,7 +126,7 @@ static int expand_label(const struct tls_rec *r, const uint8_t *secret, const ch
     n += llen;
     info[n++] = 0; /* empty context */
     info[n++] = 1; /* HKDF-Expand's block counter */
-    if (!HMAC(suite_md(r->suite), secret, r->secret_len, info, n, md, &mdlen) || mdlen < olen)
+    if (hmac(suite_md(r->suite), secret, r->secret_len, info, n, md))
         return -1;
     memcpy(out, md, olen);
     OPENSSL_cleanse(md, sizeof(md));
@@ -108,7 +162,7 @@ struct tls_rec *tls_rec_new(uint32_t cipher_id, const uint8_t *client_secret,
     case TLS1_3_CK_CHACHA20_POLY1305_SHA256: suite = SUITE_CHACHA20_POLY1305, want_len = 32; break;
     default: return NULL; /* CCM suites stay with OpenSSL */
     }
-    if (secret_len != want_len)
+    if (secret_len != want_len || !algs())
         return NULL;
     struct tls_rec *r = calloc(1, sizeof(*r));
     if (!r)
@@ -139,9 +193,7 @@ static int key_block(const EVP_MD *md, const uint8_t *master, size_t master_len,
     memcpy(seed, "key expansion", 13);
     memcpy(seed + 13, server_random, 32);
     memcpy(seed + 45, client_random, 32);
-    EVP_KDF *kdf = EVP_KDF_fetch(NULL, "TLS1-PRF", NULL);
-    EVP_KDF_CTX *kctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
-    EVP_KDF_free(kdf);
+    EVP_KDF_CTX *kctx = EVP_KDF_CTX_new(algs()->tls1_prf);
     if (!kctx)
         return -1;
     OSSL_PARAM params[] = {
@@ -166,7 +218,7 @@ struct tls_rec *tls_rec_new12(int cipher_nid, const EVP_MD *md, const uint8_t *m
     case NID_chacha20_poly1305: suite = SUITE_CHACHA20_POLY1305, key_len = 32, iv_len = 12; break;
     default: return NULL; /* CBC and CCM suites stay with OpenSSL */
     }
-    if (!md || master_len != 48)
+    if (!md || master_len != 48 || !algs())
         return NULL;
     uint8_t kb[2 * 32 + 2 * 12];
     struct tls_rec *r = calloc(1, sizeof(*r));

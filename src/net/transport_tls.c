@@ -391,7 +391,11 @@ static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[16],
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
         OSSL_PARAM_construct_end(),
     };
-    if (EVP_CipherInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv, enc) != 1 ||
+    /* Fetched once (see tls_rec.c's algs): the getter would look it up at every ticket. */
+    static EVP_CIPHER *aes_cbc;
+    if (!aes_cbc && !(aes_cbc = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL)))
+        return -1;
+    if (EVP_CipherInit_ex(cctx, aes_cbc, NULL, k->aes, iv, enc) != 1 ||
         EVP_MAC_CTX_set_params(hctx, params) != 1)
         return -1;
     return rc;
@@ -463,6 +467,13 @@ void *tls_ctx_new(const struct mq_listener_config *lc)
         mq_log(MQ_LOG_ERR, "listener %u: cannot create a TLS context (out of memory)", port);
         goto fail;
     }
+    /* The chain sent to clients, built once here: without one (a certfile holding only its
+     * certificate), OpenSSL builds it from the CA store at every handshake, a chain
+     * verification per handshake. The same certificates go out as before; a chain that
+     * cannot be completed is sent as far as it goes, as OpenSSL did. */
+    ERR_clear_error();
+    SSL_CTX_build_cert_chain(ctx, SSL_BUILD_CHAIN_FLAG_IGNORE_ERROR);
+    ERR_clear_error();
     if (!setup_tickets(ctx, port))
         goto fail;
     /* What the hand-over to tls_rec needs: the record counts and the traffic secrets. */
