@@ -1,5 +1,5 @@
 /*
- * bench.h - shared declarations of midge-bench, the MQTT 3.1.1 load generator.
+ * bench.h - shared declarations of midge-bench, the MQTT 3.1.1 and 5.0 load generator.
  *
  * midge-bench deliberately shares no code with the broker: it has its own wire
  * encoding (wire.c), its own event loop over epoll (net.c), a latency
@@ -48,7 +48,10 @@ void buf_reserve(struct buf *b, size_t extra);
 void buf_compact(struct buf *b);
 void buf_free(struct buf *b);
 
-/* ---- MQTT 3.1.1 wire format (wire.c) ---- */
+/* ---- MQTT 3.1.1 and 5.0 wire format (wire.c) ---- */
+
+/* Protocol levels in CONNECT: every encoder and parser takes one of them. */
+enum { MQTT_311 = 4, MQTT_5 = 5 };
 
 enum {
     PKT_CONNECT = 1,
@@ -60,9 +63,23 @@ enum {
     PKT_PUBCOMP = 7,
     PKT_SUBSCRIBE = 8,
     PKT_SUBACK = 9,
+    PKT_UNSUBSCRIBE = 10,
+    PKT_UNSUBACK = 11,
     PKT_PINGREQ = 12,
     PKT_PINGRESP = 13,
     PKT_DISCONNECT = 14,
+};
+
+/* MQTT 5 property identifiers midge-bench sends or acts on (spec 2.2.2.2). */
+enum {
+    PROP_SESSION_EXPIRY = 0x11,
+    PROP_SERVER_KEEPALIVE = 0x13,
+    PROP_REASON_STRING = 0x1f,
+    PROP_RECEIVE_MAXIMUM = 0x21,
+    PROP_TOPIC_ALIAS_MAXIMUM = 0x22,
+    PROP_TOPIC_ALIAS = 0x23,
+    PROP_MAXIMUM_QOS = 0x24,
+    PROP_MAXIMUM_PACKET_SIZE = 0x27,
 };
 
 struct packet {
@@ -75,18 +92,71 @@ struct packet {
 
 /* Returns 1 with *pkt filled, 0 if more bytes are needed, -1 if malformed. */
 int wire_parse(const uint8_t *p, size_t n, struct packet *pkt);
-void wire_connect(struct buf *b, const char *client_id, uint16_t keepalive, bool clean);
-void wire_subscribe(struct buf *b, uint16_t pid, const char *filter, int qos);
-/* One SUBSCRIBE with n filters, filter k at names + k * stride, lens[k] bytes long. */
-void wire_subscribe_list(struct buf *b, uint16_t pid, const char *names, size_t stride,
-                         const uint8_t *lens, int n, int qos);
-/* Appends a PUBLISH header and returns where the payload_len payload bytes go. */
-uint8_t *wire_publish(struct buf *b, const char *topic, size_t topic_len, int qos, uint16_t pid,
-                      size_t payload_len);
-/* PUBACK, PUBREC, PUBREL (flags 0010 added here) or PUBCOMP. */
+/* CONNECT without will or credentials. MQTT 5 with clean false also asks for a session
+ * that never expires (Session Expiry Interval 0xFFFFFFFF), which is what clean session 0
+ * means in 3.1.1; otherwise its property block is empty. */
+void wire_connect(struct buf *b, int version, const char *client_id, uint16_t keepalive,
+                  bool clean);
+/* SUBSCRIBE with one filter, share + filter (share: NULL or e.g. "$share/g/"); MQTT 5 adds
+ * an empty property block and sends the QoS as the options byte (no other option set). */
+void wire_subscribe(struct buf *b, int version, uint16_t pid, const char *share, const char *filter,
+                    int qos);
+/* One SUBSCRIBE with n filters, filter k being share + (names + k * stride, lens[k] bytes). */
+void wire_subscribe_list(struct buf *b, int version, uint16_t pid, const char *share,
+                         const char *names, size_t stride, const uint8_t *lens, int n, int qos);
+/* Appends a PUBLISH header and returns where the payload_len payload bytes go. MQTT 5:
+ * alias 0 sends no Topic Alias property (an empty property block); alias > 0 sends it,
+ * after topic, which is empty (topic_len 0) once the alias is set. */
+uint8_t *wire_publish(struct buf *b, int version, const char *topic, size_t topic_len, int qos,
+                      uint16_t pid, uint16_t alias, size_t payload_len);
+/* PUBACK, PUBREC, PUBREL (flags 0010 added here) or PUBCOMP, in the 2-byte form that MQTT 5
+ * reads as reason 0x00 without properties. */
 void wire_ack(struct buf *b, int type, uint16_t pid);
-void wire_simple(struct buf *b, int type); /* PINGREQ, DISCONNECT */
-const char *wire_connack_reason(int rc);
+void wire_simple(struct buf *b, int type); /* PINGREQ, DISCONNECT (MQTT 5: reason 0x00) */
+
+/* What a CONNACK says; the MQTT 5 fields keep their spec defaults when absent. */
+struct connack {
+    int reason; /* 3.1.1 return code or MQTT 5 reason code: 0 accepted */
+    bool session_present;
+    uint16_t receive_maximum; /* 65535 unless sent */
+    int server_keepalive;     /* -1 unless sent */
+    uint16_t topic_alias_max; /* 0 unless sent */
+    int maximum_qos;          /* 2 unless sent */
+    uint32_t max_packet_size; /* 0: no limit */
+    char reason_string[96];   /* "" unless sent */
+};
+
+/* A PUBLISH as received; pointers into the packet. */
+struct publish_in {
+    int qos;
+    uint16_t pid;
+    const uint8_t *topic;
+    size_t topic_len;
+    const uint8_t *props; /* MQTT 5 property block (without its length); NULL in 3.1.1 */
+    size_t props_len;
+    uint16_t alias; /* MQTT 5 Topic Alias property; 0 if none */
+    const uint8_t *payload;
+    size_t payload_len;
+};
+
+/* The parsers return 0, or -1 when the packet is malformed for that protocol version. */
+int wire_parse_connack(const struct packet *pk, int version, struct connack *out);
+int wire_parse_publish(const struct packet *pk, int version, struct publish_in *out);
+/* PUBACK, PUBREC, PUBREL, PUBCOMP: the short form (packet id only) has reason 0x00. */
+int wire_parse_ack(const struct packet *pk, int version, uint16_t *pid, int *reason);
+/* SUBACK or UNSUBACK: the return or reason codes, one per filter, at *codes. */
+int wire_parse_suback(const struct packet *pk, int version, uint16_t *pid, const uint8_t **codes,
+                      size_t *n);
+/* A server's MQTT 5 DISCONNECT: its reason code (0x00 if none) and Reason String. */
+int wire_parse_disconnect(const struct packet *pk, int *reason, char *why, size_t cap);
+/* True if a SUBACK return or reason code refuses the subscription. */
+static inline bool wire_suback_refused(int code)
+{
+    return code >= 0x80;
+}
+const char *wire_connack_reason(int version, int rc);
+/* A short English name for an MQTT 5 reason code, e.g. "quota exceeded" for 0x97. */
+const char *wire_reason_name(int reason);
 const char *wire_type_name(int type);
 uint16_t wire_u16(const uint8_t *p);
 
@@ -209,6 +279,7 @@ struct common_opts {
     uint16_t keepalive;
     const char *prefix; /* topic and client-id prefix, unique per run */
     const char *ws_path; /* --ws: MQTT over WebSocket to this path; NULL: TCP */
+    int version;         /* MQTT_311 or MQTT_5 (--mqtt5, --protocol) */
     bool tls;            /* --tls */
     const char *cafile;  /* --cafile: verify the broker's certificate */
     const char *certfile, *keyfile; /* --cert, --key: a client certificate */
@@ -241,6 +312,8 @@ struct pubsub_opts {
     bool sub_persistent; /* subscribers connect with clean session 0 (--sub-clean 0) */
     bool spread;      /* publishers cycle over their share of T topics (see pubsub.c) */
     int sub_batch;    /* --spread: filters per SUBSCRIBE packet */
+    bool topic_alias; /* MQTT 5: a publisher names each topic once, then sends its alias */
+    const char *shared_group; /* --shared: subscribers take $share/GROUP/<filter>; NULL: no */
     double setup_timeout;
     double grace;
     double stall;

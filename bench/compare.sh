@@ -7,14 +7,19 @@
 # a PNG chart. Broker CPU per delivered message is the headline figure: msg/s
 # swings with the neighbours' load, CPU time per message much less.
 #
-# Usage: bench/compare.sh [--quick | --full] [--build-dir DIR]
-#   (default)  3 rounds; 3 s runs for A-F, 2 s for the scaling series: about 8 minutes
+# Usage: bench/compare.sh [--quick | --full] [--build-dir DIR] [--ab OLD_MIDGE]
+#   (default)  3 rounds; 3 s runs for A-F, 2 s for the scaling series: about 10 minutes
 #              from a fresh checkout, build included
 #   --quick    1 round of 1 s runs with smaller scaling points: about 2 minutes, to
 #              check the tooling (the same as QUICK=1)
 #   --full     3 rounds of 5 s runs everywhere, plus the extra scaling points
 #              (10,000 topics, 100,000 topics under one wildcard per group): ~15 minutes
 #   --build-dir DIR  the cmake build directory (the same as BUILD_DIR=DIR)
+#   --ab OLD_MIDGE   A/B instead of midge vs Mosquitto: the midge binary OLD_MIDGE (say, a
+#              build of the commit before a change) against this midge, alternating run by
+#              run, on the MQTT 3.1.1 rows (SCENARIOS default "A W B C D E R0 R1 F", ROUNDS
+#              5); writes only the page's A/B section (new/old per round, median
+#              [min..max], within 5 % or not) and keeps the rest. AB_REV=TEXT names OLD_MIDGE
 # Environment:
 #   ROUNDS=N        rounds (3; QUICK: 1)
 #   DURATION=S      measured seconds per run of A-F and W (3; QUICK: 1; FULL: 5)
@@ -22,9 +27,15 @@
 #   SCALE_DURATION=S, SCALE_WARMUP=S  the same for the scaling series (2 and 0.5;
 #                   QUICK: 1 and 0.5; FULL: 5 and 1)
 #   CONNS=K         idle connections in scenario F (10000; QUICK: 2000)
-#   SCENARIOS="A B" a subset of: A W B C D E R0 R1 F S10 S100 S1k S10k T10 T1k T10k
-#                   T100k T100kw (W is scenario A over WebSocket; S<n> n subscribers on
-#                   one topic; T<n> n topics, T100kw with wildcard filters)
+#   SCENARIOS="A B" a subset of: A A5 A5a W B C D E SH R0 R1 F F5 TF TH THE THR TA TW TS
+#                   S10 S100 S1k S10k T10 T1k T10k T100k T100kw (W is scenario A over
+#                   WebSocket; A5 scenario A with MQTT 5 clients, A5a with a topic alias per
+#                   publisher too; SH a shared-subscription fan-in, MQTT 5; F5 scenario F
+#                   with MQTT 5; TF to TS the TLS rows: TF idle TLS connections, TH/THE full
+#                   handshakes with RSA/ECDSA certificates, THR resumed ones, TA and TW
+#                   scenario A over TLS and wss, TS a reconnect storm; S<n> n subscribers on
+#                   one topic; T<n> n topics, T100kw with wildcard filters). With --ab the
+#                   TLS rows run only when named here, each on its summary figure
 #   PIN=0           do not pin the broker and midge-bench to separate CPUs
 #   MIDGE_BIN, MOSQUITTO_BIN, BENCH_BIN, BUILD_DIR  binaries and the cmake build directory
 #   MIDGE_REV=TEXT  what the page says midge was built from (default: the checkout's commit)
@@ -42,6 +53,9 @@ while [[ $# -gt 0 ]]; do
         --build-dir) [[ $# -ge 2 ]] || { echo "--build-dir needs a directory" >&2; exit 2; }
             BUILD_DIR=$2; shift ;;
         --build-dir=*) BUILD_DIR=${1#--build-dir=} ;;
+        --ab) [[ $# -ge 2 ]] || { echo "--ab needs the old midge binary" >&2; exit 2; }
+            AB_BIN=$2; shift ;;
+        --ab=*) AB_BIN=${1#--ab=} ;;
         -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
@@ -63,7 +77,19 @@ else
     ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-3}; WARMUP=${WARMUP:-0.5}; CONNS=${CONNS:-10000}
     SCALE_DURATION=${SCALE_DURATION:-2}; SCALE_WARMUP=${SCALE_WARMUP:-0.5}
 fi
-SCENARIOS=${SCENARIOS:-"A W B C D E R0 R1 F TF TH THE THR TA TW TS $S_POINTS $T_POINTS"}
+AB_BIN=${AB_BIN:-}
+if [[ -n $AB_BIN ]]; then
+    # A/B: the MQTT 3.1.1 rows, old and new midge alternating; more rounds, as the effect
+    # looked for (5 %) is smaller than the run-to-run noise of a shared machine.
+    [[ -x $AB_BIN ]] || { echo "--ab $AB_BIN: not an executable" >&2; exit 2; }
+    AB_BIN=$(cd "$(dirname "$AB_BIN")" && pwd)/$(basename "$AB_BIN")
+    ROUNDS=${ROUNDS:-5}
+    SCENARIOS=${SCENARIOS:-"A W B C D E R0 R1 F"}
+    OTHER=before
+else
+    OTHER=mosquitto
+fi
+SCENARIOS=${SCENARIOS:-"A A5 A5a W B C D E SH R0 R1 F F5 TF TH THE THR TA TW TS $S_POINTS $T_POINTS"}
 PIN=${PIN:-1}
 OUT=${OUT:-$ROOT/docs/benchmarks.md}
 MOSQUITTO_BIN=${MOSQUITTO_BIN:-/usr/sbin/mosquitto}
@@ -135,8 +161,9 @@ print(s.getsockname()[1])'
 }
 
 # Both brokers read the same mosquitto.conf-style file. midge warns that it ignores
-# set_tcp_nodelay: it always sets TCP_NODELAY. PROTOCOL=websockets gives a WebSocket listener.
-write_conf() { # write_conf PORT FILE [PROTOCOL]: mqtt, websockets, tls-rsa, tls-ec, wss-rsa
+# set_tcp_nodelay: it always sets TCP_NODELAY. PROTOCOL=websockets gives a WebSocket listener;
+# EXTRA is appended (a scenario's own settings, the same for both brokers).
+write_conf() { # write_conf PORT FILE [PROTOCOL [EXTRA]]: mqtt, websockets, tls-rsa, tls-ec, wss-rsa
     local proto="" tls=""
     case ${3:-mqtt} in
         websockets|wss-*) proto=$'\nprotocol websockets' ;;
@@ -156,6 +183,7 @@ log_dest stderr
 log_type error
 log_type warning
 EOF
+    if [[ -n ${4:-} ]]; then printf '%s\n' "$4" >>"$2"; fi
 }
 
 # TLS scenarios (issue 17): a CA, and an RSA-2048 and an ECDSA P-256 server certificate
@@ -183,11 +211,15 @@ make_certs() {
     [[ -s $d/rsa.crt && -s $d/ec.crt ]] || fail "could not make the TLS test certificates"
 }
 
-start_broker() { # start_broker NAME TAG [PROTOCOL]: sets PORT and BROKER_PID
+start_broker() { # start_broker NAME TAG [PROTOCOL [EXTRA]]: sets PORT and BROKER_PID
     local name=$1 tag=$2 bin
     PORT=$(free_port)
-    write_conf "$PORT" "$WORK/$tag.conf" "${3:-mqtt}"
-    if [[ $name == midge ]]; then bin=$MIDGE_BIN; else bin=$MOSQUITTO_BIN; fi
+    write_conf "$PORT" "$WORK/$tag.conf" "${3:-mqtt}" "${4:-}"
+    case $name in
+        midge) bin=$MIDGE_BIN ;;
+        before) bin=$AB_BIN ;;
+        *) bin=$MOSQUITTO_BIN ;;
+    esac
     (pin "$BROKER_CPU" "$bin" -c "$WORK/$tag.conf") >"$WORK/logs/$tag.broker.log" 2>&1 &
     BROKER_PID=$!
     local i
@@ -234,8 +266,13 @@ stop_broker() { # stop_broker: returns 1 if the broker had died during the run
 # ---- scenarios: id|title|midge-bench arguments (PORT and PID are filled in per run) ----
 PS="pubsub --duration $DURATION --warmup $WARMUP --size 64"
 PAIRS="--publishers 16 --subscribers 16 --topics 16"
-declare -A TITLE ARGS PROTO
+declare -A TITLE ARGS PROTO EXTRA
 TITLE[A]="16 pairs, QoS 0, saturated";       ARGS[A]="$PS $PAIRS --qos 0"
+# MQTT 5 (issue 13): scenario A with MQTT 5 clients (empty property blocks), then with each
+# publisher naming its topic once and sending its topic alias after that.
+TITLE[A5]="scenario A with MQTT 5";          ARGS[A5]="$PS $PAIRS --qos 0 --mqtt5"
+TITLE[A5a]="scenario A with MQTT 5 and a topic alias per publisher"
+ARGS[A5a]="$PS $PAIRS --qos 0 --mqtt5 --topic-alias"
 # W: scenario A over MQTT over WebSocket (listener with protocol websockets).
 TITLE[W]="scenario A over WebSocket";         ARGS[W]="$PS $PAIRS --qos 0 --ws /mqtt"
 PROTO[W]=websockets
@@ -245,10 +282,19 @@ TITLE[D]="fan-out 1 -> 100, QoS 0, saturated"
 ARGS[D]="$PS --publishers 1 --subscribers 100 --topics 1 --qos 0"
 TITLE[E]="fan-in 100 -> 1, QoS 0, saturated"
 ARGS[E]="$PS --publishers 100 --subscribers 1 --topics 1 --qos 0"
+# SH: 16 publishers -> one shared subscription of 4 MQTT 5 subscribers, QoS 1: each message
+# goes to one member. Both brokers get max_queued_messages 100000: Mosquitto 2.0.11 counts
+# QoS 1 messages of a fan-in that were delivered and acknowledged against its queue limit,
+# and with 1000 it starts dropping after some 30,000 messages (see the page).
+TITLE[SH]="shared subscription, 16 publishers -> 4 members, QoS 1, MQTT 5"
+ARGS[SH]="$PS --publishers 16 --subscribers 4 --topics 1 --qos 1 --mqtt5 --shared bench"
+EXTRA[SH]="max_queued_messages 100000"
 TITLE[R0]="16 pairs at 8,000 msg/s, QoS 0";  ARGS[R0]="$PS $PAIRS --qos 0 --rate 8000"
 TITLE[R1]="16 pairs at 8,000 msg/s, QoS 1";  ARGS[R1]="$PS $PAIRS --qos 1 --rate 8000"
 TITLE[F]="$CONNS idle connections, one subscription each"
 ARGS[F]="conns --count $CONNS --rate $CONN_RATE --hold 2 --keepalive 600"
+TITLE[F5]="$CONNS idle MQTT 5 connections, one subscription each"
+ARGS[F5]="${ARGS[F]} --mqtt5"
 
 # Scaling series, QoS 0, saturated, shorter runs (CPU per message settles within a second).
 # S<n>: one publisher, n subscribers on its one topic. The window keeps about 20,000
@@ -315,12 +361,14 @@ if [[ $FD_LIMIT != unlimited && $((CONNS + 64)) -gt $FD_LIMIT ]]; then
     ARGS[F]="conns --count $CONNS --rate $CONN_RATE --hold 2 --keepalive 600"
     TITLE[TF]="$CONNS idle TLS connections (RSA-2048), one subscription each (fd limit $FD_LIMIT)"
     ARGS[TF]="conns $TLSC --count $CONNS --rate 1000 --hold 2 --keepalive 600 --timeout 60"
+    TITLE[F5]="$CONNS idle MQTT 5 connections, one subscription each (fd limit $FD_LIMIT)"
+    ARGS[F5]="${ARGS[F]} --mqtt5"
 fi
 # The brokers inherit this shell's limits: let them hold F's connections too.
 ulimit -n "$FD_LIMIT" 2>/dev/null || true
 
 MOSQUITTO_WS=no
-if [[ " $SCENARIOS " == *" W "* || " $SCENARIOS " == *" TW "* ]]; then
+if [[ -z $AB_BIN && ( " $SCENARIOS " == *" W "* || " $SCENARIOS " == *" TW "* ) ]]; then
     if mosquitto_has_websockets; then MOSQUITTO_WS=yes; else
         log "$MOSQUITTO_BIN has no WebSocket support: W runs against midge only"
     fi
@@ -333,13 +381,16 @@ fi
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 START=$(date +%s)
+# The machine may be shared: the page says how busy it was.
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 log "rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s scenarios: $SCENARIOS"
+[[ -z $AB_BIN ]] || log "A/B: $AB_BIN (before) against $MIDGE_BIN"
 log "placement: ${PINNING:-not pinned}"
 for round in $(seq "$ROUNDS"); do
     for sc in $SCENARIOS; do
         [[ -n ${ARGS[$sc]:-} ]] || fail "unknown scenario $sc"
         # A B in odd rounds, B A in even ones: neither broker always runs first.
-        if ((round % 2)); then order="midge mosquitto"; else order="mosquitto midge"; fi
+        if ((round % 2)); then order="midge $OTHER"; else order="$OTHER midge"; fi
         for broker in $order; do
             tag="$sc.$broker.$round"
             if [[ ${PROTO[$sc]:-mqtt} == @(websockets|wss-*) && $broker == mosquitto &&
@@ -348,7 +399,7 @@ for round in $(seq "$ROUNDS"); do
                     >>"$RESULTS"
                 continue
             fi
-            start_broker "$broker" "$tag" "${PROTO[$sc]:-mqtt}"
+            start_broker "$broker" "$tag" "${PROTO[$sc]:-mqtt}" "${EXTRA[$sc]:-}"
             # shellcheck disable=SC2086 # ARGS holds words on purpose
             args=${ARGS[$sc]//CAFILE/$CERTS/ca.crt}
             set +e
@@ -393,6 +444,7 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 ELAPSED=$(( $(date +%s) - START ))
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 
 # ---- report ----
 mkdir -p "$(dirname "$OUT")"
@@ -401,8 +453,9 @@ COMMANDS=$WORK/commands.txt
     for sc in $SCENARIOS; do
         storm=""
         [[ $sc == TS ]] && storm=" & sleep 1.5; nice -n 10 midge-bench ${STORM_ARGS//CAFILE/ca.crt} --port PORT"
-        printf '%s\t%s\tmidge-bench %s --port PORT --broker-pid PID%s\n' \
-            "$sc" "${TITLE[$sc]}" "${ARGS[$sc]//CAFILE/ca.crt}" "$storm"
+        printf '%s\t%s\tmidge-bench %s --port PORT --broker-pid PID%s%s\n' \
+            "$sc" "${TITLE[$sc]}" "${ARGS[$sc]//CAFILE/ca.crt}" "$storm" \
+            "${EXTRA[$sc]:+   # the configuration of both brokers adds: ${EXTRA[$sc]}}"
     done
 } >"$COMMANDS"
 GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -411,7 +464,7 @@ if [[ -n $(git -C "$ROOT" status --porcelain 2>/dev/null | grep -v '^??' || true
 fi
 GIT_REV=${MIDGE_REV:-$GIT_REV}
 export RESULTS COMMANDS OUT ROUNDS DURATION WARMUP QUICK FULL ELAPSED GIT_REV NPROC FD_LIMIT
-export SCALE_DURATION SCALE_WARMUP MOSQUITTO_WS
+export SCALE_DURATION SCALE_WARMUP MOSQUITTO_WS LOAD_START LOAD_END
 export MIDGE_VERSION=$("$MIDGE_BIN" --version 2>&1 | head -1)
 export MOSQUITTO_VERSION=$("$MOSQUITTO_BIN" -h 2>&1 | head -1)
 export PINNING
@@ -420,5 +473,20 @@ export COMPARE_CMD="bench/compare.sh$MODE_FLAG"
 export COMPARE_CMD_EXPANDED="ROUNDS=$ROUNDS DURATION=$DURATION WARMUP=$WARMUP \
 SCALE_DURATION=$SCALE_DURATION SCALE_WARMUP=$SCALE_WARMUP CONNS=$CONNS \
 SCENARIOS=\"$SCENARIOS\" bench/compare.sh"
-python3 "$ROOT/bench/report.py"
-log "wrote $OUT (and ${OUT%.md}.png) in ${ELAPSED}s of runs"
+if [[ -n $AB_BIN ]]; then
+    # The old binary's commit, when it was built inside a git checkout.
+    AB_REV=${AB_REV:-$(git -C "$(dirname "$AB_BIN")" rev-parse --short HEAD 2>/dev/null ||
+        echo unknown)}
+    export AB=1 AB_REV AB_VERSION=$("$AB_BIN" --version 2>&1 | head -1)
+    COMPARE_CMD_EXPANDED="${COMPARE_CMD_EXPANDED% bench/compare.sh} bench/compare.sh --ab OLD/midge"
+    export COMPARE_CMD="$COMPARE_CMD --ab OLD/midge"
+fi
+# report.py exits 1, after writing the page, when a run's counts show lost (QoS 1/2),
+# duplicated, misrouted, corrupt or foreign messages: the comparison then fails.
+report_status=0
+python3 "$ROOT/bench/report.py" || report_status=$?
+if [[ -n $AB_BIN ]]; then log "wrote the A/B section of $OUT in ${ELAPSED}s of runs"; else
+    log "wrote $OUT (and ${OUT%.md}.png) in ${ELAPSED}s of runs"; fi
+if [[ $report_status != 0 ]]; then
+    fail "integrity problems in the runs (listed above and in the page's summary)"
+fi

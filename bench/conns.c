@@ -35,6 +35,7 @@ struct cstate {
     int first_err;
     char first_reason[128];
     bool holding;
+    uint16_t keepalive; /* the client's, or the shortest Server Keep Alive a CONNACK set */
     struct hist hs; /* handshake time: connect() to SUBACK */
     uint64_t t_first_done, t_last_done;
 };
@@ -59,21 +60,39 @@ static void fail_conn(struct cstate *s, struct cconn *cc, const char *why, int e
 
 static void handle_packet(struct cstate *s, struct cconn *cc, const struct packet *pk, uint64_t now)
 {
-    char why[96];
+    char why[160];
+    const int version = s->o->c.version;
     switch (pk->type) {
-    case PKT_CONNACK:
-        if (pk->body_len < 2 || pk->body[1] != 0) {
-            int rc = pk->body_len < 2 ? -1 : pk->body[1];
-            snprintf(why, sizeof(why), "CONNACK refused: %s (code %d)", wire_connack_reason(rc),
-                     rc);
+    case PKT_CONNACK: {
+        struct connack ca;
+        if (wire_parse_connack(pk, version, &ca) < 0) {
+            fail_conn(s, cc, "malformed CONNACK", 0);
+            break;
+        }
+        if (ca.reason != 0) {
+            snprintf(why, sizeof(why), "CONNACK refused: %s (code 0x%02x)%s%s",
+                     wire_connack_reason(version, ca.reason), ca.reason,
+                     ca.reason_string[0] ? ": " : "", ca.reason_string);
             s->refused++;
             fail_conn(s, cc, why, 0);
+            break;
         }
+        if (ca.server_keepalive > 0 && (s->keepalive == 0 || ca.server_keepalive < s->keepalive))
+            s->keepalive = (uint16_t)ca.server_keepalive;
         break;
-    case PKT_SUBACK:
-        if (pk->body_len < 3 || pk->body[2] == 0x80) {
+    }
+    case PKT_SUBACK: {
+        uint16_t pid;
+        const uint8_t *codes;
+        size_t n;
+        if (wire_parse_suback(pk, version, &pid, &codes, &n) < 0) {
+            fail_conn(s, cc, "malformed SUBACK", 0);
+            break;
+        }
+        if (wire_suback_refused(codes[0])) {
+            snprintf(why, sizeof(why), "SUBACK refused the subscription (0x%02x)", codes[0]);
             s->refused++;
-            fail_conn(s, cc, "SUBACK refused the subscription", 0);
+            fail_conn(s, cc, why, 0);
             break;
         }
         if (!cc->held) {
@@ -87,7 +106,19 @@ static void handle_packet(struct cstate *s, struct cconn *cc, const struct packe
             s->t_last_done = now;
         }
         break;
+    }
     case PKT_PINGRESP: break;
+    case PKT_DISCONNECT: {
+        int reason;
+        char text[96];
+        if (version == MQTT_5 && wire_parse_disconnect(pk, &reason, text, sizeof(text)) == 0)
+            snprintf(why, sizeof(why), "DISCONNECT from the broker: 0x%02x (%s)%s%s", reason,
+                     wire_reason_name(reason), text[0] ? ": " : "", text);
+        else
+            snprintf(why, sizeof(why), "unexpected DISCONNECT packet");
+        fail_conn(s, cc, why, 0);
+        break;
+    }
     default:
         snprintf(why, sizeof(why), "unexpected %s packet", wire_type_name(pk->type));
         fail_conn(s, cc, why, 0);
@@ -108,8 +139,8 @@ static void on_event(struct cstate *s, struct cconn *cc, uint32_t events, uint64
         char id[48], topic[64];
         snprintf(id, sizeof(id), "%s-c%d", s->o->c.prefix, c->index);
         snprintf(topic, sizeof(topic), "%s/c%d", s->o->c.prefix, c->index);
-        wire_connect(&c->out, id, s->o->c.keepalive, true);
-        wire_subscribe(&c->out, 1, topic, 0);
+        wire_connect(&c->out, s->o->c.version, id, s->o->c.keepalive, true);
+        wire_subscribe(&c->out, s->o->c.version, 1, NULL, topic, 0);
         conn_mark_dirty(&s->loop, c);
         return;
     }
@@ -168,6 +199,7 @@ int run_conns(const struct conns_opts *o)
     if (!s)
         die(1, "out of memory");
     s->o = o;
+    s->keepalive = o->c.keepalive;
     hist_reset(&s->hs);
     uint64_t fd_limit = raise_fd_limit();
     s->count = o->count;
@@ -240,7 +272,7 @@ int run_conns(const struct conns_opts *o)
     s->holding = true;
     int held_after_handshakes = s->held;
     uint64_t hold_end = now_ns() + (s->held ? (uint64_t)(o->hold * 1e9) : 0);
-    uint64_t next_ping = o->c.keepalive ? now_ns() + o->c.keepalive * 500000000ull : UINT64_MAX;
+    uint64_t next_ping = s->keepalive ? now_ns() + s->keepalive * 500000000ull : UINT64_MAX;
     for (uint64_t now = now_ns(); now < hold_end; now = now_ns()) {
         if (now >= next_ping) {
             for (int i = 0; i < s->count; i++)
@@ -248,7 +280,7 @@ int run_conns(const struct conns_opts *o)
                     wire_simple(&s->conns[i].c.out, PKT_PINGREQ);
                     conn_mark_dirty(&s->loop, &s->conns[i].c);
                 }
-            next_ping = now + o->c.keepalive * 500000000ull;
+            next_ping = now + s->keepalive * 500000000ull;
         }
         turn(s, hold_end < next_ping ? hold_end : next_ping);
     }
@@ -266,9 +298,10 @@ int run_conns(const struct conns_opts *o)
         idle_cpu_pct = hold_s > 0 ? 100.0 * (double)proc_cpu_delta(&b1, &b2) / 1e9 / hold_s : 0;
     }
 
-    printf("midge-bench conns: %d connection(s) requested%s, one subscription each, "
+    printf("midge-bench conns: %d connection(s) requested%s, MQTT %s, one subscription each, "
            "keep-alive %u s, paced at %.0f/s\n",
-           o->count, clamped ? " (clamped to the fd limit)" : "", o->c.keepalive, o->rate);
+           o->count, clamped ? " (clamped to the fd limit)" : "",
+           o->c.version == MQTT_5 ? "5.0" : "3.1.1", o->c.keepalive, o->rate);
     printf("  broker %s:%d; handshakes finished in %.2f s: %.0f connections/s\n", o->c.host,
            o->c.port, (double)(t_hs_end - t0) / 1e9, conn_rate);
     printf("  held %d of %d after %.1f s idle (failed %d, refused %d, timed out %d, dropped "
@@ -291,12 +324,12 @@ int run_conns(const struct conns_opts *o)
                o->c.broker_pid, (unsigned long long)b0.rss_kib, (unsigned long long)b2.rss_kib,
                (unsigned long long)b2.hwm_kib, kib_per_conn, cpu_us_per_conn, idle_cpu_pct);
     char k1[32], k2[32], k3[32], k4[32], k5[32];
-    printf("RESULT mode=conns requested=%d count=%d held=%d failed=%d refused=%d timed_out=%d "
-           "dropped=%d conn_per_s=%.0f hs_p50_us=%.0f hs_p99_us=%.0f broker_rss_before_kib=%s "
-           "broker_rss_kib=%s broker_hwm_kib=%s kib_per_conn=%s broker_cpu_us_per_conn=%s "
+    printf("RESULT mode=conns mqtt=%d requested=%d count=%d held=%d failed=%d refused=%d "
+           "timed_out=%d dropped=%d conn_per_s=%.0f hs_p50_us=%.0f hs_p99_us=%.0f "
+           "broker_rss_before_kib=%s broker_rss_kib=%s broker_hwm_kib=%s kib_per_conn=%s broker_cpu_us_per_conn=%s "
            "fd_limit=%llu tls=%d tls_handshakes=%llu tls_resumed=%llu hs_secs=%.2f status=%s\n",
-           o->count, s->count, s->held, s->failed - s->refused, s->refused, timed_out, s->dropped,
-           conn_rate, (double)hist_percentile(&s->hs, 50) / 1e3,
+           o->c.version, o->count, s->count, s->held, s->failed - s->refused, s->refused, timed_out,
+           s->dropped, conn_rate, (double)hist_percentile(&s->hs, 50) / 1e3,
            (double)hist_percentile(&s->hs, 99) / 1e3,
            fmt_opt(k1, sizeof(k1), have, (double)b0.rss_kib, 0),
            fmt_opt(k2, sizeof(k2), have, (double)b2.rss_kib, 0),

@@ -108,6 +108,11 @@ static void usage(FILE *f)
           "  --resume             offer a session ticket on every connection: one priming\n"
           "                       connection gets it first, so every measured handshake is a\n"
           "                       resumption attempt (RESULT counts tls_resumed)\n"
+          "  --mqtt5, --protocol 5|3.1.1\n"
+          "                       MQTT 5.0 instead of 3.1.1: property blocks (empty but for\n"
+          "                       the options below), CONNACK limits honoured (Receive\n"
+          "                       Maximum, Server Keep Alive, Maximum QoS, Topic Alias\n"
+          "                       Maximum), acknowledgements sent in their short forms\n"
           "\n"
           "pubsub: P publishers, S subscribers, T topics; publisher i publishes on topic i%T,\n"
           "subscriber j subscribes to topic j%T (or to every topic with --wildcard).\n"
@@ -128,6 +133,13 @@ static void usage(FILE *f)
           "                       publishers i with i%G = j%G, one exact filter per topic (or\n"
           "                       PREFIX/<g>/+ with --wildcard)\n"
           "  --sub-batch N        --spread: filters per SUBSCRIBE packet (100)\n"
+          "  --topic-alias        MQTT 5: a publisher's first message on a topic sets alias 1\n"
+          "                       (topic k of its --spread topics: k+1, up to the broker's\n"
+          "                       Topic Alias Maximum); later ones send an empty topic\n"
+          "  --shared GROUP       subscribers take $share/GROUP/<filter>: the subscribers that\n"
+          "                       share a filter form one shared subscription, and each\n"
+          "                       message goes to one of them (3.1.1 or 5.0). lost = received\n"
+          "                       by no member, dup = received twice by any\n"
           "  --setup-timeout SECS connecting and subscribing everyone (10 s + 2 ms per\n"
           "                       connection + 0.1 ms per subscription)\n"
           "  --sub-clean 0|1      subscribers' clean session flag (1); 0 = persistent sessions,\n"
@@ -178,7 +190,8 @@ int main(int argc, char **argv)
 
     static char prefix[32];
     snprintf(prefix, sizeof(prefix), "mb%d", (int)getpid());
-    struct common_opts c = {.host = "127.0.0.1", .port = 1883, .prefix = prefix};
+    struct common_opts c = {
+        .host = "127.0.0.1", .port = 1883, .prefix = prefix, .version = MQTT_311};
     struct pubsub_opts ps = {
         .publishers = 1,
         .subscribers = 1,
@@ -218,7 +231,8 @@ int main(int argc, char **argv)
             return 0;
         }
         bool is_flag = !strcmp(name, "--wildcard") || !strcmp(name, "--spread") ||
-                       !strcmp(name, "--tls") || !strcmp(name, "--resume");
+                       !strcmp(name, "--tls") || !strcmp(name, "--resume") ||
+                       !strcmp(name, "--mqtt5") || !strcmp(name, "--topic-alias");
         if (!strcmp(name, "--ws") && !val) {
             /* The path is optional: "--ws", "--ws /path" or "--ws=/path". */
             is_flag = true;
@@ -258,6 +272,26 @@ int main(int argc, char **argv)
             c.tls_version = val;
         else if (OPT("--resume"))
             c.resume = true;
+        else if (OPT("--mqtt5"))
+            c.version = MQTT_5;
+        else if (OPT("--protocol")) {
+            if (!strcmp(val, "5") || !strcmp(val, "5.0"))
+                c.version = MQTT_5;
+            else if (!strcmp(val, "4") || !strcmp(val, "3.1.1"))
+                c.version = MQTT_311;
+            else
+                die(EXIT_USAGE, "--protocol %s: expected 5 (5.0) or 4 (3.1.1)", val);
+        }
+        else if (is_pubsub && OPT("--topic-alias"))
+            ps.topic_alias = true;
+        else if (is_pubsub && OPT("--shared")) {
+            /* A share name is one topic level without wildcards (MQTT 5, 4.8.2). */
+            if (!*val || strlen(val) > 32 || strpbrk(val, "/+#"))
+                die(EXIT_USAGE, "--shared %s: expected a name of 1 to 32 characters without "
+                                "'/', '+' or '#'",
+                    val);
+            ps.shared_group = val;
+        }
         else if (is_pubsub && OPT("--publishers"))
             ps.publishers = (int)parse_num(name, val, 1, 100000);
         else if (is_pubsub && OPT("--subscribers"))
@@ -316,6 +350,8 @@ int main(int argc, char **argv)
 
     if (is_pubsub) {
         ps.c = c;
+        if (ps.topic_alias && c.version != MQTT_5)
+            die(EXIT_USAGE, "--topic-alias needs MQTT 5 (--mqtt5)");
         if (ps.setup_timeout <= 0) {
             double subscriptions = ps.spread && !ps.wildcard
                                        ? (double)ps.topics * (ps.subscribers > ps.publishers

@@ -95,8 +95,14 @@ def throughput(kind, port, workdir, pairs):
     if not m:
         raise RuntimeError(f"midge-bench failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
     kv = dict(item.split("=", 1) for item in m.group(1).split())
+    # The subscribers' counts (bench/README.md), not a default: a missing one is no proof.
+    bad = {k: kv.get(k, "missing") for k in ("lost", "dup", "unexpected", "corrupt", "foreign")
+           if kv.get(k) != "0"}
+    if out.returncode != 0 or bad:
+        raise RuntimeError(f"{kind}: midge-bench exit {out.returncode}, delivery counts "
+                           f"{bad}:\n{out.stdout}\n{out.stderr}")
     return float(kv["msgs_per_s"]), float(kv.get("broker_cpu_us_per_msg", "nan")), \
-        int(kv.get("lost", "0")), out.stdout
+        int(kv["lost"]), out.stdout
 
 
 # -- restart -----------------------------------------------------------------------------

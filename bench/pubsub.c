@@ -7,9 +7,18 @@
  * (P publishers, 1 subscriber). With --spread, T can be far larger than P:
  * publisher i owns the topics k = i, i + P, i + 2P, ... < T and publishes on
  * them in turn, and each subscriber takes every topic of its publishers with
- * exact filters sent in bulk (or one wildcard filter per publisher group). Every payload carries the publisher id, a
- * sequence number and the send time, so each subscriber tracks, per publisher,
- * loss, duplicates, reordering and latency without any per-message allocation.
+ * exact filters sent in bulk (or one wildcard filter per publisher group). Every
+ * payload carries the publisher id, a sequence number and the send time, so each
+ * subscriber tracks, per publisher, loss, duplicates, reordering and latency
+ * without any per-message allocation.
+ *
+ * With --shared, the subscribers that would each have received every message of
+ * a publisher form one shared subscription ($share/GROUP/<filter>) and each
+ * message goes to one of them: they then count into one stream per publisher
+ * and group, so that lost means received by no member and dup received twice
+ * by any; reordering is counted per member, the only order a broker keeps.
+ * MQTT 5 (--mqtt5) is the same traffic with property blocks, and --topic-alias
+ * makes each publisher name its topic once and then send its alias.
  *
  * Saturation is paced end to end rather than by the TCP window: a publisher may
  * send while fewer than --window of its messages have not yet reached every
@@ -39,11 +48,15 @@ enum { ROLE_SUB = 1, ROLE_PUB = 2 };
 
 struct publisher;
 
-/* One publisher as seen by one subscriber. */
+/* One publisher as seen by one subscriber, or by the members of one shared subscription. */
 struct stream {
     struct publisher *pub;
     uint64_t next; /* highest sequence number seen + 1 */
     uint64_t unique;
+    /* What the publisher's window counts as arrived: next; for a shared subscription,
+     * unique, since its members' connections are read in no particular order and one that
+     * lags must hold the publisher back too. */
+    uint64_t progress;
     uint64_t dup;
     uint64_t reorder;
     uint64_t seen[SEEN_BITS / 64]; /* bit s % SEEN_BITS: s in [next - SEEN_BITS, next) seen */
@@ -60,7 +73,7 @@ struct publisher {
     uint32_t ntopics;
     int group;
     uint64_t sent;
-    /* End-to-end window: frontier = min over streams of next; "above" counts streams
+    /* End-to-end window: frontier = min over streams of progress; "above" counts streams
      * already past it, so the minimum is recomputed only when all of them are. */
     uint64_t frontier;
     int nstreams;
@@ -70,9 +83,14 @@ struct publisher {
     uint64_t stalls;
     uint8_t *pid_state; /* QoS 1/2: 0 free, 1 awaiting PUBACK/PUBREC, 2 awaiting PUBCOMP */
     uint16_t next_pid;
+    uint32_t max_unacked; /* --pub-inflight, lowered to the broker's Receive Maximum */
     uint32_t unacked;
     uint64_t acked;
     uint64_t phase_ns; /* fixed rate: offset of this publisher's first message */
+    /* --topic-alias: topic k has alias k + 1 if k < alias_max (the broker's Topic Alias
+     * Maximum); alias_set[k] once a PUBLISH has carried both the topic and the alias. */
+    uint8_t *alias_set;
+    uint16_t alias_max;
     bool ready;
 };
 
@@ -80,6 +98,7 @@ struct subscriber {
     struct conn c;
     char filter[64];
     struct stream **by_pub; /* indexed by publisher id; NULL if not expected here */
+    uint64_t *member_next;  /* --shared: per publisher, highest sequence this member got + 1 */
     uint64_t received;
     int group;
     int sub_packets; /* SUBSCRIBE packets sent */
@@ -102,6 +121,8 @@ struct run {
     int connecting; /* setup: handshakes in progress */
     int groups;     /* publisher i feeds subscriber j iff their groups match */
     uint64_t filters; /* subscriptions in all */
+    char share[48];   /* --shared: "$share/GROUP/", put before every filter; else "" */
+    uint16_t keepalive; /* the client's, or the shortest Server Keep Alive a CONNACK set */
     int next_open;  /* setup: next connection to open, subscribers first */
     int subs_ready;
     int pubs_ready;
@@ -110,6 +131,9 @@ struct run {
     uint32_t max_unacked; /* QoS 1/2 flows a publisher keeps open */
     uint64_t waits;       /* epoll_pwait2 calls */
     uint64_t total_sent, total_received, unexpected, foreign, corrupt, bad_acks, stalls_seen;
+    uint64_t ack_refused;    /* MQTT 5 acknowledgements with a reason code of 0x80 or more */
+    uint64_t ack_nomatch;    /* MQTT 5 PUBACK/PUBREC 0x10: no matching subscribers */
+    uint64_t member_reorder; /* --shared: a member got a sequence below one it already had */
     uint64_t win_sent0, win_recv0, win_sent1, win_recv1;
     struct proc_sample broker0, broker1;
     struct rusage self0, self1;
@@ -210,11 +234,28 @@ static void build_topology(struct run *r)
             p->ntopics = 1;
         }
         p->next_pid = 1;
+        p->max_unacked = r->max_unacked;
+        if (o->topic_alias) {
+            p->alias_set = calloc(p->ntopics, 1);
+            if (!p->alias_set)
+                die(1, "out of memory");
+        }
         if (o->qos) {
             p->pid_state = calloc(65536, 1);
             if (!p->pid_state)
                 die(1, "out of memory");
         }
+    }
+    /* --shared: one stream per publisher and shared subscription; subscriber j is in the
+     * shared subscription of its filter, which is its group's, or the one PREFIX/+. */
+    struct stream **group_stream = NULL;
+    int *members = calloc((size_t)r->groups, sizeof(*members));
+    if (!members)
+        die(1, "out of memory");
+    if (o->shared_group) {
+        group_stream = calloc((size_t)o->publishers * (size_t)r->groups, sizeof(*group_stream));
+        if (!group_stream)
+            die(1, "out of memory");
     }
     for (int j = 0; j < o->subscribers; j++) {
         struct subscriber *s = &r->subs[j];
@@ -224,6 +265,8 @@ static void build_topology(struct run *r)
         /* Thousands of subscribers each read a message or two at a time. */
         s->c.in_cap = o->subscribers > 1000 ? 16384 : 65536;
         s->group = j % r->groups;
+        int key = o->wildcard && !o->spread ? 0 : s->group;
+        members[key]++;
         if (o->spread && o->wildcard)
             snprintf(s->filter, sizeof(s->filter), "%s/%d/+", o->c.prefix, s->group);
         else if (o->wildcard)
@@ -233,21 +276,42 @@ static void build_topology(struct run *r)
         s->by_pub = calloc((size_t)o->publishers, sizeof(*s->by_pub));
         if (!s->by_pub)
             die(1, "out of memory");
+        if (o->shared_group) {
+            s->member_next = calloc((size_t)o->publishers, sizeof(*s->member_next));
+            if (!s->member_next)
+                die(1, "out of memory");
+        }
         for (int i = 0; i < o->publishers; i++) {
             if (!feeds(r, i, j))
                 continue;
-            struct stream *st = calloc(1, sizeof(*st));
-            if (!st)
-                die(1, "out of memory");
-            st->pub = &r->pubs[i];
+            struct publisher *p = &r->pubs[i];
+            struct stream **slot = group_stream ? &group_stream[(size_t)i * r->groups + key] : NULL;
+            struct stream *st = slot ? *slot : NULL;
+            if (!st) {
+                st = calloc(1, sizeof(*st));
+                if (!st)
+                    die(1, "out of memory");
+                st->pub = p;
+                /* Doubled at each power of two: 10,000 subscribers of one publisher. */
+                if ((p->nstreams & (p->nstreams - 1)) == 0) {
+                    size_t cap = p->nstreams ? 2 * (size_t)p->nstreams : 1;
+                    struct stream **grown = realloc(p->streams, cap * sizeof(*p->streams));
+                    if (!grown)
+                        die(1, "out of memory");
+                    p->streams = grown;
+                }
+                p->streams[p->nstreams++] = st;
+                if (slot)
+                    *slot = st;
+            }
             s->by_pub[i] = st;
-            r->pubs[i].nstreams++;
             if (o->spread && !o->wildcard)
-                r->filters += r->pubs[i].ntopics;
+                r->filters += p->ntopics;
         }
         if (!o->spread || o->wildcard)
             r->filters++;
     }
+    free(group_stream);
     for (int i = 0; i < o->publishers; i++) {
         struct publisher *p = &r->pubs[i];
         if (p->nstreams == 0)
@@ -255,29 +319,30 @@ static void build_topology(struct run *r)
                 "publisher %d publishes on %s, which no subscriber takes: use --topics <= "
                 "--subscribers, --wildcard or --spread",
                 i, p->topic);
-        p->streams = calloc((size_t)p->nstreams, sizeof(*p->streams));
-        if (!p->streams)
-            die(1, "out of memory");
-        p->nstreams = 0;
     }
-    int most_feeds = 0;
+    /* Brokers queue at most max_queued_messages (Mosquitto's default: 1000) per subscriber
+     * and drop the rest, QoS 1/2 included: warn before that reads as a broken guarantee. A
+     * shared subscription's members share its publishers' windows. */
+    long most = 0;
+    int most_feeds = 0, most_members = 1;
     for (int j = 0; j < o->subscribers; j++) {
         int feeds = 0;
         for (int i = 0; i < o->publishers; i++)
-            if (r->subs[j].by_pub[i]) {
-                struct publisher *p = &r->pubs[i];
-                p->streams[p->nstreams++] = r->subs[j].by_pub[i];
-                feeds++;
-            }
-        if (feeds > most_feeds)
+            feeds += r->subs[j].by_pub[i] != NULL;
+        int m = o->shared_group ? members[o->wildcard && !o->spread ? 0 : r->subs[j].group] : 1;
+        long load = ((long)feeds * o->window + m - 1) / m;
+        if (load > most) {
+            most = load;
             most_feeds = feeds;
+            most_members = m;
+        }
     }
-    /* Brokers queue at most max_queued_messages (Mosquitto's default: 1000) per subscriber
-     * and drop the rest, QoS 1/2 included: warn before that reads as a broken guarantee. */
-    if (o->qos > 0 && (long)most_feeds * o->window > 1000)
+    free(members);
+    if (o->qos > 0 && most > 1000)
         warnx_("up to %ld QoS %d messages may be in flight to one subscriber (%d publishers x "
-               "--window %d): more than a broker's usual max_queued_messages of 1000",
-               (long)most_feeds * o->window, o->qos, most_feeds, o->window);
+               "--window %d%s): more than a broker's usual max_queued_messages of 1000",
+               most, o->qos, most_feeds, o->window,
+               most_members > 1 ? " over the members of a shared subscription" : "");
 }
 
 static struct conn *conn_at(struct run *r, int k)
@@ -321,7 +386,7 @@ static void subscribe_exact(struct run *r, struct subscriber *s)
                 die(EXIT_USAGE, "subscriber %d: more than 65535 SUBSCRIBE packets: raise "
                                 "--sub-batch",
                     s->c.index);
-            wire_subscribe_list(&s->c.out, (uint16_t)(++s->sub_packets),
+            wire_subscribe_list(&s->c.out, o->c.version, (uint16_t)(++s->sub_packets), r->share,
                                 p->tnames + (size_t)k * TOPIC_STRIDE, TOPIC_STRIDE, p->tlens + k,
                                 (int)n, o->qos);
         }
@@ -334,17 +399,17 @@ static void on_connected(struct run *r, struct conn *c)
     if (c->role == ROLE_SUB) {
         struct subscriber *s = (struct subscriber *)c;
         snprintf(id, sizeof(id), "%s-s%d", r->o->c.prefix, c->index);
-        wire_connect(&c->out, id, r->o->c.keepalive, !r->o->sub_persistent);
+        wire_connect(&c->out, r->o->c.version, id, r->o->c.keepalive, !r->o->sub_persistent);
         /* MQTT lets a client send before CONNACK: save a round trip. */
         if (r->o->spread && !r->o->wildcard) {
             subscribe_exact(r, s);
         } else {
-            wire_subscribe(&c->out, 1, s->filter, r->o->qos);
+            wire_subscribe(&c->out, r->o->c.version, 1, r->share, s->filter, r->o->qos);
             s->sub_packets = 1;
         }
     } else {
         snprintf(id, sizeof(id), "%s-p%d", r->o->c.prefix, c->index);
-        wire_connect(&c->out, id, r->o->c.keepalive, true);
+        wire_connect(&c->out, r->o->c.version, id, r->o->c.keepalive, true);
     }
     conn_mark_dirty(&r->loop, c);
 }
@@ -365,8 +430,8 @@ static void start_run(struct run *r, uint64_t now)
     r->t_measure = now + (uint64_t)(o->warmup * 1e9);
     r->t_end = r->t_measure + (uint64_t)(o->duration * 1e9);
     r->t_grace = r->t_end + (uint64_t)(o->grace * 1e9);
-    if (o->c.keepalive)
-        r->t_next_ping = now + (uint64_t)o->c.keepalive * 500000000ull;
+    if (r->keepalive)
+        r->t_next_ping = now + (uint64_t)r->keepalive * 500000000ull;
     if (o->rate > 0) {
         r->interval_ns = (uint64_t)(1e9 * o->publishers / o->rate);
         if (r->interval_ns == 0)
@@ -405,16 +470,26 @@ static void frontier_recompute(struct publisher *p, uint64_t now)
 {
     uint64_t f = UINT64_MAX;
     for (int k = 0; k < p->nstreams; k++)
-        if (p->streams[k]->next < f)
-            f = p->streams[k]->next;
+        if (p->streams[k]->progress < f)
+            f = p->streams[k]->progress;
     int above = 0;
     for (int k = 0; k < p->nstreams; k++)
-        if (p->streams[k]->next > f)
+        if (p->streams[k]->progress > f)
             above++;
     if (f > p->frontier)
         p->progress_ns = now;
     p->frontier = f;
     p->above = above;
+}
+
+/* A stream's progress moved up to progress (it never moves back). */
+static void stream_progress(struct stream *st, uint64_t progress, uint64_t now)
+{
+    struct publisher *p = st->pub;
+    uint64_t old = st->progress;
+    st->progress = progress;
+    if (old <= p->frontier && progress > p->frontier && ++p->above == p->nstreams)
+        frontier_recompute(p, now);
 }
 
 static inline bool seen_test(const struct stream *s, uint64_t seq)
@@ -432,9 +507,11 @@ static inline void seen_clear(struct stream *s, uint64_t seq)
     s->seen[(seq % SEEN_BITS) / 64] &= ~(1ull << (seq % 64));
 }
 
-static void on_message(struct run *r, struct subscriber *s, const uint8_t *topic, size_t tlen,
-                       const uint8_t *pl, size_t len, uint64_t now)
+static void on_message(struct run *r, struct subscriber *s, const struct publish_in *m,
+                       uint64_t now)
 {
+    const uint8_t *pl = m->payload;
+    size_t len = m->payload_len;
     if (len < HEADER_BYTES || get32(pl) != r->magic) {
         r->foreign++; /* not from this run: another client on the same broker */
         return;
@@ -448,10 +525,13 @@ static void on_message(struct run *r, struct subscriber *s, const uint8_t *topic
     }
     struct stream *st = s->by_pub[id];
     /* Cheap checks that the broker forwarded the message intact: a codec bug that shifts
-     * or truncates a packet shows here rather than as a plausible-looking count. */
+     * or truncates a packet shows here rather than as a plausible-looking count. Publishers
+     * send no property but a Topic Alias, which a broker must not forward: a delivered
+     * MQTT 5 PUBLISH has an empty property block. */
     size_t want_len;
     const char *want = pub_topic(st->pub, seq, &want_len);
-    if (len != r->o->size || tlen != want_len || memcmp(topic, want, tlen) || pl[len - 1] != 'x') {
+    if (len != r->o->size || m->topic_len != want_len || memcmp(m->topic, want, want_len) ||
+        pl[len - 1] != 'x' || m->props_len) {
         r->corrupt++;
         return;
     }
@@ -462,6 +542,15 @@ static void on_message(struct run *r, struct subscriber *s, const uint8_t *topic
      * the drain: otherwise a broker stall at the end of the window would go unseen. */
     if (sent_ns >= r->t_measure && sent_ns < r->t_end)
         hist_add(&r->hist, now > sent_ns ? now - sent_ns : 0);
+    /* The members of a shared subscription each get a part of the stream, on connections
+     * read in whatever order epoll reports them: order holds per member only. */
+    bool shared = s->member_next != NULL;
+    if (shared) {
+        if (seq < s->member_next[id])
+            r->member_reorder++;
+        else
+            s->member_next[id] = seq + 1;
+    }
 
     if (seq >= st->next) {
         uint64_t gap = seq - st->next;
@@ -472,20 +561,21 @@ static void on_message(struct run *r, struct subscriber *s, const uint8_t *topic
                 seen_clear(st, x); /* skipped: not seen (yet) */
         seen_set(st, seq);
         st->unique++;
-        uint64_t old = st->next;
         st->next = seq + 1;
-        struct publisher *p = st->pub;
-        if (old <= p->frontier && st->next > p->frontier && ++p->above == p->nstreams)
-            frontier_recompute(p, now);
+        stream_progress(st, shared ? st->unique : st->next, now);
     } else if (st->next - seq > SEEN_BITS) {
         st->unique++; /* too old to tell: assume a very late first copy */
-        st->reorder++;
+        st->reorder += !shared;
+        if (shared)
+            stream_progress(st, st->unique, now);
     } else if (seen_test(st, seq)) {
         st->dup++;
     } else {
         seen_set(st, seq);
         st->unique++;
-        st->reorder++;
+        st->reorder += !shared;
+        if (shared)
+            stream_progress(st, st->unique, now);
     }
 }
 
@@ -496,51 +586,97 @@ static void protocol_error(struct run *r, struct conn *c, const char *what)
     die(EXIT_PROTOCOL, "%s: %s", conn_name(c, name, sizeof(name)), what);
 }
 
+/* A CONNACK for either role: refusals end the run; an MQTT 5 broker's limits are checked
+ * against what the run will send, and its Server Keep Alive shortens the pings. */
+static void on_connack(struct run *r, struct conn *c, const struct packet *pk, struct connack *ca)
+{
+    const struct pubsub_opts *o = r->o;
+    char name[48];
+    if (wire_parse_connack(pk, o->c.version, ca) < 0)
+        protocol_error(r, c, "malformed CONNACK");
+    if (ca->reason != 0)
+        die(EXIT_CONNECT, "%s: CONNACK refused the connection: %s (code 0x%02x)%s%s",
+            conn_name(c, name, sizeof(name)), wire_connack_reason(o->c.version, ca->reason),
+            ca->reason, ca->reason_string[0] ? ": " : "", ca->reason_string);
+    if (o->c.version != MQTT_5)
+        return;
+    if (ca->maximum_qos < o->qos)
+        die(EXIT_CONNECT, "%s: the broker's Maximum QoS is %d, below --qos %d",
+            conn_name(c, name, sizeof(name)), ca->maximum_qos, o->qos);
+    /* Our largest PUBLISH, either way: fixed header, topic, packet id, properties, payload. */
+    size_t biggest = 5 + 2 + 64 + 2 + 4 + o->size;
+    if (ca->max_packet_size && ca->max_packet_size < biggest)
+        die(EXIT_USAGE,
+            "%s: the broker's Maximum Packet Size is %u bytes: --size %zu does "
+            "not fit",
+            conn_name(c, name, sizeof(name)), ca->max_packet_size, o->size);
+    if (ca->server_keepalive > 0 && (r->keepalive == 0 || ca->server_keepalive < r->keepalive))
+        r->keepalive = (uint16_t)ca->server_keepalive;
+}
+
+/* A server's MQTT 5 DISCONNECT ends the run with its reason. */
+static void on_disconnect(struct run *r, struct conn *c, const struct packet *pk)
+{
+    char name[48], why[96];
+    int reason;
+    if (r->o->c.version != MQTT_5 || wire_parse_disconnect(pk, &reason, why, sizeof(why)) < 0)
+        protocol_error(r, c, "unexpected or malformed DISCONNECT");
+    die(EXIT_PROTOCOL, "the broker disconnected %s: reason 0x%02x (%s)%s%s",
+        conn_name(c, name, sizeof(name)), reason, wire_reason_name(reason), why[0] ? ": " : "",
+        why);
+}
+
 static void handle_sub_packet(struct run *r, struct subscriber *s, const struct packet *pk,
                               uint64_t now)
 {
     struct conn *c = &s->c;
+    const int version = r->o->c.version;
     char msg[160];
     switch (pk->type) {
     case PKT_PUBLISH: {
-        int qos = (pk->flags >> 1) & 3;
-        if (pk->body_len < 2)
-            protocol_error(r, c, "PUBLISH too short");
-        size_t tlen = wire_u16(pk->body);
-        size_t hdr = 2 + tlen + (qos ? 2 : 0);
-        if (qos == 3 || hdr > pk->body_len)
+        struct publish_in m;
+        if (wire_parse_publish(pk, version, &m) < 0)
             protocol_error(r, c, "malformed PUBLISH");
-        if (qos) {
-            uint16_t pid = wire_u16(pk->body + 2 + tlen);
-            wire_ack(&c->out, qos == 1 ? PKT_PUBACK : PKT_PUBREC, pid);
+        /* midge-bench's CONNECT sets no Topic Alias Maximum: 0, so none may come. */
+        if (m.alias)
+            protocol_error(r, c, "PUBLISH with a Topic Alias, though CONNECT allowed none");
+        if (m.qos) {
+            wire_ack(&c->out, m.qos == 1 ? PKT_PUBACK : PKT_PUBREC, m.pid);
             conn_mark_dirty(&r->loop, c);
         }
-        on_message(r, s, pk->body + 2, tlen, pk->body + hdr, pk->body_len - hdr, now);
+        on_message(r, s, &m, now);
         break;
     }
-    case PKT_PUBREL:
-        if (pk->body_len < 2)
-            protocol_error(r, c, "PUBREL too short");
-        wire_ack(&c->out, PKT_PUBCOMP, wire_u16(pk->body));
+    case PKT_PUBREL: {
+        uint16_t pid;
+        int reason;
+        if (wire_parse_ack(pk, version, &pid, &reason) < 0)
+            protocol_error(r, c, "malformed PUBREL");
+        wire_ack(&c->out, PKT_PUBCOMP, pid);
         conn_mark_dirty(&r->loop, c);
         break;
-    case PKT_CONNACK:
-        if (pk->body_len < 2)
-            protocol_error(r, c, "CONNACK too short");
-        if (pk->body[1] != 0)
-            die(EXIT_CONNECT, "subscriber %d: CONNACK refused the connection: %s (code %d)",
-                c->index, wire_connack_reason(pk->body[1]), pk->body[1]);
+    }
+    case PKT_CONNACK: {
+        struct connack ca;
+        on_connack(r, c, pk, &ca);
         s->connacked = true;
         break;
-    case PKT_SUBACK:
-        if (pk->body_len < 3)
-            protocol_error(r, c, "SUBACK too short");
-        for (size_t k = 2; k < pk->body_len; k++) {
-            if (pk->body[k] == 0x80)
-                die(EXIT_CONNECT, "subscriber %d: SUBACK %u refused filter %zu (first filter %s)",
-                    c->index, wire_u16(pk->body), k - 1, s->filter);
-            if (pk->body[k] != r->o->qos)
-                warnx_("subscriber %d: granted QoS %d instead of %d", c->index, pk->body[k],
+    }
+    case PKT_SUBACK: {
+        uint16_t pid;
+        const uint8_t *codes;
+        size_t n;
+        if (wire_parse_suback(pk, version, &pid, &codes, &n) < 0)
+            protocol_error(r, c, "malformed SUBACK");
+        for (size_t k = 0; k < n; k++) {
+            if (wire_suback_refused(codes[k]))
+                die(EXIT_CONNECT,
+                    "subscriber %d: SUBACK %u refused filter %zu (first filter %s%s): 0x%02x%s%s",
+                    c->index, pid, k + 1, r->share, s->filter, codes[k],
+                    version == MQTT_5 ? " " : "",
+                    version == MQTT_5 ? wire_reason_name(codes[k]) : "");
+            if (codes[k] != r->o->qos)
+                warnx_("subscriber %d: granted QoS %d instead of %d", c->index, codes[k],
                        r->o->qos);
         }
         if (!s->subacked && ++s->subacks == s->sub_packets) {
@@ -550,7 +686,9 @@ static void handle_sub_packet(struct run *r, struct subscriber *s, const struct 
             r->connecting--;
         }
         break;
+    }
     case PKT_PINGRESP: break;
+    case PKT_DISCONNECT: on_disconnect(r, c, pk); break;
     default:
         snprintf(msg, sizeof(msg), "unexpected %s packet", wire_type_name(pk->type));
         protocol_error(r, c, msg);
@@ -568,16 +706,40 @@ static void ack_done(struct run *r, struct publisher *p, uint16_t pid, int want_
     p->acked++;
 }
 
+/* MQTT 5 reason codes in PUBACK, PUBREC and PUBCOMP: 0x10 (no matching subscribers) is a
+ * success that says the message went nowhere; 0x80 and above end the flow unsuccessfully.
+ * Either way the subscribers' counts show the message as lost. */
+static void count_reason(struct run *r, int reason)
+{
+    if (reason == 0x10)
+        r->ack_nomatch++;
+    else if (reason >= 0x80)
+        r->ack_refused++;
+}
+
 static void handle_pub_packet(struct run *r, struct publisher *p, const struct packet *pk)
 {
     struct conn *c = &p->c;
+    const int version = r->o->c.version;
     char msg[160];
-    if (pk->type >= PKT_PUBACK && pk->type <= PKT_PUBCOMP && pk->body_len < 2)
-        protocol_error(r, c, "acknowledgement too short");
+    uint16_t pid = 0;
+    int reason = 0;
+    if (pk->type >= PKT_PUBACK && pk->type <= PKT_PUBCOMP &&
+        wire_parse_ack(pk, version, &pid, &reason) < 0) {
+        snprintf(msg, sizeof(msg), "malformed %s", wire_type_name(pk->type));
+        protocol_error(r, c, msg);
+    }
     switch (pk->type) {
-    case PKT_PUBACK: ack_done(r, p, wire_u16(pk->body), 1); break;
+    case PKT_PUBACK:
+        count_reason(r, reason);
+        ack_done(r, p, pid, 1);
+        break;
     case PKT_PUBREC: {
-        uint16_t pid = wire_u16(pk->body);
+        count_reason(r, reason);
+        if (reason >= 0x80) {
+            ack_done(r, p, pid, 1); /* the exchange ends here: no PUBREL (4.3.3) */
+            break;
+        }
         if (p->pid_state && p->pid_state[pid] == 1) {
             p->pid_state[pid] = 2;
         } else if (!p->pid_state || p->pid_state[pid] != 2) {
@@ -589,13 +751,23 @@ static void handle_pub_packet(struct run *r, struct publisher *p, const struct p
         conn_mark_dirty(&r->loop, c);
         break;
     }
-    case PKT_PUBCOMP: ack_done(r, p, wire_u16(pk->body), 2); break;
-    case PKT_CONNACK:
-        if (pk->body_len < 2)
-            protocol_error(r, c, "CONNACK too short");
-        if (pk->body[1] != 0)
-            die(EXIT_CONNECT, "publisher %d: CONNACK refused the connection: %s (code %d)",
-                c->index, wire_connack_reason(pk->body[1]), pk->body[1]);
+    case PKT_PUBCOMP:
+        count_reason(r, reason);
+        ack_done(r, p, pid, 2);
+        break;
+    case PKT_CONNACK: {
+        struct connack ca;
+        on_connack(r, c, pk, &ca);
+        if (version == MQTT_5) {
+            if (ca.receive_maximum < p->max_unacked)
+                p->max_unacked = ca.receive_maximum;
+            p->alias_max = ca.topic_alias_max;
+            if (r->o->topic_alias && p->alias_max == 0)
+                die(EXIT_CONNECT,
+                    "publisher %d: --topic-alias, but the broker's CONNACK "
+                    "allows no topic alias (Topic Alias Maximum 0)",
+                    c->index);
+        }
         if (!p->ready) {
             p->ready = true;
             c->state = CS_READY;
@@ -603,7 +775,9 @@ static void handle_pub_packet(struct run *r, struct publisher *p, const struct p
             r->connecting--;
         }
         break;
+    }
     case PKT_PINGRESP: break;
+    case PKT_DISCONNECT: on_disconnect(r, c, pk); break;
     default:
         snprintf(msg, sizeof(msg), "unexpected %s packet", wire_type_name(pk->type));
         protocol_error(r, c, msg);
@@ -645,7 +819,7 @@ static void on_readable(struct run *r, struct conn *c, uint64_t now)
 static bool window_open(const struct run *r, const struct publisher *p)
 {
     return p->sent - p->frontier < (uint64_t)r->o->window &&
-           (!p->pid_state || p->unacked < r->max_unacked);
+           (!p->pid_state || p->unacked < p->max_unacked);
 }
 
 static void publish_one(struct run *r, struct publisher *p, uint64_t now)
@@ -661,7 +835,19 @@ static void publish_one(struct run *r, struct publisher *p, uint64_t now)
     }
     size_t tlen;
     const char *topic = pub_topic(p, p->sent, &tlen);
-    uint8_t *pl = wire_publish(&p->c.out, topic, tlen, o->qos, pid, o->size);
+    uint16_t alias = 0;
+    if (p->alias_set) {
+        /* Topic k's alias is k + 1; the first PUBLISH carries topic and alias, later ones
+         * an empty topic. Topics beyond the broker's maximum go without an alias. */
+        uint32_t k = p->ntopics > 1 ? (uint32_t)(p->sent % p->ntopics) : 0;
+        if (k < p->alias_max) {
+            alias = (uint16_t)(k + 1);
+            if (p->alias_set[k])
+                tlen = 0;
+            p->alias_set[k] = 1;
+        }
+    }
+    uint8_t *pl = wire_publish(&p->c.out, o->c.version, topic, tlen, o->qos, pid, alias, o->size);
     put_le32(pl, r->magic);
     put_le32(pl + 4, (uint32_t)p->c.index);
     put_le64(pl + 8, p->sent);
@@ -739,12 +925,16 @@ static void disconnect_all(struct run *r)
 static void free_run(struct run *r)
 {
     for (int j = 0; j < r->o->subscribers; j++) {
-        for (int i = 0; i < r->o->publishers; i++)
-            free(r->subs[j].by_pub[i]);
         free(r->subs[j].by_pub);
+        free(r->subs[j].member_next);
     }
     for (int i = 0; i < r->o->publishers; i++) {
+        /* A stream belongs to its publisher; subscribers, or a shared subscription's
+         * members, only point at it. */
+        for (int k = 0; k < r->pubs[i].nstreams; k++)
+            free(r->pubs[i].streams[k]);
         free(r->pubs[i].streams);
+        free(r->pubs[i].alias_set);
         free(r->pubs[i].pid_state);
         free(r->pubs[i].tnames);
         free(r->pubs[i].tlens);
@@ -777,6 +967,16 @@ static int report(struct run *r)
             reorder += st->reorder;
         }
     }
+    reorder += r->member_reorder;
+    /* --shared: how evenly the members shared the messages (all subscribers: one group
+     * per topic, or the one PREFIX/+ group). */
+    uint64_t member_min = UINT64_MAX, member_max = 0;
+    for (int j = 0; j < o->subscribers; j++) {
+        if (r->subs[j].received < member_min)
+            member_min = r->subs[j].received;
+        if (r->subs[j].received > member_max)
+            member_max = r->subs[j].received;
+    }
     double secs = (double)(r->t_end - r->t_measure) / 1e9;
     uint64_t win_recv = r->win_recv1 - r->win_recv0;
     uint64_t win_sent = r->win_sent1 - r->win_sent0;
@@ -799,11 +999,12 @@ static int report(struct run *r)
         snprintf(rate_desc, sizeof(rate_desc), "saturation");
 
     printf("midge-bench pubsub: %d publisher(s) -> %d topic(s)%s%s -> %d subscriber(s) with "
-           "%llu subscription(s), QoS %d, %zu-byte payload, %s, window %d%s\n",
+           "%llu %ssubscription(s), QoS %d, %zu-byte payload, %s, window %d, MQTT %s%s%s\n",
            o->publishers, o->topics, o->spread ? " in turn" : "",
            o->wildcard ? " (wildcard subscriptions)" : "", o->subscribers,
-           (unsigned long long)r->filters, o->qos, o->size, rate_desc, o->window,
-           o->c.ws_path ? ", over WebSocket" : "");
+           (unsigned long long)r->filters, o->shared_group ? "shared " : "", o->qos, o->size,
+           rate_desc, o->window, o->c.version == MQTT_5 ? "5.0" : "3.1.1",
+           o->topic_alias ? " with topic aliases" : "", o->c.ws_path ? ", over WebSocket" : "");
     printf("  broker %s:%d; warm-up %.1f s, measured %.2f s\n", o->c.host, o->c.port, o->warmup,
            secs);
     printf("  sent     %llu in all, %.0f msg/s in the window\n", (unsigned long long)r->total_sent,
@@ -816,9 +1017,15 @@ static int report(struct run *r)
            (unsigned long long)r->unexpected, (unsigned long long)r->corrupt,
            (unsigned long long)r->foreign, (unsigned long long)stalls);
     if (o->qos)
-        printf("  publisher flows completed %llu, still open %llu, stray acks %llu\n",
+        printf("  publisher flows completed %llu, still open %llu, stray acks %llu, refused "
+               "(reason >= 0x80) %llu, no matching subscribers (0x10) %llu\n",
                (unsigned long long)acked, (unsigned long long)unacked,
-               (unsigned long long)r->bad_acks);
+               (unsigned long long)r->bad_acks, (unsigned long long)r->ack_refused,
+               (unsigned long long)r->ack_nomatch);
+    if (o->shared_group)
+        printf("  shared subscription %s: each member received %llu to %llu messages; "
+               "reordered counts per member\n",
+               r->share, (unsigned long long)member_min, (unsigned long long)member_max);
     printf("  latency us: p50 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (%llu samples)\n", p50, p99,
            p999, pmax, (unsigned long long)r->hist.count);
     if (have_broker)
@@ -841,18 +1048,23 @@ static int report(struct run *r)
                (unsigned long long)r->unexpected, (unsigned long long)r->corrupt, o->grace);
     char b1[32], b2[32], b3[32], b4[32];
     printf("RESULT mode=pubsub pubs=%d subs=%d topics=%d spread=%d wildcard=%d filters=%llu "
-           "ws=%d tls=%d qos=%d size=%zu rate=%.0f window=%d duration=%.3f sent=%llu received=%llu lost=%llu dup=%llu reorder=%llu "
-           "unexpected=%llu corrupt=%llu stalls=%llu unacked=%llu msgs_per_s=%.0f sent_per_s=%.0f "
+           "ws=%d tls=%d mqtt=%d topic_alias=%d shared=%d qos=%d size=%zu rate=%.0f window=%d "
+           "duration=%.3f sent=%llu received=%llu lost=%llu dup=%llu reorder=%llu "
+           "unexpected=%llu corrupt=%llu foreign=%llu stalls=%llu unacked=%llu "
+           "ack_refused=%llu ack_nomatch=%llu sub_min=%llu sub_max=%llu msgs_per_s=%.0f "
+           "sent_per_s=%.0f "
            "p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f broker_cpu_us_per_msg=%s "
            "broker_cpu_pct=%s broker_rss_kib=%s broker_hwm_kib=%s bench_cpu_pct=%.0f status=%s\n",
            o->publishers, o->subscribers, o->topics, o->spread, o->wildcard,
-           (unsigned long long)r->filters, o->c.ws_path != NULL, o->c.tls, o->qos, o->size, o->rate,
-           o->window, secs,
+           (unsigned long long)r->filters, o->c.ws_path != NULL, o->c.tls, o->c.version,
+           o->topic_alias, o->shared_group != NULL, o->qos, o->size, o->rate, o->window, secs,
            (unsigned long long)r->total_sent, (unsigned long long)r->total_received,
            (unsigned long long)lost, (unsigned long long)dup, (unsigned long long)reorder,
            (unsigned long long)r->unexpected, (unsigned long long)r->corrupt,
-           (unsigned long long)stalls, (unsigned long long)unacked, msgs_per_s, sent_per_s, p50,
-           p99, p999, pmax, fmt_opt(b1, sizeof(b1), have_broker, us_per_msg, 3),
+           (unsigned long long)r->foreign, (unsigned long long)stalls, (unsigned long long)unacked,
+           (unsigned long long)r->ack_refused, (unsigned long long)r->ack_nomatch,
+           (unsigned long long)member_min, (unsigned long long)member_max, msgs_per_s, sent_per_s,
+           p50, p99, p999, pmax, fmt_opt(b1, sizeof(b1), have_broker, us_per_msg, 3),
            fmt_opt(b2, sizeof(b2), have_broker, 100 * cpu_s / cpu_win_s, 1),
            fmt_opt(b3, sizeof(b3), have_broker, (double)r->broker1.rss_kib, 0),
            fmt_opt(b4, sizeof(b4), have_broker, (double)r->broker1.hwm_kib, 0), 100 * self_s / secs,
@@ -899,6 +1111,9 @@ int run_pubsub(const struct pubsub_opts *o)
     r->max_unacked = o->pub_inflight ? (uint32_t)o->pub_inflight : MAX_UNACKED;
     if (r->max_unacked > MAX_UNACKED)
         r->max_unacked = MAX_UNACKED;
+    r->keepalive = o->c.keepalive;
+    if (o->shared_group)
+        snprintf(r->share, sizeof(r->share), "$share/%s/", o->shared_group);
     loop_init(&r->loop, o->c.host, o->c.port, o->c.ws_path);
     if (o->c.tls)
         tls_loop_init(&r->loop, &o->c);
@@ -956,7 +1171,7 @@ int run_pubsub(const struct pubsub_opts *o)
                     conn_mark_dirty(&r->loop, c);
                 }
             }
-            r->t_next_ping = now + (uint64_t)o->c.keepalive * 500000000ull;
+            r->t_next_ping = now + (uint64_t)r->keepalive * 500000000ull;
         }
         int err;
         struct conn *bad = loop_flush_all(&r->loop, &err);

@@ -26,6 +26,7 @@
 static SSL_CTX *ctx;
 static SSL_SESSION *last_session; /* the newest ticket the broker gave us (--resume) */
 static bool resume;
+static int mqtt_version; /* the priming connection's CONNECT: the run's version */
 
 /* A new session (a TLS 1.3 ticket arrives after the handshake): keep the newest. */
 static int on_new_session(SSL *ssl, SSL_SESSION *sess)
@@ -49,6 +50,7 @@ static const char *ssl_why(void)
 void tls_loop_init(struct loop *l, const struct common_opts *o)
 {
     l->tls = true;
+    mqtt_version = o->version;
     if (ctx)
         return;
     resume = o->resume;
@@ -194,12 +196,13 @@ void tls_prime_session(struct loop *l, const char *client_id)
     if (SSL_connect(ssl) != 1)
         die(EXIT_CONNECT, "--resume: TLS handshake: %s", ssl_why());
     struct buf b = {0};
-    wire_connect(&b, client_id, 0, true);
+    wire_connect(&b, mqtt_version, client_id, 0, true);
     if (SSL_write(ssl, b.data, (int)b.len) != (int)b.len)
         die(EXIT_PROTOCOL, "--resume: write: %s", ssl_why());
-    uint8_t in[64];
+    uint8_t in[512]; /* an MQTT 5 CONNACK carries properties */
     size_t have = 0;
     struct packet pk;
+    struct connack ca;
     while (have < sizeof(in)) {
         int n = SSL_read(ssl, in + have, (int)(sizeof(in) - have));
         if (n <= 0)
@@ -208,8 +211,8 @@ void tls_prime_session(struct loop *l, const char *client_id)
         if (wire_parse(in, have, &pk) == 1)
             break;
     }
-    if (wire_parse(in, have, &pk) != 1 || pk.type != PKT_CONNACK || pk.body_len < 2 ||
-        pk.body[1] != 0)
+    if (wire_parse(in, have, &pk) != 1 || pk.type != PKT_CONNACK ||
+        wire_parse_connack(&pk, mqtt_version, &ca) < 0 || ca.reason != 0)
         die(EXIT_CONNECT, "--resume: the broker did not accept the priming CONNECT");
     /* TLS 1.3 tickets may follow the CONNACK in the stream: wait briefly for them. */
     for (int tries = 0; !last_session && tries < 20; tries++) {

@@ -1,15 +1,19 @@
 #!/usr/bin/python3
-"""ws_callgrind.py - the load behind bench/ws_callgrind.sh: one publisher, one subscriber,
-QoS 0 messages of SIZE bytes on one topic, over plain MQTT (tcp) or MQTT over WebSocket
-(ws), sent in batches of BATCH (one sendall each; the next batch only once the subscriber
-has every message of this one), so each run feeds the broker the same reads.
+"""ws_callgrind.py - the load behind bench/ws_callgrind.sh and bench/callgrind_ab.sh: one
+publisher, SUBS subscribers (1), messages of SIZE bytes at QOS (0) on one topic, over plain
+MQTT (tcp) or MQTT over WebSocket (ws), sent in batches of BATCH (one sendall each; the next
+batch only once every subscriber has every message of this one and, at QoS 1/2, every flow
+of it is complete), so each run feeds the broker the same reads.
 
-usage: ws_callgrind.py MODE TCP_PORT WS_PORT COUNT [SIZE] [BATCH]
+usage: ws_callgrind.py MODE TCP_PORT WS_PORT COUNT [SIZE] [BATCH] [QOS] [SUBS]
 MODE: tcp-tcp, ws-tcp, tcp-ws or ws-ws (publisher-subscriber).
-WebSocket publishers send one masked binary frame per MQTT packet, as MQTT.js does.
+WebSocket publishers send one masked binary frame per MQTT packet, as MQTT.js does. At QoS
+1/2 keep BATCH at or below the broker's max_inflight_messages: the subscribers answer every
+PUBLISH (PUBACK, or PUBREC and then PUBCOMP) as it comes, the publisher every PUBREC.
 """
 import base64
 import os
+import select
 import socket
 import struct
 import sys
@@ -102,50 +106,120 @@ class Conn:
                 self.buf += self.raw[off:off + n]
             self.raw = self.raw[off + n:]
 
+    def take(self):
+        """The next complete MQTT packet already read, (first byte, body), or None."""
+        if len(self.buf) >= 2:
+            n, mult, i = 0, 1, 1
+            while i < len(self.buf):
+                b = self.buf[i]
+                n += (b & 0x7F) * mult
+                mult *= 128
+                i += 1
+                if not b & 0x80:
+                    break
+            else:
+                i = None
+            if i is not None and len(self.buf) >= i + n:
+                first, body = self.buf[0], self.buf[i:i + n]
+                self.buf = self.buf[i + n:]
+                return first, body
+        return None
+
     def packet(self):
         """The next MQTT packet: (first byte, body)."""
         while True:
-            if len(self.buf) >= 2:
-                n, mult, i = 0, 1, 1
-                while i < len(self.buf):
-                    b = self.buf[i]
-                    n += (b & 0x7F) * mult
-                    mult *= 128
-                    i += 1
-                    if not b & 0x80:
-                        break
-                else:
-                    i = None
-                if i is not None and len(self.buf) >= i + n:
-                    first, body = self.buf[0], self.buf[i:i + n]
-                    self.buf = self.buf[i + n:]
-                    return first, body
+            p = self.take()
+            if p is not None:
+                return p
             self._fill()
+
+
+def ack(kind, pid):
+    """PUBACK (4), PUBREC (5), PUBREL (6, flags 0010) or PUBCOMP (7)."""
+    return packet(kind << 4 | (2 if kind == 6 else 0), struct.pack("!H", pid))
+
+
+def flows(pub, subs, n, qos, size):
+    """Waits until every subscriber has the batch's n messages and every QoS 1/2 flow of it,
+    on both sides, is complete, answering each packet as it arrives."""
+    got = {id(c): 0 for c in subs}  # messages (QoS 2: PUBCOMPs sent) per subscriber
+    pub_done = 0 if qos else n
+    want_body = 2 + len(b"bench/t") + (2 if qos else 0) + size
+    conns = subs + [pub] if qos else list(subs)
+    while pub_done < n or any(v < n for v in got.values()):
+        for c in conns:
+            out = b""
+            while True:
+                p = c.take()
+                if p is None:
+                    break
+                first, body = p
+                kind = first >> 4
+                if c is pub:
+                    pid = struct.unpack("!H", body[:2])[0]
+                    if kind == 4 or kind == 7:  # PUBACK, PUBCOMP
+                        pub_done += 1
+                    elif kind == 5:  # PUBREC
+                        out += c.wrap(ack(6, pid))
+                    else:
+                        raise SystemExit(f"publisher: unexpected packet {first:#x}")
+                elif kind == 3:
+                    assert len(body) == want_body, (first, len(body))
+                    if qos:
+                        pid = struct.unpack("!H", body[9:11])[0]
+                        out += c.wrap(ack(4 if qos == 1 else 5, pid))
+                    if qos < 2:
+                        got[id(c)] += 1
+                elif kind == 6:  # PUBREL
+                    out += c.wrap(ack(7, struct.unpack("!H", body[:2])[0]))
+                    got[id(c)] += 1
+                else:
+                    raise SystemExit(f"subscriber: unexpected packet {first:#x}")
+            if out:
+                c.send(out)
+        if pub_done < n or any(v < n for v in got.values()):
+            ready, _, _ = select.select([c.s for c in conns], [], [], 60)
+            if not ready:
+                raise SystemExit("no answer from the broker for 60 s")
+            for c in conns:
+                if c.s in ready:
+                    c._fill()
 
 
 def main():
     mode, tcp_port, ws_port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     size = int(sys.argv[5]) if len(sys.argv) > 5 else 32
     batch = int(sys.argv[6]) if len(sys.argv) > 6 else 100
+    qos = int(sys.argv[7]) if len(sys.argv) > 7 else 0
+    nsubs = int(sys.argv[8]) if len(sys.argv) > 8 else 1
     pub_ws, sub_ws = (m == "ws" for m in mode.split("-"))
-    sub = Conn(ws_port if sub_ws else tcp_port, sub_ws)
-    sub.send(sub.wrap(connect_pkt(b"bench-sub")))
-    assert sub.packet()[0] == 0x20
-    sub.send(sub.wrap(packet(0x82, struct.pack("!H", 1) + mqtt_str(b"bench/t") + b"\x00")))
-    assert sub.packet()[0] == 0x90
+    subs = []
+    for k in range(nsubs):
+        sub = Conn(ws_port if sub_ws else tcp_port, sub_ws)
+        sub.send(sub.wrap(connect_pkt(b"bench-sub%d" % k)))
+        assert sub.packet()[0] == 0x20
+        sub.send(sub.wrap(packet(0x82, struct.pack("!H", 1) + mqtt_str(b"bench/t") +
+                                 bytes([qos]))))
+        assert sub.packet()[0] == 0x90
+        subs.append(sub)
     pub = Conn(ws_port if pub_ws else tcp_port, pub_ws)
     pub.send(pub.wrap(connect_pkt(b"bench-pub")))
     assert pub.packet()[0] == 0x20
-    one = pub.wrap(packet(0x30, mqtt_str(b"bench/t") + bytes(size)))
-    left = count
+    left, pid = count, 0
     while left:
         n = min(batch, left)
-        pub.send(one * n)
+        data = b""
         for _ in range(n):
-            first, body = sub.packet()
-            assert first == 0x30 and len(body) == 9 + size, (first, len(body))
+            if qos:
+                pid = pid % 65535 + 1
+                data += pub.wrap(packet(0x30 | qos << 1, mqtt_str(b"bench/t") +
+                                        struct.pack("!H", pid) + bytes(size)))
+            else:
+                data += pub.wrap(packet(0x30, mqtt_str(b"bench/t") + bytes(size)))
+        pub.send(data)
+        flows(pub, subs, n, qos, size)
         left -= n
-    for c in (pub, sub):
+    for c in [pub] + subs:
         c.send(c.wrap(b"\xe0\x00"))
         c.s.close()
 

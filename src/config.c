@@ -50,6 +50,7 @@ struct sec {
     char *password_file;
     char *acl_file;
     char *auto_id_prefix;
+    char *admin_users; /* admin_user lines, one name per line */
 };
 
 struct lbuild {
@@ -62,6 +63,7 @@ struct parser {
     mq_config_report_fn report;
     void *ctx;
     const char *file;
+    const char *main_file; /* the file config_load was given, for whole-file messages */
     unsigned line;
     int depth; /* 0 = main file; include_dir is only honoured there */
     unsigned errors;
@@ -141,6 +143,25 @@ static void warning_at(struct parser *p, const char *fmt, ...)
     va_start(ap, fmt);
     vreport(p, false, true, fmt, ap);
     va_end(ap);
+}
+
+/* A diagnostic about the whole configuration (no line to point at). */
+static void vreport_plain(struct parser *p, bool is_error, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void vreport_plain(struct parser *p, bool is_error, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (is_error)
+        p->errors++;
+    if (p->report) {
+        char line[1200];
+        snprintf(line, sizeof line, "%s: %s", p->main_file ? p->main_file : "(configuration)", msg);
+        p->report(p->ctx, is_error, line);
+    }
 }
 
 /* A diagnostic about a whole file, before any line was read. */
@@ -241,6 +262,7 @@ static const size_t listener_strings[] = {
     offsetof(struct mq_listener_config, ciphers),
     offsetof(struct mq_listener_config, websockets_origins),
     offsetof(struct mq_listener_config, http_trusted_proxies),
+    offsetof(struct mq_listener_config, admin_users),
 };
 #define N_LISTENER_STRINGS (sizeof listener_strings / sizeof listener_strings[0])
 
@@ -293,6 +315,7 @@ static void sec_free(struct sec *s)
     free(s->password_file);
     free(s->acl_file);
     free(s->auto_id_prefix);
+    free(s->admin_users);
     sec_init(s);
 }
 
@@ -784,6 +807,35 @@ static void parse_clientid_prefix(struct parser *p, const struct option *o, cons
     v[++p->nprefixes] = NULL;
 }
 
+/* admin_user NAME: one more user of password_file who may use the admin API (repeatable,
+ * like Mosquitto's list options). Kept as one string, a name per line: a name may hold
+ * spaces, never a newline or a colon (password files split on the colon). */
+static void parse_admin_user(struct parser *p, const struct option *o, const struct line *l)
+{
+    const struct span *v = &l->rest;
+    if (v->n == 0) {
+        error_at(p, "%s: missing value (a user name of password_file)", o->name);
+        return;
+    }
+    if (memchr(v->s, ':', v->n) || v->n > 1024) {
+        error_at(p, "%s: \"%.*s\" cannot be a user name of a password file (%s)", o->name, QS(v),
+                 v->n > 1024 ? "longer than 1024 bytes" : "it contains a colon");
+        return;
+    }
+    char **f = field(p, o);
+    size_t old = *f ? strlen(*f) : 0;
+    char *n = realloc(*f, old + (old ? 1 : 0) + v->n + 1);
+    if (!n) {
+        p->nomem = true;
+        return;
+    }
+    if (old)
+        n[old++] = '\n';
+    memcpy(n + old, v->s, v->n);
+    n[old + v->n] = '\0';
+    *f = n;
+}
+
 static void parse_unsupported(struct parser *p, const struct option *o, const struct line *l)
 {
     (void)o;
@@ -822,6 +874,9 @@ static const struct option options[] = {
     {"max_inflight_messages", parse_number, G(max_inflight_messages), V_U32, 0, 65535},
     {"max_keepalive", parse_number, G(max_keepalive), V_U16, 0, 65535},
     {"max_packet_size", parse_number, G(max_packet_size), V_U32, 20, MQTT_MAX_PACKET},
+    {"max_qos", parse_number, G(max_qos), V_U16, 0, 2},
+    {"max_topic_alias", parse_number, G(max_topic_alias), V_U16, 0, 65535},
+    {"max_topic_alias_broker", parse_number, G(max_topic_alias_broker), V_U16, 0, 65535},
     {"max_queued_bytes", parse_number, G(max_queued_bytes), V_U64, 0, INT64_MAX},
     {"max_queued_messages", parse_number, G(max_queued_messages), V_U32, 0, INT32_MAX},
     {"message_size_limit", parse_number, G(message_size_limit), V_U32, 0, MQTT_MAX_PAYLOAD},
@@ -833,6 +888,7 @@ static const struct option options[] = {
     {"persistent_client_expiration", parse_duration, G(persistent_client_expiration), V_NONE, 0, 0},
     {"pid_file", parse_string, G(pid_file), V_STR, 0, 0},
     {"queue_qos0_messages", parse_bool, G(queue_qos0_messages), V_BOOL, 0, 0},
+    {"response_information", parse_string, G(response_information), V_STR, 0, 0},
     {"retain_available", parse_bool, G(retain_available), V_BOOL, 0, 0},
     {"sys_interval", parse_number, G(sys_interval), V_U32, 0, 65535},
     {"upgrade_outgoing_qos", parse_bool, G(upgrade_outgoing_qos), V_BOOL, 0, 0},
@@ -840,6 +896,7 @@ static const struct option options[] = {
 
     /* Security: global, or the current listener's with per_listener_settings true. */
     {"acl_file", parse_string, SEC(acl_file), V_STR, 0, 0},
+    {"admin_user", parse_admin_user, SEC(admin_users), V_STR, 0, 0},
     {"allow_anonymous", parse_bool, SEC(allow_anonymous), V_TRI, 0, 0},
     {"allow_zero_length_clientid", parse_bool, SEC(allow_zero_length_clientid), V_TRI, 0, 0},
     {"accept_any_password", parse_bool, SEC(accept_any_password), V_TRI, 0, 0},
@@ -886,9 +943,6 @@ static const struct option options[] = {
     UNSUPPORTED("http_dir"),
     UNSUPPORTED("log_facility"),
     UNSUPPORTED("max_inflight_bytes"),
-    UNSUPPORTED("max_qos"),
-    UNSUPPORTED("max_topic_alias"),
-    UNSUPPORTED("max_topic_alias_broker"),
     UNSUPPORTED("mount_point"),
     UNSUPPORTED("plugin"),
     UNSUPPORTED("psk_file"),
@@ -1125,9 +1179,52 @@ static bool resolve_security(struct parser *p, struct mq_listener_config *lc, co
     free(lc->password_file);
     free(lc->acl_file);
     free(lc->auto_id_prefix);
-    lc->password_file = lc->acl_file = lc->auto_id_prefix = NULL;
+    free(lc->admin_users);
+    lc->password_file = lc->acl_file = lc->auto_id_prefix = lc->admin_users = NULL;
     return dup_str(&lc->password_file, s->password_file) && dup_str(&lc->acl_file, s->acl_file) &&
-           dup_str(&lc->auto_id_prefix, s->auto_id_prefix ? s->auto_id_prefix : "auto-");
+           dup_str(&lc->auto_id_prefix, s->auto_id_prefix ? s->auto_id_prefix : "auto-") &&
+           dup_str(&lc->admin_users, s->admin_users);
+}
+
+static bool is_loopback_name(const char *a)
+{
+    return a && (!strncmp(a, "127.", 4) || !strcmp(a, "::1") || !strcmp(a, "localhost"));
+}
+
+/* The admin API (docs/admin.md) is served by websockets listeners whose admin_user list is
+ * not empty, to users of their password_file: one without a password file could never log
+ * in, which is a mistake worth refusing; one without a websockets listener is a warning,
+ * and so is one on a plain-HTTP listener reachable from the network (Basic authentication
+ * sends the password readable by anyone on the way). */
+static void check_admin(struct parser *p)
+{
+    struct mq_config *cfg = p->cfg;
+    bool any = false, served = false;
+    for (size_t i = 0; i < cfg->listener_count; i++) {
+        const struct mq_listener_config *lc = &cfg->listeners[i];
+        if (!lc->admin_users)
+            continue;
+        any = true;
+        if (lc->protocol != MQ_LISTENER_WEBSOCKETS)
+            continue;
+        served = true;
+        if (!lc->password_file)
+            vreport_plain(p, true,
+                          "admin_user: listener %u has admin users but no password_file to "
+                          "check their passwords against (docs/admin.md)",
+                          lc->port);
+        else if (!lc->certfile && !is_loopback_name(lc->bind_address))
+            vreport_plain(p, false,
+                          "admin_user: the admin API of websockets listener %u is plain HTTP "
+                          "and not bound to loopback: its passwords cross the network "
+                          "unencrypted (add certfile/keyfile for https://, or bind_address "
+                          "127.0.0.1)",
+                          lc->port);
+    }
+    if (any && !served)
+        vreport_plain(p, false,
+                      "admin_user: no listener with admin users has protocol websockets, so "
+                      "the admin API is not served anywhere (docs/admin.md)");
 }
 
 /* Strings with defaults are filled last so the parser can tell "set twice" from "default". */
@@ -1147,6 +1244,8 @@ static void scalar_defaults(struct mq_config *cfg)
     cfg->max_inflight_messages = 20;
     cfg->max_queued_messages = 1000;
     cfg->max_keepalive = 65535;
+    cfg->max_qos = 2;
+    cfg->max_topic_alias = 10;
     cfg->connect_timeout = 10;
     cfg->max_topic_levels = 1024;
     cfg->client_output_limit = 8u << 20;
@@ -1223,6 +1322,9 @@ static int finish(struct parser *p)
         cfg->log_types = p->log_types;
     if ((rc = build_listeners(p)) != 0)
         return rc;
+    check_admin(p);
+    if (p->errors)
+        return MQ_ERR_CONFIG;
     /* The global copies (the listeners already hold their effective values). */
     if (p->gsec.allow_zero_length_clientid >= 0)
         cfg->allow_zero_length_clientid = p->gsec.allow_zero_length_clientid;
@@ -1263,6 +1365,7 @@ static int parse_main(struct parser *p, const char *name, const char *text, size
 {
     int rc;
 
+    p->main_file = name;
     parse_text(p, name, text, len, 0);
     rc = finish(p);
     if (rc == MQ_ERR_NOMEM && p->report)
@@ -1367,5 +1470,6 @@ void config_free(struct mq_config *cfg)
     free(cfg->log_timestamp_format);
     free(cfg->user);
     free(cfg->pid_file);
+    free(cfg->response_information);
     memset(cfg, 0, sizeof *cfg);
 }

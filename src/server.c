@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "midge/acl.h"
+#include "midge/admin.h"
 #include "midge/config.h"
 #include "midge/daemon.h"
 #include "midge/err.h"
@@ -142,6 +143,45 @@ static struct mq_listener_ctx **listener_ctxs_new(const struct mq_config *cfg)
     return v;
 }
 
+/* ---- what the admin API asks the server --------------------------------------------- */
+
+static const char *socket_protocol(const struct mq_listen_socket *ls)
+{
+    const struct mq_listener_config *lc = ls->lctx->cfg;
+    bool tls = lc->certfile != NULL;
+    if (lc->protocol == MQ_LISTENER_WEBSOCKETS)
+        return tls ? "websockets over tls" : "websockets";
+    return tls ? "mqtt over tls" : "mqtt";
+}
+
+static size_t admin_listeners(void *ctx, struct admin_listener *out, size_t max)
+{
+    struct mq_server *srv = ctx;
+    for (size_t i = 0; i < srv->socket_count && i < max; i++) {
+        const struct mq_listen_socket *ls = srv->sockets[i];
+        const struct mq_listener_config *lc = ls->lctx->cfg;
+        out[i] = (struct admin_listener){
+            .name = ls->name,
+            .protocol = socket_protocol(ls),
+            .admin = lc->protocol == MQ_LISTENER_WEBSOCKETS && lc->admin_users,
+        };
+    }
+    return srv->socket_count;
+}
+
+static bool admin_listener_name(void *ctx, const struct mq_listener_ctx *l, char *buf, size_t size)
+{
+    struct mq_server *srv = ctx;
+    for (size_t i = 0; i < srv->socket_count; i++) {
+        const struct mq_listen_socket *ls = srv->sockets[i];
+        if (ls->lctx == l) {
+            snprintf(buf, size, "%s (%s)", ls->name, socket_protocol(ls));
+            return true;
+        }
+    }
+    return false;
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct mq_server *srv = t->data;
@@ -192,6 +232,7 @@ struct page_work {
     struct mq_server *srv;
     struct mq_store *store;
     uint64_t after_seq, token;
+    int64_t wall_offset_ms; /* the broker's, read on the loop: expiries come back on its clock */
     uint32_t max;
     int64_t err;
     struct mq_paged_msg *msgs;
@@ -211,13 +252,27 @@ static int page_collect(void *ctx, const struct mq_store_msg *m)
         w->msgs = v;
         w->cap = ncap;
     }
-    /* The message object is new and not shared yet, so building it here is safe. */
-    struct mq_msg *msg = msg_new((const uint8_t *)m->topic, m->topic_len, m->payload,
-                                 m->payload_len, m->qos, m->retain);
+    /* The message object is new and not shared yet, so building it here is safe. Its
+     * properties and Subscription Identifiers come back with it, its expiry on the broker's
+     * clock (one that passed is dropped and counted by proto when it would be sent). */
+    uint64_t expires = 0;
+    if (m->expires_wall_ms) {
+        int64_t t = (int64_t)m->expires_wall_ms - w->wall_offset_ms;
+        expires = t > 0 ? (uint64_t)t : 1;
+    }
+    struct mq_msg *msg = msg_new_props((const uint8_t *)m->topic, m->topic_len, m->payload,
+                                       m->payload_len, m->qos, m->retain, m->props_len, expires);
     if (!msg)
         return MQ_ERR_NOMEM;
-    w->msgs[w->n++] = (struct mq_paged_msg){.seq = m->seq, .msg = msg, .qos = m->qos,
-                                            .retain = m->retain};
+    if (m->props_len)
+        memcpy(msg_props(msg), m->props, m->props_len);
+    struct mq_paged_msg *p = &w->msgs[w->n];
+    *p = (struct mq_paged_msg){.seq = m->seq, .msg = msg, .qos = m->qos, .retain = m->retain};
+    if (sub_ids_set(&p->sub_ids, m->sub_ids, m->n_sub_ids)) {
+        msg_unref(msg);
+        return MQ_ERR_NOMEM;
+    }
+    w->n++;
     return 0;
 }
 
@@ -249,6 +304,7 @@ static void page_read(void *ctx, const char *client_id, uint16_t client_id_len,
         w->store = srv->store;
         w->after_seq = after_seq;
         w->token = token;
+        w->wall_offset_ms = srv->broker->wall_offset_ms;
         w->max = max;
         w->client_id_len = client_id_len;
         memcpy(w->client_id, client_id, client_id_len);
@@ -596,6 +652,17 @@ int server_run(struct mq_config *cfg, const struct mq_server_options *opts)
         goto out;
     }
     srv->broker->check_password = check_password;
+    srv->admin = admin_new(srv->broker, &(struct admin_server){
+                                            .config_file = opts->config_path,
+                                            .sys = &srv->sys_state,
+                                            .ctx = srv,
+                                            .listeners = admin_listeners,
+                                            .listener_name = admin_listener_name,
+                                        });
+    if (!srv->admin) {
+        mq_log(MQ_LOG_ERR, "out of memory");
+        goto out;
+    }
     srv->lctx = listener_ctxs_new(cfg);
     if (!srv->lctx) {
         mq_log(MQ_LOG_ERR, "start-up failed: a password or ACL file could not be loaded");
@@ -652,6 +719,7 @@ out:
 out_noloop:
     if (status)
         daemon_ready(opts->ready_fd, false);
+    admin_free(srv->admin);
     broker_free(srv->broker);
     listener_ctxs_free(srv->lctx, srv->cfg->listener_count);
     listener_ctxs_free(srv->retired_lctx, srv->retired_lctx_count);

@@ -2,10 +2,13 @@
 // dashboard blocks, all over one MQTT connection (web/mqtt.js) to the broker that serves it.
 //
 // The connection goes to this page's own origin (ws://host:port/mqtt, wss:// over https)
-// unless the query string says otherwise: ?host=H&port=P&path=/mqtt&tls=1. Nothing secret is
-// stored: the password stays in memory; settings and blocks are kept in localStorage.
+// unless the query string says otherwise: ?host=H&port=P&path=/mqtt&tls=1&protocol=5 (4 =
+// MQTT 3.1.1, the default; 5 = MQTT 5.0; 3 = MQTT 3.1). Nothing secret is stored: the
+// password stays in memory; settings and blocks are kept in localStorage. With MQTT 5.0
+// the page sends a Session Expiry Interval and User Properties, shows the properties of
+// received messages and says every reason code in words.
 
-import { MqttClient, topicMatches, utf8, CONNACK_CODES } from './mqtt.js';
+import { MqttClient, topicMatches, utf8, reasonText, CONNACK_CODES, PACKET } from './mqtt.js';
 
 const $ = (sel, root = document) => root.querySelector(sel);
 const el = (tag, attrs = {}, ...kids) => {
@@ -62,6 +65,25 @@ function fmtUptime(s) {
   return d ? `${d}d ${h}h` : h ? `${h}h ${m}m` : `${m}m ${s % 60}s`;
 }
 function fmtTime(t) { return new Date(t).toLocaleTimeString('en-GB', { hour12: false }); }
+
+// MQTT 5 reason codes in Traditional Chinese, after the English words of reasonText().
+const REASONS_ZH = {
+  0x00: '成功', 0x01: '授予 QoS 1', 0x02: '授予 QoS 2', 0x04: '斷線並發布遺囑', 0x10: '沒有相符的訂閱者',
+  0x11: '訂閱不存在', 0x18: '繼續驗證', 0x19: '重新驗證', 0x80: '未指明的錯誤', 0x81: '封包格式錯誤',
+  0x82: '協定錯誤', 0x83: '實作特定錯誤', 0x84: '不支援的協定版本', 0x85: '客戶端識別碼無效',
+  0x86: '使用者名稱或密碼錯誤', 0x87: '未授權', 0x88: '伺服器無法使用', 0x89: '伺服器忙碌', 0x8a: '已封鎖',
+  0x8b: '伺服器關閉中', 0x8c: '驗證方法錯誤', 0x8d: '保持連線逾時', 0x8e: '工作階段被接管',
+  0x8f: '主題篩選無效', 0x90: '主題名稱無效', 0x91: '封包識別碼使用中', 0x92: '找不到封包識別碼',
+  0x93: '超過接收上限', 0x94: '主題別名無效', 0x95: '封包太大', 0x96: '訊息速率太高', 0x97: '超過配額',
+  0x98: '管理操作', 0x99: '酬載格式無效', 0x9a: '不支援保留訊息', 0x9b: '不支援此 QoS',
+  0x9c: '請改用其他伺服器', 0x9d: '伺服器已搬移', 0x9e: '不支援共享訂閱', 0x9f: '超過連線速率',
+  0xa0: '超過最長連線時間', 0xa1: '不支援訂閱識別碼', 0xa2: '不支援萬用字元訂閱',
+};
+/** "0x87 not authorized 未授權", and the broker's reason string when it sent one. */
+function reasonWords(code, why, type) {
+  const zh = code === 0 && type === PACKET.DISCONNECT ? '正常斷線' : REASONS_ZH[code] ?? '';
+  return `${reasonText(code, type)} ${zh}`.trim() + (why ? ` (${why})` : '');
+}
 
 /** Text for a payload: UTF-8 when it is printable text, else hex. Cut to max characters. */
 function payloadText(bytes, max = 2000) {
@@ -129,7 +151,13 @@ function defaults() {
     port: q.get('port') || (http ? location.port || (tls ? '443' : '80') : '9001'),
     path: q.get('path') || '/mqtt',
     tls,
+    protocol: ['3', '4', '5'].includes(q.get('protocol')) ? q.get('protocol') : null,
   };
+}
+
+/** MQTT 5.0 fields of the connection form show only when 5.0 is chosen. */
+function showProtocolFields() {
+  for (const l of form.querySelectorAll('[data-v5]')) l.hidden = form.protocol.value !== '5';
 }
 
 function initForm() {
@@ -139,6 +167,9 @@ function initForm() {
   form.port.value = d.port;
   form.path.value = d.path;
   form.tls.checked = d.tls;
+  form.protocol.value = d.protocol ?? String(saved.protocol ?? 4);
+  form.sessionExpiry.value = saved.sessionExpiry ?? 0;
+  showProtocolFields();
   form.clientId.value = saved.clientId || 'midge-web-' + Math.random().toString(36).slice(2, 8);
   form.username.value = saved.username || '';
   form.keepalive.value = saved.keepalive ?? 60;
@@ -156,6 +187,8 @@ function saveForm() {
     username: form.username.value,
     keepalive: Number(form.keepalive.value),
     clean: form.clean.checked,
+    protocol: Number(form.protocol.value),
+    sessionExpiry: Number(form.sessionExpiry.value) || 0,
     willTopic: form.willTopic.value,
     willQos: Number(form.willQos.value),
     willRetain: form.willRetain.checked,
@@ -188,7 +221,10 @@ async function connect() {
     password: form.password.value || undefined,
     keepalive: Number(form.keepalive.value) || 0,
     clean: form.clean.checked,
+    protocolVersion: Number(form.protocol.value) || 4,
   };
+  const v5 = opts.protocolVersion === 5;
+  if (v5) opts.properties = { sessionExpiryInterval: Number(form.sessionExpiry.value) || undefined };
   if (form.willTopic.value.trim()) {
     opts.will = { topic: form.willTopic.value.trim(), payload: form.willMessage.value,
                   qos: Number(form.willQos.value), retain: form.willRetain.checked };
@@ -200,31 +236,44 @@ async function connect() {
   $('#connect-btn').disabled = true;
   $('#disconnect-btn').disabled = false;
   c.on('message', onMessage);
+  let said = null; // MQTT 5: the broker's DISCONNECT
+  c.on('disconnect', (d) => { said = d; });
   c.on('close', (ev) => {
     if (client !== c) return;
-    onDisconnected(ev.error ? ev.error.message : `connection closed (${ev.code})`);
+    if (said) {
+      // Some reasons are not cured by reconnecting: another connection has our client id,
+      // we are banned, or sent to another server.
+      if ([0x8a, 0x8e, 0x9c, 0x9d].includes(said.reasonCode)) wantConnected = false;
+      onDisconnected(`Disconnected by the broker 代理人中斷連線: ${reasonWords(said.reasonCode, said.properties.reasonString, PACKET.DISCONNECT)}`);
+    } else if (ev.error?.reasonCode) {
+      onDisconnected(`${ev.error.message} · ${reasonWords(ev.error.reasonCode)}`); // we hung up, and told the broker why
+    } else {
+      onDisconnected(ev.error ? ev.error.message : `connection closed (${ev.code})`);
+    }
   });
   try {
     await c.connect();
   } catch (e) {
     if (client !== c) return;
     client = null;
-    if (e.code === 4 || e.code === 5) {
+    const words = v5 ? reasonWords(e.code, e.reasonString) : `${CONNACK_CODES[e.code]} (${e.code})`;
+    if (e.code === 4 || e.code === 5 || (v5 && (e.code === 0x86 || e.code === 0x87))) {
       // Refused: the broker wants (other) credentials. Ask, don't retry by ourselves.
       wantConnected = false;
       setStatus('Sign in 需要登入', 'off');
       $('#connect-btn').disabled = false;
       $('#disconnect-btn').disabled = true;
-      $('#connect-error').textContent = `${CONNACK_CODES[e.code]} (${e.code})`;
-      askCredentials();
+      $('#connect-error').textContent = words;
+      askCredentials(words);
       return;
     }
     if (e.code) wantConnected = false; // other refusals are not cured by retrying
-    onDisconnected(e.message);
+    onDisconnected(e.code ? `Refused 被拒: ${words}` : e.message);
     return;
   }
   retryDelay = 1000;
-  setStatus('Connected 已連線', 'on');
+  $('#publish-v5').hidden = !c.v5;
+  setStatus(c.v5 ? 'Connected 已連線 · 5.0' : 'Connected 已連線', 'on');
   renderBlocks(); // {user} in block topics follows the user name
   $('#connection-details').open = false;
   activeSubs.clear();
@@ -237,7 +286,7 @@ async function subscribeAll(c) {
   const tree = $('#tree-enabled').checked;
   jobs.push(tree ? c.subscribe('#', 0).catch(() => 0x80) : Promise.resolve(0x80));
   const [, hash] = await Promise.all(jobs);
-  treeGranted = tree && hash !== 0x80;
+  treeGranted = tree && hash < 0x80;
   for (const s of subscriptions) await subscribeOne(s);
   await subscribeBlocks();
 }
@@ -281,7 +330,7 @@ function disconnect() {
   $('#connection-details').open = true;
 }
 
-function askCredentials() {
+function askCredentials(why) {
   const dlg = $('#auth-dialog');
   const f = $('#auth-form');
   f.username.value = form.username.value;
@@ -289,6 +338,7 @@ function askCredentials() {
   $('#auth-reason').textContent = form.username.value
     ? 'Wrong user name or password. 使用者名稱或密碼錯誤。'
     : 'This broker needs a user name and password. 此代理人需要使用者名稱和密碼。';
+  $('#auth-code').textContent = why;
   dlg.onclose = () => {
     if (dlg.returnValue !== 'ok') return;
     form.username.value = f.username.value;
@@ -301,6 +351,7 @@ function askCredentials() {
 }
 
 form.addEventListener('submit', (ev) => { ev.preventDefault(); connect(); });
+form.protocol.addEventListener('change', showProtocolFields);
 $('#disconnect-btn').addEventListener('click', disconnect);
 
 // ---------------------------------------------------------------------------------------
@@ -383,14 +434,19 @@ function onSys(topic, payload) {
 // ---------------------------------------------------------------------------------------
 
 const COLORS = ['#0e7c86', '#d9480f', '#5f3dc4', '#2b8a3e', '#c2255c', '#1971c2', '#e67700', '#495057'];
-let subscriptions = store.get('subscriptions', []); // [{filter, qos, color}]
+let subscriptions = store.get('subscriptions', []); // [{filter, qos, color, id}]
+// MQTT 5 Subscription Identifiers: one per subscription of the list, kept with it, so that
+// a message shows which of them it came through.
+for (const [i, s] of subscriptions.entries()) s.id ??= i + 1;
+const nextSubId = () => Math.max(0, ...subscriptions.map((s) => s.id)) + 1;
 
 async function subscribeOne(s) {
   if (!client?.connected) return;
   // Marked before the SUBACK: the retained messages right behind it belong in the log.
   if (!activeSubs.has(s.filter)) activeSubs.set(s.filter, s.qos);
   try {
-    const g = await client.subscribe(s.filter, s.qos);
+    const opts = client.v5 ? { qos: s.qos, properties: { subscriptionIdentifier: s.id } } : s.qos;
+    const g = await client.subscribe(s.filter, opts);
     activeSubs.set(s.filter, g);
   } catch (e) {
     activeSubs.set(s.filter, 0x80);
@@ -403,10 +459,14 @@ function renderSubs() {
   const ul = $('#sub-list');
   ul.replaceChildren(...subscriptions.map((s) => {
     const g = activeSubs.get(s.filter);
-    const state = g === undefined ? 'not active 未啟用' : g === 0x80 ? 'refused 被拒' : `QoS ${g}`;
+    const refused = g >= 0x80;
+    // MQTT 5 says why in its reason code ("0x87 not authorized"); 3.1.1 only that it refused.
+    const state = g === undefined ? 'not active 未啟用' : !refused ? `QoS ${g}`
+      : client?.v5 ? reasonWords(g) : 'refused 被拒';
     return el('li', { style: `--c:${s.color}`, 'data-filter': s.filter },
       el('span', { class: 'f', text: s.filter }),
-      el('span', { class: 'badge', text: state }),
+      client?.v5 ? el('span', { class: 'badge muted', title: 'Subscription Identifier 訂閱識別碼', text: `id ${s.id}` }) : '',
+      el('span', { class: refused ? 'badge bad' : 'badge', text: state }),
       el('button', { class: 'small-btn', type: 'button', title: 'Unsubscribe 取消訂閱', text: '✕',
         onclick: () => unsubscribe(s.filter) }));
   }));
@@ -422,7 +482,7 @@ async function unsubscribe(filter) {
   await client.unsubscribe(filter).catch(() => {});
   // The page's own subscriptions share the broker's (one per filter): take them back.
   if (filter === '$SYS/#') await client.subscribe('$SYS/#', 0).catch(() => {});
-  if (filter === '#' && $('#tree-enabled').checked) treeGranted = (await client.subscribe('#', 0).catch(() => 0x80)) !== 0x80;
+  if (filter === '#' && $('#tree-enabled').checked) treeGranted = (await client.subscribe('#', 0).catch(() => 0x80)) < 0x80;
 }
 
 $('#subscribe-form').addEventListener('submit', async (ev) => {
@@ -434,7 +494,7 @@ $('#subscribe-form').addEventListener('submit', async (ev) => {
   let s = subscriptions.find((x) => x.filter === filter);
   if (s) s.qos = qos;
   else {
-    s = { filter, qos, color: COLORS[subscriptions.length % COLORS.length] };
+    s = { filter, qos, color: COLORS[subscriptions.length % COLORS.length], id: nextSubId() };
     subscriptions.push(s);
   }
   store.set('subscriptions', subscriptions);
@@ -454,7 +514,7 @@ const MAX_LOG = 200;
 const lastRetained = new Map(); // topic -> payload of the last retained message logged
 function logMessage(topic, payload, info) {
   // Only subscriptions this connection holds (or is asking for) show in the log.
-  const s = subscriptions.find((x) => topicMatches(x.filter, topic) && activeSubs.has(x.filter) && activeSubs.get(x.filter) !== 0x80);
+  const s = subscriptions.find((x) => topicMatches(x.filter, topic) && activeSubs.has(x.filter) && !(activeSubs.get(x.filter) >= 0x80));
   if (!s) return;
   if (info.retain) {
     if (sameBytes(lastRetained.get(topic), payload)) return;
@@ -469,12 +529,26 @@ function logMessage(topic, payload, info) {
       el('span', { text: `QoS ${info.qos}` }),
       info.retain ? el('span', { class: 'badge', text: 'retained 保留' }) : '',
       payload.length > 1000 ? el('span', { text: fmtBytes(payload.length) }) : ''),
+    messageProps(info.properties),
     el('div', { class: 'p', text: payloadText(payload, 1000) }));
   log.prepend(li);
   while (log.childElementCount > MAX_LOG) log.lastElementChild.remove();
   $('#msg-empty').hidden = true;
   $('#msg-count').textContent = `(${nf.format(msgCount)})`;
 }
+/** MQTT 5: a message's User Properties, Content Type and Subscription Identifiers. */
+function messageProps(p) {
+  if (!p) return '';
+  const items = [];
+  if (p.subscriptionIdentifier) {
+    const names = p.subscriptionIdentifier.map((id) => subscriptions.find((s) => s.id === id)?.filter ?? `#${id}`);
+    items.push(el('span', { class: 'sid', title: names.join(', '), text: `sub id ${p.subscriptionIdentifier.join(', ')}` }));
+  }
+  if (p.contentType != null) items.push(el('span', { class: 'ct', text: `Content-Type: ${p.contentType}` }));
+  for (const [k, v] of p.userProperties ?? []) items.push(el('span', { class: 'up', 'data-key': k }, el('b', { text: k }), `: ${v}`));
+  return items.length ? el('div', { class: 'props' }, ...items) : '';
+}
+
 $('#msg-clear').addEventListener('click', () => {
   $('#msg-log').replaceChildren();
   msgCount = 0;
@@ -492,13 +566,36 @@ pubForm.addEventListener('submit', async (ev) => {
   store.set('publishTopic', topic);
   if (!client?.connected) { out.textContent = 'Not connected 未連線'; return; }
   out.textContent = 'Sending 傳送中…';
+  out.classList.remove('error');
+  const qos = Number(pubForm.qos.value);
+  const opts = { qos, retain: pubForm.retain.checked };
+  if (client.v5) {
+    const userProperties = [...$('#prop-rows').children]
+      .map((row) => [row.querySelector('[name="propKey"]').value, row.querySelector('[name="propValue"]').value])
+      .filter(([k, v]) => k !== '' || v !== '');
+    opts.properties = { userProperties, contentType: pubForm.contentType.value || undefined };
+  }
   try {
-    await client.publish(topic, pubForm.message.value, { qos: Number(pubForm.qos.value), retain: pubForm.retain.checked });
-    out.textContent = `Published ✓ 已出版 ${fmtTime(Date.now())}`;
+    const ack = await client.publish(topic, pubForm.message.value, opts);
+    // MQTT 5: the PUBACK's or PUBREC's reason code, e.g. 0x10 when nobody subscribed.
+    const rc = ack?.reasonCode ? ` · ${reasonWords(ack.reasonCode, ack.properties?.reasonString)}` : '';
+    out.textContent = `Published ✓ 已出版 ${fmtTime(Date.now())}${rc}`;
   } catch (e) {
-    out.textContent = e.message;
+    out.classList.add('error');
+    out.textContent = e.reasonCode ? `✗ ${reasonWords(e.reasonCode, e.reasonString)}` : e.message;
   }
 });
+
+/** One key/value row of User Properties in the publish form. */
+function addPropRow(key = '', value = '') {
+  const row = el('div', { class: 'kv' },
+    el('input', { name: 'propKey', value: key, placeholder: 'key 名稱', 'aria-label': 'User Property name 屬性名稱', autocapitalize: 'off', spellcheck: 'false' }),
+    el('input', { name: 'propValue', value, placeholder: 'value 值', 'aria-label': 'User Property value 屬性值', autocapitalize: 'off', spellcheck: 'false' }),
+    el('button', { type: 'button', class: 'small-btn', title: 'Remove 移除', text: '✕', onclick: () => row.remove() }));
+  $('#prop-rows').append(row);
+  return row;
+}
+$('#prop-add').addEventListener('click', () => addPropRow().firstChild.focus());
 
 // ---------------------------------------------------------------------------------------
 // Topic tree (MQTT Explorer style). DOM updates are batched into animation frames.
@@ -567,6 +664,7 @@ class TopicTree {
     n.count++;
     n.retain = info.retain;
     n.qos = info.qos;
+    n.props = info.properties;
     n.time = Date.now();
     this.dirty.add(n);
     if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
@@ -591,7 +689,10 @@ class TopicTree {
     this.selected = n;
     const d = $('#topic-detail');
     d.hidden = false;
-    d.textContent = `${n.full}\nQoS ${n.qos}${n.retain ? ' · retained 保留' : ''} · ${n.count} msgs · ${fmtTime(n.time)} · ${fmtBytes(n.payload?.length ?? 0)}\n\n${n.payload ? payloadText(n.payload, 20000) : ''}`;
+    const p = n.props ?? {};
+    const props = [p.contentType != null ? `Content-Type: ${p.contentType}` : '', ...(p.userProperties ?? []).map(([k, v]) => `${k}: ${v}`)]
+      .filter(Boolean).map((x) => x + '\n').join('');
+    d.textContent = `${n.full}\nQoS ${n.qos}${n.retain ? ' · retained 保留' : ''} · ${n.count} msgs · ${fmtTime(n.time)} · ${fmtBytes(n.payload?.length ?? 0)}\n${props}\n${n.payload ? payloadText(n.payload, 20000) : ''}`;
     if (!n.full.startsWith('$')) pubForm.topic.value = n.full;
   }
 
@@ -623,7 +724,7 @@ $('#tree-enabled').addEventListener('change', async (ev) => {
   store.set('treeEnabled', ev.target.checked);
   if (!client?.connected) return;
   if (ev.target.checked) {
-    treeGranted = (await client.subscribe('#', 0).catch(() => 0x80)) !== 0x80;
+    treeGranted = (await client.subscribe('#', 0).catch(() => 0x80)) < 0x80;
   } else {
     await client.unsubscribe('#').catch(() => {});
     treeGranted = false;

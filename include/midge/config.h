@@ -42,6 +42,10 @@ struct mq_listener_config {
                                            is believed; NULL = none */
     uint32_t websockets_max_frame_size; /* bytes per frame and per message; 0 = default:
                                            max_packet_size (or the MQTT maximum) + 64 KiB */
+    /* admin_user (midge, docs/admin.md): the users of password_file who may use the admin
+     * API of a websockets listener, one name per line ("alice\nbob"); NULL = the API is
+     * off. Effective value (global unless per_listener_settings). */
+    char *admin_users;
 };
 
 /* Where log lines go. */
@@ -76,6 +80,14 @@ struct mq_config {
     uint32_t message_size_limit;          /* payload bytes; 0 = spec maximum */
     uint32_t max_packet_size;             /* whole packet; 0 = spec maximum */
     uint16_t max_keepalive;               /* default 65535 */
+    uint16_t max_qos;                     /* highest QoS accepted and granted; default 2 */
+    uint16_t max_topic_alias;             /* Topic Alias Maximum announced to MQTT 5
+                                             clients; default 10, 0 = none */
+    uint16_t max_topic_alias_broker;      /* topic aliases midge may send an MQTT 5 client
+                                             (at most the client's maximum); default 0 =
+                                             none (midge; Mosquitto's default is 10) */
+    char *response_information;           /* Response Information for MQTT 5 clients that
+                                             ask; NULL = none (midge) */
     uint32_t connect_timeout;             /* seconds to wait for CONNECT; default 10 (midge) */
     uint64_t memory_limit;                /* heap bytes; over it new CONNECTs and incoming
                                              PUBLISH are refused; 0 = none (Mosquitto) */
@@ -92,9 +104,9 @@ struct mq_config {
 
     bool persistence;
     char *persistence_location;
-    char *persistence_file;     /* default "midge.db" */
+    char *persistence_file;                    /* default "midge.db" */
     enum mq_durability persistence_durability; /* default ack (midge) */
-    uint32_t autosave_interval; /* seconds; default 1800 */
+    uint32_t autosave_interval;                /* seconds; default 1800 */
 
     unsigned log_dest; /* enum mq_log_dest_mask; default stderr */
     char *log_file;    /* with MQ_LOG_DEST_FILE */

@@ -25,7 +25,7 @@
     XX(UTF8_SURROGATE, "string contains a UTF-16 surrogate code point")                            \
     XX(BAD_PROTOCOL_NAME, "unknown protocol name")                                                 \
     XX(BAD_PROTOCOL_LEVEL, "unsupported protocol level")                                           \
-    XX(NO_CLIENT_ID, "MQTT 3.1 CONNECT without a client identifier")                              \
+    XX(NO_CLIENT_ID, "MQTT 3.1 CONNECT without a client identifier")                               \
     XX(CONNECT_RESERVED, "CONNECT reserved flag is set")                                           \
     XX(WILL_FLAGS, "will QoS/retain set without will flag")                                        \
     XX(PASSWORD_WITHOUT_USER, "password flag set without user name flag")                          \
@@ -36,6 +36,18 @@
     XX(BAD_FILTER, "wildcard not alone in its level or '#' not last")                              \
     XX(TOO_MANY_FILTERS, "more than 65535 topic filters or return codes in one packet")            \
     XX(BAD_RETURN_CODE, "reserved CONNACK or SUBACK return code")                                  \
+    XX(BAD_VARINT, "variable byte integer longer than 4 bytes or not in its shortest form")        \
+    XX(PROPERTY_NOT_ALLOWED, "unknown property, or a property this packet may not carry")          \
+    XX(DUPLICATE_PROPERTY, "property included more than once")                                     \
+    XX(PROPERTY_VALUE, "property value the standard does not allow")                               \
+    XX(TOPIC_ALIAS_ZERO, "Topic Alias 0")                                                          \
+    XX(RESPONSE_TOPIC, "Response Topic empty or containing wildcards")                             \
+    XX(AUTH_METHOD, "Authentication Data or AUTH without an Authentication Method")                \
+    XX(BAD_REASON_CODE, "reason code this packet may not carry")                                   \
+    XX(EMPTY_TOPIC_NO_ALIAS, "zero-length topic without a Topic Alias")                            \
+    XX(SUBSCRIBE_QOS3, "subscription option Maximum QoS 3")                                        \
+    XX(RETAIN_HANDLING, "subscription option Retain Handling 3")                                   \
+    XX(NO_LOCAL_SHARED, "No Local set on a shared subscription")                                   \
     XX(FIRST_NOT_CONNECT, "first packet is not CONNECT")                                           \
     XX(SECOND_CONNECT, "second CONNECT on one connection")                                         \
     XX(UNEXPECTED_PACKET, "packet type a client must not send")                                    \

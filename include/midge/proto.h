@@ -1,4 +1,4 @@
-/* proto.h - the MQTT 3.1.1 rules: connections, sessions, routing.
+/* proto.h - the MQTT rules (3.1, 3.1.1 and 5.0): connections, sessions, routing.
  *
  * proto owns the broker's protocol state (sessions, subscription tree, retained
  * store, counters) and one struct mq_conn per network connection. It reaches the
@@ -15,6 +15,7 @@
 
 #include "midge/hmap.h"
 #include "midge/imap.h"
+#include "midge/session.h"
 #include "midge/sub_tree.h"
 
 struct mq_acl;
@@ -75,6 +76,26 @@ struct mq_stats {
     uint64_t protocol_errors;
     uint64_t clients_expired; /* persistent sessions removed by persistent_client_expiration */
     uint64_t sockets_total;   /* network connections opened ever (proto_conn_open) */
+    /* Currently connected clients by protocol: MQTT 3.1, 3.1.1, 5.0. */
+    uint64_t clients_by_version[3];
+    uint64_t pub_dropped_too_large; /* not sent: over the client's Maximum Packet Size */
+    uint64_t msgs_expired;          /* dropped by their Message Expiry Interval */
+};
+
+/* Index into mq_stats.clients_by_version for a protocol level (3, 4 or 5). */
+static inline unsigned proto_version_index(uint8_t level)
+{
+    return level == 5 ? 2 : level == 3 ? 0 : 1;
+}
+
+/* A will waiting for its Will Delay Interval (MQTT 5): its connection is gone, its session
+ * not (yet). Published when the delay runs out or the session ends, dropped when the
+ * client comes back first ([MQTT-3.1.2-8], [MQTT-3.1.3-9]). */
+struct mq_pending_will {
+    struct mq_pending_will *next;
+    struct mq_session *session; /* borrowed: the session it belongs to */
+    struct mq_msg *will;        /* reference */
+    uint64_t due_ms;
 };
 
 struct mq_broker {
@@ -88,11 +109,22 @@ struct mq_broker {
     struct mq_sub_tree *subs;
     struct mq_retain *retained;
     struct mq_sub_vec match_scratch; /* reused by every routing pass */
+    uint32_t *id_scratch;            /* one copy's Subscription Identifiers, when several */
+    size_t id_scratch_cap;
+    /* Shared subscriptions (proto_share.c): a tree of the groups' filters, whose
+     * subscribers are the groups, and the groups by "name/filter" and by id. */
+    struct mq_sub_tree *shares;
+    struct mq_sub_vec share_scratch;
+    struct mq_hmap share_groups;
+    struct mq_hmap share_by_id;
+    uint32_t share_ids; /* last group id handed out */
 
-    struct mq_conn *conns; /* doubly linked list of live connections */
+    struct mq_conn *conns;                 /* doubly linked list of live connections */
+    struct mq_pending_will *pending_wills; /* unordered; short (rare MQTT 5 feature) */
     uint64_t auto_id_counter;
     uint64_t last_expiry_scan_ms;
     bool memory_exceeded; /* heap over memory_limit at the last tick */
+    bool shutting_down;   /* broker_close_all ran: wills are not delayed any more */
     uint64_t memory_drop_logged_ms;
     struct mq_stats stats;
 
@@ -117,7 +149,8 @@ struct mq_broker {
 /* A queued message read back from the store for broker_store_paged. */
 struct mq_paged_msg {
     uint64_t seq;
-    struct mq_msg *msg; /* reference, moved to the broker */
+    struct mq_msg *msg;        /* reference, moved to the broker */
+    struct mq_sub_ids sub_ids; /* owned, moved to the broker */
     uint8_t qos;
     bool retain;
 };
@@ -125,6 +158,31 @@ struct mq_paged_msg {
 /* How many QoS 1/2 messages a persistent session keeps in memory with a store; the rest of
  * its queue waits on disk and is paged in as the queue drains below half of this. */
 #define MQ_QUEUE_IN_MEMORY 1000
+
+/* An inbound or outbound topic alias (MQTT 5): the topic it stands for. */
+struct mq_alias {
+    char *topic; /* owned, NUL-terminated; NULL when the alias is unused */
+    uint16_t len;
+};
+
+/* What a connection needs beyond the common case (a plain MQTT 3.1.1 client): the limits
+ * an MQTT 5 client negotiated, its topic aliases, and a TLS identity. Allocated on first
+ * use (conn_ext), so an idle 3.1.1 connection pays one pointer. */
+struct mq_conn_ext {
+    char *identity;             /* owned: TLS client certificate CN (use_identity_as_username) */
+    uint32_t max_packet_out;    /* the client's Maximum Packet Size; 0 = the MQTT maximum */
+    uint16_t receive_max_out;   /* the client's Receive Maximum; 0 until CONNECT (= 65535) */
+    uint16_t alias_max_out;     /* aliases midge may send: min(client's, max_topic_alias_broker) */
+    uint16_t alias_max_in;      /* the Topic Alias Maximum announced in CONNACK */
+    uint16_t inflight_in;       /* QoS 1/2 PUBLISHes received, not yet PUBACK/PUBCOMP'd */
+    uint16_t alias_out_used;    /* outbound aliases assigned so far (1..alias_out_used) */
+    bool problem_info;          /* Request Problem Information: reason strings may be sent */
+    uint32_t will_delay;        /* the will's Will Delay Interval, seconds */
+    uint32_t will_expiry;       /* the will's Message Expiry Interval, seconds (0: none) */
+    uint32_t session_expiry;    /* the Session Expiry Interval in force for this connection */
+    struct mq_alias *alias_in;  /* alias_max_in entries, allocated at the first alias */
+    struct mq_alias *alias_out; /* alias_max_out entries, allocated at the first alias */
+};
 
 /* A connection as proto sees it. */
 struct mq_conn {
@@ -140,15 +198,30 @@ struct mq_conn {
     uint16_t keepalive;
     uint8_t protocol_level;
     bool connected;   /* CONNACK 0 sent */
+    bool bridge;      /* CONNECT had the bridge bit: never sent back what it published */
     bool closing;     /* close requested; input ignored, nothing more sent */
     bool not_reading; /* output backlog over twice client_output_limit: close at next tick */
     uint64_t over_limit_since_ms; /* when its backlog went over client_output_limit, or 0 */
     /* Borrowed from the io, which keeps it for the connection's life: "addr:port" for
      * logs. The io may point it at a new name (X-Forwarded-For) that it keeps as long. */
     const char *peer;
-    char *identity;    /* owned: TLS client certificate CN (use_identity_as_username), or NULL */
-    uint32_t deferred; /* acknowledgements to it waiting for the store */
+    struct mq_conn_ext *ext; /* owned; NULL until MQTT 5 or a TLS identity needs it */
+    uint32_t deferred;       /* acknowledgements to it waiting for the store */
+    /* What the admin API shows of it (docs/admin.md): when CONNACK 0 went out, in seconds
+     * from the broker's start; PUBLISH packets in and out (wrapping at 2^32); bytes of MQTT
+     * packets in and out, counted where b->stats counts them. 24 bytes: inline, because a
+     * busy client is the one an administrator asks about, and allocating them on first
+     * use would give nearly every real client (they publish) a block bigger than this. */
+    uint32_t connected_s;
+    uint32_t pub_in, pub_out;
+    uint64_t bytes_in, bytes_out;
 };
+
+/* True for an MQTT 5 connection (protocol level 5, set when its CONNECT is read). */
+static inline bool conn_v5(const struct mq_conn *c)
+{
+    return c->protocol_level == 5;
+}
 
 /* New broker using cfg (borrowed, must outlive the broker or be replaced with
  * broker_set_config) and the sink. NULL on out of memory. */
@@ -218,8 +291,11 @@ void broker_store_committed(struct mq_broker *b);
 void broker_store_paged(struct mq_broker *b, const char *client_id, uint16_t client_id_len,
                         uint64_t token, struct mq_paged_msg *msgs, size_t n, int err);
 
-/* Shutdown: ask the sink to close every connection. Wills are not published: the
- * clients did nothing wrong, the broker is going away (and Mosquitto does the same). */
+/* Shutdown: ask the sink to close every connection (MQTT 5 clients get DISCONNECT 0x8B,
+ * server shutting down). Their wills are published, as
+ * Mosquitto does: the clients did not send DISCONNECT, and a retained "offline" status
+ * must be right after a restart. Call before the store's last commit, so that what the
+ * wills change (retained messages, persistent sessions' queues) is stored. */
 void broker_close_all(struct mq_broker *b);
 
 #endif

@@ -18,6 +18,7 @@
 struct mq_msg;
 struct mq_conn;
 struct mq_listener_ctx;
+struct mq_share_group;
 struct mq_sub_leaf;
 struct mq_sub_set;
 
@@ -28,9 +29,18 @@ enum mq_out_state {
     MQ_OUT_WAIT_PUBCOMP = 3 /* PUBREL sent, PUBCOMP expected; message released */
 };
 
+/* The Subscription Identifiers a delivery carries (MQTT 5): none (0), one inline (odd:
+ * id << 1 | 1), or an owned array (even: a pointer to {count, ids...}) for the rare message
+ * that matches several identified subscriptions of one client. Read with sub_ids_view. */
+struct mq_sub_ids {
+    uintptr_t v;
+};
+
 struct mq_inflight {
-    struct mq_msg *msg; /* reference; NULL once PUBREC arrived */
-    uint64_t seq;       /* number in the durable store (0: not stored) */
+    struct mq_msg *msg;        /* reference; NULL once PUBREC arrived */
+    uint64_t seq;              /* number in the durable store (0: not stored) */
+    struct mq_sub_ids sub_ids; /* owned */
+    uint32_t share_id;         /* its shared subscription group (0: none) */
     uint16_t packet_id;
     uint8_t qos;
     uint8_t state; /* enum mq_out_state */
@@ -38,9 +48,11 @@ struct mq_inflight {
 };
 
 struct mq_queued {
-    struct mq_msg *msg; /* reference */
-    uint64_t seq;       /* number in the durable store (0: not stored) */
-    uint8_t qos;        /* QoS to deliver with */
+    struct mq_msg *msg;        /* reference */
+    uint64_t seq;              /* number in the durable store (0: not stored) */
+    struct mq_sub_ids sub_ids; /* owned */
+    uint32_t share_id;         /* its shared subscription group (0: none) */
+    uint8_t qos;               /* QoS to deliver with */
     bool retain;
 };
 
@@ -82,6 +94,14 @@ struct mq_session_flow {
     /* The numbering of this session's messages in the durable store; NULL until the
      * session is stored (it is about the same QoS 1/2 messages, hence here). */
     struct mq_session_disk *disk;
+
+    /* An MQTT 5 Session Expiry Interval other than 0 and "never" (seconds); 0 = never.
+     * Kept here rather than in the session because most sessions never set one. */
+    uint32_t expiry_s;
+
+    /* The shared subscription groups (share.h) it is a member of: rare, hence here. */
+    struct mq_share_group **shares;
+    uint32_t share_count, share_cap;
 };
 
 struct mq_session {
@@ -106,9 +126,33 @@ struct mq_session {
      * fits a 72-byte request, glibc's 80-byte chunk (test_footprint.c). */
     uint32_t sub_count;
     uint16_t client_id_len;
-    bool clean;
-    char client_id[]; /* NUL-terminated, in the session's own allocation: never changes */
+    bool clean;        /* it ends with its connection (3.1.1 clean session 1, MQTT 5 expiry 0) */
+    bool will_pending; /* a delayed will waits for it in broker->pending_wills */
+    char client_id[];  /* NUL-terminated, in the session's own allocation: never changes */
 };
+
+/* The Session Expiry Interval of a session that outlives its connection and has none set
+ * (3.1.1 clean session 0, MQTT 5 0xFFFFFFFF): persistent_client_expiration applies. */
+#define MQ_EXPIRY_NEVER UINT32_MAX
+
+/* The Session Expiry Interval in force: 0 when it ends with its connection. */
+static inline uint32_t session_expiry(const struct mq_session *s)
+{
+    if (s->clean)
+        return 0;
+    return s->flow && s->flow->expiry_s ? s->flow->expiry_s : MQ_EXPIRY_NEVER;
+}
+
+/* Set the Session Expiry Interval (0, seconds, or MQ_EXPIRY_NEVER). Returns 0 or
+ * MQ_ERR_NOMEM (an interval other than 0 and never needs the flow block). */
+int session_set_expiry(struct mq_session *s, uint32_t expiry);
+
+/* Subscription Identifiers: set from n ids (n may be 0; an array is allocated only for two
+ * or more). Returns 0 or MQ_ERR_NOMEM (then *x holds none). */
+int sub_ids_set(struct mq_sub_ids *x, const uint32_t *ids, size_t n);
+/* How many ids x holds; *ids points at them (at *one when there is a single id). */
+size_t sub_ids_view(const struct mq_sub_ids *x, uint32_t *one, const uint32_t **ids);
+void sub_ids_free(struct mq_sub_ids *x);
 
 /* New session for client id (copied). NULL on out of memory. Free with session_free. */
 struct mq_session *session_new(const uint8_t *client_id, uint16_t len, bool clean);
@@ -201,9 +245,11 @@ struct mq_sub_leaf *session_sub_next(const struct mq_session *s, uint32_t *pos);
 uint16_t session_next_packet_id(struct mq_session *s);
 
 /* Append an in-flight entry (takes a new reference on msg, which may be NULL only for an
- * entry restored in state MQ_OUT_WAIT_PUBCOMP). NULL on out of memory. */
+ * entry restored in state MQ_OUT_WAIT_PUBCOMP, and takes over sub_ids, which may be NULL).
+ * NULL on out of memory (sub_ids is then still the caller's). */
 struct mq_inflight *session_inflight_add(struct mq_session *s, struct mq_msg *msg, uint8_t qos,
-                                         bool retain, uint16_t packet_id, uint64_t seq);
+                                         bool retain, uint16_t packet_id, uint64_t seq,
+                                         struct mq_sub_ids *sub_ids, uint32_t share_id);
 
 /* Find the in-flight entry with this packet id, or NULL. */
 struct mq_inflight *session_inflight_find(struct mq_session *s, uint16_t packet_id);
@@ -211,22 +257,32 @@ struct mq_inflight *session_inflight_find(struct mq_session *s, uint16_t packet_
 /* Remove an in-flight entry (dropping its reference), keeping the order of the rest. */
 void session_inflight_remove(struct mq_session *s, struct mq_inflight *e);
 
-/* Append to the queue, taking a new reference. Returns 0, or MQ_ERR_NOMEM. Caps are
- * the caller's policy (see session_queue_full). */
+/* Append to the queue, taking a new reference and taking over sub_ids (may be NULL).
+ * Returns 0, or MQ_ERR_NOMEM (sub_ids is then still the caller's). Caps are the caller's
+ * policy (see session_queue_full). */
 int session_queue_push(struct mq_session *s, struct mq_msg *msg, uint8_t qos, bool retain,
-                       uint64_t seq);
+                       uint64_t seq, struct mq_sub_ids *sub_ids, uint32_t share_id);
+
+/* Record that s is a member of shared subscription group g (which it must not be yet).
+ * Returns 0 or MQ_ERR_NOMEM. */
+int session_share_add(struct mq_session *s, struct mq_share_group *g);
+/* Forget g; true when s was a member. */
+bool session_share_remove(struct mq_session *s, const struct mq_share_group *g);
 
 /* True when another message would exceed max_messages or max_bytes (0 = no limit). */
 bool session_queue_full(const struct mq_session *s, uint32_t max_messages, uint64_t max_bytes,
                         uint32_t next_bytes);
 
-/* Pop the oldest queued message into *out (the reference moves to the caller).
- * Returns false when the queue is empty. */
+/* Pop the oldest queued message into *out (the reference and the sub_ids move to the
+ * caller). Returns false when the queue is empty. */
 bool session_queue_pop(struct mq_session *s, struct mq_queued *out);
 
 /* Inbound QoS 2: record packet id; returns true when it was new, false when already
  * held (a retransmission that must not be delivered again). -1 on out of memory. */
 int session_qos2_in_add(struct mq_session *s, uint16_t packet_id);
+
+/* Inbound QoS 2: true when packet id is held (received, PUBREL not yet). */
+bool session_qos2_in_has(const struct mq_session *s, uint16_t packet_id);
 
 /* Inbound QoS 2: release packet id on PUBREL; true when it was held. */
 bool session_qos2_in_release(struct mq_session *s, uint16_t packet_id);

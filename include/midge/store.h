@@ -1,6 +1,8 @@
-/* store.h - durable state (retained messages, persistent sessions, their queued and
- * in-flight QoS 1/2 messages, inbound QoS 2 ids) in one SQLite database, written by the
- * store's own thread so the event loop never waits for a disk.
+/* store.h - durable state (retained messages, persistent sessions, their subscriptions,
+ * queued and in-flight QoS 1/2 messages, inbound QoS 2 ids and wills waiting for their
+ * delay) in one SQLite database, written by the store's own thread so the event loop never
+ * waits for a disk. It holds one version-neutral form: what MQTT 5 adds (properties,
+ * expiries, subscription options and identifiers, session expiry) is simply absent for 3.x.
  *
  * The loop appends changes to an in-memory batch (store_retain_set, store_msg_add, ...),
  * hands the batch over with store_commit_async, which returns a ticket, and later learns
@@ -23,7 +25,7 @@ struct mq_msg;
 struct mq_store;
 
 /* The database schema version this build writes; a newer database is refused. */
-#define MQ_STORE_SCHEMA_VERSION 1
+#define MQ_STORE_SCHEMA_VERSION 2
 
 /* PRAGMA application_id of a midge database ("MDGE"), so `file` and tools can tell it. */
 #define MQ_STORE_APPLICATION_ID 0x4d444745
@@ -85,20 +87,30 @@ enum mq_store_msg_state {
     MQ_STORE_WAIT_PUBCOMP = 3 /* PUBREL sent; the payload is no longer kept (loads as empty) */
 };
 
+/* A session's Session Expiry Interval when it has none (3.1.1 clean session 0, MQTT 5
+ * 0xFFFFFFFF): equal to MQ_EXPIRY_NEVER (session.h). Sessions of a version 1 database. */
+#define MQ_STORE_EXPIRY_NEVER UINT32_MAX
+
 /* Views handed to callbacks; every pointer is borrowed for the duration of the call and
- * strings are NUL-terminated (lengths exclude the NUL). */
+ * strings are NUL-terminated (lengths exclude the NUL). Times called "wall" are ms since
+ * the epoch; 0 means never. props is an MQTT 5 property block as on the wire (the
+ * forwarded properties of msg.h), props_len 0 (props then non-NULL) for 3.x messages. */
 struct mq_store_retained {
     const char *topic;
     uint16_t topic_len;
     uint8_t qos;
     const uint8_t *payload; /* never NULL */
     uint32_t payload_len;
+    const uint8_t *props; /* never NULL */
+    uint32_t props_len;
+    uint64_t expires_wall_ms; /* Message Expiry, wall clock; 0 = never */
 };
 
 struct mq_store_session {
     const char *client_id;
     uint16_t client_id_len;
     uint64_t last_seen_ms; /* wall clock (ms since the epoch) given to store_session_put */
+    uint32_t expiry;       /* Session Expiry Interval in s, or MQ_STORE_EXPIRY_NEVER; never 0 */
     uint64_t msg_count;    /* outgoing messages stored for it */
     uint64_t max_seq;      /* highest seq stored (0 when none): continue numbering after it */
     uint64_t msgs_loaded;  /* how many of them store_load hands over (see msgs_per_session) */
@@ -112,20 +124,41 @@ struct mq_store_msg {
     uint32_t payload_len;
     uint8_t qos;
     bool retain;
-    uint16_t packet_id; /* 0 while queued */
-    uint8_t state;      /* enum mq_store_msg_state */
+    uint16_t packet_id;   /* 0 while queued */
+    uint8_t state;        /* enum mq_store_msg_state */
+    const uint8_t *props; /* never NULL; empty once WAIT_PUBCOMP */
+    uint32_t props_len;
+    const uint32_t *sub_ids; /* Subscription Identifiers it is delivered with; NULL when none */
+    size_t n_sub_ids;
+    uint64_t expires_wall_ms; /* Message Expiry, wall clock; 0 = never */
+};
+
+/* A will waiting for its Will Delay Interval (MQTT 5). */
+struct mq_store_will {
+    const char *topic;
+    uint16_t topic_len;
+    uint8_t qos;
+    bool retain;
+    const uint8_t *payload; /* never NULL */
+    uint32_t payload_len;
+    const uint8_t *props; /* never NULL */
+    uint32_t props_len;
+    uint64_t expires_wall_ms; /* its Message Expiry, wall clock; 0 = never */
+    uint64_t due_wall_ms;     /* when it is to be published, wall clock */
 };
 
 /* store_load callbacks. Each returns 0 to go on or a negative enum mq_err to stop the load,
- * which store_load then returns. NULL members are skipped. The session pointer of sub, msg
- * and qos2_in is the one last passed to `session`. */
+ * which store_load then returns. NULL members are skipped. The session pointer of sub, msg,
+ * qos2_in and will is the one last passed to `session`. */
 struct mq_store_load_cb {
     int (*retained)(void *ctx, const struct mq_store_retained *r);
     int (*session)(void *ctx, const struct mq_store_session *s);
     int (*sub)(void *ctx, const struct mq_store_session *s, const char *filter, uint16_t len,
-               uint8_t qos);
+               uint32_t grant);
     int (*msg)(void *ctx, const struct mq_store_session *s, const struct mq_store_msg *m);
     int (*qos2_in)(void *ctx, const struct mq_store_session *s, uint16_t packet_id);
+    /* The session's will waiting for its delay, if any: called last, at most once. */
+    int (*will)(void *ctx, const struct mq_store_session *s, const struct mq_store_will *w);
     /* Load at most this many outgoing messages per session, lowest seq first (0 = all);
      * the rest stay on disk for store_msg_page. Keep it ≥ the in-flight window so every
      * in-flight message (they have the lowest seqs) is loaded. */
@@ -159,8 +192,10 @@ struct mq_store *store_open(const char *path, const struct mq_store_options *o,
 
 /* Read everything back, synchronously, through the store's read-only connection: retained
  * messages, then each session followed by its subscriptions, its outgoing messages in seq
- * order and its inbound QoS 2 ids. Meant for start-up before the loop runs; it sees committed
- * data only. Returns 0, a callback's non-zero value, or MQ_ERR_IO (reported). */
+ * order, its inbound QoS 2 ids and its pending will. Expired messages are handed over like
+ * the others (their expiry says so): the caller decides. Meant for start-up before the loop
+ * runs; it sees committed data only. Returns 0, a callback's non-zero value, or MQ_ERR_IO
+ * (reported). */
 int store_load(struct mq_store *s, const struct mq_store_load_cb *cb, void *ctx);
 
 /* Page outgoing messages of a client back in: those with seq > after_seq, in order, at most
@@ -177,31 +212,45 @@ int64_t store_msg_page(struct mq_store *s, const char *client_id, uint16_t clien
  * Changes. Each appends one record to the current batch in memory: no disk I/O, no lock,
  * loop thread only. Strings and payloads are COPIED into the batch (the caller keeps its
  * references; msg is borrowed). Records apply in call order. Each returns 0, MQ_ERR_NOMEM
- * (the change is not recorded) or MQ_ERR_INVAL. Adding a subscription, message or QoS 2 id
- * for a client without a stored session creates the session (last_seen = now).
+ * (the change is not recorded) or MQ_ERR_INVAL. Adding a subscription, message, QoS 2 id
+ * or will for a client without a stored session creates the session (last_seen = now, never
+ * expires).
  */
 
-/* Store msg (its topic, payload and QoS) as the topic's retained message, replacing any
- * previous one; an empty payload deletes it, as in retain_set. */
-int store_retain_set(struct mq_store *s, const struct mq_msg *msg);
+/* Store msg (its topic, payload, QoS and MQTT 5 properties) as the topic's retained message,
+ * replacing any previous one; an empty payload deletes it, as in retain_set. expires_wall_ms:
+ * its Message Expiry on the wall clock (the store does not know the broker's clock), 0 =
+ * never. */
+int store_retain_set(struct mq_store *s, const struct mq_msg *msg, uint64_t expires_wall_ms);
 int store_retain_delete(struct mq_store *s, const char *topic, uint16_t topic_len);
 
-/* Create the session or update its last-seen time (wall-clock ms, for expiry). */
+/* Create the session or update its last-seen time (wall-clock ms, for expiry) and its Session
+ * Expiry Interval (seconds, or MQ_STORE_EXPIRY_NEVER; 0 is MQ_ERR_INVAL: such a session ends
+ * with its connection and is not stored, delete it instead). */
 int store_session_put(struct mq_store *s, const char *client_id, uint16_t client_id_len,
-                      uint64_t last_seen_ms);
-/* Forget the session with its subscriptions, messages and QoS 2 ids. */
+                      uint64_t last_seen_ms, uint32_t expiry);
+/* Forget the session with its subscriptions, messages, QoS 2 ids and pending will. */
 int store_session_delete(struct mq_store *s, const char *client_id, uint16_t client_id_len);
 
-/* Subscription with granted QoS; adding an existing filter updates its QoS. */
+/* Subscription with its grant (sub_tree.h MQ_GRANT: QoS, No Local, Retain As Published,
+ * Subscription Identifier; an MQTT 3.1.1 grant is its QoS), kept whole; adding an existing
+ * filter updates its grant. A QoS above 2 is MQ_ERR_INVAL. */
 int store_sub_add(struct mq_store *s, const char *client_id, uint16_t client_id_len,
-                  const char *filter, uint16_t filter_len, uint8_t qos);
+                  const char *filter, uint16_t filter_len, uint32_t grant);
 int store_sub_remove(struct mq_store *s, const char *client_id, uint16_t client_id_len,
                      const char *filter, uint16_t filter_len);
 
+/* Most Subscription Identifiers one stored message carries (more is MQ_ERR_INVAL). */
+#define MQ_STORE_SUB_IDS_MAX 65535u
+
 /* Outgoing message number seq (caller-assigned, increasing per client: the delivery order),
- * stored as QUEUED with packet id 0. Re-adding a seq replaces it. */
+ * stored as QUEUED with packet id 0, with msg's topic, payload and MQTT 5 properties, the
+ * QoS and retain flag to deliver it with, the Subscription Identifiers it carries
+ * (sub_ids[0..n_sub_ids), at most MQ_STORE_SUB_IDS_MAX, may be NULL when 0) and its expiry
+ * (wall clock, 0 = never). Re-adding a seq replaces it. */
 int store_msg_add(struct mq_store *s, const char *client_id, uint16_t client_id_len, uint64_t seq,
-                  const struct mq_msg *msg, uint8_t qos, bool retain);
+                  const struct mq_msg *msg, uint8_t qos, bool retain, const uint32_t *sub_ids,
+                  size_t n_sub_ids, uint64_t expires_wall_ms);
 /* Message seq was sent with packet_id and now waits in state (enum mq_store_msg_state). */
 int store_msg_state(struct mq_store *s, const char *client_id, uint16_t client_id_len, uint64_t seq,
                     uint16_t packet_id, uint8_t state);
@@ -214,6 +263,14 @@ int store_qos2_in_add(struct mq_store *s, const char *client_id, uint16_t client
                       uint16_t packet_id);
 int store_qos2_in_remove(struct mq_store *s, const char *client_id, uint16_t client_id_len,
                          uint16_t packet_id);
+
+/* The client's will waits for its Will Delay Interval (MQTT 5): will's topic, payload, QoS,
+ * retain flag and properties, its Message Expiry (wall clock, 0 = never) and when it is due
+ * (wall clock). Replaces the client's previous one. */
+int store_will_put(struct mq_store *s, const char *client_id, uint16_t client_id_len,
+                   const struct mq_msg *will, uint64_t expires_wall_ms, uint64_t due_wall_ms);
+/* The client's pending will was published or dropped. */
+int store_will_delete(struct mq_store *s, const char *client_id, uint16_t client_id_len);
 
 /* Hand the current batch to the store thread (no I/O; one short mutex) and return its
  * ticket: tickets increase by one per non-empty batch, starting at 1. When the batch is

@@ -47,6 +47,12 @@ void sys_init(struct mq_sys *s, const struct mq_broker *b);
  * the real elapsed time. Out of memory skips a topic until the next call. */
 void sys_update(struct mq_sys *s, struct mq_broker *b);
 
+/* Every integer figure of the $SYS tree, read from b now: fn(ctx, name, value) with its topic
+ * under $SYS/broker/ ("clients/connected"); the heap figures only where they are known.
+ * s (may be NULL) supplies the sampler's heap maximum. For the admin API's /broker. */
+void sys_values(const struct mq_broker *b, const struct mq_sys *s,
+                void (*fn)(void *ctx, const char *name, uint64_t value), void *ctx);
+
 /* Heap bytes in use according to the allocator (glibc mallinfo2); false when unknown
  * (another allocator, or ASan), and *bytes is then not meaningful. */
 bool sys_heap_in_use(uint64_t *bytes);

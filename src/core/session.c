@@ -45,6 +45,77 @@ struct mq_session *session_new(const uint8_t *client_id, uint16_t len, bool clea
     return s;
 }
 
+int session_share_add(struct mq_session *s, struct mq_share_group *g)
+{
+    struct mq_session_flow *f = session_flow(s);
+    if (!f || grow((void **)&f->shares, &f->share_cap, f->share_count + 1, sizeof(*f->shares)))
+        return MQ_ERR_NOMEM;
+    f->shares[f->share_count++] = g;
+    return 0;
+}
+
+bool session_share_remove(struct mq_session *s, const struct mq_share_group *g)
+{
+    struct mq_session_flow *f = s->flow;
+    for (uint32_t i = 0; f && i < f->share_count; i++)
+        if (f->shares[i] == g) {
+            f->shares[i] = f->shares[--f->share_count];
+            return true;
+        }
+    return false;
+}
+
+int session_set_expiry(struct mq_session *s, uint32_t expiry)
+{
+    if (expiry == 0) {
+        s->clean = true;
+        return 0;
+    }
+    if (expiry != MQ_EXPIRY_NEVER && !session_flow(s))
+        return MQ_ERR_NOMEM;
+    s->clean = false;
+    if (s->flow)
+        s->flow->expiry_s = expiry == MQ_EXPIRY_NEVER ? 0 : expiry;
+    return 0;
+}
+
+int sub_ids_set(struct mq_sub_ids *x, const uint32_t *ids, size_t n)
+{
+    x->v = 0;
+    if (n == 1) {
+        x->v = (uintptr_t)ids[0] << 1 | 1;
+    } else if (n > 1) {
+        uint32_t *a = malloc((n + 1) * sizeof(*a));
+        if (!a)
+            return MQ_ERR_NOMEM;
+        a[0] = (uint32_t)n;
+        memcpy(a + 1, ids, n * sizeof(*a));
+        x->v = (uintptr_t)a; /* malloc's alignment keeps the low bit clear */
+    }
+    return 0;
+}
+
+size_t sub_ids_view(const struct mq_sub_ids *x, uint32_t *one, const uint32_t **ids)
+{
+    if (x->v == 0)
+        return 0;
+    if (x->v & 1) {
+        *one = (uint32_t)(x->v >> 1);
+        *ids = one;
+        return 1;
+    }
+    const uint32_t *a = (const uint32_t *)x->v;
+    *ids = a + 1;
+    return a[0];
+}
+
+void sub_ids_free(struct mq_sub_ids *x)
+{
+    if (x->v && !(x->v & 1))
+        free((void *)x->v);
+    x->v = 0;
+}
+
 struct mq_session_flow *session_flow(struct mq_session *s)
 {
     if (!s->flow && (s->flow = calloc(1, sizeof(*s->flow))))
@@ -65,14 +136,20 @@ static void flow_free(struct mq_session_flow *f)
 {
     if (!f)
         return;
-    for (uint32_t i = 0; i < f->inflight_count; i++)
+    for (uint32_t i = 0; i < f->inflight_count; i++) {
         msg_unref(f->inflight[i].msg);
+        sub_ids_free(&f->inflight[i].sub_ids);
+    }
     free(f->inflight);
-    for (uint32_t i = 0; i < f->queue_count; i++)
-        msg_unref(f->queue[(f->queue_head + i) % f->queue_cap].msg);
+    for (uint32_t i = 0; i < f->queue_count; i++) {
+        struct mq_queued *q = &f->queue[(f->queue_head + i) % f->queue_cap];
+        msg_unref(q->msg);
+        sub_ids_free(&q->sub_ids);
+    }
     free(f->queue);
     free(f->qos2_in);
     free(f->disk);
+    free(f->shares);
     free(f);
 }
 
@@ -245,7 +322,8 @@ uint16_t session_next_packet_id(struct mq_session *s)
 }
 
 struct mq_inflight *session_inflight_add(struct mq_session *s, struct mq_msg *msg, uint8_t qos,
-                                         bool retain, uint16_t packet_id, uint64_t seq)
+                                         bool retain, uint16_t packet_id, uint64_t seq,
+                                         struct mq_sub_ids *sub_ids, uint32_t share_id)
 {
     struct mq_session_flow *f = session_flow(s);
     if (!f ||
@@ -257,7 +335,12 @@ struct mq_inflight *session_inflight_add(struct mq_session *s, struct mq_msg *ms
                               .packet_id = packet_id,
                               .qos = qos,
                               .state = qos == 1 ? MQ_OUT_WAIT_PUBACK : MQ_OUT_WAIT_PUBREC,
-                              .retain = retain};
+                              .retain = retain,
+                              .share_id = share_id};
+    if (sub_ids) {
+        e->sub_ids = *sub_ids;
+        sub_ids->v = 0;
+    }
     return e;
 }
 
@@ -275,13 +358,14 @@ void session_inflight_remove(struct mq_session *s, struct mq_inflight *e)
     struct mq_session_flow *f = s->flow; /* e is one of its entries */
     size_t idx = (size_t)(e - f->inflight);
     msg_unref(e->msg);
+    sub_ids_free(&e->sub_ids);
     /* Keep send order: redelivery after reconnect must follow the original order. */
     memmove(e, e + 1, (f->inflight_count - idx - 1) * sizeof(*e));
     f->inflight_count--;
 }
 
 int session_queue_push(struct mq_session *s, struct mq_msg *msg, uint8_t qos, bool retain,
-                       uint64_t seq)
+                       uint64_t seq, struct mq_sub_ids *sub_ids, uint32_t share_id)
 {
     struct mq_session_flow *f = session_flow(s);
     if (!f)
@@ -300,8 +384,12 @@ int session_queue_push(struct mq_session *s, struct mq_msg *msg, uint8_t qos, bo
         f->queue_head = 0;
     }
     uint32_t tail = (f->queue_head + f->queue_count) % f->queue_cap;
-    f->queue[tail] =
-        (struct mq_queued){.msg = msg_ref(msg), .seq = seq, .qos = qos, .retain = retain};
+    f->queue[tail] = (struct mq_queued){
+        .msg = msg_ref(msg), .seq = seq, .qos = qos, .retain = retain, .share_id = share_id};
+    if (sub_ids) {
+        f->queue[tail].sub_ids = *sub_ids;
+        sub_ids->v = 0;
+    }
     f->queue_count++;
     f->queue_bytes += msg->payload_len;
     return 0;
@@ -357,6 +445,15 @@ int session_qos2_in_add(struct mq_session *s, uint16_t packet_id)
     f->qos2_in[i] = packet_id;
     f->qos2_in_count++;
     return true;
+}
+
+bool session_qos2_in_has(const struct mq_session *s, uint16_t packet_id)
+{
+    const struct mq_session_flow *f = s->flow;
+    if (!f)
+        return false;
+    uint32_t i = qos2_lower_bound(f, packet_id);
+    return i < f->qos2_in_count && f->qos2_in[i] == packet_id;
 }
 
 bool session_qos2_in_release(struct mq_session *s, uint16_t packet_id)

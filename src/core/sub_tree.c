@@ -49,10 +49,10 @@ struct node {
         void *one;         /* SUBS_ONE: the subscriber */
         struct subs *many; /* SUBS_MANY: two or more */
     } sub;
-    uint32_t level_len;
-    uint8_t one_qos;   /* SUBS_ONE: its granted QoS */
-    uint8_t subs_mode; /* SUBS_* */
-    char level[];      /* level_len bytes + NUL; the key of this node in parent->children */
+    uint32_t one_grant; /* SUBS_ONE: its grant (MQ_GRANT) */
+    uint16_t level_len; /* a level is part of a filter of at most 65,535 bytes */
+    uint8_t subs_mode;  /* SUBS_* */
+    char level[];       /* level_len bytes + NUL; the key of this node in parent->children */
 };
 
 /* The public handle of a node (sub_tree.h): the node's own address, never dereferenced
@@ -83,6 +83,7 @@ struct mq_sub_tree {
     struct node *root;   /* filters not starting with '$' */
     struct node *dollar; /* filters starting with '$' */
     size_t count;        /* (subscriber, filter) pairs */
+    size_t no_local;     /* of them with No Local: match looks for the publisher only if any */
     size_t nodes;        /* nodes below the roots */
 };
 
@@ -208,20 +209,26 @@ static uint32_t node_sub_find(const struct node *n, const void *sub)
     return UINT32_MAX;
 }
 
-static void node_sub_set_qos(struct node *n, uint32_t pos, uint8_t qos)
+static uint32_t node_grant_at(const struct node *n, uint32_t pos)
 {
-    if (n->subs_mode == SUBS_ONE)
-        n->one_qos = qos;
-    else
-        n->sub.many->e[pos].qos = qos;
+    return n->subs_mode == SUBS_ONE ? n->one_grant : n->sub.many->e[pos].grant;
 }
 
-/* Append (sub, qos) to n, which must not hold sub. On error n's subscribers are unchanged. */
-static int subs_add(struct node *n, void *sub, uint8_t qos)
+static void node_sub_set_grant(struct node *n, uint32_t pos, uint32_t grant)
+{
+    if (n->subs_mode == SUBS_ONE)
+        n->one_grant = grant;
+    else
+        n->sub.many->e[pos].grant = grant;
+}
+
+/* Append (sub, grant) to n, which must not hold sub. On error n's subscribers are
+ * unchanged. */
+static int subs_add(struct node *n, void *sub, uint32_t grant)
 {
     if (n->subs_mode == SUBS_NONE) {
         n->sub.one = sub;
-        n->one_qos = qos;
+        n->one_grant = grant;
         n->subs_mode = SUBS_ONE;
         return 0;
     }
@@ -230,7 +237,7 @@ static int subs_add(struct node *n, void *sub, uint8_t qos)
         if (!s)
             return MQ_ERR_NOMEM;
         *s = (struct subs){.count = 1, .cap = 2};
-        s->e[0] = (struct mq_sub_match){n->sub.one, n->one_qos};
+        s->e[0] = (struct mq_sub_match){n->sub.one, n->one_grant};
         n->sub.many = s;
         n->subs_mode = SUBS_MANY;
     }
@@ -251,7 +258,7 @@ static int subs_add(struct node *n, void *sub, uint8_t qos)
         if (err)
             return err;
     }
-    s->e[s->count] = (struct mq_sub_match){sub, qos};
+    s->e[s->count] = (struct mq_sub_match){sub, grant};
     if (s->index)
         index_insert(s, s->count);
     s->count++;
@@ -280,7 +287,7 @@ static void subs_remove(struct node *n, uint32_t pos)
         struct mq_sub_match only = s->e[0];
         subs_free(s);
         n->sub.one = only.subscriber;
-        n->one_qos = only.qos;
+        n->one_grant = only.grant;
         n->subs_mode = SUBS_ONE;
         return;
     }
@@ -307,7 +314,7 @@ static struct node *node_new(struct node *parent, const uint8_t *level, size_t l
     if (!n)
         return NULL;
     n->parent = parent;
-    n->level_len = (uint32_t)len;
+    n->level_len = (uint16_t)len;
     if (len > 0)
         memcpy(n->level, level, len);
     return n;
@@ -381,7 +388,7 @@ static struct node *child_get_or_add(struct mq_sub_tree *t, struct node *n, cons
     struct node *c = child_find(n, level, len);
     if (c)
         return c;
-    if (len > UINT32_MAX)
+    if (len > UINT16_MAX)
         return NULL;
     if (!n->kids) {
         if (!(n->kids = calloc(1, sizeof(*n->kids))))
@@ -459,7 +466,7 @@ void sub_tree_free(struct mq_sub_tree *t)
 }
 
 struct mq_sub_leaf *sub_tree_add(struct mq_sub_tree *t, const uint8_t *filter, size_t len,
-                                 void *subscriber, uint8_t qos, bool *existed)
+                                 void *subscriber, uint32_t grant, bool *existed)
 {
     if (!filter)
         filter = empty_str;
@@ -477,14 +484,17 @@ struct mq_sub_leaf *sub_tree_add(struct mq_sub_tree *t, const uint8_t *filter, s
 
     uint32_t pos = node_sub_find(n, subscriber);
     if (pos != UINT32_MAX) {
-        node_sub_set_qos(n, pos, qos);
+        t->no_local -= (node_grant_at(n, pos) & MQ_GRANT_NO_LOCAL) != 0;
+        t->no_local += (grant & MQ_GRANT_NO_LOCAL) != 0;
+        node_sub_set_grant(n, pos, grant);
         if (existed)
             *existed = true;
         return node_leaf(n);
     }
-    if (subs_add(n, subscriber, qos))
+    if (subs_add(n, subscriber, grant))
         goto fail;
     t->count++;
+    t->no_local += (grant & MQ_GRANT_NO_LOCAL) != 0;
     if (existed)
         *existed = false;
     return node_leaf(n);
@@ -517,6 +527,7 @@ bool sub_tree_leaf_remove(struct mq_sub_tree *t, struct mq_sub_leaf *leaf, void 
     uint32_t pos = node_sub_find(n, subscriber);
     if (pos == UINT32_MAX)
         return false;
+    t->no_local -= (node_grant_at(n, pos) & MQ_GRANT_NO_LOCAL) != 0;
     subs_remove(n, pos);
     t->count--;
     prune(t, n);
@@ -569,10 +580,11 @@ static int scratch_reserve(struct mq_sub_vec *v, size_t bytes)
     return 0;
 }
 
-/* Append the subscribers of n, which has some, to v. */
-static int collect(struct mq_sub_vec *v, const struct node *n)
+/* Append the subscribers of n, which has some, to v, leaving out `publisher`'s
+ * subscription there when it has No Local. */
+static int collect(struct mq_sub_vec *v, const struct node *n, const void *publisher)
 {
-    struct mq_sub_match one = {n->sub.one, n->one_qos};
+    struct mq_sub_match one = {n->sub.one, n->one_grant};
     const struct mq_sub_match *e = &one;
     size_t count = 1;
     if (n->subs_mode == SUBS_MANY) {
@@ -589,16 +601,52 @@ static int collect(struct mq_sub_vec *v, const struct node *n)
         v->items = items;
         v->cap = cap;
     }
-    memcpy(v->items + v->count, e, count * sizeof(*e));
+    size_t at = v->count;
+    memcpy(v->items + at, e, count * sizeof(*e));
     v->count += count;
+    if (publisher) {
+        /* A subscriber appears once per node: at most one entry to take out. */
+        uint32_t pos = node_sub_find(n, publisher);
+        if (pos != UINT32_MAX && (e[pos].grant & MQ_GRANT_NO_LOCAL))
+            v->items[at + pos] = v->items[--v->count];
+    }
     return 0;
 }
 
-/* Merge duplicate subscribers in v, keeping each one's first position and its highest QoS. */
+/* Note sub_id as one more Subscription Identifier of item (its first is in its grant). */
+static int extra_id_add(struct mq_sub_vec *v, size_t item, uint32_t sub_id)
+{
+    if (v->extra_count == v->extra_cap) {
+        size_t cap = v->extra_cap ? v->extra_cap * 2 : 8;
+        struct mq_sub_extra_id *x = realloc(v->extra, cap * sizeof(*x));
+        if (!x)
+            return MQ_ERR_NOMEM;
+        v->extra = x;
+        v->extra_cap = cap;
+    }
+    v->extra[v->extra_count++] = (struct mq_sub_extra_id){(uint32_t)item, sub_id};
+    return 0;
+}
+
+/* Fold match src into the earlier match of the same subscriber at position dst: the higher
+ * QoS, Retain As Published from either, every Subscription Identifier kept. */
+static int merge(struct mq_sub_vec *v, size_t dst, uint32_t src)
+{
+    uint32_t *g = &v->items[dst].grant;
+    uint32_t qos = MQ_GRANT_QOS(*g) > MQ_GRANT_QOS(src) ? MQ_GRANT_QOS(*g) : MQ_GRANT_QOS(src);
+    uint32_t id = MQ_GRANT_SUB_ID(*g), src_id = MQ_GRANT_SUB_ID(src);
+    if (src_id && id && extra_id_add(v, dst, src_id))
+        return MQ_ERR_NOMEM;
+    *g = MQ_GRANT(qos, (*g | src) & MQ_GRANT_RETAIN_AS_PUBLISHED, id ? id : src_id);
+    return 0;
+}
+
+/* Merge duplicate subscribers in v, keeping each one's first position (merge()). */
 static int dedupe(struct mq_sub_vec *v)
 {
     struct mq_sub_match *it = v->items;
     size_t n = v->count, w = 0;
+    int err;
 
     if (n <= SMALL_DEDUPE) {
         for (size_t i = 0; i < n; i++) {
@@ -606,8 +654,8 @@ static int dedupe(struct mq_sub_vec *v)
             while (j < w && it[j].subscriber != it[i].subscriber)
                 j++;
             if (j < w) {
-                if (it[i].qos > it[j].qos)
-                    it[j].qos = it[i].qos;
+                if ((err = merge(v, j, it[i].grant)))
+                    return err;
             } else {
                 it[w++] = it[i];
             }
@@ -621,8 +669,7 @@ static int dedupe(struct mq_sub_vec *v)
     uint32_t cap = 32;
     while (cap < 2 * n)
         cap *= 2;
-    int err = scratch_reserve(v, (size_t)cap * sizeof(uint32_t));
-    if (err)
+    if ((err = scratch_reserve(v, (size_t)cap * sizeof(uint32_t))))
         return err;
     uint32_t *table = v->scratch; /* position in the compacted prefix + 1; 0 = empty */
     memset(table, 0, (size_t)cap * sizeof(*table));
@@ -636,8 +683,8 @@ static int dedupe(struct mq_sub_vec *v)
                 break;
             }
             if (it[at - 1].subscriber == it[i].subscriber) {
-                if (it[i].qos > it[at - 1].qos)
-                    it[at - 1].qos = it[i].qos;
+                if ((err = merge(v, at - 1, it[i].grant)))
+                    return err;
                 break;
             }
         }
@@ -647,11 +694,14 @@ static int dedupe(struct mq_sub_vec *v)
 }
 
 int sub_tree_match(const struct mq_sub_tree *t, const uint8_t *topic, size_t len,
-                   struct mq_sub_vec *out)
+                   const void *publisher, struct mq_sub_vec *out)
 {
     out->count = 0;
+    out->extra_count = 0;
     if (!topic)
         topic = empty_str;
+    if (!t->no_local)
+        publisher = NULL; /* nobody asked for No Local: no need to look for the publisher */
 
     /* Depth-first with an explicit stack: each pop pushes at most an exact and a '+' child
      * one level deeper, so the stack never exceeds levels + 1 frames. */
@@ -666,13 +716,13 @@ int sub_tree_match(const struct mq_sub_tree *t, const uint8_t *topic, size_t len
         const struct kids *k = f.n->kids;
         /* '#' also matches the parent level, so it matches wherever its parent does. */
         if (k && k->hash && k->hash->subs_mode != SUBS_NONE) {
-            if ((err = collect(out, k->hash)))
+            if ((err = collect(out, k->hash, publisher)))
                 goto fail;
             sources++;
         }
         if (f.pos > len) {
             if (f.n->subs_mode != SUBS_NONE) {
-                if ((err = collect(out, f.n)))
+                if ((err = collect(out, f.n, publisher)))
                     goto fail;
                 sources++;
             }
@@ -697,7 +747,18 @@ int sub_tree_match(const struct mq_sub_tree *t, const uint8_t *topic, size_t len
     return 0;
 fail:
     out->count = 0;
+    out->extra_count = 0;
     return err;
+}
+
+bool sub_tree_leaf_grant(const struct mq_sub_leaf *leaf, const void *subscriber, uint32_t *grant)
+{
+    const struct node *n = leaf_node(leaf);
+    uint32_t pos = node_sub_find(n, subscriber);
+    if (pos == UINT32_MAX)
+        return false;
+    *grant = n->subs_mode == SUBS_ONE ? n->one_grant : n->sub.many->e[pos].grant;
+    return true;
 }
 
 size_t sub_tree_count(const struct mq_sub_tree *t)
@@ -713,6 +774,7 @@ size_t sub_tree_node_count(const struct mq_sub_tree *t)
 void sub_vec_free(struct mq_sub_vec *v)
 {
     free(v->items);
+    free(v->extra);
     free(v->scratch);
     *v = (struct mq_sub_vec){0};
 }

@@ -128,6 +128,7 @@ struct mq_server {
     uv_check_t flush;          /* writes out what each client got during a loop turn... */
     uv_prepare_t flush_pre;    /* ...and what timers and close callbacks produced */
     struct mq_store *store;    /* persistence true: the durable store; else NULL */
+    struct mq_admin *admin;    /* the admin API (admin.h), answering /api/ on websockets */
     uv_async_t store_wake;     /* the store thread committed a batch */
     struct mq_client *dirty;   /* clients with output, a close to carry out, or closed */
     struct mq_client *clients; /* every open client (for shutdown) */

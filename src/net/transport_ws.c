@@ -26,6 +26,7 @@
 #include <wslay/wslay.h>
 
 #include "http.h"
+#include "midge/admin.h"
 #include "midge/buf.h"
 #include "midge/config.h"
 #include "midge/log.h"
@@ -844,6 +845,107 @@ static void upgrade(struct mq_client *cl, struct ws_conn *ws, const struct http_
         ws_feed(cl, ws, rest, rest_len);
 }
 
+/* ---- the admin API ------------------------------------------------------------------ */
+
+/* Content-Length of an admin request: its value (digits only, given once), or why not. */
+static enum admin_body_error body_length(const struct http_request *req, size_t *len)
+{
+    size_t n = 0;
+    const struct http_span *v = http_header(req, "Content-Length", &n);
+    *len = 0;
+    if (http_header(req, "Transfer-Encoding", NULL))
+        return ADMIN_BODY_CHUNKED;
+    if (!v)
+        return ADMIN_BODY_OK;
+    if (n != 1 || !v->n || v->n > 12)
+        return ADMIN_BODY_BAD_LENGTH;
+    uint64_t x = 0;
+    for (size_t i = 0; i < v->n; i++) {
+        if (v->p[i] < '0' || v->p[i] > '9')
+            return ADMIN_BODY_BAD_LENGTH;
+        x = x * 10 + (uint64_t)(v->p[i] - '0');
+    }
+    if (x > ADMIN_MAX_BODY)
+        return ADMIN_BODY_TOO_LARGE;
+    *len = (size_t)x;
+    return ADMIN_BODY_OK;
+}
+
+/* True when an admin request's body has arrived whole (or never will: a refused one). */
+static bool body_complete(const struct http_request *req, size_t have)
+{
+    size_t need;
+    return body_length(req, &need) != ADMIN_BODY_OK || have >= need;
+}
+
+/* The address alone of a peer name ("1.2.3.4:5678", "[::1]:5678", "CLIENT via PROXY"). */
+static void peer_address(const char *peer, char *out, size_t size)
+{
+    size_t n = strcspn(peer, " ");
+    const char *p = peer;
+    if (n && p[0] == '[') {
+        const char *end = memchr(p, ']', n);
+        if (end) {
+            p++;
+            n = (size_t)(end - p);
+        }
+    } else {
+        const char *colon = memchr(p, ':', n);
+        if (colon && !memchr(colon + 1, ':', n - (size_t)(colon + 1 - p)))
+            n = (size_t)(colon - p); /* one colon: IPv4 with a port */
+    }
+    snprintf(out, size, "%.*s", (int)n, p);
+}
+
+static void span_to(const struct http_span *v, const char **p, size_t *n)
+{
+    *p = v ? v->p : NULL;
+    *n = v ? v->n : 0;
+}
+
+/* /api/...: the request (head and body, already whole) goes to admin.c, which answers in
+ * JSON; the connection then closes like every HTTP response here. */
+static void serve_admin(struct mq_client *cl, struct ws_conn *ws, const struct http_request *req,
+                        const uint8_t *rest, size_t rest_len)
+{
+    struct mq_server *srv = cl->srv;
+    char addr[INET6_ADDRSTRLEN + 8];
+    peer_address(client_peer(cl), addr, sizeof(addr));
+    struct admin_request rq = {
+        .method = req->method.p,
+        .method_len = req->method.n,
+        .target = req->target.p,
+        .target_len = req->target.n,
+        .requested_with = http_header(req, "X-Requested-With", NULL) != NULL,
+        .peer = client_peer(cl),
+        .peer_addr = addr,
+        .listener = client_lctx(cl),
+        .tls = ws->level > 0, /* only TLS sits below a WebSocket layer */
+    };
+    span_to(http_header(req, "Authorization", NULL), &rq.authorization, &rq.authorization_len);
+    span_to(http_header(req, "Origin", NULL), &rq.origin, &rq.origin_len);
+    span_to(http_header(req, "Host", NULL), &rq.host, &rq.host_len);
+    span_to(http_header(req, "Content-Type", NULL), &rq.content_type, &rq.content_type_len);
+    span_to(http_header(req, "Sec-Fetch-Site", NULL), &rq.sec_fetch_site, &rq.sec_fetch_site_len);
+    size_t len = 0;
+    rq.body_error = body_length(req, &len);
+    if (rq.body_error == ADMIN_BODY_OK) {
+        rq.body = rest;
+        rq.body_len = len <= rest_len ? len : rest_len;
+    }
+    struct admin_response rs;
+    if (!srv->admin) {
+        refuse(cl, ws, req, 503, "unavailable", "the admin API is not running", NULL);
+        return;
+    }
+    srv->broker->now_ms = uv_now(&srv->loop);
+    admin_handle(srv->admin, &rq, &rs);
+    struct response r = {rs.status, "application/json; charset=utf-8", (const uint8_t *)rs.body,
+                         rs.body_len, rs.headers[0] ? rs.headers : NULL};
+    respond(cl, ws, req, &r);
+    admin_response_free(&rs);
+}
+
 static void handle_request(struct mq_client *cl, struct ws_conn *ws, const struct http_request *req,
                            uint8_t *rest, size_t rest_len)
 {
@@ -853,6 +955,10 @@ static void handle_request(struct mq_client *cl, struct ws_conn *ws, const struc
     if (hosts > 1 || (req->minor_version == 1 && hosts == 0)) {
         refuse(cl, ws, req, 400, "bad request",
                hosts ? "more than one Host header" : "missing Host header", NULL);
+        return;
+    }
+    if (admin_is_api_path(req->target.p, req->target.n)) {
+        serve_admin(cl, ws, req, rest, rest_len);
         return;
     }
     bool get = span_eq(&req->method, "GET"), head = span_eq(&req->method, "HEAD");
@@ -895,6 +1001,11 @@ static void http_input(struct mq_client *cl, struct ws_conn *ws, uint8_t *raw, s
     struct http_request req;
     const char *reason = NULL;
     int r = http_parse_request(buf, blen, &req, &reason);
+    /* An admin request's body (bounded by ADMIN_MAX_BODY) is waited for like the rest of
+     * its head; connect_timeout bounds how long. */
+    if (r >= 0 && admin_is_api_path(req.target.p, req.target.n) &&
+        !body_complete(&req, blen - (size_t)r))
+        r = HTTP_PARTIAL;
     if (r == HTTP_PARTIAL) {
         if (!ws->req_len) {
             ws->req = malloc(len);

@@ -43,6 +43,9 @@
     XX(CLIENTS_TOTAL, "clients/total", "midge_sessions", "gauge",                                  \
        "Sessions held: connected clients plus offline persistent sessions.")                       \
     XX(SESSIONS, "sessions/count", NULL, NULL, NULL)                                               \
+    XX(CLIENTS_V31, "clients/connected/mqtt31", NULL, NULL, NULL)                                  \
+    XX(CLIENTS_V311, "clients/connected/mqtt311", NULL, NULL, NULL)                                \
+    XX(CLIENTS_V5, "clients/connected/mqtt5", NULL, NULL, NULL)                                    \
     XX(CLIENTS_MAXIMUM, "clients/maximum", "midge_clients_maximum", "gauge",                       \
        "Most clients connected at the same time since the broker started.")                        \
     XX(CLIENTS_EXPIRED, "clients/expired", "midge_clients_expired_total", "counter",               \
@@ -64,6 +67,10 @@
        "PUBLISH packets sent.")                                                                    \
     XX(PUB_DROPPED, "publish/messages/dropped", "midge_publish_dropped_total", "counter",          \
        "Messages dropped because a session queue was full (or memory ran out).")                   \
+    XX(PUB_TOO_LARGE, "publish/messages/oversized", "midge_publish_oversized_total", "counter",    \
+       "Messages not sent: over the MQTT 5 client's Maximum Packet Size.")                         \
+    XX(MSGS_EXPIRED, "messages/expired", "midge_messages_expired_total", "counter",                \
+       "Messages deleted unsent because their MQTT 5 Message Expiry Interval ran out.")            \
     XX(BYTES_RECEIVED, "bytes/received", "midge_bytes_received_total", "counter",                  \
        "Bytes of MQTT packets received.")                                                          \
     XX(BYTES_SENT, "bytes/sent", "midge_bytes_sent_total", "counter",                              \
@@ -215,6 +222,9 @@ static bool snapshot(const struct mq_broker *b, uint64_t heap_max, uint64_t v[V_
     v[V_CLIENTS_CONNECTED] = st->clients_connected;
     v[V_CLIENTS_DISCONNECTED] = offline;
     v[V_CLIENTS_TOTAL] = v[V_SESSIONS] = imap_count(&b->sessions);
+    v[V_CLIENTS_V31] = st->clients_by_version[0];
+    v[V_CLIENTS_V311] = st->clients_by_version[1];
+    v[V_CLIENTS_V5] = st->clients_by_version[2];
     v[V_CLIENTS_MAXIMUM] = st->clients_maximum;
     v[V_CLIENTS_EXPIRED] = st->clients_expired;
     v[V_MESSAGES_RECEIVED] = st->msgs_received;
@@ -225,6 +235,8 @@ static bool snapshot(const struct mq_broker *b, uint64_t heap_max, uint64_t v[V_
     v[V_PUB_RECEIVED] = st->pub_received;
     v[V_PUB_SENT] = st->pub_sent;
     v[V_PUB_DROPPED] = st->pub_dropped;
+    v[V_PUB_TOO_LARGE] = st->pub_dropped_too_large;
+    v[V_MSGS_EXPIRED] = st->msgs_expired;
     v[V_BYTES_RECEIVED] = st->bytes_received;
     v[V_BYTES_SENT] = st->bytes_sent;
     v[V_SUBSCRIPTIONS] = sub_tree_count(b->subs);
@@ -274,7 +286,7 @@ static bool publish(struct mq_broker *b, const char *topic, const char *payload)
                                (uint32_t)strlen(payload), 0, true);
     if (!m)
         return false;
-    broker_publish(b, m);
+    broker_publish(b, m, NULL);
     msg_unref(m);
     return true;
 }
@@ -330,6 +342,20 @@ void sys_update(struct mq_sys *s, struct mq_broker *b)
     }
 }
 
+void sys_values(const struct mq_broker *b, const struct mq_sys *s,
+                void (*fn)(void *ctx, const char *name, uint64_t value), void *ctx)
+{
+    uint64_t v[V_COUNT];
+    bool heap_known = snapshot(b, s ? s->heap_max : 0, v);
+    for (size_t i = 0; i < V_COUNT; i++) {
+        if (!values[i].topic)
+            continue;
+        if (!heap_known && (i == V_HEAP_CURRENT || i == V_HEAP_MAXIMUM))
+            continue;
+        fn(ctx, values[i].topic, v[i]);
+    }
+}
+
 /* ---- Prometheus ---------------------------------------------------------------------- */
 
 struct out {
@@ -371,6 +397,12 @@ size_t sys_format_metrics(const struct mq_broker *b, const struct mq_sys *s, cha
         put_header(&o, values[i].prom, values[i].type, values[i].help);
         put(&o, "%s %" PRIu64 "\n", values[i].prom, v[i]);
     }
+    put_header(&o, "midge_clients_connected_by_protocol", "gauge",
+               "Clients currently connected, by MQTT protocol version.");
+    static const char *const versions[3] = {"3.1", "3.1.1", "5.0"};
+    for (size_t i = 0; i < 3; i++)
+        put(&o, "midge_clients_connected_by_protocol{protocol=\"%s\"} %" PRIu64 "\n", versions[i],
+            v[V_CLIENTS_V31 + i]);
     if (s) {
         put_header(&o, "midge_publish_received_per_second", "gauge",
                    "PUBLISH packets received per second over the last $SYS interval.");

@@ -20,11 +20,13 @@
 #include "midge/err.h"
 #include "midge/msg.h"
 #include "midge/session.h"
+#include "midge/sub_tree.h"
 #include "store_int.h"
 
 _Static_assert(MQ_STORE_WAIT_PUBACK == (int)MQ_OUT_WAIT_PUBACK, "state values match session.h");
 _Static_assert(MQ_STORE_WAIT_PUBREC == (int)MQ_OUT_WAIT_PUBREC, "state values match session.h");
 _Static_assert(MQ_STORE_WAIT_PUBCOMP == (int)MQ_OUT_WAIT_PUBCOMP, "state values match session.h");
+_Static_assert(MQ_STORE_EXPIRY_NEVER == MQ_EXPIRY_NEVER, "expiry values match session.h");
 
 #define BATCH_FIRST_CAP (16u << 10)
 #define BATCH_KEEP_CAP (1u << 20) /* larger batch buffers are freed, not recycled */
@@ -44,20 +46,40 @@ enum rec_type {
     R_MSG_DEL,
     R_QOS2_ADD,
     R_QOS2_DEL,
+    R_WILL_PUT,
+    R_WILL_DEL,
 };
 
-/* One change in a batch: this header, then client id, topic/filter and payload bytes, padded
- * to 8 so the next header is aligned. */
+/* One change in a batch: this header, then (when has_ext) a struct rec_ext, then client id,
+ * topic/filter, payload and property bytes and the Subscription Identifiers, padded to 8 so
+ * the next header is aligned. */
 struct rec {
     uint8_t type;
     uint8_t qos;
-    uint8_t flag; /* retain (R_MSG_ADD) or state (R_MSG_STATE) */
-    uint8_t pad;
+    uint8_t flag;    /* retain (R_MSG_ADD, R_WILL_PUT) or state (R_MSG_STATE) */
+    uint8_t has_ext; /* a struct rec_ext follows */
     uint16_t packet_id;
     uint16_t client_len;
     uint32_t str_len;
     uint32_t payload_len;
-    uint64_t num; /* seq, or last_seen_ms */
+    uint64_t num; /* seq, last_seen_ms, or the whole grant (R_SUB_ADD) */
+};
+
+/* What MQTT 5 adds to a record. Only a record that needs it carries one, so a 3.1.1
+ * message costs what it did before MQTT 5 (a 24-byte header). */
+struct rec_ext {
+    uint64_t expires_wall_ms; /* message, retained message, will: 0 = never */
+    uint64_t due_wall_ms;     /* will */
+    uint32_t props_len;       /* property bytes after the payload */
+    uint32_t n_sub_ids;       /* uint32_t ids (native order, unaligned) after the properties */
+    uint32_t expiry;          /* session: Session Expiry Interval */
+    uint32_t pad;
+};
+
+/* The variable parts of a record, in the order they follow the header. */
+struct rec_parts {
+    const void *client, *str, *payload, *props;
+    const uint32_t *ids;
 };
 
 struct batch {
@@ -77,10 +99,11 @@ enum stmt_id {
     S_SESSION_PUT,
     S_SESSION_FIND,
     S_SESSION_NEW,
-    S_SESSION_DEL,
+    S_SESSION_DEL, /* S_SESSION_DEL..S_WILL_DEL: what deleting a session runs */
     S_SUB_DEL_ALL,
     S_MSG_DEL_ALL,
     S_QOS2_DEL_ALL,
+    S_WILL_DEL,
     S_SUB_ADD,
     S_SUB_DEL,
     S_MSG_ADD,
@@ -88,6 +111,7 @@ enum stmt_id {
     S_MSG_DEL,
     S_QOS2_ADD,
     S_QOS2_DEL,
+    S_WILL_PUT,
     S_COUNT
 };
 
@@ -95,30 +119,42 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
-    [S_RETAIN_SET] = "INSERT INTO retained(topic, qos, payload) VALUES(?1, ?2, ?3) "
+    [S_RETAIN_SET] = "INSERT INTO retained(topic, qos, payload, props, expires_ms) "
+                     "VALUES(?1, ?2, ?3, ?4, ?5) "
                      "ON CONFLICT(topic) DO UPDATE SET qos = excluded.qos, "
-                     "payload = excluded.payload",
+                     "payload = excluded.payload, props = excluded.props, "
+                     "expires_ms = excluded.expires_ms",
     [S_RETAIN_DEL] = "DELETE FROM retained WHERE topic = ?1",
-    [S_SESSION_PUT] = "INSERT INTO session(client_id, last_seen_ms) VALUES(?1, ?2) "
-                      "ON CONFLICT(client_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms "
-                      "RETURNING id",
+    [S_SESSION_PUT] = "INSERT INTO session(client_id, last_seen_ms, expiry_s) VALUES(?1, ?2, ?3) "
+                      "ON CONFLICT(client_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms, "
+                      "expiry_s = excluded.expiry_s RETURNING id",
     [S_SESSION_FIND] = "SELECT id FROM session WHERE client_id = ?1",
     [S_SESSION_NEW] = "INSERT INTO session(client_id, last_seen_ms) VALUES(?1, ?2) RETURNING id",
     [S_SESSION_DEL] = "DELETE FROM session WHERE id = ?1",
     [S_SUB_DEL_ALL] = "DELETE FROM sub WHERE session_id = ?1",
     [S_MSG_DEL_ALL] = "DELETE FROM out_msg WHERE session_id = ?1",
     [S_QOS2_DEL_ALL] = "DELETE FROM qos2_in WHERE session_id = ?1",
-    [S_SUB_ADD] = "INSERT INTO sub(session_id, filter, qos) VALUES(?1, ?2, ?3) "
-                  "ON CONFLICT(session_id, filter) DO UPDATE SET qos = excluded.qos",
+    [S_WILL_DEL] = "DELETE FROM pending_will WHERE session_id = ?1",
+    [S_SUB_ADD] = "INSERT INTO sub(session_id, filter, qos, options, sub_id) "
+                  "VALUES(?1, ?2, ?3, ?4, ?5) "
+                  "ON CONFLICT(session_id, filter) DO UPDATE SET qos = excluded.qos, "
+                  "options = excluded.options, sub_id = excluded.sub_id",
     [S_SUB_DEL] = "DELETE FROM sub WHERE session_id = ?1 AND filter = ?2",
     [S_MSG_ADD] = "INSERT OR REPLACE INTO out_msg(session_id, seq, qos, retain, packet_id, state, "
-                  "topic, payload) VALUES(?1, ?2, ?3, ?4, 0, 0, ?5, ?6)",
+                  "topic, payload, props, sub_ids, expires_ms) "
+                  "VALUES(?1, ?2, ?3, ?4, 0, 0, ?5, ?6, ?7, ?8, ?9)",
+    /* Once PUBREL is sent only the packet id matters: the message itself is dropped. */
     [S_MSG_STATE] = "UPDATE out_msg SET packet_id = ?3, state = ?4, "
-                    "payload = CASE WHEN ?4 = 3 THEN x'' ELSE payload END "
+                    "payload = CASE WHEN ?4 = 3 THEN x'' ELSE payload END, "
+                    "props = CASE WHEN ?4 = 3 THEN NULL ELSE props END, "
+                    "sub_ids = CASE WHEN ?4 = 3 THEN NULL ELSE sub_ids END "
                     "WHERE session_id = ?1 AND seq = ?2",
     [S_MSG_DEL] = "DELETE FROM out_msg WHERE session_id = ?1 AND seq = ?2",
     [S_QOS2_ADD] = "INSERT OR IGNORE INTO qos2_in(session_id, packet_id) VALUES(?1, ?2)",
     [S_QOS2_DEL] = "DELETE FROM qos2_in WHERE session_id = ?1 AND packet_id = ?2",
+    /* Parenthesised: clang's -Wstring-concatenation reads a split literal as a missing comma. */
+    [S_WILL_PUT] = ("INSERT OR REPLACE INTO pending_will(session_id, topic, qos, retain, payload, "
+                    "props, expires_ms, due_ms) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
 };
 
 struct session_slot {
@@ -142,6 +178,8 @@ struct mq_store {
     sqlite3_stmt *st[S_COUNT];
     struct session_slot cache[SESSION_CACHE];
     char last_error[512];
+    uint8_t *ids_blob; /* Subscription Identifiers encoded for the row being written */
+    size_t ids_blob_cap;
     uint64_t fail_since_ms, fail_reported_ms, fail_attempts;
     bool fail_reported;
 
@@ -181,10 +219,20 @@ static void batch_free(struct batch *b)
     }
 }
 
-static int append(struct mq_store *s, const struct rec *r, const void *client, const void *str,
-                  const void *payload)
+/* Bytes of a record (before padding); x is its extension or NULL. */
+static size_t rec_size(const struct rec *r, const struct rec_ext *x)
 {
-    size_t need = sizeof(*r) + (size_t)r->client_len + r->str_len + r->payload_len;
+    size_t n = sizeof(*r) + (size_t)r->client_len + r->str_len + r->payload_len;
+    if (x)
+        n += sizeof(*x) + x->props_len + (size_t)x->n_sub_ids * sizeof(uint32_t);
+    return n;
+}
+
+/* Append record r with its extension x (NULL: none) and its parts. */
+static int append_ext(struct mq_store *s, const struct rec *r, const struct rec_ext *x,
+                      const struct rec_parts *parts)
+{
+    size_t need = rec_size(r, x);
     size_t padded = (need + 7) & ~(size_t)7;
     struct batch *b;
     uint8_t *p;
@@ -209,25 +257,55 @@ static int append(struct mq_store *s, const struct rec *r, const void *client, c
     }
     p = b->data + b->len;
     memcpy(p, r, sizeof(*r));
+    ((struct rec *)(void *)p)->has_ext = x != NULL;
     p += sizeof(*r);
+    if (x) {
+        memcpy(p, x, sizeof(*x));
+        p += sizeof(*x);
+    }
     if (r->client_len)
-        memcpy(p, client, r->client_len);
+        memcpy(p, parts->client, r->client_len);
     p += r->client_len;
     if (r->str_len)
-        memcpy(p, str, r->str_len);
+        memcpy(p, parts->str, r->str_len);
     p += r->str_len;
     if (r->payload_len)
-        memcpy(p, payload, r->payload_len);
+        memcpy(p, parts->payload, r->payload_len);
     p += r->payload_len;
+    if (x && x->props_len) {
+        memcpy(p, parts->props, x->props_len);
+        p += x->props_len;
+    }
+    if (x && x->n_sub_ids) {
+        memcpy(p, parts->ids, (size_t)x->n_sub_ids * sizeof(uint32_t));
+        p += (size_t)x->n_sub_ids * sizeof(uint32_t);
+    }
     memset(p, 0, padded - need);
     b->len += padded;
     b->records++;
     return 0;
 }
 
-int store_retain_set(struct mq_store *s, const struct mq_msg *msg)
+static int append(struct mq_store *s, const struct rec *r, const void *client, const void *str,
+                  const void *payload)
 {
-    if (!msg || msg->topic_len == 0 || msg->qos > 2 || msg->payload_len > INT32_MAX)
+    return append_ext(s, r, NULL, &(struct rec_parts){client, str, payload, NULL, NULL});
+}
+
+/* The extension of a message record, or NULL when it has nothing of MQTT 5. */
+static const struct rec_ext *msg_ext(struct rec_ext *x, const struct mq_msg *msg, size_t n_sub_ids,
+                                     uint64_t expires_wall_ms)
+{
+    *x = (struct rec_ext){.expires_wall_ms = expires_wall_ms,
+                          .props_len = msg->props_len,
+                          .n_sub_ids = (uint32_t)n_sub_ids};
+    return msg->props_len || n_sub_ids || expires_wall_ms ? x : NULL;
+}
+
+int store_retain_set(struct mq_store *s, const struct mq_msg *msg, uint64_t expires_wall_ms)
+{
+    if (!msg || msg->topic_len == 0 || msg->qos > 2 || msg->payload_len > INT32_MAX ||
+        msg->props_len > INT32_MAX || expires_wall_ms > INT64_MAX)
         return MQ_ERR_INVAL;
     if (msg->payload_len == 0)
         return store_retain_delete(s, msg->topic, msg->topic_len);
@@ -235,7 +313,9 @@ int store_retain_set(struct mq_store *s, const struct mq_msg *msg)
                     .qos = msg->qos,
                     .str_len = msg->topic_len,
                     .payload_len = msg->payload_len};
-    return append(s, &r, "", msg->topic, msg->payload);
+    struct rec_ext x;
+    return append_ext(s, &r, msg_ext(&x, msg, 0, expires_wall_ms),
+                      &(struct rec_parts){"", msg->topic, msg->payload, msg_props(msg), NULL});
 }
 
 int store_retain_delete(struct mq_store *s, const char *topic, uint16_t topic_len)
@@ -247,12 +327,13 @@ int store_retain_delete(struct mq_store *s, const char *topic, uint16_t topic_le
 }
 
 int store_session_put(struct mq_store *s, const char *client_id, uint16_t client_id_len,
-                      uint64_t last_seen_ms)
+                      uint64_t last_seen_ms, uint32_t expiry)
 {
     struct rec r = {.type = R_SESSION_PUT, .client_len = client_id_len, .num = last_seen_ms};
-    if (!client_id || last_seen_ms > INT64_MAX)
+    struct rec_ext x = {.expiry = expiry};
+    if (!client_id || last_seen_ms > INT64_MAX || expiry == 0)
         return MQ_ERR_INVAL;
-    return append(s, &r, client_id, "", "");
+    return append_ext(s, &r, &x, &(struct rec_parts){client_id, "", "", NULL, NULL});
 }
 
 int store_session_delete(struct mq_store *s, const char *client_id, uint16_t client_id_len)
@@ -264,11 +345,11 @@ int store_session_delete(struct mq_store *s, const char *client_id, uint16_t cli
 }
 
 int store_sub_add(struct mq_store *s, const char *client_id, uint16_t client_id_len,
-                  const char *filter, uint16_t filter_len, uint8_t qos)
+                  const char *filter, uint16_t filter_len, uint32_t grant)
 {
     struct rec r = {
-        .type = R_SUB_ADD, .qos = qos, .client_len = client_id_len, .str_len = filter_len};
-    if (!client_id || !filter || filter_len == 0 || qos > 2)
+        .type = R_SUB_ADD, .client_len = client_id_len, .str_len = filter_len, .num = grant};
+    if (!client_id || !filter || filter_len == 0 || MQ_GRANT_QOS(grant) > 2)
         return MQ_ERR_INVAL;
     return append(s, &r, client_id, filter, "");
 }
@@ -283,7 +364,8 @@ int store_sub_remove(struct mq_store *s, const char *client_id, uint16_t client_
 }
 
 int store_msg_add(struct mq_store *s, const char *client_id, uint16_t client_id_len, uint64_t seq,
-                  const struct mq_msg *msg, uint8_t qos, bool retain)
+                  const struct mq_msg *msg, uint8_t qos, bool retain, const uint32_t *sub_ids,
+                  size_t n_sub_ids, uint64_t expires_wall_ms)
 {
     struct rec r = {.type = R_MSG_ADD,
                     .qos = qos,
@@ -292,9 +374,14 @@ int store_msg_add(struct mq_store *s, const char *client_id, uint16_t client_id_
                     .str_len = msg ? msg->topic_len : 0,
                     .payload_len = msg ? msg->payload_len : 0,
                     .num = seq};
-    if (!client_id || !msg || qos > 2 || seq > INT64_MAX || msg->payload_len > INT32_MAX)
+    if (!client_id || !msg || qos > 2 || seq > INT64_MAX || msg->payload_len > INT32_MAX ||
+        msg->props_len > INT32_MAX || expires_wall_ms > INT64_MAX ||
+        n_sub_ids > MQ_STORE_SUB_IDS_MAX || (n_sub_ids && !sub_ids))
         return MQ_ERR_INVAL;
-    return append(s, &r, client_id, msg->topic, msg->payload);
+    struct rec_ext x;
+    return append_ext(
+        s, &r, msg_ext(&x, msg, n_sub_ids, expires_wall_ms),
+        &(struct rec_parts){client_id, msg->topic, msg->payload, msg_props(msg), sub_ids});
 }
 
 int store_msg_state(struct mq_store *s, const char *client_id, uint16_t client_id_len, uint64_t seq,
@@ -333,6 +420,35 @@ int store_qos2_in_remove(struct mq_store *s, const char *client_id, uint16_t cli
 {
     struct rec r = {.type = R_QOS2_DEL, .packet_id = packet_id, .client_len = client_id_len};
     if (!client_id || packet_id == 0)
+        return MQ_ERR_INVAL;
+    return append(s, &r, client_id, "", "");
+}
+
+int store_will_put(struct mq_store *s, const char *client_id, uint16_t client_id_len,
+                   const struct mq_msg *will, uint64_t expires_wall_ms, uint64_t due_wall_ms)
+{
+    if (!client_id || !will || will->topic_len == 0 || will->qos > 2 ||
+        will->payload_len > INT32_MAX || will->props_len > INT32_MAX ||
+        expires_wall_ms > INT64_MAX || due_wall_ms > INT64_MAX)
+        return MQ_ERR_INVAL;
+    struct rec r = {.type = R_WILL_PUT,
+                    .qos = will->qos,
+                    .flag = will->retain,
+                    .client_len = client_id_len,
+                    .str_len = will->topic_len,
+                    .payload_len = will->payload_len};
+    struct rec_ext x = {.expires_wall_ms = expires_wall_ms,
+                        .due_wall_ms = due_wall_ms,
+                        .props_len = will->props_len};
+    return append_ext(
+        s, &r, &x,
+        &(struct rec_parts){client_id, will->topic, will->payload, msg_props(will), NULL});
+}
+
+int store_will_delete(struct mq_store *s, const char *client_id, uint16_t client_id_len)
+{
+    struct rec r = {.type = R_WILL_DEL, .client_len = client_id_len};
+    if (!client_id)
         return MQ_ERR_INVAL;
     return append(s, &r, client_id, "", "");
 }
@@ -477,15 +593,57 @@ static int session_id(struct mq_store *s, const char *client, uint16_t len, bool
     return rc;
 }
 
-static int apply(struct mq_store *s, const struct rec *r, const uint8_t *data)
+/* Bind a property block: NULL when there is none (3.x), so old and new rows look alike. */
+static void bind_props(sqlite3_stmt *st, int i, const uint8_t *props, uint32_t len)
+{
+    if (len)
+        sqlite3_bind_blob(st, i, props, (int)len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+/* Bind Subscription Identifiers (native, unaligned in the batch) as a BLOB of 4-byte
+ * big-endian ids, or NULL when there are none. SQLITE_OK or SQLITE_NOMEM. */
+static int bind_sub_ids(struct mq_store *s, sqlite3_stmt *st, int i, const uint8_t *ids, uint32_t n)
+{
+    size_t len = (size_t)n * 4;
+    if (!n) {
+        sqlite3_bind_null(st, i);
+        return SQLITE_OK;
+    }
+    if (len > s->ids_blob_cap) {
+        uint8_t *p = realloc(s->ids_blob, len);
+        if (!p)
+            return SQLITE_NOMEM;
+        s->ids_blob = p;
+        s->ids_blob_cap = len;
+    }
+    for (uint32_t k = 0; k < n; k++) {
+        uint32_t v;
+        memcpy(&v, ids + (size_t)k * 4, 4);
+        s->ids_blob[k * 4] = (uint8_t)(v >> 24);
+        s->ids_blob[k * 4 + 1] = (uint8_t)(v >> 16);
+        s->ids_blob[k * 4 + 2] = (uint8_t)(v >> 8);
+        s->ids_blob[k * 4 + 3] = (uint8_t)v;
+    }
+    sqlite3_bind_blob(st, i, s->ids_blob, (int)len, SQLITE_STATIC);
+    return SQLITE_OK;
+}
+
+/* Write one record; data points after its header and extension (x: zeros when none). */
+static int apply(struct mq_store *s, const struct rec *r, const struct rec_ext *x,
+                 const uint8_t *data)
 {
     const char *client = (const char *)data;
     const char *str = client + r->client_len;
     const uint8_t *payload = (const uint8_t *)str + r->str_len;
+    const uint8_t *props = payload + r->payload_len;
+    const uint8_t *ids = props + x->props_len;
     sqlite3_stmt *st;
     int64_t sid = 0;
     int rc = SQLITE_OK;
-    bool create = r->type == R_SUB_ADD || r->type == R_MSG_ADD || r->type == R_QOS2_ADD;
+    bool create = r->type == R_SUB_ADD || r->type == R_MSG_ADD || r->type == R_QOS2_ADD ||
+                  r->type == R_WILL_PUT;
 
     switch (r->type) {
     case R_RETAIN_SET:
@@ -493,6 +651,8 @@ static int apply(struct mq_store *s, const struct rec *r, const uint8_t *data)
         sqlite3_bind_text(st, 1, str, (int)r->str_len, SQLITE_STATIC);
         sqlite3_bind_int(st, 2, r->qos);
         sqlite3_bind_blob(st, 3, payload, (int)r->payload_len, SQLITE_STATIC);
+        bind_props(st, 4, props, x->props_len);
+        sqlite3_bind_int64(st, 5, (int64_t)x->expires_wall_ms);
         return run(s, S_RETAIN_SET);
     case R_RETAIN_DEL:
         sqlite3_bind_text(s->st[S_RETAIN_DEL], 1, str, (int)r->str_len, SQLITE_STATIC);
@@ -501,6 +661,7 @@ static int apply(struct mq_store *s, const struct rec *r, const uint8_t *data)
         st = s->st[S_SESSION_PUT];
         sqlite3_bind_text(st, 1, client, r->client_len, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, (int64_t)r->num);
+        sqlite3_bind_int64(st, 3, r->has_ext ? x->expiry : MQ_STORE_EXPIRY_NEVER);
         rc = run_id(s, S_SESSION_PUT, &sid);
         if (rc == SQLITE_OK)
             s->cache[slot_of(client, r->client_len)] =
@@ -516,7 +677,7 @@ static int apply(struct mq_store *s, const struct rec *r, const uint8_t *data)
     switch (r->type) {
     case R_SESSION_DEL:
         memset(s->cache, 0, sizeof(s->cache));
-        for (enum stmt_id id = S_SESSION_DEL; id <= S_QOS2_DEL_ALL; id++) {
+        for (enum stmt_id id = S_SESSION_DEL; id <= S_WILL_DEL; id++) {
             sqlite3_bind_int64(s->st[id], 1, sid);
             if ((rc = run(s, id)) != SQLITE_OK)
                 return rc;
@@ -526,7 +687,10 @@ static int apply(struct mq_store *s, const struct rec *r, const uint8_t *data)
         st = s->st[S_SUB_ADD];
         sqlite3_bind_int64(st, 1, sid);
         sqlite3_bind_text(st, 2, str, (int)r->str_len, SQLITE_STATIC);
-        sqlite3_bind_int(st, 3, r->qos);
+        /* The grant in three columns, so that a shell shows what each means. */
+        sqlite3_bind_int(st, 3, MQ_GRANT_QOS(r->num));
+        sqlite3_bind_int(st, 4, (int)(r->num & (MQ_GRANT_NO_LOCAL | MQ_GRANT_RETAIN_AS_PUBLISHED)));
+        sqlite3_bind_int64(st, 5, MQ_GRANT_SUB_ID(r->num));
         return run(s, S_SUB_ADD);
     case R_SUB_DEL:
         st = s->st[S_SUB_DEL];
@@ -541,6 +705,13 @@ static int apply(struct mq_store *s, const struct rec *r, const uint8_t *data)
         sqlite3_bind_int(st, 4, r->flag);
         sqlite3_bind_text(st, 5, str, (int)r->str_len, SQLITE_STATIC);
         sqlite3_bind_blob(st, 6, payload, (int)r->payload_len, SQLITE_STATIC);
+        bind_props(st, 7, props, x->props_len);
+        if ((rc = bind_sub_ids(s, st, 8, ids, x->n_sub_ids)) != SQLITE_OK) {
+            snprintf(s->last_error, sizeof(s->last_error), "out of memory");
+            sqlite3_clear_bindings(st);
+            return rc;
+        }
+        sqlite3_bind_int64(st, 9, (int64_t)x->expires_wall_ms);
         return run(s, S_MSG_ADD);
     case R_MSG_STATE:
         st = s->st[S_MSG_STATE];
@@ -560,6 +731,18 @@ static int apply(struct mq_store *s, const struct rec *r, const uint8_t *data)
         sqlite3_bind_int(s->st[id], 2, r->packet_id);
         return run(s, id);
     }
+    case R_WILL_PUT:
+        st = s->st[S_WILL_PUT];
+        sqlite3_bind_int64(st, 1, sid);
+        sqlite3_bind_text(st, 2, str, (int)r->str_len, SQLITE_STATIC);
+        sqlite3_bind_int(st, 3, r->qos);
+        sqlite3_bind_int(st, 4, r->flag);
+        sqlite3_bind_blob(st, 5, payload, (int)r->payload_len, SQLITE_STATIC);
+        bind_props(st, 6, props, x->props_len);
+        sqlite3_bind_int64(st, 7, (int64_t)x->expires_wall_ms);
+        sqlite3_bind_int64(st, 8, (int64_t)x->due_wall_ms);
+        return run(s, S_WILL_PUT);
+    case R_WILL_DEL: sqlite3_bind_int64(s->st[S_WILL_DEL], 1, sid); return run(s, S_WILL_DEL);
     default: break;
     }
     return SQLITE_OK;
@@ -574,8 +757,11 @@ static int write_batches(struct mq_store *s, struct batch *chain)
     for (struct batch *b = chain; rc == SQLITE_OK && b; b = b->next) {
         for (size_t off = 0; rc == SQLITE_OK && off < b->len;) {
             const struct rec *r = (const struct rec *)(const void *)(b->data + off);
-            size_t need = sizeof(*r) + (size_t)r->client_len + r->str_len + r->payload_len;
-            rc = apply(s, r, b->data + off + sizeof(*r));
+            struct rec_ext x = {0};
+            if (r->has_ext)
+                memcpy(&x, b->data + off + sizeof(*r), sizeof(x));
+            size_t need = rec_size(r, r->has_ext ? &x : NULL);
+            rc = apply(s, r, &x, b->data + off + sizeof(*r) + (r->has_ext ? sizeof(x) : 0));
             off += (need + 7) & ~(size_t)7;
         }
     }
@@ -774,9 +960,60 @@ static void *store_main(void *arg)
 
 static const uint8_t empty_payload[1];
 
-static void msg_view(sqlite3_stmt *st, struct mq_store_msg *m)
+/* A BLOB column, never NULL (an empty one for NULL). */
+static const uint8_t *column_bytes(sqlite3_stmt *st, int i, uint32_t *len)
 {
-    /* columns: seq, topic, payload, qos, retain, packet_id, state */
+    const uint8_t *p = sqlite3_column_blob(st, i);
+    *len = (uint32_t)sqlite3_column_bytes(st, i);
+    if (!p) {
+        *len = 0;
+        return empty_payload;
+    }
+    return p;
+}
+
+/* A wall-clock time column: 0 (never) for anything negative or not a number. */
+static uint64_t column_wall(sqlite3_stmt *st, int i)
+{
+    int64_t v = sqlite3_column_int64(st, i);
+    return v > 0 ? (uint64_t)v : 0;
+}
+
+/* Subscription Identifiers decoded from their BLOB, for the row being handed over. */
+struct ids_buf {
+    uint32_t *v;
+    size_t cap;
+};
+
+/* Decode column i (4-byte big-endian ids) into b: *ids and *n for the view. 0 or
+ * MQ_ERR_NOMEM. */
+static int column_sub_ids(sqlite3_stmt *st, int i, struct ids_buf *b, const uint32_t **ids,
+                          size_t *n)
+{
+    uint32_t len;
+    const uint8_t *p = column_bytes(st, i, &len);
+    size_t count = len / 4; /* a torn trailing id (never written so) is ignored */
+    *ids = NULL;
+    *n = 0;
+    if (!count)
+        return 0;
+    if (count > b->cap) {
+        uint32_t *v = realloc(b->v, count * sizeof(*v));
+        if (!v)
+            return MQ_ERR_NOMEM;
+        b->v = v;
+        b->cap = count;
+    }
+    for (size_t k = 0; k < count; k++, p += 4)
+        b->v[k] = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    *ids = b->v;
+    *n = count;
+    return 0;
+}
+
+static int msg_view(sqlite3_stmt *st, struct ids_buf *ids, struct mq_store_msg *m)
+{
+    /* columns: MSG_COLUMNS */
     m->seq = (uint64_t)sqlite3_column_int64(st, 0);
     m->topic = (const char *)sqlite3_column_text(st, 1);
     m->topic_len = (uint16_t)sqlite3_column_bytes(st, 1);
@@ -790,9 +1027,12 @@ static void msg_view(sqlite3_stmt *st, struct mq_store_msg *m)
     m->retain = sqlite3_column_int(st, 4) != 0;
     m->packet_id = (uint16_t)sqlite3_column_int(st, 5);
     m->state = (uint8_t)sqlite3_column_int(st, 6);
+    m->props = column_bytes(st, 7, &m->props_len);
+    m->expires_wall_ms = column_wall(st, 9);
+    return column_sub_ids(st, 8, ids, &m->sub_ids, &m->n_sub_ids);
 }
 
-#define MSG_COLUMNS "seq, topic, payload, qos, retain, packet_id, state"
+#define MSG_COLUMNS "seq, topic, payload, qos, retain, packet_id, state, props, sub_ids, expires_ms"
 
 static int read_failed(struct mq_store *s, int rc, const char *doing)
 {
@@ -804,16 +1044,19 @@ static int read_failed(struct mq_store *s, int rc, const char *doing)
 
 static int load_session(struct mq_store *s, sqlite3_stmt *const *q, int64_t sid,
                         const struct mq_store_session *info, const struct mq_store_load_cb *cb,
-                        void *ctx)
+                        struct ids_buf *ids, void *ctx)
 {
     int rc, err = 0;
 
     sqlite3_bind_int64(q[0], 1, sid);
-    while (!err && (rc = sqlite3_step(q[0])) == SQLITE_ROW)
+    while (!err && (rc = sqlite3_step(q[0])) == SQLITE_ROW) {
+        /* qos, options, sub_id: a version 1 row has options 0 and sub_id 0 */
+        uint32_t grant = MQ_GRANT(sqlite3_column_int(q[0], 1) & 3, sqlite3_column_int(q[0], 2),
+                                  (uint32_t)sqlite3_column_int64(q[0], 3) & MQ_GRANT_SUB_ID_MAX);
         if (cb->sub)
             err = cb->sub(ctx, info, (const char *)sqlite3_column_text(q[0], 0),
-                          (uint16_t)sqlite3_column_bytes(q[0], 0),
-                          (uint8_t)sqlite3_column_int(q[0], 1));
+                          (uint16_t)sqlite3_column_bytes(q[0], 0), grant);
+    }
     sqlite3_reset(q[0]);
     if (err || rc != SQLITE_DONE)
         return err ? err : read_failed(s, rc, "loading subscriptions");
@@ -822,8 +1065,8 @@ static int load_session(struct mq_store *s, sqlite3_stmt *const *q, int64_t sid,
     sqlite3_bind_int64(q[1], 2, cb->msgs_per_session ? (int64_t)cb->msgs_per_session : -1);
     while (!err && (rc = sqlite3_step(q[1])) == SQLITE_ROW) {
         struct mq_store_msg m;
-        msg_view(q[1], &m);
-        if (cb->msg)
+        err = msg_view(q[1], ids, &m);
+        if (!err && cb->msg)
             err = cb->msg(ctx, info, &m);
     }
     sqlite3_reset(q[1]);
@@ -837,27 +1080,59 @@ static int load_session(struct mq_store *s, sqlite3_stmt *const *q, int64_t sid,
     sqlite3_reset(q[2]);
     if (err || rc != SQLITE_DONE)
         return err ? err : read_failed(s, rc, "loading QoS 2 state");
+
+    sqlite3_bind_int64(q[3], 1, sid);
+    while (!err && (rc = sqlite3_step(q[3])) == SQLITE_ROW) {
+        struct mq_store_will w = {
+            .topic = (const char *)sqlite3_column_text(q[3], 0),
+            .topic_len = (uint16_t)sqlite3_column_bytes(q[3], 0),
+            .qos = (uint8_t)(sqlite3_column_int(q[3], 2) & 3),
+            .retain = sqlite3_column_int(q[3], 3) != 0,
+            .expires_wall_ms = column_wall(q[3], 5),
+            .due_wall_ms = column_wall(q[3], 6),
+        };
+        w.payload = column_bytes(q[3], 1, &w.payload_len);
+        w.props = column_bytes(q[3], 4, &w.props_len);
+        if (!w.topic)
+            w.topic = "";
+        if (cb->will)
+            err = cb->will(ctx, info, &w);
+    }
+    sqlite3_reset(q[3]);
+    if (err || rc != SQLITE_DONE)
+        return err ? err : read_failed(s, rc, "loading pending wills");
     return 0;
+}
+
+/* A stored Session Expiry Interval; 0 (never written) and nonsense read as never. */
+static uint32_t column_expiry(sqlite3_stmt *st, int i)
+{
+    int64_t v = sqlite3_column_int64(st, i);
+    return v > 0 && v < (int64_t)MQ_STORE_EXPIRY_NEVER ? (uint32_t)v : MQ_STORE_EXPIRY_NEVER;
 }
 
 int store_load(struct mq_store *s, const struct mq_store_load_cb *cb, void *ctx)
 {
     static const char *const sql[] = {
-        "SELECT topic, payload, qos FROM retained",
-        "SELECT id, client_id, last_seen_ms,"
-        " (SELECT count(*) FROM out_msg WHERE session_id = session.id),"
-        " (SELECT coalesce(max(seq), 0) FROM out_msg WHERE session_id = session.id)"
-        " FROM session ORDER BY id",
-        "SELECT filter, qos FROM sub WHERE session_id = ?1",
-        "SELECT " MSG_COLUMNS " FROM out_msg WHERE session_id = ?1 ORDER BY seq LIMIT ?2",
+        "SELECT topic, payload, qos, props, expires_ms FROM retained",
+        ("SELECT id, client_id, last_seen_ms,"
+         " (SELECT count(*) FROM out_msg WHERE session_id = session.id),"
+         " (SELECT coalesce(max(seq), 0) FROM out_msg WHERE session_id = session.id),"
+         " expiry_s FROM session ORDER BY id"),
+        "SELECT filter, qos, options, sub_id FROM sub WHERE session_id = ?1",
+        ("SELECT " MSG_COLUMNS " FROM out_msg WHERE session_id = ?1 ORDER BY seq LIMIT ?2"),
         "SELECT packet_id FROM qos2_in WHERE session_id = ?1 ORDER BY packet_id",
+        ("SELECT topic, payload, qos, retain, props, expires_ms, due_ms FROM pending_will"
+         " WHERE session_id = ?1"),
     };
-    sqlite3_stmt *q[5] = {NULL};
+    enum { NQ = sizeof(sql) / sizeof(sql[0]) };
+    sqlite3_stmt *q[NQ] = {NULL};
+    struct ids_buf ids = {0};
     int rc = SQLITE_OK, err = 0;
     bool in_txn = false;
 
     pthread_mutex_lock(&s->read_lock);
-    for (size_t i = 0; rc == SQLITE_OK && i < 5; i++)
+    for (size_t i = 0; rc == SQLITE_OK && i < NQ; i++)
         rc = sqlite3_prepare_v2(s->rdb, sql[i], -1, &q[i], NULL);
     if (rc != SQLITE_OK) {
         err = read_failed(s, rc, "preparing queries");
@@ -877,9 +1152,11 @@ int store_load(struct mq_store *s, const struct mq_store_load_cb *cb, void *ctx)
             .payload = sqlite3_column_blob(q[0], 1),
             .payload_len = (uint32_t)sqlite3_column_bytes(q[0], 1),
             .qos = (uint8_t)sqlite3_column_int(q[0], 2),
+            .expires_wall_ms = column_wall(q[0], 4),
         };
         if (!r.payload)
             r.payload = empty_payload;
+        r.props = column_bytes(q[0], 3, &r.props_len);
         if (cb->retained)
             err = cb->retained(ctx, &r);
     }
@@ -894,6 +1171,7 @@ int store_load(struct mq_store *s, const struct mq_store_load_cb *cb, void *ctx)
             .last_seen_ms = (uint64_t)sqlite3_column_int64(q[1], 2),
             .msg_count = (uint64_t)sqlite3_column_int64(q[1], 3),
             .max_seq = (uint64_t)sqlite3_column_int64(q[1], 4),
+            .expiry = column_expiry(q[1], 5),
         };
         if (!info.client_id)
             info.client_id = "";
@@ -903,13 +1181,14 @@ int store_load(struct mq_store *s, const struct mq_store_load_cb *cb, void *ctx)
         if (cb->session)
             err = cb->session(ctx, &info);
         if (!err)
-            err = load_session(s, q + 2, sid, &info, cb, ctx);
+            err = load_session(s, q + 2, sid, &info, cb, &ids, ctx);
     }
     if (!err && rc != SQLITE_DONE)
         err = read_failed(s, rc, "loading sessions");
 out:
-    for (size_t i = 0; i < 5; i++)
+    for (size_t i = 0; i < NQ; i++)
         sqlite3_finalize(q[i]);
+    free(ids.v);
     if (in_txn)
         sqlite3_exec(s->rdb, "COMMIT", NULL, NULL, NULL);
     pthread_mutex_unlock(&s->read_lock);
@@ -924,6 +1203,7 @@ int64_t store_msg_page(struct mq_store *s, const char *client_id, uint16_t clien
         "SELECT " MSG_COLUMNS " FROM out_msg WHERE session_id ="
         " (SELECT id FROM session WHERE client_id = ?1) AND seq > ?2 ORDER BY seq LIMIT ?3";
     sqlite3_stmt *st = NULL;
+    struct ids_buf ids = {0};
     int64_t n = 0;
     int rc, err = 0;
 
@@ -940,7 +1220,8 @@ int64_t store_msg_page(struct mq_store *s, const char *client_id, uint16_t clien
     sqlite3_bind_int64(st, 3, max ? (int64_t)max : -1);
     while (!err && (rc = sqlite3_step(st)) == SQLITE_ROW) {
         struct mq_store_msg m;
-        msg_view(st, &m);
+        if ((err = msg_view(st, &ids, &m)) != 0)
+            break;
         err = fn(ctx, &m);
         n++;
     }
@@ -948,6 +1229,7 @@ int64_t store_msg_page(struct mq_store *s, const char *client_id, uint16_t clien
         err = read_failed(s, rc, "paging messages in");
 out:
     sqlite3_finalize(st);
+    free(ids.v);
     pthread_mutex_unlock(&s->read_lock);
     return err ? err : n;
 }
@@ -972,6 +1254,7 @@ static void store_free(struct mq_store *s)
         batch_free(b);
     }
     batch_free(s->cur);
+    free(s->ids_blob);
     pthread_cond_destroy(&s->cond);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->read_lock);

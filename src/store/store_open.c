@@ -47,6 +47,23 @@ static const struct migration migrations[] = {
         "                     UNIQUE(session_id, seq));"
         "CREATE TABLE qos2_in(session_id INTEGER NOT NULL, packet_id INTEGER NOT NULL,"
         "                     PRIMARY KEY(session_id, packet_id)) WITHOUT ROWID;"},
+    /* MQTT 5: properties and expiry of messages, the Session Expiry Interval, subscription
+     * options and identifiers, wills waiting for their delay. Every new column has a
+     * default that means what a version 1 row meant (no properties, never expires, the
+     * grant is the QoS), so existing rows need no rewrite: ADD COLUMN only edits the
+     * schema. */
+    {2, "ALTER TABLE retained ADD COLUMN props BLOB;"
+        "ALTER TABLE retained ADD COLUMN expires_ms INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE session ADD COLUMN expiry_s INTEGER NOT NULL DEFAULT 4294967295;"
+        "ALTER TABLE sub ADD COLUMN options INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE sub ADD COLUMN sub_id INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE out_msg ADD COLUMN props BLOB;"
+        "ALTER TABLE out_msg ADD COLUMN sub_ids BLOB;"
+        "ALTER TABLE out_msg ADD COLUMN expires_ms INTEGER NOT NULL DEFAULT 0;"
+        "CREATE TABLE pending_will(session_id INTEGER PRIMARY KEY, topic TEXT NOT NULL,"
+        "                          qos INTEGER NOT NULL, retain INTEGER NOT NULL,"
+        "                          payload BLOB NOT NULL, props BLOB,"
+        "                          expires_ms INTEGER NOT NULL, due_ms INTEGER NOT NULL);"},
 };
 _Static_assert(sizeof(migrations) / sizeof(migrations[0]) == MQ_STORE_SCHEMA_VERSION,
                "one migration step per schema version");

@@ -90,7 +90,8 @@ static void same_packet(const struct mq_packet *a, const struct mq_packet *b)
     case MQ_UNSUBACK: CHECK(a->u.packet_id == b->u.packet_id && a->u.packet_id != 0); break;
     case MQ_PINGREQ:
     case MQ_PINGRESP:
-    case MQ_DISCONNECT: break;
+    case MQ_DISCONNECT:
+    case MQ_AUTH: break;
     }
 }
 

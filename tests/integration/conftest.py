@@ -2,7 +2,8 @@
 
 Every test gets its own broker(s) on ephemeral loopback ports. At teardown each broker
 is stopped with SIGTERM and must exit 0 within 10 s with no sanitizer report; when a
-test fails, the broker logs are attached to the report.
+test fails, the broker logs are attached to the report. A test marked with
+midge_harness.needs() is skipped when those files are missing, or fails under ctest.
 """
 import os
 import sys
@@ -12,6 +13,15 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import midge_harness as h  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "midge_needs(paths, reason): files the test needs "
+                            "(midge_harness.needs): skipped by hand, a failure under ctest")
+
+
+def pytest_runtest_setup(item):
+    h.check_needs(item)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -3,48 +3,44 @@ binary's own contract, not MQTT conformance)."""
 import re
 import signal
 import socket
-import subprocess
 
 import pytest
 
-from midge_harness import (MIDGE_BIN, MqttConn, client, connect_pkt, midge_only,
-                           scaled)
+from midge_harness import MqttConn, client, connect_pkt, midge_only, run_midge
 
 pytestmark = midge_only
 
 TS = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \w+: "
-
-
-def _run(*args, timeout=10):
-    r = subprocess.run([MIDGE_BIN] + list(args), capture_output=True, timeout=scaled(timeout))
-    return r.returncode, (r.stdout + r.stderr).decode("utf-8", "replace")
+ERR = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} error: "
 
 
 def test_cli_version():
     """--version prints the version and exits 0."""
-    rc, out = _run("--version")
-    assert rc == 0
-    assert re.search(r"\d+\.\d+", out), out
+    r = run_midge("--version", rc=0)
+    assert re.fullmatch(r"midge \d+\.\d+\.\d+\n", r.stdout), r.stdout
 
 
 def test_cli_help():
     """-h prints usage naming -c and -p, exits 0."""
-    rc, out = _run("-h")
-    assert rc == 0
+    r = run_midge("-h", rc=0)
+    out = r.stdout
     assert re.search(r"(?i)usage", out) and "-c" in out and "-p" in out, out
 
 
 def test_cli_unknown_flag():
-    """an unknown flag exits non-zero and prints the usage."""
-    rc, out = _run("--no-such-flag")
-    assert rc != 0
-    assert re.search(r"(?i)usage", out), out
+    """an unknown flag: exit status 1, the flag named, then the usage on stderr."""
+    r = run_midge("--no-such-flag", rc=1)
+    assert r.stderr.startswith('midge: unknown or incomplete option "--no-such-flag"\n\n'), \
+        r.stderr
+    assert "\nusage: midge [-c FILE]" in r.stderr, r.stderr
+    assert r.stdout == "", r.stdout
 
 
 def test_cli_bad_port_value():
-    """-p with a non-number exits non-zero."""
-    rc, out = _run("-p", "notaport")
-    assert rc != 0
+    """-p with a non-number: exit status 1 and one line saying what -p expects."""
+    r = run_midge("-p", "notaport", rc=1)
+    assert r.stderr == 'midge: -p: expected a port number from 0 to 65535, got "notaport"\n', \
+        r.stderr
 
 
 def test_cli_no_config_loopback_v4_and_v6(start_broker):
@@ -86,30 +82,37 @@ def test_cli_signal_clean_exit_with_state(start_broker, sig):
 
 
 def test_cli_bad_config_file_line(tmp_path):
-    """a config with an unknown option on line 3: non-zero exit, message names file:3."""
+    """a config with an unknown option on line 3: exit status 1, the error names file:3,
+    then the configuration is said not loaded."""
     path = tmp_path / "bad.conf"
     path.write_text("listener 0 127.0.0.1\n# comment\nbogus_option 1\n")
-    rc, out = _run("-c", str(path))
-    assert rc != 0
-    assert f"{path}:3" in out, out
+    r = run_midge("-c", path, rc=1)
+    assert re.search(ERR + re.escape(f'{path}:3: unknown option "bogus_option"') + "$",
+                     r.stderr, re.M), r.stderr
+    assert re.search(ERR + re.escape(f"{path}: configuration not loaded") + "$",
+                     r.stderr, re.M), r.stderr
 
 
 def test_cli_bad_config_value_line(tmp_path):
-    """a config with a bad value (max_inflight_messages abc) on line 2: non-zero exit,
-    file:2 in the message."""
+    """a config with a bad value (max_inflight_messages abc) on line 2: exit status 1,
+    file:2, the option and what it expects in the message."""
     path = tmp_path / "bad.conf"
     path.write_text("listener 0 127.0.0.1\nmax_inflight_messages abc\n")
-    rc, out = _run("-c", str(path))
-    assert rc != 0
-    assert f"{path}:2" in out, out
+    r = run_midge("-c", path, rc=1)
+    assert re.search(ERR + re.escape(f"{path}:2: max_inflight_messages: expected a number "
+                                    'from 0 to 65535, got "abc"') + "$", r.stderr, re.M), r.stderr
+    assert re.search(ERR + re.escape(f"{path}: configuration not loaded") + "$",
+                     r.stderr, re.M), r.stderr
 
 
 def test_cli_missing_config_file(tmp_path):
-    """-c naming a missing file: non-zero exit, the path in the message."""
+    """-c naming a missing file: exit status 1, the path and the system's reason."""
     path = tmp_path / "nope.conf"
-    rc, out = _run("-c", str(path))
-    assert rc != 0
-    assert str(path) in out, out
+    r = run_midge("-c", path, rc=1)
+    assert re.search(ERR + re.escape(f"cannot open {path}: No such file or directory") + "$",
+                     r.stderr, re.M), r.stderr
+    assert re.search(ERR + re.escape(f"{path}: configuration not loaded") + "$",
+                     r.stderr, re.M), r.stderr
 
 
 def test_cli_p_overrides_config_port(start_broker, tmp_path):

@@ -89,10 +89,11 @@ def _unsupported_level(broker, level):
     c.expect_closed()
 
 
-def test_connect_level5_refused_0x01(broker):
-    """[MQTT-3.1.2-2] [MQTT-3.2.2-4] [MQTT-3.2.2-5] protocol level 5 with name MQTT:
-    CONNACK 20 02 00 01 (session present 0), then the server closes."""
-    _unsupported_level(broker, 5)
+def test_connect_level6_refused_0x01(broker):
+    """[MQTT-3.1.2-2] [MQTT-3.2.2-4] [MQTT-3.2.2-5] protocol level 6 with name MQTT (no such
+    version: 5 is served since MQTT 5 support): CONNACK 20 02 00 01 (session present 0),
+    then the server closes."""
+    _unsupported_level(broker, 6)
 
 
 def test_connect_level2_refused_0x01(broker):

@@ -30,10 +30,9 @@ MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
 
 HASH_RE = re.compile(r"^\$7\$101\$[A-Za-z0-9+/]{16}\$[A-Za-z0-9+/]{86}==$")
 
-pytestmark = pytest.mark.skipif(not os.path.exists(TOOL), reason=f"{TOOL} not built")
-needs_mosquitto = pytest.mark.skipif(
-    not all(os.path.exists(p) for p in (MOSQUITTO, MOSQUITTO_PUB, MOSQUITTO_PASSWD)),
-    reason="Debian package mosquitto (+ mosquitto-clients) not installed")
+pytestmark = h.needs(TOOL, reason="midge-passwd not built")
+needs_mosquitto = h.needs(MOSQUITTO, MOSQUITTO_PUB, MOSQUITTO_PASSWD,
+                          reason="Debian packages mosquitto and mosquitto-clients")
 
 
 def run(*args, input=None, rc=0):

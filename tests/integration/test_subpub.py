@@ -220,16 +220,26 @@ def test_subpub_unsubscribe_compares_filters_exactly(broker):
     assert sub.recv_publish().payload == b"still"
 
 
-def test_subpub_unsubscribe_completes_inflight_qos1(broker):
+def test_subpub_unsubscribe_completes_inflight_qos1(start_broker):
     """[MQTT-3.10.4-3] a QoS 1 delivery already in flight when the client unsubscribes is
-    still completed: the client's PUBACK is accepted and the session keeps working."""
-    sub = client(broker, "infl")
-    sub.subscribe([("if/t", 1)])
-    pub = client(broker, "ifpub")
+    still completed. With max_inflight_messages 1 the in-flight message holds the window
+    after the UNSUBACK: a message on the client's other subscription waits behind it, and
+    the client's PUBACK for the first one (its real packet id, not an unknown one, which
+    would be ignored) is what lets the second one out."""
+    br = start_broker(["max_inflight_messages 1"])
+    sub = client(br, "infl")
+    assert sub.subscribe([("if/t", 1), ("if/u", 1)]) == [1, 1]
+    pub = client(br, "ifpub")
     pub.publish("if/t", b"x", qos=1)
     m = sub.recv_publish(ack=False)
+    assert (m.topic, m.payload, m.qos) == ("if/t", b"x", 1)
     sub.unsubscribe(["if/t"])
+    pub.publish("if/u", b"y", qos=1)
+    sub.expect_no_packet()  # the window is still full: the first delivery is in flight
     sub.send(puback_pkt(m.pid))
+    n = sub.recv_publish()
+    assert (n.topic, n.payload, n.qos, n.dup) == ("if/u", b"y", 1, False)
+    pub.publish("if/t", b"after", qos=1)
     sub.ping()
     sub.expect_no_packet()
 

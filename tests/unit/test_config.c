@@ -835,7 +835,6 @@ static void test_unsupported_options_warn(void **state)
         "websockets_headers_size",
         "check_retain_source",
         "set_tcp_nodelay",
-        "max_topic_alias",
         "mount_point",
         "use_username_as_clientid",
         "log_facility",

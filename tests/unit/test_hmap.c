@@ -276,12 +276,16 @@ static void test_iterate_remove(void **state)
 static void test_put_invalid(void **state)
 {
     (void)state;
+#if SIZE_MAX > UINT32_MAX
     struct mq_hmap m;
     hmap_init(&m);
     assert_int_equal(hmap_put(&m, "x", (size_t)UINT32_MAX + 1, &m), MQ_ERR_INVAL);
     assert_int_equal(hmap_count(&m), 0);
     assert_null(hmap_get(&m, "x", (size_t)UINT32_MAX + 1));
     hmap_destroy(&m);
+#else
+    skip(); /* a 32-bit size_t cannot express a key longer than the map's uint32_t lengths */
+#endif
 }
 
 int main(void)

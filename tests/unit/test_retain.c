@@ -12,6 +12,7 @@
 
 #include "midge/msg.h"
 #include "midge/retain.h"
+#include "midge/topic.h"
 
 static struct mq_msg *mk(const char *topic, const char *payload)
 {
@@ -482,9 +483,108 @@ static void test_random_vs_reference(void **state)
     }
 }
 
+/* ---- retain_page: level order, cursors, filters ------------------------------------------- */
+
+struct page_out {
+    char topics[64][64];
+    size_t n;
+};
+
+static void page_collect(void *ctx, struct mq_msg *m)
+{
+    struct page_out *o = ctx;
+    assert_true(o->n < 64);
+    snprintf(o->topics[o->n++], 64, "%s", m->topic);
+}
+
+/* Level order: level by level, byte-wise within one, a topic before its extensions. */
+static int level_order(const void *a, const void *b)
+{
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    for (;;) {
+        size_t xl = strcspn(x, "/"), yl = strcspn(y, "/");
+        size_t n = xl < yl ? xl : yl;
+        int c = memcmp(x, y, n);
+        if (c)
+            return c;
+        if (xl != yl)
+            return xl < yl ? -1 : 1;
+        if (!x[xl] || !y[yl])
+            return !x[xl] && !y[yl] ? 0 : !x[xl] ? -1 : 1;
+        x += xl + 1;
+        y += yl + 1;
+    }
+}
+
+static void test_page_order_cursor_filters(void **state)
+{
+    (void)state;
+    static const char *const topics[] = {
+        "a",    "a/b",   "a/b/c", "a/c", "a-b", "a//x", "b",  "b/a",  "$SYS/x",
+        "$SYS", "z/y/x", "a/b/d", "m",   "m/",  "m//",  "ab", "a/bb", "a/b/c/d",
+    };
+    const size_t nt = sizeof(topics) / sizeof(topics[0]);
+    struct mq_retain *r = retain_new();
+    assert_non_null(r);
+    for (size_t i = 0; i < nt; i++) {
+        struct mq_msg *m = mk(topics[i], "x");
+        assert_int_equal(retain_set(r, m), 0);
+        msg_unref(m);
+    }
+    static const char *const page_filters[] = {"#", "a/#",   "a/+",   "+/+",    "a/b/#", "$SYS/#",
+                                               "+", "m/+/+", "a/b/c", "nope/#", "+/b/#", "#/x"};
+    for (size_t fi = 0; fi < sizeof(page_filters) / sizeof(page_filters[0]); fi++) {
+        const char *f = page_filters[fi];
+        if (topic_check_filter((const uint8_t *)f, strlen(f)))
+            continue;
+        /* The reference: every match, sorted in level order. */
+        const char *want[64];
+        size_t nw = 0;
+        for (size_t i = 0; i < nt; i++)
+            if (topic_matches((const uint8_t *)f, strlen(f), (const uint8_t *)topics[i],
+                              strlen(topics[i])))
+                want[nw++] = topics[i];
+        qsort(want, nw, sizeof(*want), level_order);
+        for (size_t page = 1; page <= 4; page++) {
+            /* Walk it in pages of `page`, each from the last topic of the one before. */
+            size_t got = 0;
+            char after[64] = "";
+            bool more = true;
+            while (more) {
+                struct page_out o = {0};
+                int n = retain_page(r, (const uint8_t *)f, strlen(f), (const uint8_t *)after,
+                                    strlen(after), page, page_collect, &o, &more);
+                assert_true(n >= 0 && (size_t)n == o.n && o.n <= page);
+                for (size_t i = 0; i < o.n; i++, got++) {
+                    assert_true(got < nw);
+                    assert_string_equal(o.topics[i], want[got]);
+                }
+                if (!o.n)
+                    break;
+                snprintf(after, sizeof(after), "%s", o.topics[o.n - 1]);
+                assert_true(more == (got < nw));
+            }
+            assert_int_equal(got, nw);
+        }
+    }
+    /* A cursor that names no stored topic still places the page. */
+    struct page_out o = {0};
+    bool more;
+    assert_int_equal(retain_page(r, (const uint8_t *)"#", 1, (const uint8_t *)"a/b/cc", 6, 3,
+                                 page_collect, &o, &more),
+                     3);
+    assert_string_equal(o.topics[0], "a/b/d");
+    assert_string_equal(o.topics[1], "a/bb");
+    assert_string_equal(o.topics[2], "a/c");
+    assert_true(more);
+    assert_int_equal(retain_count_plain(r), nt - 2);
+    retain_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_page_order_cursor_filters),
         cmocka_unit_test(test_empty_store),
         cmocka_unit_test(test_replace_and_refcount),
         cmocka_unit_test(test_delete_and_prune),

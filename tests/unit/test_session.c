@@ -106,9 +106,9 @@ static void test_packet_id_skips_inflight(void **state)
     (void)state;
     struct mq_session *s = new_session("c", true);
     struct mq_msg *m = new_msg("t", "p", 1);
-    assert_non_null(session_inflight_add(s, m, 1, false, 2, 0));
-    assert_non_null(session_inflight_add(s, m, 2, false, 3, 0));
-    assert_non_null(session_inflight_add(s, m, 1, false, 5, 0));
+    assert_non_null(session_inflight_add(s, m, 1, false, 2, 0, NULL, 0));
+    assert_non_null(session_inflight_add(s, m, 2, false, 3, 0, NULL, 0));
+    assert_non_null(session_inflight_add(s, m, 1, false, 5, 0, NULL, 0));
     assert_int_equal(session_next_packet_id(s), 1);
     assert_int_equal(session_next_packet_id(s), 4);
     assert_int_equal(session_next_packet_id(s), 6);
@@ -133,9 +133,9 @@ static void test_packet_id_wraps_never_zero(void **state)
     assert_int_equal(session_next_packet_id(s), 1);
 
     /* Wrap while ids at both ends are in flight. */
-    assert_non_null(session_inflight_add(s, m, 1, false, 65535, 0));
-    assert_non_null(session_inflight_add(s, m, 1, false, 1, 0));
-    assert_non_null(session_inflight_add(s, m, 1, false, 2, 0));
+    assert_non_null(session_inflight_add(s, m, 1, false, 65535, 0, NULL, 0));
+    assert_non_null(session_inflight_add(s, m, 1, false, 1, 0, NULL, 0));
+    assert_non_null(session_inflight_add(s, m, 1, false, 2, 0, NULL, 0));
     session_flow(s)->next_packet_id = 65535;
     assert_int_equal(session_next_packet_id(s), 3);
 
@@ -161,7 +161,7 @@ static void test_inflight_order_and_refs(void **state)
         snprintf(p, sizeof(p), "%d", i);
         m[i] = new_msg("t", p, 2);
         struct mq_inflight *e =
-            session_inflight_add(s, m[i], i % 2 ? 1 : 2, i == 3, (uint16_t)(10 + i), 0);
+            session_inflight_add(s, m[i], i % 2 ? 1 : 2, i == 3, (uint16_t)(10 + i), 0, NULL, 0);
         assert_non_null(e);
         assert_ptr_equal(e->msg, m[i]);
         assert_int_equal(e->state, i % 2 ? MQ_OUT_WAIT_PUBACK : MQ_OUT_WAIT_PUBREC);
@@ -199,7 +199,7 @@ static void test_inflight_order_and_refs(void **state)
 
 static void push(struct mq_session *s, struct mq_msg **msgs, int i)
 {
-    assert_int_equal(session_queue_push(s, msgs[i], (uint8_t)(i % 3), i % 2 == 0, 0), 0);
+    assert_int_equal(session_queue_push(s, msgs[i], (uint8_t)(i % 3), i % 2 == 0, 0, NULL, 0), 0);
 }
 
 static void pop_expect(struct mq_session *s, struct mq_msg **msgs, int i)
@@ -281,7 +281,7 @@ static void test_queue_full(void **state)
     assert_false(session_queue_full(s, 3, 0, 5));
 
     for (int i = 0; i < 3; i++)
-        assert_int_equal(session_queue_push(s, m, 1, false, 0), 0);
+        assert_int_equal(session_queue_push(s, m, 1, false, 0, NULL, 0), 0);
     assert_int_equal(session_queue_bytes(s), 15);
 
     /* Message cap. */

@@ -20,11 +20,11 @@
 static char subscribers[NSUBS];
 #define SUB(i) ((void *)&subscribers[i])
 
-static void add(struct mq_sub_tree *t, const char *filter, int sub, uint8_t qos)
+static void add(struct mq_sub_tree *t, const char *filter, int sub, uint32_t grant)
 {
     bool existed = true;
     assert_non_null(
-        sub_tree_add(t, (const uint8_t *)filter, strlen(filter), SUB(sub), qos, &existed));
+        sub_tree_add(t, (const uint8_t *)filter, strlen(filter), SUB(sub), grant, &existed));
     assert_false(existed);
 }
 
@@ -46,7 +46,7 @@ static int cmp_match(const void *a, const void *b)
 /* Match topic and check the vector holds each subscriber once. */
 static void match(const struct mq_sub_tree *t, const char *topic, struct mq_sub_vec *v)
 {
-    assert_int_equal(sub_tree_match(t, (const uint8_t *)topic, strlen(topic), v), 0);
+    assert_int_equal(sub_tree_match(t, (const uint8_t *)topic, strlen(topic), NULL, v), 0);
     assert_true(v->count <= v->cap);
     struct mq_sub_match *copy = malloc((v->count + 1) * sizeof(*copy));
     assert_non_null(copy);
@@ -63,7 +63,7 @@ static int qos_in(const struct mq_sub_vec *v, int sub)
 {
     for (size_t i = 0; i < v->count; i++)
         if (v->items[i].subscriber == SUB(sub))
-            return v->items[i].qos;
+            return v->items[i].grant;
     return -1;
 }
 
@@ -746,6 +746,109 @@ static void test_random_vs_reference(void **state)
     }
 }
 
+/* ---- MQTT 5: grants with options and Subscription Identifiers ---- */
+
+/* Subscription Identifiers of sub in v (the grant's first and the extra ones), sorted. */
+static size_t ids_of(const struct mq_sub_vec *v, int sub, uint32_t *ids, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < v->count; i++) {
+        if (v->items[i].subscriber != SUB(sub))
+            continue;
+        if (MQ_GRANT_SUB_ID(v->items[i].grant) && n < cap)
+            ids[n++] = MQ_GRANT_SUB_ID(v->items[i].grant);
+        for (size_t x = 0; x < v->extra_count; x++)
+            if (v->extra[x].item == i && n < cap)
+                ids[n++] = v->extra[x].sub_id;
+    }
+    for (size_t i = 1; i < n; i++)
+        for (size_t j = i; j > 0 && ids[j - 1] > ids[j]; j--) {
+            uint32_t tmp = ids[j];
+            ids[j] = ids[j - 1];
+            ids[j - 1] = tmp;
+        }
+    return n;
+}
+
+/* The grant keeps QoS, No Local, Retain As Published and a 28-bit Subscription Identifier;
+ * a subscriber matched through several filters gets the highest QoS, Retain As Published
+ * if any has it, and every identifier ([MQTT-3.3.4-2..4]), on the inline and on the hashed
+ * dedupe path. */
+static void test_grant_merge_and_sub_ids(void **state)
+{
+    (void)state;
+    struct mq_sub_tree *t = sub_tree_new();
+    struct mq_sub_vec v = {0};
+    assert_non_null(t);
+    add(t, "a/#", 1, MQ_GRANT(0, 0, 7));
+    add(t, "a/+", 1, MQ_GRANT(2, MQ_GRANT_RETAIN_AS_PUBLISHED, MQ_GRANT_SUB_ID_MAX));
+    add(t, "a/b", 1, MQ_GRANT(1, 0, 0));
+    add(t, "a/b", 2, MQ_GRANT(1, 0, 3));
+    match(t, "a/b", &v);
+    assert_int_equal(v.count, 2);
+    uint32_t ids[8];
+    assert_int_equal(ids_of(&v, 1, ids, 8), 2);
+    assert_int_equal(ids[0], 7);
+    assert_int_equal(ids[1], MQ_GRANT_SUB_ID_MAX);
+    for (size_t i = 0; i < v.count; i++) {
+        if (v.items[i].subscriber == SUB(1)) {
+            assert_int_equal(MQ_GRANT_QOS(v.items[i].grant), 2);
+            assert_true(v.items[i].grant & MQ_GRANT_RETAIN_AS_PUBLISHED);
+        } else {
+            assert_int_equal(MQ_GRANT_QOS(v.items[i].grant), 1);
+            assert_false(v.items[i].grant & MQ_GRANT_RETAIN_AS_PUBLISHED);
+            assert_int_equal(MQ_GRANT_SUB_ID(v.items[i].grant), 3);
+        }
+    }
+    /* More than 16 matches take the hashed dedupe: 20 subscribers on "x/#" and "x/+". */
+    for (int sub = 10; sub < 30; sub++) {
+        add(t, "x/#", sub, MQ_GRANT(0, 0, (uint32_t)sub));
+        add(t, "x/+", sub, MQ_GRANT(1, 0, (uint32_t)sub + 100));
+    }
+    match(t, "x/y", &v);
+    assert_int_equal(v.count, 20);
+    for (int sub = 10; sub < 30; sub++) {
+        assert_int_equal(ids_of(&v, sub, ids, 8), 2);
+        assert_int_equal(ids[0], (uint32_t)sub);
+        assert_int_equal(ids[1], (uint32_t)sub + 100);
+    }
+    uint32_t g;
+    struct mq_sub_leaf *leaf = sub_tree_find(t, (const uint8_t *)"a/+", 3);
+    assert_true(sub_tree_leaf_grant(leaf, SUB(1), &g));
+    assert_int_equal(g, MQ_GRANT(2, MQ_GRANT_RETAIN_AS_PUBLISHED, MQ_GRANT_SUB_ID_MAX));
+    assert_false(sub_tree_leaf_grant(leaf, SUB(2), &g));
+    sub_vec_free(&v);
+    sub_tree_free(t);
+}
+
+/* No Local leaves out the publisher's own subscription with the option, and only that one:
+ * its other matching subscriptions still deliver ([MQTT-3.8.3-3]). */
+static void test_no_local(void **state)
+{
+    (void)state;
+    struct mq_sub_tree *t = sub_tree_new();
+    struct mq_sub_vec v = {0};
+    assert_non_null(t);
+    add(t, "n/+", 1, MQ_GRANT(1, MQ_GRANT_NO_LOCAL, 0));
+    add(t, "n/x", 2, MQ_GRANT(1, MQ_GRANT_NO_LOCAL, 0));
+    for (int sub = 3; sub < 25; sub++) /* many on one node: the publisher is found by index */
+        add(t, "n/+", sub, MQ_GRANT(0, MQ_GRANT_NO_LOCAL, 0));
+    assert_int_equal(sub_tree_match(t, (const uint8_t *)"n/x", 3, SUB(1), &v), 0);
+    assert_int_equal(qos_in(&v, 1), -1);
+    assert_int_equal(v.count, 23);
+    assert_int_equal(sub_tree_match(t, (const uint8_t *)"n/x", 3, SUB(7), &v), 0);
+    assert_int_equal(qos_in(&v, 7), -1);
+    assert_int_equal(v.count, 23);
+    /* A second, local-allowed subscription of the publisher still matches. */
+    add(t, "n/#", 1, MQ_GRANT(0, 0, 0));
+    assert_int_equal(sub_tree_match(t, (const uint8_t *)"n/x", 3, SUB(1), &v), 0);
+    assert_int_equal(qos_in(&v, 1), 0);
+    assert_int_equal(sub_tree_match(t, (const uint8_t *)"n/x", 3, NULL, &v), 0);
+    assert_int_equal(MQ_GRANT_QOS((uint32_t)qos_in(&v, 1)), 1);
+    sub_vec_free(&v);
+    sub_tree_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -760,6 +863,8 @@ int main(void)
         cmocka_unit_test(test_deep),
         cmocka_unit_test(test_random_vs_reference),
         cmocka_unit_test(test_one_subscriber_inline),
+        cmocka_unit_test(test_grant_merge_and_sub_ids),
+        cmocka_unit_test(test_no_local),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

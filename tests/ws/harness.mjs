@@ -255,20 +255,31 @@ let idCounter = 0;
 export const uid = (prefix = 'c') => `${prefix}-${process.pid}-${++idCounter}`;
 
 /**
- * Connects an MQTT.js client and resolves once CONNACK arrived. Every received message is
- * kept in client.received ({topic, payload Buffer, qos, retain}); client.waitMessages(n,
- * filter) waits for n of them.
+ * Connects an MQTT.js client and resolves once CONNACK arrived (client.connack is the
+ * packet). Every received message is kept in client.received ({topic, payload Buffer, qos,
+ * retain, properties (MQTT 5)}); client.waitMessages(n, filter) waits for n of them. Errors
+ * after CONNACK are kept in client.errors.
  */
 export function mqttConnect(url, opts = {}) {
   return new Promise((resolve, reject) => {
     const c = mqtt.connect(url, { clientId: uid('mqttjs'), reconnectPeriod: 0, connectTimeout: TIMEOUT, ...opts });
     c.received = [];
-    c.on('message', (topic, payload, packet) => c.received.push({ topic, payload, qos: packet.qos, retain: packet.retain }));
+    c.on('message', (topic, payload, packet) => c.received.push({ topic, payload, qos: packet.qos, retain: packet.retain, properties: packet.properties }));
     c.waitMessages = (n, pred = () => true, timeout = TIMEOUT) =>
       waitFor(() => { const m = c.received.filter(pred); return m.length >= n && m; }, `${n} message(s) on ${c.options.clientId}`, timeout);
-    c.once('connect', () => { c.removeListener('error', reject); resolve(c); });
-    c.once('error', (e) => { c.end(true); reject(e); });
-    c.once('close', () => reject(new Error('closed before CONNACK')));
+    // Only until CONNACK: later errors are kept in client.errors for the test to look at.
+    c.errors = [];
+    c.on('error', (e) => c.errors.push(e));
+    const onError = (e) => { c.end(true); reject(e); };
+    const onClose = () => reject(new Error('closed before CONNACK'));
+    c.once('connect', (connack) => {
+      c.connack = connack;
+      c.removeListener('error', onError);
+      c.removeListener('close', onClose);
+      resolve(c);
+    });
+    c.once('error', onError);
+    c.once('close', onClose);
   });
 }
 
