@@ -224,6 +224,9 @@ struct conn {
     struct buf wout;
     struct buf raw;
     char ws_accept[32]; /* the Sec-WebSocket-Accept the server must answer */
+    /* TLS only (--tls): OpenSSL reads and writes the socket itself (tls.c). */
+    struct ssl_st *ssl;
+    bool tls_done; /* handshake finished (and counted) */
 };
 
 struct loop {
@@ -235,6 +238,9 @@ struct loop {
     const char *ws_path; /* MQTT over WebSocket to this path; NULL: plain TCP */
     char ws_host[64];    /* Host header */
     uint64_t rng;        /* WebSocket keys and masks */
+    bool tls;            /* --tls: every connection is MQTT over TLS (or wss) */
+    uint64_t tls_handshakes, tls_resumed;
+    char tls_error[160]; /* the first TLS failure, for the summary */
 };
 
 /* ws_path: NULL for MQTT over TCP, else the WebSocket path (e.g. "/mqtt"). */
@@ -250,6 +256,8 @@ int conn_flush(struct loop *l, struct conn *c);
 struct conn *loop_flush_all(struct loop *l, int *err);
 /* Reads what is available into c->in: >0 bytes, 0 on EOF, -EAGAIN, or -errno. */
 ssize_t conn_read(struct loop *l, struct conn *c);
+/* One read of the connection's byte stream (decrypted with --tls): as conn_read. */
+ssize_t conn_raw_read(struct loop *l, struct conn *c, void *buf, size_t cap);
 void conn_close(struct loop *l, struct conn *c);
 void conn_set_events(struct loop *l, struct conn *c, uint32_t events);
 
@@ -275,7 +283,21 @@ struct common_opts {
     const char *prefix;  /* topic and client-id prefix, unique per run */
     const char *ws_path; /* --ws: MQTT over WebSocket to this path; NULL: TCP */
     int version;         /* MQTT_311 or MQTT_5 (--mqtt5, --protocol) */
+    bool tls;            /* --tls */
+    const char *cafile;  /* --cafile: verify the broker's certificate */
+    const char *certfile, *keyfile; /* --cert, --key: a client certificate */
+    const char *tls_version;        /* --tls-version tlsv1.2: at most TLS 1.2 */
+    bool resume;         /* --resume: offer the last session ticket on every connection */
 };
+
+/* ---- TLS (tls.c) ---- */
+
+void tls_loop_init(struct loop *l, const struct common_opts *o);
+int tls_conn_start(struct loop *l, struct conn *c);
+ssize_t tls_read(struct loop *l, struct conn *c, void *buf, size_t cap);
+ssize_t tls_write(struct loop *l, struct conn *c, const void *buf, size_t len);
+void tls_conn_free(struct conn *c);
+void tls_prime_session(struct loop *l, const char *client_id);
 
 struct pubsub_opts {
     struct common_opts c;

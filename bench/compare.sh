@@ -27,13 +27,17 @@
 #   SCALE_DURATION=S, SCALE_WARMUP=S  the same for the scaling series (2 and 0.5;
 #                   QUICK: 1 and 0.5; FULL: 5 and 1)
 #   CONNS=K         idle connections in scenario F (10000; QUICK: 2000)
-#   SCENARIOS="A B" a subset of: A A5 A5a W B C D E SH R0 R1 BR0 BR1 F F5 S10 S100 S1k
-#                   S10k T10 T1k T10k T100k T100kw (W is scenario A over WebSocket; A5
-#                   scenario A with MQTT 5 clients, A5a with a topic alias per publisher
-#                   too; SH a shared-subscription fan-in, MQTT 5; BR0/BR1: publishers on one
-#                   broker, subscribers on a second one it bridges to, QoS 0/1, the CPU of
-#                   both brokers per message; F5 scenario F with MQTT 5; S<n> n subscribers
-#                   on one topic; T<n> n topics, T100kw with wildcard filters)
+#   SCENARIOS="A B" a subset of: A A5 A5a W B C D E SH R0 R1 BR0 BR1 F F5 TF TH THE THR TA
+#                   TW TS S10 S100 S1k S10k T10 T1k T10k T100k T100kw (W is scenario A over
+#                   WebSocket; A5 scenario A with MQTT 5 clients, A5a with a topic alias per
+#                   publisher too; SH a shared-subscription fan-in, MQTT 5; BR0/BR1:
+#                   publishers on one broker, subscribers on a second one it bridges to, QoS
+#                   0/1, the CPU of both brokers per message; F5 scenario F with MQTT 5; TF to
+#                   TS the TLS rows: TF idle TLS connections, TH/THE full handshakes with
+#                   RSA/ECDSA certificates, THR resumed ones, TA and TW scenario A over TLS
+#                   and wss, TS a reconnect storm; S<n> n subscribers on one topic; T<n> n
+#                   topics, T100kw with wildcard filters). With --ab the TLS rows run only
+#                   when named here, each on its summary figure
 #   PIN=0           do not pin the broker and midge-bench to separate CPUs
 #   MIDGE_BIN, MOSQUITTO_BIN, BENCH_BIN, BUILD_DIR  binaries and the cmake build directory
 #   MIDGE_REV=TEXT  what the page says midge was built from (default: the checkout's commit)
@@ -87,11 +91,15 @@ if [[ -n $AB_BIN ]]; then
 else
     OTHER=mosquitto
 fi
-SCENARIOS=${SCENARIOS:-"A A5 A5a W B C D E SH R0 R1 BR0 BR1 F F5 $S_POINTS $T_POINTS"}
+SCENARIOS=${SCENARIOS:-"A A5 A5a W B C D E SH R0 R1 BR0 BR1 F F5 TF TH THE THR TA TW TS $S_POINTS $T_POINTS"}
 PIN=${PIN:-1}
 OUT=${OUT:-$ROOT/docs/benchmarks.md}
 MOSQUITTO_BIN=${MOSQUITTO_BIN:-/usr/sbin/mosquitto}
 CONN_RATE=${CONN_RATE:-5000}
+if [[ $QUICK == 1 ]]; then HANDSHAKES=${HANDSHAKES:-500}; STORM=${STORM:-1000}; fi
+HANDSHAKES=${HANDSHAKES:-2000}       # TH, THE, THR: handshakes per run
+STORM=${STORM:-5000}                 # TS: clients connecting at once
+STORM_DURATION=${STORM_DURATION:-12} # TS: the fixed-rate run the storm happens during
 
 log() { printf '[compare] %s\n' "$*" >&2; }
 fail() { printf '[compare] error: %s\n' "$*" >&2; exit 1; }
@@ -162,11 +170,16 @@ print(s.getsockname()[1])'
 # set_tcp_nodelay: it always sets TCP_NODELAY. PROTOCOL=websockets gives a WebSocket listener;
 # EXTRA is appended (a scenario's own settings, the same for both brokers); QUEUE (in the
 # environment) replaces max_queued_messages.
-write_conf() { # write_conf PORT FILE [PROTOCOL [EXTRA]]
-    local proto=""
-    [[ ${3:-mqtt} == websockets ]] && proto=$'\nprotocol websockets'
+write_conf() { # write_conf PORT FILE [PROTOCOL [EXTRA]]: mqtt, websockets, tls-rsa, tls-ec, wss-rsa
+    local proto="" tls=""
+    case ${3:-mqtt} in
+        websockets|wss-*) proto=$'\nprotocol websockets' ;;
+    esac
+    case ${3:-mqtt} in
+        *-rsa|*-ec) tls=$'\n'"certfile $CERTS/${3#*-}.crt"$'\n'"keyfile $CERTS/${3#*-}.key" ;;
+    esac
     cat >"$2" <<EOF
-listener $1 127.0.0.1$proto
+listener $1 127.0.0.1$proto$tls
 allow_anonymous true
 max_inflight_messages 20
 max_queued_messages ${QUEUE:-1000}
@@ -178,6 +191,31 @@ log_type error
 log_type warning
 EOF
     if [[ -n ${4:-} ]]; then printf '%s\n' "$4" >>"$2"; fi
+}
+
+# TLS scenarios (issue 17): a CA, and an RSA-2048 and an ECDSA P-256 server certificate
+# for 127.0.0.1, readable by Mosquitto's unprivileged user.
+CERTS=$WORK/certs
+make_certs() {
+    local d=$CERTS k
+    mkdir -p "$d"
+    chmod 755 "$WORK" "$d"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$d/ca.key" -out "$d/ca.crt" -days 30 -subj "/CN=bench CA" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
+        >/dev/null 2>&1
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' \
+        >"$d/srv.ext"
+    openssl req -newkey rsa:2048 -nodes -keyout "$d/rsa.key" -out "$d/rsa.csr" \
+        -subj "/CN=localhost" >/dev/null 2>&1
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$d/ec.key" \
+        -out "$d/ec.csr" -subj "/CN=localhost" >/dev/null 2>&1
+    for k in rsa ec; do
+        openssl x509 -req -in "$d/$k.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" \
+            -CAcreateserial -days 30 -out "$d/$k.crt" -extfile "$d/srv.ext" >/dev/null 2>&1
+    done
+    chmod 644 "$d"/*.key
+    [[ -s $d/rsa.crt && -s $d/ec.crt ]] || fail "could not make the TLS test certificates"
 }
 
 start_broker() { # start_broker NAME TAG [PROTOCOL [EXTRA]]: sets PORT and BROKER_PID
@@ -319,6 +357,34 @@ ARGS[F5]="${ARGS[F]} --mqtt5"
 # (k = i, i+10, ...) and publishes on them in turn; subscriber i holds one exact
 # subscription per topic of publisher i (sent 100 per SUBSCRIBE); T100kw: one wildcard
 # filter PREFIX/i/+ per subscriber instead.
+# TLS (issue 17): the same file with certfile/keyfile on the listener; midge-bench checks
+# the broker's certificate against the test CA (CAFILE is replaced when a run starts).
+TLSC="--tls --cafile CAFILE"
+TITLE[TF]="$CONNS idle TLS connections (RSA-2048), one subscription each"
+ARGS[TF]="conns $TLSC --count $CONNS --rate 1000 --hold 2 --keepalive 600 --timeout 60"
+PROTO[TF]=tls-rsa
+TITLE[TH]="$HANDSHAKES full TLS handshakes, RSA-2048 certificate"
+ARGS[TH]="conns $TLSC --count $HANDSHAKES --rate 1000 --hold 0 --keepalive 600"
+PROTO[TH]=tls-rsa
+TITLE[THE]="$HANDSHAKES full TLS handshakes, ECDSA P-256 certificate"
+ARGS[THE]="conns $TLSC --count $HANDSHAKES --rate 1000 --hold 0 --keepalive 600"
+PROTO[THE]=tls-ec
+TITLE[THR]="$HANDSHAKES resumed TLS handshakes (session tickets), RSA-2048"
+ARGS[THR]="conns $TLSC --resume --count $HANDSHAKES --rate 1000 --hold 0 --keepalive 600"
+PROTO[THR]=tls-rsa
+TITLE[TA]="scenario A over TLS (RSA-2048)"
+ARGS[TA]="$PS $PAIRS --qos 0 $TLSC"
+PROTO[TA]=tls-rsa
+TITLE[TW]="scenario A over WebSocket over TLS (wss)"
+ARGS[TW]="$PS $PAIRS --qos 0 $TLSC --ws /mqtt"
+PROTO[TW]=wss-rsa
+TITLE[TS]="$STORM TLS clients connecting at once while 4 pairs exchange 2,000 msg/s over TLS"
+ARGS[TS]="pubsub --duration $STORM_DURATION --warmup 1 --size 64 --publishers 4 --subscribers 4 --topics 4 --qos 0 --rate 2000 $TLSC"
+PROTO[TS]=tls-rsa
+# TS's storm, started 1.5 s into the run above, at a lower priority on the same CPU so
+# that the fixed-rate clients are not held up by their own generator.
+STORM_ARGS="conns $TLSC --count $STORM --rate 10000000 --max-pending $STORM --hold 0.5 --keepalive 600 --timeout 30 --prefix storm"
+
 SPS="pubsub --duration $SCALE_DURATION --warmup $SCALE_WARMUP --size 64 --qos 0 --grace 10"
 scale_s() { # scale_s ID SUBSCRIBERS LABEL
     local w=$((20000 / $2)); ((w > 100)) && w=100; ((w < 1)) && w=1
@@ -346,6 +412,8 @@ if [[ $FD_LIMIT != unlimited && $((CONNS + 64)) -gt $FD_LIMIT ]]; then
     CONNS=$((FD_LIMIT - 64))
     TITLE[F]="$CONNS idle connections, one subscription each (fd limit $FD_LIMIT)"
     ARGS[F]="conns --count $CONNS --rate $CONN_RATE --hold 2 --keepalive 600"
+    TITLE[TF]="$CONNS idle TLS connections (RSA-2048), one subscription each (fd limit $FD_LIMIT)"
+    ARGS[TF]="conns $TLSC --count $CONNS --rate 1000 --hold 2 --keepalive 600 --timeout 60"
     TITLE[F5]="$CONNS idle MQTT 5 connections, one subscription each (fd limit $FD_LIMIT)"
     ARGS[F5]="${ARGS[F]} --mqtt5"
 fi
@@ -353,12 +421,16 @@ fi
 ulimit -n "$FD_LIMIT" 2>/dev/null || true
 
 MOSQUITTO_WS=no
-if [[ -z $AB_BIN && " $SCENARIOS " == *" W "* ]]; then
+if [[ -z $AB_BIN && ( " $SCENARIOS " == *" W "* || " $SCENARIOS " == *" TW "* ) ]]; then
     if mosquitto_has_websockets; then MOSQUITTO_WS=yes; else
         log "$MOSQUITTO_BIN has no WebSocket support: W runs against midge only"
     fi
 fi
 
+if [[ " $SCENARIOS " == *" T"[AFHSW]* ]]; then
+    command -v openssl >/dev/null || fail "openssl is needed for the TLS scenarios"
+    make_certs
+fi
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 START=$(date +%s)
@@ -374,8 +446,8 @@ for round in $(seq "$ROUNDS"); do
         if ((round % 2)); then order="midge $OTHER"; else order="$OTHER midge"; fi
         for broker in $order; do
             tag="$sc.$broker.$round"
-            if [[ ${PROTO[$sc]:-mqtt} == websockets && $broker == mosquitto && $MOSQUITTO_WS != yes ]]
-            then
+            if [[ ${PROTO[$sc]:-mqtt} == @(websockets|wss-*) && $broker == mosquitto &&
+                  $MOSQUITTO_WS != yes ]]; then
                 printf '%s\t%s\t%s\t0\tRESULT status=unsupported\n' "$sc" "$broker" "$round" \
                     >>"$RESULTS"
                 continue
@@ -388,10 +460,24 @@ for round in $(seq "$ROUNDS"); do
                 start_broker "$broker" "$tag" "${PROTO[$sc]:-mqtt}" "${EXTRA[$sc]:-}"
             fi
             # shellcheck disable=SC2086 # ARGS and extra hold words on purpose
+            args=${ARGS[$sc]//CAFILE/$CERTS/ca.crt}
             set +e
-            (pin "$BENCH_CPU" "$BENCH_BIN" ${ARGS[$sc]} --port "$PORT" --broker-pid "$BROKER_PID" \
-                $extra) >"$WORK/logs/$tag.out" 2>"$WORK/logs/$tag.err"
-            rc=$?
+            if [[ $sc == TS ]]; then
+                # The storm starts while the fixed-rate clients run; its own figures are
+                # added to theirs as storm_*.
+                (pin "$BENCH_CPU" "$BENCH_BIN" $args --port "$PORT" --broker-pid "$BROKER_PID") \
+                    >"$WORK/logs/$tag.out" 2>"$WORK/logs/$tag.err" &
+                ps_pid=$!
+                sleep 1.5
+                (pin "$BENCH_CPU" nice -n 10 "$BENCH_BIN" ${STORM_ARGS//CAFILE/$CERTS/ca.crt} \
+                    --port "$PORT") >"$WORK/logs/$tag.storm" 2>>"$WORK/logs/$tag.err"
+                wait "$ps_pid"
+                rc=$?
+            else
+                (pin "$BENCH_CPU" "$BENCH_BIN" $args --port "$PORT" --broker-pid "$BROKER_PID" \
+                    $extra) >"$WORK/logs/$tag.out" 2>"$WORK/logs/$tag.err"
+                rc=$?
+            fi
             set -e
             alive=yes
             stop_broker || alive=no
@@ -401,6 +487,11 @@ for round in $(seq "$ROUNDS"); do
             fi
             line=$(grep '^RESULT ' "$WORK/logs/$tag.out" | tail -1 || true)
             [[ -n $line ]] || line="RESULT status=error"
+            if [[ $sc == TS ]]; then
+                storm=$(grep '^RESULT ' "$WORK/logs/$tag.storm" | tail -1 || true)
+                line="$line $(grep -Eo '(held|failed|hs_secs|hs_p50_us|hs_p99_us)=[^ ]*' \
+                    <<<"$storm" | sed 's/^/storm_/' | tr '\n' ' ')"
+            fi
             [[ $alive == yes ]] || line="$line broker_died=1"
             printf '%s\t%s\t%s\t%s\t%s\n' "$sc" "$broker" "$round" "$rc" "$line" >>"$RESULTS"
             keys='broker_cpu_us_per_msg|msgs_per_s|kib_per_conn|lost|held|status'
@@ -426,11 +517,13 @@ COMMANDS=$WORK/commands.txt
         if [[ -n ${BRIDGE[$sc]:-} ]]; then
             printf '%s\t%s\tmidge-bench %s --port PORT_A --broker-pid PID_A --sub-port PORT_B --broker-pid2 PID_B   # A adds: connection bench, address 127.0.0.1:PORT_B, topic # out %s; both max_queued_messages 100000\n' \
                 "$sc" "${TITLE[$sc]}" "${ARGS[$sc]}" "${BRIDGE[$sc]}"
-        else
-            printf '%s\t%s\tmidge-bench %s --port PORT --broker-pid PID%s\n' \
-                "$sc" "${TITLE[$sc]}" "${ARGS[$sc]}" \
-                "${EXTRA[$sc]:+   # the configuration of both brokers adds: ${EXTRA[$sc]}}"
+            continue
         fi
+        storm=""
+        [[ $sc == TS ]] && storm=" & sleep 1.5; nice -n 10 midge-bench ${STORM_ARGS//CAFILE/ca.crt} --port PORT"
+        printf '%s\t%s\tmidge-bench %s --port PORT --broker-pid PID%s%s\n' \
+            "$sc" "${TITLE[$sc]}" "${ARGS[$sc]//CAFILE/ca.crt}" "$storm" \
+            "${EXTRA[$sc]:+   # the configuration of both brokers adds: ${EXTRA[$sc]}}"
     done
 } >"$COMMANDS"
 GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)

@@ -214,6 +214,14 @@ int run_conns(const struct conns_opts *o)
     if (!s->conns)
         die(1, "out of memory");
     loop_init(&s->loop, o->c.host, o->c.port, o->c.ws_path);
+    if (o->c.tls) {
+        tls_loop_init(&s->loop, &o->c);
+        if (o->c.resume) {
+            char id[48];
+            snprintf(id, sizeof(id), "%s-prime", o->c.prefix);
+            tls_prime_session(&s->loop, id);
+        }
+    }
     for (int i = 0; i < s->count; i++) {
         s->conns[i].c.fd = -1;
         s->conns[i].c.index = i;
@@ -301,6 +309,12 @@ int run_conns(const struct conns_opts *o)
            s->held, s->count, o->hold, s->failed - s->refused, s->refused, timed_out, s->dropped);
     if (s->first_reason[0])
         printf("  first failure: %s\n", s->first_reason);
+    if (s->loop.tls_error[0])
+        printf("  first TLS failure: %s\n", s->loop.tls_error);
+    if (o->c.tls)
+        printf("  TLS: %llu handshakes, %llu resumed\n",
+               (unsigned long long)s->loop.tls_handshakes,
+               (unsigned long long)s->loop.tls_resumed);
     printf("  handshake (connect to SUBACK) us: p50 %.0f  p99 %.0f  max %.0f\n",
            (double)hist_percentile(&s->hs, 50) / 1e3, (double)hist_percentile(&s->hs, 99) / 1e3,
            (double)s->hs.max / 1e3);
@@ -313,7 +327,7 @@ int run_conns(const struct conns_opts *o)
     printf("RESULT mode=conns mqtt=%d requested=%d count=%d held=%d failed=%d refused=%d "
            "timed_out=%d dropped=%d conn_per_s=%.0f hs_p50_us=%.0f hs_p99_us=%.0f "
            "broker_rss_before_kib=%s broker_rss_kib=%s broker_hwm_kib=%s kib_per_conn=%s broker_cpu_us_per_conn=%s "
-           "fd_limit=%llu status=%s\n",
+           "fd_limit=%llu tls=%d tls_handshakes=%llu tls_resumed=%llu hs_secs=%.2f status=%s\n",
            o->c.version, o->count, s->count, s->held, s->failed - s->refused, s->refused, timed_out,
            s->dropped, conn_rate, (double)hist_percentile(&s->hs, 50) / 1e3,
            (double)hist_percentile(&s->hs, 99) / 1e3,
@@ -322,7 +336,8 @@ int run_conns(const struct conns_opts *o)
            fmt_opt(k3, sizeof(k3), have, (double)b2.hwm_kib, 0),
            fmt_opt(k4, sizeof(k4), have && s->held, kib_per_conn, 3),
            fmt_opt(k5, sizeof(k5), have && s->held, cpu_us_per_conn, 1),
-           (unsigned long long)fd_limit, s->held == s->count ? "ok" : "partial");
+           (unsigned long long)fd_limit, o->c.tls, (unsigned long long)s->loop.tls_handshakes,
+           (unsigned long long)s->loop.tls_resumed, hs_secs, s->held == s->count ? "ok" : "partial");
 
     for (int i = 0; i < s->count; i++) {
         struct conn *c = &s->conns[i].c;

@@ -105,6 +105,13 @@ static void usage(FILE *f)
           "  --ws [PATH]          MQTT over WebSocket (RFC 6455) to PATH (/mqtt): HTTP/1.1\n"
           "                       upgrade with subprotocol mqtt, one masked binary frame per\n"
           "                       packet, as MQTT.js sends them\n"
+          "  --tls                MQTT over TLS (with --ws: wss); OpenSSL's client defaults\n"
+          "  --cafile FILE        verify the broker's certificate against FILE (else unverified)\n"
+          "  --cert FILE --key FILE  present a client certificate\n"
+          "  --tls-version tlsv1.2   at most TLS 1.2 (default: TLS 1.3 when offered)\n"
+          "  --resume             offer a session ticket on every connection: one priming\n"
+          "                       connection gets it first, so every measured handshake is a\n"
+          "                       resumption attempt (RESULT counts tls_resumed)\n"
           "  --mqtt5, --protocol 5|3.1.1\n"
           "                       MQTT 5.0 instead of 3.1.1: property blocks (empty but for\n"
           "                       the options below), CONNACK limits honoured (Receive\n"
@@ -228,6 +235,7 @@ int main(int argc, char **argv)
             return 0;
         }
         bool is_flag = !strcmp(name, "--wildcard") || !strcmp(name, "--spread") ||
+                       !strcmp(name, "--tls") || !strcmp(name, "--resume") ||
                        !strcmp(name, "--mqtt5") || !strcmp(name, "--topic-alias");
         if (!strcmp(name, "--ws") && !val) {
             /* The path is optional: "--ws", "--ws /path" or "--ws=/path". */
@@ -260,6 +268,18 @@ int main(int argc, char **argv)
             if (c.ws_path[0] != '/' || strlen(c.ws_path) > 200 || strpbrk(c.ws_path, " \r\n"))
                 die(EXIT_USAGE, "--ws %s: expected a path such as /mqtt", c.ws_path);
         }
+        else if (OPT("--tls"))
+            c.tls = true;
+        else if (OPT("--cafile"))
+            c.cafile = val;
+        else if (OPT("--cert"))
+            c.certfile = val;
+        else if (OPT("--key"))
+            c.keyfile = val;
+        else if (OPT("--tls-version"))
+            c.tls_version = val;
+        else if (OPT("--resume"))
+            c.resume = true;
         else if (OPT("--mqtt5"))
             c.version = MQTT_5;
         else if (OPT("--protocol")) {
@@ -328,6 +348,8 @@ int main(int argc, char **argv)
             die(EXIT_USAGE, "unknown option '%s' for %s (see --help)", name, mode);
 #undef OPT
     }
+    if ((c.cafile || c.certfile || c.resume || c.tls_version) && !c.tls)
+        die(EXIT_USAGE, "--cafile, --cert, --tls-version and --resume need --tls");
     if (strlen(c.prefix) > 12)
         die(EXIT_USAGE, "--prefix %s: at most 12 characters (client ids must stay short)",
             c.prefix);

@@ -81,6 +81,8 @@ int conn_finish_connect(struct loop *l, struct conn *c)
         return err;
     c->state = CS_MQTT;
     conn_set_events(l, c, EPOLLIN);
+    if (l->tls)
+        tls_conn_start(l, c);
     if (l->ws_path)
         ws_start(l, c); /* the HTTP upgrade goes first; MQTT waits for the 101 */
     return 0;
@@ -104,7 +106,16 @@ int conn_flush(struct loop *l, struct conn *c)
         ob = &c->wout;
     }
     while (ob->off < ob->len) {
-        ssize_t n = write(c->fd, ob->data + ob->off, ob->len - ob->off);
+        ssize_t n;
+        if (c->ssl) {
+            n = tls_write(l, c, ob->data + ob->off, ob->len - ob->off);
+            if (n == -EAGAIN)
+                return 0; /* the handshake goes on: tls_read marks us dirty after it */
+            if (n < 0)
+                return (int)n;
+        } else {
+            n = write(c->fd, ob->data + ob->off, ob->len - ob->off);
+        }
         l->write_calls++;
         if (n > 0) {
             ob->off += (size_t)n;
@@ -157,15 +168,21 @@ ssize_t conn_read(struct loop *l, struct conn *c)
     buf_compact(&c->in);
     if (c->in.len == c->in.cap)
         buf_reserve(&c->in, c->in.cap); /* a packet larger than the buffer */
+    ssize_t n = conn_raw_read(l, c, c->in.data + c->in.len, c->in.cap - c->in.len);
+    if (n > 0)
+        c->in.len += (size_t)n;
+    return n;
+}
+
+ssize_t conn_raw_read(struct loop *l, struct conn *c, void *buf, size_t cap)
+{
     for (;;) {
-        ssize_t n = read(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len);
         l->read_calls++;
-        if (n > 0) {
-            c->in.len += (size_t)n;
+        if (c->ssl)
+            return tls_read(l, c, buf, cap);
+        ssize_t n = read(c->fd, buf, cap);
+        if (n >= 0)
             return n;
-        }
-        if (n == 0)
-            return 0;
         if (errno == EINTR)
             continue;
         return -errno;
@@ -174,6 +191,7 @@ ssize_t conn_read(struct loop *l, struct conn *c)
 
 void conn_close(struct loop *l, struct conn *c)
 {
+    tls_conn_free(c);
     if (c->fd >= 0) {
         epoll_ctl(l->epfd, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);

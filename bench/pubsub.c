@@ -1069,7 +1069,7 @@ static int report(struct run *r)
                  win_recv ? cpu_a * 1e6 / (double)win_recv : 0,
                  win_recv ? cpu_b * 1e6 / (double)win_recv : 0);
     printf("RESULT mode=pubsub pubs=%d subs=%d topics=%d spread=%d wildcard=%d filters=%llu "
-           "ws=%d mqtt=%d topic_alias=%d shared=%d qos=%d size=%zu rate=%.0f window=%d "
+           "ws=%d tls=%d mqtt=%d topic_alias=%d shared=%d qos=%d size=%zu rate=%.0f window=%d "
            "duration=%.3f sent=%llu received=%llu lost=%llu dup=%llu reorder=%llu "
            "unexpected=%llu corrupt=%llu foreign=%llu stalls=%llu unacked=%llu "
            "ack_refused=%llu ack_nomatch=%llu sub_min=%llu sub_max=%llu msgs_per_s=%.0f "
@@ -1077,8 +1077,8 @@ static int report(struct run *r)
            "p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f broker_cpu_us_per_msg=%s "
            "broker_cpu_pct=%s broker_rss_kib=%s broker_hwm_kib=%s bench_cpu_pct=%.0f%s status=%s\n",
            o->publishers, o->subscribers, o->topics, o->spread, o->wildcard,
-           (unsigned long long)r->filters, o->c.ws_path != NULL, o->c.version, o->topic_alias,
-           o->shared_group != NULL, o->qos, o->size, o->rate, o->window, secs,
+           (unsigned long long)r->filters, o->c.ws_path != NULL, o->c.tls, o->c.version,
+           o->topic_alias, o->shared_group != NULL, o->qos, o->size, o->rate, o->window, secs,
            (unsigned long long)r->total_sent, (unsigned long long)r->total_received,
            (unsigned long long)lost, (unsigned long long)dup, (unsigned long long)reorder,
            (unsigned long long)r->unexpected, (unsigned long long)r->corrupt,
@@ -1136,6 +1136,8 @@ int run_pubsub(const struct pubsub_opts *o)
     if (o->shared_group)
         snprintf(r->share, sizeof(r->share), "$share/%s/", o->shared_group);
     loop_init(&r->loop, o->c.host, o->c.port, o->c.ws_path);
+    if (o->c.tls)
+        tls_loop_init(&r->loop, &o->c);
     build_topology(r);
     if (o->c.sub_port) {
         /* Subscribers on another broker (bridged from the publishers' one). */

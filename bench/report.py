@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+from report_tls import tls_section
+
 ENV = os.environ
 OUT = ENV["OUT"]
 PNG = os.path.splitext(OUT)[0] + ".png"
@@ -32,6 +34,51 @@ REFERENCE = {
     "W": "(Mosquitto's WebSocket path is much slower)",
     "BR0": "(issue 14: both brokers' CPU)", "BR1": "(issue 14: both brokers' CPU)",
 }
+
+
+# Issue 17 (TLS): scenario -> (figure key, label, decimals, denominator, target ratio, target
+# text). The denominator is Mosquitto in the same scenario, or (scenario, broker) of the same
+# round; TA and TW have a second target against Mosquitto, TS an absolute one.
+TLS_ROWS = {
+    "TF": ("kib_per_conn", "KiB per connection", 3, None, 0.5, "≤ 0.5 ×"),
+    "TH": ("broker_cpu_us_per_conn", "CPU µs per handshake", 1, None, 0.9, "≤ 0.9 ×"),
+    "THE": ("broker_cpu_us_per_conn", "CPU µs per handshake", 1, None, 0.9, "≤ 0.9 ×"),
+    "THR": ("broker_cpu_us_per_conn", "CPU µs per handshake", 1, ("TH", "midge"), 0.3,
+            "≤ 0.3 × midge's full handshake (TH)"),
+    "TA": ("broker_cpu_us_per_msg", "CPU µs/msg", 3, ("A", "midge"), 1.3,
+           "≤ 1.3 × midge's TCP figure (A), and ≤ 0.1 × Mosquitto over TLS"),
+    "TW": ("broker_cpu_us_per_msg", "CPU µs/msg", 3, ("W", "midge"), 1.3,
+           "≤ 1.3 × midge's WebSocket figure (W)"),
+    "TS": ("storm_hs_secs", "s until all connected; connected clients' p99", 2, None, None,
+           "connected clients' p99 < 1 ms"),
+}
+TLS_CONNS = ("TF", "TH", "THE", "THR")
+
+
+def tls_summary_row(w, runs, sc, title):
+    """One TLS row of the summary table (issue 17)."""
+    key, label, dec, den, target, ttext = TLS_ROWS[sc]
+    cells = [spread(values(runs, sc, b, key), dec)[0] for b in BROKERS]
+    if all(r["kv"].get("status") == "unsupported" for r in runs
+           if r["sc"] == sc and r["broker"] == "mosquitto"):
+        cells[0] = "unsupported (no WebSocket)"
+    rtext, rmed = ratio_spread(runs, sc, key)
+    met = "–"
+    if den:
+        dtext, dmed = ratio_spread(runs, sc, key, den=den)
+        rtext = f"{dtext} × midge {den[0]}" + (f"; {rtext} × Mosquitto" if rmed else "")
+        if dmed is not None:
+            ok = dmed <= target and (sc != "TA" or (rmed is not None and rmed <= 0.1))
+            met = "yes" if ok else "**no**"
+    elif sc == "TS":
+        p99 = [spread(values(runs, sc, b, "p99_us"), 0)[0] for b in BROKERS]
+        cells = [f"{c}; p99 {p} µs" for c, p in zip(cells, p99)]
+        mids = [v for v in values(runs, sc, "midge", "p99_us") if v is not None]
+        if mids:
+            met = "yes" if statistics.median(mids) < 1000 else "**no**"
+    elif rmed is not None:
+        met = "yes" if rmed <= target else "**no**"
+    w(f"| {sc}: {title} | {label} | {cells[0]} | {cells[1]} | {rtext} | {ttext} | {met} | |")
 
 
 def is_scale(sc):
@@ -315,7 +362,7 @@ def chart(runs, scenarios):
                 f.write(" ".join(str(x) for x in row) + "\n")
         return path if rows else None
 
-    main_sc = [s for s in scenarios if not is_scale(s) and s != "W"]
+    main_sc = [s for s in scenarios if not is_scale(s) and s != "W" and s not in TLS_ROWS]
     cpu_sc = [s for s in main_sc if not is_conns(s)]
     sat_sc = [s for s in main_sc if s in ("A", "A5", "A5a", "B", "C", "D", "E", "SH")]
     panels = []
@@ -744,7 +791,13 @@ def ab_main(runs, commands):
     w("| row | figure | before | after | after/before | within 5 % | msg/s after/before |")
     w("| --- | --- | --- | --- | --- | --- | --- |")
     for sc in scenarios:
-        if is_conns(sc):
+        if sc in TLS_ROWS:
+            # A TLS row (issue 17, only when SCENARIOS names it): its summary figure, new/old
+            # like the others (TS: seconds until the storm's clients were all connected).
+            key, label, dec = TLS_ROWS[sc][:3]
+            if sc == "TS":
+                label = "storm: s until all connected"
+        elif is_conns(sc):
             key, label, dec = "kib_per_conn", "KiB per connection", 3
         else:
             key, label, dec = "broker_cpu_us_per_msg", "CPU µs/msg", 3
@@ -756,7 +809,8 @@ def ab_main(runs, commands):
             if after:
                 ok = statistics.median(after) <= F_LIMIT_KIB
                 verdict += f"; ≤ {F_LIMIT_KIB:.2f} KiB: " + ("yes" if ok else "**no**")
-        rate = "–" if is_conns(sc) else ratio_spread(runs, sc, "msgs_per_s")[0]
+        rate = ("–" if is_conns(sc) or sc in TLS_CONNS
+                else ratio_spread(runs, sc, "msgs_per_s")[0])
         w(f"| {sc}: {titles[sc]} | {label} | {cells[0]} | {cells[1]} | "
           f"{ratio_spread(runs, sc, key)[0]} | {verdict} | {rate} |")
     w("")
@@ -937,6 +991,9 @@ def main():
       "reference, Mosquitto / FlashMQ |")
     w("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for sc in [s for s in scenarios if not is_scale(s)]:
+        if sc in TLS_ROWS:
+            tls_summary_row(w, runs, sc, titles[sc])
+            continue
         if is_conns(sc):
             key, label, dec = "kib_per_conn", "KiB per connection", 3
         else:
@@ -979,6 +1036,8 @@ def main():
         mqtt5_section(w, runs, scenarios, commands)
     if "F" in scenarios:
         memory_section(w)
+    if any(sc in TLS_ROWS for sc in scenarios):
+        tls_section(w)
     if "R0" in scenarios or "R1" in scenarios:
         latency_section(w)
     cpu_section(w)
@@ -992,7 +1051,13 @@ def main():
         w(cmd)
         w("```")
         w("")
-        metrics = CONNS_METRICS if is_conns(sc) else PUBSUB_METRICS
+        metrics = CONNS_METRICS if is_conns(sc) or sc in TLS_CONNS else PUBSUB_METRICS
+        if sc == "TS":
+            metrics = PUBSUB_METRICS[:5] + [("max_us", "latency max, µs", 0)] + [
+                ("storm_hs_secs", "storm: seconds until all connected", 2),
+                ("storm_held", "storm: connections held", 0),
+                ("storm_failed", "storm: connections failed", 0),
+                ("storm_hs_p99_us", "storm: handshake p99, µs", 0)]
         w("| figure | Mosquitto | midge | midge/Mosquitto |")
         w("| --- | --- | --- | --- |")
         for key, label, dec in metrics:
@@ -1002,7 +1067,7 @@ def main():
             for key, label, dec in PUBSUB_METRICS[:5]:
                 w(f"| midge WebSocket / midge TCP (scenario A, same round): {label} | | | "
                   f"{ratio_spread(runs, 'W', key, den=('A', 'midge'))[0]} |")
-        if not is_conns(sc):
+        if not is_conns(sc) and sc not in TLS_CONNS:
             cells = []
             for b in BROKERS:
                 mine = [r for r in runs if r["sc"] == sc and r["broker"] == b

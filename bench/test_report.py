@@ -191,3 +191,39 @@ def test_ab_integrity_problems_fail(tmp_path):
     rc, page, err = run_report(tmp_path, rows, AB_ENV)
     assert rc == 1
     assert "before round 1: **QoS 1 guarantee broken**: lost 0, duplicated 1" in page
+
+
+TLS = "tls=1 "
+TLS_CONNS = ("RESULT mode=conns mqtt=4 requested=10 count=10 held=10 kib_per_conn={kib} "
+             "broker_cpu_us_per_conn={cpu} tls=1 tls_handshakes=10 tls_resumed=0 hs_secs=0.01 "
+             "status=ok")
+
+
+def test_tls_and_mqtt5_rows_on_one_page(tmp_path):
+    """Issue 17's TLS rows and issue 13's MQTT 5 rows in one run: both sections, each row
+    against its own base row of the same round (TA against A, A5 against A)."""
+    rows = (both("A", result(0, cpu=0.2), mosq_line=result(0, cpu=20)) +
+            both("A5", result(0, cpu=0.22, extra=MQTT5), mosq_line=result(0, cpu=30, extra=MQTT5)) +
+            both("TA", result(0, cpu=0.25, extra=TLS), mosq_line=result(0, cpu=25, extra=TLS)) +
+            [("TF", "midge", 0, TLS_CONNS.format(kib=1.0, cpu=900)),
+             ("TF", "mosquitto", 0, TLS_CONNS.format(kib=16.0, cpu=1000))])
+    rc, page, err = run_report(tmp_path, rows)
+    assert rc == 0, err
+    assert "## MQTT 5 clients (issue 13)" in page and "## TLS (issue 17)" in page
+    assert "| A5 | CPU µs/msg | 30.000 | 0.220 | 0.007 | 1.50 | 1.10 |" in page, page
+    assert "| TA: scenario TA | CPU µs/msg | 25.000 | 0.250 | 1.25 × midge A; 0.010 × " \
+           "Mosquitto |" in page, page
+    assert "| TF: scenario TF | KiB per connection | 16.000 | 1.000 | 0.062 |" in page, page
+    assert "No message was lost, duplicated, misrouted or corrupted: over the 6 pubsub runs" \
+        in page
+
+
+def test_ab_tls_rows_use_their_own_figure(tmp_path):
+    """compare.sh --ab with TLS rows named in SCENARIOS: a handshake row is compared on CPU
+    per handshake, not on a per-message figure it does not have."""
+    line = lambda cpu: TLS_CONNS.format(kib=1.0, cpu=cpu)
+    rows = ab_rows("TH", [1000, 1000], [900, 950], line)
+    rc, page, err = run_report(tmp_path, rows, dict(AB_ENV, ROUNDS="2"))
+    assert rc == 0, err
+    assert "| TH: scenario TH | CPU µs per handshake | 1,000.0 [1,000.0..1,000.0] | " \
+           "925.0 [900.0..950.0] | 0.93 [0.90..0.95] | yes | – |" in page, page

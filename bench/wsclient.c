@@ -362,15 +362,9 @@ ssize_t ws_read(struct loop *l, struct conn *c)
         buf_compact(&c->raw);
         if (c->raw.len == c->raw.cap)
             buf_reserve(&c->raw, c->raw.cap);
-        ssize_t n = read(c->fd, c->raw.data + c->raw.len, c->raw.cap - c->raw.len);
-        l->read_calls++;
-        if (n == 0)
-            return 0;
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
+        ssize_t n = conn_raw_read(l, c, c->raw.data + c->raw.len, c->raw.cap - c->raw.len);
+        if (n <= 0)
+            return n;
         c->raw.len += (size_t)n;
         if (c->ws == WS_HANDSHAKE) {
             int rc = handshake_answer(c);

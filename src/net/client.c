@@ -143,29 +143,42 @@ void client_send_raw(struct mq_client *cl, const uint8_t *data, size_t len)
     mark_dirty(cl);
 }
 
+void client_mark_dirty(struct mq_client *cl)
+{
+    mark_dirty(cl);
+}
+
+/* The bottom layer's staged output, made final before a write (mq_transport_ops.flush).
+ * -1 when that closed the client. */
+static int layer_flush(struct mq_client *cl)
+{
+    if (cl->layers && cl->layer[0].ops->flush)
+        return cl->layer[0].ops->flush(cl, 0);
+    return 0;
+}
+
+uint8_t *client_out_append(struct mq_client *cl, size_t n)
+{
+    if (cl->closing)
+        return NULL;
+    if (out_reserve(cl, n)) {
+        mq_log(MQ_LOG_ERR, "%s: out of memory for output, closing", client_peer(cl));
+        client_close(cl, "out of memory");
+        return NULL;
+    }
+    uint8_t *p = cl->out->data + cl->out->len;
+    cl->out->len += (uint32_t)n;
+    mark_dirty(cl);
+    return p;
+}
+
 static void sink_write(struct mq_conn *c, const struct mq_iov *iov, size_t n)
 {
     struct mq_client *cl = client_of_conn(c);
     if (cl->closing)
         return;
-    if (cl->layers && n > 1) {
-        /* One packet, one output call: a TLS record or WebSocket frame per piece would
-         * cost a header each. */
-        uint8_t packet[16384];
-        size_t total = 0;
-        for (size_t i = 0; i < n; i++)
-            total += iov[i].len;
-        if (total <= sizeof(packet)) {
-            size_t off = 0;
-            for (size_t i = 0; i < n; i++) {
-                if (iov[i].len)
-                    memcpy(packet + off, iov[i].base, iov[i].len);
-                off += iov[i].len;
-            }
-            client_layer_down(cl, cl->layers, packet, total);
-            return;
-        }
-    }
+    /* The layers stage what they get (a TLS record, a WebSocket message per turn), so
+     * the pieces of a packet go down as they are. */
     for (size_t i = 0; i < n && !cl->closing; i++) {
         if (!iov[i].len)
             continue;
@@ -254,6 +267,9 @@ void client_close(struct mq_client *cl, const char *reason)
  * of it went, 1 when some is left (the socket is full), -1 after closing the client. */
 static int write_out(struct mq_client *cl)
 {
+    /* The bottom layer seals what it staged (a TLS record) first. */
+    if (layer_flush(cl))
+        return -1;
     struct mq_out *o = cl->out;
     size_t left = o->len - o->sent;
     /* MSG_NOSIGNAL: a peer that vanished is a write error, not a SIGPIPE. */
@@ -272,6 +288,8 @@ static int write_out(struct mq_client *cl)
  * EPOLLOUT; carry out a requested close. */
 static void flush_client(struct mq_client *cl)
 {
+    if (layer_flush(cl)) /* staged output may become the first bytes of cl->out */
+        return;
     if (cl->out && (!cl->want_out || cl->close_requested)) {
         /* While the socket is full only EPOLLOUT writes, except once before a close. */
         int rc = write_out(cl);

@@ -66,6 +66,10 @@ struct mq_transport_ops {
      * goodbye has really been queued, client_layer_shutdown_below(), so the layers say
      * goodbye top to bottom. Optional: without it the shutdown passes straight down. */
     void (*shutdown)(struct mq_client *cl, unsigned level);
+    /* The bottom layer's output staged in the connection's output buffer (a TLS record
+     * being filled) must be made final: called right before the buffer is written.
+     * Optional. Returns 0, or -1 after closing the connection. */
+    int (*flush)(struct mq_client *cl, unsigned level);
     /* Free cl->layer[level].state (close callback). */
     void (*detach)(struct mq_client *cl, unsigned level);
     /* Free a listener context (listener closed). */
@@ -99,6 +103,8 @@ struct mq_listen_socket {
     unsigned depth; /* 0: plain TCP */
     char name[80];  /* "127.0.0.1:1883" */
 };
+
+struct tls_conn;
 
 struct mq_server {
     uv_loop_t loop;
@@ -147,7 +153,16 @@ struct mq_server {
     uv_timer_t linger_timer; /* closes the ones past their time; initialised on first use */
     bool linger_timer_ready;
     struct mq_bridges *bridges;          /* src/bridge/: NULL until a bridge is configured */
+    /* TLS handshakes (transport_tls.c): the time spent in them during this wake-up, and
+     * the handshakes waiting, oldest first, for a later wake-up because that time passed a
+     * budget, so that a reconnect storm cannot hold up the connected clients' traffic. */
+    uint64_t handshake_ns;
+    struct tls_conn *hs_wait_head[2], *hs_wait_tail[2]; /* tls.h: HS_CONTINUING, HS_NEW */
+    uint64_t hs_credit_ms; /* when the waiting ones' connect_timeout was last credited */
     uint8_t read_buf[NET_READ_BUF_SIZE]; /* shared: idle clients hold no read buffer */
+    /* OpenSSL's plaintext (transport_tls.c): apart from read_buf, whose ciphertext OpenSSL
+     * may still be reading while a record completed from an earlier read comes out. */
+    uint8_t tls_plain_buf[NET_READ_BUF_SIZE];
 };
 
 /* One connection. Sized for the idle case (issue 7, scenario F): no libuv handle, no
@@ -275,6 +290,13 @@ void linger_stop(struct mq_server *srv);
 void client_out_trim(struct mq_server *srv, bool all);
 /* Queue bytes for the socket as they are (a transport's output). */
 void client_send_raw(struct mq_client *cl, const uint8_t *data, size_t len);
+/* Room for n more bytes at the end of the client's output, for the bottom layer to
+ * fill in place (and seal later: mq_transport_ops.flush). Returns where they go, valid
+ * until the next output call; NULL once the client is closed (out of memory closes it). */
+uint8_t *client_out_append(struct mq_client *cl, size_t n);
+/* The client has output staged in a layer: its flush (mq_transport_ops.flush) runs at
+ * the end of the turn. */
+void client_mark_dirty(struct mq_client *cl);
 /* Hand decoded MQTT bytes to proto, keeping an unfinished packet for later. */
 void client_deliver(struct mq_client *cl, const uint8_t *data, size_t len);
 /* An outgoing connection: fd (connected, non-blocking, owned from now on) to peer (a name

@@ -17,6 +17,7 @@
 
 #include "midge/log.h"
 #include "net.h"
+#include "tls.h"
 
 /* Events taken per wake-up; more stay ready (level-triggered) for the next turn, so
  * the flush and libuv's turn still run between batches. */
@@ -63,8 +64,11 @@ void poller_run(struct mq_server *srv)
         /* 0 when libuv has work it must not wait for (a timer due, handles closing or
          * idle, callbacks pending), or when the flush left clients to free or write
          * (it stops after a bounded number of rounds of wills and closes). */
-        int timeout = srv->uv_turn_due || srv->dirty ? 0 : uv_backend_timeout(loop);
+        int timeout = srv->uv_turn_due || srv->dirty || tls_handshakes_waiting(srv)
+                          ? 0
+                          : uv_backend_timeout(loop);
         int n = epoll_wait(srv->epfd, ev, POLLER_BATCH, timeout);
+        srv->handshake_ns = 0; /* a fresh TLS handshake budget per wake-up */
         if (n < 0) {
             if (errno != EINTR)
                 mq_log(MQ_LOG_ERR, "waiting for events failed: %s", strerror(errno));
@@ -85,6 +89,7 @@ void poller_run(struct mq_server *srv)
             if (ev[i].events & EPOLLOUT)
                 client_writable(cl);
         }
+        tls_handshakes_run(srv); /* those that waited, within this wake-up's budget */
         server_flush_turn(srv);
         if (!run_uv)
             continue;

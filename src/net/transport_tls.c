@@ -16,8 +16,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -25,29 +29,24 @@
 #include "midge/log.h"
 #include "midge/proto.h"
 #include "tls.h"
+#include "tls_rec.h"
 
 /* Largest plaintext handed to SSL_write at once (one TLS record), so the write BIO
  * never holds more than about a record: a 1 MB message does not leave a 1 MB buffer
  * behind in every connection that once sent it. */
 #define TLS_CHUNK 16384
 
+/* TLS handshake time per wake-up of the loop before further handshakes wait for the next
+ * one: an RSA-2048 handshake costs the broker about 0.8 ms, so a storm of reconnecting
+ * clients gets about one per wake-up while the connected clients' traffic flows between
+ * them (bench: scenario TS). */
+#define HANDSHAKE_BUDGET_NS 500000
+/* What a waiting handshake may send before its turn: a ClientHello, with room to spare. */
+#define HANDSHAKE_WAIT_MAX (64 * 1024)
+
 /* Bytes of the first flight that mark a plaintext MQTT client: a CONNECT packet. */
 #define MQTT_CONNECT_BYTE 0x10
 #define TLS_HANDSHAKE_BYTE 0x16
-
-struct tls_conn {
-    SSL *ssl;      /* owns both BIOs */
-    BIO *rbio;     /* socket -> OpenSSL */
-    BIO *wbio;     /* OpenSSL -> socket */
-    uint8_t level; /* in the connection's layers */
-    bool established;
-    bool failed; /* fatal error logged; the close is under way */
-    bool got_input;
-    uint8_t first_byte; /* of the connection, for the "plain MQTT?" hint */
-    /* Plaintext proto wrote before the handshake finished; sent right after it. */
-    uint8_t *early;
-    size_t early_len, early_cap;
-};
 
 /* ---- configuration -------------------------------------------------------------------- */
 
@@ -299,6 +298,134 @@ static bool load_client_verification(SSL_CTX *ctx, const struct mq_listener_conf
     return true;
 }
 
+/* ---- session tickets ------------------------------------------------------------------ */
+
+/* Ticket keys rotate: new tickets are sealed with the current key for TICKET_ROTATE_S
+ * seconds, the previous key still opens tickets (which are then renewed), so a ticket
+ * resumes for at least TICKET_ROTATE_S and at most twice that (the session timeout).
+ * Keys live in memory with their SSL_CTX: a restart or a reload (new certificates, CA or
+ * CRL) makes every earlier ticket useless, and the next handshake is a full one. */
+#define TICKET_ROTATE_S 3600
+
+struct ticket_key {
+    unsigned char name[16], aes[32], hmac[32];
+    time_t born; /* 0: unused slot */
+};
+
+struct ticket_keys {
+    struct ticket_key key[2]; /* [cur] seals, the other one still opens */
+    unsigned cur;
+};
+
+static int ticket_index = -1; /* SSL_CTX ex_data slot, taken once (OpenSSL's own table) */
+
+static void ticket_keys_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                             void *argp)
+{
+    (void)parent;
+    (void)ad;
+    (void)idx;
+    (void)argl;
+    (void)argp;
+    if (ptr) {
+        OPENSSL_cleanse(ptr, sizeof(struct ticket_keys));
+        free(ptr);
+    }
+}
+
+static int ticket_key_fill(struct ticket_key *k, time_t now)
+{
+    if (RAND_bytes(k->name, sizeof(k->name)) != 1 || RAND_bytes(k->aes, sizeof(k->aes)) != 1 ||
+        RAND_bytes(k->hmac, sizeof(k->hmac)) != 1)
+        return -1;
+    k->born = now;
+    return 0;
+}
+
+static time_t mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1; /* never 0, which marks an unused slot */
+}
+
+/* OpenSSL asks to seal (enc 1) or open (enc 0) a ticket: AES-256-CBC and HMAC-SHA256
+ * under our keys. Returns 1 (sealed), 2 (opened: issue a fresh ticket), 0 for a ticket
+ * we cannot open (a full handshake follows), -1 on failure. */
+static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[16],
+                     EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+    struct ticket_keys *tk = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ticket_index);
+    if (!tk)
+        return -1;
+    time_t now = mono_s();
+    const struct ticket_key *k = NULL;
+    int rc = 1;
+    if (enc) {
+        if (now - tk->key[tk->cur].born >= TICKET_ROTATE_S) {
+            unsigned next = tk->cur ^ 1;
+            if (ticket_key_fill(&tk->key[next], now))
+                return -1;
+            tk->cur = next;
+        }
+        k = &tk->key[tk->cur];
+        if (RAND_bytes(iv, 16) != 1)
+            return -1;
+        memcpy(key_name, k->name, 16);
+    } else {
+        for (unsigned i = 0; i < 2 && !k; i++) {
+            const struct ticket_key *c = &tk->key[(tk->cur + i) & 1];
+            /* The previous key opens tickets for one more period, then it is retired. */
+            if (c->born && !memcmp(c->name, key_name, 16) &&
+                (i == 0 || now - c->born < 2 * TICKET_ROTATE_S))
+                k = c;
+        }
+        if (!k)
+            return 0;
+        /* Renew on every resumption: clients use a TLS 1.3 ticket once (RFC 8446, C.4),
+         * so a device that reconnects needs a fresh one each time to resume again. */
+        rc = 2;
+    }
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac, sizeof(k->hmac)),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    /* Fetched once (see tls_rec.c's algs): the getter would look it up at every ticket. */
+    static EVP_CIPHER *aes_cbc;
+    if (!aes_cbc && !(aes_cbc = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL)))
+        return -1;
+    if (EVP_CipherInit_ex(cctx, aes_cbc, NULL, k->aes, iv, enc) != 1 ||
+        EVP_MAC_CTX_set_params(hctx, params) != 1)
+        return -1;
+    return rc;
+}
+
+/* Session resumption by tickets (TLS 1.3 and 1.2) with keys of our own, rotated. */
+static bool setup_tickets(SSL_CTX *ctx, unsigned port)
+{
+    if (ticket_index < 0)
+        ticket_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ticket_keys_free);
+    struct ticket_keys *tk = calloc(1, sizeof(*tk));
+    if (ticket_index < 0 || !tk || ticket_key_fill(&tk->key[0], mono_s()) ||
+        !SSL_CTX_set_ex_data(ctx, ticket_index, tk)) {
+        free(tk);
+        mq_log(MQ_LOG_ERR, "listener %u: cannot set up TLS session tickets", port);
+        return false;
+    }
+    SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+    SSL_CTX_set_timeout(ctx, 2 * TICKET_ROTATE_S);
+    /* One ticket per handshake: an MQTT client keeps one connection, and each ticket
+     * costs the broker a seal and the client a few hundred bytes. */
+    SSL_CTX_set_num_tickets(ctx, 1);
+    return true;
+}
+
+static BIO_METHOD *conn_bio_method(void);
+static void on_msg(int write_p, int version, int content_type, const void *buf, size_t len,
+                   SSL *ssl, void *arg);
+static void on_keylog(const SSL *ssl, const char *line);
+
 void *tls_ctx_new(const struct mq_listener_config *lc)
 {
     unsigned port = lc->port;
@@ -336,6 +463,22 @@ void *tls_ctx_new(const struct mq_listener_config *lc)
     }
     if (!load_cert_and_key(ctx, lc) || !load_client_verification(ctx, lc))
         goto fail;
+    if (!conn_bio_method()) {
+        mq_log(MQ_LOG_ERR, "listener %u: cannot create a TLS context (out of memory)", port);
+        goto fail;
+    }
+    /* The chain sent to clients, built once here: without one (a certfile holding only its
+     * certificate), OpenSSL builds it from the CA store at every handshake, a chain
+     * verification per handshake. The same certificates go out as before; a chain that
+     * cannot be completed is sent as far as it goes, as OpenSSL did. */
+    ERR_clear_error();
+    SSL_CTX_build_cert_chain(ctx, SSL_BUILD_CHAIN_FLAG_IGNORE_ERROR);
+    ERR_clear_error();
+    if (!setup_tickets(ctx, port))
+        goto fail;
+    /* What the hand-over to tls_rec needs: the record counts and the traffic secrets. */
+    SSL_CTX_set_msg_callback(ctx, on_msg);
+    SSL_CTX_set_keylog_callback(ctx, on_keylog);
     ERR_clear_error();
     return ctx;
 fail:
@@ -355,30 +498,164 @@ static void tls_ctx_free(void *ctx)
     SSL_CTX_free(ctx); /* drops one reference; connections may still hold theirs */
 }
 
-/* ---- connections ---------------------------------------------------------------------- */
+/* ---- connections: OpenSSL's part (the handshake) ------------------------------------- */
 
-/* Hand what OpenSSL has written to the socket's output. */
-static void flush_wbio(struct mq_client *cl, struct tls_conn *t)
+/* The connection's BIO: OpenSSL reads the socket bytes input() is handling (t->in) and
+ * writes straight into the layer below (the connection's output buffer), so nothing is
+ * buffered here: an idle connection holds no BIO buffer (two memory BIOs kept about
+ * 2.3 KiB per connection, their largest handshake flight). */
+static int bio_write(BIO *b, const char *data, int len)
 {
-    uint8_t buf[TLS_CHUNK + 1024];
-    int n;
-    while ((n = BIO_read(t->wbio, buf, (int)sizeof(buf))) > 0)
-        client_layer_down(cl, t->level, buf, (size_t)n);
+    struct tls_conn *t = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (len > 0)
+        client_layer_down(t->cl, t->level, (const uint8_t *)data, (size_t)len);
+    return len;
 }
 
-/* A fatal TLS error: one log line with the peer and OpenSSL's reason, the alert
- * OpenSSL produced goes out, then the connection closes (after that one write,
- * through client.c's deferred close, so a peer that never reads cannot hold it). */
-static void fail(struct mq_client *cl, struct tls_conn *t, int ssl_err)
+/* Follow the record framing of what OpenSSL has consumed, so that the hand-over to
+ * tls_rec happens only between two records. */
+static void track_records(struct tls_hs *hs, const uint8_t *p, size_t n)
 {
-    char buf[256];
-    const char *why;
-    if (ssl_err == SSL_ERROR_SYSCALL && !ERR_peek_error())
-        why = "unexpected end of data";
-    else
-        why = ssl_reason(buf, sizeof(buf), NULL);
+    while (n) {
+        if (hs->body_left) {
+            size_t k = n < hs->body_left ? n : hs->body_left;
+            hs->body_left -= (uint32_t)k;
+            p += k;
+            n -= k;
+            continue;
+        }
+        hs->hdr[hs->hdr_have++] = *p++;
+        n--;
+        if (hs->hdr_have == 5) {
+            hs->body_left = (uint32_t)hs->hdr[3] << 8 | hs->hdr[4];
+            hs->hdr_have = 0;
+        }
+    }
+}
+
+static int bio_read(BIO *b, char *out, int len)
+{
+    struct tls_conn *t = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (!t->in_len || len <= 0) {
+        BIO_set_retry_read(b); /* "wait for more", never end of file */
+        return -1;
+    }
+    size_t n = t->in_len < (size_t)len ? t->in_len : (size_t)len;
+    memcpy(out, t->in, n);
+    if (t->hs)
+        track_records(t->hs, t->in, n);
+    t->in += n;
+    t->in_len -= n;
+    return (int)n;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)b;
+    (void)num;
+    (void)ptr;
+    return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+static BIO_METHOD *conn_bio_method(void)
+{
+    /* Made once, on the loop thread, at the first TLS context: immutable afterwards
+     * (like OpenSSL's own method tables). */
+    static BIO_METHOD *method;
+    if (!method && (method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK,
+                                          "midge connection")) != NULL) {
+        BIO_meth_set_write(method, bio_write);
+        BIO_meth_set_read(method, bio_read);
+        BIO_meth_set_ctrl(method, bio_ctrl);
+    }
+    return method;
+}
+
+/* OpenSSL reports every record header and handshake message it reads or writes: count
+ * the records protected with the application traffic keys in each direction (their
+ * sequence numbers) and notice a KeyUpdate, which rules the hand-over out. */
+static void on_msg(int write_p, int version, int content_type, const void *buf, size_t len,
+                   SSL *ssl, void *arg)
+{
+    (void)version;
+    (void)arg;
+    struct tls_conn *t = SSL_get_app_data(ssl);
+    struct tls_hs *hs = t ? t->hs : NULL;
+    if (!hs)
+        return;
+    if (content_type == SSL3_RT_HEADER) {
+        if (write_p && hs->own_finished)
+            hs->wseq++;
+        else if (!write_p && hs->peer_finished)
+            hs->rseq++;
+        return;
+    }
+    if (content_type != SSL3_RT_HANDSHAKE || len < 1)
+        return;
+    uint8_t type = *(const uint8_t *)buf;
+    if (type == SSL3_MT_FINISHED) {
+        if (write_p)
+            hs->own_finished = true;
+        else
+            hs->peer_finished = true;
+    } else if (type == SSL3_MT_KEY_UPDATE) {
+        hs->keep_openssl = true;
+    }
+}
+
+static int hex_val(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* NSS key log lines are how OpenSSL 3.0 hands out the TLS 1.3 traffic secrets: keep
+ * the two application ones (never logged, wiped at the hand-over). */
+static void on_keylog(const SSL *ssl, const char *line)
+{
+    struct tls_conn *t = SSL_get_app_data(ssl);
+    struct tls_hs *hs = t ? t->hs : NULL;
+    if (!hs)
+        return;
+    uint8_t *secret;
+    static const char client[] = "CLIENT_TRAFFIC_SECRET_0 ", server[] = "SERVER_TRAFFIC_SECRET_0 ";
+    static const char master[] = "CLIENT_RANDOM "; /* TLS 1.2: the master secret */
+    unsigned bit = 1;
+    if (!strncmp(line, master, sizeof(master) - 1)) {
+        secret = hs->client_secret;
+        line += sizeof(master) - 1;
+        bit = 4;
+    } else if (!strncmp(line, client, sizeof(client) - 1)) {
+        secret = hs->client_secret;
+        line += sizeof(client) - 1;
+    } else if (!strncmp(line, server, sizeof(server) - 1)) {
+        secret = hs->server_secret;
+        line += sizeof(server) - 1;
+    } else {
+        return;
+    }
+    const char *sp = strchr(line, ' '); /* after the client random */
+    if (!sp)
+        return;
+    size_t n = 0;
+    for (const char *p = sp + 1; p[0] && p[1] && n < TLS_SECRET_MAX; p += 2) {
+        int hi = hex_val(p[0]), lo = hex_val(p[1]);
+        if (hi < 0 || lo < 0)
+            break;
+        secret[n++] = (uint8_t)(hi << 4 | lo);
+    }
+    hs->secret_len = (uint8_t)n;
+    hs->secrets |= bit == 4 ? 4 : secret == hs->client_secret ? 1 : 2;
+}
+
+/* A fatal TLS error: one log line with the peer and the reason, the alert OpenSSL (or
+ * tls_rec) produced goes out, then the connection closes (after that one write, through
+ * client.c's deferred close, so a peer that never reads cannot hold it). */
+static void fail_why(struct mq_client *cl, struct tls_conn *t, const char *why)
+{
     char extra[192] = "";
-    long vr = SSL_get_verify_result(t->ssl);
+    long vr = t->ssl ? SSL_get_verify_result(t->ssl) : X509_V_OK;
     if (vr != X509_V_OK)
         snprintf(extra, sizeof(extra), " (client certificate: %s)",
                  X509_verify_cert_error_string(vr));
@@ -392,34 +669,78 @@ static void fail(struct mq_client *cl, struct tls_conn *t, int ssl_err)
     else
         mq_log(MQ_LOG_NOTICE, "TLS handshake with %s failed: %s%s", client_peer(cl), why, extra);
     t->failed = true;
-    flush_wbio(cl, t);
     if (!cl->close_reason)
         cl->close_reason = t->established ? "TLS error" : "TLS handshake failed";
     client_request_close(cl);
 }
 
+static void fail(struct mq_client *cl, struct tls_conn *t, int ssl_err)
+{
+    char buf[256];
+    const char *why;
+    if (ssl_err == SSL_ERROR_SYSCALL && !ERR_peek_error())
+        why = "unexpected end of data";
+    else
+        why = ssl_reason(buf, sizeof(buf), NULL);
+    fail_why(cl, t, why);
+}
+
+static void wait_unlink(struct mq_server *srv, struct tls_conn *t);
+
+/* The handshake bookkeeping is done with: wipe the secrets it held. */
+static void hs_free(struct tls_conn *t)
+{
+    if (!t->hs)
+        return;
+    if (t->hs->waiting)
+        wait_unlink(t->cl->srv, t);
+    SSL_CTX_free(t->hs->ctx); /* NULL once the SSL was made */
+    OPENSSL_cleanse(t->hs, sizeof(*t->hs));
+    free(t->hs);
+    t->hs = NULL;
+}
+
+/* The connection's SSL, made at its first bytes rather than at accept: a storm of
+ * connections costs the accept loop no SSL_new, and the budget of tls_handshakes_run
+ * covers it. -1 after closing the connection. */
+static int make_ssl(struct mq_client *cl, struct tls_conn *t)
+{
+    BIO *bio = BIO_new(conn_bio_method());
+    SSL *ssl = SSL_new(t->hs->ctx);
+    if (!bio || !ssl) {
+        mq_log(MQ_LOG_ERR, "%s: out of memory setting up TLS", client_peer(cl));
+        SSL_free(ssl);
+        BIO_free(bio);
+        ERR_clear_error();
+        client_close(cl, "out of memory");
+        return -1;
+    }
+    BIO_set_data(bio, t);
+    BIO_set_init(bio, 1);
+    SSL_set_bio(ssl, bio, bio); /* the same BIO both ways: the SSL takes our one reference */
+    SSL_set_accept_state(ssl);
+    SSL_set_app_data(ssl, t);
+    t->ssl = ssl;
+    SSL_CTX_free(t->hs->ctx); /* the SSL holds its own reference */
+    t->hs->ctx = NULL;
+    return 0;
+}
+
 static int attach(struct mq_client *cl, unsigned level, void *listener_ctx)
 {
     struct tls_conn *t = calloc(1, sizeof(*t));
-    BIO *rbio = BIO_new(BIO_s_mem());
-    BIO *wbio = BIO_new(BIO_s_mem());
-    SSL *ssl = SSL_new(listener_ctx);
-    if (!t || !rbio || !wbio || !ssl) {
+    struct tls_hs *hs = calloc(1, sizeof(*hs));
+    if (!t || !hs) {
         mq_log(MQ_LOG_ERR, "%s: out of memory setting up TLS", client_peer(cl));
-        SSL_free(ssl);
-        BIO_free(rbio);
-        BIO_free(wbio);
+        free(hs);
         free(t);
-        ERR_clear_error();
         return -1;
     }
-    /* An empty read BIO means "wait for more", never end of file. */
-    BIO_set_mem_eof_return(rbio, -1);
-    SSL_set_bio(ssl, rbio, wbio);
-    SSL_set_accept_state(ssl);
-    t->ssl = ssl;
-    t->rbio = rbio;
-    t->wbio = wbio;
+    /* The context the connection was accepted with, even if a reload swaps the
+     * listener's before the first bytes come. */
+    hs->ctx = tls_ctx_ref(listener_ctx);
+    t->hs = hs;
+    t->cl = cl;
     t->level = (uint8_t)level;
     cl->layer[level].state = t;
     return 0;
@@ -430,15 +751,19 @@ static void detach(struct mq_client *cl, unsigned level)
     struct tls_conn *t = cl->layer[level].state;
     if (!t)
         return;
-    SSL_free(t->ssl); /* and both BIOs; the SSL_CTX reference goes with it */
-    free(t->early);
+    SSL_free(t->ssl); /* and its BIO; the SSL_CTX reference goes with it */
+    tls_rec_free(t->rec);
+    hs_free(t);
+    free(t->stage);
     free(t);
     cl->layer[level].state = NULL;
 }
 
-/* Encrypt plaintext into the write BIO a record at a time, flushing as we go. */
+/* Encrypt plaintext a record at a time (OpenSSL until the hand-over, tls_rec after). */
 static int write_plain(struct mq_client *cl, struct tls_conn *t, const uint8_t *data, size_t len)
 {
+    if (t->rec)
+        return tls_rec_write(t->rec, cl, data, len);
     while (len) {
         int chunk = len > TLS_CHUNK ? TLS_CHUNK : (int)len;
         ERR_clear_error();
@@ -449,7 +774,6 @@ static int write_plain(struct mq_client *cl, struct tls_conn *t, const uint8_t *
         }
         data += n;
         len -= (size_t)n;
-        flush_wbio(cl, t);
     }
     return 0;
 }
@@ -493,8 +817,9 @@ static int established(struct mq_client *cl, struct tls_conn *t)
     const char *no_cn = peer_cn(t->ssl, cn, sizeof(cn));
     const struct mq_listener_config *lc = client_lctx(cl) ? client_lctx(cl)->cfg : NULL;
     bool identity = lc && lc->use_identity_as_username;
-    mq_log(MQ_LOG_INFO, "TLS connection from %s: %s, %s%s%s%s", client_peer(cl),
+    mq_log(MQ_LOG_INFO, "TLS connection from %s: %s, %s%s%s%s%s", client_peer(cl),
            SSL_get_version(t->ssl), SSL_get_cipher_name(t->ssl),
+           SSL_session_reused(t->ssl) ? ", resumed" : "",
            no_cn ? "" : ", client certificate CN=", no_cn ? "" : cn,
            identity && !no_cn ? " (its user name)" : "");
     if (identity) {
@@ -508,15 +833,197 @@ static int established(struct mq_client *cl, struct tls_conn *t)
             return -1;
         }
     }
-    if (t->early_len) {
-        int rc = write_plain(cl, t, t->early, t->early_len);
-        free(t->early);
-        t->early = NULL;
-        t->early_len = t->early_cap = 0;
-        if (rc)
-            return -1;
+    int version = SSL_version(t->ssl);
+    if (version != TLS1_3_VERSION && version != TLS1_2_VERSION) {
+        /* The record layer stays OpenSSL's (see hand_over): no bookkeeping needed. */
+        hs_free(t);
+    }
+    if (t->stage_len)
+        client_mark_dirty(cl); /* what proto wrote meanwhile goes at the flush */
+    return 0;
+}
+
+/* Hand what is staged to OpenSSL (established, OpenSSL's record layer). */
+static int flush_stage(struct mq_client *cl, struct tls_conn *t)
+{
+    if (!t->stage_len || !t->established || !t->ssl || t->failed)
+        return 0;
+    int rc = write_plain(cl, t, t->stage, t->stage_len);
+    free(t->stage); /* an idle connection keeps none */
+    t->stage = NULL;
+    t->stage_len = t->stage_cap = 0;
+    return rc;
+}
+
+/* Between two records of an established connection, with nothing buffered in OpenSSL:
+ * take its record layer over (tls_rec) and free the SSL object, which is most of what an
+ * idle TLS connection costs (about 14 KiB with OpenSSL 3.0: the SSL, its session,
+ * certificate and key-exchange state). Connections that cannot be handed over (a TLS 1.2
+ * CBC suite, a KeyUpdate already seen, a suite tls_rec lacks) keep OpenSSL's. */
+static void hand_over(struct mq_client *cl, struct tls_conn *t)
+{
+    struct tls_hs *hs = t->hs;
+    if (!hs || !t->established || t->failed || cl->closing || cl->close_requested || hs->hdr_have ||
+        hs->body_left || SSL_has_pending(t->ssl) || !SSL_is_init_finished(t->ssl))
+        return;
+    bool v13 = SSL_version(t->ssl) == TLS1_3_VERSION;
+    if (!hs->own_finished || !hs->peer_finished ||
+        (v13 ? (hs->secrets & 3) != 3 : !(hs->secrets & 4)))
+        return;
+    /* What proto wrote so far goes out under OpenSSL's sequence numbers first. */
+    if (flush_stage(cl, t))
+        return;
+    const SSL_CIPHER *c = SSL_get_current_cipher(t->ssl);
+    if (hs->keep_openssl) {
+        /* the keys moved on inside OpenSSL: it keeps the record layer */
+    } else if (v13) {
+        t->rec = tls_rec_new(SSL_CIPHER_get_id(c), hs->client_secret, hs->server_secret,
+                             hs->secret_len, hs->rseq, hs->wseq);
+    } else if (SSL_CIPHER_is_aead(c) && !SSL_get_current_compression(t->ssl)) {
+        uint8_t cr[32], sr[32];
+        if (SSL_get_client_random(t->ssl, cr, sizeof(cr)) == sizeof(cr) &&
+            SSL_get_server_random(t->ssl, sr, sizeof(sr)) == sizeof(sr))
+            /* Under TLS 1.2 the Finished is the first record under the new keys
+             * (sequence number 0), itself sent after the ChangeCipherSpec. */
+            t->rec = tls_rec_new12(SSL_CIPHER_get_cipher_nid(c), SSL_CIPHER_get_handshake_digest(c),
+                                   hs->client_secret, hs->secret_len, cr, sr, hs->rseq + 1,
+                                   hs->wseq + 1);
+    }
+    hs_free(t);
+    ERR_clear_error();
+    if (!t->rec)
+        return; /* OpenSSL keeps the connection */
+    SSL_free(t->ssl);
+    t->ssl = NULL;
+}
+
+/* The peer's close_notify: answer it, then close like a TCP end of file. */
+static void peer_closed(struct mq_client *cl, struct tls_conn *t)
+{
+    if (t->ssl) {
+        SSL_shutdown(t->ssl);
+        ERR_clear_error();
+    } else {
+        tls_rec_alert(t->rec, cl, TLS_ALERT_WARNING, TLS_ALERT_CLOSE_NOTIFY);
+    }
+    t->failed = true;
+    if (!cl->close_reason)
+        cl->close_reason = "connection closed by peer (TLS close_notify)";
+    client_request_close(cl);
+}
+
+/* Input after the hand-over: tls_rec decrypts in place; what it cannot take is an error
+ * it has already answered with an alert. */
+static int rec_input(struct mq_client *cl, struct tls_conn *t, unsigned level, uint8_t *raw,
+                     size_t len)
+{
+    const char *why = NULL;
+    int rc = tls_rec_input(t->rec, cl, level, raw, len, &why);
+    if (rc == TLS_REC_CLOSE_NOTIFY) {
+        peer_closed(cl, t);
+        return -1;
+    }
+    if (rc < 0) {
+        fail_why(cl, t, why ? why : "record error");
+        return -1;
     }
     return 0;
+}
+
+/* The handshake input step: raw to OpenSSL, then the plaintext that follows it. */
+static int feed(struct mq_client *cl, struct tls_conn *t, unsigned level, uint8_t *raw, size_t len);
+
+/* Take t out of the server's queue of waiting handshakes. */
+static void wait_unlink(struct mq_server *srv, struct tls_conn *t)
+{
+    struct tls_hs *hs = t->hs;
+    unsigned q = hs->wait_queue;
+    if (hs->wait_prev)
+        hs->wait_prev->hs->wait_next = hs->wait_next;
+    else
+        srv->hs_wait_head[q] = hs->wait_next;
+    if (hs->wait_next)
+        hs->wait_next->hs->wait_prev = hs->wait_prev;
+    else
+        srv->hs_wait_tail[q] = hs->wait_prev;
+    hs->wait_next = hs->wait_prev = NULL;
+    hs->waiting = false;
+    free(hs->wait_buf);
+    hs->wait_buf = NULL;
+    hs->wait_len = 0;
+}
+
+/* Keep a handshake's bytes until a later wake-up (tls_handshakes_run), at the end of
+ * queue q (HS_CONTINUING or HS_NEW), or after what already waits. */
+static int wait_add(struct mq_client *cl, struct tls_conn *t, const uint8_t *raw, size_t len,
+                    unsigned q)
+{
+    struct tls_hs *hs = t->hs;
+    if (len > HANDSHAKE_WAIT_MAX - hs->wait_len) {
+        fail_why(cl, t, "handshake flight too large");
+        return -1;
+    }
+    uint8_t *b = realloc(hs->wait_buf, hs->wait_len + len);
+    if (!b) {
+        client_close(cl, "out of memory");
+        return -1;
+    }
+    memcpy(b + hs->wait_len, raw, len);
+    hs->wait_buf = b;
+    hs->wait_len += (uint32_t)len;
+    if (!hs->waiting) {
+        struct mq_server *srv = cl->srv;
+        hs->waiting = true;
+        hs->wait_queue = (uint8_t)q;
+        hs->wait_since_ms = uv_now(&srv->loop);
+        hs->wait_prev = srv->hs_wait_tail[q];
+        if (srv->hs_wait_tail[q])
+            srv->hs_wait_tail[q]->hs->wait_next = t;
+        else
+            srv->hs_wait_head[q] = t;
+        srv->hs_wait_tail[q] = t;
+    }
+    return 0;
+}
+
+/* connect_timeout is for the client to send its CONNECT, not for the time its handshake
+ * waited its turn here: proto's deadline (conn.last_rx_ms, the time the connection was
+ * made until CONNECT) moves on by the time t has waited since it last did. */
+static void wait_credit(struct tls_conn *t, uint64_t now)
+{
+    struct mq_client *cl = t->cl;
+    if (cl->conn_open && !cl->conn.connected)
+        cl->conn.last_rx_ms += now - t->hs->wait_since_ms;
+    t->hs->wait_since_ms = now;
+}
+
+void tls_handshakes_run(struct mq_server *srv)
+{
+    uint64_t now = uv_now(&srv->loop);
+    /* Twice a second, every waiting handshake is credited, before proto's once-a-second
+     * check of connect_timeout could count a long wait against it. */
+    if (now - srv->hs_credit_ms >= 500) {
+        srv->hs_credit_ms = now;
+        for (unsigned q = HS_CONTINUING; q <= HS_NEW; q++)
+            for (struct tls_conn *t = srv->hs_wait_head[q]; t; t = t->hs->wait_next)
+                wait_credit(t, now);
+    }
+    /* Handshakes under way first: their steps are cheap, and finishing them is what
+     * lets their clients in (and their connect_timeout stop running). */
+    for (unsigned q = HS_CONTINUING; q <= HS_NEW; q++) {
+        while (srv->hs_wait_head[q] && srv->handshake_ns < HANDSHAKE_BUDGET_NS) {
+            struct tls_conn *t = srv->hs_wait_head[q];
+            struct mq_client *cl = t->cl;
+            uint8_t *data = t->hs->wait_buf;
+            size_t len = t->hs->wait_len;
+            wait_credit(t, now);
+            t->hs->wait_buf = NULL; /* ours now */
+            wait_unlink(srv, t);
+            if (!cl->closing && !cl->close_requested && !t->failed)
+                feed(cl, t, 0, data, len);
+            free(data);
+        }
+    }
 }
 
 static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
@@ -524,44 +1031,59 @@ static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
     struct tls_conn *t = cl->layer[level].state;
     if (t->failed || !len)
         return 0;
+    if (t->rec)
+        return rec_input(cl, t, level, raw, len);
+    if (t->hs && t->hs->waiting)
+        return wait_add(cl, t, raw, len, t->hs->wait_queue);
     if (!t->got_input) {
         t->got_input = true;
         t->first_byte = raw[0];
     }
-    /* All of raw goes into the BIO first: it may be the server's shared read buffer,
-     * which the plaintext then reuses. */
-    while (len) {
-        int chunk = len > INT_MAX ? INT_MAX : (int)len;
-        int n = BIO_write(t->rbio, raw, chunk);
-        if (n <= 0) {
-            mq_log(MQ_LOG_ERR, "%s: out of memory for TLS input, closing", client_peer(cl));
-            ERR_clear_error();
-            client_close(cl, "out of memory");
-            return -1;
-        }
-        raw += n;
-        len -= (size_t)n;
+    /* A handshake step (the ClientHello's, with the server's signature, is most of a
+     * handshake's cost) waits behind those already waiting once this wake-up's budget
+     * is spent: a wake-up runs the budget's worth, handshakes under way first, then new
+     * ones, each oldest first. */
+    if (!t->established && t->hs) {
+        struct mq_server *srv = cl->srv;
+        unsigned q = t->ssl ? HS_CONTINUING : HS_NEW;
+        if (srv->handshake_ns >= HANDSHAKE_BUDGET_NS || srv->hs_wait_head[HS_CONTINUING] ||
+            (q == HS_NEW && srv->hs_wait_head[HS_NEW]))
+            return wait_add(cl, t, raw, len, q);
     }
+    return feed(cl, t, level, raw, len);
+}
+
+static int feed(struct mq_client *cl, struct tls_conn *t, unsigned level, uint8_t *raw, size_t len)
+{
+    /* OpenSSL reads raw through the BIO as it needs it (raw may be the server's shared
+     * read buffer); the plaintext goes to a buffer of its own, since a record begun in an
+     * earlier read can yield more plaintext than the ciphertext it takes from raw. */
+    if (!t->ssl && make_ssl(cl, t))
+        return -1;
+    t->in = raw;
+    t->in_len = len;
+    int rc = 0;
     if (!t->established) {
         ERR_clear_error();
+        uint64_t t0 = uv_hrtime();
         int r = SSL_do_handshake(t->ssl);
+        cl->srv->handshake_ns += uv_hrtime() - t0;
         if (r != 1) {
             int e = SSL_get_error(t->ssl, r);
-            if (e == SSL_ERROR_WANT_READ) {
-                flush_wbio(cl, t); /* our part of the handshake */
-                return 0;
-            }
+            t->in_len = 0;
+            if (e == SSL_ERROR_WANT_READ)
+                return 0; /* our part of the handshake went out through the BIO */
             fail(cl, t, e);
             return -1;
         }
-        flush_wbio(cl, t);
-        if (established(cl, t))
+        if (established(cl, t)) {
+            t->in_len = 0;
             return -1;
+        }
     }
-    /* Decrypt into the shared buffer, filling it before each hand-over to proto. */
-    uint8_t *buf = cl->srv->read_buf;
-    size_t cap = sizeof(cl->srv->read_buf), have = 0;
-    int rc = 0;
+    /* Decrypt into the shared plaintext buffer, filling it before each hand-over up. */
+    uint8_t *buf = cl->srv->tls_plain_buf;
+    size_t cap = sizeof(cl->srv->tls_plain_buf), have = 0;
     for (;;) {
         if (cl->closing || cl->close_requested)
             break;
@@ -580,25 +1102,19 @@ static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
             break;
         client_layer_up(cl, level, buf, have); /* what came before the end is still valid */
         have = 0;
-        if (e == SSL_ERROR_ZERO_RETURN) {
-            /* The peer's close_notify: answer it, then close like a TCP end of file. */
-            SSL_shutdown(t->ssl);
-            flush_wbio(cl, t);
-            t->failed = true;
-            if (!cl->close_reason)
-                cl->close_reason = "connection closed by peer (TLS close_notify)";
-            client_request_close(cl);
-        } else {
+        if (e == SSL_ERROR_ZERO_RETURN)
+            peer_closed(cl, t);
+        else
             fail(cl, t, e);
-        }
         rc = -1;
         break;
     }
     if (have)
         client_layer_up(cl, level, buf, have);
-    if (!t->failed)
-        flush_wbio(cl, t); /* key updates, session tickets */
+    t->in_len = 0; /* what is left of raw (after a close) is dropped */
     ERR_clear_error();
+    if (!rc && t->ssl)
+        hand_over(cl, t);
     return rc;
 }
 
@@ -607,24 +1123,33 @@ static int output(struct mq_client *cl, unsigned level, const uint8_t *data, siz
     struct tls_conn *t = cl->layer[level].state;
     if (t->failed || cl->closing)
         return 0;
-    if (t->established)
-        return write_plain(cl, t, data, len);
-    /* Rare: proto only speaks after it heard CONNECT, which needs the handshake. */
-    if (t->early_len + len > t->early_cap) {
-        size_t ncap = t->early_cap ? t->early_cap : 256;
-        while (ncap < t->early_len + len)
+    if (t->rec)
+        return tls_rec_write(t->rec, cl, data, len); /* filled in place, sealed at the flush */
+    /* OpenSSL's record layer (the handshake, TLS 1.2): staged, and written with SSL_write
+     * at the flush (tls_flush), so a loop turn's packets share records there too. Before
+     * the handshake is done this is rare: proto speaks after CONNECT. */
+    if (t->stage_len >= TLS_CHUNK && t->established && flush_stage(cl, t))
+        return -1;
+    if (len > (1u << 30) - t->stage_len) {
+        client_close(cl, "too much output before the TLS handshake");
+        return -1;
+    }
+    if (t->stage_len + len > t->stage_cap) {
+        size_t ncap = t->stage_cap ? t->stage_cap : 256;
+        while (ncap < t->stage_len + len)
             ncap *= 2;
-        uint8_t *n = realloc(t->early, ncap);
+        uint8_t *n = realloc(t->stage, ncap);
         if (!n) {
             mq_log(MQ_LOG_ERR, "%s: out of memory for TLS output, closing", client_peer(cl));
             client_close(cl, "out of memory");
             return -1;
         }
-        t->early = n;
-        t->early_cap = ncap;
+        t->stage = n;
+        t->stage_cap = (uint32_t)ncap;
     }
-    memcpy(t->early + t->early_len, data, len);
-    t->early_len += len;
+    memcpy(t->stage + t->stage_len, data, len);
+    t->stage_len += (uint32_t)len;
+    client_mark_dirty(cl);
     return 0;
 }
 
@@ -635,13 +1160,28 @@ static void tls_shutdown(struct mq_client *cl, unsigned level)
 {
     struct tls_conn *t = cl->layer[level].state;
     if (t && !t->failed && t->established && !cl->closing) {
-        ERR_clear_error();
-        SSL_shutdown(t->ssl); /* queues close_notify; we do not wait for the peer's */
-        ERR_clear_error();
-        flush_wbio(cl, t);
+        if (t->ssl) {
+            if (flush_stage(cl, t))
+                return;
+            ERR_clear_error();
+            SSL_shutdown(t->ssl); /* queues close_notify; we do not wait for the peer's */
+            ERR_clear_error();
+        } else {
+            tls_rec_alert(t->rec, cl, TLS_ALERT_WARNING, TLS_ALERT_CLOSE_NOTIFY);
+        }
         t->failed = true; /* nothing may follow close_notify */
     }
     client_layer_shutdown_below(cl, level);
+}
+
+/* Seal the record being filled (or hand the staged plaintext to OpenSSL) before the
+ * output buffer is written. */
+static int tls_flush(struct mq_client *cl, unsigned level)
+{
+    struct tls_conn *t = cl->layer[level].state;
+    if (!t)
+        return 0;
+    return t->rec ? tls_rec_flush(t->rec, cl) : flush_stage(cl, t);
 }
 
 const struct mq_transport_ops tls_transport = {
@@ -650,6 +1190,7 @@ const struct mq_transport_ops tls_transport = {
     .input = input,
     .output = output,
     .shutdown = tls_shutdown,
+    .flush = tls_flush,
     .detach = detach,
     .ctx_free = tls_ctx_free,
 };
