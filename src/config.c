@@ -239,6 +239,7 @@ static const size_t listener_strings[] = {
     offsetof(struct mq_listener_config, crlfile),
     offsetof(struct mq_listener_config, tls_version),
     offsetof(struct mq_listener_config, ciphers),
+    offsetof(struct mq_listener_config, ciphers_tls13),
     offsetof(struct mq_listener_config, websockets_origins),
     offsetof(struct mq_listener_config, http_trusted_proxies),
 };
@@ -860,6 +861,7 @@ static const struct option options[] = {
     {"capath", parse_string, L(capath), V_STR, 0, 0},
     {"certfile", parse_string, L(certfile), V_STR, 0, 0},
     {"ciphers", parse_string, L(ciphers), V_STR, 0, 0},
+    {"ciphers_tls1.3", parse_string, L(ciphers_tls13), V_STR, 0, 0},
     {"crlfile", parse_string, L(crlfile), V_STR, 0, 0},
     {"keyfile", parse_string, L(keyfile), V_STR, 0, 0},
     {"require_certificate", parse_bool, L(require_certificate), V_BOOL, 0, 0},
@@ -876,7 +878,6 @@ static const struct option options[] = {
     UNSUPPORTED("auth_plugin_deny_special_chars"),
     UNSUPPORTED("autosave_on_changes"),
     UNSUPPORTED("check_retain_source"),
-    UNSUPPORTED("ciphers_tls1.3"),
     UNSUPPORTED("dhparamfile"),
     UNSUPPORTED("disable_client_cert_date_checks"),
     UNSUPPORTED("enable_control_api"),

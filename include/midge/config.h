@@ -33,6 +33,7 @@ struct mq_listener_config {
     char *auto_id_prefix;            /* effective value, never NULL after a successful load */
     /* TLS (parsed; implemented in the security issue). */
     char *cafile, *capath, *certfile, *keyfile, *crlfile, *tls_version, *ciphers;
+    char *ciphers_tls13; /* ciphers_tls1.3: the TLS 1.3 suites, in the server's order */
     bool require_certificate;
     bool use_identity_as_username;
     /* protocol websockets (docs/websocket.md). Lists are whitespace- or comma-separated. */
