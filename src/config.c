@@ -812,6 +812,7 @@ static const struct option options[] = {
     {"clientid_prefixes", parse_clientid_prefix, NOF, 0, 0},
     {"connect_timeout", parse_number, G(connect_timeout), V_U32, 1, 3600},
     {"connection_messages", parse_bool, G(connection_messages), V_BOOL, 0, 0},
+    {"tls_handshake_threads", parse_number, G(tls_handshake_threads), V_U32, 0, 64},
     {"max_topic_levels", parse_number, G(max_topic_levels), V_U32, 0, 65535},
     {"memory_limit", parse_number, G(memory_limit), V_U64, 0, INT64_MAX},
     {"client_output_limit", parse_number, G(client_output_limit), V_U64, 0, INT64_MAX},

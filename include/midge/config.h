@@ -90,6 +90,9 @@ struct mq_config {
     bool queue_qos0_messages;             /* default false */
     int64_t persistent_client_expiration; /* seconds; 0 = never */
     uint32_t sys_interval;                /* seconds; default 10; 0 disables */
+    /* Threads that run TLS handshake steps off the loop thread at nice 10; default 0: on
+     * the loop thread, within a time budget per wake-up (midge; docs/tls.md). */
+    uint32_t tls_handshake_threads;
 
     bool persistence;
     char *persistence_location;

@@ -111,8 +111,21 @@ def certs(tmp_path_factory):
     return c
 
 
+# Each TLS test runs twice against midge: with handshakes on the loop thread (the default)
+# and with tls_handshake_threads 2 (handshake steps on threads of low priority).
+HS_THREADS = [0]
+
+
+@pytest.fixture(autouse=True, params=[0, 2], ids=["loop", "hs_threads"])
+def hs_threads(request):
+    HS_THREADS[0] = request.param
+    yield
+
+
 def tls_conf(c, *extra):
-    return [f"cafile {c.cafile}", f"certfile {c.server[0]}", f"keyfile {c.server[1]}"] + list(extra)
+    threads = [f"tls_handshake_threads {HS_THREADS[0]}"] if HS_THREADS[0] else []
+    return ([f"cafile {c.cafile}", f"certfile {c.server[0]}", f"keyfile {c.server[1]}"] + threads
+            + list(extra))
 
 
 # --------------------------------------------------------------------------------------
