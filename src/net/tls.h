@@ -50,8 +50,8 @@ struct tls_hs {
      * SSL, this struct and step_in/step_out. Bytes that arrive meanwhile wait in wait_buf. */
     struct tls_job job;
     struct tls_conn *owner;
-    bool on_worker; /* the connection BIO writes to step_out, not to the connection */
-    bool orphan;    /* the connection left during the step: its return frees the rest */
+    bool on_worker;       /* the connection BIO writes to step_out, not to the connection */
+    bool orphan;          /* the connection left during the step: its return frees the rest */
     int step_r, step_err; /* SSL_do_handshake's result, SSL_get_error's */
     char step_why[128];   /* a failure's reason (OpenSSL's error queue is per thread) */
     uint8_t *step_in;     /* the socket bytes of the step (owned) */

@@ -195,8 +195,7 @@ bool tls_pool_cancel(struct tls_pool *p, struct tls_job *job)
     return taken;
 }
 
-void tls_pool_each_queued(struct tls_pool *p, void (*fn)(struct tls_job *job, void *arg),
-                          void *arg)
+void tls_pool_each_queued(struct tls_pool *p, void (*fn)(struct tls_job *job, void *arg), void *arg)
 {
     pthread_mutex_lock(&p->mu);
     for (unsigned q = 0; q < 2; q++)

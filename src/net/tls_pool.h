@@ -26,8 +26,9 @@ struct tls_pool;
 typedef void (*tls_job_fn)(struct tls_job *job);
 
 /* Start a pool of threads workers on loop: each lowers its own priority to nice 10, so
- * the loop thread preempts it, and gets most of a CPU they share. run is called on a worker, done on the loop thread afterwards. Returns the
- * pool (owned: tls_pool_free), or NULL after logging why. Call on the loop thread. */
+ * the loop thread preempts it, and gets most of a CPU they share. run is called on a worker, done
+ * on the loop thread afterwards. Returns the pool (owned: tls_pool_free), or NULL after logging
+ * why. Call on the loop thread. */
 struct tls_pool *tls_pool_new(uv_loop_t *loop, unsigned workers, tls_job_fn run, tls_job_fn done);
 
 /* Queue job (state TLS_JOB_IDLE, embedded in memory that stays valid until done runs) at
