@@ -545,6 +545,7 @@ static void begin_shutdown(struct mq_server *srv, const char *why)
         client_close(cl, "broker shutting down");
     while (srv->dirty) /* frees every client: all are closed, so this ends */
         client_flush_all(srv);
+    tls_server_stop(srv); /* handshake steps still running belonged to those clients */
     /* The epoll set stays open: poller_run waits on it until the loop has drained. */
     uv_close((uv_handle_t *)&srv->accept_pause, NULL);
     uv_close((uv_handle_t *)&srv->tick, NULL);

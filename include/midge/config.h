@@ -33,6 +33,7 @@ struct mq_listener_config {
     char *auto_id_prefix;            /* effective value, never NULL after a successful load */
     /* TLS (parsed; implemented in the security issue). */
     char *cafile, *capath, *certfile, *keyfile, *crlfile, *tls_version, *ciphers;
+    char *ciphers_tls13; /* ciphers_tls1.3: the TLS 1.3 suites, in the server's order */
     bool require_certificate;
     bool use_identity_as_username;
     /* protocol websockets (docs/websocket.md). Lists are whitespace- or comma-separated. */
@@ -170,6 +171,9 @@ struct mq_config {
     bool queue_qos0_messages;             /* default false */
     int64_t persistent_client_expiration; /* seconds; 0 = never */
     uint32_t sys_interval;                /* seconds; default 10; 0 disables */
+    /* Threads that run TLS handshake steps off the loop thread at nice 10; default 0: on
+     * the loop thread, within a time budget per wake-up (midge; docs/tls.md). */
+    uint32_t tls_handshake_threads;
 
     bool persistence;
     char *persistence_location;

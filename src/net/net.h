@@ -159,6 +159,10 @@ struct mq_server {
     uint64_t handshake_ns;
     struct tls_conn *hs_wait_head[2], *hs_wait_tail[2]; /* tls.h: HS_CONTINUING, HS_NEW */
     uint64_t hs_credit_ms; /* when the waiting ones' connect_timeout was last credited */
+    /* The threads that run handshake steps (tls_pool.c), started at the first handshake
+     * unless tls_handshake_threads is 0; hs_pool_off once that (or starting them) failed. */
+    struct tls_pool *hs_pool;
+    bool hs_pool_off;
     uint8_t read_buf[NET_READ_BUF_SIZE]; /* shared: idle clients hold no read buffer */
     /* OpenSSL's plaintext (transport_tls.c): apart from read_buf, whose ciphertext OpenSSL
      * may still be reading while a record completed from an earlier read comes out. */

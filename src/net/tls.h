@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "net.h"
+#include "tls_pool.h"
 
 struct mq_listener_config;
 struct ssl_st;
@@ -44,6 +45,18 @@ struct tls_hs {
     uint64_t wait_since_ms; /* uv_now when it began to wait */
     uint8_t *wait_buf;
     struct tls_conn *wait_next, *wait_prev;
+    /* A handshake step on a worker thread (tls_pool.c, when the server runs one): from
+     * tls_pool_submit until the step is back on the loop thread, the worker alone uses the
+     * SSL, this struct and step_in/step_out. Bytes that arrive meanwhile wait in wait_buf. */
+    struct tls_job job;
+    struct tls_conn *owner;
+    bool on_worker;       /* the connection BIO writes to step_out, not to the connection */
+    bool orphan;          /* the connection left during the step: its return frees the rest */
+    int step_r, step_err; /* SSL_do_handshake's result, SSL_get_error's */
+    char step_why[128];   /* a failure's reason (OpenSSL's error queue is per thread) */
+    uint8_t *step_in;     /* the socket bytes of the step (owned) */
+    uint8_t *step_out;    /* what OpenSSL wrote during it (owned) */
+    uint32_t step_out_len, step_out_cap;
 };
 
 /* One TLS connection (cl->layer[level].state). During the handshake OpenSSL runs it
@@ -99,6 +112,9 @@ void *tls_ctx_ref(void *ctx);
  * until this wake-up's handshake budget is spent. Called by the poller after each
  * wake-up's events; the poller does not block while some wait. */
 void tls_handshakes_run(struct mq_server *srv);
+
+/* At shutdown, after every client is gone: stop the handshake threads (if any). */
+void tls_server_stop(struct mq_server *srv);
 
 /* Some handshakes wait (the poller must not block). */
 static inline bool tls_handshakes_waiting(const struct mq_server *srv)

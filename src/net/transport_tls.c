@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,14 @@
 #define HANDSHAKE_BUDGET_NS 500000
 /* What a waiting handshake may send before its turn: a ClientHello, with room to spare. */
 #define HANDSHAKE_WAIT_MAX (64 * 1024)
+
+/* The TLS 1.3 suites in the server's order when ciphers_tls1.3 is not set. OpenSSL's
+ * default puts AES-256-GCM-SHA384 first; AES-128-GCM-SHA256 first makes the handshake's
+ * transcript hash, key schedule and HMACs SHA-256, which x86 (SHA-NI) and ARMv8 compute in
+ * hardware where SHA-384 is software: broker CPU per full ECDSA handshake 0.92 x, per
+ * resumed one 0.9 x (docs/tls.md). AES-128 is TLS 1.3's mandatory suite; ChaCha20 goes
+ * first for a client that asks for it first (SSL_OP_PRIORITIZE_CHACHA: no AES hardware). */
+#define TLS13_SUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
 /* Bytes of the first flight that mark a plaintext MQTT client: a CONNECT packet. */
 #define MQTT_CONNECT_BYTE 0x10
@@ -96,6 +105,7 @@ int tls_check_config(const char *file, const struct mq_listener_config *lc)
                           : lc->crlfile                  ? "crlfile"
                           : lc->tls_version              ? "tls_version"
                           : lc->ciphers                  ? "ciphers"
+                          : lc->ciphers_tls13            ? "ciphers_tls1.3"
                           : lc->require_certificate      ? "require_certificate"
                           : lc->use_identity_as_username ? "use_identity_as_username"
                                                          : NULL;
@@ -349,55 +359,66 @@ static time_t mono_s(void)
     return ts.tv_sec + 1; /* never 0, which marks an unused slot */
 }
 
+/* Handshake threads (tls_pool.c) seal and open tickets too: the keys' rotation and reads
+ * are under this lock. AES-256-CBC is fetched once, at the first context (loop thread). */
+static pthread_mutex_t ticket_lock = PTHREAD_MUTEX_INITIALIZER;
+static EVP_CIPHER *ticket_cipher;
+
 /* OpenSSL asks to seal (enc 1) or open (enc 0) a ticket: AES-256-CBC and HMAC-SHA256
  * under our keys. Returns 1 (sealed), 2 (opened: issue a fresh ticket), 0 for a ticket
- * we cannot open (a full handshake follows), -1 on failure. */
+ * we cannot open (a full handshake follows), -1 on failure. Any thread. */
 static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[16],
                      EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
 {
     struct ticket_keys *tk = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ticket_index);
-    if (!tk)
+    if (!tk || !ticket_cipher)
         return -1;
     time_t now = mono_s();
-    const struct ticket_key *k = NULL;
+    struct ticket_key k; /* a copy, used outside the lock */
+    bool found = false;
     int rc = 1;
+    pthread_mutex_lock(&ticket_lock);
     if (enc) {
         if (now - tk->key[tk->cur].born >= TICKET_ROTATE_S) {
             unsigned next = tk->cur ^ 1;
-            if (ticket_key_fill(&tk->key[next], now))
-                return -1;
-            tk->cur = next;
+            if (ticket_key_fill(&tk->key[next], now) == 0)
+                tk->cur = next;
         }
-        k = &tk->key[tk->cur];
-        if (RAND_bytes(iv, 16) != 1)
-            return -1;
-        memcpy(key_name, k->name, 16);
+        k = tk->key[tk->cur];
+        found = k.born && now - k.born < TICKET_ROTATE_S;
     } else {
-        for (unsigned i = 0; i < 2 && !k; i++) {
+        for (unsigned i = 0; i < 2 && !found; i++) {
             const struct ticket_key *c = &tk->key[(tk->cur + i) & 1];
             /* The previous key opens tickets for one more period, then it is retired. */
             if (c->born && !memcmp(c->name, key_name, 16) &&
-                (i == 0 || now - c->born < 2 * TICKET_ROTATE_S))
-                k = c;
+                (i == 0 || now - c->born < 2 * TICKET_ROTATE_S)) {
+                k = *c;
+                found = true;
+            }
         }
-        if (!k)
-            return 0;
         /* Renew on every resumption: clients use a TLS 1.3 ticket once (RFC 8446, C.4),
          * so a device that reconnects needs a fresh one each time to resume again. */
         rc = 2;
     }
+    pthread_mutex_unlock(&ticket_lock);
+    if (!found) {
+        OPENSSL_cleanse(&k, sizeof(k));
+        return enc ? -1 : 0;
+    }
+    if (enc) {
+        if (RAND_bytes(iv, 16) != 1)
+            rc = -1;
+        memcpy(key_name, k.name, 16);
+    }
     OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac, sizeof(k->hmac)),
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac, sizeof(k.hmac)),
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
         OSSL_PARAM_construct_end(),
     };
-    /* Fetched once (see tls_rec.c's algs): the getter would look it up at every ticket. */
-    static EVP_CIPHER *aes_cbc;
-    if (!aes_cbc && !(aes_cbc = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL)))
-        return -1;
-    if (EVP_CipherInit_ex(cctx, aes_cbc, NULL, k->aes, iv, enc) != 1 ||
-        EVP_MAC_CTX_set_params(hctx, params) != 1)
-        return -1;
+    if (rc > 0 && (EVP_CipherInit_ex(cctx, ticket_cipher, NULL, k.aes, iv, enc) != 1 ||
+                   EVP_MAC_CTX_set_params(hctx, params) != 1))
+        rc = -1;
+    OPENSSL_cleanse(&k, sizeof(k));
     return rc;
 }
 
@@ -406,8 +427,11 @@ static bool setup_tickets(SSL_CTX *ctx, unsigned port)
 {
     if (ticket_index < 0)
         ticket_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, ticket_keys_free);
+    /* Fetched once: the getter EVP_aes_256_cbc() would look it up at every ticket. */
+    if (!ticket_cipher)
+        ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
     struct ticket_keys *tk = calloc(1, sizeof(*tk));
-    if (ticket_index < 0 || !tk || ticket_key_fill(&tk->key[0], mono_s()) ||
+    if (ticket_index < 0 || !ticket_cipher || !tk || ticket_key_fill(&tk->key[0], mono_s()) ||
         !SSL_CTX_set_ex_data(ctx, ticket_index, tk)) {
         free(tk);
         mq_log(MQ_LOG_ERR, "listener %u: cannot set up TLS session tickets", port);
@@ -446,7 +470,7 @@ void *tls_ctx_new(const struct mq_listener_config *lc)
     /* No renegotiation (a client could make us redo handshakes at will), and the
      * server's cipher order wins. Idle connections give their record buffers back. */
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
-                                 SSL_OP_NO_COMPRESSION);
+                                 SSL_OP_PRIORITIZE_CHACHA | SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     /* Needed for session resumption when client certificates are verified. */
     static const unsigned char sid_ctx[] = "midge";
@@ -460,6 +484,15 @@ void *tls_ctx_new(const struct mq_listener_config *lc)
                    port, lc->ciphers, ssl_reason(buf, sizeof(buf), NULL));
             goto fail;
         }
+    }
+    const char *suites = lc->ciphers_tls13 ? lc->ciphers_tls13 : TLS13_SUITES;
+    ERR_clear_error();
+    if (SSL_CTX_set_ciphersuites(ctx, suites) != 1) {
+        mq_log(MQ_LOG_ERR,
+               "listener %u: ciphers_tls1.3 \"%s\" selects no TLS 1.3 suite this OpenSSL knows "
+               "(%s; see openssl ciphers -v -tls1_3)",
+               port, suites, ssl_reason(buf, sizeof(buf), NULL));
+        goto fail;
     }
     if (!load_cert_and_key(ctx, lc) || !load_client_verification(ctx, lc))
         goto fail;
@@ -508,8 +541,30 @@ static int bio_write(BIO *b, const char *data, int len)
 {
     struct tls_conn *t = BIO_get_data(b);
     BIO_clear_retry_flags(b);
-    if (len > 0)
-        client_layer_down(t->cl, t->level, (const uint8_t *)data, (size_t)len);
+    if (len <= 0)
+        return len;
+    struct tls_hs *hs = t->hs;
+    if (hs && hs->on_worker) {
+        /* A handshake thread: the connection is the loop thread's; keep it for the
+         * step's return (step_done). */
+        if ((size_t)len > UINT32_MAX / 2 - hs->step_out_len)
+            return -1;
+        uint32_t need = hs->step_out_len + (uint32_t)len;
+        if (need > hs->step_out_cap) {
+            uint32_t cap = hs->step_out_cap ? hs->step_out_cap : 4096;
+            while (cap < need)
+                cap *= 2;
+            uint8_t *n = realloc(hs->step_out, cap);
+            if (!n)
+                return -1;
+            hs->step_out = n;
+            hs->step_out_cap = cap;
+        }
+        memcpy(hs->step_out + hs->step_out_len, data, (size_t)len);
+        hs->step_out_len = need;
+        return len;
+    }
+    client_layer_down(t->cl, t->level, (const uint8_t *)data, (size_t)len);
     return len;
 }
 
@@ -694,6 +749,9 @@ static void hs_free(struct tls_conn *t)
         return;
     if (t->hs->waiting)
         wait_unlink(t->cl->srv, t);
+    free(t->hs->wait_buf); /* bytes that came during a step on a handshake thread */
+    free(t->hs->step_in);
+    free(t->hs->step_out);
     SSL_CTX_free(t->hs->ctx); /* NULL once the SSL was made */
     OPENSSL_cleanse(t->hs, sizeof(*t->hs));
     free(t->hs);
@@ -701,18 +759,17 @@ static void hs_free(struct tls_conn *t)
 }
 
 /* The connection's SSL, made at its first bytes rather than at accept: a storm of
- * connections costs the accept loop no SSL_new, and the budget of tls_handshakes_run
- * covers it. -1 after closing the connection. */
-static int make_ssl(struct mq_client *cl, struct tls_conn *t)
+ * connections costs the accept loop no SSL_new, and the budget of tls_handshakes_run (or
+ * a handshake thread) covers it. ssl_new: any thread, -1 when out of memory; make_ssl:
+ * the loop thread, -1 after closing the connection. */
+static int ssl_new(struct tls_conn *t)
 {
     BIO *bio = BIO_new(conn_bio_method());
     SSL *ssl = SSL_new(t->hs->ctx);
     if (!bio || !ssl) {
-        mq_log(MQ_LOG_ERR, "%s: out of memory setting up TLS", client_peer(cl));
         SSL_free(ssl);
         BIO_free(bio);
         ERR_clear_error();
-        client_close(cl, "out of memory");
         return -1;
     }
     BIO_set_data(bio, t);
@@ -724,6 +781,15 @@ static int make_ssl(struct mq_client *cl, struct tls_conn *t)
     SSL_CTX_free(t->hs->ctx); /* the SSL holds its own reference */
     t->hs->ctx = NULL;
     return 0;
+}
+
+static int make_ssl(struct mq_client *cl, struct tls_conn *t)
+{
+    if (ssl_new(t) == 0)
+        return 0;
+    mq_log(MQ_LOG_ERR, "%s: out of memory setting up TLS", client_peer(cl));
+    client_close(cl, "out of memory");
+    return -1;
 }
 
 static int attach(struct mq_client *cl, unsigned level, void *listener_ctx)
@@ -746,17 +812,32 @@ static int attach(struct mq_client *cl, unsigned level, void *listener_ctx)
     return 0;
 }
 
-static void detach(struct mq_client *cl, unsigned level)
+/* Everything of a connection's TLS; t->cl may be gone already (an orphaned step). */
+static void conn_free(struct tls_conn *t)
 {
-    struct tls_conn *t = cl->layer[level].state;
-    if (!t)
-        return;
     SSL_free(t->ssl); /* and its BIO; the SSL_CTX reference goes with it */
     tls_rec_free(t->rec);
     hs_free(t);
     free(t->stage);
     free(t);
+}
+
+static void detach(struct mq_client *cl, unsigned level)
+{
+    struct tls_conn *t = cl->layer[level].state;
+    if (!t)
+        return;
     cl->layer[level].state = NULL;
+    if (t->hs && t->hs->on_worker) {
+        if (!tls_pool_cancel(cl->srv->hs_pool, &t->hs->job)) {
+            /* A handshake thread has it: step_done frees it when the step is back. */
+            t->hs->orphan = true;
+            t->cl = NULL;
+            return;
+        }
+        t->hs->on_worker = false;
+    }
+    conn_free(t);
 }
 
 /* Encrypt plaintext a record at a time (OpenSSL until the hand-over, tls_rec after). */
@@ -932,6 +1013,11 @@ static int rec_input(struct mq_client *cl, struct tls_conn *t, unsigned level, u
 
 /* The handshake input step: raw to OpenSSL, then the plaintext that follows it. */
 static int feed(struct mq_client *cl, struct tls_conn *t, unsigned level, uint8_t *raw, size_t len);
+static struct tls_pool *pool_get(struct mq_server *srv);
+static int submit_step(struct mq_client *cl, struct tls_conn *t, struct tls_pool *pool,
+                       const uint8_t *raw, size_t len);
+static int busy_add(struct mq_client *cl, struct tls_conn *t, const uint8_t *raw, size_t len);
+static void credit_queued(struct tls_job *job, void *arg);
 
 /* Take t out of the server's queue of waiting handshakes. */
 static void wait_unlink(struct mq_server *srv, struct tls_conn *t)
@@ -1007,6 +1093,8 @@ void tls_handshakes_run(struct mq_server *srv)
         for (unsigned q = HS_CONTINUING; q <= HS_NEW; q++)
             for (struct tls_conn *t = srv->hs_wait_head[q]; t; t = t->hs->wait_next)
                 wait_credit(t, now);
+        if (srv->hs_pool)
+            tls_pool_each_queued(srv->hs_pool, credit_queued, &now);
     }
     /* Handshakes under way first: their steps are cheap, and finishing them is what
      * lets their clients in (and their connect_timeout stop running). */
@@ -1033,6 +1121,8 @@ static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
         return 0;
     if (t->rec)
         return rec_input(cl, t, level, raw, len);
+    if (t->hs && t->hs->on_worker)
+        return busy_add(cl, t, raw, len);
     if (t->hs && t->hs->waiting)
         return wait_add(cl, t, raw, len, t->hs->wait_queue);
     if (!t->got_input) {
@@ -1045,6 +1135,9 @@ static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
      * ones, each oldest first. */
     if (!t->established && t->hs) {
         struct mq_server *srv = cl->srv;
+        struct tls_pool *pool = pool_get(srv);
+        if (pool)
+            return submit_step(cl, t, pool, raw, len);
         unsigned q = t->ssl ? HS_CONTINUING : HS_NEW;
         if (srv->handshake_ns >= HANDSHAKE_BUDGET_NS || srv->hs_wait_head[HS_CONTINUING] ||
             (q == HS_NEW && srv->hs_wait_head[HS_NEW]))
@@ -1053,37 +1146,14 @@ static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
     return feed(cl, t, level, raw, len);
 }
 
-static int feed(struct mq_client *cl, struct tls_conn *t, unsigned level, uint8_t *raw, size_t len)
+/* After the handshake: decrypt what OpenSSL can read of t->in into the shared plaintext
+ * buffer, filling it before each hand-over up; then take the record layer over if the
+ * connection is between two records. */
+static int read_plain(struct mq_client *cl, struct tls_conn *t, unsigned level)
 {
-    /* OpenSSL reads raw through the BIO as it needs it (raw may be the server's shared
-     * read buffer); the plaintext goes to a buffer of its own, since a record begun in an
-     * earlier read can yield more plaintext than the ciphertext it takes from raw. */
-    if (!t->ssl && make_ssl(cl, t))
-        return -1;
-    t->in = raw;
-    t->in_len = len;
-    int rc = 0;
-    if (!t->established) {
-        ERR_clear_error();
-        uint64_t t0 = uv_hrtime();
-        int r = SSL_do_handshake(t->ssl);
-        cl->srv->handshake_ns += uv_hrtime() - t0;
-        if (r != 1) {
-            int e = SSL_get_error(t->ssl, r);
-            t->in_len = 0;
-            if (e == SSL_ERROR_WANT_READ)
-                return 0; /* our part of the handshake went out through the BIO */
-            fail(cl, t, e);
-            return -1;
-        }
-        if (established(cl, t)) {
-            t->in_len = 0;
-            return -1;
-        }
-    }
-    /* Decrypt into the shared plaintext buffer, filling it before each hand-over up. */
     uint8_t *buf = cl->srv->tls_plain_buf;
     size_t cap = sizeof(cl->srv->tls_plain_buf), have = 0;
+    int rc = 0;
     for (;;) {
         if (cl->closing || cl->close_requested)
             break;
@@ -1116,6 +1186,194 @@ static int feed(struct mq_client *cl, struct tls_conn *t, unsigned level, uint8_
     if (!rc && t->ssl)
         hand_over(cl, t);
     return rc;
+}
+
+/* What a handshake step's result (r from SSL_do_handshake, e from SSL_get_error, why
+ * for a failure) means for the connection, on the loop thread: wait for more, fail, or
+ * established, then the plaintext that followed in t->in. */
+static int after_step(struct mq_client *cl, struct tls_conn *t, unsigned level, int r, int e,
+                      const char *why)
+{
+    if (r != 1) {
+        t->in_len = 0;
+        if (e == SSL_ERROR_WANT_READ)
+            return 0; /* our part of the handshake went out through the BIO */
+        fail_why(cl, t, why);
+        return -1;
+    }
+    if (established(cl, t)) {
+        t->in_len = 0;
+        return -1;
+    }
+    return read_plain(cl, t, level);
+}
+
+/* Why a handshake step failed, into buf (OpenSSL's error queue is the calling thread's). */
+static const char *step_reason(int e, char *buf, size_t size)
+{
+    if (e == SSL_ERROR_SYSCALL && !ERR_peek_error())
+        return "unexpected end of data";
+    return ssl_reason(buf, size, NULL);
+}
+
+static int feed(struct mq_client *cl, struct tls_conn *t, unsigned level, uint8_t *raw, size_t len)
+{
+    /* OpenSSL reads raw through the BIO as it needs it (raw may be the server's shared
+     * read buffer); the plaintext goes to a buffer of its own, since a record begun in an
+     * earlier read can yield more plaintext than the ciphertext it takes from raw. */
+    if (!t->ssl && make_ssl(cl, t))
+        return -1;
+    t->in = raw;
+    t->in_len = len;
+    if (t->established)
+        return read_plain(cl, t, level);
+    ERR_clear_error();
+    uint64_t t0 = uv_hrtime();
+    int r = SSL_do_handshake(t->ssl);
+    cl->srv->handshake_ns += uv_hrtime() - t0;
+    int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
+    char buf[256];
+    const char *why = r == 1 || e == SSL_ERROR_WANT_READ ? NULL : step_reason(e, buf, sizeof(buf));
+    return after_step(cl, t, level, r, e, why);
+}
+
+/* ---- handshake steps on the handshake threads (tls_pool.c) ---------------------------- */
+
+/* On a handshake thread: one SSL_do_handshake over step_in. The connection BIO writes to
+ * step_out; the callbacks (on_msg, on_keylog, ticket_cb) run here too. */
+static void run_step(struct tls_job *job)
+{
+    struct tls_hs *hs = (struct tls_hs *)((char *)job - offsetof(struct tls_hs, job));
+    struct tls_conn *t = hs->owner;
+    if (!t->ssl && ssl_new(t)) {
+        hs->step_r = -1;
+        hs->step_err = SSL_ERROR_SSL;
+        snprintf(hs->step_why, sizeof(hs->step_why), "out of memory");
+        return;
+    }
+    ERR_clear_error();
+    int r = SSL_do_handshake(t->ssl);
+    int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
+    hs->step_r = r;
+    hs->step_err = e;
+    hs->step_why[0] = '\0';
+    if (r != 1 && e != SSL_ERROR_WANT_READ) {
+        char buf[sizeof(hs->step_why)];
+        const char *why = step_reason(e, buf, sizeof(buf));
+        size_t n = strnlen(why, sizeof(hs->step_why) - 1);
+        memcpy(hs->step_why, why, n);
+        hs->step_why[n] = '\0';
+    }
+    ERR_clear_error();
+}
+
+/* Back on the loop thread: send what OpenSSL wrote, act on the result, then take the
+ * bytes that arrived meanwhile. */
+static void step_done(struct tls_job *job)
+{
+    struct tls_hs *hs = (struct tls_hs *)((char *)job - offsetof(struct tls_hs, job));
+    struct tls_conn *t = hs->owner;
+    hs->on_worker = false;
+    if (hs->orphan) {
+        conn_free(t);
+        return;
+    }
+    struct mq_client *cl = t->cl;
+    wait_credit(t, uv_now(&cl->srv->loop));
+    if (hs->step_out_len && !cl->closing)
+        client_layer_down(cl, t->level, hs->step_out, hs->step_out_len);
+    free(hs->step_out);
+    hs->step_out = NULL;
+    hs->step_out_len = hs->step_out_cap = 0;
+    uint8_t *in = hs->step_in, *more = hs->wait_buf;
+    size_t more_len = hs->wait_len;
+    hs->step_in = hs->wait_buf = NULL;
+    hs->wait_len = 0;
+    int rc = -1;
+    if (cl->closing || cl->close_requested || t->failed)
+        t->in_len = 0;
+    else
+        rc = after_step(cl, t, t->level, hs->step_r, hs->step_err, hs->step_why);
+    free(in);
+    if (!rc && more_len)
+        input(cl, t->level, more, more_len);
+    free(more);
+}
+
+/* The server's handshake threads, started at the first handshake; NULL: handshakes run
+ * on the loop thread (tls_handshake_threads 0, or the threads could not be started). */
+static struct tls_pool *pool_get(struct mq_server *srv)
+{
+    if (srv->hs_pool || srv->hs_pool_off)
+        return srv->hs_pool;
+    uint32_t n = srv->cfg->tls_handshake_threads;
+    if (n)
+        srv->hs_pool = tls_pool_new(&srv->loop, n, run_step, step_done);
+    if (srv->hs_pool)
+        mq_log(MQ_LOG_INFO, "TLS handshakes run on %u thread%s of idle priority", n,
+               n == 1 ? "" : "s");
+    else
+        srv->hs_pool_off = true;
+    return srv->hs_pool;
+}
+
+/* Hand a handshake step (raw: its socket bytes) to the handshake threads. */
+static int submit_step(struct mq_client *cl, struct tls_conn *t, struct tls_pool *pool,
+                       const uint8_t *raw, size_t len)
+{
+    struct tls_hs *hs = t->hs;
+    uint8_t *in = malloc(len); /* the SSL is made on the handshake thread (ssl_new) */
+    if (!in) {
+        client_close(cl, "out of memory");
+        return -1;
+    }
+    memcpy(in, raw, len);
+    hs->step_in = in;
+    t->in = in;
+    t->in_len = len;
+    hs->owner = t;
+    hs->on_worker = true;
+    hs->wait_since_ms = uv_now(&cl->srv->loop);
+    tls_pool_submit(pool, &hs->job, t->ssl ? 0 : 1); /* under way first */
+    return 0;
+}
+
+/* Bytes of a connection whose step is on a handshake thread: they wait in wait_buf. */
+static int busy_add(struct mq_client *cl, struct tls_conn *t, const uint8_t *raw, size_t len)
+{
+    struct tls_hs *hs = t->hs;
+    if (len > HANDSHAKE_WAIT_MAX - hs->wait_len) {
+        /* Not fail_why: the SSL is the handshake thread's now. */
+        mq_log(MQ_LOG_NOTICE, "TLS handshake with %s failed: handshake flight too large",
+               client_peer(cl));
+        t->failed = true;
+        if (!cl->close_reason)
+            cl->close_reason = "TLS handshake failed";
+        client_request_close(cl);
+        return -1;
+    }
+    uint8_t *b = realloc(hs->wait_buf, hs->wait_len + len);
+    if (!b) {
+        client_close(cl, "out of memory");
+        return -1;
+    }
+    memcpy(b + hs->wait_len, raw, len);
+    hs->wait_buf = b;
+    hs->wait_len += (uint32_t)len;
+    return 0;
+}
+
+static void credit_queued(struct tls_job *job, void *arg)
+{
+    struct tls_hs *hs = (struct tls_hs *)((char *)job - offsetof(struct tls_hs, job));
+    wait_credit(hs->owner, *(uint64_t *)arg);
+}
+
+void tls_server_stop(struct mq_server *srv)
+{
+    tls_pool_free(srv->hs_pool);
+    srv->hs_pool = NULL;
+    srv->hs_pool_off = true;
 }
 
 static int output(struct mq_client *cl, unsigned level, const uint8_t *data, size_t len)

@@ -111,8 +111,21 @@ def certs(tmp_path_factory):
     return c
 
 
+# Each TLS test runs twice against midge: with handshakes on the loop thread (the default)
+# and with tls_handshake_threads 2 (handshake steps on threads of low priority).
+HS_THREADS = [0]
+
+
+@pytest.fixture(autouse=True, params=[0, 2], ids=["loop", "hs_threads"])
+def hs_threads(request):
+    HS_THREADS[0] = request.param
+    yield
+
+
 def tls_conf(c, *extra):
-    return [f"cafile {c.cafile}", f"certfile {c.server[0]}", f"keyfile {c.server[1]}"] + list(extra)
+    threads = [f"tls_handshake_threads {HS_THREADS[0]}"] if HS_THREADS[0] else []
+    return ([f"cafile {c.cafile}", f"certfile {c.server[0]}", f"keyfile {c.server[1]}"] + threads
+            + list(extra))
 
 
 # --------------------------------------------------------------------------------------
@@ -550,6 +563,40 @@ def test_tls_ciphers(start_broker, certs):
     c.disconnect()
 
 
+def tls13_suite(port, cafile, offer):
+    """The TLS 1.3 suite an `openssl s_client` offering only `offer` (in that order) gets,
+    or None when the handshake fails."""
+    r = subprocess.run([OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", cafile,
+                        "-servername", "localhost", "-tls1_3", "-ciphersuites", offer, "-brief"],
+                       input=b"", capture_output=True, timeout=60)
+    m = re.search(rb"Ciphersuite: (\S+)", r.stdout + r.stderr)
+    return m.group(1).decode() if m else None
+
+
+def test_tls13_suites(start_broker, certs):
+    """TLS 1.3 suites: by default the server's order puts AES-128-GCM-SHA256 first (a client
+    whose list starts with AES-256 gets AES-128), unless the client lists ChaCha20 first;
+    ciphers_tls1.3 sets the suites and their order, and a client offering none of them is
+    refused."""
+    br = start_broker(conf=tls_conf(certs))
+    c = tls_client(br.port, client_ctx(certs), "suite-default")
+    assert c.sock.cipher()[0] == "TLS_AES_128_GCM_SHA256"
+    c.disconnect()
+    assert tls13_suite(br.port, certs.cafile,
+                       "TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256") == "TLS_AES_128_GCM_SHA256"
+    assert tls13_suite(br.port, certs.cafile, "TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256") \
+        == "TLS_CHACHA20_POLY1305_SHA256"
+    assert tls13_suite(br.port, certs.cafile, "TLS_AES_256_GCM_SHA384") == "TLS_AES_256_GCM_SHA384"
+
+    br2 = start_broker(conf=tls_conf(certs, "ciphers_tls1.3 TLS_AES_256_GCM_SHA384"))
+    c = tls_client(br2.port, client_ctx(certs), "suite-256")
+    assert c.sock.cipher()[0] == "TLS_AES_256_GCM_SHA384"
+    c.disconnect()
+    mark = br2.mark()
+    assert tls13_suite(br2.port, certs.cafile, "TLS_CHACHA20_POLY1305_SHA256") is None
+    br2.wait_log(r"TLS handshake with 127\.0\.0\.1:\d+ failed: no shared cipher", since=mark)
+
+
 # --------------------------------------------------------------------------------------
 # start-up errors: never plaintext
 # --------------------------------------------------------------------------------------
@@ -581,6 +628,9 @@ START_ERRORS = {
                        r"error: listener 0: capath {ca}: not a directory"),
     "bad_ciphers": (lambda c, d: tls_conf(c, "ciphers NO-SUCH-CIPHER"),
                     r"error: listener 0: ciphers \"NO-SUCH-CIPHER\" selects no cipher"),
+    "bad_ciphers_tls13": (lambda c, d: tls_conf(c, "ciphers_tls1.3 NO_SUCH_SUITE"),
+                          r"error: listener 0: ciphers_tls1\.3 \"NO_SUCH_SUITE\" selects no TLS "
+                          r"1\.3 suite"),
     "crlfile_missing": (lambda c, d: tls_conf(c, "require_certificate true",
                                               f"crlfile {d}/nocrl.pem"),
                         r"error: listener 0: crlfile {d}/nocrl\.pem: No such file or directory"),

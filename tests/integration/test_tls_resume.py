@@ -17,8 +17,8 @@ import time
 import pytest
 
 from midge_harness import TIMEOUT, MqttConn, connect_pkt, midge_only, publish_pkt, scaled
-from test_tls import (OPENSSL, TlsConn, certs, client_ctx, make_ca, make_cert,  # noqa: F401
-                      make_crl, sighup, tls_client, tls_conf)
+from test_tls import (OPENSSL, TlsConn, certs, client_ctx, hs_threads, make_ca,  # noqa: F401
+                      make_cert, make_crl, sighup, tls_client, tls_conf)
 
 pytestmark = midge_only
 
