@@ -85,8 +85,8 @@ void client_out_trim(struct mq_server *srv, bool all)
     srv->out_free_low = srv->out_free_count;
 }
 
-/* Make room for n more bytes of output. -1 on out of memory (or beyond 32-bit lengths). */
-static int out_reserve(struct mq_client *cl, size_t n)
+/* out_reserve's slow path: take a pooled buffer, compact, or grow. */
+static int out_grow(struct mq_client *cl, size_t n)
 {
     if (!cl->out)
         out_acquire(cl);
@@ -117,6 +117,16 @@ static int out_reserve(struct mq_client *cl, size_t n)
     grown->cap = (uint32_t)(total - sizeof(*grown));
     cl->out = grown;
     return 0;
+}
+
+/* Make room for n more bytes of output. -1 on out of memory (or beyond 32-bit lengths).
+ * Inline: it runs for every packet, and there is room in the common case. */
+static inline int out_reserve(struct mq_client *cl, size_t n)
+{
+    const struct mq_out *o = cl->out;
+    if (o && o->cap - o->len >= n)
+        return 0;
+    return out_grow(cl, n);
 }
 
 static void mark_dirty(struct mq_client *cl)
@@ -172,11 +182,42 @@ uint8_t *client_out_append(struct mq_client *cl, size_t n)
     return p;
 }
 
+/* A packet's pieces, queued for the socket as they are: room made once for all of them. */
+static void send_rawv(struct mq_client *cl, const struct mq_iov *iov, size_t n)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += iov[i].len;
+    if (!total)
+        return;
+    if (out_reserve(cl, total)) {
+        mq_log(MQ_LOG_ERR, "%s: out of memory for output, closing", client_peer(cl));
+        client_close(cl, "out of memory");
+        return;
+    }
+    struct mq_out *o = cl->out;
+    for (size_t i = 0; i < n; i++) {
+        if (iov[i].len)
+            memcpy(o->data + o->len, iov[i].base, iov[i].len);
+        o->len += (uint32_t)iov[i].len;
+    }
+    mark_dirty(cl);
+}
+
 static void sink_write(struct mq_conn *c, const struct mq_iov *iov, size_t n)
 {
     struct mq_client *cl = client_of_conn(c);
     if (cl->closing)
         return;
+    if (!cl->layers) {
+        send_rawv(cl, iov, n);
+        return;
+    }
+    const struct mq_transport_ops *top = cl->layer[cl->layers - 1].ops;
+    if (top->outputv) {
+        top->outputv(cl, cl->layers - 1, iov, n);
+        return;
+    }
     /* The layers stage what they get (a TLS record, a WebSocket message per turn), so
      * the pieces of a packet go down as they are. */
     for (size_t i = 0; i < n && !cl->closing; i++) {

@@ -61,6 +61,10 @@ struct mq_transport_ops {
     /* Bytes from the layer above (MQTT from the top one): encode them and pass the result
      * to client_layer_down(). Returns 0, or -1 once the connection is closing. */
     int (*output)(struct mq_client *cl, unsigned level, const uint8_t *data, size_t len);
+    /* The same for a packet in pieces (proto writes a PUBLISH as header, topic and
+     * payload), in one call, so that a layer that stages pays its per-call work once per
+     * packet. Optional, and only for the top layer: without it each piece goes to output. */
+    int (*outputv)(struct mq_client *cl, unsigned level, const struct mq_iov *iov, size_t n);
     /* The broker is about to close the connection: send the layer's goodbye (a WebSocket
      * close frame, TLS close_notify) with the last output, then, at once or when that
      * goodbye has really been queued, client_layer_shutdown_below(), so the layers say
@@ -152,7 +156,7 @@ struct mq_server {
     size_t linger_count;
     uv_timer_t linger_timer; /* closes the ones past their time; initialised on first use */
     bool linger_timer_ready;
-    struct mq_bridges *bridges;          /* src/bridge/: NULL until a bridge is configured */
+    struct mq_bridges *bridges; /* src/bridge/: NULL until a bridge is configured */
     /* TLS handshakes (transport_tls.c): the time spent in them during this wake-up, and
      * the handshakes waiting, oldest first, for a later wake-up because that time passed a
      * budget, so that a reconnect storm cannot hold up the connected clients' traffic. */

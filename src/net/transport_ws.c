@@ -1091,38 +1091,58 @@ static bool track_packets(struct ws_conn *ws, const uint8_t *p, size_t n)
     return !ws->pkt_phase && !ws->pkt_left;
 }
 
-/* proto's output: staged and sent as one binary message per loop turn (see ws_feed and
- * on_idle), so a PUBLISH written as header, topic and payload, and the many packets a
- * busy subscriber gets, share a frame. Large pieces skip the staging copy. */
-static int ws_output(struct mq_client *cl, unsigned level, const uint8_t *data, size_t len)
+/* Stage one piece of proto's output, or queue it as a message of its own when it is large
+ * (the packet then spans two messages). *now: the staged output must go out at once. */
+static int stage_piece(struct mq_client *cl, struct ws_conn *ws, const uint8_t *data, size_t len,
+                       bool *now)
+{
+    bool boundary = track_packets(ws, data, len);
+    if (len >= WS_DIRECT_MIN) {
+        *now = true;
+        return queue_stage(cl, ws) ? -1 : queue_bytes(cl, ws, data, len);
+    }
+    if (ws->stage_len + len > ws->stage_cap &&
+        buf_reserve(&ws->stage, &ws->stage_cap, ws->stage_len + len, 1024)) {
+        client_close(cl, "out of memory for WebSocket output");
+        return -1;
+    }
+    memcpy(ws->stage + ws->stage_len, data, len);
+    ws->stage_len += len;
+    *now = boundary && ws->stage_len >= WS_STAGE_MAX; /* bounded staging */
+    return *now ? queue_stage(cl, ws) : 0;
+}
+
+/* proto's output, a packet in pieces: staged and sent as one binary message per loop turn
+ * (see ws_feed and on_idle), so a PUBLISH written as header, topic and payload, and the
+ * many packets a busy subscriber gets, share a frame. Large pieces skip the staging copy. */
+static int ws_outputv(struct mq_client *cl, unsigned level, const struct mq_iov *iov, size_t n)
 {
     struct ws_conn *ws = cl->layer[level].state;
-    if (ws->phase != WS_OPEN || !len || cl->closing)
+    if (ws->phase != WS_OPEN || cl->closing)
         return 0;
-    bool boundary = track_packets(ws, data, len), now = true;
-    int rc = 0;
-    if (len >= WS_DIRECT_MIN) {
-        rc = queue_stage(cl, ws); /* the packet then spans two messages */
-        if (!rc)
-            rc = queue_bytes(cl, ws, data, len);
-    } else {
-        if (buf_reserve(&ws->stage, &ws->stage_cap, ws->stage_len + len, 1024)) {
-            client_close(cl, "out of memory for WebSocket output");
+    bool now = false, any = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!iov[i].len)
+            continue;
+        bool piece_now = false;
+        any = true;
+        if (stage_piece(cl, ws, iov[i].base, iov[i].len, &piece_now))
             return -1;
-        }
-        memcpy(ws->stage + ws->stage_len, data, len);
-        ws->stage_len += len;
-        now = boundary && ws->stage_len >= WS_STAGE_MAX; /* bounded staging */
-        if (now)
-            rc = queue_stage(cl, ws);
+        now |= piece_now;
     }
-    if (rc)
-        return -1;
+    if (!any)
+        return 0;
     if (ws->in_recv)
         return 0; /* ws_feed sends or defers once the read is processed */
     if (now || cl->close_requested || defer(cl, ws))
         ws_pump(cl, ws, 0);
     return cl->closing ? -1 : 0;
+}
+
+static int ws_output(struct mq_client *cl, unsigned level, const uint8_t *data, size_t len)
+{
+    const struct mq_iov one = {.base = data, .len = len};
+    return ws_outputv(cl, level, &one, 1);
 }
 
 /* The broker ends the connection (DISCONNECT refused, protocol error, takeover...):
@@ -1176,6 +1196,7 @@ const struct mq_transport_ops ws_transport = {
     .attach = ws_attach,
     .input = ws_input,
     .output = ws_output,
+    .outputv = ws_outputv,
     .shutdown = ws_shutdown,
     .detach = ws_detach,
     .ctx_free = ws_ctx_free,
