@@ -1870,6 +1870,10 @@ void bridges_reload_commit(struct mq_server *srv, struct mq_bridge_reload *r)
 {
     const struct mq_config *ncfg = r->ncfg;
     struct mq_bridges *all = ncfg->bridge_count ? all_of(srv) : srv->bridges;
+    if (!all && !ncfg->bridge_count) { /* no bridges before, none now */
+        bridges_reload_abort(r);
+        return;
+    }
     if (!all) {
         mq_log(MQ_LOG_ERR, "reload: out of memory for the bridges; bridges unchanged");
         bridges_reload_abort(r);
