@@ -179,7 +179,7 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
     size_t n_ids = r->n_ids;
     bool retain = r->flags & MQ_DELIVER_RETAIN, force = r->flags & MQ_DELIVER_FORCE;
     bool hold = r->flags & MQ_DELIVER_HOLD;
-    bool online = s->conn && !s->conn->closing;
+    bool online = s->conn && !s->conn->closing && !s->conn->no_delivery;
     if (m->expires_ms && msg_expired(m, b->now_ms)) { /* e.g. a retained one that ran out */
         b->stats.msgs_expired++;
         return;
@@ -276,7 +276,8 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
 void session_drain_queue(struct mq_broker *b, struct mq_session *s)
 {
     const struct mq_queued *front;
-    while (s->conn && !s->conn->closing && (front = session_queue_peek(s))) {
+    while (s->conn && !s->conn->closing && !s->conn->no_delivery &&
+           (front = session_queue_peek(s))) {
         struct mq_queued q = *front;
         bool expired = msg_expired(q.msg, b->now_ms);
         if (!expired && q.qos > 0 && !window_open(b, s))
@@ -316,7 +317,10 @@ void proto_conn_drained(struct mq_conn *c)
 void session_resume_delivery(struct mq_broker *b, struct mq_session *s)
 {
     /* [MQTT-4.4.0-1]: resend unacknowledged PUBLISH (DUP set, [MQTT-3.3.1-1]) and
-     * PUBREL packets, in their original order. */
+     * PUBREL packets, in their original order; not to a connection that only sets its
+     * session up, which the next connection resumes. */
+    if (s->conn->no_delivery)
+        return;
     uint64_t before = b->store_changes;
     for (uint32_t i = 0; i < session_inflight_count(s); i++) {
         struct mq_inflight *e = session_inflight_at(s, i);

@@ -785,6 +785,41 @@ static void test_session_queue_qos0(void **state)
     assert_int_equal(E.b->stats.pub_dropped - dropped, 5);
 }
 
+/* A connection with no_delivery (a bridge's local side set up while its remote is down)
+ * resumes its session and subscribes, but is sent nothing: what the session holds, and the
+ * retained messages its new subscription brings, QoS 0 included, wait for the next
+ * connection, in order. */
+static void test_no_delivery_connection(void **state)
+{
+    (void)state;
+    struct fake_io *sub = connect_client("bridge", false, false);
+    subscribe(sub, 1, "z", 1);
+    session_flow(session_of(sub))->queue_qos0 = true;
+    io_gone(sub, "remote down");
+    struct fake_io *pub = connect_client("pub", true, false);
+    publish(pub, "z", "0a", 0, false, 0);
+    publish(pub, "z", "1b", 1, false, 1);
+    publish(pub, "r", "0r", 0, true, 0);
+
+    struct fake_io *prep = io_open();
+    prep->conn->no_delivery = true;
+    struct mq_packet p = connect_pkt("bridge", false, 0, NULL);
+    send_packet(prep, &p);
+    EXPECT_BYTES(prep, 0x20, 0x02, 0x01, 0x00); /* session present */
+    subscribe(prep, 2, "r", 1);                 /* SUBACK, no retained message */
+    publish(pub, "z", "0c", 0, false, 0);       /* routed while it is connected */
+    expect_nothing(prep);
+    assert_int_equal(session_queue_count(session_of(prep)), 4);
+    io_gone(prep, "set up");
+
+    struct fake_io *back = connect_client("bridge", false, true);
+    expect_publish(back, "z", "0a", 0, false, false);
+    send_ack(back, MQ_PUBACK, expect_publish(back, "z", "1b", 1, false, false));
+    expect_publish(back, "r", "0r", 0, true, false);
+    expect_publish(back, "z", "0c", 0, false, false);
+    expect_nothing(back);
+}
+
 /* broker_publish_local: the broker's own message reaches subscribers and the retained store. */
 static void test_publish_local(void **state)
 {
@@ -2027,6 +2062,7 @@ int main(void)
         T(test_offline_queue_and_redelivery),
         T(test_offline_queue_qos0),
         T(test_session_queue_qos0),
+        T(test_no_delivery_connection),
         T(test_publish_local),
         T(test_inbound_qos2_duplicate),
         T(test_takeover),
