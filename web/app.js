@@ -440,7 +440,10 @@ function onBridge(rest, n) {
   const name = rest.slice(0, rest.length - BRIDGE_COLS[col].length - 1);
   let row = bridgeRows.get(name);
   if (!row) {
-    row = el('tr', {}, el('td', { class: 'mono', text: name }), ...BRIDGE_COLS.map(() => el('td', { text: '–' })));
+    // Each figure carries its column's heading, which a phone shows above it (style.css).
+    const heads = [...document.querySelectorAll('#bridges thead th')].map((th) => th.textContent);
+    row = el('tr', { 'data-bridge': name }, el('td', { class: 'mono', text: name }),
+      ...BRIDGE_COLS.map((_, i) => el('td', { text: '–', 'data-label': heads[i + 1] })));
     bridgeRows.set(name, row);
     $('#bridges tbody').append(row);
     $('#bridges').hidden = false;

@@ -201,6 +201,9 @@ struct mq_conn {
     bool bridge;      /* CONNECT had the bridge bit: never sent back what it published */
     bool closing;     /* close requested; input ignored, nothing more sent */
     bool not_reading; /* output backlog over twice client_output_limit: close at next tick */
+    /* Connected only to set its session up (a bridge's local side while its remote is
+     * down): what the session is to be sent waits in it as while offline. */
+    bool no_delivery;
     uint64_t over_limit_since_ms; /* when its backlog went over client_output_limit, or 0 */
     /* Borrowed from the io, which keeps it for the connection's life: "addr:port" for
      * logs. The io may point it at a new name (X-Forwarded-For) that it keeps as long. */

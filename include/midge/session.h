@@ -59,8 +59,10 @@ struct mq_queued {
 /* What a persistent session needs only when a durable store keeps it (allocated then, so
  * that sessions without one stay small). */
 struct mq_session_disk {
-    uint64_t next_seq; /* store number of the next QoS 1/2 message: its delivery order */
-    /* QoS 1/2 messages queued on disk only, all newer than the memory queue (a long
+    /* Store number of the next stored message (QoS 1/2, and QoS 0 of a session that queues
+     * it, session_queues_qos0): its delivery order. */
+    uint64_t next_seq;
+    /* Stored messages queued on disk only, all newer than the memory queue (a long
      * backlog does not sit in memory); paged back in as the queue empties. */
     uint64_t spilled;         /* how many */
     uint64_t spilled_bytes;   /* their payload bytes (max_queued_bytes counts them) */
@@ -100,8 +102,10 @@ struct mq_session_flow {
     uint32_t expiry_s;
 
     /* Queue QoS 0 messages while offline, whatever queue_qos0_messages says (a bridge's
-     * local side: what it forwards must wait while its remote is unreachable). Only up to
-     * the messages a queue keeps in memory, and never behind messages spilled to disk. */
+     * local side: what it forwards must wait while its remote is unreachable), in line with
+     * its QoS 1/2 ones. A stored session keeps them exactly as those: stored, spilled to disk
+     * and paged back, restored after a restart. Without a store, only up to the messages a
+     * queue keeps in memory. */
     bool queue_qos0;
 
     /* The shared subscription groups (share.h) it is a member of: rare, hence here. */
@@ -187,6 +191,12 @@ static inline uint64_t session_spilled_bytes(const struct mq_session *s)
 {
     const struct mq_session_disk *d = session_disk_peek(s);
     return d ? d->spilled_bytes : 0;
+}
+
+/* True when s queues its QoS 0 in line with the rest (queue_qos0: a bridge's local side). */
+static inline bool session_queues_qos0(const struct mq_session *s)
+{
+    return s->flow && s->flow->queue_qos0;
 }
 
 static inline uint32_t session_inflight_count(const struct mq_session *s)

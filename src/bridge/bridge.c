@@ -854,8 +854,9 @@ static void complete_local(struct mq_bridge *b, const struct mq_publish *p)
 static void outbound(struct mq_bridge *b, const struct mq_packet *pkt)
 {
     const struct mq_publish *p = &pkt->u.publish;
-    /* Not up (the local side is being prepared, or the remote just went): not acknowledged,
-     * so the session keeps it and sends it again when the bridge is back. */
+    /* Not up (the remote just went; a local side being prepared is sent nothing,
+     * no_delivery): not acknowledged, so the session keeps it and sends it again when the
+     * bridge is back. A QoS 0 message is lost here, as on any connection that drops. */
     if (b->state != B_UP || !remote_open(b))
         return;
     if (p->qos == 2 && bit_get(b->done_local, p->packet_id)) {
@@ -1207,6 +1208,10 @@ static void local_open_session(struct mq_bridge *b, enum local_mode mode)
     b->local = cl;
     b->local_connacked = b->local_refused = false;
     b->lin.len = 0;
+    /* Not to forward (the remote is not up): what the session holds, and what a new
+     * subscription brings (retained messages), must stay queued in it, QoS 0 included,
+     * rather than be written to a side that drops it. */
+    cl->conn.no_delivery = mode != LOCAL_RUN;
     bool clean = mode == LOCAL_END || c->local_cleansession;
     struct mq_packet pkt = {.type = MQ_CONNECT, .version = local_level(b)};
     struct mq_connect *cp = &pkt.u.connect;
@@ -1870,6 +1875,10 @@ void bridges_reload_commit(struct mq_server *srv, struct mq_bridge_reload *r)
 {
     const struct mq_config *ncfg = r->ncfg;
     struct mq_bridges *all = ncfg->bridge_count ? all_of(srv) : srv->bridges;
+    if (!all && !ncfg->bridge_count) { /* no bridges before, none now */
+        bridges_reload_abort(r);
+        return;
+    }
     if (!all) {
         mq_log(MQ_LOG_ERR, "reload: out of memory for the bridges; bridges unchanged");
         bridges_reload_abort(r);

@@ -188,8 +188,9 @@ void persist_session_delete(struct mq_broker *b, struct mq_session *s);
 void persist_sub(struct mq_broker *b, struct mq_session *s, const uint8_t *filter, uint16_t len,
                  uint32_t grant);
 void persist_unsub(struct mq_broker *b, struct mq_session *s, const uint8_t *filter, uint16_t len);
-/* Store an outgoing QoS 1/2 message as queued, with its Subscription Identifiers; returns
- * its seq, or 0 when not stored. */
+/* Store an outgoing QoS 1/2 message as queued (QoS 0 too for a session that queues it in
+ * line, session_queues_qos0), with its Subscription Identifiers; returns its seq, or 0 when
+ * not stored. */
 uint64_t persist_msg_add(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m,
                          uint8_t qos, bool retain, const uint32_t *ids, size_t n_ids);
 struct mq_inflight;
@@ -217,8 +218,8 @@ void conn_publish_durable(struct mq_conn *c, struct mq_msg *m, uint8_t qos, bool
 /* The connection is going away: its waiting packets are dropped. */
 void conn_forget_deferred(struct mq_conn *c);
 void persist_free(struct mq_broker *b);
-/* Store a QoS 1/2 message for s on disk only, behind its memory queue; false when it could
- * not be stored. */
+/* Store a message for s on disk only, behind its memory queue (what persist_msg_add
+ * stores); false when it could not be stored. */
 bool persist_spill(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m, uint8_t qos,
                    bool retain, const uint32_t *ids, size_t n_ids);
 /* s's memory queue ran low: ask for the next page of its spilled messages. */

@@ -7,8 +7,11 @@
  * their whole grant (options, identifier), its QoS 1/2 messages queued or in flight with
  * their packet ids, states and Subscription Identifiers, its inbound QoS 2 packet ids and
  * its will while it waits for its Will Delay Interval. Messages keep their forwarded MQTT
- * 5 properties and their expiry. Clean sessions, QoS 0 messages and the wills of connected
- * clients are never stored.
+ * 5 properties and their expiry. A session that queues its QoS 0 in line with the rest (a
+ * bridge's local side, session_queues_qos0) has its QoS 0 messages that wait stored the same
+ * way, so that they survive a restart in their place; one sent at once is never stored.
+ * Clean sessions, other sessions' QoS 0 messages and the wills of connected clients are never
+ * stored.
  *
  * The store keeps times on the wall clock (a restart starts a new broker clock):
  * wall_now/wall_of convert on the way in, broker_time on the way back. At load, a queued
@@ -18,9 +21,9 @@
  * is handled the same way). A retained message that expired is dropped at load and
  * deleted from the store, since nothing else would ever remove it.
  *
- * Each outgoing QoS 1/2 message of a persistent session gets a number (seq) that orders
- * it in the store; the session's queue and window carry it so later changes (sent, PUBREC,
- * done) can name it.
+ * Each stored outgoing message of a persistent session gets a number (seq) that orders it
+ * in the store; the session's queue and window carry it so later changes (sent, PUBREC,
+ * done) can name it. A stored QoS 0 message is done once it is written to its connection.
  *
  * Under persistence_durability ack, a packet that reveals state not yet on disk is held
  * back until it is: PUBACK, PUBREC and PUBCOMP to a publisher, and to a persistent session
@@ -30,7 +33,8 @@
  * wait in one list, in the order they were made, with the ticket of the store batch that
  * carries their change, and go out once that ticket is committed. Packets to one
  * connection keep their order ([MQTT-4.6.0-2..4]): once one waits, every later one that
- * goes through here queues behind it. QoS 0 never waits.
+ * goes through here queues behind it. QoS 0 never waits, except to a session that queues it
+ * in line (a bridge's), where it must not overtake a QoS 1/2 PUBLISH that waits.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -148,7 +152,7 @@ void persist_unsub(struct mq_broker *b, struct mq_session *s, const uint8_t *fil
 uint64_t persist_msg_add(struct mq_broker *b, struct mq_session *s, const struct mq_msg *m,
                          uint8_t qos, bool retain, const uint32_t *ids, size_t n_ids)
 {
-    if (!persist_session_on(b, s) || qos == 0)
+    if (!persist_session_on(b, s) || (qos == 0 && !session_queues_qos0(s)))
         return 0;
     struct mq_session_disk *d = session_disk(s);
     if (!d) {

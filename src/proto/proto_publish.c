@@ -143,6 +143,22 @@ static void note_expired(struct mq_broker *b, struct mq_session *s, uint64_t seq
     persist_msg_done(b, s, seq);
 }
 
+/* Send a QoS 0 copy to s, online, now. A session that queues its QoS 0 in line (a bridge's)
+ * sends it behind the packets to it that wait for the store (durability ack), so that it does
+ * not overtake a QoS 1/2 PUBLISH routed before it; other sessions' QoS 0 never waits. */
+static void send_qos0(struct mq_broker *b, struct mq_session *s, struct mq_msg *m, bool retain,
+                      const uint32_t *ids, size_t n_ids)
+{
+    struct mq_conn *c = s->conn;
+    if (c->deferred && session_queues_qos0(s) &&
+        (!conn_v5(c) || conn_publish_fits(c, m, 0, ids, n_ids))) {
+        conn_publish_durable(c, m, 0, retain, false, 0, ids, n_ids, b->store_changes);
+        return;
+    }
+    if (!conn_send_publish(c, m, 0, retain, false, 0, ids, n_ids))
+        note_too_large(b, s, m);
+}
+
 /* How far the client is behind in reading: 0 fine, 1 over the limit (hold QoS 0),
  * 2 over twice the limit (it is not reading: disconnect). */
 static int output_pressure(const struct mq_broker *b, const struct mq_conn *c)
@@ -163,7 +179,7 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
     size_t n_ids = r->n_ids;
     bool retain = r->flags & MQ_DELIVER_RETAIN, force = r->flags & MQ_DELIVER_FORCE;
     bool hold = r->flags & MQ_DELIVER_HOLD;
-    bool online = s->conn && !s->conn->closing;
+    bool online = s->conn && !s->conn->closing && !s->conn->no_delivery;
     if (m->expires_ms && msg_expired(m, b->now_ms)) { /* e.g. a retained one that ran out */
         b->stats.msgs_expired++;
         return;
@@ -177,10 +193,15 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
     }
     if (pressure && !s->conn->over_limit_since_ms)
         s->conn->over_limit_since_ms = b->now_ms ? b->now_ms : 1;
+    /* A QoS 0 copy that waits is stored like a QoS 1/2 one (and may wait on disk) only for a
+     * stored session that queues its QoS 0 in line (a bridge's): nothing else stores QoS 0.
+     * Such a copy must not overtake messages that wait on disk either. */
+    bool stored0 = false;
     if (qos == 0) {
-        if (online && !hold && session_queue_count(s) == 0 && !pressure) {
-            if (!conn_send_publish(s->conn, m, 0, retain, false, 0, ids, n_ids))
-                note_too_large(b, s, m);
+        stored0 = session_queues_qos0(s) && persist_session_on(b, s);
+        if (online && !hold && session_queue_count(s) == 0 && !pressure &&
+            !(stored0 && session_spilled(s))) {
+            send_qos0(b, s, m, retain, ids, n_ids);
             return;
         }
         if (online && pressure && !force) {
@@ -198,11 +219,11 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
         /* Offline QoS 0 is dropped unless asked for, as in Mosquitto; online it waits
          * behind queued messages only to keep order. */
         if (!online && !(cfg && cfg->queue_qos0_messages)) {
-            if (!s->flow || !s->flow->queue_qos0)
+            if (!session_queues_qos0(s))
                 return;
-            /* A session that asked for it (a bridge's local side) keeps QoS 0 only in its
-             * memory queue, and none behind spilled messages, which would overtake them. */
-            if (session_spilled(s) || session_queue_count(s) >= MQ_QUEUE_IN_MEMORY) {
+            /* A session that asked for it (a bridge's local side) keeps it; without a store
+             * only in its memory queue (a stored one keeps it as QoS 1/2, below). */
+            if (!stored0 && session_queue_count(s) >= MQ_QUEUE_IN_MEMORY) {
                 note_drop(b, s, m);
                 return;
             }
@@ -230,8 +251,9 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
         note_drop(b, s, m);
         return;
     }
-    /* A persistent session's long backlog waits on disk, in order behind its memory queue. */
-    if (qos && persist_session_on(b, s) &&
+    /* A persistent session's long backlog waits on disk, in order behind its memory queue
+     * (QoS 0 only when stored0: others keep theirs in memory). */
+    if ((qos ? persist_session_on(b, s) : stored0) &&
         (session_spilled(s) || session_queue_count(s) >= MQ_QUEUE_IN_MEMORY)) {
         if (!persist_spill(b, s, m, qos, retain, ids, n_ids))
             note_drop(b, s, m);
@@ -254,7 +276,8 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
 void session_drain_queue(struct mq_broker *b, struct mq_session *s)
 {
     const struct mq_queued *front;
-    while (s->conn && !s->conn->closing && (front = session_queue_peek(s))) {
+    while (s->conn && !s->conn->closing && !s->conn->no_delivery &&
+           (front = session_queue_peek(s))) {
         struct mq_queued q = *front;
         bool expired = msg_expired(q.msg, b->now_ms);
         if (!expired && q.qos > 0 && !window_open(b, s))
@@ -272,8 +295,9 @@ void session_drain_queue(struct mq_broker *b, struct mq_session *s)
             uint32_t one;
             const uint32_t *ids;
             size_t n = sub_ids_view(&q.sub_ids, &one, &ids);
-            if (!conn_send_publish(s->conn, q.msg, 0, q.retain, false, 0, ids, n))
-                note_too_large(b, s, q.msg);
+            send_qos0(b, s, q.msg, q.retain, ids, n);
+            /* A stored QoS 0 message is done once written: it has no acknowledgement. */
+            persist_msg_done(b, s, q.seq);
         } else {
             send_inflight(b, s, q.msg, q.qos, q.retain, q.seq, &q.sub_ids, q.share_id);
         }
@@ -293,7 +317,10 @@ void proto_conn_drained(struct mq_conn *c)
 void session_resume_delivery(struct mq_broker *b, struct mq_session *s)
 {
     /* [MQTT-4.4.0-1]: resend unacknowledged PUBLISH (DUP set, [MQTT-3.3.1-1]) and
-     * PUBREL packets, in their original order. */
+     * PUBREL packets, in their original order; not to a connection that only sets its
+     * session up, which the next connection resumes. */
+    if (s->conn->no_delivery)
+        return;
     uint64_t before = b->store_changes;
     for (uint32_t i = 0; i < session_inflight_count(s); i++) {
         struct mq_inflight *e = session_inflight_at(s, i);

@@ -785,6 +785,41 @@ static void test_session_queue_qos0(void **state)
     assert_int_equal(E.b->stats.pub_dropped - dropped, 5);
 }
 
+/* A connection with no_delivery (a bridge's local side set up while its remote is down)
+ * resumes its session and subscribes, but is sent nothing: what the session holds, and the
+ * retained messages its new subscription brings, QoS 0 included, wait for the next
+ * connection, in order. */
+static void test_no_delivery_connection(void **state)
+{
+    (void)state;
+    struct fake_io *sub = connect_client("bridge", false, false);
+    subscribe(sub, 1, "z", 1);
+    session_flow(session_of(sub))->queue_qos0 = true;
+    io_gone(sub, "remote down");
+    struct fake_io *pub = connect_client("pub", true, false);
+    publish(pub, "z", "0a", 0, false, 0);
+    publish(pub, "z", "1b", 1, false, 1);
+    publish(pub, "r", "0r", 0, true, 0);
+
+    struct fake_io *prep = io_open();
+    prep->conn->no_delivery = true;
+    struct mq_packet p = connect_pkt("bridge", false, 0, NULL);
+    send_packet(prep, &p);
+    EXPECT_BYTES(prep, 0x20, 0x02, 0x01, 0x00); /* session present */
+    subscribe(prep, 2, "r", 1);                 /* SUBACK, no retained message */
+    publish(pub, "z", "0c", 0, false, 0);       /* routed while it is connected */
+    expect_nothing(prep);
+    assert_int_equal(session_queue_count(session_of(prep)), 4);
+    io_gone(prep, "set up");
+
+    struct fake_io *back = connect_client("bridge", false, true);
+    expect_publish(back, "z", "0a", 0, false, false);
+    send_ack(back, MQ_PUBACK, expect_publish(back, "z", "1b", 1, false, false));
+    expect_publish(back, "r", "0r", 0, true, false);
+    expect_publish(back, "z", "0c", 0, false, false);
+    expect_nothing(back);
+}
+
 /* broker_publish_local: the broker's own message reaches subscribers and the retained store. */
 static void test_publish_local(void **state)
 {
@@ -1747,6 +1782,248 @@ static void test_persist_long_queue_paged(void **state)
     assert_false(page_req.pending);
 }
 
+/* ---- a bridge's QoS 0 in the store (session_queues_qos0) ------------------------------- */
+
+/* What bridge.c does to its local session, after a restart too (local_prepare): its QoS 0
+ * waits in line with the rest. */
+static void queues_qos0(const char *id)
+{
+    struct mq_session *s = find_session(id);
+    assert_non_null(s);
+    struct mq_session_flow *f = session_flow(s);
+    assert_non_null(f);
+    f->queue_qos0 = true;
+}
+
+/* A bridge's local side, "bridge": persistent, subscribed to filter at QoS 1, queueing its
+ * QoS 0, and offline (its remote is unreachable). */
+static void bridge_offline(const char *filter)
+{
+    struct fake_io *io = connect_client("bridge", false, false);
+    if (E.b->store_wait)
+        subscribe_durable(io, 1, filter, 1);
+    else
+        subscribe(io, 1, filter, 1);
+    queues_qos0("bridge");
+    io_gone(io, "remote unreachable");
+}
+
+/* Publish payload on topic at qos (QoS 1 with packet id pid) under durability ack: the
+ * PUBACK comes once the copies it queued are on disk. */
+static void publish_acked(struct fake_io *pub, const char *topic, const char *payload, uint8_t qos,
+                          uint16_t pid)
+{
+    send_publish(pub, topic, payload, qos, false, pid, false);
+    commit_all();
+    if (qos)
+        expect_ack(pub, MQ_PUBACK, pid);
+    expect_nothing(pub);
+}
+
+/* Messages (in memory and on disk) and in-flight entries a session holds. */
+static uint64_t held(const char *id)
+{
+    struct mq_session *s = find_session(id);
+    assert_non_null(s);
+    return session_queue_count(s) + session_spilled(s) + session_inflight_count(s);
+}
+
+/* The QoS 0 messages queued for a bridge survive a crash in their place among the QoS 1 ones;
+ * an ordinary persistent session's QoS 0 are still dropped, and a delivered QoS 0 message
+ * leaves nothing in the store. */
+static void test_persist_bridge_qos0_restored(void **state)
+{
+    (void)state;
+    store_attach(MQ_STORE_DURABILITY_ACK);
+    bridge_offline("b/#");
+    struct fake_io *plain = connect_client("plain", false, false);
+    subscribe_durable(plain, 1, "b/#", 1);
+    io_gone(plain, "away");
+
+    static const char *const payloads[] = {"0a", "1b", "0c", "0d", "1e", "0f"};
+    struct fake_io *pub = connect_client("pub", true, false);
+    for (uint16_t i = 0; i < 6; i++)
+        publish_acked(pub, "b/x", payloads[i], (uint8_t)(payloads[i][0] - '0'), i + 1);
+    assert_int_equal(held("bridge"), 6);
+    assert_int_equal(held("plain"), 2);
+
+    restart(5000);
+    assert_int_equal(held("bridge"), 6);
+    assert_int_equal(held("plain"), 2);
+    queues_qos0("bridge");
+    struct fake_io *br = connect_client("bridge", false, true);
+    /* The first QoS 0 goes at once; the QoS 1 after it waits for "sent with id N" to be on
+     * disk, and every QoS 0 behind it waits behind it. */
+    expect_publish(br, "b/x", "0a", 0, false, false);
+    expect_nothing(br);
+    commit_all();
+    uint16_t p1 = expect_publish(br, "b/x", "1b", 1, false, false);
+    expect_publish(br, "b/x", "0c", 0, false, false);
+    expect_publish(br, "b/x", "0d", 0, false, false);
+    uint16_t p2 = expect_publish(br, "b/x", "1e", 1, false, false);
+    expect_publish(br, "b/x", "0f", 0, false, false);
+    expect_nothing(br);
+    send_ack(br, MQ_PUBACK, p1);
+    send_ack(br, MQ_PUBACK, p2);
+    plain = connect_client("plain", false, true);
+    commit_all();
+    send_ack(plain, MQ_PUBACK, expect_publish(plain, "b/x", "1b", 1, false, false));
+    send_ack(plain, MQ_PUBACK, expect_publish(plain, "b/x", "1e", 1, false, false));
+    expect_nothing(plain);
+
+    /* Delivered: nothing comes back after another crash. */
+    restart(5000);
+    assert_int_equal(held("bridge"), 0);
+    assert_int_equal(held("plain"), 0);
+    queues_qos0("bridge");
+    br = connect_client("bridge", false, true);
+    commit_all();
+    expect_nothing(br);
+}
+
+/* Online, under durability ack: a bridge's QoS 0 never overtakes a QoS 1 PUBLISH that waits
+ * for the store, and one sent at once is not stored; an ordinary session's QoS 0 still goes
+ * at once. A QoS 0 message that waits behind the window is stored, and survives a crash. */
+static void test_persist_bridge_qos0_online_order(void **state)
+{
+    (void)state;
+    E.cfg.max_inflight_messages = 1;
+    store_attach(MQ_STORE_DURABILITY_ACK);
+    struct fake_io *br = connect_client("bridge", false, false);
+    subscribe_durable(br, 1, "b/#", 1);
+    queues_qos0("bridge");
+    struct fake_io *plain = connect_client("plain", false, false);
+    subscribe_durable(plain, 1, "b/#", 1);
+    struct fake_io *pub = connect_client("pub", true, false);
+
+    store_hold(store, true); /* the disk is slow */
+    send_publish(pub, "b/x", "1a", 1, false, 1, false);
+    send_publish(pub, "b/x", "0b", 0, false, 0, false);
+    broker_store_flush(E.b);
+    expect_nothing(br); /* "1a" waits for the disk, "0b" behind it */
+    expect_publish(plain, "b/x", "0b", 0, false, false); /* an ordinary session: at once */
+    store_hold(store, false);
+    commit_all();
+    expect_ack(pub, MQ_PUBACK, 1);
+    expect_publish(br, "b/x", "1a", 1, false, false); /* not acknowledged before the crash */
+    expect_publish(br, "b/x", "0b", 0, false, false);
+    expect_nothing(br);
+    send_ack(plain, MQ_PUBACK, expect_publish(plain, "b/x", "1a", 1, false, false));
+
+    /* The window (1) is full: what follows waits in the queue, QoS 0 included, and is stored;
+     * a crash before the PUBACK loses none of it. */
+    publish_acked(pub, "b/x", "1c", 1, 2);
+    publish_acked(pub, "b/x", "0d", 0, 0);
+    expect_nothing(br);
+    assert_int_equal(held("bridge"), 3);
+    io_gone(plain, "away");
+
+    restart(5000);
+    assert_int_equal(held("bridge"), 3);
+    queues_qos0("bridge");
+    br = connect_client("bridge", false, true);
+    commit_all();
+    send_ack(br, MQ_PUBACK, expect_publish(br, "b/x", "1a", 1, false, true)); /* resent: DUP */
+    commit_all();
+    send_ack(br, MQ_PUBACK, expect_publish(br, "b/x", "1c", 1, false, false));
+    expect_publish(br, "b/x", "0d", 0, false, false);
+    commit_all();
+    expect_nothing(br);
+    assert_int_equal(held("bridge"), 0);
+
+    /* The queue empty again, a QoS 0 message goes at once and is never stored. */
+    pub = connect_client("pub", true, false);
+    uint64_t changes = E.b->store_changes;
+    publish_acked(pub, "b/x", "0e", 0, 0);
+    expect_publish(br, "b/x", "0e", 0, false, false);
+    assert_int_equal(E.b->store_changes, changes);
+}
+
+/* A bridge's long backlog of QoS 0 and QoS 1 spills to disk past the memory queue, survives a
+ * crash, and is paged back in order. */
+static void test_persist_bridge_qos0_paged(void **state)
+{
+    (void)state;
+    enum { N = 2600 };
+    E.cfg.max_queued_messages = 0;
+    E.cfg.max_inflight_messages = 10;
+    memset(&page_req, 0, sizeof(page_req));
+    store_attach(MQ_STORE_DURABILITY_RELAXED);
+    E.b->page_read = fake_page_read;
+    bridge_offline("q");
+
+    struct fake_io *pub = connect_client("pub", true, false);
+    char payload[16];
+    for (int i = 0; i < N; i++) {
+        snprintf(payload, sizeof(payload), "%d", i);
+        publish(pub, "q", payload, (uint8_t)(i % 2), false, (uint16_t)(i % 60000 + 1));
+        if (i % 100 == 99)
+            commit_all();
+    }
+    struct mq_session *s = find_session("bridge");
+    assert_int_equal(session_queue_count(s), MQ_QUEUE_IN_MEMORY); /* the rest is on disk only */
+    assert_int_equal(session_spilled(s), N - MQ_QUEUE_IN_MEMORY);
+
+    restart(5000);
+    E.b->page_read = fake_page_read;
+    assert_int_equal(held("bridge"), N);
+    queues_qos0("bridge");
+    struct fake_io *br = connect_client("bridge", false, true);
+    s = find_session("bridge");
+    int next = 0;
+    while (next < N) {
+        commit_all();
+        if (br->rd == br->len) {
+            assert_true(page_req.pending); /* nothing to send: a page must be on its way */
+            serve_page();
+            commit_all();
+        }
+        snprintf(payload, sizeof(payload), "%d", next);
+        uint16_t pid = expect_publish(br, "q", payload, (uint8_t)(next % 2), false, false);
+        if (next % 2)
+            send_ack(br, MQ_PUBACK, pid);
+        next++;
+    }
+    commit_all();
+    expect_nothing(br);
+    assert_int_equal(session_spilled(s), 0);
+    assert_int_equal(held("bridge"), 0);
+    assert_true(page_req.requests >= 2);
+    assert_false(page_req.pending);
+    assert_int_equal(E.b->stats.pub_dropped, 0);
+}
+
+/* max_queued_messages holds for a bridge's stored QoS 0 as for QoS 1: the newest are dropped
+ * and counted, and the oldest kept across a crash. */
+static void test_persist_bridge_qos0_capped(void **state)
+{
+    (void)state;
+    E.cfg.max_queued_messages = 5;
+    store_attach(MQ_STORE_DURABILITY_RELAXED);
+    bridge_offline("c");
+    struct fake_io *pub = connect_client("pub", true, false);
+    char payload[16];
+    for (int i = 0; i < 12; i++) {
+        snprintf(payload, sizeof(payload), "%d", i);
+        publish(pub, "c", payload, (uint8_t)(i % 2), false, (uint16_t)(i + 1));
+    }
+    assert_int_equal(held("bridge"), 5);
+    assert_int_equal(session_dropped(find_session("bridge")), 7);
+    assert_int_equal(E.b->stats.pub_dropped, 7);
+
+    restart(5000);
+    assert_int_equal(held("bridge"), 5);
+    queues_qos0("bridge");
+    struct fake_io *br = connect_client("bridge", false, true);
+    for (int i = 0; i < 5; i++) {
+        snprintf(payload, sizeof(payload), "%d", i);
+        uint16_t pid = expect_publish(br, "c", payload, (uint8_t)(i % 2), false, false);
+        if (i % 2)
+            send_ack(br, MQ_PUBACK, pid);
+    }
+    expect_nothing(br);
+}
+
 int main(void)
 {
     quiet_logs();
@@ -1785,6 +2062,7 @@ int main(void)
         T(test_offline_queue_and_redelivery),
         T(test_offline_queue_qos0),
         T(test_session_queue_qos0),
+        T(test_no_delivery_connection),
         T(test_publish_local),
         T(test_inbound_qos2_duplicate),
         T(test_takeover),
@@ -1817,6 +2095,10 @@ int main(void)
         TS(test_persist_clean_session_not_delayed),
         TS(test_persist_deferred_dropped_on_close),
         TS(test_persist_long_queue_paged),
+        TS(test_persist_bridge_qos0_restored),
+        TS(test_persist_bridge_qos0_online_order),
+        TS(test_persist_bridge_qos0_paged),
+        TS(test_persist_bridge_qos0_capped),
     };
 #undef T
 #undef TS

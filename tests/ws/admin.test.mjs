@@ -8,52 +8,15 @@
 // MIDGE_UPDATE_SCREENSHOT=1 also docs/admin-screenshot.png).
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import mqtt from 'mqtt';
-import { chromium } from 'playwright-core';
 
 import {
   ARTIFACTS, REFERENCE, ROOT, TIMEOUT, end, mqttConnect, publish, startBroker, subscribe, waitFor,
 } from './harness.mjs';
-
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-
-async function launch(viewport = { width: 1280, height: 900 }) {
-  if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: install Debian's chromium package`);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'midge-chromium-'));
-  const ctx = await chromium.launchPersistentContext(dir, {
-    executablePath: CHROMIUM, headless: true, args: ARGS, viewport, timeout: 30000,
-  });
-  ctx.setDefaultTimeout(TIMEOUT);
-  ctx.errors = [];
-  const close = ctx.close.bind(ctx);
-  ctx.close = async () => { await close(); fs.rmSync(dir, { recursive: true, force: true }); };
-  return ctx;
-}
-
-async function openPage(ctx, url) {
-  const page = ctx.pages()[0] ?? await ctx.newPage();
-  page.on('pageerror', (e) => ctx.errors.push(`pageerror: ${e.message}`));
-  page.on('console', (m) => {
-    // A refused login is an HTTP 401 the browser reports on the console: expected here.
-    if (m.type() === 'error' && !/status of 40[13]/.test(m.text())) ctx.errors.push(`console: ${m.text()}`);
-  });
-  const res = await page.goto(url);
-  assert.equal(res.status(), 200);
-  return page;
-}
-
-async function screenshot(page, name) {
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
-  const file = path.join(ARTIFACTS, name);
-  await page.screenshot({ path: file, fullPage: true });
-  return file;
-}
+import { launch, openPage, screenshot } from './chromium.mjs';
 
 /** MQTT.js over plain TCP (the broker's mqtt listener), resolved at CONNACK. */
 function tcpClient(port, opts) {
@@ -63,6 +26,9 @@ function tcpClient(port, opts) {
     c.once('error', reject);
   });
 }
+
+// A refused login is an HTTP 401 (or 403) the browser reports on the console: expected here.
+const REFUSED = /status of 40[13]/;
 
 const skip = REFERENCE ? 'the admin API is midge\'s' : false;
 
@@ -88,7 +54,7 @@ describe('the admin view', { skip }, () => {
   });
 
   test('a wrong password is refused, then alice logs in', async () => {
-    page = await openPage(ctx, broker.pageUrl);
+    page = await openPage(ctx, broker.pageUrl, { expected: REFUSED });
     await page.click('#admin-open');
     await page.fill('#admin-login [name="user"]', 'alice');
     await page.fill('#admin-login [name="password"]', 'nope');
@@ -195,7 +161,7 @@ describe('the admin view', { skip }, () => {
 
     const phone = await launch({ width: 390, height: 844 });
     try {
-      const p = await openPage(phone, broker.pageUrl + '?admin=1');
+      const p = await openPage(phone, broker.pageUrl + '?admin=1', { expected: REFUSED });
       await p.fill('#admin-login [name="user"]', 'alice');
       await p.fill('#admin-login [name="password"]', 'secret');
       await p.click('#admin-login button[type="submit"]');

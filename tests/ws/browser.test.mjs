@@ -14,54 +14,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { chromium } from 'playwright-core';
-
 import {
-  ARTIFACTS, REFERENCE, ROOT, TIMEOUT, end, mqttConnect, publish, startBroker, subscribe, tcpPublish, tcpSubscriber,
+  REFERENCE, ROOT, TIMEOUT, end, mqttConnect, publish, startBroker, subscribe, tcpPublish, tcpSubscriber,
   waitFor,
 } from './harness.mjs';
-
-const CHROMIUM = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
-// This machine has no internet: keep Chromium from trying to reach it.
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-
-/** A fresh Chromium profile (--user-data-dir in a new temp directory). */
-async function launch(viewport = { width: 1280, height: 900 }) {
-  if (!fs.existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: install Debian's chromium package`);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'midge-chromium-'));
-  const ctx = await chromium.launchPersistentContext(dir, {
-    executablePath: CHROMIUM, headless: true, args: ARGS, viewport, timeout: 30000,
-  });
-  ctx.setDefaultTimeout(TIMEOUT);
-  ctx.errors = [];
-  ctx.requests = [];
-  ctx.on('request', (r) => ctx.requests.push(r.url()));
-  const close = ctx.close.bind(ctx);
-  ctx.close = async () => { await close(); fs.rmSync(dir, { recursive: true, force: true }); };
-  return ctx;
-}
-
-async function openPage(ctx, url) {
-  const page = ctx.pages()[0] ?? await ctx.newPage();
-  page.on('pageerror', (e) => ctx.errors.push(`pageerror: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') ctx.errors.push(`console: ${m.text()}`); });
-  page.sockets = [];
-  page.on('websocket', (ws) => page.sockets.push(ws.url()));
-  const res = await page.goto(url);
-  assert.equal(res.status(), 200);
-  assert.match(res.headers()['content-type'] || '', /^text\/html/);
-  return page;
-}
+import { launch, openPage, screenshot } from './chromium.mjs';
 
 const text = (page, sel) => page.locator(sel).first().textContent();
-
-async function screenshot(page, name) {
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
-  const file = path.join(ARTIFACTS, name);
-  await page.screenshot({ path: file, fullPage: true });
-  return file;
-}
 
 describe('the page served by the broker', () => {
   let broker, ctx, page, device;

@@ -56,7 +56,9 @@ export async function waitFor(cond, what, timeout = TIMEOUT) {
   }
 }
 
-function freePort() {
+/** A TCP port that was free on 127.0.0.1 a moment ago (for a listener that must keep its
+ *  port across a restart). */
+export function freePort() {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
     s.on('error', reject);
