@@ -146,16 +146,23 @@ static void note_expired(struct mq_broker *b, struct mq_session *s, uint64_t seq
 /* Send a QoS 0 copy to s, online, now. A session that queues its QoS 0 in line (a bridge's)
  * sends it behind the packets to it that wait for the store (durability ack), so that it does
  * not overtake a QoS 1/2 PUBLISH routed before it; other sessions' QoS 0 never waits. */
-static void send_qos0(struct mq_broker *b, struct mq_session *s, struct mq_msg *m, bool retain,
-                      const uint32_t *ids, size_t n_ids)
+static bool send_qos0_behind_store(struct mq_broker *b, struct mq_session *s, struct mq_msg *m,
+                                   bool retain, const uint32_t *ids, size_t n_ids)
 {
     struct mq_conn *c = s->conn;
-    if (c->deferred && session_queues_qos0(s) &&
-        (!conn_v5(c) || conn_publish_fits(c, m, 0, ids, n_ids))) {
-        conn_publish_durable(c, m, 0, retain, false, 0, ids, n_ids, b->store_changes);
+    if (!session_queues_qos0(s) || (conn_v5(c) && !conn_publish_fits(c, m, 0, ids, n_ids)))
+        return false;
+    conn_publish_durable(c, m, 0, retain, false, 0, ids, n_ids, b->store_changes);
+    return true;
+}
+
+/* Inline: every QoS 0 delivery passes here, and almost none waits. */
+static inline void send_qos0(struct mq_broker *b, struct mq_session *s, struct mq_msg *m,
+                             bool retain, const uint32_t *ids, size_t n_ids)
+{
+    if (s->conn->deferred && send_qos0_behind_store(b, s, m, retain, ids, n_ids))
         return;
-    }
-    if (!conn_send_publish(c, m, 0, retain, false, 0, ids, n_ids))
+    if (!conn_send_publish(s->conn, m, 0, retain, false, 0, ids, n_ids))
         note_too_large(b, s, m);
 }
 
@@ -198,12 +205,14 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
      * Such a copy must not overtake messages that wait on disk either. */
     bool stored0 = false;
     if (qos == 0) {
-        stored0 = session_queues_qos0(s) && persist_session_on(b, s);
-        if (online && !hold && session_queue_count(s) == 0 && !pressure &&
-            !(stored0 && session_spilled(s))) {
+        /* (Only a stored session has messages on disk: no store test on this path.) */
+        bool in_line = session_queues_qos0(s);
+        if (online && !hold && !pressure && session_queue_count(s) == 0 &&
+            !(in_line && session_spilled(s))) {
             send_qos0(b, s, m, retain, ids, n_ids);
             return;
         }
+        stored0 = in_line && persist_session_on(b, s);
         if (online && pressure && !force) {
             /* A live QoS 0 message to a client that is not keeping up is dropped (and
              * counted) rather than buffered without bound. Retained ones wait in the
