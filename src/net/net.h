@@ -61,9 +61,10 @@ struct mq_transport_ops {
     /* Bytes from the layer above (MQTT from the top one): encode them and pass the result
      * to client_layer_down(). Returns 0, or -1 once the connection is closing. */
     int (*output)(struct mq_client *cl, unsigned level, const uint8_t *data, size_t len);
-    /* The same for a packet in pieces (proto writes a PUBLISH as header, topic and
-     * payload), in one call, so that a layer that stages pays its per-call work once per
-     * packet. Optional, and only for the top layer: without it each piece goes to output. */
+    /* The same for whole packets in pieces (proto writes a PUBLISH as header, topic and
+     * payload; each of its writes ends at a packet end), in one call, so that a layer that
+     * stages pays its per-call work once per packet and knows where packets end. Optional,
+     * and only for the top layer: without it each piece goes to output. */
     int (*outputv)(struct mq_client *cl, unsigned level, const struct mq_iov *iov, size_t n);
     /* The broker is about to close the connection: send the layer's goodbye (a WebSocket
      * close frame, TLS close_notify) with the last output, then, at once or when that

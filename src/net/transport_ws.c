@@ -88,13 +88,9 @@ struct ws_conn {
     uint64_t max_len;   /* frame and message size limit */
     const char *fail_text;
 
-    /* WebSocket output: bytes of unfinished packets (or of a batch) not yet queued. */
+    /* WebSocket output: whole packets (a batch of them) not yet queued as a message. */
     uint8_t *stage;
     size_t stage_len, stage_cap;
-    uint32_t pkt_left; /* body bytes of the current output packet still to come */
-    uint32_t pkt_acc;  /* remaining length being decoded */
-    uint8_t pkt_phase; /* 0: at a packet boundary or in a body, 1: in a remaining length */
-    uint8_t pkt_shift;
 };
 
 /* ---- small helpers ---------------------------------------------------------------- */
@@ -521,9 +517,8 @@ static void ws_pump(struct mq_client *cl, struct ws_conn *ws, int recv_rc)
 {
     if (cl->closing || ws->phase != WS_OPEN)
         return;
-    /* Staged bytes go out once they end on a packet boundary (proto writes whole packets
-     * per sink write, so after input processing they always do). */
-    if (ws->stage_len && !ws->pkt_phase && !ws->pkt_left && queue_stage(cl, ws))
+    /* Staged bytes are whole packets: each output call brings whole packets. */
+    if (ws->stage_len && queue_stage(cl, ws))
         return;
     int send_rc = wslay_event_send(ws->ev);
     if (recv_rc < 0 || send_rc < 0) {
@@ -1063,44 +1058,12 @@ static int ws_input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t l
     return cl->closing ? -1 : 0;
 }
 
-/* Advance the packet tracker over proto's output; true when it ends on a packet
- * boundary. proto writes whole packets per sink write, possibly in several pieces. */
-static bool track_packets(struct ws_conn *ws, const uint8_t *p, size_t n)
+/* Stage one piece of a packet, or queue it as a message of its own when it is large (the
+ * packet then spans two messages). 1 when that queued it, 0 when staged, -1 when closed. */
+static int stage_piece(struct mq_client *cl, struct ws_conn *ws, const uint8_t *data, size_t len)
 {
-    size_t i = 0;
-    while (i < n) {
-        if (ws->pkt_left) {
-            size_t k = n - i < ws->pkt_left ? n - i : ws->pkt_left;
-            ws->pkt_left -= (uint32_t)k;
-            i += k;
-        } else if (!ws->pkt_phase) { /* first byte of a packet */
-            ws->pkt_phase = 1;
-            ws->pkt_acc = 0;
-            ws->pkt_shift = 0;
-            i++;
-        } else { /* a remaining-length byte */
-            uint8_t b = p[i++];
-            ws->pkt_acc |= (uint32_t)(b & 0x7f) << ws->pkt_shift;
-            ws->pkt_shift += 7;
-            if (!(b & 0x80) || ws->pkt_shift >= 28) {
-                ws->pkt_phase = 0;
-                ws->pkt_left = ws->pkt_acc;
-            }
-        }
-    }
-    return !ws->pkt_phase && !ws->pkt_left;
-}
-
-/* Stage one piece of proto's output, or queue it as a message of its own when it is large
- * (the packet then spans two messages). *now: the staged output must go out at once. */
-static int stage_piece(struct mq_client *cl, struct ws_conn *ws, const uint8_t *data, size_t len,
-                       bool *now)
-{
-    bool boundary = track_packets(ws, data, len);
-    if (len >= WS_DIRECT_MIN) {
-        *now = true;
-        return queue_stage(cl, ws) ? -1 : queue_bytes(cl, ws, data, len);
-    }
+    if (len >= WS_DIRECT_MIN)
+        return queue_stage(cl, ws) || queue_bytes(cl, ws, data, len) ? -1 : 1;
     if (ws->stage_len + len > ws->stage_cap &&
         buf_reserve(&ws->stage, &ws->stage_cap, ws->stage_len + len, 1024)) {
         client_close(cl, "out of memory for WebSocket output");
@@ -1108,13 +1071,14 @@ static int stage_piece(struct mq_client *cl, struct ws_conn *ws, const uint8_t *
     }
     memcpy(ws->stage + ws->stage_len, data, len);
     ws->stage_len += len;
-    *now = boundary && ws->stage_len >= WS_STAGE_MAX; /* bounded staging */
-    return *now ? queue_stage(cl, ws) : 0;
+    return 0;
 }
 
-/* proto's output, a packet in pieces: staged and sent as one binary message per loop turn
- * (see ws_feed and on_idle), so a PUBLISH written as header, topic and payload, and the
- * many packets a busy subscriber gets, share a frame. Large pieces skip the staging copy. */
+/* proto's output: whole packets, each in pieces (proto writes a PUBLISH as header, topic and
+ * payload), staged and sent as one binary message per loop turn (see ws_feed and on_idle), so
+ * the pieces and the many packets a busy subscriber gets share a frame. Large pieces skip the
+ * staging copy. Staged output past WS_STAGE_MAX goes out at the end of the call: a packet
+ * end. */
 static int ws_outputv(struct mq_client *cl, unsigned level, const struct mq_iov *iov, size_t n)
 {
     struct ws_conn *ws = cl->layer[level].state;
@@ -1124,14 +1088,19 @@ static int ws_outputv(struct mq_client *cl, unsigned level, const struct mq_iov 
     for (size_t i = 0; i < n; i++) {
         if (!iov[i].len)
             continue;
-        bool piece_now = false;
         any = true;
-        if (stage_piece(cl, ws, iov[i].base, iov[i].len, &piece_now))
+        int rc = stage_piece(cl, ws, iov[i].base, iov[i].len);
+        if (rc < 0)
             return -1;
-        now |= piece_now;
+        now |= rc;
     }
     if (!any)
         return 0;
+    if (ws->stage_len >= WS_STAGE_MAX) { /* bounded staging */
+        if (queue_stage(cl, ws))
+            return -1;
+        now = true;
+    }
     if (ws->in_recv)
         return 0; /* ws_feed sends or defers once the read is processed */
     if (now || cl->close_requested || defer(cl, ws))
@@ -1139,6 +1108,7 @@ static int ws_outputv(struct mq_client *cl, unsigned level, const struct mq_iov 
     return cl->closing ? -1 : 0;
 }
 
+/* One whole packet (mq_transport_ops.output; proto's writes come through ws_outputv). */
 static int ws_output(struct mq_client *cl, unsigned level, const uint8_t *data, size_t len)
 {
     const struct mq_iov one = {.base = data, .len = len};
