@@ -8,7 +8,7 @@
 # swings with the neighbours' load, CPU time per message much less.
 #
 # Usage: bench/compare.sh [--quick | --full] [--build-dir DIR] [--ab OLD_MIDGE]
-#   (default)  3 rounds; 3 s runs for A-F, 2 s for the scaling series: about 10 minutes
+#   (default)  3 rounds; 3 s runs for A-F, 2 s for the scaling series: about 15 minutes
 #              from a fresh checkout, build included
 #   --quick    1 round of 1 s runs with smaller scaling points: about 2 minutes, to
 #              check the tooling (the same as QUICK=1)
