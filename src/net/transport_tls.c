@@ -1039,6 +1039,20 @@ static void wait_unlink(struct mq_server *srv, struct tls_conn *t)
     hs->wait_len = 0;
 }
 
+/* Append raw to the bytes that wait in wait_buf (the caller checked the limit). */
+static int wait_buf_append(struct mq_client *cl, struct tls_hs *hs, const uint8_t *raw, size_t len)
+{
+    uint8_t *b = realloc(hs->wait_buf, hs->wait_len + len);
+    if (!b) {
+        client_close(cl, "out of memory");
+        return -1;
+    }
+    memcpy(b + hs->wait_len, raw, len);
+    hs->wait_buf = b;
+    hs->wait_len += (uint32_t)len;
+    return 0;
+}
+
 /* Keep a handshake's bytes until a later wake-up (tls_handshakes_run), at the end of
  * queue q (HS_CONTINUING or HS_NEW), or after what already waits. */
 static int wait_add(struct mq_client *cl, struct tls_conn *t, const uint8_t *raw, size_t len,
@@ -1049,14 +1063,8 @@ static int wait_add(struct mq_client *cl, struct tls_conn *t, const uint8_t *raw
         fail_why(cl, t, "handshake flight too large");
         return -1;
     }
-    uint8_t *b = realloc(hs->wait_buf, hs->wait_len + len);
-    if (!b) {
-        client_close(cl, "out of memory");
+    if (wait_buf_append(cl, hs, raw, len))
         return -1;
-    }
-    memcpy(b + hs->wait_len, raw, len);
-    hs->wait_buf = b;
-    hs->wait_len += (uint32_t)len;
     if (!hs->waiting) {
         struct mq_server *srv = cl->srv;
         hs->waiting = true;
@@ -1352,15 +1360,7 @@ static int busy_add(struct mq_client *cl, struct tls_conn *t, const uint8_t *raw
         client_request_close(cl);
         return -1;
     }
-    uint8_t *b = realloc(hs->wait_buf, hs->wait_len + len);
-    if (!b) {
-        client_close(cl, "out of memory");
-        return -1;
-    }
-    memcpy(b + hs->wait_len, raw, len);
-    hs->wait_buf = b;
-    hs->wait_len += (uint32_t)len;
-    return 0;
+    return wait_buf_append(cl, hs, raw, len);
 }
 
 static void credit_queued(struct tls_job *job, void *arg)
