@@ -547,59 +547,8 @@ void net_addr_name(const struct sockaddr *sa, char *out, size_t size)
     snprintf(out, size, sa->sa_family == AF_INET6 ? "[%s]:%d" : "%s:%d", host, port);
 }
 
-void client_accept(struct mq_listen_socket *ls, int fd, const struct sockaddr *sa)
-{
-    struct mq_server *srv = ls->srv;
-    char peer[NET_ADDR_NAME_MAX];
-    net_addr_name(sa, peer, sizeof(peer));
-    /* The peer's name is allocated with the struct, at its exact size. */
-    size_t size = offsetof(struct mq_client, peer_addr) + strlen(peer) + 1;
-    struct mq_client *cl = calloc(1, size > sizeof(*cl) ? size : sizeof(*cl));
-    if (!cl) {
-        mq_log(MQ_LOG_ERR, "out of memory accepting a connection on %s", ls->name);
-        close(fd);
-        return;
-    }
-    memcpy(cl->peer_addr, peer, strlen(peer) + 1);
-    cl->srv = srv;
-    cl->fd = fd;
-    cl->next = srv->clients;
-    if (srv->clients)
-        srv->clients->prev = cl;
-    srv->clients = cl;
-    srv->client_count++;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-
-    int max = ls->lctx->cfg->max_connections;
-    if (max >= 0 && ls->lctx->clients >= (unsigned)max) {
-        /* Refused before any byte is read: a full listener costs nothing more. */
-        mq_log(MQ_LOG_WARNING, "connection from %s on %s refused: max_connections %d reached",
-               cl->peer_addr, ls->name, max);
-        client_close(cl, "max_connections reached");
-        return;
-    }
-    ls->lctx->clients++;
-    srv->broker->now_ms = uv_now(&srv->loop);
-    proto_conn_open(&cl->conn, srv->broker, ls->lctx, cl->peer_addr);
-    cl->conn_open = true;
-    if (ls->depth && !(cl->layer = calloc(ls->depth, sizeof(*cl->layer)))) {
-        client_close(cl, "out of memory");
-        return;
-    }
-    for (unsigned i = 0; i < ls->depth; i++) {
-        cl->layer[i].ops = ls->stack[i];
-        if (cl->layer[i].ops->attach(cl, i, ls->stack_ctx[i])) {
-            client_close(cl, "transport set-up failed");
-            return;
-        }
-        cl->layers = (uint8_t)(i + 1); /* detached in client_free */
-    }
-    if (poller_add(srv, cl))
-        client_close(cl, "read failed");
-}
-
-/* A client struct for peer, listed in the server's clients (freed by client_free). */
+/* A client struct for peer, listed in the server's clients (freed by client_free); the
+ * peer's name is allocated with it, at its exact size. */
 static struct mq_client *client_alloc(struct mq_server *srv, int fd, const char *peer)
 {
     size_t size = offsetof(struct mq_client, peer_addr) + strlen(peer) + 1;
@@ -634,6 +583,38 @@ static bool attach_layers(struct mq_client *cl, const struct mq_transport_ops *c
         cl->layers = (uint8_t)(i + 1); /* detached in client_free */
     }
     return true;
+}
+
+void client_accept(struct mq_listen_socket *ls, int fd, const struct sockaddr *sa)
+{
+    struct mq_server *srv = ls->srv;
+    char peer[NET_ADDR_NAME_MAX];
+    net_addr_name(sa, peer, sizeof(peer));
+    struct mq_client *cl = client_alloc(srv, fd, peer);
+    if (!cl) {
+        mq_log(MQ_LOG_ERR, "out of memory accepting a connection on %s", ls->name);
+        close(fd);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+    int max = ls->lctx->cfg->max_connections;
+    if (max >= 0 && ls->lctx->clients >= (unsigned)max) {
+        /* Refused before any byte is read: a full listener costs nothing more. */
+        mq_log(MQ_LOG_WARNING, "connection from %s on %s refused: max_connections %d reached",
+               cl->peer_addr, ls->name, max);
+        client_close(cl, "max_connections reached");
+        return;
+    }
+    ls->lctx->clients++;
+    srv->broker->now_ms = uv_now(&srv->loop);
+    proto_conn_open(&cl->conn, srv->broker, ls->lctx, cl->peer_addr);
+    cl->conn_open = true;
+    if (!attach_layers(cl, ls->stack, ls->stack_ctx, ls->depth))
+        return; /* closed: freed at the flush, with the layers that were attached */
+    if (poller_add(srv, cl))
+        client_close(cl, "read failed");
 }
 
 struct mq_client *client_open_outgoing(struct mq_server *srv, int fd, const char *peer,
