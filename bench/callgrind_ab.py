@@ -4,8 +4,8 @@ functions that make the difference: an A/B that the other tenants of a shared ma
 blur (CPU time per message moves by 20 % from run to run there; instruction counts do not).
 
 usage: bench/callgrind_ab.py OLD_MIDGE NEW_MIDGE [NEWER_MIDGE ...]
-Environment: CASES (default "q0 ws q1 q2 fanout": the paths of scenarios A, W, B and R1, C,
-D); N1, N2 (2000, 12000) messages per run; SIZE (64) payload bytes; TOP (8) functions listed
+Environment: CASES (default "q0 ws tls q1 q2 fanout": the paths of scenarios A, W, TA, B and
+R1, C, D); N1, N2 (2000, 12000) messages per run; SIZE (64) payload bytes; TOP (8) functions listed
 per case and pair of builds. More than two builds (in order, say before, between, after):
 each is compared with the first, and its functions with the build before it.
 
@@ -28,6 +28,7 @@ LOAD = os.path.join(HERE, "ws_callgrind.py")
 CASES = {
     "q0": ("tcp-tcp", 0, 1, 100, "A: QoS 0, one publisher -> one subscriber"),
     "ws": ("ws-ws", 0, 1, 100, "W: scenario A's path over WebSocket"),
+    "tls": ("tls-tls", 0, 1, 100, "TA: scenario A's path over TLS (1.3, AES-128-GCM)"),
     "q1": ("tcp-tcp", 1, 1, 20, "B, R1: QoS 1"),
     "q2": ("tcp-tcp", 2, 1, 20, "C: QoS 2"),
     "fanout": ("tcp-tcp", 0, 10, 100, "D: QoS 0, fan-out to 10 (per delivery)"),
@@ -39,6 +40,9 @@ TOP = int(os.environ.get("TOP", "8"))
 CONF = """listener 0 127.0.0.1
 listener 0 127.0.0.1
 protocol websockets
+listener 0 127.0.0.1
+certfile {work}/srv.crt
+keyfile {work}/srv.key
 allow_anonymous true
 max_inflight_messages 20
 sys_interval 0
@@ -53,25 +57,27 @@ def run(binary, label, case, count, work):
     log = os.path.join(work, f"log.{tag}")
     conf = os.path.join(work, "midge.conf")
     with open(conf, "w") as f:
-        f.write(CONF)
+        f.write(CONF.format(work=work))
     with open(log, "w") as lf:
         vg = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                                binary, "-c", conf, "-v"], stdout=lf, stderr=subprocess.STDOUT)
     ports = {}
     for _ in range(600):
         with open(log) as f:
-            for m in re.finditer(r"listening on \S*:(\d+) \((mqtt|websockets)\)", f.read()):
+            for m in re.finditer(r"listening on \S*:(\d+) \((mqtt|websockets|mqtt over tls)\)",
+                                 f.read()):
                 ports[m.group(2)] = m.group(1)
-        if len(ports) == 2:
+        if len(ports) == 3:
             break
         if vg.poll() is not None:
             break
         time.sleep(0.1)
-    if len(ports) != 2:
+    if len(ports) != 3:
         vg.kill()
         sys.exit(f"callgrind_ab: {binary} did not start:\n" + open(log).read())
     subprocess.run([sys.executable, LOAD, mode, ports["mqtt"], ports["websockets"], str(count),
-                    str(SIZE), str(batch), str(qos), str(subs)], check=True)
+                    str(SIZE), str(batch), str(qos), str(subs)], check=True,
+                   env=dict(os.environ, TLS_PORT=ports["mqtt over tls"]))
     vg.terminate()
     vg.wait()
     return out
@@ -116,6 +122,9 @@ def main():
     bins = [os.path.abspath(p) for p in sys.argv[1:]]
     cases = os.environ.get("CASES", " ".join(CASES)).split()
     work = tempfile.mkdtemp(prefix="callgrind-ab.")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-keyout", f"{work}/srv.key",
+                    "-out", f"{work}/srv.crt"], check=True, capture_output=True)
     print(f"instructions per delivered message, {SIZE}-byte payload, N1={N1} N2={N2}")
     for k, b in enumerate(bins):
         print(f"build {k}: {b}")

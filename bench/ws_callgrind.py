@@ -1,12 +1,12 @@
 #!/usr/bin/python3
 """ws_callgrind.py - the load behind bench/ws_callgrind.sh and bench/callgrind_ab.sh: one
 publisher, SUBS subscribers (1), messages of SIZE bytes at QOS (0) on one topic, over plain
-MQTT (tcp) or MQTT over WebSocket (ws), sent in batches of BATCH (one sendall each; the next
+MQTT (tcp), MQTT over WebSocket (ws) or MQTT over TLS (tls: the port in TLS_PORT), sent in batches of BATCH (one sendall each; the next
 batch only once every subscriber has every message of this one and, at QoS 1/2, every flow
 of it is complete), so each run feeds the broker the same reads.
 
 usage: ws_callgrind.py MODE TCP_PORT WS_PORT COUNT [SIZE] [BATCH] [QOS] [SUBS]
-MODE: tcp-tcp, ws-tcp, tcp-ws or ws-ws (publisher-subscriber).
+MODE: PUB-SUB, each tcp, ws or tls (publisher-subscriber): tcp-tcp, ws-ws, tls-tls ...
 WebSocket publishers send one masked binary frame per MQTT packet, as MQTT.js does. At QoS
 1/2 keep BATCH at or below the broker's max_inflight_messages: the subscribers answer every
 PUBLISH (PUBACK, or PUBREC and then PUBCOMP) as it comes, the publisher every PUBREC.
@@ -15,6 +15,7 @@ import base64
 import os
 import select
 import socket
+import ssl
 import struct
 import sys
 
@@ -55,9 +56,14 @@ def ws_frame(payload, key=b"\x37\xfa\x21\x3d"):
 
 
 class Conn:
-    def __init__(self, port, ws):
+    def __init__(self, port, ws, tls=False):
         self.s = socket.create_connection(("127.0.0.1", port), timeout=60)
         self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls:  # what is measured is the broker's record work, not who it is
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            self.s = ctx.wrap_socket(self.s)
         self.ws = ws
         self.raw = b""  # socket bytes not yet unframed (ws)
         self.buf = b""  # MQTT bytes
@@ -86,6 +92,9 @@ class Conn:
 
     def _fill(self):
         d = self._recv()
+        # TLS: the rest of a record already decrypted would never wake select()
+        while isinstance(self.s, ssl.SSLSocket) and self.s.pending():
+            d += self._recv()
         if not self.ws:
             self.buf += d
             return
@@ -192,17 +201,18 @@ def main():
     batch = int(sys.argv[6]) if len(sys.argv) > 6 else 100
     qos = int(sys.argv[7]) if len(sys.argv) > 7 else 0
     nsubs = int(sys.argv[8]) if len(sys.argv) > 8 else 1
-    pub_ws, sub_ws = (m == "ws" for m in mode.split("-"))
+    pub_kind, sub_kind = mode.split("-")
+    ports = {"tcp": tcp_port, "ws": ws_port, "tls": int(os.environ.get("TLS_PORT", "0"))}
     subs = []
     for k in range(nsubs):
-        sub = Conn(ws_port if sub_ws else tcp_port, sub_ws)
+        sub = Conn(ports[sub_kind], sub_kind == "ws", sub_kind == "tls")
         sub.send(sub.wrap(connect_pkt(b"bench-sub%d" % k)))
         assert sub.packet()[0] == 0x20
         sub.send(sub.wrap(packet(0x82, struct.pack("!H", 1) + mqtt_str(b"bench/t") +
                                  bytes([qos]))))
         assert sub.packet()[0] == 0x90
         subs.append(sub)
-    pub = Conn(ws_port if pub_ws else tcp_port, pub_ws)
+    pub = Conn(ports[pub_kind], pub_kind == "ws", pub_kind == "tls")
     pub.send(pub.wrap(connect_pkt(b"bench-pub")))
     assert pub.packet()[0] == 0x20
     left, pid = count, 0

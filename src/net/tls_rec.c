@@ -373,6 +373,34 @@ int tls_rec_write(struct tls_rec *r, struct mq_client *cl, const uint8_t *data, 
     return 0;
 }
 
+int tls_rec_writev(struct tls_rec *r, struct mq_client *cl, const struct mq_iov *iov, size_t n)
+{
+    size_t total = 0, filled = r->open ? r->open_len : 0;
+    for (size_t i = 0; i < n; i++)
+        total += iov[i].len;
+    if (!total)
+        return 0;
+    if (filled + total > REC_MAX_PLAIN) { /* the packet crosses a record's end */
+        for (size_t i = 0; i < n; i++)
+            if (iov[i].len && tls_rec_write(r, cl, iov[i].base, iov[i].len))
+                return -1;
+        return 0;
+    }
+    size_t head = r->open ? 0 : r->pre; /* a new record starts with room for its header */
+    uint8_t *p = client_out_append(cl, head + total);
+    if (!p)
+        return -1;
+    p += head;
+    for (size_t i = 0; i < n; i++) {
+        if (iov[i].len)
+            memcpy(p, iov[i].base, iov[i].len);
+        p += iov[i].len;
+    }
+    r->open = true;
+    r->open_len = (uint16_t)(filled + total);
+    return r->open_len == REC_MAX_PLAIN ? tls_rec_flush(r, cl) : 0;
+}
+
 int tls_rec_send(struct tls_rec *r, struct mq_client *cl, uint8_t type, const uint8_t *data,
                  size_t len)
 {

@@ -17,6 +17,7 @@
 struct evp_cipher_ctx_st;
 struct evp_md_st;
 struct mq_client;
+struct mq_iov;
 
 /* The structs are here for tests/unit/test_footprint.c, which pins their size (an idle TLS
  * connection holds one struct tls_rec); only tls_rec.c touches their fields. */
@@ -85,6 +86,10 @@ void tls_rec_free(struct tls_rec *r);
 
 /* Stage len bytes of application data. Returns 0, or -1 once the client is closed. */
 int tls_rec_write(struct tls_rec *r, struct mq_client *cl, const uint8_t *data, size_t len);
+
+/* The same for the pieces of one packet (mq_transport_ops.outputv): room made and the
+ * record's length counted once, not per piece. */
+int tls_rec_writev(struct tls_rec *r, struct mq_client *cl, const struct mq_iov *iov, size_t n);
 
 /* Seal the record being filled, if any: before the output buffer is written. Returns 0,
  * or -1 once the client is closed (a cipher failure, logged). */

@@ -1411,6 +1411,21 @@ static int output(struct mq_client *cl, unsigned level, const uint8_t *data, siz
     return 0;
 }
 
+/* proto's packets, each in pieces (MQTT over TLS: TLS is the top layer), into the record
+ * being filled in one step; OpenSSL's record layer takes them piece by piece. */
+static int outputv(struct mq_client *cl, unsigned level, const struct mq_iov *iov, size_t n)
+{
+    struct tls_conn *t = cl->layer[level].state;
+    if (t->failed || cl->closing)
+        return 0;
+    if (t->rec)
+        return tls_rec_writev(t->rec, cl, iov, n);
+    for (size_t i = 0; i < n; i++)
+        if (iov[i].len && output(cl, level, iov[i].base, iov[i].len))
+            return -1;
+    return 0;
+}
+
 /* Queue close_notify (best effort) before the broker closes a connection it decided to
  * end; nothing before the handshake completed or after it failed. The layers above
  * have already queued their goodbyes (a WebSocket close frame goes out encrypted). */
@@ -1447,6 +1462,7 @@ const struct mq_transport_ops tls_transport = {
     .attach = attach,
     .input = input,
     .output = output,
+    .outputv = outputv,
     .shutdown = tls_shutdown,
     .flush = tls_flush,
     .detach = detach,
