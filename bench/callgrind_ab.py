@@ -4,8 +4,8 @@ functions that make the difference: an A/B that the other tenants of a shared ma
 blur (CPU time per message moves by 20 % from run to run there; instruction counts do not).
 
 usage: bench/callgrind_ab.py OLD_MIDGE NEW_MIDGE [NEWER_MIDGE ...]
-Environment: CASES (default "q0 ws tls q1 q2 fanout": the paths of scenarios A, W, TA, B and
-R1, C, D); N1, N2 (2000, 12000) messages per run; SIZE (64) payload bytes; TOP (8) functions listed
+Environment: CASES (default "q0 ws tls wss q1 q2 fanout": the paths of scenarios A, W, TA,
+TW, B and R1, C, D); N1, N2 (2000, 12000) messages per run; SIZE (64) payload bytes; TOP (8) functions listed
 per case and pair of builds. More than two builds (in order, say before, between, after):
 each is compared with the first, and its functions with the build before it.
 
@@ -29,6 +29,7 @@ CASES = {
     "q0": ("tcp-tcp", 0, 1, 100, "A: QoS 0, one publisher -> one subscriber"),
     "ws": ("ws-ws", 0, 1, 100, "W: scenario A's path over WebSocket"),
     "tls": ("tls-tls", 0, 1, 100, "TA: scenario A's path over TLS (1.3, AES-128-GCM)"),
+    "wss": ("wss-wss", 0, 1, 100, "TW: scenario A's path over WebSocket over TLS"),
     "q1": ("tcp-tcp", 1, 1, 20, "B, R1: QoS 1"),
     "q2": ("tcp-tcp", 2, 1, 20, "C: QoS 2"),
     "fanout": ("tcp-tcp", 0, 10, 100, "D: QoS 0, fan-out to 10 (per delivery)"),
@@ -41,6 +42,10 @@ CONF = """listener 0 127.0.0.1
 listener 0 127.0.0.1
 protocol websockets
 listener 0 127.0.0.1
+certfile {work}/srv.crt
+keyfile {work}/srv.key
+listener 0 127.0.0.1
+protocol websockets
 certfile {work}/srv.crt
 keyfile {work}/srv.key
 allow_anonymous true
@@ -64,20 +69,21 @@ def run(binary, label, case, count, work):
     ports = {}
     for _ in range(600):
         with open(log) as f:
-            for m in re.finditer(r"listening on \S*:(\d+) \((mqtt|websockets|mqtt over tls)\)",
+            for m in re.finditer(r"listening on \S*:(\d+) \(((mqtt|websockets)( over tls)?)\)",
                                  f.read()):
                 ports[m.group(2)] = m.group(1)
-        if len(ports) == 3:
+        if len(ports) == 4:
             break
         if vg.poll() is not None:
             break
         time.sleep(0.1)
-    if len(ports) != 3:
+    if len(ports) != 4:
         vg.kill()
         sys.exit(f"callgrind_ab: {binary} did not start:\n" + open(log).read())
     subprocess.run([sys.executable, LOAD, mode, ports["mqtt"], ports["websockets"], str(count),
                     str(SIZE), str(batch), str(qos), str(subs)], check=True,
-                   env=dict(os.environ, TLS_PORT=ports["mqtt over tls"]))
+                   env=dict(os.environ, TLS_PORT=ports["mqtt over tls"],
+                            WSS_PORT=ports["websockets over tls"]))
     vg.terminate()
     vg.wait()
     return out

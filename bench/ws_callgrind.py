@@ -1,12 +1,13 @@
 #!/usr/bin/python3
 """ws_callgrind.py - the load behind bench/ws_callgrind.sh and bench/callgrind_ab.sh: one
 publisher, SUBS subscribers (1), messages of SIZE bytes at QOS (0) on one topic, over plain
-MQTT (tcp), MQTT over WebSocket (ws) or MQTT over TLS (tls: the port in TLS_PORT), sent in batches of BATCH (one sendall each; the next
+MQTT (tcp), MQTT over WebSocket (ws), over TLS (tls: the port in TLS_PORT) or over WebSocket
+over TLS (wss: the port in WSS_PORT), sent in batches of BATCH (one sendall each; the next
 batch only once every subscriber has every message of this one and, at QoS 1/2, every flow
 of it is complete), so each run feeds the broker the same reads.
 
 usage: ws_callgrind.py MODE TCP_PORT WS_PORT COUNT [SIZE] [BATCH] [QOS] [SUBS]
-MODE: PUB-SUB, each tcp, ws or tls (publisher-subscriber): tcp-tcp, ws-ws, tls-tls ...
+MODE: PUB-SUB, each tcp, ws, tls or wss (publisher-subscriber): tcp-tcp, ws-ws, tls-tls ...
 WebSocket publishers send one masked binary frame per MQTT packet, as MQTT.js does. At QoS
 1/2 keep BATCH at or below the broker's max_inflight_messages: the subscribers answer every
 PUBLISH (PUBACK, or PUBREC and then PUBCOMP) as it comes, the publisher every PUBREC.
@@ -202,17 +203,18 @@ def main():
     qos = int(sys.argv[7]) if len(sys.argv) > 7 else 0
     nsubs = int(sys.argv[8]) if len(sys.argv) > 8 else 1
     pub_kind, sub_kind = mode.split("-")
-    ports = {"tcp": tcp_port, "ws": ws_port, "tls": int(os.environ.get("TLS_PORT", "0"))}
+    ports = {"tcp": tcp_port, "ws": ws_port, "tls": int(os.environ.get("TLS_PORT", "0")),
+             "wss": int(os.environ.get("WSS_PORT", "0"))}
     subs = []
     for k in range(nsubs):
-        sub = Conn(ports[sub_kind], sub_kind == "ws", sub_kind == "tls")
+        sub = Conn(ports[sub_kind], "ws" in sub_kind, sub_kind in ("tls", "wss"))
         sub.send(sub.wrap(connect_pkt(b"bench-sub%d" % k)))
         assert sub.packet()[0] == 0x20
         sub.send(sub.wrap(packet(0x82, struct.pack("!H", 1) + mqtt_str(b"bench/t") +
                                  bytes([qos]))))
         assert sub.packet()[0] == 0x90
         subs.append(sub)
-    pub = Conn(ports[pub_kind], pub_kind == "ws", pub_kind == "tls")
+    pub = Conn(ports[pub_kind], "ws" in pub_kind, pub_kind in ("tls", "wss"))
     pub.send(pub.wrap(connect_pkt(b"bench-pub")))
     assert pub.packet()[0] == 0x20
     left, pid = count, 0
