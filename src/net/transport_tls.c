@@ -30,6 +30,7 @@
 #include "midge/log.h"
 #include "midge/proto.h"
 #include "tls.h"
+#include "tls_read.h"
 #include "tls_rec.h"
 
 /* Largest plaintext handed to SSL_write at once (one TLS record), so the write BIO
@@ -1159,41 +1160,17 @@ static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
  * connection is between two records. */
 static int read_plain(struct mq_client *cl, struct tls_conn *t, unsigned level)
 {
-    uint8_t *buf = cl->srv->tls_plain_buf;
-    size_t cap = sizeof(cl->srv->tls_plain_buf), have = 0;
-    int rc = 0;
-    for (;;) {
-        if (cl->closing || cl->close_requested)
-            break;
-        ERR_clear_error();
-        int n = SSL_read(t->ssl, buf + have, (int)(cap - have));
-        if (n > 0) {
-            have += (size_t)n;
-            if (have == cap) {
-                client_layer_up(cl, level, buf, have);
-                have = 0;
-            }
-            continue;
-        }
-        int e = SSL_get_error(t->ssl, n);
-        if (e == SSL_ERROR_WANT_READ)
-            break;
-        client_layer_up(cl, level, buf, have); /* what came before the end is still valid */
-        have = 0;
-        if (e == SSL_ERROR_ZERO_RETURN)
-            peer_closed(cl, t);
-        else
-            fail(cl, t, e);
-        rc = -1;
-        break;
-    }
-    if (have)
-        client_layer_up(cl, level, buf, have);
+    int end = tls_read_plain(cl, t->ssl, level, cl->srv->tls_plain_buf,
+                             sizeof(cl->srv->tls_plain_buf));
+    if (end == SSL_ERROR_ZERO_RETURN)
+        peer_closed(cl, t);
+    else if (end)
+        fail(cl, t, end);
     t->in_len = 0; /* what is left of raw (after a close) is dropped */
     ERR_clear_error();
-    if (!rc && t->ssl)
+    if (!end && t->ssl)
         hand_over(cl, t);
-    return rc;
+    return end ? -1 : 0;
 }
 
 /* What a handshake step's result (r from SSL_do_handshake, e from SSL_get_error, why

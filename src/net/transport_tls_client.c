@@ -23,6 +23,7 @@
 #include <openssl/x509v3.h>
 
 #include "midge/log.h"
+#include "tls_read.h"
 
 #define TLS_CHUNK 16384
 
@@ -390,42 +391,18 @@ static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
                 return -1;
         }
     }
-    uint8_t *buf = cl->srv->read_buf;
-    size_t cap = sizeof(cl->srv->read_buf), have = 0;
-    int rc = 0;
-    for (;;) {
-        if (cl->closing || cl->close_requested)
-            break;
-        ERR_clear_error();
-        int n = SSL_read(t->ssl, buf + have, (int)(cap - have));
-        if (n > 0) {
-            have += (size_t)n;
-            if (have == cap) {
-                client_layer_up(cl, level, buf, have);
-                have = 0;
-            }
-            continue;
-        }
-        int e = SSL_get_error(t->ssl, n);
-        if (e == SSL_ERROR_WANT_READ)
-            break;
-        client_layer_up(cl, level, buf, have);
-        have = 0;
-        if (e == SSL_ERROR_ZERO_RETURN) {
-            SSL_shutdown(t->ssl);
-            flush_wbio(cl, t);
-            t->failed = true;
-            if (!cl->close_reason)
-                cl->close_reason = "connection closed by the remote (TLS close_notify)";
-            client_request_close(cl);
-        } else {
-            fail(cl, t, e);
-        }
-        rc = -1;
-        break;
+    int end = tls_read_plain(cl, t->ssl, level, cl->srv->read_buf, sizeof(cl->srv->read_buf));
+    if (end == SSL_ERROR_ZERO_RETURN) {
+        SSL_shutdown(t->ssl);
+        flush_wbio(cl, t);
+        t->failed = true;
+        if (!cl->close_reason)
+            cl->close_reason = "connection closed by the remote (TLS close_notify)";
+        client_request_close(cl);
+    } else if (end) {
+        fail(cl, t, end);
     }
-    if (have)
-        client_layer_up(cl, level, buf, have);
+    int rc = end ? -1 : 0;
     if (!t->failed)
         flush_wbio(cl, t);
     ERR_clear_error();

@@ -1,0 +1,37 @@
+/* tls_read.c - the SSL_read loop of the two TLS transports (transport_tls.c, the broker's
+ * side; transport_tls_client.c, a bridge's) while OpenSSL still holds a connection's
+ * record layer: during and right after the handshake on the broker's side, for the whole
+ * connection on a bridge's. Owns nothing; what an end means (close_notify, a failure) is
+ * each transport's to decide.
+ */
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "net.h"
+#include "tls_read.h"
+
+int tls_read_plain(struct mq_client *cl, struct ssl_st *ssl, unsigned level, uint8_t *buf,
+                   size_t cap)
+{
+    size_t have = 0;
+    int end = 0;
+    while (!cl->closing && !cl->close_requested) {
+        ERR_clear_error();
+        int n = SSL_read(ssl, buf + have, (int)(cap - have));
+        if (n > 0) {
+            have += (size_t)n;
+            if (have == cap) { /* buf is the server's scratch buffer: pass up, reuse */
+                client_layer_up(cl, level, buf, have);
+                have = 0;
+            }
+            continue;
+        }
+        int e = SSL_get_error(ssl, n);
+        if (e != SSL_ERROR_WANT_READ)
+            end = e;
+        break;
+    }
+    if (have) /* what came before an end is still valid */
+        client_layer_up(cl, level, buf, have);
+    return end;
+}
