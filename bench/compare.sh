@@ -27,17 +27,18 @@
 #   SCALE_DURATION=S, SCALE_WARMUP=S  the same for the scaling series (2 and 0.5;
 #                   QUICK: 1 and 0.5; FULL: 5 and 1)
 #   CONNS=K         idle connections in scenario F (10000; QUICK: 2000)
-#   SCENARIOS="A B" a subset of: A A5 A5a W B C D E SH R0 R1 BR0 BR1 F F5 TF TH THE THR TA
-#                   TW TS S10 S100 S1k S10k T10 T1k T10k T100k T100kw (W is scenario A over
-#                   WebSocket; A5 scenario A with MQTT 5 clients, A5a with a topic alias per
-#                   publisher too; SH a shared-subscription fan-in, MQTT 5; BR0/BR1:
+#   SCENARIOS="A B" a subset of: A A5 A5a W B C D E SH R0 R1 BR0 BR1 F F5 TF TH THE THR TH12
+#                   THR12 TA TW TS S10 S100 S1k S10k T10 T1k T10k T100k T100kw (W is scenario
+#                   A over WebSocket; A5 scenario A with MQTT 5 clients, A5a with a topic alias
+#                   per publisher too; SH a shared-subscription fan-in, MQTT 5; BR0/BR1:
 #                   publishers on one broker, subscribers on a second one it bridges to, QoS
 #                   0/1, the CPU of both brokers per message; F5 scenario F with MQTT 5; TF to
 #                   TS the TLS rows: TF idle TLS connections, TH/THE full handshakes with
-#                   RSA/ECDSA certificates, THR resumed ones, TA and TW scenario A over TLS
-#                   and wss, TS a reconnect storm; S<n> n subscribers on one topic; T<n> n
-#                   topics, T100kw with wildcard filters). With --ab the TLS rows run only
-#                   when named here, each on its summary figure
+#                   RSA/ECDSA certificates, THR resumed ones, TH12/THR12 full and resumed
+#                   ones with TLS 1.2 clients, TA and TW scenario A over TLS and wss, TS a
+#                   reconnect storm; S<n> n subscribers on one topic; T<n> n topics, T100kw
+#                   with wildcard filters). With --ab the TLS rows run only when named here,
+#                   each on its summary figure
 #   PIN=0           do not pin the broker and midge-bench to separate CPUs
 #   MIDGE_BIN, MOSQUITTO_BIN, BENCH_BIN, BUILD_DIR  binaries and the cmake build directory
 #   MIDGE_REV=TEXT  what the page says midge was built from (default: the checkout's commit)
@@ -91,13 +92,13 @@ if [[ -n $AB_BIN ]]; then
 else
     OTHER=mosquitto
 fi
-SCENARIOS=${SCENARIOS:-"A A5 A5a W B C D E SH R0 R1 BR0 BR1 F F5 TF TH THE THR TA TW TS $S_POINTS $T_POINTS"}
+SCENARIOS=${SCENARIOS:-"A A5 A5a W B C D E SH R0 R1 BR0 BR1 F F5 TF TH THE THR TH12 THR12 TA TW TS $S_POINTS $T_POINTS"}
 PIN=${PIN:-1}
 OUT=${OUT:-$ROOT/docs/benchmarks.md}
 MOSQUITTO_BIN=${MOSQUITTO_BIN:-/usr/sbin/mosquitto}
 CONN_RATE=${CONN_RATE:-5000}
 if [[ $QUICK == 1 ]]; then HANDSHAKES=${HANDSHAKES:-500}; STORM=${STORM:-1000}; fi
-HANDSHAKES=${HANDSHAKES:-2000}       # TH, THE, THR: handshakes per run
+HANDSHAKES=${HANDSHAKES:-2000}       # TH, THE, THR, TH12, THR12: handshakes per run
 STORM=${STORM:-5000}                 # TS: clients connecting at once
 STORM_DURATION=${STORM_DURATION:-12} # TS: the fixed-rate run the storm happens during
 
@@ -374,6 +375,16 @@ PROTO[THE]=tls-ec
 TITLE[THR]="$HANDSHAKES resumed TLS handshakes (session tickets), RSA-2048"
 ARGS[THR]="conns $TLSC --resume --count $HANDSHAKES --rate 1000 --hold 0 --keepalive 600"
 PROTO[THR]=tls-rsa
+# TH12/THR12: TH and THR with TLS 1.2 clients, as many devices (mbedTLS on ESP32) still are.
+# A TLS 1.3 resumption still does a key exchange and the key schedule; a TLS 1.2 one is an
+# abbreviated handshake without a key exchange, so the two resume at different costs.
+TLS12="--tls-version tlsv1.2"
+TITLE[TH12]="$HANDSHAKES full TLS 1.2 handshakes, RSA-2048 certificate"
+ARGS[TH12]="conns $TLSC $TLS12 --count $HANDSHAKES --rate 1000 --hold 0 --keepalive 600"
+PROTO[TH12]=tls-rsa
+TITLE[THR12]="$HANDSHAKES resumed TLS 1.2 handshakes (session tickets), RSA-2048"
+ARGS[THR12]="conns $TLSC $TLS12 --resume --count $HANDSHAKES --rate 1000 --hold 0 --keepalive 600"
+PROTO[THR12]=tls-rsa
 TITLE[TA]="scenario A over TLS (RSA-2048)"
 ARGS[TA]="$PS $PAIRS --qos 0 $TLSC"
 PROTO[TA]=tls-rsa

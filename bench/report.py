@@ -45,6 +45,11 @@ TLS_ROWS = {
     "THE": ("broker_cpu_us_per_conn", "CPU µs per handshake", 1, None, 0.9, "≤ 0.9 ×"),
     "THR": ("broker_cpu_us_per_conn", "CPU µs per handshake", 1, ("TH", "midge"), 0.3,
             "≤ 0.3 × midge's full handshake (TH)"),
+    # TH12/THR12: the same with TLS 1.2 clients; THR12 against TH12, the full handshake of
+    # the same version, as THR against TH.
+    "TH12": ("broker_cpu_us_per_conn", "CPU µs per handshake", 1, None, 0.9, "≤ 0.9 ×"),
+    "THR12": ("broker_cpu_us_per_conn", "CPU µs per handshake", 1, ("TH12", "midge"), 0.3,
+              "≤ 0.3 × midge's full TLS 1.2 handshake (TH12)"),
     "TA": ("broker_cpu_us_per_msg", "CPU µs/msg", 3, ("A", "midge"), 1.3,
            "≤ 1.3 × midge's TCP figure (A), and ≤ 0.1 × Mosquitto over TLS"),
     "TW": ("broker_cpu_us_per_msg", "CPU µs/msg", 3, ("W", "midge"), 1.3,
@@ -52,7 +57,7 @@ TLS_ROWS = {
     "TS": ("storm_hs_secs", "s until all connected; connected clients' p99", 2, None, None,
            "connected clients' p99 < 1 ms"),
 }
-TLS_CONNS = ("TF", "TH", "THE", "THR")
+TLS_CONNS = ("TF", "TH", "THE", "THR", "TH12", "THR12")
 
 
 def tls_summary_row(w, runs, sc, title):

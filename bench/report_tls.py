@@ -103,7 +103,12 @@ def tls_section(w):
     w("- **Resumption** (THR): tickets sealed with keys of midge's own (AES-256-CBC and "
       "HMAC-SHA256 through `SSL_CTX_set_tlsext_ticket_key_evp_cb`), rotated hourly, kept in "
       "memory only; a fresh ticket on every resumption, since TLS 1.3 clients use a ticket "
-      "once (before that, OpenSSL clients reconnecting in a row resumed every other time).")
+      "once (before that, OpenSSL clients reconnecting in a row resumed every other time). "
+      "TH12 and THR12 are TH and THR with TLS 1.2 clients (`--tls-version tlsv1.2`), as many "
+      "devices still are (mbedTLS on ESP32 boards): a TLS 1.3 resumption still does an X25519 "
+      "key exchange and the HKDF key schedule, a TLS 1.2 one is an abbreviated handshake "
+      "without a key exchange, so each version's resumption is set against its own full "
+      "handshake (THR against TH, THR12 against TH12).")
     w("- **Reconnect storm** (TS): a handshake step is budgeted (0.5 ms of handshake time "
       "per loop wake-up; later steps wait in FIFO queues, handshakes under way before new "
       "ones, a new one's `SSL` made only when its turn comes, and the time spent waiting "

@@ -227,3 +227,32 @@ def test_ab_tls_rows_use_their_own_figure(tmp_path):
     assert rc == 0, err
     assert "| TH: scenario TH | CPU µs per handshake | 1,000.0 [1,000.0..1,000.0] | " \
            "925.0 [900.0..950.0] | 0.93 [0.90..0.95] | yes | – |" in page, page
+
+
+def test_tls12_rows_set_resumption_against_their_own_full_handshake(tmp_path):
+    """TH12/THR12 (TLS 1.2 clients): THR12's "× midge" figure and its 0.3 target are against
+    TH12 of the same round, not TH (a TLS 1.3 full handshake costs more, so a ratio against
+    it would flatter TLS 1.2 resumption); both are handshake rows, judged per handshake."""
+    line = lambda cpu, resumed=0: TLS_CONNS.format(kib=1.0, cpu=cpu).replace(
+        "tls_resumed=0", f"tls_resumed={resumed}")
+    rows = []
+    for sc, mosq, midge, resumed in (("TH", 1100, 1000, 0), ("THR", 700, 450, 10),
+                                     ("TH12", 900, 800, 0), ("THR12", 400, 200, 10)):
+        rows += [(sc, "midge", 0, line(midge, resumed)), (sc, "mosquitto", 0, line(mosq, resumed))]
+    rc, page, err = run_report(tmp_path, rows)
+    assert rc == 0, err
+    assert "| TH12: scenario TH12 | CPU µs per handshake | 900.0 | 800.0 | 0.89 | ≤ 0.9 × | " \
+           "yes | |" in page, page
+    # 200 / 800 (TH12), not 200 / 1000 (TH); THR stays against TH.
+    assert "| THR12: scenario THR12 | CPU µs per handshake | 400.0 | 200.0 | 0.25 × midge " \
+           "TH12; 0.50 × Mosquitto | ≤ 0.3 × midge's full TLS 1.2 handshake (TH12) | yes | |" \
+        in page, page
+    assert "| THR: scenario THR | CPU µs per handshake | 700.0 | 450.0 | 0.45 × midge TH; " \
+           "0.64 × Mosquitto | ≤ 0.3 × midge's full handshake (TH) | **no** | |" in page, page
+    assert "| broker CPU µs per handshake | 400.0 | 200.0 | 0.50 |" in page
+    assert "no message counts" not in page and "No run failed and no broker died." in page
+    # Above 0.3 × TH12, THR12 misses its target.
+    rows[-2:] = [("THR12", "midge", 0, line(300, 10)), ("THR12", "mosquitto", 0, line(400, 10))]
+    rc, page, err = run_report(tmp_path, rows)
+    assert "| 0.38 × midge TH12; 0.75 × Mosquitto | ≤ 0.3 × midge's full TLS 1.2 handshake " \
+           "(TH12) | **no** | |" in page, page
