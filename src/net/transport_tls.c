@@ -1160,8 +1160,8 @@ static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
  * connection is between two records. */
 static int read_plain(struct mq_client *cl, struct tls_conn *t, unsigned level)
 {
-    int end = tls_read_plain(cl, t->ssl, level, cl->srv->tls_plain_buf,
-                             sizeof(cl->srv->tls_plain_buf));
+    int end =
+        tls_read_plain(cl, t->ssl, level, cl->srv->tls_plain_buf, sizeof(cl->srv->tls_plain_buf));
     if (end == SSL_ERROR_ZERO_RETURN)
         peer_closed(cl, t);
     else if (end)
