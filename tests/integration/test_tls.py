@@ -3,7 +3,8 @@ the `openssl` command; mosquitto_pub/sub and paho-mqtt over TLS (QoS 0/1/2, a 1 
 payload); client certificates (require_certificate, a bad or revoked one refused with a
 precise log line, use_identity_as_username with an ACL); a plaintext MQTT client on the
 TLS port closed quickly; start-up errors for every file that cannot be used (exit 1,
-nothing listening); SIGHUP re-reads the certificates; tls_version tlsv1.3.
+nothing listening); SIGHUP re-reads the certificates; tls_version tlsv1.3; TCP_NODELAY on
+the broker's socket of every kind of connection (issue 17, read through pidfd_getfd).
 """
 import os
 import re
@@ -19,6 +20,7 @@ import pytest
 
 from midge_harness import (CONNACK, MIDGE_BIN, MOSQUITTO_PUB, QUIET, SANITIZER_MARKERS, TIMEOUT,
                            Closed, MqttConn, SubProc, connect_pkt, midge_only, run_pub, scaled)
+from test_ws_raw import WsConn
 
 pytestmark = midge_only
 
@@ -465,6 +467,113 @@ def test_tls_close_notify_from_broker(start_broker, certs):
     finally:
         s.close()
     br.wait_log(r"connection from 127\.0\.0\.1:\d+ closed: protocol error")
+
+
+# --------------------------------------------------------------------------------------
+# TCP_NODELAY on the broker's end of every connection
+# --------------------------------------------------------------------------------------
+
+# pidfd_getfd(2): the same number in every Linux architecture's table (x86-64, arm64, arm).
+SYS_PIDFD_GETFD = 438
+
+
+def pidfd_getfd(pidfd, fd):
+    """A duplicate in this process of descriptor fd of the process behind pidfd, or None
+    when that descriptor is gone. A kernel that refuses the call fails the test: a
+    check that cannot look must not pass."""
+    import ctypes
+    import errno
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    dup = libc.syscall(ctypes.c_long(SYS_PIDFD_GETFD), ctypes.c_long(pidfd), ctypes.c_long(fd),
+                       ctypes.c_long(0))
+    if dup >= 0:
+        return dup
+    err = ctypes.get_errno()
+    if err == errno.EBADF:
+        return None  # closed since /proc listed it
+    pytest.fail(f"pidfd_getfd({fd}) failed: {errno.errorcode.get(err, err)} "
+                f"({os.strerror(err)}); this test reads the broker's socket options through it "
+                "(Linux 5.6 or later, run as root or with CAP_SYS_PTRACE)", pytrace=False)
+
+
+def peer_nodelay(pid, peer):
+    """TCP_NODELAY (0 or not) of process pid's TCP socket whose peer is peer, a client's
+    (host, port): each socket in /proc/<pid>/fd is duplicated here with pidfd_getfd and
+    the one with that peer address read."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        for name in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if not os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:"):
+                    continue
+            except FileNotFoundError:
+                continue
+            dup = pidfd_getfd(pidfd, int(name))
+            if dup is None:
+                continue
+            with socket.socket(fileno=dup) as s:  # closes only our duplicate
+                if s.family != socket.AF_INET or s.type != socket.SOCK_STREAM:
+                    continue
+                try:
+                    if s.getpeername() != peer:
+                        continue
+                except OSError:  # a listening socket
+                    continue
+                return s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        os.close(pidfd)
+    raise AssertionError(f"process {pid} has no TCP socket connected to {peer}")
+
+
+def test_tls_nodelay_on_every_connection(start_broker, certs):
+    """The broker's socket of a connection has TCP_NODELAY on, read from the running
+    broker (pidfd_getfd), for MQTT over TLS, plain MQTT, WebSocket and WebSocket over TLS.
+    Issue 17: with Nagle's algorithm on, a TLS 1.3 client waited ~40 ms for its CONNACK:
+    the session tickets go out in one small segment, and the CONNACK behind them waits
+    for its ACK, which the client delays. Checked structurally, not by timing."""
+    # The helper reads the real value: two sockets of this process, off and on.
+    with socket.create_server(("127.0.0.1", 0)) as lsock:
+        clients, served = [], []
+        try:
+            for on in (0, 1):
+                clients.append(socket.create_connection(lsock.getsockname(), timeout=TIMEOUT))
+                served.append(lsock.accept()[0])
+                served[-1].setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, on)
+            assert [peer_nodelay(os.getpid(), c.getsockname()) != 0 for c in clients] \
+                == [False, True], "peer_nodelay does not read the socket's TCP_NODELAY"
+        finally:
+            for s in clients + served:
+                s.close()
+
+    br = start_broker(conf=tls_conf(certs) + [
+        "listener 0 127.0.0.1",
+        "listener 0 127.0.0.1", "protocol websockets",
+        "listener 0 127.0.0.1", "protocol websockets", f"certfile {certs.server[0]}",
+        f"keyfile {certs.server[1]}"])
+    port = {kind: int(br.wait_log_always(rf"listening on 127\.0\.0\.1:(\d+) \({kind}\)$")
+                      .group(1))
+            for kind in ("mqtt over tls", "mqtt", "websockets", "websockets over tls")}
+    assert port["mqtt over tls"] == br.port
+    ctx = client_ctx(certs)
+    conns = {
+        "mqtt over tls": TlsConn(br.port, ctx),
+        "mqtt": MqttConn(port["mqtt"]),
+        "websockets": WsConn(port["websockets"]),
+        "websockets over tls": WsConn(port["websockets over tls"], wrap=lambda s: ctx.wrap_socket(
+            s, server_hostname="localhost")),
+    }
+    try:
+        assert conns["mqtt over tls"].sock.version() == "TLSv1.3"
+        nodelay = {}
+        for kind, c in conns.items():
+            c.connect(f"nodelay-{kind.replace(' ', '-')}")  # after the CONNACK
+            nodelay[kind] = peer_nodelay(br.proc.pid, c.sock.getsockname()) != 0
+        assert nodelay == dict.fromkeys(conns, True), \
+            "TCP_NODELAY off on the broker's socket of some connections (issue 17)"
+    finally:
+        for c in conns.values():
+            c.close()
 
 
 # --------------------------------------------------------------------------------------

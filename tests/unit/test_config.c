@@ -416,6 +416,39 @@ static void test_booleans(void **state)
     config_free(&cfg);
 }
 
+/* tls_handshake_threads: 0 (the loop thread) to 64, as docs/configuration.md says. Each
+ * accepted value follows a 7 so that a 0 that was not stored would show. */
+static void test_tls_handshake_threads_range(void **state)
+{
+    static const uint32_t accepted[] = {0, 1, 64};
+    static const struct {
+        const char *text;
+        const char *message;
+    } refused[] = {
+        {"tls_handshake_threads 65\n",
+         "midge.conf:1: tls_handshake_threads: expected a number from 0 to 64, got \"65\""},
+        {"tls_handshake_threads -1\n",
+         "midge.conf:1: tls_handshake_threads: expected a number from 0 to 64, got \"-1\""},
+        {"tls_handshake_threads abc\n",
+         "midge.conf:1: tls_handshake_threads: expected a number from 0 to 64, got \"abc\""},
+        {"tls_handshake_threads\n", "midge.conf:1: tls_handshake_threads: missing value"},
+        {"tls_handshake_threads \t\n", "midge.conf:1: tls_handshake_threads: missing value"},
+    };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof accepted / sizeof accepted[0]; i++) {
+        char text[96];
+        struct mq_config cfg;
+        snprintf(text, sizeof text, "tls_handshake_threads 7\ntls_handshake_threads %u\n",
+                 (unsigned)accepted[i]);
+        parse_ok(text, &cfg);
+        assert_int_equal(cfg.tls_handshake_threads, accepted[i]);
+        config_free(&cfg);
+    }
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+        expect_error(refused[i].text, refused[i].message);
+}
+
 /* ---- logging ------------------------------------------------------------------------- */
 
 static void test_log_dest(void **state)
@@ -1426,6 +1459,7 @@ int main(void)
         cmocka_unit_test(test_user_last_wins),
         cmocka_unit_test(test_persistent_client_expiration),
         cmocka_unit_test(test_booleans),
+        cmocka_unit_test(test_tls_handshake_threads_range),
         cmocka_unit_test(test_log_dest),
         cmocka_unit_test(test_log_type),
         cmocka_unit_test(test_port_only),
