@@ -20,7 +20,7 @@ int tls_read_plain(struct mq_client *cl, struct ssl_st *ssl, unsigned level, uin
         int n = SSL_read(ssl, buf + have, (int)(cap - have));
         if (n > 0) {
             have += (size_t)n;
-            if (have == cap) { /* buf is the server's scratch buffer: pass up, reuse */
+            if (have == cap) { /* buf is the caller's scratch buffer: pass up, reuse */
                 client_layer_up(cl, level, buf, have);
                 have = 0;
             }
