@@ -508,12 +508,12 @@ class MqttConn:
     def _check_length(self, n, size):
         """The remaining length n took size bytes: any form will do in MQTT 3.1.1."""
 
-    def _fill(self, deadline):
-        """Read more bytes; False on timeout; raise Closed on EOF/reset."""
+    def _recv_socket(self, deadline):
+        """The next bytes from the socket; None on timeout; raise Closed on EOF/reset."""
         left = max(0.0, deadline - time.monotonic())
         r, _, _ = select.select([self.sock], [], [], left)
         if not r:
-            return False
+            return None
         try:
             data = self.sock.recv(1 << 20)
         except (ConnectionResetError, ConnectionAbortedError):
@@ -521,6 +521,13 @@ class MqttConn:
         if not data:
             self.closed = True
             raise Closed()
+        return data
+
+    def _fill(self, deadline):
+        """Read more bytes; False on timeout; raise Closed on EOF/reset."""
+        data = self._recv_socket(deadline)
+        if data is None:
+            return False
         self.buf += data
         return True
 

@@ -18,7 +18,6 @@ TLS 1.2 records) and TLS 1.2 AES-CBC (OpenSSL keeps the record layer: outputv's 
 without tls_rec; the payloads are checked, the record sizes are OpenSSL's and are not).
 """
 import os
-import select
 import ssl
 import struct
 import time
@@ -92,17 +91,9 @@ class RecordConn(MqttConn):
             self.sock.sendall(out)
 
     def _pull(self, deadline):
-        left = max(0.0, deadline - time.monotonic())
-        r, _, _ = select.select([self.sock], [], [], left)
-        if not r:
+        data = self._recv_socket(deadline)  # the encrypted bytes, as they came
+        if data is None:
             return False
-        try:
-            data = self.sock.recv(1 << 20)
-        except (ConnectionResetError, ConnectionAbortedError):
-            data = b""
-        if not data:
-            self.closed = True
-            raise Closed()
         self.inc.write(data)
         self.raw += data
         while len(self.raw) >= 5:
