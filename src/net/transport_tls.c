@@ -30,7 +30,7 @@
 #include "midge/log.h"
 #include "midge/proto.h"
 #include "tls.h"
-#include "tls_read.h"
+#include "tls_common.h"
 #include "tls_rec.h"
 
 /* Largest plaintext handed to SSL_write at once (one TLS record), so the write BIO
@@ -141,23 +141,6 @@ int tls_check_config(const char *file, const struct mq_listener_config *lc)
     return bad ? -1 : 0;
 }
 
-/* The reason of the oldest error in OpenSSL's queue ("key values mismatch"), which is
- * then cleared; "unknown error" when the queue is empty. */
-static const char *ssl_reason(char *buf, size_t size, unsigned long *code)
-{
-    unsigned long e = ERR_get_error();
-    if (code)
-        *code = e;
-    ERR_clear_error();
-    if (!e)
-        return "unknown error";
-    const char *r = ERR_reason_error_string(e);
-    if (r)
-        return r;
-    ERR_error_string_n(e, buf, size);
-    return buf;
-}
-
 /* A regular file we can open: precise "path: strerror" otherwise. */
 static bool readable_file(unsigned port, const char *option, const char *path)
 {
@@ -196,7 +179,7 @@ static bool load_cert_and_key(SSL_CTX *ctx, const struct mq_listener_config *lc)
     ERR_clear_error();
     if (SSL_CTX_use_certificate_chain_file(ctx, lc->certfile) != 1) {
         mq_log(MQ_LOG_ERR, "listener %u: certfile %s holds no usable PEM certificate (OpenSSL: %s)",
-               port, lc->certfile, ssl_reason(buf, sizeof(buf), NULL));
+               port, lc->certfile, tls_ssl_reason(buf, sizeof(buf), NULL));
         return false;
     }
     X509 *cert = SSL_CTX_get0_certificate(ctx);
@@ -212,7 +195,7 @@ static bool load_cert_and_key(SSL_CTX *ctx, const struct mq_listener_config *lc)
     SSL_CTX_set_default_passwd_cb(ctx, NULL);
     SSL_CTX_set_default_passwd_cb_userdata(ctx, NULL);
     if (ok != 1) {
-        const char *why = ssl_reason(buf, sizeof(buf), &code);
+        const char *why = tls_ssl_reason(buf, sizeof(buf), &code);
         int reason = ERR_GET_REASON(code);
         if (asked)
             mq_log(MQ_LOG_ERR,
@@ -236,7 +219,7 @@ static bool load_cert_and_key(SSL_CTX *ctx, const struct mq_listener_config *lc)
         mq_log(MQ_LOG_ERR,
                "listener %u: keyfile %s does not match certfile %s (%s): the key belongs to "
                "another certificate",
-               port, lc->keyfile, lc->certfile, ssl_reason(buf, sizeof(buf), NULL));
+               port, lc->keyfile, lc->certfile, tls_ssl_reason(buf, sizeof(buf), NULL));
         return false;
     }
     return true;
@@ -254,7 +237,7 @@ static bool load_client_verification(SSL_CTX *ctx, const struct mq_listener_conf
         if (SSL_CTX_load_verify_locations(ctx, lc->cafile, NULL) != 1) {
             mq_log(MQ_LOG_ERR,
                    "listener %u: cafile %s holds no usable PEM CA certificate (OpenSSL: %s)", port,
-                   lc->cafile, ssl_reason(buf, sizeof(buf), NULL));
+                   lc->cafile, tls_ssl_reason(buf, sizeof(buf), NULL));
             return false;
         }
     }
@@ -273,7 +256,7 @@ static bool load_client_verification(SSL_CTX *ctx, const struct mq_listener_conf
         ERR_clear_error();
         if (SSL_CTX_load_verify_locations(ctx, NULL, lc->capath) != 1) {
             mq_log(MQ_LOG_ERR, "listener %u: capath %s cannot be used (OpenSSL: %s)", port,
-                   lc->capath, ssl_reason(buf, sizeof(buf), NULL));
+                   lc->capath, tls_ssl_reason(buf, sizeof(buf), NULL));
             return false;
         }
     }
@@ -289,7 +272,7 @@ static bool load_client_verification(SSL_CTX *ctx, const struct mq_listener_conf
         ERR_clear_error();
         if (!lookup || X509_load_crl_file(lookup, lc->crlfile, X509_FILETYPE_PEM) < 1) {
             mq_log(MQ_LOG_ERR, "listener %u: crlfile %s holds no usable PEM CRL (OpenSSL: %s)",
-                   port, lc->crlfile, ssl_reason(buf, sizeof(buf), NULL));
+                   port, lc->crlfile, tls_ssl_reason(buf, sizeof(buf), NULL));
             return false;
         }
         X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
@@ -459,7 +442,7 @@ void *tls_ctx_new(const struct mq_listener_config *lc)
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
         mq_log(MQ_LOG_ERR, "listener %u: cannot create a TLS context (%s)", port,
-               ssl_reason(buf, sizeof(buf), NULL));
+               tls_ssl_reason(buf, sizeof(buf), NULL));
         return NULL;
     }
     int min = min_version(lc->tls_version);
@@ -482,7 +465,7 @@ void *tls_ctx_new(const struct mq_listener_config *lc)
             mq_log(MQ_LOG_ERR,
                    "listener %u: ciphers \"%s\" selects no cipher this OpenSSL knows (%s; see "
                    "openssl ciphers -v)",
-                   port, lc->ciphers, ssl_reason(buf, sizeof(buf), NULL));
+                   port, lc->ciphers, tls_ssl_reason(buf, sizeof(buf), NULL));
             goto fail;
         }
     }
@@ -492,7 +475,7 @@ void *tls_ctx_new(const struct mq_listener_config *lc)
         mq_log(MQ_LOG_ERR,
                "listener %u: ciphers_tls1.3 \"%s\" selects no TLS 1.3 suite this OpenSSL knows "
                "(%s; see openssl ciphers -v -tls1_3)",
-               port, suites, ssl_reason(buf, sizeof(buf), NULL));
+               port, suites, tls_ssl_reason(buf, sizeof(buf), NULL));
         goto fail;
     }
     if (!load_cert_and_key(ctx, lc) || !load_client_verification(ctx, lc))
@@ -737,7 +720,7 @@ static void fail(struct mq_client *cl, struct tls_conn *t, int ssl_err)
     if (ssl_err == SSL_ERROR_SYSCALL && !ERR_peek_error())
         why = "unexpected end of data";
     else
-        why = ssl_reason(buf, sizeof(buf), NULL);
+        why = tls_ssl_reason(buf, sizeof(buf), NULL);
     fail_why(cl, t, why);
 }
 
@@ -1198,7 +1181,7 @@ static const char *step_reason(int e, char *buf, size_t size)
 {
     if (e == SSL_ERROR_SYSCALL && !ERR_peek_error())
         return "unexpected end of data";
-    return ssl_reason(buf, size, NULL);
+    return tls_ssl_reason(buf, size, NULL);
 }
 
 static int feed(struct mq_client *cl, struct tls_conn *t, unsigned level, uint8_t *raw, size_t len)

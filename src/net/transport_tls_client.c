@@ -23,7 +23,7 @@
 #include <openssl/x509v3.h>
 
 #include "midge/log.h"
-#include "tls_read.h"
+#include "tls_common.h"
 
 #define TLS_CHUNK 16384
 
@@ -40,19 +40,6 @@ struct tls_client {
 };
 
 /* ---- contexts -------------------------------------------------------------------------- */
-
-static const char *ssl_reason(char *buf, size_t size)
-{
-    unsigned long e = ERR_get_error();
-    ERR_clear_error();
-    if (!e)
-        return "unknown error";
-    const char *r = ERR_reason_error_string(e);
-    if (r)
-        return r;
-    ERR_error_string_n(e, buf, size);
-    return buf;
-}
 
 struct psk {
     char *identity;
@@ -163,7 +150,7 @@ void *tls_client_ctx_new(const struct mq_tls_client_config *c)
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     if (!ctx) {
         mq_log(MQ_LOG_ERR, "%s: cannot create a TLS context (%s)", c->name,
-               ssl_reason(buf, sizeof(buf)));
+               tls_ssl_reason(buf, sizeof(buf), NULL));
         return NULL;
     }
     int min = !c->tls_version || !strcmp(c->tls_version, "tlsv1.2") ? TLS1_2_VERSION
@@ -187,12 +174,12 @@ void *tls_client_ctx_new(const struct mq_tls_client_config *c)
             if (SSL_CTX_load_verify_locations(ctx, c->cafile, c->capath) != 1) {
                 mq_log(MQ_LOG_ERR, "%s: %s %s holds no usable PEM CA certificate (OpenSSL: %s)",
                        c->name, c->cafile ? "bridge_cafile" : "bridge_capath",
-                       c->cafile ? c->cafile : c->capath, ssl_reason(buf, sizeof(buf)));
+                       c->cafile ? c->cafile : c->capath, tls_ssl_reason(buf, sizeof(buf), NULL));
                 goto fail;
             }
         } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
             mq_log(MQ_LOG_ERR, "%s: the system's CA certificates cannot be loaded (OpenSSL: %s)",
-                   c->name, ssl_reason(buf, sizeof(buf)));
+                   c->name, tls_ssl_reason(buf, sizeof(buf), NULL));
             goto fail;
         }
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
@@ -205,7 +192,7 @@ void *tls_client_ctx_new(const struct mq_tls_client_config *c)
                 mq_log(MQ_LOG_ERR,
                        "%s: bridge_certfile %s holds no usable PEM certificate "
                        "(OpenSSL: %s)",
-                       c->name, c->certfile, ssl_reason(buf, sizeof(buf)));
+                       c->name, c->certfile, tls_ssl_reason(buf, sizeof(buf), NULL));
                 goto fail;
             }
             if (SSL_CTX_use_PrivateKey_file(ctx, c->keyfile, SSL_FILETYPE_PEM) != 1 ||
@@ -213,7 +200,7 @@ void *tls_client_ctx_new(const struct mq_tls_client_config *c)
                 mq_log(MQ_LOG_ERR,
                        "%s: bridge_keyfile %s is not a usable unencrypted PEM key for "
                        "bridge_certfile %s (OpenSSL: %s)",
-                       c->name, c->keyfile, c->certfile, ssl_reason(buf, sizeof(buf)));
+                       c->name, c->keyfile, c->certfile, tls_ssl_reason(buf, sizeof(buf), NULL));
                 goto fail;
             }
         }
@@ -250,7 +237,7 @@ static void fail(struct mq_client *cl, struct tls_client *t, int ssl_err)
     char buf[256];
     const char *why = ssl_err == SSL_ERROR_SYSCALL && !ERR_peek_error()
                           ? "unexpected end of data"
-                          : ssl_reason(buf, sizeof(buf));
+                          : tls_ssl_reason(buf, sizeof(buf), NULL);
     long vr = SSL_get_verify_result(t->ssl);
     if (!t->established && vr != X509_V_OK)
         snprintf(t->reason, sizeof(t->reason), "TLS handshake failed: %s (remote certificate: %s)",

@@ -1,12 +1,18 @@
-/* tls_read.h - the SSL_read loop both TLS transports share (src/net/tls_read.c). */
-#ifndef MIDGE_TLS_READ_H
-#define MIDGE_TLS_READ_H
+/* tls_common.h - what the broker's and the bridge's TLS transports share
+ * (src/net/tls_common.c): the reason of an OpenSSL error, and the SSL_read loop. */
+#ifndef MIDGE_TLS_COMMON_H
+#define MIDGE_TLS_COMMON_H
 
 #include <stddef.h>
 #include <stdint.h>
 
 struct mq_client;
 struct ssl_st;
+
+/* The reason of the oldest error in OpenSSL's queue ("key values mismatch"), which is then
+ * cleared; "unknown error" when the queue is empty. buf (size bytes) holds the text when
+ * OpenSSL has no reason string of its own; code, when not NULL, gets the error's code. */
+const char *tls_ssl_reason(char *buf, size_t size, unsigned long *code);
 
 /* Pass up at level what OpenSSL has decrypted for ssl (the connection's record layer is
  * still OpenSSL's), cap bytes of buf at a time, until it wants more input or cl starts

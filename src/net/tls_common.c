@@ -1,14 +1,30 @@
-/* tls_read.c - the SSL_read loop of the two TLS transports (transport_tls.c, the broker's
- * side; transport_tls_client.c, a bridge's) while OpenSSL still holds a connection's
- * record layer: during and right after the handshake on the broker's side, for the whole
- * connection on a bridge's. Owns nothing; what an end means (close_notify, a failure) is
- * each transport's to decide.
+/* tls_common.c - what the two TLS transports (transport_tls.c, the broker's side;
+ * transport_tls_client.c, a bridge's) share: the reason of an OpenSSL error, for their log
+ * lines and close reasons, and the SSL_read loop they run while OpenSSL still holds a
+ * connection's record layer (during and right after the handshake on the broker's side,
+ * for the whole connection on a bridge's). Owns nothing; what an end means (close_notify,
+ * a failure) is each transport's to decide.
  */
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "net.h"
-#include "tls_read.h"
+#include "tls_common.h"
+
+const char *tls_ssl_reason(char *buf, size_t size, unsigned long *code)
+{
+    unsigned long e = ERR_get_error();
+    if (code)
+        *code = e;
+    ERR_clear_error();
+    if (!e)
+        return "unknown error";
+    const char *r = ERR_reason_error_string(e);
+    if (r)
+        return r;
+    ERR_error_string_n(e, buf, size);
+    return buf;
+}
 
 int tls_read_plain(struct mq_client *cl, struct ssl_st *ssl, unsigned level, uint8_t *buf,
                    size_t cap)
