@@ -911,7 +911,11 @@ AB_NOTES = [
     " issue 13's limit of 0.40 KiB): not MQTT 5 but the admin API (issue 15), which keeps"
     " 24 bytes of figures per connection in `mq_conn` (when it connected, PUBLISH packets"
     " and bytes in and out). That moves an idle client with its peer name from glibc's "
-    "208-byte chunk to its 240-byte one (`tests/unit/test_footprint.c` pins the sizes).",
+    "208-byte chunk to its 240-byte one (`tests/unit/test_footprint.c` pins the sizes). "
+    "Later, `mq_conn`'s two timestamps (last packet, output over its limit since) became "
+    "32 bits of milliseconds, read only as wrap-safe differences: the client is back in "
+    "the 224-byte chunk, F 0.386 -> 0.371 KiB and TF 3.09 -> 3.04 KiB per connection "
+    "(`ROUNDS=1 SCENARIOS=\"F TF\" bench/compare.sh --ab OLD`, 10a15e8 as OLD).",
     "**Before the trimming, two runs of the command**, 7 rounds each (b94cc66's and "
     "e1a027e's builds against 911bbc2): their medians disagreed by more than the 5 % looked "
     "for, A 0.95 and 1.13, W 1.07 and 1.00, B 0.97 and 1.06, C 1.09 and 0.97, D 0.96 and "

@@ -193,8 +193,13 @@ struct mq_conn {
     struct mq_conn *prev, *next;
     /* Until CONNECT is accepted: when the connection was made (connect_timeout counts
      * from there, so a byte a minute cannot hold a slot). Then: when the last packet
-     * arrived (keepalive). One field, as the two are never needed at once. */
-    uint64_t last_rx_ms;
+     * arrived (keepalive). One field, as the two are never needed at once. Like
+     * over_limit_since_ms, the low 32 bits of b->now_ms: only ever compared with now
+     * through ms_since(), and the longest span read (a keepalive of 65,535 s, times 1.5)
+     * is far below the 49.7 days after which 32 bits of milliseconds wrap. 32 bits each
+     * keep struct mq_client in glibc's 224-byte chunk (tests/unit/test_footprint.c). */
+    uint32_t last_rx_ms;
+    uint32_t over_limit_since_ms; /* when its backlog went over client_output_limit, or 0 */
     uint16_t keepalive;
     uint8_t protocol_level;
     bool connected;   /* CONNACK 0 sent */
@@ -204,7 +209,6 @@ struct mq_conn {
     /* Connected only to set its session up (a bridge's local side while its remote is
      * down): what the session is to be sent waits in it as while offline. */
     bool no_delivery;
-    uint64_t over_limit_since_ms; /* when its backlog went over client_output_limit, or 0 */
     /* Borrowed from the io, which keeps it for the connection's life: "addr:port" for
      * logs. The io may point it at a new name (X-Forwarded-For) that it keeps as long. */
     const char *peer;
@@ -219,6 +223,13 @@ struct mq_conn {
     uint32_t pub_in, pub_out;
     uint64_t bytes_in, bytes_out;
 };
+
+/* Milliseconds from then (the low 32 bits of a broker time, as mq_conn keeps them) to
+ * now: right across a wrap of the 32 bits, for spans under 49.7 days. */
+static inline uint32_t ms_since(uint64_t now_ms, uint32_t then)
+{
+    return (uint32_t)now_ms - then;
+}
 
 /* True for an MQTT 5 connection (protocol level 5, set when its CONNECT is read). */
 static inline bool conn_v5(const struct mq_conn *c)

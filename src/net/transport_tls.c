@@ -1071,7 +1071,7 @@ static void wait_credit(struct tls_conn *t, uint64_t now)
 {
     struct mq_client *cl = t->cl;
     if (cl->conn_open && !cl->conn.connected)
-        cl->conn.last_rx_ms += now - t->hs->wait_since_ms;
+        cl->conn.last_rx_ms += (uint32_t)(now - t->hs->wait_since_ms);
     t->hs->wait_since_ms = now;
 }
 

@@ -87,7 +87,7 @@ void proto_conn_open(struct mq_conn *c, struct mq_broker *b, struct mq_listener_
     *c = (struct mq_conn){0};
     c->broker = b;
     c->listener = listener;
-    c->last_rx_ms = b->now_ms;
+    c->last_rx_ms = (uint32_t)b->now_ms;
     b->stats.sockets_total++;
     c->peer = peer;
     c->next = b->conns;
@@ -108,8 +108,8 @@ bool topic_too_deep(const struct mq_broker *b, const uint8_t *topic, size_t len)
     return false;
 }
 
-bool session_acl_allows(const struct mq_session *s, const struct mq_acl *acl,
-                        const uint8_t *topic, size_t len, int access)
+bool session_acl_allows(const struct mq_session *s, const struct mq_acl *acl, const uint8_t *topic,
+                        size_t len, int access)
 {
     return acl_check(acl, s->username, s->client_id, topic, len, (enum mq_acl_access)access);
 }
@@ -391,7 +391,7 @@ size_t proto_conn_input(struct mq_conn *c, const uint8_t *buf, size_t len, size_
         }
         size_t size = n > 0 ? (size_t)n : len - off;
         if (c->connected)
-            c->last_rx_ms = b->now_ms;
+            c->last_rx_ms = (uint32_t)b->now_ms;
         b->stats.msgs_received++;
         b->stats.bytes_received += size;
         c->bytes_in += size;
@@ -470,7 +470,7 @@ void broker_tick(struct mq_broker *b)
         if (c->over_limit_since_ms && b->sink->backlog && b->cfg && b->cfg->client_output_limit) {
             if (b->sink->backlog(c) <= b->cfg->client_output_limit)
                 c->over_limit_since_ms = 0;
-            else if (b->now_ms - c->over_limit_since_ms >= 5000)
+            else if (ms_since(b->now_ms, c->over_limit_since_ms) >= 5000)
                 c->not_reading = true;
         }
         if (c->not_reading) {
@@ -483,7 +483,7 @@ void broker_tick(struct mq_broker *b)
         /* A socket that never completes CONNECT (or sends it a byte a minute) holds a
          * connection slot and memory: give it connect_timeout seconds. */
         if (!c->connected) {
-            if (connect_ms && b->now_ms - c->last_rx_ms >= connect_ms)
+            if (connect_ms && ms_since(b->now_ms, c->last_rx_ms) >= connect_ms)
                 conn_close(c, false, "no CONNECT within %llu s",
                            (unsigned long long)(connect_ms / 1000));
             continue;
@@ -492,7 +492,7 @@ void broker_tick(struct mq_broker *b)
             continue;
         /* [MQTT-3.1.2-24]: one and a half times the keepalive without a packet. */
         uint64_t limit_ms = (uint64_t)c->keepalive * 1500u;
-        if (b->now_ms - c->last_rx_ms >= limit_ms)
+        if (ms_since(b->now_ms, c->last_rx_ms) >= limit_ms)
             conn_close_rc(c, MQ_RC_KEEP_ALIVE_TIMEOUT, true, "keepalive %u s exceeded",
                           c->keepalive);
     }

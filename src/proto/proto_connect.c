@@ -579,7 +579,7 @@ void handle_connect(struct mq_conn *c, const struct mq_packet *p, int decode_err
     c->connected = true;
     c->connected_s = (uint32_t)((b->now_ms - b->start_ms) / 1000u);
     c->bridge = cp->bridge;
-    c->last_rx_ms = b->now_ms; /* keepalive counts from here */
+    c->last_rx_ms = (uint32_t)b->now_ms; /* keepalive counts from here */
     b->stats.clients_total++;
     b->stats.clients_connected++;
     b->stats.clients_by_version[proto_version_index(c->protocol_level)]++;

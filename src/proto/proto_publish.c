@@ -198,8 +198,10 @@ void session_deliver(struct mq_broker *b, struct mq_session *s, struct mq_msg *m
         s->conn->not_reading = true;
         pressure = 1;
     }
-    if (pressure && !s->conn->over_limit_since_ms)
-        s->conn->over_limit_since_ms = b->now_ms ? b->now_ms : 1;
+    if (pressure && !s->conn->over_limit_since_ms) {
+        uint32_t now = (uint32_t)b->now_ms;
+        s->conn->over_limit_since_ms = now ? now : 1; /* 0 means "not over" */
+    }
     /* A QoS 0 copy that waits is stored like a QoS 1/2 one (and may wait on disk) only for a
      * stored session that queues its QoS 0 in line (a bridge's): nothing else stores QoS 0.
      * Such a copy must not overtake messages that wait on disk either. */

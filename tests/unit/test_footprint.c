@@ -34,28 +34,33 @@
  * chunk each struct lands in. */
 /* The whole mq_client, proto's mq_conn inside (one allocation per connection): it holds no
  * libuv handle (its socket is in poller.c's epoll set), its peer name is allocated with it,
- * and what proto keeps (the listener, the io) is not kept twice. With "127.0.0.1:54321"
- * or the longest IPv4 name it lands in chunk 240 (before the admin API's counters, 24
- * bytes of mq_conn: chunk 208, 224 for the longest name; before the poller: 440 bytes,
- * chunk 448, around a 248-byte uv_tcp_t, and mq_conn a chunk of its own). */
+ * and what proto keeps (the listener, the io) is not kept twice. With "127.0.0.1:54321" it
+ * is a 216-byte request, the largest of chunk 224 (CLIENT_TYPICAL_MAX); the longest IPv4
+ * name lands in chunk 240 (CLIENT_MAX). History: before the poller 440 bytes, chunk 448,
+ * around a 248-byte uv_tcp_t, and mq_conn a chunk of its own; then chunk 208; the admin
+ * API's 24 bytes of mq_conn made it 240, and mq_conn's two timestamps in 32 bits brought
+ * it back to 224. */
 #define CLIENT_MAX 232
+#define CLIENT_TYPICAL_MAX 216 /* largest request glibc serves from a 224-byte chunk */
 /* mq_conn, inside mq_client: the peer is borrowed from the io, and one timestamp serves
- * connect_timeout, then keepalive. The admin API's per-connection figures (issue 15: when
- * it connected, PUBLISH and bytes in and out) are its last 24 bytes: an administrator
- * asks "which board is flooding", and a lazily allocated block would be bigger for every
- * client that publishes at all. */
-#define CONN_MAX 120
+ * connect_timeout, then keepalive (32 bits, as the output-limit one). The admin API's
+ * per-connection figures (issue 15: when it connected, PUBLISH and bytes in and out) are
+ * its last 24 bytes: an administrator asks "which board is flooding", and a lazily
+ * allocated block would be bigger for every client that publishes at all. */
+#define CONN_MAX 112
 /* mq_session with its client id inline: the id starts at byte 55, so an idle session under
  * a 13-byte id like "mb12345-c1234" is a 69-byte request, chunk 80 (ids up to 16 bytes fit
  * it). QoS 1/2 state, persistence state and a second subscription are separate blocks. */
 #define SESSION_MAX 56
 #define SESSION_CHUNK_REQUEST_MAX 72 /* largest request glibc serves from an 80-byte chunk */
 #else
-/* ILP32 (armhf): glibc's chunks are (size + 4) rounded up to 8. mq_client is 144 bytes up
- * to its peer name: chunk 168 with "127.0.0.1:54321", 176 with the longest IPv4 name
- * (before the admin API's 24 bytes of counters: 120, chunks 144 and 152). */
-#define CLIENT_MAX 168
-#define CONN_MAX 88 /* 64 before the admin API's 24 bytes of counters */
+/* ILP32 (armhf): glibc's chunks are (size + 4) rounded up to 8. mq_client is 136 bytes up
+ * to its peer name: chunk 160 with "127.0.0.1:54321", 168 with the longest IPv4 name
+ * (before the admin API's 24 bytes of counters: 120, chunks 144 and 152; with them and
+ * 64-bit timestamps: 144, chunks 168 and 176). */
+#define CLIENT_MAX 164 /* largest request glibc serves from a 168-byte chunk */
+#define CLIENT_TYPICAL_MAX 156 /* largest request glibc serves from a 160-byte chunk */
+#define CONN_MAX 80 /* 64 before the admin API's 24 bytes of counters, 88 with 64-bit times */
 /* The id starts at byte 39: "mb12345-c1234" makes a 53-byte request, chunk 64 (ids up to
  * 20 bytes fit it). */
 #define SESSION_MAX 40
@@ -79,6 +84,8 @@ static void test_struct_sizes(void **state)
                   sizeof(struct mq_session), offsetof(struct mq_session, client_id));
     assert_true(offsetof(struct mq_client, peer_addr) + sizeof("255.255.255.255:65535") <=
                 CLIENT_MAX);
+    assert_true(offsetof(struct mq_client, peer_addr) + sizeof("127.0.0.1:54321") <=
+                CLIENT_TYPICAL_MAX);
     assert_true(sizeof(struct mq_conn) <= CONN_MAX);
     assert_true(sizeof(struct mq_session) <= SESSION_MAX);
     assert_true(offsetof(struct mq_session, client_id) + sizeof("mb12345-c1234") <=
