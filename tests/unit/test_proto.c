@@ -968,6 +968,33 @@ static void test_connect_timeout_not_reset_by_partial_bytes(void **state)
     expect_close_requested(io);
 }
 
+/* mq_conn keeps its timestamps in the low 32 bits of the broker's ms clock: a keepalive
+ * and a connect_timeout that span the 32-bit wrap (after 49.7 days of the clock) expire
+ * exactly as any other, neither at the wrap nor never. */
+static void test_timers_across_the_32_bit_wrap(void **state)
+{
+    (void)state;
+    const uint64_t wrap = 3ull << 32; /* not the first wrap: now - then in 64 bits would do there */
+    E.b->now_ms = wrap - 5000;
+    struct fake_io *io = connect_will("ka", true, 10, NULL, false);
+    E.cfg.connect_timeout = 10;
+    struct fake_io *mute = io_open();
+    E.b->now_ms = wrap + 4999; /* 9.999 s on: both still open */
+    broker_tick(E.b);
+    expect_open(io);
+    expect_open(mute);
+    E.b->now_ms = wrap + 5000; /* connect_timeout (10 s) reached */
+    broker_tick(E.b);
+    expect_open(io);
+    expect_close_requested(mute);
+    E.b->now_ms = wrap + 9999; /* 14.999 s */
+    broker_tick(E.b);
+    expect_open(io);
+    E.b->now_ms = wrap + 10001; /* 15.001 s: 1.5 x the keepalive */
+    broker_tick(E.b);
+    expect_close_requested(io);
+}
+
 /* [MQTT-3.1.2-10]: keepalive 0 turns the mechanism off. */
 static void test_keepalive_zero_never_expires(void **state)
 {
@@ -2069,6 +2096,7 @@ int main(void)
         T(test_will_on_keepalive_expiry),
         T(test_keepalive_reset_by_traffic),
         T(test_connect_timeout_not_reset_by_partial_bytes),
+        T(test_timers_across_the_32_bit_wrap),
         T(test_keepalive_zero_never_expires),
         T(test_will_on_connection_lost),
         T(test_will_on_protocol_error),
