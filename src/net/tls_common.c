@@ -5,6 +5,8 @@
  * for the whole connection on a bridge's). Owns nothing; what an end means (close_notify,
  * a failure) is each transport's to decide.
  */
+#include <stdio.h>
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
@@ -26,8 +28,15 @@ const char *tls_ssl_reason(char *buf, size_t size, unsigned long *code)
     return buf;
 }
 
+const char *tls_fail_reason(int ssl_err, char *buf, size_t size)
+{
+    if (ssl_err == SSL_ERROR_SYSCALL && !ERR_peek_error())
+        return "unexpected end of data";
+    return tls_ssl_reason(buf, size, NULL);
+}
+
 int tls_read_plain(struct mq_client *cl, struct ssl_st *ssl, unsigned level, uint8_t *buf,
-                   size_t cap)
+                   size_t cap, char *why, size_t why_size)
 {
     size_t have = 0;
     int end = 0;
@@ -45,6 +54,10 @@ int tls_read_plain(struct mq_client *cl, struct ssl_st *ssl, unsigned level, uin
         int e = SSL_get_error(ssl, n);
         if (e != SSL_ERROR_WANT_READ)
             end = e;
+        if (end && end != SSL_ERROR_ZERO_RETURN) {
+            char text[256];
+            snprintf(why, why_size, "%s", tls_fail_reason(end, text, sizeof(text)));
+        }
         break;
     }
     if (have) /* what came before an end is still valid */

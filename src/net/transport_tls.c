@@ -716,12 +716,7 @@ static void fail_why(struct mq_client *cl, struct tls_conn *t, const char *why)
 static void fail(struct mq_client *cl, struct tls_conn *t, int ssl_err)
 {
     char buf[256];
-    const char *why;
-    if (ssl_err == SSL_ERROR_SYSCALL && !ERR_peek_error())
-        why = "unexpected end of data";
-    else
-        why = tls_ssl_reason(buf, sizeof(buf), NULL);
-    fail_why(cl, t, why);
+    fail_why(cl, t, tls_fail_reason(ssl_err, buf, sizeof(buf)));
 }
 
 static void wait_unlink(struct mq_server *srv, struct tls_conn *t);
@@ -1143,12 +1138,13 @@ static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
  * connection is between two records. */
 static int read_plain(struct mq_client *cl, struct tls_conn *t, unsigned level)
 {
-    int end =
-        tls_read_plain(cl, t->ssl, level, cl->srv->tls_plain_buf, sizeof(cl->srv->tls_plain_buf));
+    char why[256];
+    int end = tls_read_plain(cl, t->ssl, level, cl->srv->tls_plain_buf,
+                             sizeof(cl->srv->tls_plain_buf), why, sizeof(why));
     if (end == SSL_ERROR_ZERO_RETURN)
         peer_closed(cl, t);
     else if (end)
-        fail(cl, t, end);
+        fail_why(cl, t, why);
     t->in_len = 0; /* what is left of raw (after a close) is dropped */
     ERR_clear_error();
     if (!end && t->ssl)

@@ -230,14 +230,10 @@ static void flush_wbio(struct mq_client *cl, struct tls_client *t)
         client_layer_down(cl, t->level, buf, (size_t)n);
 }
 
-/* A fatal error: the close reason says why (the certificate check first), the alert OpenSSL
- * made goes out, then the connection closes. */
-static void fail(struct mq_client *cl, struct tls_client *t, int ssl_err)
+/* A fatal error (why: OpenSSL's reason, tls_fail_reason): the close reason says why (the
+ * certificate check first), the alert OpenSSL made goes out, then the connection closes. */
+static void fail_why(struct mq_client *cl, struct tls_client *t, const char *why)
 {
-    char buf[256];
-    const char *why = ssl_err == SSL_ERROR_SYSCALL && !ERR_peek_error()
-                          ? "unexpected end of data"
-                          : tls_ssl_reason(buf, sizeof(buf), NULL);
     long vr = SSL_get_verify_result(t->ssl);
     if (!t->established && vr != X509_V_OK)
         snprintf(t->reason, sizeof(t->reason), "TLS handshake failed: %s (remote certificate: %s)",
@@ -250,6 +246,12 @@ static void fail(struct mq_client *cl, struct tls_client *t, int ssl_err)
     if (!cl->close_reason)
         cl->close_reason = t->reason;
     client_request_close(cl);
+}
+
+static void fail(struct mq_client *cl, struct tls_client *t, int ssl_err)
+{
+    char buf[256];
+    fail_why(cl, t, tls_fail_reason(ssl_err, buf, sizeof(buf)));
 }
 
 static bool is_ip(const char *host)
@@ -378,7 +380,9 @@ static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
                 return -1;
         }
     }
-    int end = tls_read_plain(cl, t->ssl, level, cl->srv->read_buf, sizeof(cl->srv->read_buf));
+    char why[256];
+    int end = tls_read_plain(cl, t->ssl, level, cl->srv->read_buf, sizeof(cl->srv->read_buf), why,
+                             sizeof(why));
     if (end == SSL_ERROR_ZERO_RETURN) {
         SSL_shutdown(t->ssl);
         flush_wbio(cl, t);
@@ -387,7 +391,7 @@ static int input(struct mq_client *cl, unsigned level, uint8_t *raw, size_t len)
             cl->close_reason = "connection closed by the remote (TLS close_notify)";
         client_request_close(cl);
     } else if (end) {
-        fail(cl, t, end);
+        fail_why(cl, t, why);
     }
     int rc = end ? -1 : 0;
     if (!t->failed)
