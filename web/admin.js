@@ -6,20 +6,9 @@
 // password never opens the browser's own login box, and comes from this page's origin, the
 // only one the API accepts changes from.
 
+import { $, el } from './dom.js';
+
 const API = '/api/v1';
-const $ = (sel) => document.querySelector(sel);
-const el = (tag, attrs = {}, ...kids) => {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v == null || v === false) continue;
-    if (k === 'class') e.className = v;
-    else if (k === 'text') e.textContent = v;
-    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v === true ? '' : v);
-  }
-  e.append(...kids);
-  return e;
-};
 
 let auth = null; // "Basic ..." while logged in
 let who = '';

@@ -9,20 +9,8 @@
 // received messages and says every reason code in words.
 
 import { MqttClient, topicMatches, utf8, reasonText, CONNACK_CODES, PACKET } from './mqtt.js';
+import { $, el } from './dom.js';
 
-const $ = (sel, root = document) => root.querySelector(sel);
-const el = (tag, attrs = {}, ...kids) => {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v == null || v === false) continue;
-    if (k === 'class') e.className = v;
-    else if (k === 'text') e.textContent = v;
-    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v === true ? '' : v);
-  }
-  e.append(...kids);
-  return e;
-};
 const SVG = 'http://www.w3.org/2000/svg';
 const svg = (tag, attrs = {}) => {
   const e = document.createElementNS(SVG, tag);
