@@ -1172,14 +1172,6 @@ static int after_step(struct mq_client *cl, struct tls_conn *t, unsigned level, 
     return read_plain(cl, t, level);
 }
 
-/* Why a handshake step failed, into buf (OpenSSL's error queue is the calling thread's). */
-static const char *step_reason(int e, char *buf, size_t size)
-{
-    if (e == SSL_ERROR_SYSCALL && !ERR_peek_error())
-        return "unexpected end of data";
-    return tls_ssl_reason(buf, size, NULL);
-}
-
 static int feed(struct mq_client *cl, struct tls_conn *t, unsigned level, uint8_t *raw, size_t len)
 {
     /* OpenSSL reads raw through the BIO as it needs it (raw may be the server's shared
@@ -1197,7 +1189,8 @@ static int feed(struct mq_client *cl, struct tls_conn *t, unsigned level, uint8_
     cl->srv->handshake_ns += uv_hrtime() - t0;
     int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
     char buf[256];
-    const char *why = r == 1 || e == SSL_ERROR_WANT_READ ? NULL : step_reason(e, buf, sizeof(buf));
+    const char *why =
+        r == 1 || e == SSL_ERROR_WANT_READ ? NULL : tls_fail_reason(e, buf, sizeof(buf));
     return after_step(cl, t, level, r, e, why);
 }
 
@@ -1223,7 +1216,8 @@ static void run_step(struct tls_job *job)
     hs->step_why[0] = '\0';
     if (r != 1 && e != SSL_ERROR_WANT_READ) {
         char buf[sizeof(hs->step_why)];
-        const char *why = step_reason(e, buf, sizeof(buf));
+        /* Taken here: OpenSSL's error queue is this thread's. */
+        const char *why = tls_fail_reason(e, buf, sizeof(buf));
         size_t n = strnlen(why, sizeof(hs->step_why) - 1);
         memcpy(hs->step_why, why, n);
         hs->step_why[n] = '\0';
